@@ -1,0 +1,93 @@
+//! The client's settings, with the defaults a deployment should start from.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// The client's settings. Every field has a documented default
+/// ([`ClientConfig::new`]); the simulator's scenario files set them by these
+/// field names (`config = { keepalive = "25s", opener_ttl = 3 }`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClientConfig {
+    /// The user name to log in as (1–64 printable bytes, no spaces).
+    pub user: String,
+    /// The server's primary address.
+    pub server: SocketAddr,
+    /// The server's alternate address, for NAT behaviour discovery. Without it
+    /// the profile's mapping and filtering stay unmeasured.
+    pub alt_server: Option<SocketAddr>,
+    /// Seeds every random choice the client makes.
+    pub seed: u64,
+    /// Interval between keepalives to the server. Default 25 s: inside the
+    /// 30 s that the shortest common NAT timeouts allow (RFC 4787 REQ-5 asks
+    /// for at least 2 minutes, but many NATs use 30 s).
+    pub keepalive: Duration,
+    /// After this long without an answer from the server, the client reports
+    /// [`ClientEvent::ServerUnreachable`](crate::client::ClientEvent::ServerUnreachable). Default 10 s.
+    pub server_timeout: Duration,
+    /// Whether to measure the NAT after login. Default true.
+    pub discover_nat: bool,
+    /// How long a discovery request waits for its answer (spread over three
+    /// sends). Default 1.5 s.
+    pub discovery_timeout: Duration,
+    /// IP TTL of the openers that open the local NAT mapping before probing.
+    /// Default 3: it leaves one NAT (and a CGNAT behind it) but dies in the
+    /// first routers of the internet, long before the peer's NAT. Raise it for
+    /// deeper NAT nesting; it never needs to reach the peer.
+    pub opener_ttl: u8,
+    /// Skip the openers and probe at once. Only for demonstrating the
+    /// conntrack race of DESIGN §3; never set it in production. Default false.
+    pub skip_openers: bool,
+    /// Interval between probe rounds while punching. Default 100 ms.
+    pub probe_interval: Duration,
+    /// How long one punching attempt probes before it counts as failed.
+    /// Default 4 s.
+    pub punch_timeout: Duration,
+    /// The wait before the first retry after a failed attempt or a fallback;
+    /// it doubles with each further failure. Default 5 s.
+    pub punch_retry: Duration,
+    /// The longest wait between attempts. Default 120 s.
+    pub punch_retry_max: Duration,
+    /// Consecutive failed attempts after which the session stays on the relay
+    /// for good. Default 6.
+    pub max_punch_attempts: u32,
+    /// Interval of keepalive probes on a direct path. Default 1 s.
+    pub direct_keepalive: Duration,
+    /// A direct path that answers no probe for this long is abandoned for the
+    /// relay. Default 3 s.
+    pub fallback_timeout: Duration,
+    /// Interval of keepalives between peers while on the relay. Default 5 s.
+    pub session_keepalive: Duration,
+    /// A session that hears nothing from its peer for this long closes with
+    /// [`CloseReason::PeerTimeout`](crate::wire::frame::CloseReason::PeerTimeout). Default 30 s.
+    pub session_timeout: Duration,
+    /// Most unacknowledged application messages per session. Default 256.
+    pub send_window: usize,
+}
+
+impl ClientConfig {
+    /// Defaults for `user` logging in to `server`.
+    pub fn new(user: impl Into<String>, server: SocketAddr) -> Self {
+        ClientConfig {
+            user: user.into(),
+            server,
+            alt_server: None,
+            seed: 0,
+            keepalive: Duration::from_secs(25),
+            server_timeout: Duration::from_secs(10),
+            discover_nat: true,
+            discovery_timeout: Duration::from_millis(1500),
+            opener_ttl: 3,
+            skip_openers: false,
+            probe_interval: Duration::from_millis(100),
+            punch_timeout: Duration::from_secs(4),
+            punch_retry: Duration::from_secs(5),
+            punch_retry_max: Duration::from_secs(120),
+            max_punch_attempts: 6,
+            direct_keepalive: Duration::from_secs(1),
+            fallback_timeout: Duration::from_secs(3),
+            session_keepalive: Duration::from_secs(5),
+            session_timeout: Duration::from_secs(30),
+            send_window: 256,
+        }
+    }
+}

@@ -1,0 +1,302 @@
+//! NAT behaviour discovery (RFC 4787 terms, RFC 5780 §4 method).
+//!
+//! *Mapping* is measured on the primary socket, which already has a mapping
+//! toward the server's primary address `P` (the login's reflexive address
+//! `X1`): ask the crossed address `(A.ip, P.port)` → `X2`; equal to `X1` means
+//! endpoint-independent mapping. Otherwise ask `A` → `X3`; equal to `X2` means
+//! address-dependent, else address-and-port-dependent (RFC 5780 §4.3).
+//!
+//! *Filtering* is measured on a separate, fresh socket, because its answers
+//! arrive unsolicited: on a Linux NAT an unsolicited packet leaves conntrack
+//! state that would poison the primary socket's later mappings toward that
+//! source (DESIGN §3). The fresh socket first talks to `P` only, then asks `P`
+//! to answer from the other address (received: endpoint-independent
+//! filtering), then from the other port (received: address-dependent; else
+//! address-and-port-dependent), as in RFC 5780 §4.4. The socket is released
+//! afterwards.
+//!
+//! Each request is sent up to three times within
+//! [`ClientConfig::discovery_timeout`](super::ClientConfig::discovery_timeout);
+//! a request never answered counts as "filtered" in the filtering tests and
+//! leaves the mapping unmeasured in the mapping tests.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use super::{Ctx, Out};
+use crate::machine::SocketId;
+use crate::nat::{FilteringBehavior, MappingBehavior, NatProfile, PortAllocation};
+use crate::wire::frame::{AnswerFrom, Frame};
+
+const SENDS_PER_REQUEST: u32 = 3;
+
+#[derive(Debug)]
+pub(crate) struct Discovery {
+    server: SocketAddr,
+    alt: SocketAddr,
+    x1: SocketAddr,
+    primary: (SocketId, SocketAddr),
+    nonce: u64,
+    mapping: Phase<MappingStep>,
+    filtering: Phase<FilteringStep>,
+    filter_socket: SocketState,
+    mapping_result: Option<Option<MappingBehavior>>,
+    filtering_result: Option<Option<FilteringBehavior>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MappingStep {
+    /// Asking the crossed address (or `A` when the server has none).
+    Second,
+    /// Asking `A`, after `X2 != X1`.
+    Third { x2: SocketAddr },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FilteringStep {
+    /// Opening the fresh socket's mapping toward `P`.
+    Open,
+    /// Answer from the other address?
+    OtherAddress,
+    /// Answer from the other port?
+    OtherPort,
+}
+
+#[derive(Debug)]
+enum SocketState {
+    Wanted,
+    Requested,
+    Open(SocketId),
+    Unavailable,
+}
+
+/// One outstanding request of a phase.
+#[derive(Debug)]
+struct Phase<S> {
+    step: Option<S>,
+    nonce: u64,
+    sends: u32,
+    next_send: Option<Instant>,
+}
+
+impl<S> Phase<S> {
+    fn idle() -> Self {
+        Phase { step: None, nonce: 0, sends: 0, next_send: None }
+    }
+}
+
+impl Discovery {
+    pub(crate) fn start(
+        ctx: &Ctx<'_>,
+        out: &mut Out,
+        server: SocketAddr,
+        alt: SocketAddr,
+        x1: SocketAddr,
+        nonce_seed: u64,
+        _socket_request: u32,
+    ) -> Self {
+        let mut d = Discovery {
+            server,
+            alt,
+            x1,
+            primary: ctx.primary,
+            nonce: nonce_seed,
+            mapping: Phase::idle(),
+            filtering: Phase::idle(),
+            filter_socket: SocketState::Wanted,
+            mapping_result: None,
+            filtering_result: None,
+        };
+        d.begin_mapping(ctx, out, MappingStep::Second);
+        d
+    }
+
+    /// The profile, once both phases finished.
+    pub(crate) fn result(&self) -> Option<NatProfile> {
+        let (mapping, filtering) = (self.mapping_result?, self.filtering_result?);
+        let public = self.x1 == self.primary.1;
+        let ports = match mapping {
+            Some(MappingBehavior::EndpointIndependent) if self.x1.port() == self.primary.1.port() => {
+                Some(PortAllocation::Preserving)
+            }
+            _ => None,
+        };
+        Some(NatProfile { mapping, filtering, ports, public })
+    }
+
+    /// The filtering socket, to release.
+    pub(crate) fn socket(&self) -> Option<SocketId> {
+        match self.filter_socket {
+            SocketState::Open(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn wants_socket(&self) -> bool {
+        matches!(self.filter_socket, SocketState::Wanted)
+    }
+
+    pub(crate) fn socket_requested(&mut self) {
+        self.filter_socket = SocketState::Requested;
+    }
+
+    /// Any address the server may answer discovery from.
+    pub(crate) fn is_server_addr(&self, addr: SocketAddr) -> bool {
+        [self.server, self.alt, self.crossed_alt_ip(), SocketAddr::new(self.server.ip(), self.alt.port())]
+            .contains(&addr)
+    }
+
+    pub(crate) fn socket_opened(&mut self, ctx: &Ctx<'_>, out: &mut Out, socket: Option<(SocketId, SocketAddr)>) {
+        match socket {
+            Some((id, _)) => {
+                self.filter_socket = SocketState::Open(id);
+                self.begin_filtering(ctx, out, FilteringStep::Open);
+            }
+            None => {
+                self.filter_socket = SocketState::Unavailable;
+                self.filtering_result = Some(None);
+            }
+        }
+    }
+
+    pub(crate) fn next_timeout(&self) -> Option<Instant> {
+        [self.mapping.next_send, self.filtering.next_send].into_iter().flatten().min()
+    }
+
+    pub(crate) fn handle_timeout(&mut self, ctx: &Ctx<'_>, out: &mut Out) {
+        if self.mapping.next_send.is_some_and(|at| at <= ctx.now) {
+            if self.mapping.sends >= SENDS_PER_REQUEST {
+                // No answer: the mapping stays unmeasured.
+                self.mapping = Phase::idle();
+                self.mapping_result = Some(None);
+            } else if let Some(step) = self.mapping.step {
+                self.send_mapping(ctx, out, step);
+            }
+        }
+        if self.filtering.next_send.is_some_and(|at| at <= ctx.now) {
+            if self.filtering.sends >= SENDS_PER_REQUEST {
+                match self.filtering.step {
+                    Some(FilteringStep::Open) => self.filtering_done(None),
+                    Some(FilteringStep::OtherAddress) => {
+                        if self.alt.port() != self.server.port() {
+                            self.begin_filtering(ctx, out, FilteringStep::OtherPort);
+                        } else {
+                            // No socket can answer "other port": the strictest
+                            // reading is the safe one.
+                            self.filtering_done(Some(FilteringBehavior::AddressAndPortDependent));
+                        }
+                    }
+                    Some(FilteringStep::OtherPort) => {
+                        self.filtering_done(Some(FilteringBehavior::AddressAndPortDependent))
+                    }
+                    None => {}
+                }
+            } else if let Some(step) = self.filtering.step {
+                self.send_filtering(ctx, out, step);
+            }
+        }
+    }
+
+    pub(crate) fn on_reply(
+        &mut self,
+        ctx: &Ctx<'_>,
+        out: &mut Out,
+        socket: SocketId,
+        nonce: u64,
+        reflexive: SocketAddr,
+    ) {
+        if socket == self.primary.0 && self.mapping.step.is_some() && nonce == self.mapping.nonce {
+            match self.mapping.step {
+                Some(MappingStep::Second) if reflexive == self.x1 => {
+                    self.mapping_done(Some(MappingBehavior::EndpointIndependent))
+                }
+                Some(MappingStep::Second) if self.has_crossed() => {
+                    self.begin_mapping(ctx, out, MappingStep::Third { x2: reflexive })
+                }
+                // Without a crossed address the server cannot tell address-
+                // from address-and-port-dependent; assume the stricter.
+                Some(MappingStep::Second) => self.mapping_done(Some(MappingBehavior::AddressAndPortDependent)),
+                Some(MappingStep::Third { x2 }) if reflexive == x2 => {
+                    self.mapping_done(Some(MappingBehavior::AddressDependent))
+                }
+                Some(MappingStep::Third { .. }) => self.mapping_done(Some(MappingBehavior::AddressAndPortDependent)),
+                None => {}
+            }
+            return;
+        }
+        if !matches!(self.filter_socket, SocketState::Open(s) if s == socket) || nonce != self.filtering.nonce {
+            return;
+        }
+        match self.filtering.step {
+            Some(FilteringStep::Open) => {
+                if self.alt.ip() != self.server.ip() {
+                    self.begin_filtering(ctx, out, FilteringStep::OtherAddress);
+                } else {
+                    self.begin_filtering(ctx, out, FilteringStep::OtherPort);
+                }
+            }
+            Some(FilteringStep::OtherAddress) => self.filtering_done(Some(FilteringBehavior::EndpointIndependent)),
+            Some(FilteringStep::OtherPort) => self.filtering_done(Some(FilteringBehavior::AddressDependent)),
+            None => {}
+        }
+    }
+
+    fn has_crossed(&self) -> bool {
+        self.alt.ip() != self.server.ip() && self.alt.port() != self.server.port()
+    }
+
+    fn crossed_alt_ip(&self) -> SocketAddr {
+        SocketAddr::new(self.alt.ip(), self.server.port())
+    }
+
+    fn fresh_nonce(&mut self) -> u64 {
+        self.nonce = self.nonce.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.nonce
+    }
+
+    fn begin_mapping(&mut self, ctx: &Ctx<'_>, out: &mut Out, step: MappingStep) {
+        let nonce = self.fresh_nonce();
+        self.mapping = Phase { step: Some(step), nonce, sends: 0, next_send: None };
+        self.send_mapping(ctx, out, step);
+    }
+
+    fn send_mapping(&mut self, ctx: &Ctx<'_>, out: &mut Out, step: MappingStep) {
+        let to = match step {
+            MappingStep::Second if self.has_crossed() => self.crossed_alt_ip(),
+            MappingStep::Second | MappingStep::Third { .. } => self.alt,
+        };
+        let frame = Frame::Discover { nonce: self.mapping.nonce, answer_from: AnswerFrom::Same };
+        out.send(self.primary.0, to, None, frame.encode());
+        self.mapping.sends += 1;
+        self.mapping.next_send = Some(ctx.now + ctx.config.discovery_timeout / SENDS_PER_REQUEST);
+    }
+
+    fn mapping_done(&mut self, result: Option<MappingBehavior>) {
+        self.mapping = Phase::idle();
+        self.mapping_result = Some(result);
+    }
+
+    fn begin_filtering(&mut self, ctx: &Ctx<'_>, out: &mut Out, step: FilteringStep) {
+        let nonce = self.fresh_nonce();
+        self.filtering = Phase { step: Some(step), nonce, sends: 0, next_send: None };
+        self.send_filtering(ctx, out, step);
+    }
+
+    fn send_filtering(&mut self, ctx: &Ctx<'_>, out: &mut Out, step: FilteringStep) {
+        let SocketState::Open(socket) = self.filter_socket else { return };
+        let answer_from = match step {
+            FilteringStep::Open => AnswerFrom::Same,
+            FilteringStep::OtherAddress => AnswerFrom::OtherAddress,
+            FilteringStep::OtherPort => AnswerFrom::OtherPort,
+        };
+        let frame = Frame::Discover { nonce: self.filtering.nonce, answer_from };
+        out.send(socket, self.server, None, frame.encode());
+        self.filtering.sends += 1;
+        self.filtering.next_send = Some(ctx.now + ctx.config.discovery_timeout / SENDS_PER_REQUEST);
+    }
+
+    fn filtering_done(&mut self, result: Option<FilteringBehavior>) {
+        self.filtering = Phase::idle();
+        self.filtering_result = Some(result);
+    }
+}

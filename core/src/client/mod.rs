@@ -1,0 +1,885 @@
+//! The client machine: login, keepalive, NAT discovery, sessions.
+//!
+//! A [`Client`] logs in as soon as it is created, keeps its NAT mapping toward
+//! the server alive, measures its NAT ([`discovery`]) and reports the profile.
+//! [`Client::connect`] asks the server for a session with another user; the
+//! session is usable over the server's relay after one round trip, and each
+//! session then tries to open a direct path ([`session`]): openers first, then
+//! authenticated probes, then migration, keepalive on the direct path and
+//! fallback to the relay when it dies.
+//!
+//! The client starts with one socket, the *primary* socket, which talks to
+//! the server and carries the first punching attempt. It asks its driver for
+//! more sockets through [`ClientEvent::OpenSockets`] (NAT discovery and retries
+//! from fresh local ports) and gives them back with
+//! [`ClientEvent::ReleaseSocket`].
+
+mod config;
+mod discovery;
+mod session;
+mod stream;
+
+pub use config::ClientConfig;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tracing::debug;
+
+use crate::machine::{Machine, SocketId, Transmit};
+use crate::nat::{NatProfile, Strategy};
+use crate::rng::Rng;
+use crate::timer::Timers;
+use crate::wire::frame::{CloseReason, ErrorCode, Frame, FrameError, SessionId, MAX_APP_PAYLOAD};
+use crate::wire::{self, stun};
+
+use discovery::Discovery;
+use session::Session;
+
+/// Something a user of the client (or its driver) cares about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientEvent {
+    /// The server accepted the login.
+    LoggedIn {
+        /// The address the server sees us at.
+        reflexive: SocketAddr,
+    },
+    /// The server refused the login (bad user name, unsupported version).
+    LoginFailed {
+        /// Why.
+        code: ErrorCode,
+    },
+    /// The server has not answered for [`ClientConfig::server_timeout`]. The
+    /// client keeps trying; direct sessions keep working.
+    ServerUnreachable,
+    /// The NAT now maps us to another address (a rebinding or a reboot).
+    ReflexiveChanged {
+        /// The address before.
+        old: SocketAddr,
+        /// The address now.
+        new: SocketAddr,
+    },
+    /// NAT discovery finished.
+    NatProfile(NatProfile),
+    /// Answer to [`Client::lookup`].
+    LookupResult {
+        /// Who was looked up.
+        user: String,
+        /// Whether they are online.
+        online: bool,
+    },
+    /// A session exists and is usable over the relay.
+    SessionOpened {
+        /// The session.
+        session: SessionId,
+        /// The other member.
+        peer: String,
+        /// True when we asked for it.
+        initiator: bool,
+        /// How it will try for a direct path.
+        strategy: Strategy,
+    },
+    /// Both sides' openers are out; probing starts.
+    PunchStarted {
+        /// The session.
+        session: SessionId,
+        /// Which attempt (0 is the first).
+        attempt: u16,
+    },
+    /// An attempt ended without a direct path.
+    PunchFailed {
+        /// The session.
+        session: SessionId,
+        /// Which attempt.
+        attempt: u16,
+        /// When the next attempt starts, or `None` when the session gave up
+        /// and stays on the relay.
+        retry_in: Option<Duration>,
+    },
+    /// The session now uses a direct path.
+    PathDirect {
+        /// The session.
+        session: SessionId,
+        /// Our socket on the path.
+        socket: SocketId,
+        /// The peer's address on the path.
+        remote: SocketAddr,
+    },
+    /// The direct path stopped answering; the session is back on the relay.
+    PathFellBack {
+        /// The session.
+        session: SessionId,
+    },
+    /// Application data arrived, in order, exactly once.
+    DataReceived {
+        /// The session.
+        session: SessionId,
+        /// The data.
+        data: Bytes,
+    },
+    /// The session ended.
+    SessionClosed {
+        /// The session.
+        session: SessionId,
+        /// Why.
+        reason: CloseReason,
+    },
+    /// A [`Client::connect`] failed before a session existed.
+    ConnectFailed {
+        /// Who we asked for.
+        peer: String,
+        /// Why.
+        reason: ConnectFailure,
+    },
+    /// Driver: bind `count` new UDP sockets and answer with
+    /// [`Client::sockets_opened`] quoting `request`.
+    OpenSockets {
+        /// Quote this in the answer.
+        request: u32,
+        /// How many sockets.
+        count: u16,
+    },
+    /// Driver: the client no longer needs `socket`; close it.
+    ReleaseSocket {
+        /// The socket.
+        socket: SocketId,
+    },
+}
+
+/// Why a connect failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnectFailure {
+    /// No such user.
+    UnknownPeer,
+    /// The user exists but is offline.
+    PeerOffline,
+    /// The server did not answer.
+    ServerUnreachable,
+    /// The server refused (limits, bad name).
+    Refused(ErrorCode),
+}
+
+/// Errors of [`Client::connect`].
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConnectError {
+    /// Not logged in yet.
+    #[error("not logged in")]
+    NotLoggedIn,
+    /// The name cannot be a user.
+    #[error("invalid user name")]
+    BadUserName,
+}
+
+/// Errors of [`Client::send`].
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SendError {
+    /// No such session (never existed, or closed).
+    #[error("no such session")]
+    UnknownSession,
+    /// Larger than one message may be.
+    #[error("message of {len} bytes exceeds the {max}-byte limit")]
+    TooLarge {
+        /// The message's length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Too many messages are unacknowledged; wait for acknowledgements.
+    #[error("send window full")]
+    WindowFull,
+}
+
+/// The path a session uses now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PathKind {
+    /// Through the server's relay.
+    Relay,
+    /// Peer to peer.
+    Direct {
+        /// Our socket.
+        socket: SocketId,
+        /// The peer's address.
+        remote: SocketAddr,
+    },
+}
+
+/// A snapshot of one session, for reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionInfo {
+    /// The other member.
+    pub peer: String,
+    /// The strategy.
+    pub strategy: Strategy,
+    /// The current path.
+    pub path: PathKind,
+    /// Times the session fell back from direct to the relay.
+    pub fallbacks: u32,
+    /// Probes sent, all attempts together.
+    pub probes_sent: u64,
+    /// Punching attempts started.
+    pub attempts: u16,
+}
+
+/// Counters of what the client dropped.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClientStats {
+    /// Undecodable datagrams.
+    pub malformed: u64,
+    /// Peer frames with a bad MAC, a replayed counter or an unknown session.
+    pub unauthenticated: u64,
+    /// Frames from an unexpected source (e.g. server frames not from the
+    /// server).
+    pub unexpected: u64,
+}
+
+/// The client's protocol state. See the [module documentation](self).
+#[derive(Debug)]
+pub struct Client {
+    config: ClientConfig,
+    rng: Rng,
+    primary: (SocketId, SocketAddr),
+    login: Login,
+    discovery: Option<Discovery>,
+    profile: NatProfile,
+    connects: BTreeMap<u32, PendingConnect>,
+    lookups: BTreeMap<u32, String>,
+    sessions: BTreeMap<SessionId, Session>,
+    next_request: u32,
+    socket_requests: BTreeMap<u32, SocketOwner>,
+    timers: Timers<ClientTimer>,
+    out: Out,
+    stats: ClientStats,
+}
+
+/// Output queues shared by the client and its sub-machines.
+#[derive(Debug, Default)]
+pub(crate) struct Out {
+    pub(crate) transmits: VecDeque<Transmit>,
+    pub(crate) events: VecDeque<ClientEvent>,
+    pub(crate) now: Option<Instant>,
+}
+
+impl Out {
+    pub(crate) fn send(&mut self, socket: SocketId, to: SocketAddr, ttl: Option<u8>, payload: Vec<u8>) {
+        self.transmits.push_back(Transmit { socket, destination: to, ttl, payload: Bytes::from(payload) });
+    }
+    pub(crate) fn event(&mut self, event: ClientEvent) {
+        self.events.push_back(event);
+    }
+}
+
+/// Who asked for sockets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SocketOwner {
+    Discovery,
+    Session(SessionId, u16),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum ClientTimer {
+    Login,
+    Keepalive,
+    Connect(u32),
+    Discovery,
+}
+
+#[derive(Debug)]
+enum Login {
+    Pending { request: u32, sends: u32, since: Instant, reported_unreachable: bool },
+    Failed,
+    Online { token: u64, reflexive: SocketAddr, last_answer: Instant, reported_unreachable: bool },
+    LoggedOut,
+}
+
+#[derive(Debug)]
+struct PendingConnect {
+    peer: String,
+    sends: u32,
+}
+
+/// What a session needs from the client to send.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Ctx<'a> {
+    pub(crate) now: Instant,
+    pub(crate) config: &'a ClientConfig,
+    pub(crate) token: Option<u64>,
+    pub(crate) primary: (SocketId, SocketAddr),
+}
+
+/// Builds a [`Ctx`] from the client's fields, borrowing only `config`, so
+/// sessions and the output queues stay mutably borrowable beside it.
+macro_rules! ctx {
+    ($client:ident, $now:expr) => {{
+        let token = match $client.login {
+            Login::Online { token, .. } => Some(token),
+            _ => None,
+        };
+        Ctx { now: $now, config: &$client.config, token, primary: $client.primary }
+    }};
+}
+
+impl Client {
+    /// A client that logs in at once from its primary socket `primary` (its
+    /// id and local address).
+    pub fn new(config: ClientConfig, primary: (SocketId, SocketAddr), now: Instant) -> Self {
+        let mut client = Client {
+            rng: Rng::new(config.seed).fork(0xc11e_47),
+            config,
+            primary,
+            login: Login::LoggedOut,
+            discovery: None,
+            profile: NatProfile::default(),
+            connects: BTreeMap::new(),
+            lookups: BTreeMap::new(),
+            sessions: BTreeMap::new(),
+            next_request: 1,
+            socket_requests: BTreeMap::new(),
+            timers: Timers::default(),
+            out: Out { now: Some(now), ..Out::default() },
+            stats: ClientStats::default(),
+        };
+        client.start_login(now);
+        client
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &ClientConfig {
+        &self.config
+    }
+
+    /// The NAT profile measured so far.
+    pub fn nat_profile(&self) -> NatProfile {
+        self.profile
+    }
+
+    /// Our server-reflexive address, once logged in.
+    pub fn reflexive(&self) -> Option<SocketAddr> {
+        match self.login {
+            Login::Online { reflexive, .. } => Some(reflexive),
+            _ => None,
+        }
+    }
+
+    /// True once the server accepted the login.
+    pub fn is_logged_in(&self) -> bool {
+        matches!(self.login, Login::Online { .. })
+    }
+
+    /// Counters of dropped input.
+    pub fn stats(&self) -> &ClientStats {
+        &self.stats
+    }
+
+    /// A snapshot of `session`.
+    pub fn session_info(&self, session: SessionId) -> Option<SessionInfo> {
+        self.sessions.get(&session).map(Session::info)
+    }
+
+    /// Open sessions, in id order.
+    pub fn sessions(&self) -> impl Iterator<Item = SessionId> + '_ {
+        self.sessions.keys().copied()
+    }
+
+    /// Asks the server for a session with `peer`. Answered by
+    /// [`ClientEvent::SessionOpened`] or [`ClientEvent::ConnectFailed`].
+    pub fn connect(&mut self, now: Instant, peer: &str) -> Result<(), ConnectError> {
+        self.out.now = Some(now);
+        if !crate::server::valid_user_name(peer) || peer == self.config.user {
+            return Err(ConnectError::BadUserName);
+        }
+        let Login::Online { token, .. } = self.login else {
+            return Err(ConnectError::NotLoggedIn);
+        };
+        let request = self.fresh_request();
+        self.connects.insert(request, PendingConnect { peer: peer.to_owned(), sends: 1 });
+        self.to_server(Frame::Connect { token, request, peer: peer.to_owned() });
+        self.timers.set(ClientTimer::Connect(request), now + retransmit_after(1));
+        Ok(())
+    }
+
+    /// Asks the server whether `user` is online; answered by
+    /// [`ClientEvent::LookupResult`]. Sent once: a lost answer is not retried.
+    pub fn lookup(&mut self, now: Instant, user: &str) -> Result<(), ConnectError> {
+        self.out.now = Some(now);
+        let Login::Online { token, .. } = self.login else {
+            return Err(ConnectError::NotLoggedIn);
+        };
+        if !crate::server::valid_user_name(user) {
+            return Err(ConnectError::BadUserName);
+        }
+        let request = self.fresh_request();
+        self.lookups.insert(request, user.to_owned());
+        self.to_server(Frame::Lookup { token, request, user: user.to_owned() });
+        Ok(())
+    }
+
+    /// Sends `data` on `session`, reliably and in order, on whichever path
+    /// the session uses.
+    pub fn send(&mut self, now: Instant, session: SessionId, data: &[u8]) -> Result<(), SendError> {
+        self.out.now = Some(now);
+        if data.len() > MAX_APP_PAYLOAD {
+            return Err(SendError::TooLarge { len: data.len(), max: MAX_APP_PAYLOAD });
+        }
+        let ctx = ctx!(self, now);
+        let s = self.sessions.get_mut(&session).ok_or(SendError::UnknownSession)?;
+        if s.unacked_app() >= self.config.send_window {
+            return Err(SendError::WindowFull);
+        }
+        s.send_app(&ctx, &mut self.out, data.to_vec());
+        Ok(())
+    }
+
+    /// Closes `session`, telling the peer.
+    pub fn close(&mut self, now: Instant, session: SessionId) {
+        self.out.now = Some(now);
+        let ctx = ctx!(self, now);
+        if let Some(mut s) = self.sessions.remove(&session) {
+            s.close(&ctx, &mut self.out, CloseReason::Local);
+        }
+    }
+
+    /// Logs out: closes every session and tells the server.
+    pub fn logout(&mut self, now: Instant) {
+        self.out.now = Some(now);
+        let ids: Vec<SessionId> = self.sessions.keys().copied().collect();
+        for id in ids {
+            self.close(now, id);
+        }
+        if let Login::Online { token, .. } = self.login {
+            self.to_server(Frame::Logout { token });
+        }
+        self.login = Login::LoggedOut;
+        self.timers = Timers::default();
+    }
+
+    /// The driver's answer to [`ClientEvent::OpenSockets`]: the new sockets'
+    /// ids and local addresses (fewer than asked, or none, when it could not
+    /// bind them).
+    pub fn sockets_opened(&mut self, now: Instant, request: u32, sockets: &[(SocketId, SocketAddr)]) {
+        self.out.now = Some(now);
+        let Some(owner) = self.socket_requests.remove(&request) else {
+            for (socket, _) in sockets {
+                self.out.event(ClientEvent::ReleaseSocket { socket: *socket });
+            }
+            return;
+        };
+        let ctx = ctx!(self, now);
+        match owner {
+            SocketOwner::Discovery => match self.discovery.as_mut() {
+                Some(d) => d.socket_opened(&ctx, &mut self.out, sockets.first().copied()),
+                None => sockets.iter().for_each(|(s, _)| self.out.event(ClientEvent::ReleaseSocket { socket: *s })),
+            },
+            SocketOwner::Session(id, attempt) => match self.sessions.get_mut(&id) {
+                Some(s) => s.socket_opened(&ctx, &mut self.out, attempt, sockets.first().copied()),
+                None => sockets.iter().for_each(|(s, _)| self.out.event(ClientEvent::ReleaseSocket { socket: *s })),
+            },
+        }
+        self.request_sockets();
+    }
+}
+
+impl Machine for Client {
+    type Event = ClientEvent;
+
+    fn handle_datagram(&mut self, now: Instant, socket: SocketId, from: SocketAddr, payload: &[u8]) {
+        self.out.now = Some(now);
+        if payload.len() > wire::MAX_DATAGRAM {
+            self.stats.malformed += 1;
+            return;
+        }
+        match wire::classify(payload) {
+            wire::Kind::Stun => self.handle_stun(now, socket, from, payload),
+            wire::Kind::Punchline => match Frame::decode(payload) {
+                Ok(frame) => self.handle_frame(now, socket, from, frame, payload),
+                Err(FrameError::UnsupportedVersion(v)) => {
+                    debug!(%from, version = v, "frame of an unsupported version");
+                    self.stats.malformed += 1;
+                }
+                Err(error) => {
+                    debug!(%from, %error, "dropped a malformed datagram");
+                    self.stats.malformed += 1;
+                }
+            },
+            wire::Kind::Unknown => self.stats.malformed += 1,
+        }
+        self.request_sockets();
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        self.out.now = Some(now);
+        for timer in self.timers.expire(now) {
+            match timer {
+                ClientTimer::Login => self.login_timer(now),
+                ClientTimer::Keepalive => self.keepalive_timer(now),
+                ClientTimer::Connect(request) => self.connect_timer(now, request),
+                ClientTimer::Discovery => {
+                    let ctx = ctx!(self, now);
+                    if let Some(d) = self.discovery.as_mut() {
+                        d.handle_timeout(&ctx, &mut self.out);
+                    }
+                    self.finish_discovery();
+                }
+            }
+        }
+        let ctx = ctx!(self, now);
+        let mut closed = Vec::new();
+        for (id, s) in self.sessions.iter_mut() {
+            if s.next_timeout().is_some_and(|at| at <= now) {
+                s.handle_timeout(&ctx, &mut self.out);
+            }
+            if s.is_closed() {
+                closed.push(*id);
+            }
+        }
+        for id in closed {
+            self.sessions.remove(&id);
+        }
+        self.request_sockets();
+    }
+
+    fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.out.transmits.pop_front()
+    }
+
+    fn poll_event(&mut self) -> Option<ClientEvent> {
+        self.out.events.pop_front()
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        if !self.out.transmits.is_empty() || !self.out.events.is_empty() {
+            return self.out.now;
+        }
+        let timers = self.timers.next().map(|(_, at)| at);
+        let discovery = self.discovery.as_ref().and_then(Discovery::next_timeout);
+        let sessions = self.sessions.values().filter_map(Session::next_timeout).min();
+        [timers, discovery, sessions].into_iter().flatten().min()
+    }
+}
+
+impl Client {
+    fn fresh_request(&mut self) -> u32 {
+        let r = self.next_request;
+        self.next_request = self.next_request.wrapping_add(1).max(1);
+        r
+    }
+
+    fn to_server(&mut self, frame: Frame) {
+        self.out.send(self.primary.0, self.config.server, None, frame.encode());
+    }
+
+    fn is_server(&self, addr: SocketAddr) -> bool {
+        addr == self.config.server || Some(addr) == self.config.alt_server
+    }
+
+    fn start_login(&mut self, now: Instant) {
+        let request = self.fresh_request();
+        self.login = Login::Pending { request, sends: 1, since: now, reported_unreachable: false };
+        self.send_login(request);
+        self.timers.set(ClientTimer::Login, now + retransmit_after(1));
+    }
+
+    fn send_login(&mut self, request: u32) {
+        let mut host_candidates = Vec::new();
+        if !self.primary.1.ip().is_unspecified() {
+            host_candidates.push(self.primary.1);
+        }
+        self.to_server(Frame::Login { request, user: self.config.user.clone(), host_candidates });
+    }
+
+    fn login_timer(&mut self, now: Instant) {
+        let Login::Pending { request, sends, since, reported_unreachable } = &mut self.login else { return };
+        *sends += 1;
+        let (request, sends_now) = (*request, *sends);
+        if !*reported_unreachable && now.saturating_duration_since(*since) >= self.config.server_timeout {
+            *reported_unreachable = true;
+            self.out.event(ClientEvent::ServerUnreachable);
+        }
+        self.send_login(request);
+        self.timers.set(ClientTimer::Login, now + retransmit_after(sends_now));
+    }
+
+    fn keepalive_timer(&mut self, now: Instant) {
+        let Login::Online { token, last_answer, reported_unreachable, .. } = &mut self.login else { return };
+        let token = *token;
+        let silent = now.saturating_duration_since(*last_answer);
+        if silent >= self.config.server_timeout && !*reported_unreachable {
+            *reported_unreachable = true;
+            self.out.event(ClientEvent::ServerUnreachable);
+        }
+        self.to_server(Frame::Keepalive { token, profile: self.profile });
+        // While answers are missing, ask more often so a rebinding or a
+        // restarted server is noticed quickly.
+        let next = if silent > self.config.keepalive { Duration::from_secs(2) } else { self.config.keepalive };
+        self.timers.set(ClientTimer::Keepalive, now + next.min(self.config.keepalive));
+    }
+
+    fn connect_timer(&mut self, now: Instant, request: u32) {
+        let Some(pending) = self.connects.get_mut(&request) else { return };
+        if pending.sends >= 6 {
+            let pending = self.connects.remove(&request).expect("looked up above");
+            self.out
+                .event(ClientEvent::ConnectFailed { peer: pending.peer, reason: ConnectFailure::ServerUnreachable });
+            return;
+        }
+        pending.sends += 1;
+        let (peer, sends) = (pending.peer.clone(), pending.sends);
+        if let Login::Online { token, .. } = self.login {
+            self.to_server(Frame::Connect { token, request, peer });
+        }
+        self.timers.set(ClientTimer::Connect(request), now + retransmit_after(sends));
+    }
+
+    fn handle_stun(&mut self, now: Instant, socket: SocketId, from: SocketAddr, payload: &[u8]) {
+        let Ok(message) = stun::Message::decode(payload) else {
+            self.stats.malformed += 1;
+            return;
+        };
+        if message.class == stun::Class::Request {
+            // Answer Binding requests like any STUN server would: it costs
+            // nothing and helps peers that check reachability with STUN.
+            if let Some(answer) = stun::answer_binding(payload, from) {
+                self.out.send(socket, from, None, answer);
+            }
+            return;
+        }
+        if message.class != stun::Class::SuccessResponse {
+            return;
+        }
+        let Some(mapped) = message.xor_mapped_address().or_else(|| message.mapped_address()) else { return };
+        let ctx = ctx!(self, now);
+        let tid = message.transaction_id;
+        for s in self.sessions.values_mut() {
+            if s.on_binding_response(&ctx, &mut self.out, socket, tid, mapped) {
+                return;
+            }
+        }
+    }
+
+    fn handle_frame(&mut self, now: Instant, socket: SocketId, from: SocketAddr, frame: Frame, raw: &[u8]) {
+        if frame.is_authenticated() {
+            return self.handle_peer_frame(now, socket, from, frame, raw, false);
+        }
+        if matches!(frame, Frame::Opener) {
+            // Openers are not meant to arrive; one that does (a peer on the
+            // same LAN) carries nothing.
+            return;
+        }
+        let from_server = self.is_server(from) || self.discovery.as_ref().is_some_and(|d| d.is_server_addr(from));
+        if !from_server {
+            debug!(%from, "server frame from a source that is not the server");
+            self.stats.unexpected += 1;
+            return;
+        }
+        match frame {
+            Frame::LoginOk { request, token, reflexive } => {
+                let Login::Pending { request: expected, .. } = self.login else { return };
+                if request != expected {
+                    return;
+                }
+                self.timers.stop(&ClientTimer::Login);
+                self.login = Login::Online { token, reflexive, last_answer: now, reported_unreachable: false };
+                self.timers.set(ClientTimer::Keepalive, now + self.config.keepalive);
+                self.out.event(ClientEvent::LoggedIn { reflexive });
+                if self.config.discover_nat {
+                    self.start_discovery(now);
+                }
+            }
+            Frame::KeepaliveAck { reflexive: new } => {
+                let Login::Online { reflexive, last_answer, reported_unreachable, .. } = &mut self.login else {
+                    return;
+                };
+                *last_answer = now;
+                *reported_unreachable = false;
+                if *reflexive != new {
+                    let old = std::mem::replace(reflexive, new);
+                    self.out.event(ClientEvent::ReflexiveChanged { old, new });
+                    if self.config.discover_nat {
+                        self.start_discovery(now);
+                    }
+                }
+            }
+            Frame::LookupReply { request, online } => {
+                if let Some(user) = self.lookups.remove(&request) {
+                    self.out.event(ClientEvent::LookupResult { user, online });
+                }
+            }
+            Frame::Offer { request, session, key, initiator, peer, peer_candidates, strategy } => {
+                if let Login::Online { token, .. } = self.login {
+                    self.to_server(Frame::OfferAck { token, session });
+                }
+                if self.sessions.contains_key(&session) {
+                    return;
+                }
+                if initiator {
+                    match self.connects.get(&request) {
+                        Some(p) if p.peer == peer => {
+                            self.connects.remove(&request);
+                            self.timers.stop(&ClientTimer::Connect(request));
+                        }
+                        // An offer for a connect we gave up on, or forged.
+                        _ => return,
+                    }
+                }
+                let ctx = ctx!(self, now);
+                let role = if initiator { crate::auth::Role::Initiator } else { crate::auth::Role::Responder };
+                let rng = self.rng.fork(session.0);
+                let s = Session::new(&ctx, &mut self.out, session, key, role, peer, peer_candidates, strategy, rng);
+                self.sessions.insert(session, s);
+            }
+            Frame::Relayed { session, payload } => {
+                match Frame::decode(&payload) {
+                    Ok(inner) if inner.is_authenticated() => {
+                        self.handle_peer_frame(now, socket, from, inner, &payload, true);
+                    }
+                    _ => self.stats.malformed += 1,
+                }
+                let _ = session;
+            }
+            Frame::SessionEnded { session, reason } => {
+                let ctx = ctx!(self, now);
+                if let Some(mut s) = self.sessions.remove(&session) {
+                    s.close(&ctx, &mut self.out, reason);
+                }
+            }
+            Frame::DiscoverReply { nonce, reflexive } => {
+                let ctx = ctx!(self, now);
+                if let Some(d) = self.discovery.as_mut() {
+                    d.on_reply(&ctx, &mut self.out, socket, nonce, reflexive);
+                }
+                self.finish_discovery();
+            }
+            Frame::Error { request, code } => self.handle_error(now, request, code),
+            other => {
+                debug!(tag = other.tag(), "frame a client does not accept");
+                self.stats.unexpected += 1;
+            }
+        }
+    }
+
+    fn handle_error(&mut self, now: Instant, request: u32, code: ErrorCode) {
+        if let Some(pending) = self.connects.remove(&request) {
+            self.timers.stop(&ClientTimer::Connect(request));
+            let reason = match code {
+                ErrorCode::UnknownPeer => ConnectFailure::UnknownPeer,
+                ErrorCode::PeerOffline => ConnectFailure::PeerOffline,
+                other => ConnectFailure::Refused(other),
+            };
+            self.out.event(ClientEvent::ConnectFailed { peer: pending.peer, reason });
+            return;
+        }
+        match (&self.login, code) {
+            (Login::Pending { request: r, .. }, ErrorCode::BadUserName | ErrorCode::UnsupportedVersion)
+                if *r == request || request == 0 =>
+            {
+                self.timers.stop(&ClientTimer::Login);
+                self.login = Login::Failed;
+                self.out.event(ClientEvent::LoginFailed { code });
+            }
+            (Login::Online { .. }, ErrorCode::NotLoggedIn) => {
+                // The server forgot us (restart, or our keepalives were lost
+                // for too long): log in again. Direct sessions go on.
+                self.timers.stop(&ClientTimer::Keepalive);
+                self.start_login(now);
+            }
+            _ => debug!(?code, request, "error for no pending request"),
+        }
+    }
+
+    fn handle_peer_frame(
+        &mut self,
+        now: Instant,
+        socket: SocketId,
+        from: SocketAddr,
+        frame: Frame,
+        raw: &[u8],
+        relayed: bool,
+    ) {
+        let session = match &frame {
+            Frame::Probe { session, .. } | Frame::ProbeAck { session, .. } | Frame::Session { session, .. } => *session,
+            _ => return,
+        };
+        let ctx = ctx!(self, now);
+        let Some(s) = self.sessions.get_mut(&session) else {
+            debug!(%session, "peer frame for an unknown session");
+            self.stats.unauthenticated += 1;
+            return;
+        };
+        if !s.authenticate(&frame, raw) {
+            debug!(%session, %from, "peer frame failed authentication or replay check");
+            self.stats.unauthenticated += 1;
+            return;
+        }
+        s.handle_frame(&ctx, &mut self.out, socket, from, frame, relayed);
+        if s.is_closed() {
+            self.sessions.remove(&session);
+        }
+    }
+
+    fn start_discovery(&mut self, now: Instant) {
+        let (Some(alt), Login::Online { reflexive, .. }) = (self.config.alt_server, &self.login) else {
+            self.profile.public = self.reflexive() == Some(self.primary.1);
+            return;
+        };
+        let reflexive = *reflexive;
+        let nonce_seed = self.rng.next_u64();
+        let request = self.fresh_request();
+        let ctx = ctx!(self, now);
+        self.socket_requests.insert(request, SocketOwner::Discovery);
+        let d = Discovery::start(&ctx, &mut self.out, self.config.server, alt, reflexive, nonce_seed, request);
+        self.discovery = Some(d);
+        if let Some(at) = self.discovery.as_ref().and_then(Discovery::next_timeout) {
+            self.timers.set(ClientTimer::Discovery, at);
+        }
+    }
+
+    fn finish_discovery(&mut self) {
+        let Some(d) = self.discovery.as_ref() else { return };
+        if let Some(at) = d.next_timeout() {
+            self.timers.set(ClientTimer::Discovery, at);
+        }
+        let Some(profile) = d.result() else { return };
+        let d = self.discovery.take().expect("checked above");
+        if let Some(socket) = d.socket() {
+            self.out.event(ClientEvent::ReleaseSocket { socket });
+        }
+        self.timers.stop(&ClientTimer::Discovery);
+        self.profile = profile;
+        self.out.event(ClientEvent::NatProfile(profile));
+        if let Login::Online { token, .. } = self.login {
+            self.to_server(Frame::Profile { token, profile });
+        }
+    }
+
+    /// Turns sub-machines' socket wishes into driver events.
+    fn request_sockets(&mut self) {
+        let mut wanted: Vec<(SessionId, u16)> = Vec::new();
+        for (id, s) in self.sessions.iter_mut() {
+            if let Some(attempt) = s.take_socket_wish() {
+                wanted.push((*id, attempt));
+            }
+        }
+        for (id, attempt) in wanted {
+            let request = self.fresh_request();
+            self.socket_requests.insert(request, SocketOwner::Session(id, attempt));
+            self.out.event(ClientEvent::OpenSockets { request, count: 1 });
+        }
+        let pending: Vec<u32> =
+            self.socket_requests.iter().filter(|(_, o)| **o == SocketOwner::Discovery).map(|(r, _)| *r).collect();
+        if let Some(d) = self.discovery.as_mut() {
+            if d.wants_socket() {
+                if let Some(&request) = pending.first() {
+                    d.socket_requested();
+                    self.out.event(ClientEvent::OpenSockets { request, count: 1 });
+                }
+            }
+        }
+    }
+}
+
+/// Retransmission schedule for requests to the server: 500 ms, doubling, at
+/// most 4 s between sends.
+fn retransmit_after(sends: u32) -> Duration {
+    Duration::from_millis(500 * 2u64.pow(sends.saturating_sub(1).min(3)))
+}

@@ -1,0 +1,676 @@
+//! The server machine: login, presence, keepalive, NAT behaviour discovery,
+//! connect coordination and relay (DESIGN §3, "Client ↔ server").
+//!
+//! The server owns up to four sockets (see [`Server::sockets`]): its primary
+//! and alternate addresses, and the two crossed combinations of their IPs and
+//! ports, so that a client can ask for answers "from the other port" and "from
+//! the other address" and classify its NAT per RFC 4787 / RFC 5780 §4.
+//!
+//! It is never an open relay: [`Frame::Relay`] is forwarded only from a
+//! logged-in member of a session the server created, from the address that
+//! member logged in from, to the other member. Everything else is dropped and
+//! counted in [`ServerStats`].
+
+mod limits;
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tracing::debug;
+
+use crate::machine::{Machine, SocketId, Transmit};
+use crate::nat::{choose_strategy, NatProfile, Strategy};
+use crate::rng::Rng;
+use crate::timer::Timers;
+use crate::wire::frame::{AnswerFrom, CloseReason, ErrorCode, Frame, FrameError, SessionId, SessionKey};
+use crate::wire::{self, stun};
+
+use limits::{Bucket, SourceLimits};
+
+/// The server's settings.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// The primary address clients log in to.
+    pub primary: SocketAddr,
+    /// The alternate address for NAT behaviour discovery. With a different IP
+    /// *and* port, the server also listens on the crossed combinations.
+    pub alternate: Option<SocketAddr>,
+    /// Seeds tokens, session ids and session keys.
+    pub seed: u64,
+    /// A user not heard from for this long is offline.
+    pub user_timeout: Duration,
+    /// How often an unacknowledged session offer is sent again.
+    pub offer_retransmit: Duration,
+    /// How many times an offer is sent before the session is abandoned.
+    pub offer_attempts: u32,
+    /// Requests a source IP may burst.
+    pub request_burst: u32,
+    /// Requests per second a source IP may sustain.
+    pub request_rate: u32,
+    /// Relayed bytes a session may burst.
+    pub relay_burst_bytes: u32,
+    /// Relayed bytes per second a session may sustain.
+    pub relay_rate_bytes: u32,
+    /// Most source addresses tracked by the request limiter.
+    pub max_sources: usize,
+    /// Most sessions one user may have open.
+    pub max_sessions_per_user: usize,
+}
+
+impl ServerConfig {
+    /// Defaults for a server at `primary`.
+    pub fn new(primary: SocketAddr, alternate: Option<SocketAddr>) -> Self {
+        ServerConfig {
+            primary,
+            alternate,
+            seed: 0,
+            user_timeout: Duration::from_secs(75),
+            offer_retransmit: Duration::from_millis(500),
+            offer_attempts: 10,
+            request_burst: 64,
+            request_rate: 32,
+            relay_burst_bytes: 512 * 1024,
+            relay_rate_bytes: 2 * 1024 * 1024,
+            max_sources: 100_000,
+            max_sessions_per_user: 64,
+        }
+    }
+}
+
+/// What happened on the server that an operator may care about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ServerEvent {
+    /// A user logged in.
+    UserOnline {
+        /// Who.
+        user: String,
+        /// From where.
+        reflexive: SocketAddr,
+    },
+    /// A user went offline (logout, timeout, or a new login elsewhere).
+    UserOffline {
+        /// Who.
+        user: String,
+    },
+    /// A session was created.
+    SessionCreated {
+        /// Its id.
+        session: SessionId,
+        /// The member that asked.
+        initiator: String,
+        /// The member that was asked.
+        responder: String,
+        /// The strategy both were told.
+        strategy: Strategy,
+    },
+    /// A session's relay channel was removed.
+    SessionEnded {
+        /// Its id.
+        session: SessionId,
+    },
+}
+
+/// Counters of what the server did and refused.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServerStats {
+    /// Datagrams that were neither STUN nor a decodable frame.
+    pub malformed: u64,
+    /// Requests refused by the per-source limits.
+    pub rate_limited: u64,
+    /// Relay frames refused: unknown session, not a member, wrong source.
+    pub relay_refused: u64,
+    /// Relay frames over the session's byte rate.
+    pub relay_throttled: u64,
+    /// Relay frames forwarded.
+    pub relayed: u64,
+    /// STUN Binding requests answered.
+    pub stun_answered: u64,
+    /// Frames that need a login but carried an unknown token.
+    pub bad_token: u64,
+}
+
+/// The server's protocol state. See the [module documentation](self).
+#[derive(Debug)]
+pub struct Server {
+    config: ServerConfig,
+    sockets: Vec<(SocketId, SocketAddr)>,
+    rng: Rng,
+    users: BTreeMap<String, User>,
+    tokens: BTreeMap<u64, String>,
+    known_users: BTreeSet<String>,
+    sessions: BTreeMap<SessionId, RelaySession>,
+    limits: SourceLimits,
+    timers: Timers<ServerTimer>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<ServerEvent>,
+    stats: ServerStats,
+    last_now: Option<Instant>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum ServerTimer {
+    /// Resend unacknowledged offers of a session.
+    Offer(SessionId),
+    /// Expire silent users and idle limiter entries.
+    Sweep,
+}
+
+#[derive(Debug)]
+struct User {
+    token: u64,
+    login_request: u32,
+    reflexive: SocketAddr,
+    socket: SocketId,
+    host_candidates: Vec<SocketAddr>,
+    profile: NatProfile,
+    last_seen: Instant,
+    sessions: BTreeSet<SessionId>,
+    /// Connect requests already answered, so retransmissions get the same
+    /// session.
+    connects: BTreeMap<u32, SessionId>,
+}
+
+#[derive(Debug)]
+struct RelaySession {
+    initiator: String,
+    responder: String,
+    key: SessionKey,
+    strategy: Strategy,
+    request: u32,
+    /// Members that have not acknowledged their offer yet.
+    unacked: BTreeSet<String>,
+    offers_sent: u32,
+    relay_bucket: Option<Bucket>,
+}
+
+impl Server {
+    /// A server with `config`. Bind the addresses of [`Server::sockets`] and
+    /// feed their datagrams in with the matching [`SocketId`].
+    pub fn new(config: ServerConfig, now: Instant) -> Self {
+        let sockets = server_sockets(config.primary, config.alternate);
+        let mut timers = Timers::default();
+        timers.set(ServerTimer::Sweep, now + Duration::from_secs(5));
+        Server {
+            limits: SourceLimits::new(config.request_burst, config.request_rate, config.max_sources),
+            rng: Rng::new(config.seed).fork(0x5e_7e_e5),
+            config,
+            sockets,
+            users: BTreeMap::new(),
+            tokens: BTreeMap::new(),
+            known_users: BTreeSet::new(),
+            sessions: BTreeMap::new(),
+            timers,
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            stats: ServerStats::default(),
+            last_now: Some(now),
+        }
+    }
+
+    /// The sockets the driver must bind: [`SocketId`]`(0)` is the primary
+    /// address, `(1)` the alternate, `(2)` primary IP with alternate port,
+    /// `(3)` alternate IP with primary port (the last two only when the IPs
+    /// and ports both differ).
+    pub fn sockets(&self) -> &[(SocketId, SocketAddr)] {
+        &self.sockets
+    }
+
+    /// Counters of what the server did and refused.
+    pub fn stats(&self) -> &ServerStats {
+        &self.stats
+    }
+
+    /// Users online now, in name order.
+    pub fn online_users(&self) -> impl Iterator<Item = &str> {
+        self.users.keys().map(String::as_str)
+    }
+
+    /// Sessions with a relay channel now.
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+}
+
+impl Machine for Server {
+    type Event = ServerEvent;
+
+    fn handle_datagram(&mut self, now: Instant, socket: SocketId, from: SocketAddr, payload: &[u8]) {
+        self.last_now = Some(now);
+        if payload.len() > wire::MAX_DATAGRAM {
+            self.stats.malformed += 1;
+            return;
+        }
+        match wire::classify(payload) {
+            wire::Kind::Stun => {
+                if !self.limits.allow(now, from.ip()) {
+                    self.stats.rate_limited += 1;
+                    return;
+                }
+                if let Some(answer) = stun::answer_binding(payload, from) {
+                    self.stats.stun_answered += 1;
+                    self.send(socket, from, answer);
+                } else {
+                    self.stats.malformed += 1;
+                }
+            }
+            wire::Kind::Punchline => match Frame::decode(payload) {
+                Ok(frame) => self.handle_frame(now, socket, from, frame),
+                Err(FrameError::UnsupportedVersion(v)) => {
+                    debug!(%from, version = v, "frame of an unsupported version");
+                    self.stats.malformed += 1;
+                    if self.limits.allow(now, from.ip()) {
+                        self.reply(socket, from, Frame::Error { request: 0, code: ErrorCode::UnsupportedVersion });
+                    }
+                }
+                Err(error) => {
+                    debug!(%from, %error, "dropped a malformed frame");
+                    self.stats.malformed += 1;
+                }
+            },
+            wire::Kind::Unknown => self.stats.malformed += 1,
+        }
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        self.last_now = Some(now);
+        for timer in self.timers.expire(now) {
+            match timer {
+                ServerTimer::Offer(session) => self.resend_offers(now, session),
+                ServerTimer::Sweep => {
+                    self.sweep(now);
+                    self.timers.set(ServerTimer::Sweep, now + Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    fn poll_event(&mut self) -> Option<ServerEvent> {
+        self.events.pop_front()
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        if !self.transmits.is_empty() || !self.events.is_empty() {
+            return self.last_now;
+        }
+        self.timers.next().map(|(_, at)| at)
+    }
+}
+
+impl Server {
+    fn handle_frame(&mut self, now: Instant, socket: SocketId, from: SocketAddr, frame: Frame) {
+        let is_relay = matches!(frame, Frame::Relay { .. });
+        // Relay traffic is limited per session by bytes; everything else is a
+        // request, limited per source address.
+        if !is_relay && !self.limits.allow(now, from.ip()) {
+            debug!(%from, "request over the source's rate limit");
+            self.stats.rate_limited += 1;
+            return;
+        }
+        match frame {
+            Frame::Login { request, user, host_candidates } => {
+                self.login(now, socket, from, request, user, host_candidates)
+            }
+            Frame::Keepalive { token, profile } => {
+                if let Some(user) = self.user_by_token(token) {
+                    user.last_seen = now;
+                    user.profile = profile;
+                    // A NAT may rebind the mapping: follow the user to its new
+                    // address, so relayed frames keep reaching it.
+                    user.reflexive = from;
+                    user.socket = socket;
+                    self.reply(socket, from, Frame::KeepaliveAck { reflexive: from });
+                } else {
+                    self.not_logged_in(socket, from, 0);
+                }
+            }
+            Frame::Profile { token, profile } => {
+                if let Some(user) = self.user_by_token(token) {
+                    user.profile = profile;
+                    user.last_seen = now;
+                } else {
+                    self.not_logged_in(socket, from, 0);
+                }
+            }
+            Frame::Lookup { token, request, user } => {
+                if self.user_by_token(token).is_some() {
+                    let online = self.users.contains_key(&user);
+                    self.reply(socket, from, Frame::LookupReply { request, online });
+                } else {
+                    self.not_logged_in(socket, from, request);
+                }
+            }
+            Frame::Connect { token, request, peer } => self.connect(now, socket, from, token, request, peer),
+            Frame::OfferAck { token, session } => {
+                let Some(name) = self.tokens.get(&token).cloned() else {
+                    self.stats.bad_token += 1;
+                    return;
+                };
+                if let Some(s) = self.sessions.get_mut(&session) {
+                    s.unacked.remove(&name);
+                    if s.unacked.is_empty() {
+                        self.timers.stop(&ServerTimer::Offer(session));
+                    }
+                }
+            }
+            Frame::Relay { token, session, payload } => self.relay(now, from, token, session, payload),
+            Frame::Discover { nonce, answer_from } => {
+                if let Some(out) = self.answer_socket(socket, answer_from) {
+                    self.reply(out, from, Frame::DiscoverReply { nonce, reflexive: from });
+                }
+            }
+            Frame::Logout { token } => {
+                if let Some(name) = self.tokens.get(&token).cloned() {
+                    self.go_offline(&name);
+                }
+            }
+            other => {
+                debug!(%from, tag = other.tag(), "frame a server does not accept");
+                self.stats.malformed += 1;
+            }
+        }
+    }
+
+    fn login(
+        &mut self,
+        now: Instant,
+        socket: SocketId,
+        from: SocketAddr,
+        request: u32,
+        name: String,
+        host_candidates: Vec<SocketAddr>,
+    ) {
+        if !valid_user_name(&name) {
+            self.reply(socket, from, Frame::Error { request, code: ErrorCode::BadUserName });
+            return;
+        }
+        if let Some(existing) = self.users.get_mut(&name) {
+            if existing.reflexive == from && existing.login_request == request {
+                // A retransmitted login: same answer.
+                existing.last_seen = now;
+                let token = existing.token;
+                self.reply(socket, from, Frame::LoginOk { request, token, reflexive: from });
+                return;
+            }
+            // A new login replaces the old one; its sessions are stale.
+            self.go_offline(&name);
+        }
+        let token = self.fresh_token();
+        self.tokens.insert(token, name.clone());
+        self.known_users.insert(name.clone());
+        self.users.insert(
+            name.clone(),
+            User {
+                token,
+                login_request: request,
+                reflexive: from,
+                socket,
+                host_candidates,
+                profile: NatProfile::default(),
+                last_seen: now,
+                sessions: BTreeSet::new(),
+                connects: BTreeMap::new(),
+            },
+        );
+        self.events.push_back(ServerEvent::UserOnline { user: name, reflexive: from });
+        self.reply(socket, from, Frame::LoginOk { request, token, reflexive: from });
+    }
+
+    fn connect(&mut self, now: Instant, socket: SocketId, from: SocketAddr, token: u64, request: u32, peer: String) {
+        let Some(name) = self.tokens.get(&token).cloned() else {
+            self.stats.bad_token += 1;
+            self.not_logged_in(socket, from, request);
+            return;
+        };
+        let initiator = self.users.get_mut(&name).expect("every token names an online user");
+        initiator.last_seen = now;
+        if let Some(&session) = initiator.connects.get(&request) {
+            // A retransmitted connect: the offers are (re)sent by the timer;
+            // answer the initiator at once as well.
+            if self.sessions.contains_key(&session) {
+                self.send_offer(session, &name);
+            }
+            return;
+        }
+        if peer == name || !valid_user_name(&peer) {
+            self.reply(socket, from, Frame::Error { request, code: ErrorCode::BadUserName });
+            return;
+        }
+        if !self.users.contains_key(&peer) {
+            let code = if self.known_users.contains(&peer) { ErrorCode::PeerOffline } else { ErrorCode::UnknownPeer };
+            self.reply(socket, from, Frame::Error { request, code });
+            return;
+        }
+        let too_many = |u: &User| u.sessions.len() >= self.config.max_sessions_per_user;
+        if too_many(&self.users[&name]) || too_many(&self.users[&peer]) {
+            self.reply(socket, from, Frame::Error { request, code: ErrorCode::RateLimited });
+            return;
+        }
+        let session = loop {
+            let id = SessionId(self.rng.next_u64());
+            if !self.sessions.contains_key(&id) {
+                break id;
+            }
+        };
+        let mut key = [0; 32];
+        self.rng.fill(&mut key);
+        let strategy = choose_strategy(&self.users[&name].profile, &self.users[&peer].profile);
+        self.sessions.insert(
+            session,
+            RelaySession {
+                initiator: name.clone(),
+                responder: peer.clone(),
+                key,
+                strategy,
+                request,
+                unacked: [name.clone(), peer.clone()].into_iter().collect(),
+                offers_sent: 1,
+                relay_bucket: None,
+            },
+        );
+        for member in [&name, &peer] {
+            let user = self.users.get_mut(member).expect("both members are online");
+            user.sessions.insert(session);
+        }
+        self.users.get_mut(&name).expect("initiator is online").connects.insert(request, session);
+        self.events.push_back(ServerEvent::SessionCreated {
+            session,
+            initiator: name.clone(),
+            responder: peer.clone(),
+            strategy,
+        });
+        // Both offers leave in the same instant (DESIGN §3 step 4).
+        self.send_offer(session, &name);
+        self.send_offer(session, &peer);
+        self.timers.set(ServerTimer::Offer(session), now + self.config.offer_retransmit);
+    }
+
+    fn send_offer(&mut self, session: SessionId, member: &str) {
+        let Some(s) = self.sessions.get(&session) else { return };
+        let initiator = s.initiator == member;
+        let peer_name = if initiator { &s.responder } else { &s.initiator };
+        let (Some(user), Some(peer)) = (self.users.get(member), self.users.get(peer_name)) else { return };
+        let mut peer_candidates = peer.host_candidates.clone();
+        if !peer_candidates.contains(&peer.reflexive) {
+            peer_candidates.push(peer.reflexive);
+        }
+        peer_candidates.truncate(wire::frame::MAX_CANDIDATES);
+        let frame = Frame::Offer {
+            request: if initiator { s.request } else { 0 },
+            session,
+            key: s.key,
+            initiator,
+            peer: peer_name.clone(),
+            peer_candidates,
+            strategy: s.strategy,
+        };
+        let (socket, to) = (user.socket, user.reflexive);
+        self.reply(socket, to, frame);
+    }
+
+    fn resend_offers(&mut self, now: Instant, session: SessionId) {
+        let Some(s) = self.sessions.get_mut(&session) else { return };
+        if s.unacked.is_empty() {
+            return;
+        }
+        if s.offers_sent >= self.config.offer_attempts {
+            debug!(%session, "offer never acknowledged; abandoning the session");
+            self.end_session(session, CloseReason::PeerOffline);
+            return;
+        }
+        s.offers_sent += 1;
+        let members: Vec<String> = s.unacked.iter().cloned().collect();
+        for member in members {
+            self.send_offer(session, &member);
+        }
+        self.timers.set(ServerTimer::Offer(session), now + self.config.offer_retransmit);
+    }
+
+    fn relay(&mut self, now: Instant, from: SocketAddr, token: u64, session: SessionId, payload: Vec<u8>) {
+        let refuse = |stats: &mut ServerStats, why: &str| {
+            debug!(%from, %session, why, "relay frame refused");
+            stats.relay_refused += 1;
+        };
+        let Some(name) = self.tokens.get(&token) else {
+            return refuse(&mut self.stats, "unknown token");
+        };
+        let Some(user) = self.users.get(name) else {
+            return refuse(&mut self.stats, "user offline");
+        };
+        if user.reflexive != from {
+            return refuse(&mut self.stats, "source is not the member's address");
+        }
+        let Some(s) = self.sessions.get_mut(&session) else {
+            return refuse(&mut self.stats, "unknown session");
+        };
+        let other = if &s.initiator == name {
+            &s.responder
+        } else if &s.responder == name {
+            &s.initiator
+        } else {
+            return refuse(&mut self.stats, "not a member");
+        };
+        let Some(peer) = self.users.get(other) else {
+            return refuse(&mut self.stats, "peer offline");
+        };
+        let (burst, rate) = (self.config.relay_burst_bytes as f64, self.config.relay_rate_bytes as f64);
+        let bucket = s.relay_bucket.get_or_insert_with(|| Bucket::full(burst, now));
+        if !bucket.take(now, burst, rate, payload.len() as f64) {
+            self.stats.relay_throttled += 1;
+            return;
+        }
+        let (socket, to) = (peer.socket, peer.reflexive);
+        self.users.get_mut(name.clone().as_str()).expect("checked above").last_seen = now;
+        self.stats.relayed += 1;
+        self.reply(socket, to, Frame::Relayed { session, payload });
+    }
+
+    fn sweep(&mut self, now: Instant) {
+        let silent: Vec<String> = self
+            .users
+            .iter()
+            .filter(|(_, u)| now.saturating_duration_since(u.last_seen) >= self.config.user_timeout)
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in silent {
+            debug!(user = %name, "no keepalive within the user timeout");
+            self.go_offline(&name);
+        }
+        self.limits.forget_idle(now, Duration::from_secs(60));
+    }
+
+    fn go_offline(&mut self, name: &str) {
+        let Some(user) = self.users.remove(name) else { return };
+        self.tokens.remove(&user.token);
+        for session in user.sessions {
+            self.end_session(session, CloseReason::PeerOffline);
+        }
+        self.events.push_back(ServerEvent::UserOffline { user: name.to_owned() });
+    }
+
+    /// Removes a session and tells the members still online.
+    fn end_session(&mut self, session: SessionId, reason: CloseReason) {
+        let Some(s) = self.sessions.remove(&session) else { return };
+        self.timers.stop(&ServerTimer::Offer(session));
+        for member in [&s.initiator, &s.responder] {
+            if let Some(user) = self.users.get_mut(member) {
+                user.sessions.remove(&session);
+                let (socket, to) = (user.socket, user.reflexive);
+                self.reply(socket, to, Frame::SessionEnded { session, reason });
+            }
+        }
+        self.events.push_back(ServerEvent::SessionEnded { session });
+    }
+
+    fn user_by_token(&mut self, token: u64) -> Option<&mut User> {
+        let name = self.tokens.get(&token);
+        if name.is_none() {
+            self.stats.bad_token += 1;
+        }
+        self.users.get_mut(name?)
+    }
+
+    fn not_logged_in(&mut self, socket: SocketId, from: SocketAddr, request: u32) {
+        self.reply(socket, from, Frame::Error { request, code: ErrorCode::NotLoggedIn });
+    }
+
+    fn fresh_token(&mut self) -> u64 {
+        loop {
+            let t = self.rng.next_u64();
+            if t != 0 && !self.tokens.contains_key(&t) {
+                return t;
+            }
+        }
+    }
+
+    /// The socket that answers "from `answer_from`" a request that arrived on
+    /// `socket`.
+    fn answer_socket(&self, socket: SocketId, answer_from: AnswerFrom) -> Option<SocketId> {
+        let (_, here) = *self.sockets.iter().find(|(id, _)| *id == socket)?;
+        let alternate = self.config.alternate?;
+        let primary = self.config.primary;
+        let other_ip = if here.ip() == primary.ip() { alternate.ip() } else { primary.ip() };
+        let other_port = if here.port() == primary.port() { alternate.port() } else { primary.port() };
+        let wanted = match answer_from {
+            AnswerFrom::Same => here,
+            AnswerFrom::OtherPort => SocketAddr::new(here.ip(), other_port),
+            AnswerFrom::OtherAddress => SocketAddr::new(other_ip, other_port),
+        };
+        self.sockets.iter().find(|(_, a)| *a == wanted).map(|(id, _)| *id)
+    }
+
+    fn reply(&mut self, socket: SocketId, to: SocketAddr, frame: Frame) {
+        self.send(socket, to, frame.encode());
+    }
+
+    fn send(&mut self, socket: SocketId, to: SocketAddr, payload: Vec<u8>) {
+        self.transmits.push_back(Transmit { socket, destination: to, ttl: None, payload: Bytes::from(payload) });
+    }
+}
+
+/// The sockets a server with these addresses listens on.
+fn server_sockets(primary: SocketAddr, alternate: Option<SocketAddr>) -> Vec<(SocketId, SocketAddr)> {
+    let mut sockets = vec![(SocketId(0), primary)];
+    if let Some(alt) = alternate {
+        if alt != primary {
+            sockets.push((SocketId(1), alt));
+        }
+        if alt.ip() != primary.ip() && alt.port() != primary.port() {
+            sockets.push((SocketId(2), SocketAddr::new(primary.ip(), alt.port())));
+            sockets.push((SocketId(3), SocketAddr::new(alt.ip(), primary.port())));
+        }
+    }
+    sockets
+}
+
+/// A user name is 1 to 64 bytes of printable characters without spaces.
+pub fn valid_user_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= wire::frame::MAX_USER_NAME
+        && name.chars().all(|c| !c.is_control() && !c.is_whitespace())
+}

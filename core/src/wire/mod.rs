@@ -1,0 +1,35 @@
+//! The wire: one UDP datagram is one frame of at most [`MAX_DATAGRAM`] bytes.
+//!
+//! The first byte demultiplexes (DESIGN §3, "Wire"):
+//! - `0x00..=0x03`: STUN (RFC 8489 §5: the two most significant bits of a STUN
+//!   message are zero), decoded by [`stun`];
+//! - [`frame::FIRST_TAG`] and above: Punchline frames, decoded by [`frame`].
+//!
+//! Decoding never panics and never allocates more than the datagram's size.
+
+pub mod frame;
+pub mod stun;
+
+/// The largest datagram Punchline sends or accepts (DESIGN §3): small enough to
+/// pass every path with a 1280-byte IPv6 MTU after IP and UDP headers.
+pub const MAX_DATAGRAM: usize = 1200;
+
+/// What a datagram's first byte says it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A STUN message (RFC 8489).
+    Stun,
+    /// A Punchline frame.
+    Punchline,
+    /// Neither: dropped.
+    Unknown,
+}
+
+/// Classifies a datagram by its first byte.
+pub fn classify(datagram: &[u8]) -> Kind {
+    match datagram.first() {
+        Some(0x00..=0x03) => Kind::Stun,
+        Some(&b) if b >= frame::FIRST_TAG => Kind::Punchline,
+        _ => Kind::Unknown,
+    }
+}
