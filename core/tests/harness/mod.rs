@@ -1,0 +1,462 @@
+//! An in-memory network for driving real core machines in tests.
+//!
+//! A virtual clock jumps to the next delivery or deadline. Hosts are one
+//! `Server` and any number of `Client`s, each either public or behind a small
+//! NAT stand-in that behaves like Linux `masquerade`: endpoint-independent
+//! mapping that preserves ports, address-and-port-dependent filtering, and —
+//! optionally — conntrack state left by unsolicited inbound packets that blocks
+//! that 5-tuple for later outbound translation (DESIGN §3). The full NAT model
+//! is the simulator's; this one is just enough to prove the core's behaviour.
+#![allow(dead_code)]
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use punchline_core::client::{Client, ClientConfig, ClientEvent};
+use punchline_core::server::{Server, ServerConfig};
+use punchline_core::wire::frame::Frame;
+use punchline_core::{Machine, SocketId, Transmit};
+
+pub const SERVER: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 10)), 3478);
+pub const ALT: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 11)), 3479);
+/// Routers between any two public addresses: a TTL-3 opener leaving a NAT
+/// (TTL 2 after it) dies here.
+pub const INTERNET_HOPS: u8 = 4;
+pub const DEFAULT_TTL: u8 = 64;
+const LAN_DELAY: Duration = Duration::from_millis(1);
+
+#[derive(Clone, Debug)]
+pub struct Packet {
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
+    pub ttl: u8,
+    pub payload: Vec<u8>,
+}
+
+#[derive(Debug)]
+enum Stage {
+    /// Leaving a host behind NAT `nat`: translate.
+    NatOut(usize),
+    /// On the internet.
+    Internet,
+    /// Arrived at a public address.
+    Arrive,
+    /// Delivered to client `i`'s socket.
+    Deliver(usize),
+}
+
+/// A NAT stand-in: see the module docs.
+#[derive(Debug)]
+pub struct StandInNat {
+    pub public_ip: IpAddr,
+    pub track_unsolicited: bool,
+    /// (internal, destination) → external port.
+    flows: BTreeMap<(SocketAddr, SocketAddr), u16>,
+    /// external port → internal endpoint.
+    owners: BTreeMap<u16, SocketAddr>,
+    /// Unsolicited (remote, external port) pairs conntrack remembers.
+    pub tracked: BTreeSet<(SocketAddr, u16)>,
+    next_port: u16,
+    pub filtered: u64,
+}
+
+impl StandInNat {
+    fn new(public_ip: IpAddr, track_unsolicited: bool) -> Self {
+        StandInNat {
+            public_ip,
+            track_unsolicited,
+            flows: BTreeMap::new(),
+            owners: BTreeMap::new(),
+            tracked: BTreeSet::new(),
+            next_port: 20000,
+            filtered: 0,
+        }
+    }
+
+    fn outbound(&mut self, p: &mut Packet) {
+        let key = (p.src, p.dst);
+        let port = match self.flows.get(&key) {
+            Some(port) => *port,
+            None => {
+                // Endpoint-independent: reuse this endpoint's port toward any
+                // destination, preferring its own port, unless conntrack holds
+                // that 5-tuple for an unsolicited packet.
+                let existing = self.owners.iter().find(|(_, o)| **o == p.src).map(|(port, _)| *port);
+                let wanted = existing.unwrap_or(p.src.port());
+                let usable = |port: u16| {
+                    self.owners.get(&port).is_none_or(|o| *o == p.src) && !self.tracked.contains(&(p.dst, port))
+                };
+                let port = if usable(wanted) {
+                    wanted
+                } else {
+                    loop {
+                        self.next_port += 1;
+                        if usable(self.next_port) {
+                            break self.next_port;
+                        }
+                    }
+                };
+                self.owners.entry(port).or_insert(p.src);
+                self.flows.insert(key, port);
+                port
+            }
+        };
+        p.src = SocketAddr::new(self.public_ip, port);
+    }
+
+    /// Returns the internal destination, or None when filtered.
+    fn inbound(&mut self, p: &Packet) -> Option<SocketAddr> {
+        let port = p.dst.port();
+        let hit = self.flows.iter().find(|((_, dst), ext)| **ext == port && *dst == p.src).map(|((int, _), _)| *int);
+        if hit.is_none() {
+            self.filtered += 1;
+            if self.track_unsolicited {
+                self.tracked.insert((p.src, port));
+            }
+        }
+        hit
+    }
+
+    /// Forgets every mapping (the NAT rebooted).
+    pub fn reboot(&mut self) {
+        self.flows.clear();
+        self.owners.clear();
+        self.tracked.clear();
+    }
+}
+
+pub struct ClientHost {
+    pub client: Client,
+    pub ip: IpAddr,
+    pub sockets: BTreeMap<SocketId, u16>,
+    next_socket: u32,
+    pub nat: Option<StandInNat>,
+    pub events: Vec<(Duration, ClientEvent)>,
+    pub sent: u64,
+    /// The host is gone: nothing it sends leaves, nothing reaches it.
+    pub dead: bool,
+}
+
+pub struct Harness {
+    pub start: Instant,
+    pub now: Instant,
+    pub server: Server,
+    pub clients: Vec<ClientHost>,
+    queue: BinaryHeap<Reverse<(Instant, u64, usize)>>,
+    in_flight: BTreeMap<usize, (Stage, Packet)>,
+    seq: u64,
+    /// One-way delay between any two public addresses.
+    pub latency: Duration,
+    /// Drop every packet on the internet between two clients.
+    pub drop_direct: bool,
+    /// Extra delay on the server's session offers to a client.
+    pub offer_delay: BTreeMap<usize, Duration>,
+    /// Every transmit and event, for determinism checks.
+    pub log: Vec<String>,
+    /// Packets that crossed the internet between two clients.
+    pub direct_packets: u64,
+    /// Every datagram a client sent: (client, source socket's address, packet).
+    pub captured: Vec<(usize, Packet)>,
+}
+
+impl Harness {
+    pub fn new(seed: u64) -> Self {
+        let start = Instant::now();
+        let mut config = ServerConfig::new(SERVER, Some(ALT));
+        config.seed = seed;
+        Harness {
+            start,
+            now: start,
+            server: Server::new(config, start),
+            clients: Vec::new(),
+            queue: BinaryHeap::new(),
+            in_flight: BTreeMap::new(),
+            seq: 0,
+            latency: Duration::from_millis(10),
+            drop_direct: false,
+            offer_delay: BTreeMap::new(),
+            log: Vec::new(),
+            direct_packets: 0,
+            captured: Vec::new(),
+        }
+    }
+
+    pub fn config(&self, name: &str) -> ClientConfig {
+        let mut c = ClientConfig::new(name, SERVER);
+        c.alt_server = Some(ALT);
+        c.seed = self.clients.len() as u64 + 100;
+        c
+    }
+
+    /// A client with a public address 198.51.100.(i+1).
+    pub fn add_public_client(&mut self, config: ClientConfig) -> usize {
+        let i = self.clients.len();
+        let ip = IpAddr::V4(Ipv4Addr::new(198, 51, 100, i as u8 + 1));
+        self.add(config, ip, None)
+    }
+
+    /// A client at 10.0.(i+1).2 behind a NAT stand-in at 198.51.100.(i+1).
+    pub fn add_natted_client(&mut self, config: ClientConfig, track_unsolicited: bool) -> usize {
+        let i = self.clients.len();
+        let ip = IpAddr::V4(Ipv4Addr::new(10, 0, i as u8 + 1, 2));
+        let nat = StandInNat::new(IpAddr::V4(Ipv4Addr::new(198, 51, 100, i as u8 + 1)), track_unsolicited);
+        self.add(config, ip, Some(nat))
+    }
+
+    fn add(&mut self, config: ClientConfig, ip: IpAddr, nat: Option<StandInNat>) -> usize {
+        let client = Client::new(config, (SocketId(0), SocketAddr::new(ip, 4000)), self.now);
+        self.clients.push(ClientHost {
+            client,
+            ip,
+            sockets: [(SocketId(0), 4000)].into_iter().collect(),
+            next_socket: 1,
+            nat,
+            events: Vec::new(),
+            sent: 0,
+            dead: false,
+        });
+        let i = self.clients.len() - 1;
+        self.drain(i);
+        i
+    }
+
+    pub fn elapsed(&self) -> Duration {
+        self.now - self.start
+    }
+
+    /// Runs until `at` (time since start).
+    pub fn run_until(&mut self, at: Duration) {
+        let end = self.start + at;
+        loop {
+            let next_packet = self.queue.peek().map(|Reverse((t, _, _))| *t);
+            let next_timer = self
+                .clients
+                .iter()
+                .filter_map(|c| c.client.poll_timeout())
+                .chain(self.server.poll_timeout())
+                .min();
+            let next = [next_packet, next_timer].into_iter().flatten().min();
+            match next {
+                Some(t) if t <= end => {
+                    self.now = self.now.max(t);
+                    if next_packet == Some(t) {
+                        let Reverse((_, _, id)) = self.queue.pop().expect("peeked");
+                        let (stage, packet) = self.in_flight.remove(&id).expect("queued packets are in flight");
+                        self.process(stage, packet);
+                    } else {
+                        let now = self.now;
+                        if self.server.poll_timeout().is_some_and(|d| d <= now) {
+                            self.server.handle_timeout(now);
+                            self.drain_server();
+                        }
+                        for i in 0..self.clients.len() {
+                            if self.clients[i].client.poll_timeout().is_some_and(|d| d <= now) {
+                                self.clients[i].client.handle_timeout(now);
+                                self.drain(i);
+                            }
+                        }
+                    }
+                }
+                _ => break,
+            }
+        }
+        self.now = self.now.max(end);
+    }
+
+    pub fn run_for(&mut self, d: Duration) {
+        let at = self.elapsed() + d;
+        self.run_until(at);
+    }
+
+    pub fn connect(&mut self, i: usize, peer: &str) {
+        let now = self.now;
+        self.clients[i].client.connect(now, peer).expect("connect accepted");
+        self.drain(i);
+    }
+
+    pub fn send(&mut self, i: usize, data: &[u8]) {
+        let now = self.now;
+        let session = self.clients[i].client.sessions().next().expect("a session");
+        self.clients[i].client.send(now, session, data).expect("send accepted");
+        self.drain(i);
+    }
+
+    /// Puts a raw packet on the internet now, as if `src` had sent it.
+    pub fn inject(&mut self, src: SocketAddr, dst: SocketAddr, payload: Vec<u8>) {
+        let p = Packet { src, dst, ttl: DEFAULT_TTL, payload };
+        self.schedule(self.now, Stage::Internet, p);
+    }
+
+    /// The public address a client's socket maps to toward the server.
+    pub fn public_addr(&self, i: usize) -> SocketAddr {
+        self.clients[i].client.reflexive().expect("logged in")
+    }
+
+    pub fn events(&self, i: usize) -> Vec<(Duration, ClientEvent)> {
+        self.clients[i].events.clone()
+    }
+
+    /// Events of client `i` that `pick` selects, with their times.
+    pub fn find<T>(&self, i: usize, pick: impl Fn(&ClientEvent) -> Option<T>) -> Vec<(Duration, T)> {
+        self.clients[i].events.iter().filter_map(|(t, e)| pick(e).map(|v| (*t, v))).collect()
+    }
+
+    pub fn received(&self, i: usize) -> Vec<Vec<u8>> {
+        self.find(i, |e| match e {
+            ClientEvent::DataReceived { data, .. } => Some(data.to_vec()),
+            _ => None,
+        })
+        .into_iter()
+        .map(|(_, d)| d)
+        .collect()
+    }
+
+    fn schedule(&mut self, at: Instant, stage: Stage, packet: Packet) {
+        self.seq += 1;
+        let id = self.seq as usize;
+        self.in_flight.insert(id, (stage, packet));
+        self.queue.push(Reverse((at, self.seq, id)));
+    }
+
+    fn process(&mut self, stage: Stage, mut p: Packet) {
+        let now = self.now;
+        match stage {
+            Stage::NatOut(i) => {
+                p.ttl = p.ttl.saturating_sub(1);
+                if p.ttl == 0 {
+                    return;
+                }
+                self.clients[i].nat.as_mut().expect("NatOut only for natted hosts").outbound(&mut p);
+                self.process(Stage::Internet, p);
+            }
+            Stage::Internet => {
+                if p.ttl <= INTERNET_HOPS {
+                    return;
+                }
+                p.ttl -= INTERNET_HOPS;
+                let involves_server = [SERVER.ip(), ALT.ip()].iter().any(|ip| *ip == p.src.ip() || *ip == p.dst.ip());
+                if !involves_server {
+                    if self.drop_direct {
+                        return;
+                    }
+                    self.direct_packets += 1;
+                }
+                let mut delay = self.latency;
+                if p.src.ip() == SERVER.ip() && matches!(Frame::decode(&p.payload), Ok(Frame::Offer { .. })) {
+                    if let Some(i) = self.client_by_public_ip(p.dst.ip()) {
+                        delay += self.offer_delay.get(&i).copied().unwrap_or_default();
+                    }
+                }
+                self.schedule(now + delay, Stage::Arrive, p);
+            }
+            Stage::Arrive => {
+                let dst_ip = p.dst.ip();
+                if dst_ip == SERVER.ip() || dst_ip == ALT.ip() {
+                    let Some(&(socket, _)) = self.server.sockets().iter().find(|(_, a)| *a == p.dst) else { return };
+                    self.server.handle_datagram(now, socket, p.src, &p.payload);
+                    self.drain_server();
+                    return;
+                }
+                let Some(i) = self.client_by_public_ip(dst_ip) else { return };
+                if let Some(nat) = self.clients[i].nat.as_mut() {
+                    p.ttl = p.ttl.saturating_sub(1);
+                    if p.ttl == 0 {
+                        return;
+                    }
+                    let Some(internal) = nat.inbound(&p) else { return };
+                    p.dst = internal;
+                    self.schedule(now + LAN_DELAY, Stage::Deliver(i), p);
+                } else {
+                    self.process(Stage::Deliver(i), p);
+                }
+            }
+            Stage::Deliver(i) => {
+                let host = &mut self.clients[i];
+                if host.dead {
+                    return;
+                }
+                let Some((&socket, _)) = host.sockets.iter().find(|(_, port)| **port == p.dst.port()) else { return };
+                host.client.handle_datagram(now, socket, p.src, &p.payload);
+                self.drain(i);
+            }
+        }
+    }
+
+    fn client_by_public_ip(&self, ip: IpAddr) -> Option<usize> {
+        self.clients.iter().position(|c| c.nat.as_ref().map_or(c.ip, |n| n.public_ip) == ip)
+    }
+
+    fn drain_server(&mut self) {
+        while let Some(t) = self.server.poll_transmit() {
+            self.log.push(format!("{:?} server -> {} {:02x?}", self.elapsed(), t.destination, &t.payload[..]));
+            let src = self.server.sockets().iter().find(|(id, _)| *id == t.socket).expect("server socket").1;
+            let p = Packet { src, dst: t.destination, ttl: t.ttl.unwrap_or(DEFAULT_TTL), payload: t.payload.to_vec() };
+            self.schedule(self.now, Stage::Internet, p);
+        }
+        while self.server.poll_event().is_some() {}
+    }
+
+    fn drain(&mut self, i: usize) {
+        loop {
+            let mut progressed = false;
+            while let Some(t) = self.clients[i].client.poll_transmit() {
+                progressed = true;
+                self.transmit(i, t);
+            }
+            while let Some(e) = self.clients[i].client.poll_event() {
+                progressed = true;
+                self.log.push(format!("{:?} client {i} event {e:?}", self.elapsed()));
+                let elapsed = self.elapsed();
+                match &e {
+                    ClientEvent::OpenSockets { request, count } => {
+                        let host = &mut self.clients[i];
+                        let mut opened = Vec::new();
+                        for _ in 0..*count {
+                            let id = SocketId(host.next_socket);
+                            let port = 4000 + host.next_socket as u16;
+                            host.next_socket += 1;
+                            host.sockets.insert(id, port);
+                            opened.push((id, SocketAddr::new(host.ip, port)));
+                        }
+                        let now = self.now;
+                        host.client.sockets_opened(now, *request, &opened);
+                    }
+                    ClientEvent::ReleaseSocket { socket } => {
+                        self.clients[i].sockets.remove(socket);
+                    }
+                    _ => {}
+                }
+                self.clients[i].events.push((elapsed, e));
+            }
+            if !progressed {
+                break;
+            }
+        }
+    }
+
+    fn transmit(&mut self, i: usize, t: Transmit) {
+        self.log.push(format!("{:?} client {i} -> {} ttl {:?} {:02x?}", self.elapsed(), t.destination, t.ttl, &t.payload[..]));
+        let host = &mut self.clients[i];
+        if host.dead {
+            return;
+        }
+        host.sent += 1;
+        let Some(port) = host.sockets.get(&t.socket).copied() else {
+            panic!("client {i} sent from socket {:?} it does not have", t.socket);
+        };
+        let p = Packet {
+            src: SocketAddr::new(host.ip, port),
+            dst: t.destination,
+            ttl: t.ttl.unwrap_or(DEFAULT_TTL),
+            payload: t.payload.to_vec(),
+        };
+        self.captured.push((i, p.clone()));
+        if host.nat.is_some() {
+            self.schedule(self.now + LAN_DELAY, Stage::NatOut(i), p);
+        } else {
+            self.schedule(self.now, Stage::Internet, p);
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Property tests (work in progress).
