@@ -289,13 +289,14 @@ enum ClientTimer {
 enum Login {
     Pending { request: u32, sends: u32, since: Instant, reported_unreachable: bool },
     Failed,
-    Online { token: u64, reflexive: SocketAddr, last_answer: Instant, reported_unreachable: bool },
+    Online { token: u64, reflexive: SocketAddr, awaiting_since: Option<Instant>, reported_unreachable: bool },
     LoggedOut,
 }
 
 #[derive(Debug)]
 struct PendingConnect {
     peer: String,
+    /// 0 while waiting for the login and NAT discovery to finish.
     sends: u32,
 }
 
@@ -384,18 +385,21 @@ impl Client {
 
     /// Asks the server for a session with `peer`. Answered by
     /// [`ClientEvent::SessionOpened`] or [`ClientEvent::ConnectFailed`].
+    ///
+    /// The request waits until the login succeeded and NAT discovery
+    /// finished (at most [`ClientConfig::discovery_timeout`] and a few round
+    /// trips), so the server chooses the strategy from a measured profile.
     pub fn connect(&mut self, now: Instant, peer: &str) -> Result<(), ConnectError> {
         self.out.now = Some(now);
         if !crate::server::valid_user_name(peer) || peer == self.config.user {
             return Err(ConnectError::BadUserName);
         }
-        let Login::Online { token, .. } = self.login else {
+        if matches!(self.login, Login::Failed | Login::LoggedOut) {
             return Err(ConnectError::NotLoggedIn);
-        };
+        }
         let request = self.fresh_request();
-        self.connects.insert(request, PendingConnect { peer: peer.to_owned(), sends: 1 });
-        self.to_server(Frame::Connect { token, request, peer: peer.to_owned() });
-        self.timers.set(ClientTimer::Connect(request), now + retransmit_after(1));
+        self.connects.insert(request, PendingConnect { peer: peer.to_owned(), sends: 0 });
+        self.send_waiting_connects(now);
         Ok(())
     }
 
@@ -601,23 +605,40 @@ impl Client {
     }
 
     fn keepalive_timer(&mut self, now: Instant) {
-        let Login::Online { token, last_answer, reported_unreachable, .. } = &mut self.login else { return };
+        let Login::Online { token, awaiting_since, reported_unreachable, .. } = &mut self.login else { return };
         let token = *token;
-        let silent = now.saturating_duration_since(*last_answer);
-        if silent >= self.config.server_timeout && !*reported_unreachable {
+        let waiting = awaiting_since.map(|since| now.saturating_duration_since(since));
+        if waiting.is_some_and(|w| w >= self.config.server_timeout) && !*reported_unreachable {
             *reported_unreachable = true;
             self.out.event(ClientEvent::ServerUnreachable);
         }
+        awaiting_since.get_or_insert(now);
         self.to_server(Frame::Keepalive { token, profile: self.profile });
-        // While answers are missing, ask more often so a rebinding or a
-        // restarted server is noticed quickly.
-        let next = if silent > self.config.keepalive { Duration::from_secs(2) } else { self.config.keepalive };
+        // While an answer is missing, ask again soon, so a lost keepalive, a
+        // rebinding or a restarted server is noticed quickly.
+        let next = if waiting.is_some() { Duration::from_secs(2) } else { KEEPALIVE_RETRY };
         self.timers.set(ClientTimer::Keepalive, now + next.min(self.config.keepalive));
+    }
+
+    /// Sends the connects that waited for the login and NAT discovery.
+    fn send_waiting_connects(&mut self, now: Instant) {
+        let Login::Online { token, .. } = self.login else { return };
+        if self.discovery.is_some() {
+            return;
+        }
+        let waiting: Vec<u32> = self.connects.iter().filter(|(_, p)| p.sends == 0).map(|(r, _)| *r).collect();
+        for request in waiting {
+            let pending = self.connects.get_mut(&request).expect("collected above");
+            pending.sends = 1;
+            let peer = pending.peer.clone();
+            self.to_server(Frame::Connect { token, request, peer });
+            self.timers.set(ClientTimer::Connect(request), now + retransmit_after(1));
+        }
     }
 
     fn connect_timer(&mut self, now: Instant, request: u32) {
         let Some(pending) = self.connects.get_mut(&request) else { return };
-        if pending.sends >= 6 {
+        if pending.sends >= CONNECT_SENDS {
             let pending = self.connects.remove(&request).expect("looked up above");
             self.out
                 .event(ClientEvent::ConnectFailed { peer: pending.peer, reason: ConnectFailure::ServerUnreachable });
@@ -679,19 +700,22 @@ impl Client {
                     return;
                 }
                 self.timers.stop(&ClientTimer::Login);
-                self.login = Login::Online { token, reflexive, last_answer: now, reported_unreachable: false };
+                self.login = Login::Online { token, reflexive, awaiting_since: None, reported_unreachable: false };
                 self.timers.set(ClientTimer::Keepalive, now + self.config.keepalive);
                 self.out.event(ClientEvent::LoggedIn { reflexive });
                 if self.config.discover_nat {
                     self.start_discovery(now);
                 }
+                self.send_waiting_connects(now);
             }
             Frame::KeepaliveAck { reflexive: new } => {
-                let Login::Online { reflexive, last_answer, reported_unreachable, .. } = &mut self.login else {
+                let Login::Online { reflexive, awaiting_since, reported_unreachable, .. } = &mut self.login else {
                     return;
                 };
-                *last_answer = now;
+                *awaiting_since = None;
                 *reported_unreachable = false;
+                // Back to the regular interval.
+                self.timers.set(ClientTimer::Keepalive, now + self.config.keepalive);
                 if *reflexive != new {
                     let old = std::mem::replace(reflexive, new);
                     self.out.event(ClientEvent::ReflexiveChanged { old, new });
@@ -850,6 +874,9 @@ impl Client {
         if let Login::Online { token, .. } = self.login {
             self.to_server(Frame::Profile { token, profile });
         }
+        if let Some(now) = self.out.now {
+            self.send_waiting_connects(now);
+        }
     }
 
     /// Turns sub-machines' socket wishes into driver events.
@@ -877,6 +904,13 @@ impl Client {
         }
     }
 }
+
+/// How soon a keepalive that got no answer is sent again: well inside a
+/// 30 s NAT timeout even after a 25 s keepalive interval.
+const KEEPALIVE_RETRY: Duration = Duration::from_secs(2);
+/// Sends of a connect request before it fails with
+/// [`ConnectFailure::ServerUnreachable`] (about 50 s with the backoff).
+const CONNECT_SENDS: u32 = 16;
 
 /// Retransmission schedule for requests to the server: 500 ms, doubling, at
 /// most 4 s between sends.

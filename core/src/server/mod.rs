@@ -68,7 +68,7 @@ impl ServerConfig {
             seed: 0,
             user_timeout: Duration::from_secs(75),
             offer_retransmit: Duration::from_millis(500),
-            offer_attempts: 10,
+            offer_attempts: 20,
             request_burst: 64,
             request_rate: 32,
             relay_burst_bytes: 512 * 1024,
@@ -165,6 +165,9 @@ struct User {
     socket: SocketId,
     host_candidates: Vec<SocketAddr>,
     profile: NatProfile,
+    /// A profile was reported (possibly with unmeasured fields).
+    profile_known: bool,
+    logged_in_at: Instant,
     last_seen: Instant,
     sessions: BTreeSet<SessionId>,
     /// Connect requests already answered, so retransmissions get the same
@@ -332,6 +335,7 @@ impl Server {
             Frame::Profile { token, profile } => {
                 if let Some(user) = self.user_by_token(token) {
                     user.profile = profile;
+                    user.profile_known = true;
                     user.last_seen = now;
                 } else {
                     self.not_logged_in(socket, from, 0);
@@ -412,6 +416,8 @@ impl Server {
                 socket,
                 host_candidates,
                 profile: NatProfile::default(),
+                profile_known: false,
+                logged_in_at: now,
                 last_seen: now,
                 sessions: BTreeSet::new(),
                 connects: BTreeMap::new(),
@@ -431,11 +437,13 @@ impl Server {
         initiator.last_seen = now;
         if let Some(&session) = initiator.connects.get(&request) {
             // A retransmitted connect: the offers are (re)sent by the timer;
-            // answer the initiator at once as well.
+            // answer the initiator at once as well. A session abandoned
+            // meanwhile (offers never acknowledged) is made anew below.
             if self.sessions.contains_key(&session) {
                 self.send_offer(session, &name);
+                return;
             }
-            return;
+            initiator.connects.remove(&request);
         }
         if peer == name || !valid_user_name(&peer) {
             self.reply(socket, from, Frame::Error { request, code: ErrorCode::BadUserName });
@@ -444,6 +452,14 @@ impl Server {
         if !self.users.contains_key(&peer) {
             let code = if self.known_users.contains(&peer) { ErrorCode::PeerOffline } else { ErrorCode::UnknownPeer };
             self.reply(socket, from, Frame::Error { request, code });
+            return;
+        }
+        let responder = &self.users[&peer];
+        if !responder.profile_known && now.saturating_duration_since(responder.logged_in_at) < PROFILE_GRACE {
+            // The peer logged in moments ago and is still measuring its NAT:
+            // the strategy depends on it. Stay silent; the initiator's
+            // retransmission comes back after the profile has arrived.
+            debug!(peer = %peer, "connect deferred until the peer's NAT profile is known");
             return;
         }
         let too_many = |u: &User| u.sessions.len() >= self.config.max_sessions_per_user;
@@ -652,6 +668,9 @@ impl Server {
         self.transmits.push_back(Transmit { socket, destination: to, ttl: None, payload: Bytes::from(payload) });
     }
 }
+
+/// How long after a user's login a connect to it waits for its NAT profile.
+const PROFILE_GRACE: Duration = Duration::from_secs(5);
 
 /// The sockets a server with these addresses listens on.
 fn server_sockets(primary: SocketAddr, alternate: Option<SocketAddr>) -> Vec<(SocketId, SocketAddr)> {

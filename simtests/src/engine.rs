@@ -1,0 +1,753 @@
+//! The discrete-event engine: core machines as hosts, NAT devices, links,
+//! and a queue of events totally ordered by (time, sequence number).
+//!
+//! Virtual time jumps from one event to the next; nothing reads a clock.
+//! Every random choice comes from one seed through a tree of child
+//! generators (links, NATs, each machine's own seed), so a scenario and a
+//! seed give the same trace, byte for byte.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use punchline_core::client::{Client, ClientConfig, ClientEvent, PathKind};
+use punchline_core::nat::Strategy;
+use punchline_core::rng::Rng;
+use punchline_core::server::{Server, ServerConfig};
+use punchline_core::wire::frame::SessionId;
+use punchline_core::{Machine, SocketId, Transmit};
+
+use crate::describe;
+use crate::link::Link;
+use crate::nat::{Nat, NatDecision, Packet};
+use crate::report::{Connection, Outcome, Report};
+use crate::scenario::{Action, Scenario, ScenarioError};
+
+/// The TTL of a datagram sent without an explicit one.
+pub const DEFAULT_TTL: u8 = 64;
+/// First port the simulator gives a peer's extra sockets.
+const FIRST_EXTRA_PORT: u16 = 40000;
+
+/// One run of a scenario.
+pub struct Simulation {
+    scenario: Scenario,
+    seed: u64,
+    epoch: Instant,
+    now: Duration,
+    queue: BinaryHeap<Reverse<(Duration, u64)>>,
+    pending: BTreeMap<u64, Pending>,
+    seq: u64,
+    server: Server,
+    server_timer: Option<Duration>,
+    peers: Vec<PeerHost>,
+    nats: Vec<Nat>,
+    trace: Trace,
+    connections: Vec<ConnectionState>,
+    /// Packet events processed (sends, hops, deliveries), for benchmarks.
+    pub packet_events: u64,
+}
+
+/// Collects trace lines (when enabled) and hashes every line either way.
+pub struct Trace {
+    keep: bool,
+    lines: Vec<String>,
+    hash: u64,
+    arrows: Vec<Arrow>,
+    keep_arrows: bool,
+}
+
+/// One datagram in the Mermaid diagram.
+#[derive(Clone, Debug)]
+pub struct Arrow {
+    /// When it was sent.
+    pub at: Duration,
+    /// Sender (peer name or `server`).
+    pub from: String,
+    /// Addressee as the sender saw it.
+    pub to: String,
+    /// What it was.
+    pub label: String,
+}
+
+struct PeerHost {
+    name: String,
+    addr: IpAddr,
+    behind: Option<usize>,
+    up: Link,
+    down: Link,
+    client: Client,
+    timer: Option<Duration>,
+    sockets: BTreeMap<SocketId, u16>,
+    next_port: u16,
+    next_socket: u32,
+    sent: u64,
+    probes: u64,
+}
+
+#[derive(Debug)]
+enum Pending {
+    /// A packet reaches a NAT from its inside.
+    FromInside(usize, Packet),
+    /// A packet reaches a NAT's public side.
+    FromOutside(usize, Packet),
+    /// A packet is on the public internet.
+    Internet(Packet),
+    /// A packet reaches a peer host.
+    ToPeer(usize, Packet),
+    /// A machine's deadline (0 = server, i + 1 = peer i).
+    Timer(usize),
+    /// The scenario's `i`-th event.
+    Scheduled(usize),
+}
+
+struct ConnectionState {
+    from: usize,
+    to: String,
+    started: Duration,
+    session: Option<SessionId>,
+    connect_at: Option<Duration>,
+    direct_at: Option<Duration>,
+    fallbacks: u32,
+    failed: bool,
+    strategy: Option<Strategy>,
+    path: Option<PathKind>,
+    closed: bool,
+}
+
+impl Simulation {
+    /// Builds the world of `scenario`; `seed` overrides the file's.
+    pub fn new(scenario: Scenario, seed: Option<u64>) -> Result<Simulation, ScenarioError> {
+        let seed = seed.or(scenario.seed).unwrap_or(0);
+        let root = Rng::new(seed);
+        let epoch = Instant::now();
+        let mut server_config = ServerConfig::new(scenario.server.addr, scenario.server.alt_addr);
+        server_config.seed = root.fork(1).next_u64();
+        let server = Server::new(server_config, epoch);
+        let nats =
+            (0..scenario.nats.len()).map(|i| Nat::new(scenario.nat_spec(i), root.fork(1000 + i as u64))).collect();
+        let mut peers = Vec::new();
+        for (i, spec) in scenario.peers.iter().enumerate() {
+            let mut config = ClientConfig::new(spec.name.clone(), scenario.server.addr);
+            config.alt_server = scenario.server.alt_addr;
+            config.seed = root.fork(2000 + i as u64).next_u64();
+            apply_config(&scenario, i, &mut config)?;
+            let behind = spec.behind.as_ref().map(|n| scenario.nat_index(n).expect("validated by the parser"));
+            let local = SocketAddr::new(spec.addr, 4000);
+            let client = Client::new(config, (SocketId(0), local), epoch);
+            peers.push(PeerHost {
+                name: spec.name.clone(),
+                addr: spec.addr,
+                behind,
+                up: Link::new(spec.link.clone(), root.fork(3000 + 2 * i as u64)),
+                down: Link::new(spec.link.clone(), root.fork(3001 + 2 * i as u64)),
+                client,
+                timer: None,
+                sockets: [(SocketId(0), 4000)].into_iter().collect(),
+                next_port: FIRST_EXTRA_PORT,
+                next_socket: 1,
+                sent: 0,
+                probes: 0,
+            });
+        }
+        let mut sim = Simulation {
+            seed,
+            epoch,
+            now: Duration::ZERO,
+            queue: BinaryHeap::new(),
+            pending: BTreeMap::new(),
+            seq: 0,
+            server,
+            server_timer: None,
+            peers,
+            nats,
+            trace: Trace { keep: false, lines: Vec::new(), hash: FNV_OFFSET, arrows: Vec::new(), keep_arrows: false },
+            connections: Vec::new(),
+            packet_events: 0,
+            scenario,
+        };
+        for i in 0..sim.scenario.events.len() {
+            let at = sim.scenario.events[i].at;
+            sim.schedule(at, Pending::Scheduled(i));
+        }
+        sim.drain_server();
+        for p in 0..sim.peers.len() {
+            sim.drain_peer(p);
+        }
+        Ok(sim)
+    }
+
+    /// Keep the trace's lines (they are always hashed).
+    pub fn keep_trace(&mut self, keep: bool) {
+        self.trace.keep = keep;
+    }
+
+    /// Keep the datagrams for a Mermaid diagram.
+    pub fn keep_arrows(&mut self, keep: bool) {
+        self.trace.keep_arrows = keep;
+    }
+
+    /// Runs to the scenario's end and reports.
+    pub fn run(mut self) -> (Report, Vec<String>, Vec<Arrow>) {
+        let end = self.scenario.duration;
+        self.run_until(end);
+        let report = self.report();
+        (report, std::mem::take(&mut self.trace.lines), std::mem::take(&mut self.trace.arrows))
+    }
+
+    /// Processes every event up to `end`.
+    pub fn run_until(&mut self, end: Duration) {
+        while let Some(Reverse((at, seq))) = self.queue.peek().copied() {
+            if at > end {
+                break;
+            }
+            self.queue.pop();
+            self.now = at;
+            let event = self.pending.remove(&seq).expect("every queued id is pending");
+            self.process(event);
+        }
+        self.now = end;
+    }
+
+    /// Simulated time now.
+    pub fn now(&self) -> Duration {
+        self.now
+    }
+
+    fn instant(&self) -> Instant {
+        self.epoch + self.now
+    }
+
+    fn schedule(&mut self, at: Duration, event: Pending) {
+        self.seq += 1;
+        self.pending.insert(self.seq, event);
+        self.queue.push(Reverse((at, self.seq)));
+    }
+
+    fn log(&mut self, text: String) {
+        let line = format!("{:>10.3}ms {text}", self.now.as_secs_f64() * 1000.0);
+        self.trace.hash = fnv1a(self.trace.hash, line.as_bytes());
+        if self.trace.keep {
+            self.trace.lines.push(line);
+        }
+    }
+
+    fn log_nat(&mut self, decisions: Vec<NatDecision>) {
+        for d in decisions {
+            self.log(d.to_string());
+        }
+    }
+
+    fn process(&mut self, event: Pending) {
+        match event {
+            Pending::Timer(m) => self.fire_timer(m),
+            Pending::Scheduled(i) => self.scheduled(i),
+            Pending::FromInside(n, p) => {
+                self.packet_events += 1;
+                self.from_inside(n, p);
+            }
+            Pending::FromOutside(n, p) => {
+                self.packet_events += 1;
+                self.from_outside(n, p);
+            }
+            Pending::Internet(p) => {
+                self.packet_events += 1;
+                self.internet(p);
+            }
+            Pending::ToPeer(i, p) => {
+                self.packet_events += 1;
+                self.deliver_to_peer(i, p);
+            }
+        }
+    }
+
+    fn fire_timer(&mut self, m: usize) {
+        let now = self.instant();
+        if m == 0 {
+            if self.server_timer != Some(self.now) {
+                return;
+            }
+            self.server_timer = None;
+            self.server.handle_timeout(now);
+            self.drain_server();
+        } else {
+            let p = m - 1;
+            if self.peers[p].timer != Some(self.now) {
+                return;
+            }
+            self.peers[p].timer = None;
+            self.peers[p].client.handle_timeout(now);
+            self.drain_peer(p);
+        }
+    }
+
+    fn scheduled(&mut self, i: usize) {
+        let action = self.scenario.events[i].action.clone();
+        let now = self.instant();
+        match action {
+            Action::Connect { peer, to } => {
+                let p = self.peer_index(&peer);
+                self.log(format!("event: {peer} connects to {to}"));
+                self.connections.push(ConnectionState::new(p, to.clone(), self.now));
+                if let Err(e) = self.peers[p].client.connect(now, &to) {
+                    self.log(format!("{peer}: connect refused: {e}"));
+                    self.connections.last_mut().expect("just pushed").failed = true;
+                }
+                self.drain_peer(p);
+            }
+            Action::Disconnect { peer, from } => {
+                let p = self.peer_index(&peer);
+                self.log(format!("event: {peer} disconnects from {from}"));
+                let sessions: Vec<SessionId> = self.peers[p].client.sessions().collect();
+                for s in sessions {
+                    if self.peers[p].client.session_info(s).is_some_and(|i| i.peer == from) {
+                        self.peers[p].client.close(now, s);
+                    }
+                }
+                self.drain_peer(p);
+            }
+            Action::SendText { peer, to, text } => {
+                let p = self.peer_index(&peer);
+                self.log(format!("event: {peer} sends {} bytes of text to {to}", text.len()));
+                let session = self.peers[p]
+                    .client
+                    .sessions()
+                    .find(|s| self.peers[p].client.session_info(*s).is_some_and(|i| i.peer == to));
+                match session {
+                    Some(s) => {
+                        if let Err(e) = self.peers[p].client.send(now, s, text.as_bytes()) {
+                            self.log(format!("{peer}: send refused: {e}"));
+                        }
+                    }
+                    // Store-and-forward text for peers without a session is
+                    // the messaging capability's (issue 7); until then the
+                    // text rides an open session only.
+                    None => self.log(format!("{peer}: no session with {to}; text not sent")),
+                }
+                self.drain_peer(p);
+            }
+            Action::Partition { peer } => {
+                let p = self.peer_index(&peer);
+                self.log(format!("event: {peer}'s link is cut"));
+                self.peers[p].up.set_partitioned(true);
+                self.peers[p].down.set_partitioned(true);
+            }
+            Action::Heal { peer } => {
+                let p = self.peer_index(&peer);
+                self.log(format!("event: {peer}'s link is restored"));
+                self.peers[p].up.set_partitioned(false);
+                self.peers[p].down.set_partitioned(false);
+            }
+            Action::NatReboot { nat } => {
+                let n = self.scenario.nat_index(&nat).expect("validated by the parser");
+                self.log(format!("event: NAT {nat} reboots"));
+                self.nats[n].reboot();
+            }
+            Action::MoveTo { peer, nat } => {
+                let p = self.peer_index(&peer);
+                let n = self.scenario.nat_index(&nat).expect("validated by the parser");
+                self.log(format!("event: {peer} moves behind {nat}"));
+                self.peers[p].behind = Some(n);
+            }
+        }
+    }
+
+    fn peer_index(&self, name: &str) -> usize {
+        self.peers.iter().position(|p| p.name == name).expect("validated by the parser")
+    }
+
+    fn drain_server(&mut self) {
+        while let Some(t) = self.server.poll_transmit() {
+            self.server_transmit(t);
+        }
+        while let Some(e) = self.server.poll_event() {
+            self.log(format!("server: {e:?}"));
+        }
+        let at = self.server.poll_timeout().map(|i| i.saturating_duration_since(self.epoch));
+        if let Some(at) = at {
+            if self.server_timer != Some(at) {
+                self.server_timer = Some(at);
+                self.schedule(at.max(self.now), Pending::Timer(0));
+            }
+        }
+    }
+
+    fn server_transmit(&mut self, t: Transmit) {
+        let src = self.server.sockets().iter().find(|(id, _)| *id == t.socket).map(|(_, a)| *a);
+        let Some(src) = src else { return };
+        let label = describe::datagram(&t.payload);
+        self.log(format!("server {src} -> {} {label}", t.destination));
+        self.arrow("server".into(), t.destination, label);
+        let p = Packet { src, dst: t.destination, ttl: t.ttl.unwrap_or(DEFAULT_TTL), payload: t.payload };
+        self.packet_events += 1;
+        self.internet(p);
+    }
+
+    fn drain_peer(&mut self, i: usize) {
+        loop {
+            let mut progressed = false;
+            while let Some(t) = self.peers[i].client.poll_transmit() {
+                progressed = true;
+                self.peer_transmit(i, t);
+            }
+            while let Some(e) = self.peers[i].client.poll_event() {
+                progressed = true;
+                self.peer_event(i, e);
+            }
+            if !progressed {
+                break;
+            }
+        }
+        let at = self.peers[i].client.poll_timeout().map(|t| t.saturating_duration_since(self.epoch));
+        if let Some(at) = at {
+            if self.peers[i].timer != Some(at) {
+                self.peers[i].timer = Some(at);
+                self.schedule(at.max(self.now), Pending::Timer(i + 1));
+            }
+        }
+    }
+
+    fn peer_transmit(&mut self, i: usize, t: Transmit) {
+        let peer = &mut self.peers[i];
+        let Some(port) = peer.sockets.get(&t.socket).copied() else { return };
+        peer.sent += 1;
+        if t.payload.first() == Some(&0x61) {
+            peer.probes += 1;
+        }
+        let src = SocketAddr::new(peer.addr, port);
+        let name = peer.name.clone();
+        let label = describe::datagram(&t.payload);
+        let ttl = t.ttl.map_or(String::new(), |ttl| format!(" ttl={ttl}"));
+        self.log(format!("{name} {src} -> {}{ttl} {label}", t.destination));
+        self.arrow(name, t.destination, label);
+        let size = t.payload.len() + 28;
+        let p = Packet { src, dst: t.destination, ttl: t.ttl.unwrap_or(DEFAULT_TTL), payload: t.payload };
+        let arrivals = self.peers[i].up.transmit(self.now, size);
+        if arrivals.is_empty() {
+            self.log(format!("link {}: lost {} -> {}", self.peers[i].name, p.src, p.dst));
+        }
+        let behind = self.peers[i].behind;
+        for at in arrivals {
+            let event = match behind {
+                Some(n) => Pending::FromInside(n, p.clone()),
+                None => Pending::Internet(p.clone()),
+            };
+            self.schedule(at, event);
+        }
+    }
+
+    fn peer_event(&mut self, i: usize, e: ClientEvent) {
+        let now = self.instant();
+        let text = describe::event(&e);
+        let name = self.peers[i].name.clone();
+        self.log(format!("{name}: {text}"));
+        match &e {
+            ClientEvent::OpenSockets { request, count } => {
+                let peer = &mut self.peers[i];
+                let mut opened = Vec::new();
+                for _ in 0..*count {
+                    let id = SocketId(peer.next_socket);
+                    peer.next_socket += 1;
+                    let port = peer.next_port;
+                    peer.next_port = peer.next_port.wrapping_add(1).max(FIRST_EXTRA_PORT);
+                    peer.sockets.insert(id, port);
+                    opened.push((id, SocketAddr::new(peer.addr, port)));
+                }
+                peer.client.sockets_opened(now, *request, &opened);
+            }
+            ClientEvent::ReleaseSocket { socket } => {
+                self.peers[i].sockets.remove(socket);
+            }
+            _ => self.track_connection(i, &e),
+        }
+    }
+
+    fn track_connection(&mut self, i: usize, e: &ClientEvent) {
+        let now = self.now;
+        match e {
+            ClientEvent::SessionOpened { session, peer, initiator: true, strategy } => {
+                if let Some(c) = self
+                    .connections
+                    .iter_mut()
+                    .find(|c| c.from == i && &c.to == peer && c.session.is_none() && !c.failed)
+                {
+                    c.session = Some(*session);
+                    c.connect_at = Some(now - c.started);
+                    c.strategy = Some(*strategy);
+                    c.path = Some(PathKind::Relay);
+                }
+            }
+            ClientEvent::ConnectFailed { peer, .. } => {
+                if let Some(c) =
+                    self.connections.iter_mut().find(|c| c.from == i && &c.to == peer && c.session.is_none())
+                {
+                    c.failed = true;
+                }
+            }
+            ClientEvent::PathDirect { session, socket, remote } => {
+                if let Some(c) = self.connection_mut(i, *session) {
+                    c.direct_at.get_or_insert(now - c.started);
+                    c.path = Some(PathKind::Direct { socket: *socket, remote: *remote });
+                }
+            }
+            ClientEvent::PathFellBack { session } => {
+                if let Some(c) = self.connection_mut(i, *session) {
+                    c.fallbacks += 1;
+                    c.path = Some(PathKind::Relay);
+                }
+            }
+            ClientEvent::SessionClosed { session, reason } => {
+                if let Some(c) = self.connection_mut(i, *session) {
+                    c.closed = true;
+                    if !matches!(reason, punchline_core::wire::frame::CloseReason::Local) {
+                        c.failed = c.path.is_none();
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn connection_mut(&mut self, i: usize, session: SessionId) -> Option<&mut ConnectionState> {
+        self.connections.iter_mut().find(|c| c.from == i && c.session == Some(session))
+    }
+
+    /// A packet arrives at NAT `n` from inside.
+    fn from_inside(&mut self, n: usize, p: Packet) {
+        // Hosts and NATs on the same private segment reach each other
+        // without translation (host candidates).
+        if let Some(target) = self.peer_on_segment(Some(n), p.dst.ip()) {
+            self.to_peer_link(target, p);
+            return;
+        }
+        if let Some(inner) = self.nat_on_segment(Some(n), p.dst.ip()) {
+            self.schedule(self.now, Pending::FromOutside(inner, p));
+            return;
+        }
+        let now = self.now;
+        let mut log = Vec::new();
+        if self.nats[n].is_public_ip(p.dst.ip()) {
+            let result = self.nats[n].hairpin(now, p, &mut log);
+            self.log_nat(log);
+            if let Some(p) = result {
+                self.route_down(n, p);
+            }
+            return;
+        }
+        let result = self.nats[n].outbound(now, p, &mut log);
+        self.log_nat(log);
+        let Some(p) = result else { return };
+        match self.nats[n].spec().behind.clone() {
+            Some(outer) => {
+                let outer = self.scenario.nat_index(&outer).expect("validated by the parser");
+                self.from_inside(outer, p);
+            }
+            None => self.internet(p),
+        }
+    }
+
+    /// A packet arrives at NAT `n`'s public side.
+    fn from_outside(&mut self, n: usize, p: Packet) {
+        let now = self.now;
+        let mut log = Vec::new();
+        let result = self.nats[n].inbound(now, p, &mut log);
+        self.log_nat(log);
+        if let Some(p) = result {
+            self.route_down(n, p);
+        }
+    }
+
+    /// Delivers a packet that NAT `n` passed inward.
+    fn route_down(&mut self, n: usize, p: Packet) {
+        if let Some(target) = self.peer_on_segment(Some(n), p.dst.ip()) {
+            self.to_peer_link(target, p);
+        } else if let Some(inner) = self.nat_on_segment(Some(n), p.dst.ip()) {
+            self.from_outside(inner, p);
+        } else {
+            self.log(format!("nat {}: no host {} inside", self.nats[n].spec().name, p.dst));
+        }
+    }
+
+    /// The public internet: `internet_hops` routers, then the destination.
+    fn internet(&mut self, mut p: Packet) {
+        let hops = self.scenario.internet_hops;
+        if p.ttl <= hops {
+            self.log(format!("internet: TTL {} expired {} -> {}", p.ttl, p.src, p.dst));
+            return;
+        }
+        p.ttl -= hops;
+        let server = self.server.sockets().iter().find(|(_, a)| *a == p.dst).map(|(id, _)| *id);
+        if let Some(socket) = server {
+            let now = self.instant();
+            self.server.handle_datagram(now, socket, p.src, &p.payload);
+            self.drain_server();
+            return;
+        }
+        if let Some(target) = self.peer_on_segment(None, p.dst.ip()) {
+            self.to_peer_link(target, p);
+            return;
+        }
+        if let Some(n) = self.nat_on_segment(None, p.dst.ip()) {
+            self.from_outside(n, p);
+            return;
+        }
+        self.log(format!("internet: no route to {} (from {})", p.dst, p.src));
+    }
+
+    fn to_peer_link(&mut self, target: usize, p: Packet) {
+        let size = p.payload.len() + 28;
+        let arrivals = self.peers[target].down.transmit(self.now, size);
+        if arrivals.is_empty() {
+            self.log(format!("link {}: lost {} -> {}", self.peers[target].name, p.src, p.dst));
+        }
+        for at in arrivals {
+            self.schedule(at, Pending::ToPeer(target, p.clone()));
+        }
+    }
+
+    fn deliver_to_peer(&mut self, i: usize, p: Packet) {
+        let socket = self.peers[i].sockets.iter().find(|(_, port)| **port == p.dst.port()).map(|(id, _)| *id);
+        let Some(socket) = socket.filter(|_| p.dst.ip() == self.peers[i].addr) else {
+            self.log(format!("{}: no socket for {}", self.peers[i].name, p.dst));
+            return;
+        };
+        let now = self.instant();
+        self.peers[i].client.handle_datagram(now, socket, p.src, &p.payload);
+        self.drain_peer(i);
+    }
+
+    /// The peer with address `ip` directly on segment `segment` (None: the
+    /// public internet).
+    fn peer_on_segment(&self, segment: Option<usize>, ip: IpAddr) -> Option<usize> {
+        self.peers.iter().position(|p| p.behind == segment && p.addr == ip)
+    }
+
+    /// The NAT whose public side is on `segment` and owns `ip`.
+    fn nat_on_segment(&self, segment: Option<usize>, ip: IpAddr) -> Option<usize> {
+        let outer_name = segment.map(|s| self.nats[s].spec().name.clone());
+        self.nats.iter().position(|n| n.spec().behind == outer_name && n.is_public_ip(ip))
+    }
+
+    fn arrow(&mut self, from: String, to: SocketAddr, label: String) {
+        if !self.trace.keep_arrows {
+            return;
+        }
+        let to =
+            if self.server.sockets().iter().any(|(_, a)| *a == to) { "server".to_string() } else { to.to_string() };
+        self.trace.arrows.push(Arrow { at: self.now, from, to, label });
+    }
+
+    fn report(&self) -> Report {
+        let connections = self
+            .connections
+            .iter()
+            .map(|c| {
+                let to = self.peers.iter().position(|p| p.name == c.to);
+                let outcome = if c.failed || c.session.is_none() {
+                    Outcome::Failed
+                } else {
+                    match c.path {
+                        Some(PathKind::Direct { .. }) => Outcome::Direct,
+                        Some(PathKind::Relay) => Outcome::Relay,
+                        None => Outcome::Failed,
+                    }
+                };
+                Connection {
+                    from: self.peers[c.from].name.clone(),
+                    to: c.to.clone(),
+                    outcome,
+                    strategy: c.strategy.map(|s| s.name().to_string()),
+                    connect_ms: c.connect_at.map(ms),
+                    direct_ms: c.direct_at.map(ms),
+                    fallbacks: c.fallbacks,
+                    packets_from: self.peers[c.from].sent,
+                    packets_to: to.map_or(0, |t| self.peers[t].sent),
+                    probes_from: self.peers[c.from].probes,
+                    probes_to: to.map_or(0, |t| self.peers[t].probes),
+                }
+            })
+            .collect();
+        Report { seed: self.seed, trace_hash: format!("{:016x}", self.trace.hash), connections }
+    }
+}
+
+impl ConnectionState {
+    fn new(from: usize, to: String, started: Duration) -> Self {
+        ConnectionState {
+            from,
+            to,
+            started,
+            session: None,
+            connect_at: None,
+            direct_at: None,
+            fallbacks: 0,
+            failed: false,
+            strategy: None,
+            path: None,
+            closed: false,
+        }
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0
+}
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// FNV-1a (64-bit) over `bytes`, continuing from `hash`; each line ends with
+/// a newline so line boundaries count.
+fn fnv1a(mut hash: u64, bytes: &[u8]) -> u64 {
+    for &b in bytes.iter().chain(b"\n") {
+        hash ^= b as u64;
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
+}
+
+/// Applies a peer's `config` table to the core's client config, by the
+/// core's field names.
+fn apply_config(scenario: &Scenario, peer: usize, config: &mut ClientConfig) -> Result<(), ScenarioError> {
+    use crate::duration::parse_duration;
+    let table = &scenario.peers[peer].config.values;
+    for (key, value) in table {
+        let err = |m: &str| scenario.config_error(peer, key, m.to_string());
+        let duration = || -> Result<Duration, ScenarioError> {
+            let text = value.as_str().ok_or_else(|| err("expected a duration string such as \"25s\""))?;
+            parse_duration(text).map_err(|e| err(&e.to_string()))
+        };
+        let integer = |max: i64| -> Result<i64, ScenarioError> {
+            let v = value.as_integer().ok_or_else(|| err("expected an integer"))?;
+            if !(0..=max).contains(&v) {
+                return Err(err(&format!("expected an integer from 0 to {max}")));
+            }
+            Ok(v)
+        };
+        let boolean = || value.as_bool().ok_or_else(|| err("expected true or false"));
+        match key.as_str() {
+            "keepalive" => config.keepalive = duration()?,
+            "server_timeout" => config.server_timeout = duration()?,
+            "discover_nat" => config.discover_nat = boolean()?,
+            "discovery_timeout" => config.discovery_timeout = duration()?,
+            "opener_ttl" => config.opener_ttl = integer(255)? as u8,
+            "skip_openers" => config.skip_openers = boolean()?,
+            "probe_interval" => config.probe_interval = duration()?,
+            "punch_timeout" => config.punch_timeout = duration()?,
+            "punch_retry" => config.punch_retry = duration()?,
+            "punch_retry_max" => config.punch_retry_max = duration()?,
+            "max_punch_attempts" => config.max_punch_attempts = integer(1000)? as u32,
+            "direct_keepalive" => config.direct_keepalive = duration()?,
+            "fallback_timeout" => config.fallback_timeout = duration()?,
+            "session_keepalive" => config.session_keepalive = duration()?,
+            "session_timeout" => config.session_timeout = duration()?,
+            "send_window" => config.send_window = integer(65536)? as usize,
+            _ => {
+                return Err(err("unknown client setting; expected one of keepalive, server_timeout, discover_nat, \
+                     discovery_timeout, opener_ttl, skip_openers, probe_interval, punch_timeout, punch_retry, \
+                     punch_retry_max, max_punch_attempts, direct_keepalive, fallback_timeout, session_keepalive, \
+                     session_timeout, send_window"))
+            }
+        }
+    }
+    Ok(())
+}

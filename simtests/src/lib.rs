@@ -1,0 +1,18 @@
+//! `punchline-sim`: the deterministic network and NAT simulator of Punchline
+//! (DESIGN §4): core machines as hosts, RFC 4787 NAT devices, links with
+//! delay and loss, scheduled faults, scenario files, an oracle, and the
+//! `run` / `matrix` command line.
+//!
+//! Everything is deterministic: one seed drives every random choice through
+//! a tree of child generators, events are totally ordered by (time, sequence
+//! number), and nothing reads a clock or iterates a hash map.
+
+pub mod describe;
+pub mod duration;
+pub mod engine;
+pub mod link;
+pub mod matrix;
+pub mod nat;
+pub mod oracle;
+pub mod report;
+pub mod scenario;

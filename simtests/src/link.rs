@@ -1,0 +1,278 @@
+//! A lossy, jittery, bandwidth-limited link, one direction at a time.
+//!
+//! A peer's `link` in a scenario is its access link; the engine builds one
+//! [`Link`] per direction from the same [`LinkSpec`], each with its own forked
+//! generator, and asks [`Link::transmit`] when each copy of a packet arrives.
+//!
+//! Per packet, in this order:
+//! 1. **Partition**: while [`Link::set_partitioned`] is on, every packet is
+//!    lost at the interface and takes no bandwidth. Packets already in flight
+//!    when the partition starts still arrive; the engine may drop them too.
+//! 2. **Bandwidth**: a FIFO serialisation queue. A packet starts when the
+//!    previous one has finished and takes `size * 8 / bandwidth`; the queue
+//!    is unbounded (bufferbloat, not tail drop).
+//! 3. **Loss**: independent with probability `loss`, or bursty with a
+//!    Gilbert-Elliott chain when `loss_burst` is set (see [`LinkSpec`]).
+//!    A lost packet has still used the bandwidth.
+//! 4. **Delay**: `latency` plus jitter uniform in `[-jitter, +jitter]`, the
+//!    sum clamped at 0 (a packet never arrives before it was sent). Jitter
+//!    alone can reorder packets sent closer together than the jitter.
+//! 5. **Reordering**: with probability `reorder`, a packet is held back an
+//!    extra `max(latency, 5ms)`, so packets sent after it overtake it.
+//! 6. **Duplication**: with probability `duplicate`, a delivered packet
+//!    arrives twice, each copy with its own jitter.
+
+use std::time::Duration;
+
+use punchline_core::rng::Rng;
+
+/// The conditions of one link. The default is an ideal link: no delay, no
+/// loss, unlimited bandwidth.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LinkSpec {
+    /// One-way base delay.
+    pub latency: Duration,
+    /// Half-width of the uniform jitter added to `latency`.
+    pub jitter: Duration,
+    /// Long-run fraction of packets lost, in `[0, 1]`.
+    pub loss: f64,
+    /// Mean length of a loss burst in packets (`>= 1`), making loss bursty
+    /// (Gilbert-Elliott: a lossless good state and an all-lost bad state).
+    /// With burst length `b` the chain reaches at most `b / (b + 1)` loss;
+    /// a higher `loss` is clamped there (except `loss = 1`, which loses
+    /// everything). `None`: independent losses.
+    pub loss_burst: Option<f64>,
+    /// Probability that a delivered packet arrives twice, in `[0, 1]`.
+    pub duplicate: f64,
+    /// Probability that a packet is held back so later ones overtake it.
+    pub reorder: f64,
+    /// Bits per second; `None` is unlimited.
+    pub bandwidth: Option<u64>,
+}
+
+/// One direction of a link: the queue, the loss chain and the generator.
+#[derive(Clone, Debug)]
+pub struct Link {
+    spec: LinkSpec,
+    rng: Rng,
+    /// When the interface finishes sending the last queued packet.
+    busy_until: Duration,
+    /// Gilbert-Elliott state: true while in the all-lost bad state.
+    in_burst: bool,
+    partitioned: bool,
+}
+
+/// Extra delay of a reordered packet when the latency is shorter.
+pub const MIN_REORDER_DELAY: Duration = Duration::from_millis(5);
+
+impl Link {
+    /// A link with empty queue, in the good loss state, not partitioned.
+    pub fn new(spec: LinkSpec, rng: Rng) -> Link {
+        Link { spec, rng, busy_until: Duration::ZERO, in_burst: false, partitioned: false }
+    }
+
+    /// The conditions this link applies.
+    pub fn spec(&self) -> &LinkSpec {
+        &self.spec
+    }
+
+    /// Cuts (`true`) or restores (`false`) the link.
+    pub fn set_partitioned(&mut self, partitioned: bool) {
+        self.partitioned = partitioned;
+    }
+
+    /// True while the link is cut.
+    pub fn is_partitioned(&self) -> bool {
+        self.partitioned
+    }
+
+    /// Sends a packet of `size` bytes at `now` and returns the arrival time of
+    /// each copy, earliest first: empty when lost, two when duplicated.
+    pub fn transmit(&mut self, now: Duration, size: usize) -> Vec<Duration> {
+        if self.partitioned {
+            return Vec::new();
+        }
+        let sent = self.serialise(now, size);
+        if self.lose() {
+            return Vec::new();
+        }
+        let mut arrivals = vec![sent + self.delay()];
+        if self.spec.duplicate > 0.0 && self.rng.unit() < self.spec.duplicate {
+            arrivals.push(sent + self.delay());
+            arrivals.sort();
+        }
+        arrivals
+    }
+
+    /// Queues the packet behind the previous ones and returns when its last
+    /// bit has left.
+    fn serialise(&mut self, now: Duration, size: usize) -> Duration {
+        let Some(bandwidth) = self.spec.bandwidth.filter(|&b| b > 0) else {
+            return now;
+        };
+        let bits = (size as u128) * 8;
+        let nanos = (bits * 1_000_000_000).div_ceil(u128::from(bandwidth));
+        let busy = Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX));
+        let start = now.max(self.busy_until);
+        self.busy_until = start.saturating_add(busy);
+        self.busy_until
+    }
+
+    fn lose(&mut self) -> bool {
+        let loss = self.spec.loss.clamp(0.0, 1.0);
+        if loss >= 1.0 {
+            return true;
+        }
+        match self.spec.loss_burst {
+            None => loss > 0.0 && self.rng.unit() < loss,
+            Some(burst) => {
+                // Gilbert-Elliott: leave the bad state with r = 1/b so bursts
+                // last b packets on average; enter it with p such that the
+                // stationary bad fraction p / (p + r) equals `loss`.
+                let leave = 1.0 / burst.max(1.0);
+                let enter = (loss * leave / (1.0 - loss)).min(1.0);
+                let flip = if self.in_burst { leave } else { enter };
+                if self.rng.unit() < flip {
+                    self.in_burst = !self.in_burst;
+                }
+                self.in_burst
+            }
+        }
+    }
+
+    fn delay(&mut self) -> Duration {
+        let latency = self.spec.latency.as_nanos() as i128;
+        let jitter = self.spec.jitter.as_nanos() as i128;
+        let mut nanos = latency;
+        if jitter > 0 {
+            // Uniform in [-jitter, +jitter].
+            nanos += (self.rng.unit() * (2 * jitter + 1) as f64) as i128 - jitter;
+        }
+        let mut delay = Duration::from_nanos(u64::try_from(nanos.max(0)).unwrap_or(u64::MAX));
+        if self.spec.reorder > 0.0 && self.rng.unit() < self.spec.reorder {
+            delay += self.spec.latency.max(MIN_REORDER_DELAY);
+        }
+        delay
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn link(spec: LinkSpec) -> Link {
+        Link::new(spec, Rng::new(42))
+    }
+
+    #[test]
+    fn an_ideal_link_delivers_once_after_the_latency() {
+        let mut l = link(LinkSpec { latency: ms(20), ..LinkSpec::default() });
+        assert_eq!(l.transmit(ms(100), 1200), vec![ms(120)]);
+    }
+
+    #[test]
+    fn bandwidth_queues_packets_behind_each_other() {
+        // Given 1 Mbit/s and 10 ms latency,
+        let mut l = link(LinkSpec { latency: ms(10), bandwidth: Some(1_000_000), ..LinkSpec::default() });
+        // when three 1250-byte packets (10 ms each on the wire) leave at once
+        // and a fourth after the queue has drained,
+        let burst: Vec<_> = (0..3).map(|_| l.transmit(ms(0), 1250)).collect();
+        let later = l.transmit(ms(100), 1250);
+        // then each waits for the previous one.
+        assert_eq!(burst, [vec![ms(20)], vec![ms(30)], vec![ms(40)]]);
+        assert_eq!(later, vec![ms(120)]);
+    }
+
+    #[test]
+    fn jitter_stays_within_bounds_and_never_goes_below_zero_delay() {
+        // Given 1 ms latency and 5 ms jitter,
+        let mut l = link(LinkSpec { latency: ms(1), jitter: ms(5), ..LinkSpec::default() });
+        // when many packets are sent at t = 1 s,
+        let arrivals: Vec<Duration> = (0..2000).flat_map(|_| l.transmit(ms(1000), 100)).collect();
+        // then all arrive within [1000, 1006] ms, the earliest exactly at the
+        // send time (clamped), the latest within a millisecond of the bound.
+        let (min, max) = (arrivals.iter().min().unwrap(), arrivals.iter().max().unwrap());
+        assert_eq!(*min, ms(1000));
+        assert!(*max <= ms(1006) && *max > ms(1005), "{max:?}");
+    }
+
+    #[test]
+    fn random_loss_matches_its_rate() {
+        let mut l = link(LinkSpec { loss: 0.2, ..LinkSpec::default() });
+        let lost = (0..10_000).filter(|_| l.transmit(ms(0), 100).is_empty()).count();
+        assert!((1800..=2200).contains(&lost), "{lost}");
+    }
+
+    #[test]
+    fn bursty_loss_keeps_its_rate_and_mean_burst_length() {
+        // Given 20% loss in bursts of 4 packets on average,
+        let mut l = link(LinkSpec { loss: 0.2, loss_burst: Some(4.0), ..LinkSpec::default() });
+        // when 20 000 packets are sent,
+        let lost: Vec<bool> = (0..20_000).map(|_| l.transmit(ms(0), 100).is_empty()).collect();
+        // then about 20% are lost, in runs of about 4.
+        let total = lost.iter().filter(|&&x| x).count();
+        let bursts = lost.windows(2).filter(|w| w[1] && !w[0]).count();
+        let mean_burst = total as f64 / bursts as f64;
+        assert!((3600..=4400).contains(&total), "{total}");
+        assert!((3.5..=4.5).contains(&mean_burst), "{mean_burst}");
+    }
+
+    #[test]
+    fn total_loss_loses_everything_with_or_without_bursts() {
+        for burst in [None, Some(1.0), Some(3.0)] {
+            let mut l = link(LinkSpec { loss: 1.0, loss_burst: burst, ..LinkSpec::default() });
+            assert!((0..100).all(|_| l.transmit(ms(0), 100).is_empty()), "{burst:?}");
+        }
+    }
+
+    #[test]
+    fn duplication_delivers_two_copies() {
+        let mut l = link(LinkSpec { latency: ms(5), duplicate: 1.0, ..LinkSpec::default() });
+        assert_eq!(l.transmit(ms(0), 100), vec![ms(5), ms(5)]);
+    }
+
+    #[test]
+    fn reordered_packets_are_overtaken() {
+        // Given every packet held back, then half of them,
+        let mut always = link(LinkSpec { latency: ms(20), reorder: 1.0, ..LinkSpec::default() });
+        assert_eq!(always.transmit(ms(0), 100), vec![ms(40)]);
+        let mut half = link(LinkSpec { latency: ms(20), reorder: 0.5, ..LinkSpec::default() });
+        // when packets leave 1 ms apart,
+        let arrivals: Vec<Duration> = (0..100).flat_map(|i| half.transmit(ms(i), 100)).collect();
+        // then some arrive after a packet sent later.
+        let overtaken = arrivals.windows(2).filter(|w| w[1] < w[0]).count();
+        assert!(overtaken > 10, "{overtaken}");
+    }
+
+    #[test]
+    fn a_partitioned_link_loses_everything_until_healed() {
+        let mut l = link(LinkSpec { latency: ms(10), bandwidth: Some(1_000_000), ..LinkSpec::default() });
+        l.set_partitioned(true);
+        assert_eq!(l.transmit(ms(0), 1250), Vec::<Duration>::new());
+        l.set_partitioned(false);
+        // The dropped packet took no bandwidth.
+        assert_eq!(l.transmit(ms(0), 1250), vec![ms(20)]);
+    }
+
+    #[test]
+    fn the_same_seed_gives_the_same_arrivals() {
+        let spec = LinkSpec {
+            latency: ms(30),
+            jitter: ms(10),
+            loss: 0.3,
+            duplicate: 0.1,
+            reorder: 0.1,
+            ..LinkSpec::default()
+        };
+        let run = |seed| {
+            let mut l = Link::new(spec.clone(), Rng::new(seed));
+            (0..200).map(|i| l.transmit(ms(i), 100)).collect::<Vec<_>>()
+        };
+        assert_eq!(run(9), run(9));
+        assert_ne!(run(9), run(10));
+    }
+}

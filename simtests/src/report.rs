@@ -1,0 +1,120 @@
+//! What a run reports: JSON (a public format), a human table and a Mermaid
+//! sequence diagram.
+
+use serde::Serialize;
+
+use crate::engine::Arrow;
+
+/// How a connection ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// On a direct path when the run ended.
+    Direct,
+    /// On the relay when the run ended.
+    Relay,
+    /// Never had a usable path, or closed with an error.
+    Failed,
+}
+
+impl Outcome {
+    /// The JSON name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Outcome::Direct => "direct",
+            Outcome::Relay => "relay",
+            Outcome::Failed => "failed",
+        }
+    }
+}
+
+/// One `connect` event's result.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Connection {
+    /// The peer that connected.
+    pub from: String,
+    /// The peer it asked for.
+    pub to: String,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// The strategy the server chose (`null` when no session was made).
+    pub strategy: Option<String>,
+    /// Simulated ms from the connect event to the first usable path.
+    pub connect_ms: Option<f64>,
+    /// Simulated ms from the connect event to the first direct path.
+    pub direct_ms: Option<f64>,
+    /// Times the session fell back to the relay.
+    pub fallbacks: u32,
+    /// Datagrams the connecting peer sent during the whole run.
+    pub packets_from: u64,
+    /// Datagrams the other peer sent during the whole run.
+    pub packets_to: u64,
+    /// Probes the connecting peer sent.
+    pub probes_from: u64,
+    /// Probes the other peer sent.
+    pub probes_to: u64,
+}
+
+/// The report of one run (`punchline-sim run --json`).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Report {
+    /// The seed the run used.
+    pub seed: u64,
+    /// FNV-1a 64 of the whole trace, in hex.
+    pub trace_hash: String,
+    /// One per `connect` event, in event order.
+    pub connections: Vec<Connection>,
+}
+
+impl Report {
+    /// The human table.
+    pub fn table(&self) -> String {
+        let mut out = format!("seed {}  trace {}\n", self.seed, self.trace_hash);
+        out.push_str(&format!(
+            "{:<12} {:<12} {:<8} {:<11} {:>10} {:>10} {:>9} {:>8} {:>8}\n",
+            "from", "to", "outcome", "strategy", "connect", "direct", "fallbacks", "packets", "probes"
+        ));
+        for c in &self.connections {
+            let time = |t: Option<f64>| t.map_or("-".to_string(), |t| format!("{t:.0}ms"));
+            out.push_str(&format!(
+                "{:<12} {:<12} {:<8} {:<11} {:>10} {:>10} {:>9} {:>8} {:>8}\n",
+                c.from,
+                c.to,
+                c.outcome.name(),
+                c.strategy.as_deref().unwrap_or("-"),
+                time(c.connect_ms),
+                time(c.direct_ms),
+                c.fallbacks,
+                format!("{}/{}", c.packets_from, c.packets_to),
+                format!("{}/{}", c.probes_from, c.probes_to),
+            ));
+        }
+        if self.connections.is_empty() {
+            out.push_str("(no connect events)\n");
+        }
+        out
+    }
+}
+
+/// A Mermaid `sequenceDiagram` of the datagrams of a run.
+pub fn mermaid(arrows: &[Arrow], participants: &[String]) -> String {
+    let mut out = String::from("sequenceDiagram\n");
+    for p in participants {
+        out.push_str(&format!("    participant {}\n", sanitize(p)));
+    }
+    for a in arrows {
+        let to = if participants.contains(&a.to) { sanitize(&a.to) } else { sanitize(&format!("net {}", a.to)) };
+        out.push_str(&format!(
+            "    {}->>{}: {:.1}ms {}\n",
+            sanitize(&a.from),
+            to,
+            a.at.as_secs_f64() * 1000.0,
+            a.label.replace([';', '#', ':'], " ")
+        ));
+    }
+    out
+}
+
+fn sanitize(name: &str) -> String {
+    name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' }).collect()
+}
