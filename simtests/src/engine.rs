@@ -44,6 +44,10 @@ pub struct Simulation {
     nats: Vec<Nat>,
     trace: Trace,
     connections: Vec<ConnectionState>,
+    /// (segment, address) → peer: segment `None` is the public internet.
+    peers_by_addr: BTreeMap<(Option<usize>, IpAddr), usize>,
+    /// (segment, public address) → NAT whose public side is on that segment.
+    nats_by_addr: BTreeMap<(Option<usize>, IpAddr), usize>,
     /// Packet events processed (sends, hops, deliveries), for benchmarks.
     pub packet_events: u64,
 }
@@ -163,9 +167,12 @@ impl Simulation {
             nats,
             trace: Trace { keep: false, lines: Vec::new(), hash: FNV_OFFSET, arrows: Vec::new(), keep_arrows: false },
             connections: Vec::new(),
+            peers_by_addr: BTreeMap::new(),
+            nats_by_addr: BTreeMap::new(),
             packet_events: 0,
             scenario,
         };
+        sim.index_topology();
         for i in 0..sim.scenario.events.len() {
             let at = sim.scenario.events[i].at;
             sim.schedule(at, Pending::Scheduled(i));
@@ -348,6 +355,7 @@ impl Simulation {
                 let n = self.scenario.nat_index(&nat).expect("validated by the parser");
                 self.log(format!("event: {peer} moves behind {nat}"));
                 self.peers[p].behind = Some(n);
+                self.index_topology();
             }
         }
     }
@@ -619,13 +627,24 @@ impl Simulation {
     /// The peer with address `ip` directly on segment `segment` (None: the
     /// public internet).
     fn peer_on_segment(&self, segment: Option<usize>, ip: IpAddr) -> Option<usize> {
-        self.peers.iter().position(|p| p.behind == segment && p.addr == ip)
+        self.peers_by_addr.get(&(segment, ip)).copied()
     }
 
     /// The NAT whose public side is on `segment` and owns `ip`.
     fn nat_on_segment(&self, segment: Option<usize>, ip: IpAddr) -> Option<usize> {
-        let outer_name = segment.map(|s| self.nats[s].spec().name.clone());
-        self.nats.iter().position(|n| n.spec().behind == outer_name && n.is_public_ip(ip))
+        self.nats_by_addr.get(&(segment, ip)).copied()
+    }
+
+    /// Rebuilds the address indexes after the topology changed.
+    fn index_topology(&mut self) {
+        self.peers_by_addr = self.peers.iter().enumerate().map(|(i, p)| ((p.behind, p.addr), i)).collect();
+        self.nats_by_addr.clear();
+        for (i, n) in self.nats.iter().enumerate() {
+            let outer = n.spec().behind.as_ref().and_then(|b| self.scenario.nat_index(b));
+            for ip in &n.spec().public_ips {
+                self.nats_by_addr.insert((outer, IpAddr::V4(*ip)), i);
+            }
+        }
     }
 
     fn arrow(&mut self, from: String, to: SocketAddr, label: String) {
