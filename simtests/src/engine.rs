@@ -251,11 +251,11 @@ impl Simulation {
             Pending::Scheduled(i) => self.scheduled(i),
             Pending::FromInside(n, p) => {
                 self.packet_events += 1;
-                self.from_inside(n, p);
+                self.nat_from_inside(n, p);
             }
             Pending::FromOutside(n, p) => {
                 self.packet_events += 1;
-                self.from_outside(n, p);
+                self.nat_from_outside(n, p);
             }
             Pending::Internet(p) => {
                 self.packet_events += 1;
@@ -521,11 +521,11 @@ impl Simulation {
     }
 
     /// A packet arrives at NAT `n` from inside.
-    fn from_inside(&mut self, n: usize, p: Packet) {
+    fn nat_from_inside(&mut self, n: usize, p: Packet) {
         // Hosts and NATs on the same private segment reach each other
         // without translation (host candidates).
         if let Some(target) = self.peer_on_segment(Some(n), p.dst.ip()) {
-            self.to_peer_link(target, p);
+            self.down_link(target, p);
             return;
         }
         if let Some(inner) = self.nat_on_segment(Some(n), p.dst.ip()) {
@@ -548,14 +548,14 @@ impl Simulation {
         match self.nats[n].spec().behind.clone() {
             Some(outer) => {
                 let outer = self.scenario.nat_index(&outer).expect("validated by the parser");
-                self.from_inside(outer, p);
+                self.nat_from_inside(outer, p);
             }
             None => self.internet(p),
         }
     }
 
     /// A packet arrives at NAT `n`'s public side.
-    fn from_outside(&mut self, n: usize, p: Packet) {
+    fn nat_from_outside(&mut self, n: usize, p: Packet) {
         let now = self.now;
         let mut log = Vec::new();
         let result = self.nats[n].inbound(now, p, &mut log);
@@ -568,9 +568,9 @@ impl Simulation {
     /// Delivers a packet that NAT `n` passed inward.
     fn route_down(&mut self, n: usize, p: Packet) {
         if let Some(target) = self.peer_on_segment(Some(n), p.dst.ip()) {
-            self.to_peer_link(target, p);
+            self.down_link(target, p);
         } else if let Some(inner) = self.nat_on_segment(Some(n), p.dst.ip()) {
-            self.from_outside(inner, p);
+            self.nat_from_outside(inner, p);
         } else {
             self.log(format!("nat {}: no host {} inside", self.nats[n].spec().name, p.dst));
         }
@@ -592,17 +592,17 @@ impl Simulation {
             return;
         }
         if let Some(target) = self.peer_on_segment(None, p.dst.ip()) {
-            self.to_peer_link(target, p);
+            self.down_link(target, p);
             return;
         }
         if let Some(n) = self.nat_on_segment(None, p.dst.ip()) {
-            self.from_outside(n, p);
+            self.nat_from_outside(n, p);
             return;
         }
         self.log(format!("internet: no route to {} (from {})", p.dst, p.src));
     }
 
-    fn to_peer_link(&mut self, target: usize, p: Packet) {
+    fn down_link(&mut self, target: usize, p: Packet) {
         let size = p.payload.len() + 28;
         let arrivals = self.peers[target].down.transmit(self.now, size);
         if arrivals.is_empty() {

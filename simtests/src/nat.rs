@@ -1076,7 +1076,7 @@ mod tests {
         assert_eq!(ports(1), ports(1));
         assert_ne!(ports(1), ports(2));
         let p = ports(1);
-        assert!(p.windows(2).all(|w| w[1] != w[0] + 1), "not sequential: {p:?}");
+        assert!(p.windows(2).all(|w| w[1] != w[0].wrapping_add(1)), "not sequential: {p:?}");
     }
 
     #[test]

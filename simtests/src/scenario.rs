@@ -253,6 +253,7 @@ impl Scenario {
 
     /// An error about setting `key` of peer `peer`'s `config`, in the same
     /// format as parse errors (for unknown or invalid client settings).
+    /// Panics when `peer` is out of range.
     pub fn config_error(&self, peer: usize, key: &str, message: impl Into<String>) -> ScenarioError {
         let p = &self.peers[peer];
         ScenarioError::Invalid {

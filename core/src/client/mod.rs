@@ -326,7 +326,7 @@ impl Client {
     /// id and local address).
     pub fn new(config: ClientConfig, primary: (SocketId, SocketAddr), now: Instant) -> Self {
         let mut client = Client {
-            rng: Rng::new(config.seed).fork(0xc11e_47),
+            rng: Rng::new(config.seed).fork(0x00c1_1e47),
             config,
             primary,
             login: Login::LoggedOut,
@@ -415,7 +415,7 @@ impl Client {
         }
         let request = self.fresh_request();
         self.lookups.insert(request, user.to_owned());
-        self.to_server(Frame::Lookup { token, request, user: user.to_owned() });
+        self.send_to_server(Frame::Lookup { token, request, user: user.to_owned() });
         Ok(())
     }
 
@@ -452,7 +452,7 @@ impl Client {
             self.close(now, id);
         }
         if let Login::Online { token, .. } = self.login {
-            self.to_server(Frame::Logout { token });
+            self.send_to_server(Frame::Logout { token });
         }
         self.login = Login::LoggedOut;
         self.timers = Timers::default();
@@ -569,7 +569,7 @@ impl Client {
         r
     }
 
-    fn to_server(&mut self, frame: Frame) {
+    fn send_to_server(&mut self, frame: Frame) {
         self.out.send(self.primary.0, self.config.server, None, frame.encode());
     }
 
@@ -589,7 +589,7 @@ impl Client {
         if !self.primary.1.ip().is_unspecified() {
             host_candidates.push(self.primary.1);
         }
-        self.to_server(Frame::Login { request, user: self.config.user.clone(), host_candidates });
+        self.send_to_server(Frame::Login { request, user: self.config.user.clone(), host_candidates });
     }
 
     fn login_timer(&mut self, now: Instant) {
@@ -613,7 +613,7 @@ impl Client {
             self.out.event(ClientEvent::ServerUnreachable);
         }
         awaiting_since.get_or_insert(now);
-        self.to_server(Frame::Keepalive { token, profile: self.profile });
+        self.send_to_server(Frame::Keepalive { token, profile: self.profile });
         // While an answer is missing, ask again soon, so a lost keepalive, a
         // rebinding or a restarted server is noticed quickly.
         let next = if waiting.is_some() { Duration::from_secs(2) } else { KEEPALIVE_RETRY };
@@ -631,7 +631,7 @@ impl Client {
             let pending = self.connects.get_mut(&request).expect("collected above");
             pending.sends = 1;
             let peer = pending.peer.clone();
-            self.to_server(Frame::Connect { token, request, peer });
+            self.send_to_server(Frame::Connect { token, request, peer });
             self.timers.set(ClientTimer::Connect(request), now + retransmit_after(1));
         }
     }
@@ -647,7 +647,7 @@ impl Client {
         pending.sends += 1;
         let (peer, sends) = (pending.peer.clone(), pending.sends);
         if let Login::Online { token, .. } = self.login {
-            self.to_server(Frame::Connect { token, request, peer });
+            self.send_to_server(Frame::Connect { token, request, peer });
         }
         self.timers.set(ClientTimer::Connect(request), now + retransmit_after(sends));
     }
@@ -731,7 +731,7 @@ impl Client {
             }
             Frame::Offer { request, session, key, initiator, peer, peer_candidates, strategy } => {
                 if let Login::Online { token, .. } = self.login {
-                    self.to_server(Frame::OfferAck { token, session });
+                    self.send_to_server(Frame::OfferAck { token, session });
                 }
                 if self.sessions.contains_key(&session) {
                     return;
@@ -872,7 +872,7 @@ impl Client {
         self.profile = profile;
         self.out.event(ClientEvent::NatProfile(profile));
         if let Login::Online { token, .. } = self.login {
-            self.to_server(Frame::Profile { token, profile });
+            self.send_to_server(Frame::Profile { token, profile });
         }
         if let Some(now) = self.out.now {
             self.send_waiting_connects(now);

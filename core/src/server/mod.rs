@@ -197,7 +197,7 @@ impl Server {
         timers.set(ServerTimer::Sweep, now + Duration::from_secs(5));
         Server {
             limits: SourceLimits::new(config.request_burst, config.request_rate, config.max_sources),
-            rng: Rng::new(config.seed).fork(0x5e_7e_e5),
+            rng: Rng::new(config.seed).fork(0x005e_7ee5),
             config,
             sockets,
             users: BTreeMap::new(),

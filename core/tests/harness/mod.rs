@@ -7,7 +7,7 @@
 //! optionally — conntrack state left by unsolicited inbound packets that blocks
 //! that 5-tuple for later outbound translation (DESIGN §3). The full NAT model
 //! is the simulator's; this one is just enough to prove the core's behaviour.
-#![allow(dead_code)]
+#![allow(dead_code, unreachable_pub)]
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
