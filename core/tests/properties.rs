@@ -16,6 +16,9 @@
 //!    never panics and counts what it drops.
 //! 4. The decoder's rejections carry exact error values.
 //!
+//! Bugs these tests found are shown by focused reproducers near the end
+//! ("Bugs found"); they fail until the core is fixed.
+//!
 //! The core never reads the clock: each test takes one `Instant::now()` and
 //! moves time forward by adding durations.
 
@@ -118,7 +121,9 @@ fn assert_well_formed(who: &str, t: &Transmit) {
             let m = stun::Message::decode(&t.payload);
             assert!(m.is_ok(), "{who} sent an undecodable STUN message ({m:?}): {:02x?}", &t.payload[..]);
         }
-        wire::Kind::Unknown => panic!("{who} sent a datagram that is neither STUN nor a frame: {:02x?}", &t.payload[..]),
+        wire::Kind::Unknown => {
+            panic!("{who} sent a datagram that is neither STUN nor a frame: {:02x?}", &t.payload[..])
+        }
     }
 }
 
@@ -198,8 +203,12 @@ fn nat_profile() -> impl Strategy<Value = NatProfile> + Clone {
             .prop_map(|delta| PortAllocation::Sequential { delta }),
         Just(PortAllocation::Random),
     ]);
-    (mapping, filtering, ports, any::<bool>())
-        .prop_map(|(mapping, filtering, ports, public)| NatProfile { mapping, filtering, ports, public })
+    (mapping, filtering, ports, any::<bool>()).prop_map(|(mapping, filtering, ports, public)| NatProfile {
+        mapping,
+        filtering,
+        ports,
+        public,
+    })
 }
 
 fn nat_strategy() -> impl Strategy<Value = NatStrategy> + Clone {
@@ -240,7 +249,8 @@ fn stream_message(seq_small: bool) -> impl Strategy<Value = StreamMessage> + Clo
     let attempt = if seq_small { (0u16..4).boxed() } else { u16s().boxed() };
     prop_oneof![
         payload(MAX_APP_PAYLOAD).prop_map(StreamMessage::App),
-        (attempt.clone(), candidates()).prop_map(|(attempt, candidates)| StreamMessage::Candidates { attempt, candidates }),
+        (attempt.clone(), candidates())
+            .prop_map(|(attempt, candidates)| StreamMessage::Candidates { attempt, candidates }),
         attempt.prop_map(|attempt| StreamMessage::OpenersOut { attempt }),
     ]
 }
@@ -321,7 +331,9 @@ fn relay() -> BoxedStrategy<Frame> {
 }
 
 fn relayed() -> BoxedStrategy<Frame> {
-    (session_id(), payload(MAX_RELAY_PAYLOAD)).prop_map(|(session, payload)| Frame::Relayed { session, payload }).boxed()
+    (session_id(), payload(MAX_RELAY_PAYLOAD))
+        .prop_map(|(session, payload)| Frame::Relayed { session, payload })
+        .boxed()
 }
 
 fn session_ended() -> BoxedStrategy<Frame> {
@@ -349,7 +361,9 @@ fn opener() -> BoxedStrategy<Frame> {
 }
 
 fn probe() -> BoxedStrategy<Frame> {
-    (session_id(), u16s(), u64s()).prop_map(|(session, attempt, counter)| Frame::Probe { session, attempt, counter }).boxed()
+    (session_id(), u16s(), u64s())
+        .prop_map(|(session, attempt, counter)| Frame::Probe { session, attempt, counter })
+        .boxed()
 }
 
 fn probe_ack() -> BoxedStrategy<Frame> {
@@ -564,10 +578,8 @@ fn frame_shaped() -> impl Strategy<Value = Vec<u8>> + Clone {
 /// A STUN header with the magic cookie and a (usually honest) length, then
 /// attributes of known and random types, sometimes with a valid FINGERPRINT.
 fn stun_shaped() -> impl Strategy<Value = Vec<u8>> + Clone {
-    let message_type = prop_oneof![
-        select(vec![0x0001u16, 0x0101, 0x0111, 0x0011, 0x0002]),
-        any::<u16>().prop_map(|t| t & 0x3fff),
-    ];
+    let message_type =
+        prop_oneof![select(vec![0x0001u16, 0x0101, 0x0111, 0x0011, 0x0002]), any::<u16>().prop_map(|t| t & 0x3fff),];
     let kind = prop_oneof![
         select(vec![
             stun::attr::MAPPED_ADDRESS,
@@ -585,14 +597,15 @@ fn stun_shaped() -> impl Strategy<Value = Vec<u8>> + Clone {
         ]),
         any::<u16>(),
     ];
-    let value = prop_oneof![vec(any::<u8>(), 0..48), (select(vec![1u8, 2]), vec(any::<u8>(), 18..=18)).prop_map(
-        |(family, rest)| {
+    let value = prop_oneof![
+        vec(any::<u8>(), 0..48),
+        (select(vec![1u8, 2]), vec(any::<u8>(), 18..=18)).prop_map(|(family, rest)| {
             // An address value: reserved byte, family, port, address.
             let mut v = vec![0, family];
             v.extend_from_slice(&rest[..if family == 1 { 6 } else { 18 }]);
             v
-        }
-    )];
+        })
+    ];
     let attrs = vec((kind, value), 0..12);
     (message_type, any::<[u8; 12]>(), attrs, any::<bool>(), any::<bool>(), any::<Option<u16>>()).prop_map(
         |(message_type, tid, attrs, pad, fingerprint, lie)| {
@@ -719,7 +732,11 @@ impl ClientDriver {
         for _ in 0..64 {
             while let Some(t) = self.client.poll_transmit() {
                 assert_well_formed("the client", &t);
-                assert!(self.live.contains_key(&t.socket), "the client sent from {:?}, not held by its driver", t.socket);
+                assert!(
+                    self.live.contains_key(&t.socket),
+                    "the client sent from {:?}, not held by its driver",
+                    t.socket
+                );
                 self.sent.push(t);
             }
             let mut asked = Vec::new();
@@ -769,6 +786,7 @@ impl ClientDriver {
 /// is never an open relay, nor a reflector toward third parties).
 struct ServerDriver {
     server: Server,
+    request_burst: u32,
     now: Instant,
     fed_sockets: BTreeSet<SocketId>,
     heard_from: BTreeSet<SocketAddr>,
@@ -776,18 +794,22 @@ struct ServerDriver {
     tokens: Vec<(u64, SocketAddr)>,
     /// Sessions from `Offer`s.
     sessions: Vec<SessionId>,
+    /// Each `Offer` as (session, member address).
+    members: Vec<(SessionId, SocketAddr)>,
     sent: Vec<Transmit>,
 }
 
 impl ServerDriver {
     fn new(config: ServerConfig, now: Instant) -> Self {
         ServerDriver {
+            request_burst: config.request_burst,
             server: Server::new(config, now),
             now,
             fed_sockets: BTreeSet::new(),
             heard_from: BTreeSet::new(),
             tokens: Vec::new(),
             sessions: Vec::new(),
+            members: Vec::new(),
             sent: Vec::new(),
         }
     }
@@ -835,7 +857,10 @@ impl ServerDriver {
             assert_eq!(t.ttl, None, "the server sends with the default TTL");
             match Frame::decode(&t.payload) {
                 Ok(Frame::LoginOk { token, .. }) => self.tokens.push((token, t.destination)),
-                Ok(Frame::Offer { session, .. }) => self.sessions.push(session),
+                Ok(Frame::Offer { session, .. }) => {
+                    self.sessions.push(session);
+                    self.members.push((session, t.destination));
+                }
                 _ => {}
             }
             self.sent.push(t);
@@ -896,7 +921,12 @@ fn worst_case_instances_of_every_variant_fit_their_max_size() {
         let encoded = frame.encode();
         let max = Frame::max_size(frame.tag()).expect("assigned tag");
         // Then it fits its tag's limit and round-trips.
-        assert!(encoded.len() <= max, "worst-case {:#04x} encodes to {} bytes > max_size {max}", frame.tag(), encoded.len());
+        assert!(
+            encoded.len() <= max,
+            "worst-case {:#04x} encodes to {} bytes > max_size {max}",
+            frame.tag(),
+            encoded.len()
+        );
         assert_eq!(Frame::decode(&encoded), Ok(frame));
     }
 }
@@ -1015,7 +1045,7 @@ fn check_decoders(bytes: &[u8]) -> Result<(), TestCaseError> {
             prop_assert_eq!(Some(max), Frame::max_size(bytes[0]));
             prop_assert!(len > max);
         }
-        Err(FrameError::Malformed) => prop_assert!(bytes.len() >= 1 && bytes[0] >= FIRST_TAG),
+        Err(FrameError::Malformed) => prop_assert!(!bytes.is_empty() && bytes[0] >= FIRST_TAG),
     }
     if let Ok(m) = stun::Message::decode(bytes) {
         // (The demultiplexer reserves only 0x00..=0x03 for STUN, per RFC
@@ -1080,15 +1110,13 @@ fn socket_id() -> impl Strategy<Value = SocketId> + Clone {
 }
 
 fn advance() -> impl Strategy<Value = Duration> + Clone {
-    prop_oneof![
-        (0u64..2_000).prop_map(Duration::from_millis),
-        (0u64..120).prop_map(Duration::from_secs),
-    ]
+    prop_oneof![(0u64..2_000).prop_map(Duration::from_millis), (0u64..120).prop_map(Duration::from_secs),]
 }
 
 fn input() -> impl Strategy<Value = Input> + Clone {
     prop_oneof![
-        5 => (socket_id(), source(), garbage()).prop_map(|(socket, from, payload)| Input::Datagram { socket, from, payload }),
+        5 => (socket_id(), source(), garbage())
+            .prop_map(|(socket, from, payload)| Input::Datagram { socket, from, payload }),
         1 => advance().prop_map(Input::Advance),
     ]
 }
@@ -1098,7 +1126,7 @@ fn stats_sum(s: &ServerStats) -> u64 {
 }
 
 proptest! {
-    #![proptest_config(config(768))]
+    #![proptest_config(config(2048))]
 
     #[test]
     fn hostile_datagrams_never_panic_a_fresh_client_or_server(inputs in vec(input(), 1..24)) {
@@ -1165,14 +1193,48 @@ struct Pick {
 #[derive(Clone, Debug)]
 enum ServerOp {
     /// Hostile bytes.
-    Raw { socket: SocketId, from: From, bytes: Vec<u8> },
+    Raw {
+        socket: SocketId,
+        from: From,
+        bytes: Vec<u8>,
+    },
     /// A client frame with learned tokens, sessions and names substituted,
     /// maybe mutated.
-    Frame { socket: SocketId, from: From, frame: Frame, pick: Pick, mutations: Vec<Mutation> },
-    /// An honest login of a pool name from a pool address.
-    Login { name: usize, from: usize, request: u32 },
+    Frame {
+        socket: SocketId,
+        from: From,
+        frame: Frame,
+        pick: Pick,
+        mutations: Vec<Mutation>,
+    },
+    /// An honest login of a pool name from a pool address, maybe followed
+    /// by its NAT profile (a connect to a user waits for its profile, or for
+    /// a grace period after its login).
+    Login {
+        name: usize,
+        from: usize,
+        request: u32,
+        profile: Option<NatProfile>,
+    },
+    /// A connect to a pool name with a recently learned token, from the
+    /// address it was handed to.
+    HonestConnect {
+        token: usize,
+        peer: usize,
+        request: u32,
+    },
+    /// A relay frame from a member of a learned session, with that member's
+    /// latest token.
+    HonestRelay {
+        member: usize,
+        payload: Vec<u8>,
+    },
     /// The same request, `count` times at one instant from one address.
-    Flood { from: usize, count: usize, stun: bool },
+    Flood {
+        from: usize,
+        count: usize,
+        stun: bool,
+    },
     Advance(Duration),
 }
 
@@ -1202,11 +1264,43 @@ fn server_op() -> impl Strategy<Value = ServerOp> + Clone {
     prop_oneof![
         2 => (socket_id(), from(), garbage()).prop_map(|(socket, from, bytes)| ServerOp::Raw { socket, from, bytes }),
         8 => (socket_id(), from(), frame, pick(), mutations)
-            .prop_map(|(socket, from, frame, pick, mutations)| ServerOp::Frame { socket, from, frame, pick, mutations }),
-        3 => (0..NAMES.len(), 0usize..5, 0u32..4).prop_map(|(name, from, request)| ServerOp::Login { name, from, request }),
-        1 => (0usize..5, 65usize..=100, any::<bool>()).prop_map(|(from, count, stun)| ServerOp::Flood { from, count, stun }),
-        1 => advance().prop_map(ServerOp::Advance),
+            .prop_map(|(socket, from, frame, pick, mutations)| {
+                ServerOp::Frame { socket, from, frame, pick, mutations }
+            }),
+        // Mostly each name from its own address, so logins do not keep
+        // replacing each other.
+        2 => (0..NAMES.len(), prop_oneof![4 => Just(None), 1 => (0usize..5).prop_map(Some)], 0u32..2,
+              prop_oneof![1 => Just(None), 3 => nat_profile().prop_map(Some)])
+            .prop_map(|(name, from, request, profile)| {
+                ServerOp::Login { name, from: from.unwrap_or(name), request, profile }
+            }),
+        3 => (0usize..3, 0..NAMES.len(), 0u32..3)
+            .prop_map(|(token, peer, request)| ServerOp::HonestConnect { token, peer, request }),
+        3 => (any::<usize>(), payload(MAX_RELAY_PAYLOAD))
+            .prop_map(|(member, payload)| ServerOp::HonestRelay { member, payload }),
+        1 => (0usize..2, 65usize..=100, any::<bool>())
+            .prop_map(|(from, count, stun)| ServerOp::Flood { from, count, stun }),
+        1 => prop_oneof![4 => (0u64..2_000).prop_map(Duration::from_millis), 1 => advance()]
+            .prop_map(ServerOp::Advance),
     ]
+}
+
+fn server_config() -> impl Strategy<Value = ServerConfig> {
+    let alternate = select(vec![Some(server_alt()), None, Some(addr("203.0.113.10:3479"))]);
+    (alternate, any::<bool>()).prop_map(|(alternate, tight)| {
+        let mut config = ServerConfig::new(server_primary(), alternate);
+        if tight {
+            config.user_timeout = Duration::from_secs(20);
+            config.offer_attempts = 3;
+            config.request_burst = 4;
+            config.request_rate = 1;
+            config.relay_burst_bytes = 3000;
+            config.relay_rate_bytes = 500;
+            config.max_sources = 3;
+            config.max_sessions_per_user = 1;
+        }
+        config
+    })
 }
 
 /// The `i`-th most recent of `items`.
@@ -1257,13 +1351,34 @@ fn run_server_ops(d: &mut ServerDriver, ops: &[ServerOp]) -> Result<(), TestCase
                 };
                 (*socket, from, mutate(frame.encode(), mutations))
             }
-            ServerOp::Login { name, from, request } => {
+            ServerOp::Login { name, from, request, profile } => {
                 let login = Frame::Login {
                     request: *request,
                     user: NAMES[*name].to_owned(),
                     host_candidates: vec![pool[*from]],
                 };
-                (SocketId(0), From::Pool(*from), login.encode())
+                d.feed(SocketId(0), pool[*from], &login.encode());
+                let answer = d.take_sent().iter().find_map(|t| match Frame::decode(&t.payload) {
+                    Ok(Frame::LoginOk { token, .. }) => Some(token),
+                    _ => None,
+                });
+                match (answer, profile) {
+                    (Some(token), Some(profile)) => {
+                        (SocketId(0), From::Pool(*from), Frame::Profile { token, profile: *profile }.encode())
+                    }
+                    _ => continue,
+                }
+            }
+            ServerOp::HonestConnect { token, peer, request } => {
+                let Some((token, from)) = recent(&d.tokens, Some(*token)) else { continue };
+                let connect = Frame::Connect { token, request: *request, peer: NAMES[*peer].to_owned() };
+                (SocketId(0), From::Any(from), connect.encode())
+            }
+            ServerOp::HonestRelay { member, payload } => {
+                let Some((session, from)) = recent(&d.members, Some(*member % 4)) else { continue };
+                let Some(&(token, _)) = d.tokens.iter().rev().find(|(_, owner)| *owner == from) else { continue };
+                let relay = Frame::Relay { token, session, payload: payload.clone() };
+                (SocketId(0), From::Any(from), relay.encode())
             }
             ServerOp::Flood { from, count, stun } => {
                 // When one source sends more requests at one instant than
@@ -1274,12 +1389,16 @@ fn run_server_ops(d: &mut ServerDriver, ops: &[ServerOp]) -> Result<(), TestCase
                 } else {
                     Frame::Discover { nonce: 1, answer_from: AnswerFrom::Same }.encode()
                 };
+                // (Floods come from their own addresses, so the clients above
+                // keep their request budget.)
+                let flooder = [addr("192.0.2.66:1"), addr("[2001:db8::66]:1")][*from % 2];
                 for _ in 0..*count {
-                    d.feed(SocketId(0), pool[*from], &request);
+                    d.feed(SocketId(0), flooder, &request);
                 }
                 // Then at least the excess is refused and counted.
                 let refused = d.server.stats().rate_limited - before.rate_limited;
-                prop_assert!(refused >= (*count as u64).saturating_sub(64), "{} of {} refused", refused, count);
+                let excess = (*count as u64).saturating_sub(d.request_burst.into());
+                prop_assert!(refused >= excess, "{} of {} refused", refused, count);
                 let _ = d.take_sent();
                 continue;
             }
@@ -1331,13 +1450,17 @@ fn run_server_ops(d: &mut ServerDriver, ops: &[ServerOp]) -> Result<(), TestCase
 }
 
 proptest! {
-    #![proptest_config(config(512))]
+    #![proptest_config(config(2048))]
 
     #[test]
-    fn a_server_survives_hostile_clients_and_forgets_them_when_idle(ops in vec(server_op(), 1..40)) {
-        // Given a server with an alternate address (four sockets).
+    fn a_server_survives_hostile_clients_and_forgets_them_when_idle(
+        config in server_config(),
+        ops in vec(server_op(), 1..40),
+    ) {
+        // Given a server with default or tight limits, and an alternate
+        // address (four sockets), one on the same IP (two), or none (one).
         let now = Instant::now();
-        let mut d = ServerDriver::new(ServerConfig::new(server_primary(), Some(server_alt())), now);
+        let mut d = ServerDriver::new(config, now);
         // When honest logins, frames carrying learned tokens, sessions and
         // names (maybe mutated), garbage and floods arrive, with time passing.
         run_server_ops(&mut d, &ops)?;
@@ -1399,19 +1522,35 @@ enum Honest {
     Stream(StreamMessage),
     /// Acknowledges `next` (counted back from what the client sent) with
     /// selective bits.
-    Ack { back: u64, bits: u64 },
-    Probe { attempt: u16 },
+    Ack {
+        back: u64,
+        bits: u64,
+    },
+    Probe {
+        attempt: u16,
+    },
     /// Acknowledges a probe, observing `observed`.
-    ProbeAck { attempt: u16, observed: SocketAddr },
+    ProbeAck {
+        attempt: u16,
+        observed: SocketAddr,
+    },
 }
 
 #[derive(Clone, Debug)]
 enum ClientOp {
     /// Arbitrary bytes from one of the server's addresses.
-    Garbage { from: usize, socket: usize, bytes: Vec<u8> },
+    Garbage {
+        from: usize,
+        socket: usize,
+        bytes: Vec<u8>,
+    },
     /// A server frame with random fields, maybe mutated; from the server, or
     /// from a stranger.
-    ServerFrame { frame: Frame, mutations: Vec<Mutation>, stranger: Option<SocketAddr> },
+    ServerFrame {
+        frame: Frame,
+        mutations: Vec<Mutation>,
+        stranger: Option<SocketAddr>,
+    },
     /// An offer for a known-key session.
     Offer {
         slot: usize,
@@ -1422,17 +1561,40 @@ enum ClientOp {
         strategy: NatStrategy,
     },
     /// An honest peer's next frame.
-    Honest { slot: usize, act: Honest, via: Via },
+    Honest {
+        slot: usize,
+        act: Honest,
+        via: Via,
+    },
     /// A random peer frame of a known-key session, sealed some way.
-    Peer { slot: usize, frame: Frame, seal: Seal, via: Via, mutations: Vec<Mutation> },
+    Peer {
+        slot: usize,
+        frame: Frame,
+        seal: Seal,
+        via: Via,
+        mutations: Vec<Mutation>,
+    },
     /// The server answers every Binding request the client sent it since the
     /// last answer, mapping the socket to `mapped`.
-    AnswerBindings { mapped: SocketAddr },
+    AnswerBindings {
+        mapped: SocketAddr,
+    },
     /// A STUN message to one of the client's sockets.
-    Stun { socket: usize, from: SocketAddr, bytes: Vec<u8> },
-    Send { slot: usize, len: usize },
-    Close { slot: usize },
-    Connect { peer: usize },
+    Stun {
+        socket: usize,
+        from: SocketAddr,
+        bytes: Vec<u8>,
+    },
+    Send {
+        slot: usize,
+        len: usize,
+    },
+    Close {
+        slot: usize,
+    },
+    Connect {
+        peer: usize,
+    },
     Advance(Duration),
 }
 
@@ -1441,7 +1603,12 @@ fn peer_source() -> impl Strategy<Value = SocketAddr> + Clone {
 }
 
 fn seal() -> impl Strategy<Value = Seal> + Clone {
-    prop_oneof![3 => Just(Seal::Right), 1 => Just(Seal::Reflected), 1 => Just(Seal::WrongKey), 1 => Just(Seal::Unsealed)]
+    prop_oneof![
+        3 => Just(Seal::Right),
+        1 => Just(Seal::Reflected),
+        1 => Just(Seal::WrongKey),
+        1 => Just(Seal::Unsealed),
+    ]
 }
 
 fn via() -> impl Strategy<Value = Via> + Clone {
@@ -1472,11 +1639,13 @@ fn honest() -> impl Strategy<Value = Honest> + Clone {
 fn peer_frame() -> BoxedStrategy<Frame> {
     let counter = prop_oneof![3 => 0u64..400, 1 => u64s()];
     prop_oneof![
-        1 => (0u16..4, counter.clone()).prop_map(|(attempt, counter)| Frame::Probe { session: SessionId(0), attempt, counter }),
+        1 => (0u16..4, counter.clone())
+            .prop_map(|(attempt, counter)| Frame::Probe { session: SessionId(0), attempt, counter }),
         1 => (0u16..4, u64s(), counter.clone(), peer_source()).prop_map(|(attempt, probe_counter, counter, observed)| {
             Frame::ProbeAck { session: SessionId(0), attempt, probe_counter, counter, observed }
         }),
-        3 => (counter, session_body(true)).prop_map(|(counter, body)| Frame::Session { session: SessionId(0), counter, body }),
+        3 => (counter, session_body(true))
+            .prop_map(|(counter, body)| Frame::Session { session: SessionId(0), counter, body }),
     ]
     .boxed()
 }
@@ -1485,7 +1654,8 @@ fn client_op() -> impl Strategy<Value = ClientOp> + Clone {
     let mutations = prop_oneof![3 => Just(vec![]), 1 => vec(mutation(), 1..=3)];
     let stranger = prop_oneof![3 => Just(None), 1 => select(peer_pool().to_vec()).prop_map(Some)];
     prop_oneof![
-        2 => (0usize..4, any::<usize>(), garbage()).prop_map(|(from, socket, bytes)| ClientOp::Garbage { from, socket, bytes }),
+        2 => (0usize..4, any::<usize>(), garbage())
+            .prop_map(|(from, socket, bytes)| ClientOp::Garbage { from, socket, bytes }),
         3 => (server_to_client_frame(), mutations.clone(), stranger)
             .prop_map(|(frame, mutations, stranger)| ClientOp::ServerFrame { frame, mutations, stranger }),
         2 => (0..SLOTS, 0u32..8, prop_oneof![3 => Just(false), 1 => Just(true)], select(NAMES.to_vec()),
@@ -1497,7 +1667,8 @@ fn client_op() -> impl Strategy<Value = ClientOp> + Clone {
         3 => (0..SLOTS, peer_frame(), seal(), via(), mutations)
             .prop_map(|(slot, frame, seal, via, mutations)| ClientOp::Peer { slot, frame, seal, via, mutations }),
         2 => socket_addr().prop_map(|mapped| ClientOp::AnswerBindings { mapped }),
-        1 => (any::<usize>(), source(), stun_shaped()).prop_map(|(socket, from, bytes)| ClientOp::Stun { socket, from, bytes }),
+        1 => (any::<usize>(), source(), stun_shaped())
+            .prop_map(|(socket, from, bytes)| ClientOp::Stun { socket, from, bytes }),
         1 => (0..SLOTS, prop_oneof![0..=64usize, MAX_APP_PAYLOAD - 2..=MAX_APP_PAYLOAD + 1])
             .prop_map(|(slot, len)| ClientOp::Send { slot, len }),
         1 => (0..SLOTS).prop_map(|slot| ClientOp::Close { slot }),
@@ -1559,7 +1730,9 @@ fn client_role(events: &[ClientEvent], session: SessionId) -> Option<Role> {
 
 fn set_session(frame: &mut Frame, id: SessionId) {
     match frame {
-        Frame::Probe { session, .. } | Frame::ProbeAck { session, .. } | Frame::Session { session, .. } => *session = id,
+        Frame::Probe { session, .. } | Frame::ProbeAck { session, .. } | Frame::Session { session, .. } => {
+            *session = id
+        }
         _ => unreachable!("peer frames are authenticated frames"),
     }
 }
@@ -1742,7 +1915,7 @@ fn client_ops() -> impl Strategy<Value = Vec<ClientOp>> {
 }
 
 proptest! {
-    #![proptest_config(config(512))]
+    #![proptest_config(config(1536))]
 
     #[test]
     fn a_logged_in_client_survives_a_hostile_server_address(with_alt in any::<bool>(), ops in client_ops()) {
@@ -1775,11 +1948,9 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(config(256))]
+    #![proptest_config(config(512))]
 
     #[test]
-    #[ignore = "BUG: a restarted NAT discovery never releases the previous discovery's socket \
-                (see a_restarted_nat_discovery_releases_the_previous_socket)"]
     fn an_idle_client_with_nat_discovery_holds_no_extra_socket(ops in client_ops()) {
         // Given a logged-in client whose NAT discovery is under way.
         let now = Instant::now();
@@ -1796,6 +1967,10 @@ proptest! {
 // Bugs found: focused reproducers
 // ---------------------------------------------------------------------------
 
+/// BUG: `Client::start_discovery` replaces a running discovery without
+/// releasing the filtering socket the old one holds, so every restart while
+/// one runs (a `KeepaliveAck` with a new reflexive address, which anyone can
+/// spoof from the server's address, or a re-login) leaks a socket.
 #[test]
 fn a_restarted_nat_discovery_releases_the_previous_socket() {
     // Given a client with an alternate server, just logged in: NAT discovery
@@ -1817,6 +1992,10 @@ fn a_restarted_nat_discovery_releases_the_previous_socket() {
     assert_eq!(d.opened, BTreeSet::new(), "sockets the client asked for and never released");
 }
 
+/// BUG: with `request_rate = 0`, `SourceLimits::forget_idle` computes
+/// `Duration::from_secs_f64(burst / f64::MIN_POSITIVE)` = infinity and
+/// panics: in every sweep, and in `handle_datagram` once `max_sources`
+/// sources are tracked.
 #[test]
 fn a_server_with_a_zero_request_rate_survives_its_sweep() {
     // Given a server configured to allow only its request burst per source
@@ -1958,56 +2137,4 @@ proptest! {
         };
         prop_assert_eq!(Frame::decode(&datagram), Err(expected));
     }
-}
-
-
-#[test]
-fn zz_coverage_probe() {
-    for with_alt in [false, true] {
-    let mut runner = TestRunner::new(config(512));
-    let counts = std::cell::RefCell::new(BTreeMap::<String, u64>::new());
-    let strat = (Just(with_alt), client_ops());
-    runner
-        .run(&strat, |(with_alt, ops)| {
-            let now = Instant::now();
-            let mut d = logged_in_client(now, with_alt);
-            run_client_ops(&mut d, &ops)?;
-            let mut c = counts.borrow_mut();
-            for e in &d.events {
-                let name = format!("{e:?}");
-                let name = name.split(|ch: char| !ch.is_alphanumeric()).next().unwrap().to_owned();
-                *c.entry(name).or_default() += 1;
-            }
-            let s = d.client.stats();
-            *c.entry("stat_malformed".into()).or_default() += s.malformed;
-            *c.entry("stat_unauth".into()).or_default() += s.unauthenticated;
-            *c.entry("stat_unexpected".into()).or_default() += s.unexpected;
-            for t in &d.sent { let k = match Frame::decode(&t.payload) { Ok(f) => format!("tx_{:#04x}", f.tag()), Err(_) => "tx_stun".into() }; *c.entry(k).or_default() += 1; }
-            Ok(())
-        })
-        .unwrap();
-    eprintln!("{:#?}", counts.borrow());
-    }
-    let mut runner = TestRunner::new(config(512));
-    let counts = std::cell::RefCell::new(BTreeMap::<String, u64>::new());
-    runner
-        .run(&vec(server_op(), 1..40), |ops| {
-            let now = Instant::now();
-            let mut d = ServerDriver::new(ServerConfig::new(server_primary(), Some(server_alt())), now);
-            run_server_ops(&mut d, &ops)?;
-            let mut c = counts.borrow_mut();
-            let s = d.server.stats();
-            *c.entry("relayed".into()).or_default() += s.relayed;
-            *c.entry("relay_refused".into()).or_default() += s.relay_refused;
-            *c.entry("relay_throttled".into()).or_default() += s.relay_throttled;
-            *c.entry("bad_token".into()).or_default() += s.bad_token;
-            *c.entry("rate_limited".into()).or_default() += s.rate_limited;
-            *c.entry("malformed".into()).or_default() += s.malformed;
-            *c.entry("stun_answered".into()).or_default() += s.stun_answered;
-            *c.entry("tokens".into()).or_default() += d.tokens.len() as u64;
-            *c.entry("sessions".into()).or_default() += d.sessions.len() as u64;
-            Ok(())
-        })
-        .unwrap();
-    eprintln!("{:#?}", counts.borrow());
 }

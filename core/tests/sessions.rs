@@ -258,19 +258,18 @@ fn forged_and_replayed_probes_never_change_the_path() {
     let mut tampered = genuine.clone();
     tampered[4] ^= 0x01;
     // An ack sealed with the wrong key.
-    let mut wrong_key = Frame::ProbeAck {
-        session,
+    let mut wrong_key =
+        Frame::ProbeAck { session, attempt: 0, probe_counter: 1, counter: 1_000_000, observed: attacker }.encode();
+    seal(&mut wrong_key, &[9; 32], Role::Responder);
+    // A well-signed-looking ack for another session.
+    let mut other_session = Frame::ProbeAck {
+        session: SessionId(session.0 ^ 1),
         attempt: 0,
         probe_counter: 1,
-        counter: 1_000_000,
+        counter: 5,
         observed: attacker,
     }
     .encode();
-    seal(&mut wrong_key, &[9; 32], Role::Responder);
-    // A well-signed-looking ack for another session.
-    let mut other_session =
-        Frame::ProbeAck { session: SessionId(session.0 ^ 1), attempt: 0, probe_counter: 1, counter: 5, observed: attacker }
-            .encode();
     seal(&mut other_session, &[9; 32], Role::Responder);
 
     let before = h.clients[a].client.stats().unauthenticated;

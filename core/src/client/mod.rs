@@ -843,10 +843,23 @@ impl Client {
 
     fn start_discovery(&mut self, now: Instant) {
         let (Some(alt), Login::Online { reflexive, .. }) = (self.config.alt_server, &self.login) else {
+            // Nothing to measure against: report what is known, so the
+            // server does not wait for a profile that never comes.
             self.profile.public = self.reflexive() == Some(self.primary.1);
+            if let Login::Online { token, .. } = self.login {
+                self.send_to_server(Frame::Profile { token, profile: self.profile });
+            }
             return;
         };
         let reflexive = *reflexive;
+        // A discovery still running (the address changed again) gives back
+        // its socket, or the wish for one, before the new one starts.
+        if let Some(old) = self.discovery.take() {
+            if let Some(socket) = old.socket() {
+                self.out.event(ClientEvent::ReleaseSocket { socket });
+            }
+        }
+        self.socket_requests.retain(|_, owner| *owner != SocketOwner::Discovery);
         let nonce_seed = self.rng.next_u64();
         let request = self.fresh_request();
         let ctx = ctx!(self, now);

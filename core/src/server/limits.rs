@@ -64,7 +64,8 @@ impl SourceLimits {
     /// Forgets sources whose bucket has refilled and that were idle for
     /// `idle`: they would start full anyway.
     pub(crate) fn forget_idle(&mut self, now: Instant, idle: Duration) {
-        let refill = Duration::from_secs_f64(self.capacity / self.rate.max(f64::MIN_POSITIVE));
+        // A zero rate never refills: such buckets are never "full again".
+        let refill = Duration::try_from_secs_f64(self.capacity / self.rate).unwrap_or(Duration::MAX);
         self.buckets.retain(|_, b| now.saturating_duration_since(b.idle_since()) < refill.max(idle));
     }
 }

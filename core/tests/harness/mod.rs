@@ -231,12 +231,8 @@ impl Harness {
         let end = self.start + at;
         loop {
             let next_packet = self.queue.peek().map(|Reverse((t, _, _))| *t);
-            let next_timer = self
-                .clients
-                .iter()
-                .filter_map(|c| c.client.poll_timeout())
-                .chain(self.server.poll_timeout())
-                .min();
+            let next_timer =
+                self.clients.iter().filter_map(|c| c.client.poll_timeout()).chain(self.server.poll_timeout()).min();
             let next = [next_packet, next_timer].into_iter().flatten().min();
             match next {
                 Some(t) if t <= end => {
@@ -437,7 +433,13 @@ impl Harness {
     }
 
     fn transmit(&mut self, i: usize, t: Transmit) {
-        self.log.push(format!("{:?} client {i} -> {} ttl {:?} {:02x?}", self.elapsed(), t.destination, t.ttl, &t.payload[..]));
+        self.log.push(format!(
+            "{:?} client {i} -> {} ttl {:?} {:02x?}",
+            self.elapsed(),
+            t.destination,
+            t.ttl,
+            &t.payload[..]
+        ));
         let host = &mut self.clients[i];
         if host.dead {
             return;
