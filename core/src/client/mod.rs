@@ -753,13 +753,14 @@ impl Client {
                 self.sessions.insert(session, s);
             }
             Frame::Relayed { session, payload } => {
+                // The relay names the session it forwarded for; a payload
+                // that claims another session is dropped before any MAC work.
                 match Frame::decode(&payload) {
-                    Ok(inner) if inner.is_authenticated() => {
+                    Ok(inner) if inner.is_authenticated() && peer_session(&inner) == Some(session) => {
                         self.handle_peer_frame(now, socket, from, inner, &payload, true);
                     }
                     _ => self.stats.malformed += 1,
                 }
-                let _ = session;
             }
             Frame::SessionEnded { session, reason } => {
                 let ctx = ctx!(self, now);
@@ -820,10 +821,7 @@ impl Client {
         raw: &[u8],
         relayed: bool,
     ) {
-        let session = match &frame {
-            Frame::Probe { session, .. } | Frame::ProbeAck { session, .. } | Frame::Session { session, .. } => *session,
-            _ => return,
-        };
+        let Some(session) = peer_session(&frame) else { return };
         let ctx = ctx!(self, now);
         let Some(s) = self.sessions.get_mut(&session) else {
             debug!(%session, "peer frame for an unknown session");
@@ -915,6 +913,16 @@ impl Client {
                 }
             }
         }
+    }
+}
+
+/// The session an authenticated peer frame belongs to.
+fn peer_session(frame: &Frame) -> Option<SessionId> {
+    match frame {
+        Frame::Probe { session, .. } | Frame::ProbeAck { session, .. } | Frame::Session { session, .. } => {
+            Some(*session)
+        }
+        _ => None,
     }
 }
 
