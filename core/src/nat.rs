@@ -103,44 +103,116 @@ impl NatProfile {
 
     /// True when the mapping toward the peer will differ from the mapping the
     /// server observed, so the server-reflexive candidate is useless.
-    fn is_symmetric(&self) -> bool {
+    pub fn is_symmetric(&self) -> bool {
         matches!(self.mapping, Some(MappingBehavior::AddressDependent | MappingBehavior::AddressAndPortDependent))
     }
 
     /// True when inbound packets need a matching outbound port, not only a
     /// matching address.
-    fn filters_ports(&self) -> bool {
+    pub fn filters_ports(&self) -> bool {
         !matches!(self.filtering, Some(FilteringBehavior::EndpointIndependent | FilteringBehavior::AddressDependent))
+    }
+
+    /// The step between consecutive mappings, when this NAT is symmetric and
+    /// allocates ports sequentially: the next mapping's port is predictable.
+    pub fn sequential_delta(&self) -> Option<i32> {
+        match (self.is_symmetric(), self.ports) {
+            (true, Some(PortAllocation::Sequential { delta })) if delta != 0 => Some(delta),
+            _ => None,
+        }
     }
 }
 
 /// Chooses how a session between two NATs tries to go direct.
 ///
-/// The reasoning, case by case:
-/// - Neither side symmetric (both endpoint-independent mapping, or unknown):
-///   each side's server-reflexive address is also its mapping toward the
-///   peer, so simultaneous openers and probes succeed: [`Strategy::Punch`].
-/// - One side symmetric, the other a cone that does not filter by port
-///   (full or address-restricted): the cone side's openers and probes reach
-///   the symmetric side from a fixed address; the symmetric side's probes
-///   arrive at the cone from an unknown port, which the cone accepts because it
-///   filters by address only, and the cone answers the peer-reflexive source:
-///   [`Strategy::Punch`].
-/// - One side symmetric, the other port-restricted: the symmetric side's port
-///   toward the cone is unknown and the cone drops every other port. Predicting
-///   the port (sequential allocation) or birthday probing (random allocation)
-///   is needed; until the client implements them (issue 4) the session stays
-///   on the relay: [`Strategy::RelayOnly`].
-/// - Both sides symmetric: neither side's port toward the other is known;
-///   without prediction no direct path exists: [`Strategy::RelayOnly`].
+/// The reasoning, case by case ("cone": endpoint-independent mapping;
+/// "symmetric": address- or address-and-port-dependent mapping, RFC 4787 §4.1):
+/// - **Neither side symmetric** (or unmeasured): each side's server-reflexive
+///   address is also its mapping toward the peer, so simultaneous openers and
+///   probes meet: [`Strategy::Punch`].
+/// - **Symmetric ↔ a cone that does not filter by port** (full or
+///   address-restricted): the symmetric side's probes arrive from an unknown
+///   port but from an address the cone has opened toward, the cone accepts
+///   them and answers the peer-reflexive source: [`Strategy::Punch`].
+/// - **Sequential symmetric ↔ port-restricted cone**: the symmetric side's
+///   next mapping is its last observed port plus the measured delta (plus
+///   whatever other hosts behind it took meanwhile); the cone side opens a
+///   window of predicted ports: [`Strategy::Predict`].
+/// - **Any other symmetric (random, preserving, unmeasured ports) ↔
+///   port-restricted cone**: the symmetric side opens many mappings toward the
+///   cone from a pool of sockets with low-TTL openers, and the cone probes
+///   random ports until one matches; the birthday paradox makes a few hundred
+///   sockets and about a thousand probes enough: [`Strategy::Birthday`].
+/// - **Sequential symmetric ↔ sequential symmetric**: both sides predict each
+///   other's next ports and open them in the same order, so the k-th mapping
+///   of each side meets the other's k-th: [`Strategy::Predict`].
+/// - **Symmetric ↔ symmetric with a random (or unmeasured) side**: the random
+///   side's port toward the peer cannot be known and the other side cannot
+///   answer a probe from an unknown port (it filters by port toward a port it
+///   never sent to). Birthday probing needs one fixed side, which neither is:
+///   no direct path exists, so [`Strategy::RelayOnly`] without a single probe.
 ///
 /// A profile that was not measured counts as a cone: punching costs a
 /// bounded number of probes and the relay carries the session meanwhile.
 pub fn choose_strategy(a: &NatProfile, b: &NatProfile) -> Strategy {
     match (a.is_symmetric(), b.is_symmetric()) {
         (false, false) => Strategy::Punch,
-        (true, false) if !b.filters_ports() => Strategy::Punch,
-        (false, true) if !a.filters_ports() => Strategy::Punch,
-        _ => Strategy::RelayOnly,
+        (true, false) => symmetric_versus_cone(a, b),
+        (false, true) => symmetric_versus_cone(b, a),
+        (true, true) => match (a.sequential_delta(), b.sequential_delta()) {
+            (Some(_), Some(_)) => Strategy::Predict,
+            _ => Strategy::RelayOnly,
+        },
+    }
+}
+
+fn symmetric_versus_cone(symmetric: &NatProfile, cone: &NatProfile) -> Strategy {
+    if !cone.filters_ports() {
+        Strategy::Punch
+    } else if symmetric.sequential_delta().is_some() {
+        Strategy::Predict
+    } else {
+        Strategy::Birthday
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn profile(mapping: MappingBehavior, filtering: FilteringBehavior, ports: PortAllocation) -> NatProfile {
+        NatProfile { mapping: Some(mapping), filtering: Some(filtering), ports: Some(ports), public: false }
+    }
+
+    const PORT_RESTRICTED: NatProfile = NatProfile {
+        mapping: Some(MappingBehavior::EndpointIndependent),
+        filtering: Some(FilteringBehavior::AddressAndPortDependent),
+        ports: Some(PortAllocation::Preserving),
+        public: false,
+    };
+
+    #[test]
+    fn strategies_follow_the_documented_cases_in_both_orders() {
+        use FilteringBehavior as F;
+        use MappingBehavior as M;
+        let sequential =
+            profile(M::AddressAndPortDependent, F::AddressAndPortDependent, PortAllocation::Sequential { delta: 2 });
+        let random = profile(M::AddressAndPortDependent, F::AddressAndPortDependent, PortAllocation::Random);
+        let restricted = profile(M::EndpointIndependent, F::AddressDependent, PortAllocation::Preserving);
+        let cases = [
+            (PORT_RESTRICTED, PORT_RESTRICTED, Strategy::Punch),
+            (restricted, random, Strategy::Punch),
+            (PORT_RESTRICTED, sequential, Strategy::Predict),
+            (PORT_RESTRICTED, random, Strategy::Birthday),
+            (sequential, sequential, Strategy::Predict),
+            (sequential, random, Strategy::RelayOnly),
+            (random, random, Strategy::RelayOnly),
+            (NatProfile::default(), random, Strategy::Birthday),
+        ];
+        for (a, b, expected) in cases {
+            // Given two profiles, when the strategy is chosen either way round, then it is the documented one.
+            assert_eq!(choose_strategy(&a, &b), expected, "{a:?} / {b:?}");
+            assert_eq!(choose_strategy(&b, &a), expected, "{b:?} / {a:?}");
+        }
     }
 }

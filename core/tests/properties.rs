@@ -251,7 +251,14 @@ fn stream_message(seq_small: bool) -> impl Strategy<Value = StreamMessage> + Clo
         payload(MAX_APP_PAYLOAD).prop_map(StreamMessage::App),
         (attempt.clone(), candidates())
             .prop_map(|(attempt, candidates)| StreamMessage::Candidates { attempt, candidates }),
-        attempt.prop_map(|attempt| StreamMessage::OpenersOut { attempt }),
+        attempt.clone().prop_map(|attempt| StreamMessage::OpenersOut { attempt }),
+        (attempt.clone(), socket_addr(), any::<i32>(), any::<u16>())
+            .prop_map(|(attempt, base, delta, window)| StreamMessage::Prediction { attempt, base, delta, window }),
+        (attempt, socket_addr(), any::<u16>()).prop_map(|(attempt, at, sockets)| StreamMessage::PoolOpen {
+            attempt,
+            ip: at.ip(),
+            sockets
+        }),
     ]
 }
 
@@ -303,12 +310,14 @@ fn lookup_reply() -> BoxedStrategy<Frame> {
 }
 
 fn connect() -> BoxedStrategy<Frame> {
-    (u64s(), u32s(), user_name()).prop_map(|(token, request, peer)| Frame::Connect { token, request, peer }).boxed()
+    (u64s(), u32s(), user_name(), nat_profile())
+        .prop_map(|(token, request, peer, profile)| Frame::Connect { token, request, peer, profile })
+        .boxed()
 }
 
 fn offer() -> BoxedStrategy<Frame> {
-    (u32s(), session_id(), any::<SessionKey>(), any::<bool>(), user_name(), candidates(), nat_strategy())
-        .prop_map(|(request, session, key, initiator, peer, peer_candidates, strategy)| Frame::Offer {
+    (u32s(), session_id(), any::<SessionKey>(), any::<bool>(), user_name(), candidates(), nat_strategy(), nat_profile())
+        .prop_map(|(request, session, key, initiator, peer, peer_candidates, strategy, peer_profile)| Frame::Offer {
             request,
             session,
             key,
@@ -316,6 +325,7 @@ fn offer() -> BoxedStrategy<Frame> {
             peer,
             peer_candidates,
             strategy,
+            peer_profile,
         })
         .boxed()
 }
@@ -473,7 +483,7 @@ fn worst_case_frames() -> Vec<Frame> {
         Frame::Profile { token: u64::MAX, profile },
         Frame::Lookup { token: u64::MAX, request: u32::MAX, user: name.clone() },
         Frame::LookupReply { request: u32::MAX, online: true },
-        Frame::Connect { token: u64::MAX, request: u32::MAX, peer: name.clone() },
+        Frame::Connect { token: u64::MAX, request: u32::MAX, peer: name.clone(), profile },
         Frame::Offer {
             request: u32::MAX,
             session,
@@ -482,6 +492,7 @@ fn worst_case_frames() -> Vec<Frame> {
             peer: name,
             peer_candidates: cands.clone(),
             strategy: NatStrategy::RelayOnly,
+            peer_profile: profile,
         },
         Frame::OfferAck { token: u64::MAX, session },
         Frame::Relay { token: u64::MAX, session, payload: vec![0xff; MAX_RELAY_PAYLOAD] },
@@ -502,6 +513,14 @@ fn worst_case_frames() -> Vec<Frame> {
             message: StreamMessage::Candidates { attempt: u16::MAX, candidates: cands },
         },
         SessionBody::Stream { seq: u64::MAX, message: StreamMessage::OpenersOut { attempt: u16::MAX } },
+        SessionBody::Stream {
+            seq: u64::MAX,
+            message: StreamMessage::Prediction { attempt: u16::MAX, base: v6, delta: i32::MIN, window: u16::MAX },
+        },
+        SessionBody::Stream {
+            seq: u64::MAX,
+            message: StreamMessage::PoolOpen { attempt: u16::MAX, ip: v6.ip(), sockets: u16::MAX },
+        },
         SessionBody::Ack { next: u64::MAX, received_after: u64::MAX },
         SessionBody::Close { reason: CloseReason::ServerUnreachable },
     ];
@@ -1371,7 +1390,12 @@ fn run_server_ops(d: &mut ServerDriver, ops: &[ServerOp]) -> Result<(), TestCase
             }
             ServerOp::HonestConnect { token, peer, request } => {
                 let Some((token, from)) = recent(&d.tokens, Some(*token)) else { continue };
-                let connect = Frame::Connect { token, request: *request, peer: NAMES[*peer].to_owned() };
+                let connect = Frame::Connect {
+                    token,
+                    request: *request,
+                    peer: NAMES[*peer].to_owned(),
+                    profile: NatProfile::default(),
+                };
                 (SocketId(0), From::Any(from), connect.encode())
             }
             ServerOp::HonestRelay { member, payload } => {
@@ -1798,6 +1822,7 @@ fn run_client_ops(d: &mut ClientDriver, ops: &[ClientOp]) -> Result<(), TestCase
                     peer: peer.clone(),
                     peer_candidates: peer_candidates.clone(),
                     strategy: *strategy,
+                    peer_profile: NatProfile::default(),
                 };
                 d.feed(d.primary.0, servers[0], &offer.encode());
                 let opened = d.events[seen..]

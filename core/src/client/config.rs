@@ -62,6 +62,23 @@ pub struct ClientConfig {
     pub session_timeout: Duration,
     /// Most unacknowledged application messages per session. Default 256.
     pub send_window: usize,
+    /// Fewest predicted ports opened toward a sequential symmetric peer
+    /// ([`Strategy::Predict`](crate::nat::Strategy::Predict)). Default 4.
+    pub prediction_window_min: u16,
+    /// Most predicted ports opened toward a sequential symmetric peer. The
+    /// window between the two grows with the rate at which other hosts behind
+    /// that NAT take ports (see the client's strategy documentation). Default 64.
+    pub prediction_window_max: u16,
+    /// Sockets the symmetric side of birthday probing opens, one mapping each
+    /// ([`Strategy::Birthday`](crate::nat::Strategy::Birthday)). Default 256.
+    pub birthday_pool: u16,
+    /// Probes per second the cone side of birthday probing sends to random
+    /// ports. Default 250.
+    pub birthday_probe_rate: u32,
+    /// Most random ports the cone side probes in one attempt. Default 1,024:
+    /// with the default pool, 98 % of attempts succeed against a NAT that
+    /// picks from 64,512 ports, and a failed attempt is retried with backoff.
+    pub birthday_probe_budget: u32,
 }
 
 impl ClientConfig {
@@ -88,6 +105,11 @@ impl ClientConfig {
             session_keepalive: Duration::from_secs(5),
             session_timeout: Duration::from_secs(30),
             send_window: 256,
+            prediction_window_min: 4,
+            prediction_window_max: 64,
+            birthday_pool: 256,
+            birthday_probe_rate: 250,
+            birthday_probe_budget: 1024,
         }
     }
 }

@@ -6,6 +6,18 @@
 //! endpoint-independent mapping. Otherwise ask `A` → `X3`; equal to `X2` means
 //! address-dependent, else address-and-port-dependent (RFC 5780 §4.3).
 //!
+//! *Port allocation* (RFC 4787 §4.2.2) comes from the same requests. Behind
+//! an endpoint-independent NAT, `X1` keeping the socket's own port means
+//! preserving. Behind an address-and-port-dependent NAT, one more request to
+//! `(P.ip, A.port)` gives a third fresh mapping `X4`, made right after `X2`
+//! and `X3`: two steps of the same sign and at most [`MAX_SEQUENTIAL_STEP`]
+//! ports mean sequential allocation, with the smaller step as the delta
+//! (other hosts behind the NAT only ever add to a step); anything else is
+//! random. A random allocator over the usual 64,512 ports passes that test by
+//! chance about once in 4 million measurements. An address-dependent NAT has
+//! only two fresh destinations (the server's two IPs), too few to tell, so its
+//! ports stay unmeasured.
+//!
 //! *Filtering* is measured on a separate, fresh socket, because its answers
 //! arrive unsolicited: on a Linux NAT an unsolicited packet leaves conntrack
 //! state that would poison the primary socket's later mappings toward that
@@ -41,6 +53,7 @@ pub(crate) struct Discovery {
     filtering: Phase<FilteringStep>,
     filter_socket: SocketState,
     mapping_result: Option<Option<MappingBehavior>>,
+    ports_result: Option<PortAllocation>,
     filtering_result: Option<Option<FilteringBehavior>>,
 }
 
@@ -50,7 +63,13 @@ enum MappingStep {
     Second,
     /// Asking `A`, after `X2 != X1`.
     Third { x2: SocketAddr },
+    /// Asking `(P.ip, A.port)` for a third fresh mapping, after an
+    /// address-and-port-dependent answer.
+    Fourth { x2: SocketAddr, x3: SocketAddr },
 }
+
+/// The largest step between consecutive mappings still read as sequential.
+pub(crate) const MAX_SEQUENTIAL_STEP: i32 = 32;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum FilteringStep {
@@ -105,6 +124,7 @@ impl Discovery {
             filtering: Phase::idle(),
             filter_socket: SocketState::Wanted,
             mapping_result: None,
+            ports_result: None,
             filtering_result: None,
         };
         d.begin_mapping(ctx, out, MappingStep::Second);
@@ -119,7 +139,8 @@ impl Discovery {
             Some(MappingBehavior::EndpointIndependent) if self.x1.port() == self.primary.1.port() => {
                 Some(PortAllocation::Preserving)
             }
-            _ => None,
+            Some(MappingBehavior::EndpointIndependent) => None,
+            _ => self.ports_result,
         };
         Some(NatProfile { mapping, filtering, ports, public })
     }
@@ -166,9 +187,14 @@ impl Discovery {
     pub(crate) fn handle_timeout(&mut self, ctx: &Ctx<'_>, out: &mut Out) {
         if self.mapping.next_send.is_some_and(|at| at <= ctx.now) {
             if self.mapping.sends >= SENDS_PER_REQUEST {
-                // No answer: the mapping stays unmeasured.
-                self.mapping = Phase::idle();
-                self.mapping_result = Some(None);
+                if matches!(self.mapping.step, Some(MappingStep::Fourth { .. })) {
+                    // The mapping is known; only the ports stay unmeasured.
+                    self.mapping_done(Some(MappingBehavior::AddressAndPortDependent));
+                } else {
+                    // No answer: the mapping stays unmeasured.
+                    self.mapping = Phase::idle();
+                    self.mapping_result = Some(None);
+                }
             } else if let Some(step) = self.mapping.step {
                 self.send_mapping(ctx, out, step);
             }
@@ -219,7 +245,13 @@ impl Discovery {
                 Some(MappingStep::Third { x2 }) if reflexive == x2 => {
                     self.mapping_done(Some(MappingBehavior::AddressDependent))
                 }
-                Some(MappingStep::Third { .. }) => self.mapping_done(Some(MappingBehavior::AddressAndPortDependent)),
+                Some(MappingStep::Third { x2 }) => {
+                    self.begin_mapping(ctx, out, MappingStep::Fourth { x2, x3: reflexive })
+                }
+                Some(MappingStep::Fourth { x2, x3 }) => {
+                    self.ports_result = Some(classify_ports(x2, x3, reflexive));
+                    self.mapping_done(Some(MappingBehavior::AddressAndPortDependent))
+                }
                 None => {}
             }
             return;
@@ -264,6 +296,7 @@ impl Discovery {
         let to = match step {
             MappingStep::Second if self.has_crossed() => self.crossed_alt_ip(),
             MappingStep::Second | MappingStep::Third { .. } => self.alt,
+            MappingStep::Fourth { .. } => SocketAddr::new(self.server.ip(), self.alt.port()),
         };
         let frame = Frame::Discover { nonce: self.mapping.nonce, answer_from: AnswerFrom::Same };
         out.send(self.primary.0, to, None, frame.encode());
@@ -298,5 +331,65 @@ impl Discovery {
     fn filtering_done(&mut self, result: Option<FilteringBehavior>) {
         self.filtering = Phase::idle();
         self.filtering_result = Some(result);
+    }
+}
+
+/// Port allocation from three consecutive fresh mappings (see the module
+/// documentation for the rule and its false-positive rate).
+pub(crate) fn classify_ports(x2: SocketAddr, x3: SocketAddr, x4: SocketAddr) -> PortAllocation {
+    if x2.ip() != x3.ip() || x3.ip() != x4.ip() {
+        return PortAllocation::Random;
+    }
+    let first = i32::from(x3.port()) - i32::from(x2.port());
+    let second = i32::from(x4.port()) - i32::from(x3.port());
+    let plausible = |step: i32| step != 0 && step.abs() <= MAX_SEQUENTIAL_STEP;
+    if plausible(first) && plausible(second) && first.signum() == second.signum() {
+        // Neighbours only add whole steps, so the allocator's own step
+        // divides both observed ones.
+        let delta = first.signum() * gcd(first.unsigned_abs(), second.unsigned_abs()) as i32;
+        PortAllocation::Sequential { delta }
+    } else {
+        PortAllocation::Random
+    }
+}
+
+/// Greatest common divisor (Euclid).
+pub(crate) fn gcd(mut a: u32, mut b: u32) -> u32 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(port: u16) -> SocketAddr {
+        SocketAddr::from(([198, 51, 100, 1], port))
+    }
+
+    #[test]
+    fn equal_steps_are_sequential_with_that_delta() {
+        assert_eq!(classify_ports(at(5000), at(5001), at(5002)), PortAllocation::Sequential { delta: 1 });
+        assert_eq!(classify_ports(at(5000), at(4998), at(4996)), PortAllocation::Sequential { delta: -2 });
+    }
+
+    #[test]
+    fn a_neighbour_widening_one_step_still_reads_sequential_with_the_smaller_step() {
+        // Given another host behind the NAT took three ports between two samples,
+        // then the allocation is still sequential, and the delta is the undisturbed step.
+        assert_eq!(classify_ports(at(5000), at(5001), at(5005)), PortAllocation::Sequential { delta: 1 });
+        assert_eq!(classify_ports(at(5000), at(5002), at(5003)), PortAllocation::Sequential { delta: 1 });
+        assert_eq!(classify_ports(at(5000), at(5004), at(5010)), PortAllocation::Sequential { delta: 2 });
+    }
+
+    #[test]
+    fn scattered_or_reversing_ports_are_random() {
+        assert_eq!(classify_ports(at(5000), at(41_000), at(17_000)), PortAllocation::Random);
+        assert_eq!(classify_ports(at(5000), at(5003), at(5001)), PortAllocation::Random);
+        assert_eq!(classify_ports(at(5000), at(5000), at(5000)), PortAllocation::Random);
+        let other_ip = SocketAddr::from(([198, 51, 100, 2], 5002));
+        assert_eq!(classify_ports(at(5000), at(5001), other_ip), PortAllocation::Random);
     }
 }

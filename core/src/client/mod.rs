@@ -18,8 +18,10 @@ mod config;
 mod discovery;
 mod session;
 mod stream;
+mod traversal;
 
 pub use config::ClientConfig;
+pub use traversal::{birthday_success, BIRTHDAY_PORTS};
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -307,17 +309,19 @@ pub(crate) struct Ctx<'a> {
     pub(crate) config: &'a ClientConfig,
     pub(crate) token: Option<u64>,
     pub(crate) primary: (SocketId, SocketAddr),
+    /// The primary socket's server-reflexive address, while logged in.
+    pub(crate) reflexive: Option<SocketAddr>,
 }
 
 /// Builds a [`Ctx`] from the client's fields, borrowing only `config`, so
 /// sessions and the output queues stay mutably borrowable beside it.
 macro_rules! ctx {
     ($client:ident, $now:expr) => {{
-        let token = match $client.login {
-            Login::Online { token, .. } => Some(token),
-            _ => None,
+        let (token, reflexive) = match $client.login {
+            Login::Online { token, reflexive, .. } => (Some(token), Some(reflexive)),
+            _ => (None, None),
         };
-        Ctx { now: $now, config: &$client.config, token, primary: $client.primary }
+        Ctx { now: $now, config: &$client.config, token, primary: $client.primary, reflexive }
     }};
 }
 
@@ -476,7 +480,7 @@ impl Client {
                 None => sockets.iter().for_each(|(s, _)| self.out.event(ClientEvent::ReleaseSocket { socket: *s })),
             },
             SocketOwner::Session(id, attempt) => match self.sessions.get_mut(&id) {
-                Some(s) => s.socket_opened(&ctx, &mut self.out, attempt, sockets.first().copied()),
+                Some(s) => s.socket_opened(&ctx, &mut self.out, attempt, sockets),
                 None => sockets.iter().for_each(|(s, _)| self.out.event(ClientEvent::ReleaseSocket { socket: *s })),
             },
         }
@@ -631,7 +635,7 @@ impl Client {
             let pending = self.connects.get_mut(&request).expect("collected above");
             pending.sends = 1;
             let peer = pending.peer.clone();
-            self.send_to_server(Frame::Connect { token, request, peer });
+            self.send_to_server(Frame::Connect { token, request, peer, profile: self.profile });
             self.timers.set(ClientTimer::Connect(request), now + retransmit_after(1));
         }
     }
@@ -647,7 +651,7 @@ impl Client {
         pending.sends += 1;
         let (peer, sends) = (pending.peer.clone(), pending.sends);
         if let Login::Online { token, .. } = self.login {
-            self.send_to_server(Frame::Connect { token, request, peer });
+            self.send_to_server(Frame::Connect { token, request, peer, profile: self.profile });
         }
         self.timers.set(ClientTimer::Connect(request), now + retransmit_after(sends));
     }
@@ -729,7 +733,7 @@ impl Client {
                     self.out.event(ClientEvent::LookupResult { user, online });
                 }
             }
-            Frame::Offer { request, session, key, initiator, peer, peer_candidates, strategy } => {
+            Frame::Offer { request, session, key, initiator, peer, peer_candidates, strategy, peer_profile } => {
                 if let Login::Online { token, .. } = self.login {
                     self.send_to_server(Frame::OfferAck { token, session });
                 }
@@ -749,7 +753,19 @@ impl Client {
                 let ctx = ctx!(self, now);
                 let role = if initiator { crate::auth::Role::Initiator } else { crate::auth::Role::Responder };
                 let rng = self.rng.fork(session.0);
-                let s = Session::new(&ctx, &mut self.out, session, key, role, peer, peer_candidates, strategy, rng);
+                let profiles = (self.profile, peer_profile);
+                let s = Session::new(
+                    &ctx,
+                    &mut self.out,
+                    session,
+                    key,
+                    role,
+                    peer,
+                    peer_candidates,
+                    strategy,
+                    profiles,
+                    rng,
+                );
                 self.sessions.insert(session, s);
             }
             Frame::Relayed { session, payload } => {
@@ -892,16 +908,16 @@ impl Client {
 
     /// Turns sub-machines' socket wishes into driver events.
     fn request_sockets(&mut self) {
-        let mut wanted: Vec<(SessionId, u16)> = Vec::new();
+        let mut wanted: Vec<(SessionId, u16, u16)> = Vec::new();
         for (id, s) in self.sessions.iter_mut() {
-            if let Some(attempt) = s.take_socket_wish() {
-                wanted.push((*id, attempt));
+            if let Some((attempt, count)) = s.take_socket_wish() {
+                wanted.push((*id, attempt, count));
             }
         }
-        for (id, attempt) in wanted {
+        for (id, attempt, count) in wanted {
             let request = self.fresh_request();
             self.socket_requests.insert(request, SocketOwner::Session(id, attempt));
-            self.out.event(ClientEvent::OpenSockets { request, count: 1 });
+            self.out.event(ClientEvent::OpenSockets { request, count });
         }
         let pending: Vec<u32> =
             self.socket_requests.iter().filter(|(_, o)| **o == SocketOwner::Discovery).map(|(r, _)| *r).collect();

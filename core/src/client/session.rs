@@ -22,6 +22,13 @@
 //! one starts after a doubling backoff from a fresh socket, never by
 //! hammering the same 5-tuple. Either side may start the next attempt; the
 //! other joins when it sees a higher attempt number.
+//!
+//! Prediction and birthday probing change what is opened and probed, not the
+//! order: the predicted side samples its allocator on a fresh socket and
+//! announces a window of ports ([`StreamMessage::Prediction`]); the pool side
+//! opens many sockets and announces them ([`StreamMessage::PoolOpen`]) in
+//! place of `OpenersOut`; the prober probes random ports of the pool side's
+//! address at a bounded rate. See [`super::traversal`] for each role.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -30,10 +37,11 @@ use std::time::{Duration, Instant};
 use tracing::debug;
 
 use super::stream::Stream;
+use super::traversal::{self, AllocatorSamples, PortSampler, PunchRole};
 use super::{ClientEvent, Ctx, Out, PathKind, SessionInfo};
 use crate::auth::{self, ReplayWindow, Role};
 use crate::machine::SocketId;
-use crate::nat::Strategy;
+use crate::nat::{NatProfile, Strategy};
 use crate::rng::Rng;
 use crate::timer::Timers;
 use crate::wire::frame::{CloseReason, Frame, SessionBody, SessionId, SessionKey, StreamMessage, MAX_CANDIDATES};
@@ -41,6 +49,15 @@ use crate::wire::stun::{self, TransactionId};
 
 /// Most probe targets one attempt keeps (candidates plus peer-reflexive).
 const MAX_REMOTES: usize = MAX_CANDIDATES + 4;
+/// The widest prediction window accepted from a peer.
+const MAX_PEER_WINDOW: u16 = 1024;
+/// Probe rounds that include the predicted window (after them, only the
+/// candidates and learned peer-reflexive addresses are probed): the
+/// predicted side's own probes are what usually opens the path.
+const WINDOW_PROBE_ROUNDS: u32 = 3;
+/// How long the pool side keeps its pool beyond the prober's schedule: the
+/// announcement's trip over the relay, and the last probes' answers.
+const POOL_GRACE: Duration = Duration::from_secs(2);
 /// Sends of a Binding request for a fresh socket's reflexive address.
 const BINDING_SENDS: u32 = 5;
 const BINDING_INTERVAL: Duration = Duration::from_millis(300);
@@ -62,14 +79,32 @@ enum SessionTimer {
 struct Attempt {
     number: u16,
     socket: Option<(SocketId, SocketAddr)>,
-    binding: Option<(TransactionId, u32)>,
+    /// The outstanding Binding request: id, sends, destination.
+    binding: Option<(TransactionId, u32, SocketAddr)>,
     /// Our candidates are known to the peer (attempt 0: via the server).
     candidates_sent: bool,
     peer_candidates: Option<Vec<SocketAddr>>,
     openers_sent: bool,
     peer_openers_out: bool,
-    remotes: Vec<SocketAddr>,
+    /// Probe targets, each with the socket it is probed from.
+    remotes: Vec<(SocketId, SocketAddr)>,
     probing: bool,
+    /// Prediction, my side: the first sample and when it arrived.
+    first_sample: Option<(SocketAddr, Instant)>,
+    /// Prediction, my side: the back-to-back pair of Binding requests that
+    /// follows (id, destination, answer), and how often it was sent.
+    burst: Vec<(TransactionId, SocketAddr, Option<SocketAddr>)>,
+    burst_sends: u32,
+    /// Prediction, my side: sampling finished (`base`, when, both samples).
+    sampled: Option<(SocketAddr, Instant, Option<AllocatorSamples>)>,
+    prediction_sent: bool,
+    /// Prediction, the peer's: its predicted ports, in its opening order.
+    peer_window: Option<Vec<SocketAddr>>,
+    window_rounds: u32,
+    /// Birthday, pool side: the pool's sockets.
+    pool: Vec<(SocketId, SocketAddr)>,
+    /// Birthday, prober side: the random ports drawn so far.
+    sampler: Option<PortSampler>,
 }
 
 #[derive(Debug)]
@@ -79,6 +114,7 @@ pub(crate) struct Session {
     role: Role,
     peer: String,
     strategy: Strategy,
+    punch_role: PunchRole,
     rng: Rng,
     stream: Stream,
     counter: u64,
@@ -91,7 +127,8 @@ pub(crate) struct Session {
     fallbacks: u32,
     probes_sent: u64,
     timers: Timers<SessionTimer>,
-    socket_wish: Option<u16>,
+    /// An attempt that wants sockets from the driver: (attempt, count).
+    socket_wish: Option<(u16, u16)>,
     owned: BTreeSet<SocketId>,
     closed: bool,
 }
@@ -107,14 +144,17 @@ impl Session {
         peer: String,
         peer_candidates: Vec<SocketAddr>,
         strategy: Strategy,
+        profiles: (NatProfile, NatProfile),
         rng: Rng,
     ) -> Self {
+        let punch_role = PunchRole::of(strategy, &profiles.0, &profiles.1);
         let mut s = Session {
             id,
             key,
             role,
             peer: peer.clone(),
             strategy,
+            punch_role,
             rng,
             stream: Stream::new(),
             counter: 0,
@@ -134,18 +174,27 @@ impl Session {
         out.event(ClientEvent::SessionOpened { session: id, peer, initiator: role == Role::Initiator, strategy });
         s.timers.set(SessionTimer::Idle, ctx.now + ctx.config.session_timeout);
         s.timers.set(SessionTimer::RelayKeepalive, ctx.now + ctx.config.session_keepalive);
-        if strategy != Strategy::RelayOnly {
-            // Attempt 0 punches from the primary socket, whose candidates the
-            // server has already given the peer.
-            s.attempt_no = 0;
-            s.attempts_started = 1;
-            let mut attempt = Attempt::new(0);
-            attempt.socket = Some(ctx.primary);
-            attempt.candidates_sent = true;
-            attempt.peer_candidates = Some(peer_candidates.clone());
-            attempt.remotes = peer_candidates.into_iter().take(MAX_REMOTES).collect();
-            s.attempt = Some(attempt);
-            s.advance_attempt(ctx, out);
+        match punch_role {
+            PunchRole::RelayOnly => {}
+            PunchRole::Punch | PunchRole::Predicting | PunchRole::Prober => {
+                // Attempt 0 punches from the primary socket, whose candidates
+                // the server has already given the peer.
+                s.attempts_started = 1;
+                let mut attempt = Attempt::new(0);
+                attempt.socket = Some(ctx.primary);
+                attempt.candidates_sent = true;
+                s.attempt = Some(attempt);
+                s.set_peer_candidates(ctx, peer_candidates);
+                s.advance_attempt(ctx, out);
+            }
+            PunchRole::Predicted { .. } | PunchRole::PredictBoth { .. } | PunchRole::Pool => {
+                // Fresh mappings are the point: sample (or pool) on fresh
+                // sockets even for attempt 0.
+                s.attempts_started = 1;
+                s.attempt = Some(Attempt::new(0));
+                s.socket_wish = Some((0, s.sockets_per_attempt(ctx)));
+                s.set_peer_candidates(ctx, peer_candidates);
+            }
         }
         s
     }
@@ -173,8 +222,8 @@ impl Session {
         self.timers.next().map(|(_, at)| at)
     }
 
-    /// The attempt that wants a socket from the driver, once.
-    pub(crate) fn take_socket_wish(&mut self) -> Option<u16> {
+    /// The attempt that wants sockets from the driver, and how many, once.
+    pub(crate) fn take_socket_wish(&mut self) -> Option<(u16, u16)> {
         self.socket_wish.take()
     }
 
@@ -299,26 +348,55 @@ impl Session {
         tid: TransactionId,
         mapped: SocketAddr,
     ) -> bool {
+        let predicts_myself = self.punch_role.predicts_myself().is_some();
         let Some(attempt) = self.attempt.as_mut() else { return false };
-        match (attempt.socket, attempt.binding) {
-            (Some((s, local)), Some((t, _))) if s == socket && t == tid => {
-                attempt.binding = None;
-                self.timers.stop(&SessionTimer::Binding);
-                let mut candidates = Vec::new();
-                if !local.ip().is_unspecified() {
-                    candidates.push(local);
+        if attempt.socket.is_some_and(|(s, _)| s == socket) {
+            if let Some(entry) = attempt.burst.iter_mut().find(|(t, _, answer)| *t == tid && answer.is_none()) {
+                entry.2 = Some(mapped);
+                if attempt.burst.iter().all(|(_, _, answer)| answer.is_some()) {
+                    self.finish_sampling(ctx, out);
                 }
-                if !candidates.contains(&mapped) {
-                    candidates.push(mapped);
-                }
-                let number = attempt.number;
-                attempt.candidates_sent = true;
-                self.send_stream(ctx, out, StreamMessage::Candidates { attempt: number, candidates });
-                self.advance_attempt(ctx, out);
-                true
+                return true;
             }
-            _ => false,
         }
+        let (Some((s, local)), Some((t, _, _))) = (attempt.socket, attempt.binding) else { return false };
+        if s != socket || t != tid {
+            return false;
+        }
+        attempt.binding = None;
+        self.timers.stop(&SessionTimer::Binding);
+        if predicts_myself {
+            attempt.first_sample = Some((mapped, ctx.now));
+            // One round trip later, two more fresh mappings, back to back,
+            // toward the other server addresses (see `traversal`).
+            let Some(alt) = ctx.config.alt_server else {
+                self.finish_sampling(ctx, out);
+                return true;
+            };
+            let server = ctx.config.server;
+            let mut targets = vec![alt];
+            if alt.ip() != server.ip() && alt.port() != server.port() {
+                targets.push(SocketAddr::new(alt.ip(), server.port()));
+            }
+            for to in targets {
+                let tid = self.fresh_transaction();
+                self.attempt.as_mut().expect("checked above").burst.push((tid, to, None));
+            }
+            self.send_burst(ctx, out);
+            return true;
+        }
+        let mut candidates = Vec::new();
+        if !local.ip().is_unspecified() {
+            candidates.push(local);
+        }
+        if !candidates.contains(&mapped) {
+            candidates.push(mapped);
+        }
+        let number = attempt.number;
+        attempt.candidates_sent = true;
+        self.send_stream(ctx, out, StreamMessage::Candidates { attempt: number, candidates });
+        self.advance_attempt(ctx, out);
+        true
     }
 
     pub(crate) fn socket_opened(
@@ -326,30 +404,33 @@ impl Session {
         ctx: &Ctx<'_>,
         out: &mut Out,
         number: u16,
-        socket: Option<(SocketId, SocketAddr)>,
+        sockets: &[(SocketId, SocketAddr)],
     ) {
         let current = self.attempt.as_ref().map(|a| a.number);
         if current != Some(number) {
-            if let Some((s, _)) = socket {
-                out.event(ClientEvent::ReleaseSocket { socket: s });
+            for (s, _) in sockets {
+                out.event(ClientEvent::ReleaseSocket { socket: *s });
             }
             return;
         }
+        self.owned.extend(sockets.iter().map(|(s, _)| *s));
         // A driver that cannot open sockets still gets an attempt, from the
         // primary socket.
-        let socket = match socket {
-            Some(s) => {
-                self.owned.insert(s.0);
-                s
-            }
-            None => ctx.primary,
-        };
-        let tid = self.fresh_transaction();
-        let attempt = self.attempt.as_mut().expect("checked above");
-        attempt.socket = Some(socket);
-        attempt.binding = Some((tid, 1));
-        out.send(socket.0, ctx.config.server, None, stun::binding_request(tid));
-        self.timers.set(SessionTimer::Binding, ctx.now + BINDING_INTERVAL);
+        let sockets = if sockets.is_empty() { vec![ctx.primary] } else { sockets.to_vec() };
+        if self.punch_role == PunchRole::Pool {
+            let attempt = self.attempt.as_mut().expect("checked above");
+            attempt.pool = sockets;
+            attempt.candidates_sent = true;
+            self.advance_attempt(ctx, out);
+            return;
+        }
+        let socket = sockets[0];
+        for (extra, _) in &sockets[1..] {
+            self.owned.remove(extra);
+            out.event(ClientEvent::ReleaseSocket { socket: *extra });
+        }
+        self.attempt.as_mut().expect("checked above").socket = Some(socket);
+        self.send_binding(ctx, out, ctx.config.server);
     }
 }
 
@@ -357,29 +438,66 @@ impl Session {
     fn on_stream_message(&mut self, ctx: &Ctx<'_>, out: &mut Out, message: StreamMessage) {
         match message {
             StreamMessage::App(data) => out.event(ClientEvent::DataReceived { session: self.id, data: data.into() }),
-            StreamMessage::Candidates { attempt, candidates } => self.on_candidates(ctx, out, attempt, candidates),
+            StreamMessage::Candidates { attempt, candidates } => {
+                if self.join_attempt(ctx, out, attempt) {
+                    self.set_peer_candidates(ctx, candidates);
+                    self.advance_attempt(ctx, out);
+                }
+            }
             StreamMessage::OpenersOut { attempt } => {
                 if let Some(a) = self.attempt.as_mut().filter(|a| a.number == attempt) {
                     a.peer_openers_out = true;
                     self.advance_attempt(ctx, out);
                 }
             }
+            StreamMessage::Prediction { attempt, base, delta, window } => {
+                if self.punch_role.needs_peer_prediction() && self.join_attempt(ctx, out, attempt) {
+                    let a = self.attempt.as_mut().expect("joined");
+                    if a.peer_window.is_none() {
+                        a.peer_window = Some(traversal::predicted_ports(base, delta, window.min(MAX_PEER_WINDOW)));
+                    }
+                    self.advance_attempt(ctx, out);
+                }
+            }
+            StreamMessage::PoolOpen { attempt, ip, sockets } => {
+                if self.punch_role == PunchRole::Prober && self.join_attempt(ctx, out, attempt) {
+                    debug!(session = %self.id, attempt, %ip, sockets, "the peer's pool is open");
+                    let a = self.attempt.as_mut().expect("joined");
+                    a.peer_openers_out = true;
+                    a.sampler.get_or_insert_with(|| PortSampler::new(ip));
+                    self.advance_attempt(ctx, out);
+                }
+            }
         }
     }
 
-    fn on_candidates(&mut self, ctx: &Ctx<'_>, out: &mut Out, number: u16, candidates: Vec<SocketAddr>) {
-        if self.strategy == Strategy::RelayOnly || number < self.attempt_no {
-            return;
+    /// Follows the peer into attempt `number`; false when it is stale or no
+    /// attempt is wanted.
+    fn join_attempt(&mut self, ctx: &Ctx<'_>, out: &mut Out, number: u16) -> bool {
+        if self.punch_role == PunchRole::RelayOnly || number < self.attempt_no {
+            return false;
         }
         if number > self.attempt_no || self.attempt.is_none() {
             self.start_attempt(ctx, out, number);
         }
+        true
+    }
+
+    /// The peer's candidates for the current attempt (the first set wins).
+    fn set_peer_candidates(&mut self, ctx: &Ctx<'_>, candidates: Vec<SocketAddr>) {
         let Some(attempt) = self.attempt.as_mut() else { return };
         if attempt.peer_candidates.is_none() {
-            attempt.remotes = candidates.iter().copied().take(MAX_REMOTES).collect();
             attempt.peer_candidates = Some(candidates);
         }
-        self.advance_attempt(ctx, out);
+        let _ = ctx;
+    }
+
+    fn sockets_per_attempt(&self, ctx: &Ctx<'_>) -> u16 {
+        if self.punch_role == PunchRole::Pool {
+            ctx.config.birthday_pool.max(1)
+        } else {
+            1
+        }
     }
 
     fn start_attempt(&mut self, ctx: &Ctx<'_>, out: &mut Out, number: u16) {
@@ -388,33 +506,117 @@ impl Session {
         self.attempt_no = number;
         self.attempts_started = self.attempts_started.saturating_add(1);
         self.attempt = Some(Attempt::new(number));
-        self.socket_wish = Some(number);
+        self.socket_wish = Some((number, self.sockets_per_attempt(ctx)));
         debug!(session = %self.id, attempt = number, "starting a punching attempt from a fresh socket");
-        let _ = ctx;
     }
 
     /// Moves the current attempt forward as far as what is known allows.
     fn advance_attempt(&mut self, ctx: &Ctx<'_>, out: &mut Out) {
+        match self.punch_role {
+            PunchRole::RelayOnly => {}
+            PunchRole::Punch | PunchRole::Predicted { .. } | PunchRole::Predicting | PunchRole::PredictBoth { .. } => {
+                self.advance_targeted(ctx, out)
+            }
+            PunchRole::Pool => self.advance_pool(ctx, out),
+            PunchRole::Prober => self.advance_prober(ctx, out),
+        }
+    }
+
+    /// Punching and prediction: open toward known targets, announce, probe
+    /// once the peer announced too.
+    fn advance_targeted(&mut self, ctx: &Ctx<'_>, out: &mut Out) {
+        let role = self.punch_role;
         let Some(attempt) = self.attempt.as_mut() else { return };
-        let (Some((socket, _)), true, Some(peer_candidates)) =
-            (attempt.socket, attempt.candidates_sent, attempt.peer_candidates.clone())
-        else {
-            return;
-        };
+        let Some((socket, _)) = attempt.socket else { return };
         let number = attempt.number;
-        if !attempt.openers_sent {
-            attempt.openers_sent = true;
-            if !ctx.config.skip_openers {
-                for candidate in &peer_candidates {
-                    out.send(socket, *candidate, Some(ctx.config.opener_ttl), Frame::Opener.encode());
+        // The predicting-myself side announces its window: at once when both
+        // sides predict (each needs the other's first), else with its openers.
+        if let (Some(delta), Some((base, sampled_at, samples))) = (role.predicts_myself(), attempt.sampled.clone()) {
+            let delta = traversal::refine_delta(delta, samples.as_ref());
+            let both = matches!(role, PunchRole::PredictBoth { .. });
+            if !attempt.prediction_sent && (both || attempt.peer_candidates.is_some()) {
+                attempt.prediction_sent = true;
+                let openers = if both { 0 } else { attempt.peer_candidates.as_ref().map_or(0, Vec::len) };
+                let delay = ctx.now.saturating_duration_since(sampled_at);
+                let (min, max) = (ctx.config.prediction_window_min, ctx.config.prediction_window_max);
+                // Two predicting sides open one mapping each (see `traversal`).
+                let window = if both {
+                    1
+                } else {
+                    traversal::prediction_window(samples.as_ref(), delta, openers, delay, min, max)
+                };
+                debug!(session = %self.id, attempt = number, %base, delta, window, "announcing predicted ports");
+                let message = StreamMessage::Prediction { attempt: number, base, delta, window };
+                // Announce after the openers when facing a cone (below), so
+                // the window starts after them; before, when both predict.
+                if both {
+                    self.send_stream(ctx, out, message);
+                } else {
+                    self.open_and_announce(ctx, out, Some(message));
+                    return self.maybe_probe(ctx, out);
                 }
             }
-            self.send_stream(ctx, out, StreamMessage::OpenersOut { attempt: number });
         }
-        let attempt = self.attempt.as_mut().expect("checked above");
-        let may_probe = attempt.peer_openers_out || ctx.config.skip_openers;
+        let Some(attempt) = self.attempt.as_mut() else { return };
+        let ready = match role {
+            PunchRole::Punch => attempt.candidates_sent && attempt.peer_candidates.is_some(),
+            PunchRole::Predicted { .. } => false, // opens in the announcement above
+            PunchRole::Predicting => attempt.candidates_sent && attempt.peer_window.is_some(),
+            PunchRole::PredictBoth { .. } => attempt.prediction_sent && attempt.peer_window.is_some(),
+            _ => false,
+        };
+        if ready && !attempt.openers_sent {
+            self.open_and_announce(ctx, out, None);
+        }
+        let _ = socket;
+        self.maybe_probe(ctx, out);
+    }
+
+    /// Sends the attempt's openers (low TTL, DESIGN §3) and `OpenersOut`,
+    /// after `first` when given.
+    fn open_and_announce(&mut self, ctx: &Ctx<'_>, out: &mut Out, first: Option<StreamMessage>) {
+        let Some(attempt) = self.attempt.as_mut() else { return };
+        let Some((socket, _)) = attempt.socket else { return };
+        attempt.openers_sent = true;
+        let number = attempt.number;
+        // The peer's predicted ports first and in order: with two
+        // predicting sides, the k-th opener must make the k-th mapping.
+        let mut targets: Vec<SocketAddr> = attempt.peer_window.clone().unwrap_or_default();
+        if !matches!(self.punch_role, PunchRole::PredictBoth { .. }) {
+            targets.extend(attempt.peer_candidates.iter().flatten().copied());
+        }
+        let mut seen = BTreeSet::new();
+        targets.retain(|t| seen.insert(*t));
+        // Probe targets: the candidates (useless toward a symmetric NAT,
+        // whose reflexive address belongs to another destination), then
+        // whatever peer-reflexive addresses authenticated probes reveal.
+        if matches!(self.punch_role, PunchRole::Punch | PunchRole::Predicted { .. }) {
+            let candidates = attempt.peer_candidates.iter().flatten().take(MAX_REMOTES);
+            attempt.remotes = candidates.map(|c| (socket, *c)).collect();
+        }
+        attempt.window_rounds = match self.punch_role {
+            PunchRole::Predicting => WINDOW_PROBE_ROUNDS,
+            PunchRole::PredictBoth { .. } => u32::MAX,
+            _ => 0,
+        };
+        if !ctx.config.skip_openers {
+            for target in &targets {
+                out.send(socket, *target, Some(ctx.config.opener_ttl), Frame::Opener.encode());
+            }
+        }
+        if let Some(message) = first {
+            self.send_stream(ctx, out, message);
+        }
+        self.send_stream(ctx, out, StreamMessage::OpenersOut { attempt: number });
+    }
+
+    /// Starts probing once our openers and the peer's are out.
+    fn maybe_probe(&mut self, ctx: &Ctx<'_>, out: &mut Out) {
+        let Some(attempt) = self.attempt.as_mut() else { return };
+        let may_probe = attempt.openers_sent && (attempt.peer_openers_out || ctx.config.skip_openers);
         if may_probe && !attempt.probing {
             attempt.probing = true;
+            let number = attempt.number;
             out.event(ClientEvent::PunchStarted { session: self.id, attempt: number });
             self.probe_round(ctx, out);
             self.timers.set(SessionTimer::Probe, ctx.now + ctx.config.probe_interval);
@@ -422,11 +624,71 @@ impl Session {
         }
     }
 
+    /// Birthday, symmetric side: open one mapping per pool socket toward the
+    /// peer with low-TTL openers, announce the pool, then answer probes.
+    fn advance_pool(&mut self, ctx: &Ctx<'_>, out: &mut Out) {
+        let Some(attempt) = self.attempt.as_mut() else { return };
+        let Some(candidates) = attempt.peer_candidates.clone() else { return };
+        if attempt.pool.is_empty() || attempt.openers_sent {
+            return;
+        }
+        attempt.openers_sent = true;
+        attempt.probing = true;
+        let number = attempt.number;
+        let sockets = attempt.pool.len().min(usize::from(u16::MAX)) as u16;
+        if !ctx.config.skip_openers {
+            for (socket, _) in &attempt.pool {
+                for candidate in &candidates {
+                    out.send(*socket, *candidate, Some(ctx.config.opener_ttl), Frame::Opener.encode());
+                }
+            }
+        }
+        let Some(ip) = ctx.reflexive.map(|r| r.ip()) else { return };
+        out.event(ClientEvent::PunchStarted { session: self.id, attempt: number });
+        self.send_stream(ctx, out, StreamMessage::PoolOpen { attempt: number, ip, sockets });
+        self.timers.set(SessionTimer::Probe, ctx.now + ctx.config.probe_interval);
+        self.timers.set(SessionTimer::AttemptDeadline, ctx.now + birthday_deadline(ctx) + POOL_GRACE);
+    }
+
+    /// Birthday, cone side: probe random ports of the pool's address.
+    fn advance_prober(&mut self, ctx: &Ctx<'_>, out: &mut Out) {
+        let Some(attempt) = self.attempt.as_mut() else { return };
+        if attempt.socket.is_none() || !attempt.candidates_sent || attempt.sampler.is_none() || attempt.probing {
+            return;
+        }
+        attempt.probing = true;
+        attempt.openers_sent = true;
+        let number = attempt.number;
+        out.event(ClientEvent::PunchStarted { session: self.id, attempt: number });
+        self.probe_round(ctx, out);
+        self.timers.set(SessionTimer::Probe, ctx.now + ctx.config.probe_interval);
+        self.timers.set(SessionTimer::AttemptDeadline, ctx.now + birthday_deadline(ctx));
+    }
+
     fn probe_round(&mut self, ctx: &Ctx<'_>, out: &mut Out) {
-        let Some(attempt) = self.attempt.as_ref().filter(|a| a.probing) else { return };
-        let Some((socket, _)) = attempt.socket else { return };
-        let (remotes, number) = (attempt.remotes.clone(), attempt.number);
-        for remote in remotes {
+        let Some(attempt) = self.attempt.as_mut().filter(|a| a.probing) else { return };
+        let number = attempt.number;
+        let mut targets = attempt.remotes.clone();
+        if let Some((socket, _)) = attempt.socket {
+            if attempt.window_rounds > 0 {
+                attempt.window_rounds -= 1;
+                targets.extend(attempt.peer_window.iter().flatten().map(|t| (socket, *t)));
+            }
+            if let Some(sampler) = attempt.sampler.as_mut() {
+                // Birthday: this round's share of the rate, within the budget.
+                let per_round = (f64::from(ctx.config.birthday_probe_rate) * ctx.config.probe_interval.as_secs_f64())
+                    .ceil()
+                    .max(1.0) as u32;
+                let left = ctx.config.birthday_probe_budget.saturating_sub(sampler.drawn());
+                for _ in 0..per_round.min(left) {
+                    match sampler.next(&mut self.rng) {
+                        Some(target) => targets.push((socket, target)),
+                        None => break,
+                    }
+                }
+            }
+        }
+        for (socket, remote) in targets {
             self.send_probe(ctx, out, socket, remote, number);
         }
     }
@@ -438,16 +700,14 @@ impl Session {
     }
 
     /// The source of an authenticated probe is a candidate too (RFC 8445
-    /// §7.3.1.3's peer-reflexive candidate): probe it back.
+    /// §7.3.1.3's peer-reflexive candidate): probe it back, from the socket
+    /// it reached.
     fn learn_peer_reflexive(&mut self, ctx: &Ctx<'_>, out: &mut Out, socket: SocketId, from: SocketAddr) {
         let Some(attempt) = self.attempt.as_mut() else { return };
-        if attempt.socket.map(|s| s.0) != Some(socket)
-            || attempt.remotes.contains(&from)
-            || attempt.remotes.len() >= MAX_REMOTES
-        {
+        if !attempt.owns(socket) || attempt.remotes.contains(&(socket, from)) || attempt.remotes.len() >= MAX_REMOTES {
             return;
         }
-        attempt.remotes.push(from);
+        attempt.remotes.push((socket, from));
         if attempt.probing {
             let number = attempt.number;
             self.send_probe(ctx, out, socket, from, number);
@@ -459,7 +719,7 @@ impl Session {
             self.timers.set(SessionTimer::PathDeadline, ctx.now + ctx.config.fallback_timeout);
             return;
         }
-        let from_attempt = self.attempt.as_ref().and_then(|a| a.socket).is_some_and(|(s, _)| s == socket);
+        let from_attempt = self.attempt.as_ref().is_some_and(|a| a.owns(socket));
         let ours = from_attempt || socket == ctx.primary.0 || self.owned.contains(&socket);
         if !ours || (!from_attempt && matches!(self.path, PathKind::Direct { .. })) {
             return;
@@ -509,16 +769,64 @@ impl Session {
 
     fn binding_timeout(&mut self, ctx: &Ctx<'_>, out: &mut Out) {
         let Some(attempt) = self.attempt.as_mut() else { return };
-        let (Some((socket, _)), Some((tid, sends))) = (attempt.socket, attempt.binding) else { return };
+        if !attempt.burst.is_empty() && attempt.sampled.is_none() {
+            if attempt.burst_sends >= BINDING_SENDS {
+                // The other addresses are silent: predict from what came.
+                self.finish_sampling(ctx, out);
+            } else {
+                self.send_burst(ctx, out);
+            }
+            return;
+        }
+        let (Some((socket, _)), Some((tid, sends, to))) = (attempt.socket, attempt.binding) else { return };
         if sends >= BINDING_SENDS {
             // The server does not answer this socket: the attempt cannot
             // tell the peer where it is.
-            self.timers.set(SessionTimer::AttemptDeadline, ctx.now);
             self.attempt_failed(ctx, out);
             return;
         }
-        attempt.binding = Some((tid, sends + 1));
-        out.send(socket, ctx.config.server, None, stun::binding_request(tid));
+        attempt.binding = Some((tid, sends + 1, to));
+        out.send(socket, to, None, stun::binding_request(tid));
+        self.timers.set(SessionTimer::Binding, ctx.now + BINDING_INTERVAL);
+    }
+
+    /// (Re)sends the unanswered requests of the sampling burst, together.
+    fn send_burst(&mut self, ctx: &Ctx<'_>, out: &mut Out) {
+        let Some(attempt) = self.attempt.as_mut() else { return };
+        let Some((socket, _)) = attempt.socket else { return };
+        attempt.burst_sends += 1;
+        for (tid, to, answer) in &attempt.burst {
+            if answer.is_none() {
+                out.send(socket, *to, None, stun::binding_request(*tid));
+            }
+        }
+        self.timers.set(SessionTimer::Binding, ctx.now + BINDING_INTERVAL);
+    }
+
+    /// The predicting side's samples are in (or all it will get).
+    fn finish_sampling(&mut self, ctx: &Ctx<'_>, out: &mut Out) {
+        let Some(attempt) = self.attempt.as_mut() else { return };
+        let Some((first, at)) = attempt.first_sample else { return };
+        self.timers.stop(&SessionTimer::Binding);
+        let answers: Vec<SocketAddr> = attempt.burst.iter().filter_map(|(_, _, answer)| *answer).collect();
+        let samples = (!answers.is_empty()).then(|| AllocatorSamples {
+            first,
+            burst: answers,
+            gap: ctx.now.saturating_duration_since(at),
+        });
+        let delta = self.punch_role.predicts_myself().unwrap_or(1);
+        let base = samples.as_ref().map_or(first, |s| s.base(delta));
+        attempt.sampled = Some((base, ctx.now, samples));
+        self.advance_attempt(ctx, out);
+    }
+
+    /// Asks `to` for the attempt socket's reflexive address (RFC 8489).
+    fn send_binding(&mut self, ctx: &Ctx<'_>, out: &mut Out, to: SocketAddr) {
+        let tid = self.fresh_transaction();
+        let Some(attempt) = self.attempt.as_mut() else { return };
+        let Some((socket, _)) = attempt.socket else { return };
+        attempt.binding = Some((tid, 1, to));
+        out.send(socket, to, None, stun::binding_request(tid));
         self.timers.set(SessionTimer::Binding, ctx.now + BINDING_INTERVAL);
     }
 
@@ -532,13 +840,13 @@ impl Session {
 
     /// Releases owned sockets that neither the attempt nor the path uses.
     fn release_unused(&mut self, out: &mut Out) {
-        let attempt_socket = self.attempt.as_ref().and_then(|a| a.socket).map(|s| s.0);
         let path_socket = match self.path {
             PathKind::Direct { socket, .. } => Some(socket),
             PathKind::Relay => None,
         };
+        let in_attempt = |s: SocketId| self.attempt.as_ref().is_some_and(|a| a.owns(s));
         let unused: Vec<SocketId> =
-            self.owned.iter().copied().filter(|s| Some(*s) != attempt_socket && Some(*s) != path_socket).collect();
+            self.owned.iter().copied().filter(|s| !in_attempt(*s) && Some(*s) != path_socket).collect();
         for socket in unused {
             self.owned.remove(&socket);
             out.event(ClientEvent::ReleaseSocket { socket });
@@ -643,6 +951,28 @@ impl Attempt {
             peer_openers_out: false,
             remotes: Vec::new(),
             probing: false,
+            first_sample: None,
+            burst: Vec::new(),
+            burst_sends: 0,
+            sampled: None,
+            prediction_sent: false,
+            peer_window: None,
+            window_rounds: 0,
+            pool: Vec::new(),
+            sampler: None,
         }
     }
+
+    /// True when `socket` is the attempt's socket or one of its pool.
+    fn owns(&self, socket: SocketId) -> bool {
+        self.socket.is_some_and(|(s, _)| s == socket) || self.pool.iter().any(|(s, _)| *s == socket)
+    }
+}
+
+/// How long the prober spends its budget at its rate, plus a second for the
+/// last answers; never less than the ordinary punch timeout.
+fn birthday_deadline(ctx: &Ctx<'_>) -> Duration {
+    let rate = f64::from(ctx.config.birthday_probe_rate.max(1));
+    let spend = Duration::from_secs_f64(f64::from(ctx.config.birthday_probe_budget) / rate);
+    (spend + Duration::from_secs(1)).max(ctx.config.punch_timeout)
 }

@@ -349,7 +349,13 @@ impl Server {
                     self.not_logged_in(socket, from, request);
                 }
             }
-            Frame::Connect { token, request, peer } => self.connect(now, socket, from, token, request, peer),
+            Frame::Connect { token, request, peer, profile } => {
+                if let Some(user) = self.user_by_token(token) {
+                    user.profile = profile;
+                    user.profile_known = true;
+                }
+                self.connect(now, socket, from, token, request, peer)
+            }
             Frame::OfferAck { token, session } => {
                 let Some(name) = self.tokens.get(&token).cloned() else {
                     self.stats.bad_token += 1;
@@ -524,6 +530,7 @@ impl Server {
             peer: peer_name.clone(),
             peer_candidates,
             strategy: s.strategy,
+            peer_profile: peer.profile,
         };
         let (socket, to) = (user.socket, user.reflexive);
         self.reply(socket, to, frame);

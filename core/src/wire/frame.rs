@@ -108,6 +108,29 @@ pub enum StreamMessage {
         /// The attempt whose openers left.
         attempt: u16,
     },
+    /// Sequential prediction ([`Strategy::Predict`]): my attempt's mappings
+    /// toward you will be `base + k * delta` for `k` in `1..=window`, in the
+    /// order I open them.
+    Prediction {
+        /// The attempt this belongs to.
+        attempt: u16,
+        /// The last mapping my NAT gave the attempt's socket.
+        base: SocketAddr,
+        /// My NAT's step between consecutive mappings.
+        delta: i32,
+        /// How many predicted ports to open.
+        window: u16,
+    },
+    /// Birthday probing ([`Strategy::Birthday`]): `sockets` mappings on `ip`
+    /// are open toward your candidates; probe random ports of `ip`.
+    PoolOpen {
+        /// The attempt this belongs to.
+        attempt: u16,
+        /// My NAT's public address.
+        ip: std::net::IpAddr,
+        /// How many mappings are open.
+        sockets: u16,
+    },
 }
 
 /// The body of an authenticated session frame.
@@ -204,6 +227,9 @@ pub enum Frame {
         /// Who.
         #[serde(deserialize_with = "bounded::string::<_, MAX_USER_NAME>")]
         peer: String,
+        /// My NAT profile, repeated here so the strategy never comes from a
+        /// stale one when the `Profile` frame is late or lost.
+        profile: NatProfile,
     },
     /// server → both members: a session exists; here is what you need.
     Offer {
@@ -223,6 +249,9 @@ pub enum Frame {
         peer_candidates: Vec<SocketAddr>,
         /// How to try for a direct path.
         strategy: Strategy,
+        /// What the other member measured about its NAT: which side
+        /// predicts or opens a socket pool follows from it.
+        peer_profile: NatProfile,
     },
     /// client → server: I have the offer; stop retransmitting it.
     OfferAck {
@@ -367,8 +396,8 @@ tags! {
     Profile = 0x45, 32;
     Lookup = 0x46, 24 + MAX_USER_NAME;
     LookupReply = 0x47, 16;
-    Connect = 0x48, 24 + MAX_USER_NAME;
-    Offer = 0x49, 64 + MAX_USER_NAME + MAX_CANDIDATES * 24;
+    Connect = 0x48, 40 + MAX_USER_NAME;
+    Offer = 0x49, 80 + MAX_USER_NAME + MAX_CANDIDATES * 24;
     OfferAck = 0x4a, 24;
     Relay = 0x4b, MAX_DATAGRAM;
     Relayed = 0x4c, MAX_DATAGRAM;
