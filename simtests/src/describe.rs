@@ -52,6 +52,12 @@ pub fn frame(f: &Frame) -> String {
                     format!("Candidates seq={seq} attempt={attempt} [{}]", list.join(" "))
                 }
                 StreamMessage::OpenersOut { attempt } => format!("OpenersOut seq={seq} attempt={attempt}"),
+                StreamMessage::Prediction { attempt, base, delta, window } => {
+                    format!("Prediction seq={seq} attempt={attempt} base={base} delta={delta} window={window}")
+                }
+                StreamMessage::PoolOpen { attempt, ip, sockets } => {
+                    format!("PoolOpen seq={seq} attempt={attempt} ip={ip} sockets={sockets}")
+                }
             },
             SessionBody::Ack { next, .. } => format!("Ack next={next}"),
             SessionBody::Close { reason } => format!("Close {reason:?}"),

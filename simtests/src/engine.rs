@@ -760,11 +760,17 @@ fn apply_config(scenario: &Scenario, peer: usize, config: &mut ClientConfig) -> 
             "session_keepalive" => config.session_keepalive = duration()?,
             "session_timeout" => config.session_timeout = duration()?,
             "send_window" => config.send_window = integer(65536)? as usize,
+            "prediction_window_min" => config.prediction_window_min = integer(1024)? as u16,
+            "prediction_window_max" => config.prediction_window_max = integer(1024)? as u16,
+            "birthday_pool" => config.birthday_pool = integer(4096)? as u16,
+            "birthday_probe_rate" => config.birthday_probe_rate = integer(100_000)? as u32,
+            "birthday_probe_budget" => config.birthday_probe_budget = integer(65_535)? as u32,
             _ => {
                 return Err(err("unknown client setting; expected one of keepalive, server_timeout, discover_nat, \
                      discovery_timeout, opener_ttl, skip_openers, probe_interval, punch_timeout, punch_retry, \
                      punch_retry_max, max_punch_attempts, direct_keepalive, fallback_timeout, session_keepalive, \
-                     session_timeout, send_window"))
+                     session_timeout, send_window, prediction_window_min, prediction_window_max, birthday_pool, \
+                     birthday_probe_rate, birthday_probe_budget"))
             }
         }
     }

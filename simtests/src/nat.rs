@@ -118,6 +118,12 @@ pub struct NatSpec {
     pub blocks_udp: bool,
     /// The NAT this one sits behind (e.g. a CGNAT), by name.
     pub behind: Option<String>,
+    /// Other hosts behind the device opening this many new outbound flows
+    /// per second (a chatty neighbour), evenly spaced from time zero. Each
+    /// takes the next port of a sequential allocator, which is what makes
+    /// port prediction hard; random and preserving allocators are left alone
+    /// (a random pick rarely lands on a neighbour's port). Default 0.
+    pub background_flows: u32,
 }
 
 /// The named NAT configurations of DESIGN §4.
@@ -257,6 +263,7 @@ impl Preset {
             unsolicited: if linux { Unsolicited::Track } else { Unsolicited::Drop },
             blocks_udp: self == Preset::UdpBlocked,
             behind: None,
+            background_flows: 0,
         }
     }
 }
@@ -370,6 +377,9 @@ pub enum NatDecision {
     Forwarded { nat: Arc<str>, dir: Direction, src: SocketAddr, dst: SocketAddr },
     /// No external port (or public IP) was free for a new mapping.
     NoFreePort { nat: Arc<str>, src: SocketAddr, dst: SocketAddr },
+    /// Other hosts behind the device opened `flows` new flows since its last
+    /// allocation (see [`NatSpec::background_flows`]).
+    Background { nat: Arc<str>, flows: u64 },
 }
 
 impl fmt::Display for NatDecision {
@@ -420,6 +430,7 @@ impl fmt::Display for NatDecision {
             D::Forwarded { nat, dir, src, dst } => {
                 write!(f, "nat {nat}: route {src} -> {dst} ({}, no translation)", dir_name(*dir))
             }
+            D::Background { nat, flows } => write!(f, "nat {nat}: neighbours opened {flows} flow(s)"),
             D::NoFreePort { nat, src, dst } => {
                 write!(f, "nat {nat}: drop {src} -> {dst} (no free external port)")
             }
@@ -446,6 +457,9 @@ pub struct Nat {
     paired: BTreeMap<IpAddr, Ipv4Addr>,
     /// Last port allocated per public IP, for sequential allocation.
     last_port: BTreeMap<Ipv4Addr, u16>,
+    /// Background flows already accounted for (see
+    /// [`NatSpec::background_flows`]).
+    background_seen: u64,
 }
 
 impl Nat {
@@ -462,6 +476,7 @@ impl Nat {
             tracked_deadlines: BinaryHeap::new(),
             paired: BTreeMap::new(),
             last_port: BTreeMap::new(),
+            background_seen: 0,
         }
     }
 
@@ -714,6 +729,7 @@ impl Nat {
             }
             _ if existing.is_some() => key,
             _ => {
+                self.run_background(now, log);
                 let external = self.allocate(internal, remote, log)?;
                 self.insert_mapping(now, key, external);
                 log.push(NatDecision::MappingCreated {
@@ -813,6 +829,30 @@ impl Nat {
         let port = internal.port();
         let ext = SocketAddrV4::new(self.paired_ip(internal.ip())?, port);
         ((lo..=hi).contains(&port) && !self.by_external.contains_key(&ext)).then_some(ext)
+    }
+
+    /// Lets the neighbours' flows since the last allocation take their ports
+    /// from the sequential allocator, lazily: only the pointer moves, as if
+    /// each flow came and went (RFC 4787 §4.2.2's "port overloading" aside).
+    fn run_background(&mut self, now: Duration, log: &mut Vec<NatDecision>) {
+        let rate = u128::from(self.spec.background_flows);
+        let due = (now.as_nanos() * rate / 1_000_000_000) as u64;
+        let new = due.saturating_sub(self.background_seen);
+        self.background_seen = due;
+        let PortPolicy::Sequential { delta } = self.spec.ports else { return };
+        if new == 0 {
+            return;
+        }
+        let (lo, hi) = (i64::from(self.spec.port_range.0.max(1)), i64::from(self.spec.port_range.1));
+        if lo > hi {
+            return;
+        }
+        let span = hi - lo + 1;
+        let step = (i64::from(delta) * (new % span as u64) as i64).rem_euclid(span);
+        for port in self.last_port.values_mut() {
+            *port = (lo + (i64::from(*port) - lo + step).rem_euclid(span)) as u16;
+        }
+        log.push(NatDecision::Background { nat: self.name.clone(), flows: new });
     }
 
     fn behaviour_key(&self, internal: SocketAddr, remote: SocketAddr) -> MappingKey {

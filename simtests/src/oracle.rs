@@ -34,9 +34,8 @@ pub struct Expectation {
     pub reason: &'static str,
 }
 
-/// The strategies the core implements today. Prediction and birthday probing
-/// arrive with issue 4; adding them here is all the oracle needs.
-pub const IMPLEMENTED: &[Strategy] = &[Strategy::Punch, Strategy::RelayOnly];
+/// The strategies the core implements: all four.
+pub const IMPLEMENTED: &[Strategy] = &[Strategy::Punch, Strategy::Predict, Strategy::Birthday, Strategy::RelayOnly];
 
 /// What a correct client behind `spec` measures (DESIGN §3, "NAT profile"):
 /// the device's own RFC 4787 behaviour, public for the `open` router, and
@@ -81,11 +80,14 @@ pub fn profile_of(spec: &NatSpec) -> NatProfile {
 ///   side's mapping toward the cone accepts: `Punch`, direct.
 /// - **Port-restricted cone ↔ symmetric**: the cone drops every port it has
 ///   not sent to, and the symmetric side's port toward it is unknown. Only
-///   prediction (sequential ports: `Predict`) or birthday probing (random
-///   ports: `Birthday`) can find it; not implemented yet, so not direct.
+///   prediction (sequential ports: `Predict`, the cone opens a window of the
+///   predicted next ports) or birthday probing (random ports: `Birthday`, a
+///   pool of mappings on one side, random probes from the other) can find it.
 /// - **Symmetric ↔ symmetric**: neither port is known. Two sequential NATs can
-///   predict each other (`Predict`); any random side makes it hopeless. Not
-///   direct today either way.
+///   predict each other (`Predict`, both open their windows in the same
+///   order). A random side makes it hopeless: its port toward the peer cannot
+///   be predicted, and birthday probing needs a side whose port toward the
+///   peer is fixed, which neither is.
 pub fn expect(a: Option<&NatSpec>, b: Option<&NatSpec>) -> Expectation {
     expect_with(a, b, IMPLEMENTED)
 }
@@ -180,6 +182,8 @@ mod tests {
     const D: bool = true;
     const R: bool = false;
     const P: Strategy = Strategy::Punch;
+    const Q: Strategy = Strategy::Predict;
+    const B: Strategy = Strategy::Birthday;
     const O: Strategy = Strategy::RelayOnly;
 
     /// The 8x8 matrix, rows `a`, columns `b` in [`Preset::MATRIX`] order:
@@ -189,11 +193,11 @@ mod tests {
         /* open */ [(D, P), (D, P), (D, P), (D, P), (D, P), (D, P), (D, P), (D, P)],
         /* full-cone */ [(D, P), (D, P), (D, P), (D, P), (D, P), (D, P), (D, P), (D, P)],
         /* restricted */ [(D, P), (D, P), (D, P), (D, P), (D, P), (D, P), (D, P), (D, P)],
-        /* port-restr */ [(D, P), (D, P), (D, P), (D, P), (R, O), (R, O), (D, P), (R, O)],
-        /* sym-seq */ [(D, P), (D, P), (D, P), (R, O), (R, O), (R, O), (R, O), (R, O)],
-        /* sym-random */ [(D, P), (D, P), (D, P), (R, O), (R, O), (R, O), (R, O), (R, O)],
-        /* linux */ [(D, P), (D, P), (D, P), (D, P), (R, O), (R, O), (D, P), (R, O)],
-        /* linux-random */ [(D, P), (D, P), (D, P), (R, O), (R, O), (R, O), (R, O), (R, O)],
+        /* port-restr */ [(D, P), (D, P), (D, P), (D, P), (D, Q), (D, B), (D, P), (D, B)],
+        /* sym-seq */ [(D, P), (D, P), (D, P), (D, Q), (D, Q), (R, O), (D, Q), (R, O)],
+        /* sym-random */ [(D, P), (D, P), (D, P), (D, B), (R, O), (R, O), (D, B), (R, O)],
+        /* linux */ [(D, P), (D, P), (D, P), (D, P), (D, Q), (D, B), (D, P), (D, B)],
+        /* linux-random */ [(D, P), (D, P), (D, P), (D, B), (R, O), (R, O), (D, B), (R, O)],
     ];
 
     #[test]
@@ -213,12 +217,16 @@ mod tests {
 
     #[test]
     fn the_cores_choice_and_the_physics_agree_on_every_matrix_pair() {
-        // Given today's strategies, a direct path exists exactly when the
-        // core punches: otherwise the core wastes probes or misses a path.
+        // Given every strategy implemented, a direct path exists exactly when
+        // the core tries for one, and with the strategy the physics needs:
+        // otherwise the core wastes probes or misses a path.
         for a in Preset::MATRIX {
             for b in Preset::MATRIX {
                 let e = expect_presets(a, b);
-                assert_eq!(e.direct, e.strategy == Strategy::Punch, "{a} / {b}");
+                assert_eq!(e.direct, e.strategy != Strategy::RelayOnly, "{a} / {b}");
+                let spec = |p: Preset| p.spec(p.name(), vec![[198, 51, 100, 1].into()]);
+                let (needed, _) = needed_strategy(Side::of(Some(&spec(a))), Side::of(Some(&spec(b))));
+                assert_eq!(needed.unwrap_or(Strategy::RelayOnly), e.strategy, "{a} / {b}");
             }
         }
     }

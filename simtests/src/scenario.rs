@@ -99,6 +99,8 @@ pub struct NatOverrides {
     pub inbound_refreshes: Option<bool>,
     /// `blocks_udp`.
     pub blocks_udp: Option<bool>,
+    /// `background_flows`.
+    pub background_flows: Option<u32>,
 }
 
 impl NatDecl {
@@ -115,6 +117,7 @@ impl NatDecl {
         spec.unsolicited = o.unsolicited.unwrap_or(spec.unsolicited);
         spec.inbound_refreshes = o.inbound_refreshes.unwrap_or(spec.inbound_refreshes);
         spec.blocks_udp = o.blocks_udp.unwrap_or(spec.blocks_udp);
+        spec.background_flows = o.background_flows.unwrap_or(spec.background_flows);
         spec.behind = self.behind.clone();
         spec
     }
@@ -307,6 +310,7 @@ struct RawNat {
     inbound_refreshes: Option<bool>,
     blocks_udp: Option<bool>,
     behind: Option<String>,
+    background_flows: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -489,6 +493,7 @@ impl Ctx<'_> {
             unsolicited,
             inbound_refreshes: raw.inbound_refreshes,
             blocks_udp: raw.blocks_udp,
+            background_flows: raw.background_flows,
         };
         if preset == Preset::Open {
             // The open router translates nothing: these fields would be
@@ -503,6 +508,7 @@ impl Ctx<'_> {
                 ("hairpin", raw.hairpin.is_some()),
                 ("unsolicited", raw.unsolicited.is_some()),
                 ("inbound_refreshes", raw.inbound_refreshes.is_some()),
+                ("background_flows", raw.background_flows.is_some()),
             ];
             if let Some((field, _)) = set.iter().find(|(_, is_set)| *is_set) {
                 return Err(self

@@ -79,6 +79,7 @@ fn every_example_scenario_parses_and_says_what_it_shows() {
     assert_eq!(
         names,
         [
+            "birthday-linux-random.toml",
             "cgnat-nested.toml",
             "full-cone-pair.toml",
             "linux-late-start.toml",
@@ -87,8 +88,9 @@ fn every_example_scenario_parses_and_says_what_it_shows() {
             "nat-reboot.toml",
             "path-breaks-and-recovers.toml",
             "peer-moves.toml",
-            "port-restricted-vs-symmetric-random.toml",
+            "predict-chatty-neighbour.toml",
             "same-nat-no-hairpin.toml",
+            "symmetric-random-pair.toml",
         ]
     );
     for file in files {
@@ -147,8 +149,12 @@ fn the_oracle_agrees_with_what_the_two_peer_examples_expect() {
     };
     let cone = pair("full-cone-pair.toml");
     assert_eq!((cone.direct, cone.strategy), (true, Strategy::Punch));
-    let relayed = pair("port-restricted-vs-symmetric-random.toml");
+    let relayed = pair("symmetric-random-pair.toml");
     assert_eq!((relayed.direct, relayed.strategy), (false, Strategy::RelayOnly));
+    let birthday = pair("birthday-linux-random.toml");
+    assert_eq!((birthday.direct, birthday.strategy), (true, Strategy::Birthday));
+    let predict = pair("predict-chatty-neighbour.toml");
+    assert_eq!((predict.direct, predict.strategy), (true, Strategy::Predict));
     let linux = pair("linux-late-start.toml");
     assert_eq!((linux.direct, linux.strategy), (true, Strategy::Punch));
 }
@@ -164,7 +170,7 @@ fn unknown_field_names_give_file_line_and_field() {
         error(&BASE.replacen("preset = \"port-restricted-cone\"", "preset = \"port-restricted-cone\"\ncolour = 1", 1)),
         "scenarios/x.toml:11: field `nat[0].colour`: unknown field `colour`, expected one of `name`, `public_ips`, \
          `preset`, `mapping`, `filtering`, `ports`, `port_delta`, `port_range`, `timeout`, `hairpin`, \
-         `unsolicited`, `inbound_refreshes`, `blocks_udp`, `behind`"
+         `unsolicited`, `inbound_refreshes`, `blocks_udp`, `behind`, `background_flows`"
     );
     let link_fields = "expected one of `latency`, `jitter`, `loss`, `loss_burst`, `duplicate`, `reorder`, `bandwidth`";
     assert_eq!(

@@ -48,15 +48,49 @@ fn full_cone_pair() {
 }
 
 #[test]
-fn port_restricted_vs_symmetric_random() {
-    let (_, c, trace) = run_example("port-restricted-vs-symmetric-random");
-    insta::assert_snapshot!("port-restricted-vs-symmetric-random", trace);
+fn symmetric_random_pair() {
+    let (_, c, trace) = run_example("symmetric-random-pair");
+    insta::assert_snapshot!("symmetric-random-pair", trace);
     assert_eq!(c.outcome, Outcome::Relay);
     assert_eq!(c.strategy.as_deref(), Some("relay-only"));
     assert!(c.connect_ms.is_some(), "the relay is usable");
     assert_eq!(c.direct_ms, None);
     assert_eq!((c.probes_from, c.probes_to), (0, 0), "no probe is wasted on a hopeless pair");
     assert_eq!(count(&trace, " Probe"), 0);
+    assert_eq!(count(&trace, " Opener"), 0);
+}
+
+#[test]
+fn predict_chatty_neighbour() {
+    let (_, c, trace) = run_example("predict-chatty-neighbour");
+    insta::assert_snapshot!("predict-chatty-neighbour", trace);
+    assert_eq!(c.outcome, Outcome::Direct);
+    assert_eq!(c.strategy.as_deref(), Some("predict"));
+    assert_eq!(c.fallbacks, 0);
+    // The neighbours really were taking ports, and bob announced a window.
+    assert!(count(&trace, "neighbours opened") > 0);
+    assert_eq!(count(&trace, "Relay[Prediction"), 1, "one attempt, one announcement");
+    assert_eq!(count(&trace, "attempt 0 failed"), 0, "direct on the first attempt");
+}
+
+/// Birthday probing's trace is too long for a readable snapshot (hundreds of
+/// openers and probes); its shape is asserted instead.
+#[test]
+fn birthday_linux_random() {
+    let (_, c, trace) = run_example("birthday-linux-random");
+    assert_eq!(c.outcome, Outcome::Direct);
+    assert_eq!(c.strategy.as_deref(), Some("birthday"));
+    // Given bob behind the random NAT, then bob asked for a pool of 256
+    // sockets and sent a TTL-3 opener from each to both alice candidates, and
+    // every one of them died in the internet, never reaching alice's NAT;
+    assert_eq!(count(&trace, "bob: asks for 256 socket(s)"), 1);
+    assert_eq!(count(&trace, "ttl=3 Opener"), 512);
+    assert_eq!(count(&trace, "internet: TTL 2 expired 198.51.100.6:"), 512);
+    // alice probed random ports within the budget, and bob released every
+    // pool socket but the one that carries the path (plus, earlier, the NAT
+    // discovery's filtering socket).
+    assert!(c.probes_from > 0 && c.probes_from <= 1024 + 16, "{} probes", c.probes_from);
+    assert_eq!(count(&trace, "bob: releases socket"), 255 + 1);
 }
 
 #[test]
