@@ -51,9 +51,16 @@ impl ClientHandle {
     /// Binds the primary socket at `bind` and starts a client that logs in
     /// at once.
     ///
-    /// Bind a concrete IP (not `0.0.0.0`) where possible: the primary's
-    /// local address is the host candidate the client announces.
+    /// The primary's local address is the host candidate the client
+    /// announces, and a peer cannot reach "0.0.0.0": an unspecified IP in
+    /// `bind` is replaced by the local IP the system routes toward the
+    /// server. Extra sockets are bound on the same IP, port 0.
     pub fn start(config: ClientConfig, bind: SocketAddr) -> io::Result<ClientHandle> {
+        let bind = if bind.ip().is_unspecified() {
+            SocketAddr::new(route_ip(bind, config.server)?, bind.port())
+        } else {
+            bind
+        };
         Self::start_on(config, std::net::UdpSocket::bind(bind)?)
     }
 
@@ -140,6 +147,14 @@ impl Drop for ClientHandle {
             debug!(error = %e, "client thread ended with an error");
         }
     }
+}
+
+/// The local IP the system would send from toward `server` (a connected UDP
+/// socket sends nothing; it only picks a route).
+pub(crate) fn route_ip(bind: SocketAddr, server: SocketAddr) -> io::Result<std::net::IpAddr> {
+    let probe = std::net::UdpSocket::bind(SocketAddr::new(bind.ip(), 0))?;
+    probe.connect(server)?;
+    Ok(probe.local_addr()?.ip())
 }
 
 fn stopped() -> io::Error {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use mio::Waker;
-use punchline_core::server::{Server, ServerEvent};
+use punchline_core::server::{Server, ServerConfig, ServerEvent};
 use punchline_core::SocketId;
 
 use crate::endpoint::Endpoint;
@@ -49,6 +49,37 @@ impl ServerRunner {
             })
             .collect::<io::Result<Vec<(SocketId, std::net::UdpSocket)>>>()?;
         Ok(ServerRunner { endpoint: Endpoint::new(server, bound)?, stop: Arc::new(AtomicBool::new(false)) })
+    }
+
+    /// Builds the server from `config`, first choosing free ports for a
+    /// primary or alternate address given with port 0.
+    ///
+    /// The machine must know its real ports (it answers "from the other port"
+    /// by address), so port 0 is resolved by binding before the machine is
+    /// built; if a crossed RFC 5780 port turns out to be taken, new ports are
+    /// tried a few times before giving up.
+    pub fn bind_config(mut config: ServerConfig) -> io::Result<ServerRunner> {
+        let wants_port = config.primary.port() == 0 || config.alternate.is_some_and(|a| a.port() == 0);
+        if !wants_port {
+            return Self::bind(Server::new(config, Instant::now()));
+        }
+        let (primary, alternate) = (config.primary, config.alternate);
+        let mut last_error = None;
+        for _ in 0..16 {
+            // Hold the primary's port while the alternate's is chosen, so
+            // they differ.
+            let p = std::net::UdpSocket::bind(primary)?;
+            let a = alternate.map(std::net::UdpSocket::bind).transpose()?;
+            config.primary = p.local_addr()?;
+            config.alternate = a.as_ref().map(std::net::UdpSocket::local_addr).transpose()?;
+            drop((p, a));
+            match Self::bind(Server::new(config.clone(), Instant::now())) {
+                Ok(runner) => return Ok(runner),
+                Err(e) if e.kind() == io::ErrorKind::AddrInUse => last_error = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| io::Error::new(io::ErrorKind::AddrInUse, "no free ports")))
     }
 
     /// The bound addresses, in socket id order (primary first). A configured

@@ -1,36 +1,27 @@
 //! A server and two clients on loopback, driven by punchline-mio.
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use punchline_core::client::{ClientConfig, ClientEvent};
 use punchline_core::nat::{FilteringBehavior, MappingBehavior};
-use punchline_core::server::{Server, ServerConfig};
+use punchline_core::server::ServerConfig;
 use punchline_mio::{ClientHandle, ServerRunner, ShutdownHandle};
 
-/// A port that was free a moment ago on both loopback IPs we use.
-fn free_port() -> u16 {
-    loop {
-        let a = UdpSocket::bind("127.0.0.1:0").expect("bind loopback");
-        let port = a.local_addr().expect("local addr").port();
-        if UdpSocket::bind(("127.0.0.2", port)).is_ok() {
-            return port;
-        }
-    }
+fn start_server() -> (SocketAddr, SocketAddr, ShutdownHandle, thread::JoinHandle<std::io::Result<()>>) {
+    let config = ServerConfig::new(addr("127.0.0.1:0"), Some(addr("127.0.0.2:0")));
+    let runner = ServerRunner::bind_config(config).expect("server binds");
+    let addrs = runner.local_addrs();
+    assert_eq!(addrs.len(), 4, "primary, alternate and two crossed sockets: {addrs:?}");
+    let (primary, alt) = (addrs[0].1, addrs[1].1);
+    let handle = runner.shutdown_handle();
+    let thread = thread::spawn(move || runner.run(|_| {}));
+    (primary, alt, handle, thread)
 }
 
-fn start_server() -> (SocketAddr, SocketAddr, ShutdownHandle, thread::JoinHandle<std::io::Result<()>>) {
-    loop {
-        let primary: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-        let alt: SocketAddr = format!("127.0.0.2:{}", free_port()).parse().expect("addr");
-        let server = Server::new(ServerConfig::new(primary, Some(alt)), Instant::now());
-        // Another test may grab a crossed port between the probe and here: retry.
-        let Ok(runner) = ServerRunner::bind(server) else { continue };
-        let handle = runner.shutdown_handle();
-        let thread = thread::spawn(move || runner.run(|_| {}));
-        return (primary, alt, handle, thread);
-    }
+fn addr(s: &str) -> SocketAddr {
+    s.parse().expect("test address parses")
 }
 
 fn wait_for(client: &ClientHandle, what: &str, mut pred: impl FnMut(&ClientEvent) -> bool) -> ClientEvent {
