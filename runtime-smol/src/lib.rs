@@ -56,19 +56,15 @@
 //!     let any: SocketAddr = "127.0.0.1:0".parse()?;
 //!     let alice = Client::start(ClientConfig::new("alice", server_addr), any).await?;
 //!     let bob = Client::start(ClientConfig::new("bob", server_addr), any).await?;
+//!     let incoming = bob.accept(); // from now on, sessions peers open queue here
 //!     bob.wait_logged_in().await?;
 //!     alice.wait_logged_in().await?;
 //!
-//!     // Bob takes sessions that peers open; Alice opens one and talks.
-//!     let accepted = smol::spawn({
-//!         let bob = bob.clone();
-//!         async move { bob.accept().await }
-//!     });
-//!     # smol::Timer::after(std::time::Duration::from_millis(50)).await;
+//!     // Alice opens a session with Bob and talks.
 //!     let to_bob = alice.connect_session("bob").await?;
 //!     to_bob.send(b"hello bob").await?;
 //!
-//!     let from_alice = accepted.await.expect("bob is running");
+//!     let from_alice = incoming.await.expect("bob is running");
 //!     assert_eq!(from_alice.peer(), "alice");
 //!     assert_eq!(from_alice.recv().await.as_deref(), Some(&b"hello bob"[..]));
 //!

@@ -83,10 +83,7 @@ fn two_clients_go_direct_and_data_flows_both_ways_even_without_the_server() {
         let server = TestServer::start();
         let alice = client(&server, "alice").await;
         let bob = client(&server, "bob").await;
-        let accepting = smol::spawn({
-            let bob = bob.clone();
-            async move { bob.accept().await }
-        });
+        let accepting = bob.accept();
         let bob_reflexive = guard("bob's login", bob.wait_logged_in()).await.expect("bob logs in");
         guard("alice's login", alice.wait_logged_in()).await.expect("alice logs in");
         assert_eq!(bob_reflexive, bob.local_addr(), "no NAT on loopback");
@@ -220,10 +217,7 @@ fn shutdown_logs_out_closes_sessions_and_ends_the_event_stream() {
         let server = TestServer::start();
         let alice = client(&server, "alice").await;
         let bob = client(&server, "bob").await;
-        let accepting = smol::spawn({
-            let bob = bob.clone();
-            async move { bob.accept().await }
-        });
+        let accepting = bob.accept();
         guard("logins", async {
             alice.wait_logged_in().await.expect("alice");
             bob.wait_logged_in().await.expect("bob");
@@ -297,10 +291,7 @@ fn a_session_dropped_by_its_owner_is_closed_for_the_peer() {
         let server = TestServer::start();
         let alice = client(&server, "alice").await;
         let bob = client(&server, "bob").await;
-        let accepting = smol::spawn({
-            let bob = bob.clone();
-            async move { bob.accept().await }
-        });
+        let accepting = bob.accept();
         guard("logins", async {
             alice.wait_logged_in().await.expect("alice");
             bob.wait_logged_in().await.expect("bob");

@@ -4,8 +4,8 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::future::poll_fn;
-use std::net::{IpAddr, SocketAddr};
 use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -31,15 +31,33 @@ use crate::udp::{Endpoint, Received, SocketSet, RECV_BUFFER};
 #[derive(Debug)]
 pub(crate) enum Command {
     /// Raw connect; the outcome is an event. `reply` gets the core's answer.
-    Connect { peer: String, reply: Option<Sender<Result<(), ConnectError>>> },
+    Connect {
+        peer: String,
+        reply: Option<Sender<Result<(), ConnectError>>>,
+    },
     /// Connect and hand the session to the caller.
-    ConnectSession { peer: String, reply: Sender<Result<SessionParts, Error>> },
+    ConnectSession {
+        peer: String,
+        reply: Sender<Result<SessionParts, Error>>,
+    },
     /// Send; with `wait`, a full window parks the send until acknowledgements
     /// make room, instead of failing.
-    Send { session: SessionId, data: Bytes, wait: bool, reply: Sender<Result<(), SendError>> },
-    Close { session: SessionId },
-    WhenLoggedIn { reply: Sender<Result<SocketAddr, Error>> },
-    SessionInfo { session: SessionId, reply: Sender<Option<SessionInfo>> },
+    Send {
+        session: SessionId,
+        data: Bytes,
+        wait: bool,
+        reply: Sender<Result<(), SendError>>,
+    },
+    Close {
+        session: SessionId,
+    },
+    WhenLoggedIn {
+        reply: Sender<Result<SocketAddr, Error>>,
+    },
+    SessionInfo {
+        session: SessionId,
+        reply: Sender<Option<SessionInfo>>,
+    },
     Shutdown,
 }
 

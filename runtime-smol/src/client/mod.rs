@@ -209,15 +209,18 @@ impl Client {
 
     /// The next session a peer opened with us.
     ///
-    /// From the first call on, sessions that peers open are queued for
+    /// From the first call on — as soon as `accept` is called, even before
+    /// its future is awaited — sessions that peers open are queued for
     /// `accept` instead of appearing as [`ClientEvent::SessionOpened`] in
-    /// [`next_event`](Self::next_event); call it early (before a peer can
-    /// connect, e.g. right after [`start`](Self::start)) so none slips by.
-    /// `None` after shutdown.
-    pub async fn accept(&self) -> Option<Session> {
+    /// [`next_event`](Self::next_event). Call it before a peer can connect
+    /// (e.g. right after [`start`](Self::start), before waiting for the login)
+    /// so none slips by. Resolves to `None` after shutdown.
+    pub fn accept(&self) -> impl std::future::Future<Output = Option<Session>> + Send + '_ {
         self.accepting.store(true, Ordering::SeqCst);
-        let parts = self.incoming.recv().await.ok()?;
-        Some(Session::new(self.clone(), parts))
+        async move {
+            let parts = self.incoming.recv().await.ok()?;
+            Some(Session::new(self.clone(), parts))
+        }
     }
 
     /// Resolves once the server accepted the login, with the reflexive address
