@@ -127,7 +127,14 @@ impl BoundServer {
             while let Some(event) = self.machine.poll_event() {
                 on_event(event);
             }
+            // A timer that is already due runs before the next wait, so a
+            // flood of datagrams cannot starve it.
+            let now = Instant::now();
             match self.machine.poll_timeout() {
+                Some(at) if at <= now => {
+                    self.machine.handle_timeout(now);
+                    continue;
+                }
                 Some(at) => timer.set_at(at),
                 None => timer = Timer::never(),
             }
@@ -161,10 +168,7 @@ impl BoundServer {
                     // peer must not stop the server.
                     debug!(%error, socket = socket.0, "server receive error");
                 }
-                Wake::Timeout => {
-                    self.machine.handle_timeout(now);
-                    timer = Timer::never();
-                }
+                Wake::Timeout => self.machine.handle_timeout(now),
             }
         }
         Ok(self.machine)

@@ -173,21 +173,44 @@ impl Driver {
         let mut timer = Timer::never();
         let mut buf = vec![0u8; RECV_BUFFER];
         let mut last_now = Instant::now();
+        let mut commands_first = true;
         loop {
             self.drain().await;
+            // A timer that is already due runs before the next wait, so a
+            // steady stream of datagrams or commands cannot starve it.
+            let now = Instant::now().max(last_now);
             match self.machine.poll_timeout() {
+                Some(at) if at <= now => {
+                    last_now = now;
+                    self.machine.handle_timeout(now);
+                    self.retry_parked(now);
+                    continue;
+                }
                 Some(at) => timer.set_at(at),
                 None => timer = Timer::never(),
             }
+            // Commands and datagrams take turns being looked at first.
+            commands_first = !commands_first;
             let wake = {
                 let commands = &mut self.commands;
                 let sockets = &mut self.sockets;
                 poll_fn(|cx| {
-                    if let Poll::Ready(c) = commands.as_mut().poll_next(cx) {
-                        return Poll::Ready(Wake::Command(c));
+                    let mut command = |cx: &mut std::task::Context<'_>| match commands.as_mut().poll_next(cx) {
+                        Poll::Ready(c) => Some(Wake::Command(c)),
+                        Poll::Pending => None,
+                    };
+                    if commands_first {
+                        if let Some(wake) = command(cx) {
+                            return Poll::Ready(wake);
+                        }
                     }
                     if let Poll::Ready(r) = sockets.poll_recv(cx, &mut buf) {
                         return Poll::Ready(Wake::Datagram(r));
+                    }
+                    if !commands_first {
+                        if let Some(wake) = command(cx) {
+                            return Poll::Ready(wake);
+                        }
                     }
                     if Pin::new(&mut timer).poll(cx).is_ready() {
                         return Poll::Ready(Wake::Timeout);
