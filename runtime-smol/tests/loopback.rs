@@ -321,3 +321,108 @@ fn a_session_dropped_by_its_owner_is_closed_for_the_peer() {
         server.stop().await;
     });
 }
+
+#[test]
+fn a_session_send_waits_for_window_room_while_the_raw_send_refuses() {
+    smol::block_on(async {
+        // Given a session whose sender may have only two messages in flight
+        let server = TestServer::start();
+        let mut config = server.config("alice");
+        config.send_window = 2;
+        let alice = Client::start(config, "127.0.0.1:0".parse().unwrap()).await.expect("start");
+        let bob = client(&server, "bob").await;
+        let accepting = bob.accept();
+        guard("logins", async {
+            alice.wait_logged_in().await.expect("alice");
+            bob.wait_logged_in().await.expect("bob");
+        })
+        .await;
+        let to_bob = guard("session", alice.connect_session("bob")).await.expect("session");
+        let from_alice = guard("accept", accepting).await.expect("accepted");
+
+        // When the raw API sends four messages at once (all four commands are
+        // queued before the driver runs, so no acknowledgement can come back
+        // in between), the window admits two and refuses the rest
+        let id = to_bob.id();
+        let ((r0, r1), (r2, r3)) = smol::future::zip(
+            smol::future::zip(alice.send(id, b"raw 0"), alice.send(id, b"raw 1")),
+            smol::future::zip(alice.send(id, b"raw 2"), alice.send(id, b"raw 3")),
+        )
+        .await;
+        assert_eq!((r0, r1), (Ok(()), Ok(())));
+        assert!([&r2, &r3].contains(&&Err(SendError::WindowFull)), "{r2:?} {r3:?}");
+        let raw_accepted: Vec<String> = [(2, r2), (3, r3)]
+            .into_iter()
+            .filter(|(_, r)| r.is_ok())
+            .map(|(i, _)| format!("raw {i}"))
+            .fold(vec!["raw 0".to_owned(), "raw 1".to_owned()], |mut v, m| {
+                v.push(m);
+                v
+            });
+
+        // And when a Session sends 50 more, each waits for room: all arrive,
+        // in order, none refused
+        let sending = async {
+            for i in 0..50u32 {
+                to_bob.send(format!("msg {i}").as_bytes()).await.expect("session send waits, never fails");
+            }
+        };
+        let receiving = async {
+            let mut got = Vec::new();
+            while got.len() < raw_accepted.len() + 50 {
+                let data = from_alice.recv().await.expect("data");
+                got.push(String::from_utf8(data.to_vec()).expect("utf-8"));
+            }
+            got
+        };
+        let ((), got) = guard("the transfer", smol::future::zip(sending, receiving)).await;
+        let expected: Vec<String> = raw_accepted.iter().cloned().chain((0..50).map(|i| format!("msg {i}"))).collect();
+        assert_eq!(got, expected);
+
+        alice.shutdown().await;
+        bob.shutdown().await;
+        server.stop().await;
+    });
+}
+
+#[test]
+fn clients_on_ipv6_loopback_go_direct() {
+    // IPv6 exercises the hop-limit path of low-TTL openers.
+    if std::net::UdpSocket::bind("[::1]:0").is_err() {
+        eprintln!("SKIPPED: needs IPv6 on loopback (::1)");
+        return;
+    }
+    smol::block_on(async {
+        // Given a server without an alternate (loopback has one IPv6 address)
+        let bound = BoundServer::bind_config(ServerConfig::new("[::1]:0".parse().unwrap(), None)).expect("bind");
+        let addr = bound.primary();
+        let (stop, stopped) = smol::channel::bounded::<()>(1);
+        let serving = smol::spawn(bound.run(async move {
+            let _ = stopped.recv().await;
+        }));
+        let any: SocketAddr = "[::1]:0".parse().unwrap();
+        let alice = Client::start(ClientConfig::new("alice", addr), any).await.expect("start");
+        let bob = Client::start(ClientConfig::new("bob", addr), any).await.expect("start");
+        let accepting = bob.accept();
+        guard("logins", async {
+            alice.wait_logged_in().await.expect("alice");
+            bob.wait_logged_in().await.expect("bob");
+        })
+        .await;
+
+        // When they open a session, it goes direct and carries data
+        let to_bob = guard("session", alice.connect_session("bob")).await.expect("session");
+        let from_alice = guard("accept", accepting).await.expect("accepted");
+        let (_, remote) = guard("direct", to_bob.wait_direct()).await.expect("direct");
+        assert!(remote.is_ipv6());
+        to_bob.send(b"over v6").await.expect("send");
+        assert_eq!(guard("data", from_alice.recv()).await.as_deref(), Some(&b"over v6"[..]));
+        let stats = alice.driver_stats();
+        assert!(stats.low_ttl_sent > 0 && stats.io_errors == 0, "{stats:?}");
+
+        alice.shutdown().await;
+        bob.shutdown().await;
+        let _ = stop.send(()).await;
+        guard("server stop", serving).await.expect("served");
+    });
+}
