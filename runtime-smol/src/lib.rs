@@ -15,10 +15,10 @@
 //! - sends a transmit with its own TTL when it carries one (hole-punching
 //!   openers, DESIGN §3), restoring the socket's default afterwards;
 //! - binds the extra sockets the client asks for
-//!   ([`ClientEvent::OpenSockets`](punchline_core::client::ClientEvent::OpenSockets):
+//!   ([`ClientEvent::OpenSockets`]:
 //!   NAT filtering discovery, punching retries from fresh ports) on the
 //!   primary socket's IP, and closes them on
-//!   [`ReleaseSocket`](punchline_core::client::ClientEvent::ReleaseSocket);
+//!   [`ReleaseSocket`](ClientEvent::ReleaseSocket);
 //! - shuts down cleanly: the client logs out (closing its sessions and telling
 //!   the server) before its sockets close.
 //!

@@ -426,3 +426,37 @@ fn clients_on_ipv6_loopback_go_direct() {
         guard("server stop", serving).await.expect("served");
     });
 }
+
+#[test]
+fn lookup_and_inspect_see_the_machine() {
+    smol::block_on(async {
+        // Given Alice logged in and Bob not
+        let server = TestServer::start();
+        let alice = client(&server, "alice").await;
+        guard("login", alice.wait_logged_in()).await.expect("login");
+
+        // When Alice looks up Bob, then Alice
+        alice.lookup("bob").await.expect("lookup sent");
+        let bob_online = next_matching(&alice, "bob's lookup", |e| match e {
+            ClientEvent::LookupResult { user, online } if user == "bob" => Some(online),
+            _ => None,
+        })
+        .await;
+        alice.lookup("alice").await.expect("lookup sent");
+        let alice_online = next_matching(&alice, "alice's lookup", |e| match e {
+            ClientEvent::LookupResult { user, online } if user == "alice" => Some(online),
+            _ => None,
+        })
+        .await;
+
+        // Then only Alice is online, and the machine agrees it is logged in
+        assert_eq!((bob_online, alice_online), (false, true));
+        let (logged_in, reflexive) = alice.inspect(|m| (m.is_logged_in(), m.reflexive())).await.expect("running");
+        assert!(logged_in);
+        assert_eq!(reflexive, Some(alice.local_addr()));
+
+        alice.shutdown().await;
+        assert_eq!(alice.inspect(|m| m.is_logged_in()).await, None);
+        server.stop().await;
+    });
+}

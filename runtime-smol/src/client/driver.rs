@@ -58,7 +58,22 @@ pub(crate) enum Command {
         session: SessionId,
         reply: Sender<Option<SessionInfo>>,
     },
+    Lookup {
+        user: String,
+        reply: Sender<Result<(), ConnectError>>,
+    },
+    /// Runs a read-only closure on the machine (it replies by itself).
+    Inspect(Inspector),
     Shutdown,
+}
+
+/// A read-only look at the machine, run inside the driver.
+pub(crate) struct Inspector(pub(crate) Box<dyn FnOnce(&Machine_) + Send>);
+
+impl std::fmt::Debug for Inspector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Inspector")
+    }
 }
 
 /// What the driver shares with a `Session` handle.
@@ -280,6 +295,10 @@ impl Driver {
             Command::SessionInfo { session, reply } => {
                 let _ = reply.try_send(self.machine.session_info(session));
             }
+            Command::Lookup { user, reply } => {
+                let _ = reply.try_send(self.machine.lookup(now, &user));
+            }
+            Command::Inspect(Inspector(f)) => f(&self.machine),
             Command::Shutdown => unreachable!("handled by the loop"),
         }
     }

@@ -238,6 +238,35 @@ impl Client {
         answer.recv().await.ok().flatten()
     }
 
+    /// Asks the server whether `user` is online; the answer comes as
+    /// [`ClientEvent::LookupResult`] from [`next_event`](Self::next_event).
+    pub async fn lookup(&self, user: &str) -> Result<(), ConnectError> {
+        let (reply, answer) = channel::bounded(1);
+        self.command(Command::Lookup { user: user.to_owned(), reply }).await;
+        answer.recv().await.unwrap_or(Err(ConnectError::NotLoggedIn))
+    }
+
+    /// Runs `look` on the client machine, inside the driver, and returns what
+    /// it returns: the machine's NAT profile, stats, sessions, … `None` after
+    /// shutdown. Keep it short: the driver waits for it.
+    ///
+    /// ```no_run
+    /// # async fn f(client: punchline_smol::Client) {
+    /// let profile = client.inspect(|machine| machine.nat_profile()).await;
+    /// # }
+    /// ```
+    pub async fn inspect<R: Send + 'static>(
+        &self,
+        look: impl FnOnce(&punchline_core::client::Client) -> R + Send + 'static,
+    ) -> Option<R> {
+        let (reply, answer) = channel::bounded(1);
+        let run = move |machine: &punchline_core::client::Client| {
+            let _ = reply.try_send(look(machine));
+        };
+        self.command(Command::Inspect(driver::Inspector(Box::new(run)))).await;
+        answer.recv().await.ok()
+    }
+
     /// The driver's counters.
     pub fn driver_stats(&self) -> DriverStats {
         let s = &self.stats;
