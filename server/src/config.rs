@@ -122,9 +122,17 @@ impl FileConfig {
 
     /// Parses TOML text; the error is the parser's message.
     pub fn parse(text: &str) -> Result<FileConfig, String> {
-        toml::from_str(text).map_err(|e: toml::de::Error| match e.span() {
-            Some(span) => format!("line {}: {}", text[..span.start].matches('\n').count() + 1, e.message()),
-            None => e.message().to_owned(),
+        toml::from_str(text).map_err(|e: toml::de::Error| {
+            let Some(span) = e.span() else { return e.message().to_owned() };
+            let line = text[..span.start].matches('\n').count() + 1;
+            // A bad value's message does not name its key: add it.
+            let key = text.lines().nth(line - 1).and_then(|l| l.split_once('=')).map(|(k, _)| k.trim());
+            match key {
+                Some(key) if !key.is_empty() && !e.message().contains(key) => {
+                    format!("line {line}, `{key}`: {}", e.message())
+                }
+                _ => format!("line {line}: {}", e.message()),
+            }
         })
     }
 }

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use punchline_server::config::{os_seed, FileConfig, RuntimeKind, Settings};
 use signal_hook::consts::{SIGINT, SIGTERM};
-use tracing::{error, info};
+use tracing::info;
 
 /// The Punchline server: signaling, presence, NAT discovery and relay over UDP.
 ///
@@ -56,25 +56,29 @@ fn main() -> ExitCode {
         Ok(s) => s,
         Err(e) => return usage_error(&e),
     };
+    // Handlers go in before the addresses are printed: whoever reads those
+    // lines may signal at once.
+    let mut signals = match signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) {
+        Ok(signals) => signals,
+        Err(e) => {
+            eprintln!("punchline-server: cannot install signal handlers: {e}");
+            return ExitCode::from(1);
+        }
+    };
     let runtime = settings.runtime;
     let result = punchline_server::run(settings, |addrs, stopper| {
+        std::thread::spawn(move || {
+            if let Some(signal) = signals.forever().next() {
+                info!(signal, "stopping");
+                stopper.stop();
+            }
+        });
         let mut out = std::io::stdout().lock();
         for (id, addr) in addrs {
             let _ = writeln!(out, "listening {} {addr}", punchline_server::socket_role(*id));
         }
         let _ = out.flush();
         info!(runtime = runtime.name(), sockets = addrs.len(), "serving");
-        match signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) {
-            Ok(mut signals) => {
-                std::thread::spawn(move || {
-                    if let Some(signal) = signals.forever().next() {
-                        info!(signal, "stopping");
-                        stopper.stop();
-                    }
-                });
-            }
-            Err(e) => error!(error = %e, "cannot install signal handlers; stop the server with SIGKILL"),
-        }
     });
     match result {
         Ok(()) => {
