@@ -17,6 +17,9 @@ use punchline_smol::{BoundServer, Client, ClientConfig, PathKind, ServerConfig, 
 
 const INSIDE: &str = "PUNCHLINE_SMOL_TEST_IN_NETNS";
 const GUARD: Duration = Duration::from_secs(60);
+/// A TTL no other packet on this loopback has (Linux's default is 64), so
+/// the firewall can count the openers on the wire.
+const OPENER_TTL: u8 = 7;
 
 async fn guard<T>(what: &str, f: impl Future<Output = T>) -> T {
     smol::future::or(f, async {
@@ -80,6 +83,7 @@ fn retried_from_fresh_sockets() {
             c.alt_server = Some(alternate);
             c.punch_timeout = Duration::from_millis(800);
             c.punch_retry = Duration::from_millis(200);
+            c.opener_ttl = OPENER_TTL;
             c
         };
         let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
@@ -98,6 +102,8 @@ fn retried_from_fresh_sockets() {
         let chain = "{ type filter hook input priority 0; }";
         assert!(run("nft", &["add", "table", "inet", "punchline_test"]), "nft table");
         assert!(run("nft", &["add", "chain", "inet", "punchline_test", "input", chain]), "nft chain");
+        let ttl = OPENER_TTL.to_string();
+        assert!(run("nft", &["add", "rule", "inet", "punchline_test", "input", "ip", "ttl", &ttl, "counter"]), "nft");
         for (from, to) in [(&a, &b), (&b, &a)] {
             let rule =
                 ["add", "rule", "inet", "punchline_test", "input", "udp", "sport", from, "udp", "dport", to, "drop"];
@@ -142,5 +148,21 @@ fn retried_from_fresh_sockets() {
         bob.shutdown().await;
         let _ = stop.send(()).await;
         guard("server stop", serving).await.expect("served");
+
+        // And exactly the openers the drivers sent with a TTL carried it on
+        // the wire: the default TTL was restored for everything else
+        let openers = alice.driver_stats().low_ttl_sent + bob.driver_stats().low_ttl_sent;
+        assert!(openers > 0);
+        eprintln!("openers sent with TTL {OPENER_TTL}: {openers}");
+        assert_eq!(packets_counted_with_ttl(OPENER_TTL), openers);
     });
+}
+
+/// The packets the `ip ttl N counter` rule counted.
+fn packets_counted_with_ttl(ttl: u8) -> u64 {
+    let out = Command::new("nft").args(["list", "chain", "inet", "punchline_test", "input"]).output().expect("nft");
+    let listing = String::from_utf8_lossy(&out.stdout);
+    let line = listing.lines().find(|l| l.contains(&format!("ip ttl {ttl} counter"))).expect("the counter rule");
+    let mut words = line.split_whitespace().skip_while(|w| *w != "packets");
+    words.nth(1).and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("a packet count in {line:?}"))
 }
