@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use punchline_core::client::{
-    Client as Machine_, ClientConfig, ClientEvent, ConnectError, PathKind, SendError, SessionInfo,
+    Client as CoreClient, ClientConfig, ClientEvent, ConnectError, PathKind, SendError, SessionInfo,
 };
 use punchline_core::wire::frame::{CloseReason, SessionId};
 use punchline_core::{Machine, SocketId};
@@ -68,7 +68,7 @@ pub(crate) enum Command {
 }
 
 /// A read-only look at the machine, run inside the driver.
-pub(crate) struct Inspector(pub(crate) Box<dyn FnOnce(&Machine_) + Send>);
+pub(crate) struct Inspector(pub(crate) Box<dyn FnOnce(&CoreClient) + Send>);
 
 impl std::fmt::Debug for Inspector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -121,7 +121,7 @@ enum ConnectWaiter {
 }
 
 pub(crate) struct Driver {
-    machine: Machine_,
+    machine: CoreClient,
     sockets: SocketSet,
     next_socket: u32,
     /// The IP extra sockets bind on (the primary's, possibly unspecified).
@@ -166,7 +166,7 @@ impl Driver {
         sockets.insert(SocketId(0), primary);
         SharedStats::add(&stats.sockets_open, 1);
         Driver {
-            machine: Machine_::new(config, (SocketId(0), advertised), Instant::now()),
+            machine: CoreClient::new(config, (SocketId(0), advertised), Instant::now()),
             sockets,
             next_socket: 1,
             bind_ip,
