@@ -10,18 +10,27 @@ use std::time::Duration;
 
 const GUARD: Duration = Duration::from_secs(60);
 
-/// Builds the example with the test profile (whose dependencies `cargo test`
-/// has already built; a no-op when the example is up to date) and returns its
-/// path in the same target directory as this test binary.
+/// Builds the example with the profile this test was built with (so the
+/// dependencies `cargo test` built are reused; a no-op when the example is up
+/// to date) and returns the executable's path, as cargo reports it.
 fn chat_binary() -> PathBuf {
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "--quiet", "--profile", "test", "-p", "punchline-smol", "--example", "chat"])
-        .status()
-        .expect("run cargo");
-    assert!(status.success(), "building the chat example failed");
     let exe = std::env::current_exe().expect("test path");
-    let debug_dir = exe.parent().and_then(|deps| deps.parent()).expect("target/debug");
-    debug_dir.join("examples").join(format!("chat{}", std::env::consts::EXE_SUFFIX))
+    let release = exe.parent().and_then(|deps| deps.parent()).is_some_and(|dir| dir.ends_with("release"));
+    let profile = if release { ["--profile", "release"] } else { ["--profile", "test"] };
+    let out = Command::new(env!("CARGO"))
+        .args(["build", "--quiet", "--message-format=json", "-p", "punchline-smol", "--example", "chat"])
+        .args(profile)
+        .output()
+        .expect("run cargo");
+    assert!(out.status.success(), "building the chat example failed: {}", String::from_utf8_lossy(&out.stderr));
+    // One JSON message per line; the example's artifact names its executable.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let artifact = stdout
+        .lines()
+        .find(|l| l.contains(r#""reason":"compiler-artifact""#) && l.contains(r#""name":"chat""#))
+        .expect("cargo reported the chat example");
+    let path = artifact.split(r#""executable":""#).nth(1).and_then(|rest| rest.split('"').next()).expect("a path");
+    PathBuf::from(path.replace("\\\\", "\\"))
 }
 
 /// A running chat: its stdin, and its stdout and stderr lines as they come.
