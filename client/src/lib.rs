@@ -1,4 +1,18 @@
-//! `punchline-client`: the `punchline` command-line client (`nat-check`,
-//! `listen`, `connect`, `send`, `inbox`) around [`punchline_core::client::Client`].
+//! `punchline-client`: the `punchline` command-line client around
+//! [`punchline_core::client::Client`], on the runtime of your choice.
 //!
-//! Status: placeholder. Issue 5 fills it.
+//! - [`commands`]: `nat-check`, `listen`, `connect`;
+//! - [`ping`]: the tiny ping protocol `listen` and `connect` speak over
+//!   session data;
+//! - [`runtime`]: the blocking interface over `punchline-mio` and
+//!   `punchline-smol`;
+//! - [`nat`]: RFC 4787 names and the nearest simulator preset;
+//! - [`stun`]: reflexive discovery against a standard STUN server;
+//! - [`exit`]: errors and their exit codes.
+
+pub mod commands;
+pub mod exit;
+pub mod nat;
+pub mod ping;
+pub mod runtime;
+pub mod stun;

@@ -1,0 +1,587 @@
+//! The commands: `nat-check`, `listen`, `connect`.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use punchline_core::client::{ClientConfig, ClientEvent, ConnectError, ConnectFailure};
+use punchline_core::nat::{NatProfile, PortAllocation, Strategy};
+use punchline_core::wire::frame::{CloseReason, ErrorCode, SessionId};
+use serde_json::{json, Value};
+
+use crate::exit::Failure;
+use crate::nat::{filtering_name, mapping_name, nearest_preset, ports_name};
+use crate::ping::Ping;
+use crate::runtime::{self, ClientRuntime, Next, RuntimeKind};
+
+/// Settings every command shares.
+#[derive(Clone, Debug)]
+pub struct Common {
+    /// The server's primary address.
+    pub server: SocketAddr,
+    /// The server's alternate address (NAT discovery).
+    pub alt_server: Option<SocketAddr>,
+    /// Who we log in as.
+    pub user: String,
+    /// The runtime.
+    pub runtime: RuntimeKind,
+    /// The primary socket's address (default: the IP routed toward the
+    /// server, any free port).
+    pub bind: Option<SocketAddr>,
+    /// How long the login may take before the server counts as unreachable.
+    pub server_timeout: Duration,
+    /// A session silent for this long closes (the peer vanished).
+    pub session_timeout: Option<Duration>,
+    /// Seeds the client's random choices.
+    pub seed: u64,
+}
+
+impl Common {
+    fn client_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new(self.user.clone(), self.server);
+        config.alt_server = self.alt_server;
+        config.seed = self.seed;
+        config.server_timeout = self.server_timeout;
+        if let Some(t) = self.session_timeout {
+            config.session_timeout = t;
+        }
+        config
+    }
+
+    fn bind_addr(&self) -> SocketAddr {
+        self.bind.unwrap_or_else(|| SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), 0))
+    }
+
+    fn start(&self) -> Result<Box<dyn ClientRuntime>, Failure> {
+        Ok(runtime::start(self.runtime, self.client_config(), self.bind_addr())?)
+    }
+
+    fn start_on_port(&self, bind: SocketAddr) -> Result<Box<dyn ClientRuntime>, Failure> {
+        Ok(runtime::start(self.runtime, self.client_config(), bind)?)
+    }
+}
+
+/// `nat-check` options.
+#[derive(Clone, Debug, Default)]
+pub struct NatCheck {
+    /// A standard STUN server for the reflexive address.
+    pub stun: Option<String>,
+    /// JSON output.
+    pub json: bool,
+}
+
+/// `connect` options.
+#[derive(Clone, Debug)]
+pub struct Connect {
+    /// Whom to connect to.
+    pub peer: String,
+    /// Pings to send.
+    pub pings: u32,
+    /// Time between pings.
+    pub interval: Duration,
+    /// Limit for the session to open, and for outstanding pongs after the
+    /// last ping.
+    pub timeout: Duration,
+    /// Limit for the first punching attempt before pinging starts.
+    pub direct_wait: Duration,
+    /// JSON output.
+    pub json: bool,
+}
+
+/// `nat-check`: logs in, measures the NAT, prints the profile.
+pub fn nat_check(common: &Common, opts: &NatCheck) -> Result<(), Failure> {
+    let mut stun_reflexive = None;
+    let rt = match &opts.stun {
+        Some(stun_server) => {
+            // Ask STUN from a socket bound where the client will bind, then
+            // hand the same local address to the client, so both reflexive
+            // addresses describe one mapping.
+            let probe_bind = match common.bind {
+                Some(b) => b,
+                None => SocketAddr::new(route_ip(common.server)?, 0),
+            };
+            let socket = std::net::UdpSocket::bind(probe_bind)?;
+            let local = socket.local_addr()?;
+            let server = crate::stun::resolve(stun_server, local)?;
+            stun_reflexive = Some((stun_server.clone(), crate::stun::reflexive(&socket, server, common.seed)?));
+            drop(socket);
+            common.start_on_port(local)?
+        }
+        None => common.start()?,
+    };
+    let local = rt.local_addr();
+    let deadline = Instant::now() + common.server_timeout;
+    let server_reflexive = wait_logged_in(rt.as_ref(), common, deadline)?;
+    // The profile comes after discovery (a few round trips and at most
+    // the discovery timeout per step); without an alternate address the
+    // mapping and filtering cannot be measured.
+    let profile = if common.alt_server.is_some() {
+        let deadline = Instant::now() + common.server_timeout;
+        loop {
+            match rt.next_event(deadline) {
+                Next::Event(ClientEvent::NatProfile(p)) => break p,
+                Next::Event(_) => {}
+                Next::Idle | Next::Stopped => {
+                    return Err(Failure::Timeout {
+                        after: humantime::format_duration(common.server_timeout).to_string(),
+                        waiting_for: "NAT discovery did not finish".into(),
+                    })
+                }
+            }
+        }
+    } else {
+        NatProfile { public: server_reflexive == local, ..NatProfile::default() }
+    };
+    rt.shutdown()?;
+
+    let reflexive = stun_reflexive.as_ref().map_or(server_reflexive, |(_, a)| *a);
+    let delta = match profile.ports {
+        Some(PortAllocation::Sequential { delta }) => Some(delta),
+        _ => None,
+    };
+    let report = json!({
+        "reflexive": reflexive.to_string(),
+        "mapping": profile.mapping.map(mapping_name),
+        "filtering": profile.filtering.map(filtering_name),
+        "ports": profile.ports.map(ports_name),
+        "port_delta": delta,
+        "preset": nearest_preset(&profile),
+        "public": profile.public,
+        "local": local.to_string(),
+        "server_reflexive": server_reflexive.to_string(),
+        "stun": stun_reflexive.as_ref().map(|(s, _)| s.clone()),
+    });
+    if opts.json {
+        println!("{report}");
+    } else {
+        let text = |v: &Value| v.as_str().map_or_else(|| "unmeasured".to_owned(), str::to_owned);
+        let via = stun_reflexive.as_ref().map_or_else(|| "via the server".to_owned(), |(s, _)| format!("via STUN {s}"));
+        println!("reflexive  {reflexive} ({via})");
+        println!("local      {local}");
+        println!("mapping    {}", text(&report["mapping"]));
+        println!("filtering  {}", text(&report["filtering"]));
+        let ports = text(&report["ports"]);
+        match delta {
+            Some(d) => println!("ports      {ports} (delta {d:+})"),
+            None => println!("ports      {ports}"),
+        }
+        println!("preset     {}", text(&report["preset"]));
+    }
+    Ok(())
+}
+
+/// `listen`: stays online, accepts sessions, answers pings, prints events,
+/// until SIGINT or SIGTERM.
+pub fn listen(common: &Common, json_out: bool) -> Result<(), Failure> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&stop))?;
+    }
+    let rt = common.start()?;
+    let deadline = Instant::now() + common.server_timeout;
+    let reflexive = wait_logged_in(rt.as_ref(), common, deadline)?;
+    let mut printer = Printer { json: json_out, sessions: BTreeMap::new() };
+    printer.line(json!({"event": "logged-in", "peer": null, "path": null, "user": common.user,
+        "local": rt.local_addr().to_string(), "reflexive": reflexive.to_string()}));
+    while !stop.load(Ordering::SeqCst) {
+        let event = match rt.next_event(Instant::now() + Duration::from_millis(200)) {
+            Next::Event(e) => e,
+            Next::Idle => continue,
+            Next::Stopped => return Err(std::io::Error::other("the client stopped unexpectedly").into()),
+        };
+        if let ClientEvent::DataReceived { session, data } = &event {
+            if let Some(answer) = Ping::decode(data).and_then(Ping::answer) {
+                // A full send window only delays the pong: the pinger counts
+                // it as unanswered, which is the truth.
+                let _ = rt.send(*session, &answer.encode())?;
+            }
+        }
+        printer.event(&event);
+    }
+    rt.shutdown()?;
+    Ok(())
+}
+
+/// What `connect` measured, printed at the end.
+#[derive(Debug, Default)]
+struct ConnectReport {
+    session: Option<SessionId>,
+    strategy: Option<Strategy>,
+    direct: bool,
+    connect_ms: Option<f64>,
+    direct_ms: Option<f64>,
+    rtts_ms: Vec<f64>,
+    pings_sent: u32,
+    fallbacks: u32,
+}
+
+/// `connect PEER`: opens a session, waits (bounded) for the punch, sends the
+/// pings, prints the path and timings.
+///
+/// The wait rule: after the session opens (on the relay), pinging starts when
+/// the path went direct, or the first punching attempt failed, or the
+/// strategy is relay-only, or `--direct-wait` passed, whichever comes first.
+/// The reported `outcome` is the path at the end.
+pub fn connect(common: &Common, opts: &Connect) -> Result<(), Failure> {
+    let start = Instant::now();
+    let rt = common.start()?;
+    let mut report = ConnectReport::default();
+    let result = run_connect(rt.as_ref(), common, opts, start, &mut report);
+    if let Some(session) = report.session {
+        let _ = rt.close(session);
+    }
+    rt.shutdown()?;
+    print_connect(opts, &report, result.as_ref().err());
+    result
+}
+
+fn run_connect(
+    rt: &dyn ClientRuntime,
+    common: &Common,
+    opts: &Connect,
+    start: Instant,
+    report: &mut ConnectReport,
+) -> Result<(), Failure> {
+    match rt.connect(&opts.peer)? {
+        Ok(()) => {}
+        Err(ConnectError::BadUserName) => {
+            return Err(Failure::Usage(format!("{:?} cannot be a peer (invalid name, or yourself)", opts.peer)))
+        }
+        Err(ConnectError::NotLoggedIn) => return Err(Failure::Refused("login refused".into())),
+    }
+    let ms = |t: Instant| t.duration_since(start).as_secs_f64() * 1000.0;
+    let timeout_text = humantime::format_duration(opts.timeout).to_string();
+
+    // 1. The session opens (usable over the relay).
+    let open_deadline = start + opts.timeout;
+    let mut logged_in = false;
+    let session = loop {
+        match rt.next_event(open_deadline) {
+            Next::Event(ClientEvent::LoggedIn { .. }) => logged_in = true,
+            Next::Event(ClientEvent::LoginFailed { code }) => return Err(Failure::Refused(login_refusal(code))),
+            Next::Event(ClientEvent::ServerUnreachable) if !logged_in => {
+                return Err(Failure::ServerUnreachable(common.server))
+            }
+            Next::Event(ClientEvent::ConnectFailed { reason, .. }) => {
+                return Err(match reason {
+                    ConnectFailure::UnknownPeer => Failure::UnknownPeer(opts.peer.clone()),
+                    ConnectFailure::PeerOffline => Failure::PeerOffline(opts.peer.clone()),
+                    ConnectFailure::ServerUnreachable => Failure::ServerUnreachable(common.server),
+                    ConnectFailure::Refused(code) => Failure::Refused(format!("{code:?}")),
+                })
+            }
+            Next::Event(ClientEvent::SessionOpened { session, peer, initiator: true, strategy })
+                if peer == opts.peer =>
+            {
+                report.session = Some(session);
+                report.strategy = Some(strategy);
+                report.connect_ms = Some(ms(Instant::now()));
+                break session;
+            }
+            Next::Event(_) => {}
+            Next::Idle => {
+                let waiting_for = if logged_in { "no session yet" } else { "no answer from the server" };
+                return Err(if logged_in {
+                    Failure::Timeout { after: timeout_text, waiting_for: waiting_for.into() }
+                } else {
+                    Failure::ServerUnreachable(common.server)
+                });
+            }
+            Next::Stopped => return Err(std::io::Error::other("the client stopped unexpectedly").into()),
+        }
+    };
+
+    let mut pending: BTreeMap<u64, Instant> = BTreeMap::new();
+    // Handles one event of the session; true when the first punching
+    // attempt concluded.
+    let on_event = |e: ClientEvent,
+                    report: &mut ConnectReport,
+                    pending: &mut BTreeMap<u64, Instant>|
+     -> Result<bool, Failure> {
+        match e {
+            ClientEvent::PathDirect { session: s, .. } if s == session => {
+                report.direct = true;
+                report.direct_ms.get_or_insert(ms(Instant::now()));
+                return Ok(true);
+            }
+            ClientEvent::PathFellBack { session: s } if s == session => {
+                report.direct = false;
+                report.fallbacks += 1;
+            }
+            ClientEvent::PunchFailed { session: s, .. } if s == session => return Ok(true),
+            ClientEvent::DataReceived { session: s, data } if s == session => {
+                if let Some(Ping::Pong(seq)) = Ping::decode(&data) {
+                    if let Some(sent) = pending.remove(&seq) {
+                        report.rtts_ms.push(sent.elapsed().as_secs_f64() * 1000.0);
+                    }
+                } else if let Some(answer) = Ping::decode(&data).and_then(Ping::answer) {
+                    let _ = rt.send(session, &answer.encode())?;
+                }
+            }
+            ClientEvent::SessionClosed { session: s, reason } if s == session => {
+                report.session = None;
+                return Err(Failure::SessionClosed { peer: opts.peer.clone(), reason: close_reason(reason, common) });
+            }
+            _ => {}
+        }
+        Ok(false)
+    };
+
+    // 2. The first punching attempt concludes (bounded by --direct-wait).
+    if report.strategy != Some(Strategy::RelayOnly) {
+        let deadline = Instant::now() + opts.direct_wait;
+        loop {
+            match rt.next_event(deadline) {
+                Next::Event(e) => {
+                    if on_event(e, report, &mut pending)? {
+                        break;
+                    }
+                }
+                Next::Idle => break,
+                Next::Stopped => return Err(std::io::Error::other("the client stopped unexpectedly").into()),
+            }
+        }
+    }
+
+    // 3. Pings, one per interval; then the outstanding pongs, bounded by --timeout.
+    let mut next_ping = Instant::now();
+    let mut seq = 0u64;
+    let mut pongs_deadline = None;
+    loop {
+        let now = Instant::now();
+        if report.pings_sent < opts.pings && now >= next_ping {
+            seq += 1;
+            match rt.send(session, &Ping::Ping(seq).encode())? {
+                Ok(()) => {
+                    pending.insert(seq, now);
+                }
+                Err(e) => tracing::debug!(error = %e, seq, "ping not sent"),
+            }
+            report.pings_sent += 1;
+            next_ping = now + opts.interval;
+        }
+        let done_sending = report.pings_sent >= opts.pings;
+        if done_sending && pending.is_empty() {
+            return Ok(());
+        }
+        let deadline = if done_sending { *pongs_deadline.get_or_insert(now + opts.timeout) } else { next_ping };
+        match rt.next_event(deadline) {
+            Next::Event(e) => {
+                on_event(e, report, &mut pending)?;
+            }
+            Next::Idle if done_sending => {
+                return Err(Failure::Timeout {
+                    after: timeout_text,
+                    waiting_for: format!("{} of {} pings unanswered", pending.len(), opts.pings),
+                })
+            }
+            Next::Idle => {}
+            Next::Stopped => return Err(std::io::Error::other("the client stopped unexpectedly").into()),
+        }
+    }
+}
+
+fn print_connect(opts: &Connect, report: &ConnectReport, error: Option<&Failure>) {
+    let outcome = match (error, report.connect_ms, report.direct) {
+        (Some(Failure::Timeout { .. }), Some(_), true) | (None, _, true) => "direct",
+        (Some(Failure::Timeout { .. }), Some(_), false) | (None, _, false) => "relay",
+        _ => "failed",
+    };
+    let mut rtts = report.rtts_ms.clone();
+    rtts.sort_by(f64::total_cmp);
+    let p50 = (!rtts.is_empty()).then(|| rtts[rtts.len() / 2]);
+    let round = |v: Option<f64>| v.map(|x| (x * 1000.0).round() / 1000.0);
+    if opts.json {
+        let mut line = json!({
+            "peer": opts.peer,
+            "outcome": outcome,
+            "strategy": report.strategy.map(Strategy::name),
+            "connect_ms": round(report.connect_ms),
+            "direct_ms": round(report.direct_ms),
+            "rtt_ms_p50": round(p50),
+            "pings_sent": report.pings_sent,
+            "pings_answered": rtts.len(),
+            "fallbacks": report.fallbacks,
+        });
+        if let Some(e) = error {
+            line["error"] = Value::from(e.to_string());
+        }
+        println!("{line}");
+    } else if report.connect_ms.is_some() {
+        let fmt = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |x| format!("{x:.1} ms"));
+        println!("peer        {}", opts.peer);
+        println!("outcome     {outcome}");
+        println!("strategy    {}", report.strategy.map_or("-", Strategy::name));
+        println!("connected   {}", fmt(report.connect_ms));
+        println!("direct      {}", fmt(report.direct_ms));
+        println!("pings       {} of {} answered, rtt p50 {}", rtts.len(), report.pings_sent, fmt(p50));
+    }
+    let _ = std::io::stdout().flush();
+}
+
+/// Waits for the login; the server counts as unreachable after `deadline`.
+fn wait_logged_in(rt: &dyn ClientRuntime, common: &Common, deadline: Instant) -> Result<SocketAddr, Failure> {
+    loop {
+        match rt.next_event(deadline) {
+            Next::Event(ClientEvent::LoggedIn { reflexive }) => return Ok(reflexive),
+            Next::Event(ClientEvent::LoginFailed { code }) => return Err(Failure::Refused(login_refusal(code))),
+            Next::Event(ClientEvent::ServerUnreachable) | Next::Idle => {
+                return Err(Failure::ServerUnreachable(common.server))
+            }
+            Next::Event(_) => {}
+            Next::Stopped => return Err(std::io::Error::other("the client stopped unexpectedly").into()),
+        }
+    }
+}
+
+fn login_refusal(code: ErrorCode) -> String {
+    match code {
+        ErrorCode::BadUserName => "invalid user name".into(),
+        ErrorCode::UnsupportedVersion => "the server speaks another protocol version".into(),
+        ErrorCode::RateLimited => "rate limited".into(),
+        other => format!("login refused ({other:?})"),
+    }
+}
+
+fn close_reason(reason: CloseReason, common: &Common) -> String {
+    match reason {
+        CloseReason::Local => "closed locally".into(),
+        CloseReason::Peer => "the peer closed it".into(),
+        CloseReason::PeerOffline => "the peer went offline".into(),
+        CloseReason::PeerTimeout => {
+            let t = common.session_timeout.unwrap_or(ClientConfig::new("x", common.server).session_timeout);
+            format!("peer timed out (nothing heard for {})", humantime::format_duration(t))
+        }
+        CloseReason::ServerUnreachable => "the server could not be reached".into(),
+    }
+}
+
+fn reason_name(reason: CloseReason) -> &'static str {
+    match reason {
+        CloseReason::Local => "local",
+        CloseReason::Peer => "peer",
+        CloseReason::PeerOffline => "peer-offline",
+        CloseReason::PeerTimeout => "peer-timeout",
+        CloseReason::ServerUnreachable => "server-unreachable",
+    }
+}
+
+/// The local IP routed toward `server`.
+fn route_ip(server: SocketAddr) -> std::io::Result<std::net::IpAddr> {
+    let probe = std::net::UdpSocket::bind(SocketAddr::new(
+        if server.is_ipv4() { std::net::Ipv4Addr::UNSPECIFIED.into() } else { std::net::Ipv6Addr::UNSPECIFIED.into() },
+        0,
+    ))?;
+    probe.connect(server)?;
+    Ok(probe.local_addr()?.ip())
+}
+
+/// Prints `listen`'s events: JSON lines (`event`, `peer`, `path` always
+/// present, `null` when they do not apply) or human lines.
+struct Printer {
+    json: bool,
+    /// Session → (peer, path name).
+    sessions: BTreeMap<SessionId, (String, &'static str)>,
+}
+
+impl Printer {
+    fn event(&mut self, event: &ClientEvent) {
+        let line = match event {
+            ClientEvent::SessionOpened { session, peer, initiator, strategy } => {
+                self.sessions.insert(*session, (peer.clone(), "relay"));
+                json!({"event": "session-opened", "session": session.to_string(), "peer": peer, "path": "relay",
+                    "initiator": initiator, "strategy": strategy.name()})
+            }
+            ClientEvent::PunchStarted { session, attempt } => {
+                let mut l = self.session_line("punch-started", *session);
+                l["attempt"] = (*attempt).into();
+                l
+            }
+            ClientEvent::PunchFailed { session, attempt, retry_in } => {
+                let mut l = self.session_line("punch-failed", *session);
+                l["attempt"] = (*attempt).into();
+                l["retry_in_ms"] = retry_in.map(|d| d.as_millis() as u64).into();
+                l
+            }
+            ClientEvent::PathDirect { session, remote, .. } => {
+                if let Some(s) = self.sessions.get_mut(session) {
+                    s.1 = "direct";
+                }
+                let mut l = self.session_line("path-direct", *session);
+                l["remote"] = remote.to_string().into();
+                l
+            }
+            ClientEvent::PathFellBack { session } => {
+                if let Some(s) = self.sessions.get_mut(session) {
+                    s.1 = "relay";
+                }
+                self.session_line("path-fell-back", *session)
+            }
+            ClientEvent::DataReceived { session, data } => match Ping::decode(data) {
+                Some(Ping::Ping(seq)) => {
+                    let mut l = self.session_line("ping", *session);
+                    l["seq"] = seq.into();
+                    l
+                }
+                Some(Ping::Pong(seq)) => {
+                    let mut l = self.session_line("pong", *session);
+                    l["seq"] = seq.into();
+                    l
+                }
+                None => {
+                    let mut l = self.session_line("data", *session);
+                    l["text"] = String::from_utf8_lossy(data).into_owned().into();
+                    l
+                }
+            },
+            ClientEvent::SessionClosed { session, reason } => {
+                let mut l = self.session_line("session-closed", *session);
+                l["reason"] = reason_name(*reason).into();
+                self.sessions.remove(session);
+                l
+            }
+            ClientEvent::ServerUnreachable => json!({"event": "server-unreachable", "peer": null, "path": null}),
+            ClientEvent::LoggedIn { reflexive } => {
+                json!({"event": "logged-in", "peer": null, "path": null, "reflexive": reflexive.to_string()})
+            }
+            ClientEvent::ReflexiveChanged { old, new } => json!({"event": "reflexive-changed", "peer": null,
+                "path": null, "old": old.to_string(), "new": new.to_string()}),
+            ClientEvent::NatProfile(p) => json!({"event": "nat-profile", "peer": null, "path": null,
+                "mapping": p.mapping.map(mapping_name), "filtering": p.filtering.map(filtering_name),
+                "ports": p.ports.map(ports_name), "preset": nearest_preset(p)}),
+            ClientEvent::LoginFailed { code } => {
+                json!({"event": "login-failed", "peer": null, "path": null, "reason": login_refusal(*code)})
+            }
+            ClientEvent::LookupResult { .. }
+            | ClientEvent::ConnectFailed { .. }
+            | ClientEvent::OpenSockets { .. }
+            | ClientEvent::ReleaseSocket { .. } => return,
+        };
+        self.line(line);
+    }
+
+    fn session_line(&self, event: &str, session: SessionId) -> Value {
+        let (peer, path) = self.sessions.get(&session).map_or((None, None), |(p, path)| (Some(p.clone()), Some(*path)));
+        json!({"event": event, "session": session.to_string(), "peer": peer, "path": path})
+    }
+
+    fn line(&mut self, line: Value) {
+        let mut out = std::io::stdout().lock();
+        if self.json {
+            let _ = writeln!(out, "{line}");
+        } else {
+            let mut text = line["event"].as_str().unwrap_or("?").to_owned();
+            if let Value::Object(fields) = &line {
+                for (k, v) in fields.iter().filter(|(k, v)| *k != "event" && !v.is_null()) {
+                    let v = v.as_str().map_or_else(|| v.to_string(), str::to_owned);
+                    text.push_str(&format!(" {k}={v}"));
+                }
+            }
+            let _ = writeln!(out, "{text}");
+        }
+        let _ = out.flush();
+    }
+}

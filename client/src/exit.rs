@@ -1,0 +1,81 @@
+//! Exit codes and the errors that map to them.
+
+use std::process::ExitCode;
+
+/// Why a command failed; each kind has its own exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    /// A socket or thread failed.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// Bad arguments.
+    #[error("{0}")]
+    Usage(String),
+    /// The server did not answer.
+    #[error("server {0} unreachable: no answer to the login")]
+    ServerUnreachable(std::net::SocketAddr),
+    /// No such user.
+    #[error("unknown peer {0:?}: no such user has ever logged in")]
+    UnknownPeer(String),
+    /// The user is not online.
+    #[error("peer {0:?} is offline")]
+    PeerOffline(String),
+    /// Nothing conclusive within the time allowed.
+    #[error("timed out after {after}: {waiting_for}")]
+    Timeout {
+        /// The limit.
+        after: String,
+        /// What was missing.
+        waiting_for: String,
+    },
+    /// The session ended early.
+    #[error("session with {peer:?} closed: {reason}")]
+    SessionClosed {
+        /// The peer.
+        peer: String,
+        /// Why, in words.
+        reason: String,
+    },
+    /// The server refused the login or the request.
+    #[error("refused by the server: {0}")]
+    Refused(String),
+    /// The STUN server did not answer.
+    #[error("STUN server {0} did not answer")]
+    StunUnreachable(String),
+}
+
+/// The exit codes, as `--help` lists them.
+pub const EXIT_CODES_HELP: &str = "\
+Exit codes:
+  0  success
+  1  local I/O error
+  2  bad arguments
+  3  server unreachable
+  4  unknown peer
+  5  peer offline
+  6  timed out (no session, or no answer, within --timeout)
+  7  session closed by the peer or lost (peer vanished)
+  8  refused by the server (login or request)
+  9  STUN server did not answer (nat-check --stun)";
+
+impl Failure {
+    /// The process exit code.
+    pub fn code(&self) -> u8 {
+        match self {
+            Failure::Io(_) => 1,
+            Failure::Usage(_) => 2,
+            Failure::ServerUnreachable(_) => 3,
+            Failure::UnknownPeer(_) => 4,
+            Failure::PeerOffline(_) => 5,
+            Failure::Timeout { .. } => 6,
+            Failure::SessionClosed { .. } => 7,
+            Failure::Refused(_) => 8,
+            Failure::StunUnreachable(_) => 9,
+        }
+    }
+
+    /// The exit code as a process result.
+    pub fn exit_code(&self) -> ExitCode {
+        ExitCode::from(self.code())
+    }
+}

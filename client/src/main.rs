@@ -1,0 +1,138 @@
+//! `punchline --server ADDR [--alt-server ADDR] --user NAME [--runtime mio|smol] COMMAND`
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use punchline_client::commands::{self, Common, Connect, NatCheck};
+use punchline_client::exit::{Failure, EXIT_CODES_HELP};
+use punchline_client::runtime::RuntimeKind;
+
+/// The Punchline client: checks your NAT, waits for sessions, or opens one
+/// and pings over it (directly when hole punching succeeds, else through the
+/// server's relay).
+///
+/// Ping protocol: `connect` sends `ping:<seq>` as session data; `listen` (and
+/// `connect`) answer `pong:<seq>`. Logs go to stderr (RUST_LOG, default warn).
+#[derive(Parser, Debug)]
+#[command(name = "punchline", version, after_help = EXIT_CODES_HELP)]
+struct Args {
+    /// The server's primary address.
+    #[arg(long, value_name = "ADDR")]
+    server: SocketAddr,
+    /// The server's alternate address, for NAT behaviour discovery.
+    #[arg(long, value_name = "ADDR")]
+    alt_server: Option<SocketAddr>,
+    /// The user name to log in as.
+    #[arg(long, value_name = "NAME")]
+    user: String,
+    /// The runtime that drives the client.
+    #[arg(long, value_enum, default_value = "mio")]
+    runtime: RuntimeKind,
+    /// Local address of the primary socket (default: the IP routed toward
+    /// the server, any free port).
+    #[arg(long, value_name = "ADDR")]
+    bind: Option<SocketAddr>,
+    /// How long the server may stay silent before it counts as unreachable.
+    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = humantime::parse_duration)]
+    server_timeout: Duration,
+    /// A session that hears nothing from its peer for this long closes
+    /// (default 30s).
+    #[arg(long, value_name = "DUR", value_parser = humantime::parse_duration)]
+    session_timeout: Option<Duration>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Print the reflexive address and the NAT profile (mapping, filtering,
+    /// port allocation, nearest simulator preset).
+    NatCheck {
+        /// Discover the reflexive address with this standard STUN server
+        /// (RFC 8489 Binding) instead of ours.
+        #[arg(long, value_name = "HOST:PORT")]
+        stun: Option<String>,
+        /// One JSON object: reflexive, mapping, filtering, ports, preset, ...
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stay online, accept sessions, answer pings and print events until
+    /// SIGINT/SIGTERM.
+    Listen {
+        /// JSON lines with at least `event`, `peer` and `path`.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Open a session with PEER, send pings, print the path and timings.
+    ///
+    /// After the session opens (on the relay) it waits for the first
+    /// punching attempt to conclude (direct path, failed attempt or relay-only
+    /// strategy), at most --direct-wait, then pings; `outcome` is the path at
+    /// the end. Exits 0 when connected.
+    Connect {
+        /// The user to connect to.
+        peer: String,
+        /// How many pings to send.
+        #[arg(long, default_value_t = 5)]
+        pings: u32,
+        /// Time between pings.
+        #[arg(long, value_name = "DUR", default_value = "200ms", value_parser = humantime::parse_duration)]
+        interval: Duration,
+        /// Limit for the session to open, and for the last answers after the
+        /// last ping.
+        #[arg(long, value_name = "DUR", default_value = "10s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+        /// Limit for the first punching attempt before pinging starts.
+        #[arg(long, value_name = "DUR", default_value = "5s", value_parser = humantime::parse_duration)]
+        direct_wait: Duration,
+        /// One JSON object: peer, outcome, strategy, connect_ms, direct_ms,
+        /// rtt_ms_p50, pings_answered, ...
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let common = Common {
+        server: args.server,
+        alt_server: args.alt_server,
+        user: args.user,
+        runtime: args.runtime,
+        bind: args.bind,
+        server_timeout: args.server_timeout,
+        session_timeout: args.session_timeout,
+        seed: os_seed(),
+    };
+    let result = match args.command {
+        Command::NatCheck { stun, json } => commands::nat_check(&common, &NatCheck { stun, json }),
+        Command::Listen { json } => commands::listen(&common, json),
+        Command::Connect { peer, pings, interval, timeout, direct_wait, json } => {
+            commands::connect(&common, &Connect { peer, pings, interval, timeout, direct_wait, json })
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
+    }
+}
+
+fn fail(e: &Failure) -> ExitCode {
+    eprintln!("punchline: error: {e}");
+    e.exit_code()
+}
+
+/// 64 bits of OS randomness through std's randomly keyed SipHash.
+fn os_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
+    h.write_u32(std::process::id());
+    h.finish()
+}

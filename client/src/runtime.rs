@@ -1,0 +1,120 @@
+//! The runtime behind the CLI, chosen with `--runtime`: a small blocking
+//! interface over `punchline-mio`'s thread handle or `punchline-smol`'s
+//! async handle (driven with `smol::block_on`).
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use punchline_core::client::{ClientConfig, ClientEvent, ConnectError, SendError};
+use punchline_core::wire::frame::SessionId;
+
+/// Which runtime drives the client.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum RuntimeKind {
+    /// `punchline-mio`: a driver thread around mio's poll.
+    #[default]
+    Mio,
+    /// `punchline-smol`: an async task on smol's executor.
+    Smol,
+}
+
+/// What waiting for an event gave.
+#[derive(Debug)]
+pub enum Next {
+    /// An event.
+    Event(ClientEvent),
+    /// The deadline passed first.
+    Idle,
+    /// The client stopped; no event will come.
+    Stopped,
+}
+
+/// A running client, whichever runtime drives it.
+pub trait ClientRuntime {
+    /// The primary socket's local address.
+    fn local_addr(&self) -> SocketAddr;
+    /// Asks for a session with `peer`.
+    fn connect(&self, peer: &str) -> io::Result<Result<(), ConnectError>>;
+    /// Sends application data on `session`.
+    fn send(&self, session: SessionId, data: &[u8]) -> io::Result<Result<(), SendError>>;
+    /// Closes `session`.
+    fn close(&self, session: SessionId) -> io::Result<()>;
+    /// The next event, waiting until `deadline` at most.
+    fn next_event(&self, deadline: Instant) -> Next;
+    /// Logs out and stops.
+    fn shutdown(self: Box<Self>) -> io::Result<()>;
+}
+
+/// Starts a client on `kind`, its primary socket bound at `bind`.
+pub fn start(kind: RuntimeKind, config: ClientConfig, bind: SocketAddr) -> io::Result<Box<dyn ClientRuntime>> {
+    Ok(match kind {
+        RuntimeKind::Mio => Box::new(punchline_mio::ClientHandle::start(config, bind)?),
+        RuntimeKind::Smol => Box::new(smol::block_on(punchline_smol::Client::start(config, bind))?),
+    })
+}
+
+impl ClientRuntime for punchline_mio::ClientHandle {
+    fn local_addr(&self) -> SocketAddr {
+        punchline_mio::ClientHandle::local_addr(self)
+    }
+
+    fn connect(&self, peer: &str) -> io::Result<Result<(), ConnectError>> {
+        punchline_mio::ClientHandle::connect(self, peer)
+    }
+
+    fn send(&self, session: SessionId, data: &[u8]) -> io::Result<Result<(), SendError>> {
+        punchline_mio::ClientHandle::send(self, session, data)
+    }
+
+    fn close(&self, session: SessionId) -> io::Result<()> {
+        punchline_mio::ClientHandle::close(self, session)
+    }
+
+    fn next_event(&self, deadline: Instant) -> Next {
+        use std::sync::mpsc::RecvTimeoutError;
+        match self.events().recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(e) => Next::Event(e),
+            Err(RecvTimeoutError::Timeout) => Next::Idle,
+            Err(RecvTimeoutError::Disconnected) => Next::Stopped,
+        }
+    }
+
+    fn shutdown(self: Box<Self>) -> io::Result<()> {
+        punchline_mio::ClientHandle::shutdown(*self)
+    }
+}
+
+impl ClientRuntime for punchline_smol::Client {
+    fn local_addr(&self) -> SocketAddr {
+        punchline_smol::Client::local_addr(self)
+    }
+
+    fn connect(&self, peer: &str) -> io::Result<Result<(), ConnectError>> {
+        Ok(smol::block_on(punchline_smol::Client::connect(self, peer)))
+    }
+
+    fn send(&self, session: SessionId, data: &[u8]) -> io::Result<Result<(), SendError>> {
+        Ok(smol::block_on(punchline_smol::Client::send(self, session, data)))
+    }
+
+    fn close(&self, session: SessionId) -> io::Result<()> {
+        smol::block_on(punchline_smol::Client::close(self, session));
+        Ok(())
+    }
+
+    fn next_event(&self, deadline: Instant) -> Next {
+        smol::block_on(smol::future::or(
+            async { punchline_smol::Client::next_event(self).await.map_or(Next::Stopped, Next::Event) },
+            async {
+                smol::Timer::at(deadline).await;
+                Next::Idle
+            },
+        ))
+    }
+
+    fn shutdown(self: Box<Self>) -> io::Result<()> {
+        smol::block_on(punchline_smol::Client::shutdown(&self));
+        Ok(())
+    }
+}

@@ -1,0 +1,189 @@
+//! A client on its own thread, with a blocking handle for applications.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use mio::Waker;
+use punchline_core::client::{Client, ClientConfig, ClientEvent, ConnectError, SendError};
+use punchline_core::wire::frame::SessionId;
+use punchline_core::SocketId;
+use tracing::debug;
+
+use crate::endpoint::Endpoint;
+
+/// A function run on the client's thread with the client and the current time.
+type Call = Box<dyn FnOnce(&mut Client, Instant) + Send>;
+
+enum Command {
+    Call(Call),
+    Shutdown,
+}
+
+/// A [`Client`] running on its own thread over mio sockets.
+///
+/// Commands are forwarded to the thread and answered synchronously; every
+/// [`ClientEvent`] except the driver's own socket requests arrives on
+/// [`events`](Self::events), in order. Dropping the handle logs out and stops
+/// the thread, like [`shutdown`](Self::shutdown).
+#[derive(Debug)]
+pub struct ClientHandle {
+    commands: Sender<Command>,
+    waker: Arc<Waker>,
+    events: Receiver<ClientEvent>,
+    local_addr: SocketAddr,
+    thread: Option<JoinHandle<io::Result<()>>>,
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Command::Call(_) => "Call",
+            Command::Shutdown => "Shutdown",
+        })
+    }
+}
+
+impl ClientHandle {
+    /// Binds the primary socket at `bind` and starts a client that logs in
+    /// at once.
+    ///
+    /// The primary's local address is the host candidate the client
+    /// announces, and a peer cannot reach "0.0.0.0": an unspecified IP in
+    /// `bind` is replaced by the local IP the system routes toward the
+    /// server. Extra sockets are bound on the same IP, port 0.
+    pub fn start(config: ClientConfig, bind: SocketAddr) -> io::Result<ClientHandle> {
+        let bind = if bind.ip().is_unspecified() {
+            SocketAddr::new(route_ip(bind, config.server)?, bind.port())
+        } else {
+            bind
+        };
+        Self::start_on(config, std::net::UdpSocket::bind(bind)?)
+    }
+
+    /// Starts a client whose primary socket is `socket`, already bound.
+    pub fn start_on(config: ClientConfig, socket: std::net::UdpSocket) -> io::Result<ClientHandle> {
+        let local_addr = socket.local_addr()?;
+        let client = Client::new(config, (SocketId(0), local_addr), Instant::now());
+        let endpoint = Endpoint::new(client, vec![(SocketId(0), socket)])?;
+        let waker = endpoint.waker();
+        let (commands, command_rx) = mpsc::channel();
+        let (event_tx, events) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name(format!("punchline-client {local_addr}"))
+            .spawn(move || run(endpoint, command_rx, event_tx))?;
+        Ok(ClientHandle { commands, waker, events, local_addr, thread: Some(thread) })
+    }
+
+    /// The primary socket's local address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The events, in the order the client produced them.
+    pub fn events(&self) -> &Receiver<ClientEvent> {
+        &self.events
+    }
+
+    /// The next event, waiting at most `timeout`; `None` when none came or
+    /// the client stopped.
+    pub fn next_event(&self, timeout: Duration) -> Option<ClientEvent> {
+        self.events.recv_timeout(timeout).ok()
+    }
+
+    /// Runs `f` on the client's thread and returns its result; the driver
+    /// drains the client afterwards. Fails only when the client stopped.
+    pub fn call<R: Send + 'static>(&self, f: impl FnOnce(&mut Client, Instant) -> R + Send + 'static) -> io::Result<R> {
+        let (tx, rx) = mpsc::channel();
+        let call: Call = Box::new(move |client, now| {
+            let _ = tx.send(f(client, now));
+        });
+        self.commands.send(Command::Call(call)).map_err(|_| stopped())?;
+        self.waker.wake()?;
+        rx.recv().map_err(|_| stopped())
+    }
+
+    /// Asks for a session with `peer`: answered by
+    /// [`ClientEvent::SessionOpened`] or [`ClientEvent::ConnectFailed`].
+    pub fn connect(&self, peer: &str) -> io::Result<Result<(), ConnectError>> {
+        let peer = peer.to_owned();
+        self.call(move |c, now| c.connect(now, &peer))
+    }
+
+    /// Sends `data` on `session`, reliably and in order.
+    pub fn send(&self, session: SessionId, data: &[u8]) -> io::Result<Result<(), SendError>> {
+        let data = data.to_vec();
+        self.call(move |c, now| c.send(now, session, &data))
+    }
+
+    /// Closes `session`, telling the peer.
+    pub fn close(&self, session: SessionId) -> io::Result<()> {
+        self.call(move |c, now| c.close(now, session))
+    }
+
+    /// Logs out (closing every session), stops the thread and returns how it
+    /// ended.
+    pub fn shutdown(mut self) -> io::Result<()> {
+        self.stop()
+    }
+
+    fn stop(&mut self) -> io::Result<()> {
+        let Some(thread) = self.thread.take() else { return Ok(()) };
+        let _ = self.commands.send(Command::Shutdown);
+        let _ = self.waker.wake();
+        thread.join().unwrap_or_else(|_| Err(io::Error::other("client thread panicked")))
+    }
+}
+
+impl Drop for ClientHandle {
+    fn drop(&mut self) {
+        if let Err(e) = self.stop() {
+            debug!(error = %e, "client thread ended with an error");
+        }
+    }
+}
+
+/// The local IP the system would send from toward `server` (a connected UDP
+/// socket sends nothing; it only picks a route).
+pub(crate) fn route_ip(bind: SocketAddr, server: SocketAddr) -> io::Result<std::net::IpAddr> {
+    let probe = std::net::UdpSocket::bind(SocketAddr::new(bind.ip(), 0))?;
+    probe.connect(server)?;
+    Ok(probe.local_addr()?.ip())
+}
+
+fn stopped() -> io::Error {
+    io::Error::new(io::ErrorKind::BrokenPipe, "the client has stopped")
+}
+
+fn run(mut endpoint: Endpoint<Client>, commands: Receiver<Command>, events: Sender<ClientEvent>) -> io::Result<()> {
+    let mut sink = |e: ClientEvent| {
+        // A handle that stopped listening is not an error: keep driving.
+        let _ = events.send(e);
+    };
+    endpoint.flush(Instant::now(), &mut sink);
+    loop {
+        let woken = endpoint.turn(None, &mut sink)?;
+        if !woken {
+            continue;
+        }
+        loop {
+            match commands.try_recv() {
+                Ok(Command::Call(f)) => {
+                    let now = Instant::now();
+                    f(endpoint.machine_mut(), now);
+                    endpoint.flush(now, &mut sink);
+                }
+                Ok(Command::Shutdown) | Err(TryRecvError::Disconnected) => {
+                    let now = Instant::now();
+                    endpoint.machine_mut().logout(now);
+                    endpoint.flush(now, &mut sink);
+                    return Ok(());
+                }
+                Err(TryRecvError::Empty) => break,
+            }
+        }
+    }
+}

@@ -1,0 +1,288 @@
+//! The generic drive loop: one core machine, its UDP sockets, one `mio::Poll`.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::net::UdpSocket;
+use mio::{Events, Interest, Poll, Token, Waker};
+use punchline_core::client::{Client, ClientEvent};
+use punchline_core::server::Server;
+use punchline_core::{Machine, SocketId, Transmit};
+use tracing::{debug, warn};
+
+/// The token of the endpoint's [`Waker`]; socket tokens are their `SocketId`s.
+const WAKER: Token = Token(usize::MAX);
+/// Room for the largest datagram we accept and then some: anything longer
+/// than [`punchline_core::wire::MAX_DATAGRAM`] is dropped by the machine, so a
+/// truncated giant still arrives too long and is counted as malformed.
+const RECV_BUFFER: usize = 2048;
+/// Consecutive receive errors (other than "would block") after which a socket
+/// is left until its next readiness event, so one broken socket cannot spin
+/// the loop.
+const MAX_RECV_ERRORS: u32 = 64;
+
+/// A core machine whose events may ask its driver for something (sockets).
+///
+/// Implemented for [`Client`] (which asks for extra sockets and releases
+/// them) and [`Server`] (which asks for nothing).
+pub trait Role: Machine {
+    /// Carries out `event` if it is a request to the driver, and returns the
+    /// events meant for the application.
+    fn driver_event(&mut self, now: Instant, event: Self::Event, sockets: &mut Sockets) -> Option<Self::Event>;
+}
+
+impl Role for Client {
+    fn driver_event(&mut self, now: Instant, event: ClientEvent, sockets: &mut Sockets) -> Option<ClientEvent> {
+        match event {
+            ClientEvent::OpenSockets { request, count } => {
+                let opened = sockets.open_beside(SocketId(0), count);
+                self.sockets_opened(now, request, &opened);
+                None
+            }
+            ClientEvent::ReleaseSocket { socket } => {
+                sockets.release(socket);
+                None
+            }
+            other => Some(other),
+        }
+    }
+}
+
+impl Role for Server {
+    fn driver_event(&mut self, _now: Instant, event: Self::Event, _sockets: &mut Sockets) -> Option<Self::Event> {
+        Some(event)
+    }
+}
+
+/// The UDP sockets of one machine, registered with the endpoint's poll.
+#[derive(Debug)]
+pub struct Sockets {
+    registry: mio::Registry,
+    open: BTreeMap<SocketId, Bound>,
+    next_id: u32,
+}
+
+#[derive(Debug)]
+struct Bound {
+    socket: UdpSocket,
+    local: SocketAddr,
+    /// The socket's TTL before any per-packet override, restored after each
+    /// low-TTL send.
+    default_ttl: u32,
+}
+
+impl Sockets {
+    /// Binds `count` fresh UDP sockets on the IP of socket `beside`, port 0,
+    /// and returns their new ids and local addresses. Sockets that fail to
+    /// bind are left out (the client copes with fewer than it asked for).
+    pub fn open_beside(&mut self, beside: SocketId, count: u16) -> Vec<(SocketId, SocketAddr)> {
+        let Some(ip) = self.open.get(&beside).map(|b| b.local.ip()) else {
+            return Vec::new();
+        };
+        (0..count).filter_map(|_| self.open_one(ip).map_err(|e| warn!(%ip, error = %e, "cannot bind")).ok()).collect()
+    }
+
+    /// Closes `socket` (deregisters and drops it). Unknown ids are ignored.
+    pub fn release(&mut self, socket: SocketId) {
+        if let Some(mut bound) = self.open.remove(&socket) {
+            let _ = self.registry.deregister(&mut bound.socket);
+            debug!(socket = socket.0, local = %bound.local, "released socket");
+        }
+    }
+
+    /// Local addresses of every open socket, in id order.
+    pub fn local_addrs(&self) -> Vec<(SocketId, SocketAddr)> {
+        self.open.iter().map(|(id, b)| (*id, b.local)).collect()
+    }
+
+    /// How many sockets are open.
+    pub fn len(&self) -> usize {
+        self.open.len()
+    }
+
+    /// True when no socket is open.
+    pub fn is_empty(&self) -> bool {
+        self.open.is_empty()
+    }
+
+    fn open_one(&mut self, ip: IpAddr) -> io::Result<(SocketId, SocketAddr)> {
+        let std_socket = std::net::UdpSocket::bind(SocketAddr::new(ip, 0))?;
+        let id = SocketId(self.next_id);
+        self.adopt(id, std_socket)?;
+        Ok((id, self.open[&id].local))
+    }
+
+    fn adopt(&mut self, id: SocketId, std_socket: std::net::UdpSocket) -> io::Result<()> {
+        std_socket.set_nonblocking(true)?;
+        let local = std_socket.local_addr()?;
+        let mut socket = UdpSocket::from_std(std_socket);
+        let default_ttl = socket.ttl()?;
+        self.registry.register(&mut socket, Token(id.0 as usize), Interest::READABLE)?;
+        self.next_id = self.next_id.max(id.0.saturating_add(1));
+        self.open.insert(id, Bound { socket, local, default_ttl });
+        Ok(())
+    }
+
+    /// Sends one transmit, with its TTL when it has one. A datagram that
+    /// cannot be sent is dropped (UDP is lossy anyway; the machine retries).
+    fn send(&self, t: &Transmit) {
+        let Some(bound) = self.open.get(&t.socket) else {
+            debug!(socket = t.socket.0, "transmit on a socket that is not open; dropped");
+            return;
+        };
+        let ttl_override = t.ttl.map(u32::from).filter(|ttl| *ttl != bound.default_ttl);
+        if let Some(ttl) = ttl_override {
+            if let Err(e) = bound.socket.set_ttl(ttl) {
+                debug!(error = %e, ttl, "cannot set TTL; sending with the default");
+            }
+        }
+        if let Err(e) = bound.socket.send_to(&t.payload, t.destination) {
+            debug!(error = %e, to = %t.destination, "send failed; datagram dropped");
+        }
+        if ttl_override.is_some() {
+            if let Err(e) = bound.socket.set_ttl(bound.default_ttl) {
+                warn!(error = %e, "cannot restore the socket's TTL");
+            }
+        }
+    }
+}
+
+/// One machine on real sockets: see the [crate documentation](crate).
+#[derive(Debug)]
+pub struct Endpoint<M: Role> {
+    poll: Poll,
+    events: Events,
+    waker: Arc<Waker>,
+    machine: M,
+    sockets: Sockets,
+    buf: Vec<u8>,
+}
+
+impl<M: Role> Endpoint<M> {
+    /// Puts `machine` on already bound UDP sockets, named by the ids the
+    /// machine knows them by.
+    pub fn new(machine: M, bound: Vec<(SocketId, std::net::UdpSocket)>) -> io::Result<Self> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let registry = poll.registry().try_clone()?;
+        let mut sockets = Sockets { registry, open: BTreeMap::new(), next_id: 0 };
+        for (id, socket) in bound {
+            sockets.adopt(id, socket)?;
+        }
+        Ok(Endpoint { poll, events: Events::with_capacity(256), waker, machine, sockets, buf: vec![0; RECV_BUFFER] })
+    }
+
+    /// A waker that makes [`turn`](Self::turn) return early (for commands
+    /// from other threads, and shutdown).
+    pub fn waker(&self) -> Arc<Waker> {
+        Arc::clone(&self.waker)
+    }
+
+    /// The machine.
+    pub fn machine(&self) -> &M {
+        &self.machine
+    }
+
+    /// The machine, for commands. Call [`flush`](Self::flush) after each.
+    pub fn machine_mut(&mut self) -> &mut M {
+        &mut self.machine
+    }
+
+    /// The open sockets.
+    pub fn sockets(&self) -> &Sockets {
+        &self.sockets
+    }
+
+    /// Drains the machine after an input: sends every transmit, carries out
+    /// driver requests (which may queue more transmits) and hands every other
+    /// event to `sink`, until both queues are empty.
+    pub fn flush(&mut self, now: Instant, sink: &mut impl FnMut(M::Event)) {
+        loop {
+            let mut idle = true;
+            while let Some(t) = self.machine.poll_transmit() {
+                self.sockets.send(&t);
+                idle = false;
+            }
+            while let Some(e) = self.machine.poll_event() {
+                if let Some(e) = self.machine.driver_event(now, e, &mut self.sockets) {
+                    sink(e);
+                }
+                idle = false;
+            }
+            if idle {
+                return;
+            }
+        }
+    }
+
+    /// Sleeps until a datagram arrives, the machine's deadline passes,
+    /// `until` passes or the waker fires; feeds what happened into the
+    /// machine and flushes after every input. Returns true when woken by the
+    /// waker.
+    pub fn turn(&mut self, until: Option<Instant>, sink: &mut impl FnMut(M::Event)) -> io::Result<bool> {
+        let deadline = match (self.machine.poll_timeout(), until) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let timeout = deadline.map(|d| round_up_to_millis(d.saturating_duration_since(Instant::now())));
+        match self.poll.poll(&mut self.events, timeout) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+        let mut woken = false;
+        let ready: Vec<Token> = self.events.iter().map(|e| e.token()).collect();
+        for token in ready {
+            if token == WAKER {
+                woken = true;
+            } else {
+                self.read_socket(SocketId(token.0 as u32), sink);
+            }
+        }
+        let now = Instant::now();
+        if self.machine.poll_timeout().is_some_and(|t| t <= now) {
+            self.machine.handle_timeout(now);
+            self.flush(now, sink);
+        }
+        Ok(woken)
+    }
+
+    /// Reads `socket` until it would block (mio readiness is edge-triggered).
+    fn read_socket(&mut self, socket: SocketId, sink: &mut impl FnMut(M::Event)) {
+        let mut errors = 0;
+        loop {
+            let Some(bound) = self.sockets.open.get(&socket) else { return };
+            match bound.socket.recv_from(&mut self.buf) {
+                Ok((len, from)) => {
+                    let now = Instant::now();
+                    // Deadlines that passed while datagrams queued go first, so a
+                    // flood cannot starve the machine's timers.
+                    if self.machine.poll_timeout().is_some_and(|t| t <= now) {
+                        self.machine.handle_timeout(now);
+                        self.flush(now, sink);
+                    }
+                    self.machine.handle_datagram(now, socket, from, &self.buf[..len]);
+                    self.flush(now, sink);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    debug!(error = %e, socket = socket.0, "receive error");
+                    errors += 1;
+                    if errors >= MAX_RECV_ERRORS {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `mio` sleeps in whole milliseconds (epoll): round up, so the loop never
+/// wakes a hair early and spins until the deadline.
+fn round_up_to_millis(d: Duration) -> Duration {
+    let millis = d.as_nanos().div_ceil(1_000_000);
+    Duration::from_millis(u64::try_from(millis).unwrap_or(u64::MAX))
+}

@@ -1,0 +1,231 @@
+//! The server's settings: command-line flags over an optional TOML file.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use punchline_core::server::ServerConfig;
+use serde::Deserialize;
+
+/// Which runtime drives the server machine.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum RuntimeKind {
+    /// `punchline-mio`: one thread, mio's poll.
+    #[default]
+    Mio,
+    /// `punchline-smol`: an async task on smol.
+    Smol,
+}
+
+impl RuntimeKind {
+    /// The name used on the command line and in config files.
+    pub fn name(self) -> &'static str {
+        match self {
+            RuntimeKind::Mio => "mio",
+            RuntimeKind::Smol => "smol",
+        }
+    }
+}
+
+/// The config file (`--config FILE`): every field optional, unknown fields
+/// rejected. Durations are strings with units ("500ms", "75s").
+///
+/// ```toml
+/// listen = "0.0.0.0:3478"
+/// alt_listen = "198.51.100.2:3479"
+/// runtime = "mio"                 # or "smol"
+/// seed = 42                       # default: fresh randomness at every start
+/// user_timeout = "75s"
+/// offer_retransmit = "500ms"
+/// offer_attempts = 20
+/// request_burst = 64
+/// request_rate = 32
+/// relay_burst_bytes = 524288
+/// relay_rate_bytes = 2097152
+/// max_sources = 100000
+/// max_sessions_per_user = 64
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// The primary address.
+    pub listen: Option<SocketAddr>,
+    /// The alternate address (NAT behaviour discovery).
+    pub alt_listen: Option<SocketAddr>,
+    /// The runtime.
+    pub runtime: Option<RuntimeKind>,
+    /// The seed of tokens, session ids and keys. Leave it unset in
+    /// production: a known seed makes session keys predictable.
+    pub seed: Option<u64>,
+    /// See [`ServerConfig::user_timeout`].
+    #[serde(default, with = "humantime_serde")]
+    pub user_timeout: Option<Duration>,
+    /// See [`ServerConfig::offer_retransmit`].
+    #[serde(default, with = "humantime_serde")]
+    pub offer_retransmit: Option<Duration>,
+    /// See [`ServerConfig::offer_attempts`].
+    pub offer_attempts: Option<u32>,
+    /// See [`ServerConfig::request_burst`].
+    pub request_burst: Option<u32>,
+    /// See [`ServerConfig::request_rate`].
+    pub request_rate: Option<u32>,
+    /// See [`ServerConfig::relay_burst_bytes`].
+    pub relay_burst_bytes: Option<u32>,
+    /// See [`ServerConfig::relay_rate_bytes`].
+    pub relay_rate_bytes: Option<u32>,
+    /// See [`ServerConfig::max_sources`].
+    pub max_sources: Option<usize>,
+    /// See [`ServerConfig::max_sessions_per_user`].
+    pub max_sessions_per_user: Option<usize>,
+}
+
+/// Why the settings are unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for [`FileConfig`].
+    #[error("invalid config file {path}, {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message (names the line and the offending key).
+        message: String,
+    },
+    /// No primary address anywhere.
+    #[error("no listen address: pass --listen ADDR or set `listen` in the config file")]
+    NoListen,
+    /// The alternate address cannot serve discovery.
+    #[error("--alt-listen {alt} must differ from --listen {primary}")]
+    SameAlternate {
+        /// The primary.
+        primary: SocketAddr,
+        /// The alternate.
+        alt: SocketAddr,
+    },
+}
+
+impl FileConfig {
+    /// Reads and parses `path`.
+    pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        Self::parse(&text).map_err(|message| ConfigError::Parse { path: path.to_owned(), message })
+    }
+
+    /// Parses TOML text; the error is the parser's message.
+    pub fn parse(text: &str) -> Result<FileConfig, String> {
+        toml::from_str(text).map_err(|e: toml::de::Error| {
+            let Some(span) = e.span() else { return e.message().to_owned() };
+            let line = text[..span.start].matches('\n').count() + 1;
+            // A bad value's message does not name its key: add it.
+            let key = text.lines().nth(line - 1).and_then(|l| l.split_once('=')).map(|(k, _)| k.trim());
+            match key {
+                Some(key) if !key.is_empty() && !e.message().contains(key) => {
+                    format!("line {line}, `{key}`: {}", e.message())
+                }
+                _ => format!("line {line}: {}", e.message()),
+            }
+        })
+    }
+}
+
+/// Everything the server needs to start.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// The core server's settings (addresses may have port 0).
+    pub server: ServerConfig,
+    /// The runtime.
+    pub runtime: RuntimeKind,
+}
+
+impl Settings {
+    /// Merges flags over the file: a flag given on the command line wins.
+    /// `fresh_seed` is used when neither sets a seed.
+    pub fn merge(
+        listen: Option<SocketAddr>,
+        alt_listen: Option<SocketAddr>,
+        runtime: Option<RuntimeKind>,
+        file: FileConfig,
+        fresh_seed: u64,
+    ) -> Result<Settings, ConfigError> {
+        let primary = listen.or(file.listen).ok_or(ConfigError::NoListen)?;
+        let alternate = alt_listen.or(file.alt_listen);
+        if let Some(alt) = alternate {
+            if alt == primary && alt.port() != 0 {
+                return Err(ConfigError::SameAlternate { primary, alt });
+            }
+        }
+        let mut server = ServerConfig::new(primary, alternate);
+        server.seed = file.seed.unwrap_or(fresh_seed);
+        macro_rules! set {
+            ($($field:ident),*) => { $( if let Some(v) = file.$field { server.$field = v; } )* };
+        }
+        set!(
+            user_timeout,
+            offer_retransmit,
+            offer_attempts,
+            request_burst,
+            request_rate,
+            relay_burst_bytes,
+            relay_rate_bytes,
+            max_sources,
+            max_sessions_per_user
+        );
+        Ok(Settings { server, runtime: runtime.or(file.runtime).unwrap_or_default() })
+    }
+}
+
+/// 64 bits from the operating system's randomness, through std's randomly
+/// keyed SipHash (the standard library seeds `RandomState` from the OS), so
+/// session keys and tokens differ at every start without another dependency.
+pub fn os_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
+    h.write_u32(std::process::id());
+    h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_fields_apply_and_flags_win() {
+        // Given a file with addresses, a runtime and a timeout.
+        let file = FileConfig::parse(
+            "listen = \"127.0.0.1:4000\"\nalt_listen = \"127.0.0.2:4001\"\nruntime = \"smol\"\nuser_timeout = \"20s\"\n",
+        )
+        .expect("valid file");
+        // When the command line overrides the primary address only.
+        let s = Settings::merge(Some("127.0.0.1:5000".parse().unwrap()), None, None, file, 9).expect("valid");
+        // Then the flag wins, the rest comes from the file, the seed from the caller.
+        assert_eq!(s.server.primary, "127.0.0.1:5000".parse().unwrap());
+        assert_eq!(s.server.alternate, Some("127.0.0.2:4001".parse().unwrap()));
+        assert_eq!(s.runtime, RuntimeKind::Smol);
+        assert_eq!(s.server.user_timeout, Duration::from_secs(20));
+        assert_eq!(s.server.seed, 9);
+    }
+
+    #[test]
+    fn unknown_fields_and_bad_durations_are_rejected_by_name() {
+        let err = FileConfig::parse("listen = \"127.0.0.1:1\"\nlisten_port = 3\n").unwrap_err();
+        assert!(err.contains("unknown field `listen_port`"), "{err}");
+        let err = FileConfig::parse("user_timeout = \"soon\"\n").unwrap_err();
+        assert!(err.contains("user_timeout"), "{err}");
+    }
+
+    #[test]
+    fn a_listen_address_is_required() {
+        let err = Settings::merge(None, None, None, FileConfig::default(), 0).unwrap_err();
+        assert!(matches!(err, ConfigError::NoListen));
+    }
+}

@@ -1,0 +1,98 @@
+//! `punchline-server --listen ADDR [--alt-listen ADDR] [--runtime mio|smol] [--config FILE]`
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use punchline_server::config::{os_seed, FileConfig, RuntimeKind, Settings};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use tracing::info;
+
+/// The Punchline server: signaling, presence, NAT discovery and relay over UDP.
+///
+/// At start it prints one line per bound socket on stdout,
+/// `listening <primary|alternate|crossed> <ADDR>`, then logs to stderr
+/// (set RUST_LOG, e.g. RUST_LOG=debug; default info). SIGINT or SIGTERM stop
+/// it cleanly (exit 0).
+///
+/// Exit codes: 0 stopped by a signal; 1 a socket could not be bound or
+/// failed; 2 bad flags or config file.
+#[derive(Parser, Debug)]
+#[command(name = "punchline-server", version)]
+struct Args {
+    /// Primary UDP address clients log in to (port 0: any free port).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// Alternate address for NAT behaviour discovery (RFC 5780): use another
+    /// IP and another port; the server then also listens on the two crossed
+    /// combinations.
+    #[arg(long, value_name = "ADDR")]
+    alt_listen: Option<SocketAddr>,
+    /// The runtime that drives the server.
+    #[arg(long, value_enum)]
+    runtime: Option<RuntimeKind>,
+    /// A TOML file with any of: listen, alt_listen, runtime, seed,
+    /// user_timeout, offer_retransmit, offer_attempts, request_burst,
+    /// request_rate, relay_burst_bytes, relay_rate_bytes, max_sources,
+    /// max_sessions_per_user. Flags override the file.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+
+    let file = match args.config.as_deref().map(FileConfig::load).transpose() {
+        Ok(file) => file.unwrap_or_default(),
+        Err(e) => return usage_error(&e),
+    };
+    let settings = match Settings::merge(args.listen, args.alt_listen, args.runtime, file, os_seed()) {
+        Ok(s) => s,
+        Err(e) => return usage_error(&e),
+    };
+    // Handlers go in before the addresses are printed: whoever reads those
+    // lines may signal at once.
+    let mut signals = match signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) {
+        Ok(signals) => signals,
+        Err(e) => {
+            eprintln!("punchline-server: cannot install signal handlers: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let runtime = settings.runtime;
+    let result = punchline_server::run(settings, |addrs, stopper| {
+        std::thread::spawn(move || {
+            if let Some(signal) = signals.forever().next() {
+                info!(signal, "stopping");
+                stopper.stop();
+            }
+        });
+        let mut out = std::io::stdout().lock();
+        for (id, addr) in addrs {
+            let _ = writeln!(out, "listening {} {addr}", punchline_server::socket_role(*id));
+        }
+        let _ = out.flush();
+        info!(runtime = runtime.name(), sockets = addrs.len(), "serving");
+    });
+    match result {
+        Ok(()) => {
+            info!("stopped");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("punchline-server: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn usage_error(e: &dyn std::fmt::Display) -> ExitCode {
+    eprintln!("punchline-server: {e}");
+    ExitCode::from(2)
+}

@@ -1,0 +1,159 @@
+//! The `punchline-server` binary: start-up lines, signals, bad input, and a
+//! STUN client no one here wrote (coturn's `turnutils_stunclient`).
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const SERVER: &str = env!("CARGO_BIN_EXE_punchline-server");
+
+/// A running server, killed when dropped.
+struct Running {
+    child: Child,
+    /// (role, address) lines printed at start.
+    listening: Vec<(String, SocketAddr)>,
+}
+
+impl Running {
+    fn start(args: &[&str]) -> Running {
+        let mut child = Command::new(SERVER)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("server starts");
+        let mut stdout = BufReader::new(child.stdout.take().expect("piped"));
+        let mut listening = Vec::new();
+        let expected = if args.contains(&"--alt-listen") { 4 } else { 1 };
+        while listening.len() < expected {
+            let mut line = String::new();
+            assert!(stdout.read_line(&mut line).expect("read") > 0, "server exited before listening");
+            let mut words = line.split_whitespace();
+            assert_eq!(words.next(), Some("listening"), "{line:?}");
+            let role = words.next().expect("role").to_owned();
+            let addr = words.next().expect("address").parse().expect("an address");
+            listening.push((role, addr));
+        }
+        Running { child, listening }
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill").args([&format!("-{name}"), &self.child.id().to_string()]).status();
+        assert!(status.expect("kill runs").success());
+    }
+
+    fn wait_exit(&mut self) -> (Option<i32>, String) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                let mut stderr = String::new();
+                use std::io::Read;
+                let _ = self.child.stderr.take().expect("piped").read_to_string(&mut stderr);
+                return (status.code(), stderr);
+            }
+            assert!(Instant::now() < deadline, "server did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn prints_every_socket_and_stops_cleanly_on_sigterm_and_sigint() {
+    for (runtime, signal) in [("mio", "TERM"), ("smol", "INT"), ("mio", "INT"), ("smol", "TERM")] {
+        // Given a server with an alternate address on another loopback IP.
+        let mut server =
+            Running::start(&["--listen", "127.0.0.1:0", "--alt-listen", "127.0.0.2:0", "--runtime", runtime]);
+        // Then it printed the primary, the alternate and both crossed sockets.
+        let roles: Vec<&str> = server.listening.iter().map(|(r, _)| r.as_str()).collect();
+        assert_eq!(roles, ["primary", "alternate", "crossed", "crossed"]);
+        let (p, a) = (server.listening[0].1, server.listening[1].1);
+        assert_ne!(p.port(), 0);
+        assert_eq!(server.listening[2].1, SocketAddr::new(p.ip(), a.port()));
+        assert_eq!(server.listening[3].1, SocketAddr::new(a.ip(), p.port()));
+        // When it gets the signal, then it exits 0 and says so.
+        server.signal(signal);
+        let (code, stderr) = server.wait_exit();
+        assert_eq!(code, Some(0), "{runtime} SIG{signal}: {stderr}");
+        assert!(stderr.contains("stopped"), "{stderr}");
+    }
+}
+
+#[test]
+fn bad_flags_and_bad_config_exit_2_with_one_clear_line() {
+    let run = |args: &[&str]| Command::new(SERVER).args(args).output().expect("runs");
+
+    let out = run(&["--listen", "not-an-address"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid value 'not-an-address' for '--listen <ADDR>'"));
+
+    let out = run(&[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no listen address"));
+
+    let dir = std::env::temp_dir().join(format!("punchline-server-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "listen = \"127.0.0.1:0\"\nlisten_port = 7\n").expect("write");
+    let out = run(&["--config", bad.to_str().expect("utf-8 path")]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("line 2: unknown field `listen_port`"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+
+    let out = run(&["--config", dir.join("missing.toml").to_str().expect("utf-8 path")]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read config file"));
+
+    // A good file is used: the server listens where it says.
+    let good = dir.join("good.toml");
+    std::fs::write(&good, "listen = \"127.0.0.1:0\"\nruntime = \"smol\"\nuser_timeout = \"30s\"\n").expect("write");
+    let mut server = Running::start(&["--config", good.to_str().expect("utf-8 path")]);
+    assert_eq!(server.listening[0].0, "primary");
+    assert_eq!(server.listening[0].1.ip().to_string(), "127.0.0.1");
+    server.signal("TERM");
+    assert_eq!(server.wait_exit().0, Some(0));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_port_in_use_is_a_clear_error() {
+    let taken = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let out = Command::new(SERVER).args(["--listen", &addr]).output().expect("runs");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("cannot bind {addr}")));
+}
+
+#[test]
+fn coturn_stunclient_gets_its_mapped_address() {
+    if Command::new("turnutils_stunclient").output().is_err() {
+        eprintln!(
+            "SKIPPED: coturn_stunclient_gets_its_mapped_address needs `turnutils_stunclient` (Debian package coturn)"
+        );
+        return;
+    }
+    for runtime in ["mio", "smol"] {
+        // Given our server on 127.0.0.1.
+        let server = Running::start(&["--listen", "127.0.0.1:0", "--runtime", runtime]);
+        let port = server.listening[0].1.port();
+        // When coturn's STUN client asks it from another loopback address.
+        let out = Command::new("turnutils_stunclient")
+            .args(["-p", &port.to_string(), "-L", "127.0.0.5", "127.0.0.1"])
+            .output()
+            .expect("stunclient runs");
+        // Then it reports that address as its reflexive address.
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let line = stdout.lines().find(|l| l.contains("UDP reflexive addr:")).unwrap_or_else(|| panic!("{stdout}"));
+        let mapped: SocketAddr = line.rsplit(' ').next().expect("address").parse().expect("an address");
+        assert_eq!(mapped.ip().to_string(), "127.0.0.5", "{runtime}: {line}");
+        assert_ne!(mapped.port(), 0);
+    }
+}
