@@ -62,6 +62,8 @@ pub struct ClientConfig {
     pub session_timeout: Duration,
     /// Most unacknowledged application messages per session. Default 256.
     pub send_window: usize,
+    /// Text messaging ([`MessagingConfig`](crate::client::MessagingConfig)).
+    pub messaging: crate::client::MessagingConfig,
 }
 
 impl ClientConfig {
@@ -88,6 +90,7 @@ impl ClientConfig {
             session_keepalive: Duration::from_secs(5),
             session_timeout: Duration::from_secs(30),
             send_window: 256,
+            messaging: crate::client::MessagingConfig::default(),
         }
     }
 }
