@@ -104,7 +104,9 @@ impl SqliteStore {
         // directory itself must be writable, which its mode bits alone do not
         // tell (read-only mounts, root squash). Try it.
         let probe = dir.join(".punchline-write-test");
-        fs::write(&probe, b"").and_then(|()| fs::remove_file(&probe)).map_err(|e| fail(format!("not writable: {e}")))?;
+        fs::write(&probe, b"")
+            .and_then(|()| fs::remove_file(&probe))
+            .map_err(|e| fail(format!("not writable: {e}")))?;
         SqliteStore::open(&dir.join(STORE_FILE))
     }
 
@@ -132,12 +134,15 @@ impl SqliteStore {
         }
         let app: i32 = conn.query_row("PRAGMA application_id", [], |r| r.get(0)).map_err(sqlite)?;
         let version: i32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(sqlite)?;
-        let tables: i64 =
-            conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0)).map_err(|e| corrupt(e.to_string()))?;
+        let tables: i64 = conn
+            .query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0))
+            .map_err(|e| corrupt(e.to_string()))?;
         match (app, version) {
             (0, 0) if tables == 0 => create_schema(&conn).map_err(sqlite)?,
             (APPLICATION_ID, SCHEMA_VERSION) => {}
-            (APPLICATION_ID, v) => return Err(corrupt(format!("schema version {v}; this server reads {SCHEMA_VERSION}"))),
+            (APPLICATION_ID, v) => {
+                return Err(corrupt(format!("schema version {v}; this server reads {SCHEMA_VERSION}")))
+            }
             _ => return Err(corrupt(format!("an SQLite database of another application (application_id {app:#x})"))),
         }
         Ok(SqliteStore { conn, path: path.to_owned() })

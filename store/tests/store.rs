@@ -53,7 +53,11 @@ fn given_a_recipient_at_its_limit_then_put_refuses_but_a_retransmission_is_still
     }
     assert_eq!(store.put(&message("bob", "alice", 4, "x"), 3).unwrap(), PutOutcome::RecipientFull);
     assert_eq!(store.put(&message("bob", "alice", 3, "x"), 3).unwrap(), PutOutcome::AlreadyStored);
-    assert_eq!(store.put(&message("carol", "alice", 4, "x"), 3).unwrap(), PutOutcome::Stored, "limits are per recipient");
+    assert_eq!(
+        store.put(&message("carol", "alice", 4, "x"), 3).unwrap(),
+        PutOutcome::Stored,
+        "limits are per recipient"
+    );
     assert_eq!(store.pending_count("bob").unwrap(), 3);
 }
 
@@ -204,8 +208,12 @@ fn given_a_message_acknowledged_as_stored_when_the_server_crashes_then_the_resta
         let (bob, _) = login(&mut server, now, BOB, "bob");
         exchange(&mut server, now, BOB, Frame::Logout { token: bob });
         let (alice, _) = login(&mut server, now, ALICE, "alice");
-        let answers =
-            exchange(&mut server, now, ALICE, Frame::TextSend { token: alice, id, to: "bob".into(), text: "hi".into() });
+        let answers = exchange(
+            &mut server,
+            now,
+            ALICE,
+            Frame::TextSend { token: alice, id, to: "bob".into(), text: "hi".into() },
+        );
         assert_eq!(answers, [(addr(ALICE), Frame::TextAck { id, status: TextStatus::Stored })]);
         // SIGKILL: the machine and its connection vanish without a goodbye.
         std::mem::forget(server);
@@ -233,13 +241,21 @@ fn given_a_restarted_server_then_a_user_known_before_the_crash_can_still_receive
     let mut server = Server::with_store(config, now, Box::new(SqliteStore::open_dir(dir.path()).unwrap()));
     let (alice, _) = login(&mut server, now, ALICE, "alice");
     let id = MessageId { conversation: 1, seq: 1 };
-    let answers = exchange(&mut server, now, ALICE, Frame::TextSend { token: alice, id, to: "bob".into(), text: "x".into() });
+    let answers =
+        exchange(&mut server, now, ALICE, Frame::TextSend { token: alice, id, to: "bob".into(), text: "x".into() });
     assert_eq!(answers, [(addr(ALICE), Frame::TextAck { id, status: TextStatus::Stored })]);
     let id2 = MessageId { conversation: 1, seq: 2 };
-    let answers =
-        exchange(&mut server, now, ALICE, Frame::TextSend { token: alice, id: id2, to: "nobody".into(), text: "x".into() });
+    let answers = exchange(
+        &mut server,
+        now,
+        ALICE,
+        Frame::TextSend { token: alice, id: id2, to: "nobody".into(), text: "x".into() },
+    );
     assert_eq!(
         answers,
-        [(addr(ALICE), Frame::TextRejected { id: id2, reason: punchline_core::wire::frame::TextRejection::UnknownRecipient })]
+        [(
+            addr(ALICE),
+            Frame::TextRejected { id: id2, reason: punchline_core::wire::frame::TextRejection::UnknownRecipient }
+        )]
     );
 }

@@ -20,7 +20,7 @@ use tracing::debug;
 
 use super::session::Session;
 use super::{ClientEvent, Ctx, Out, PathKind};
-use crate::messaging::{PeerText, SendTextError, SeenIds, TextFailure, TextPath, MAX_TEXT};
+use crate::messaging::{PeerText, SeenIds, SendTextError, TextFailure, TextPath, MAX_TEXT};
 use crate::rng::Rng;
 use crate::wire::frame::{Frame, MessageId, SessionId, TextRejection, TextStatus};
 
@@ -119,8 +119,10 @@ impl Messaging {
             return Err(SendTextError::WindowFull);
         }
         let rng = &mut self.rng;
-        let conversation =
-            self.conversations.entry(to.to_owned()).or_insert_with(|| Conversation { number: rng.next_u64(), next_seq: 1 });
+        let conversation = self
+            .conversations
+            .entry(to.to_owned())
+            .or_insert_with(|| Conversation { number: rng.next_u64(), next_seq: 1 });
         let id = MessageId { conversation: conversation.number, seq: conversation.next_seq };
         conversation.next_seq += 1;
         let mut message = Outgoing {
@@ -149,7 +151,8 @@ impl Messaging {
 
     pub(crate) fn handle_timeout(&mut self, ctx: &Ctx<'_>, out: &mut Out) {
         let now = ctx.now;
-        let expired: Vec<MessageId> = self.outbox.iter().filter(|(_, m)| m.give_up_at <= now).map(|(id, _)| *id).collect();
+        let expired: Vec<MessageId> =
+            self.outbox.iter().filter(|(_, m)| m.give_up_at <= now).map(|(id, _)| *id).collect();
         for id in expired {
             self.outbox.remove(&id);
             out.event(ClientEvent::TextFailed { id, reason: TextFailure::Timeout });

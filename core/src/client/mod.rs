@@ -35,7 +35,9 @@ use crate::messaging::{SendTextError, TextFailure, TextPath, PEER_TEXT_MAGIC};
 use crate::nat::{NatProfile, Strategy};
 use crate::rng::Rng;
 use crate::timer::Timers;
-use crate::wire::frame::{CloseReason, ErrorCode, Frame, FrameError, MessageId, SessionId, TextStatus, MAX_APP_PAYLOAD};
+use crate::wire::frame::{
+    CloseReason, ErrorCode, Frame, FrameError, MessageId, SessionId, TextStatus, MAX_APP_PAYLOAD,
+};
 use crate::wire::{self, stun};
 
 use discovery::Discovery;

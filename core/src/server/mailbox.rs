@@ -326,7 +326,8 @@ impl Server {
         let Some(in_flight) = self.mailbox.in_flight.get_mut(recipient) else { return };
         self.mailbox.next_order += 1;
         let next_send = now + self.config.mailbox.delivery_retransmit;
-        in_flight.insert((sender.clone(), id), InFlight { text: text.clone(), next_send, order: self.mailbox.next_order });
+        in_flight
+            .insert((sender.clone(), id), InFlight { text: text.clone(), next_send, order: self.mailbox.next_order });
         self.send_to_user(recipient, Frame::TextDeliver { from: sender, id, text });
     }
 
