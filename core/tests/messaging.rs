@@ -477,3 +477,46 @@ fn given_a_server_machine_then_the_sender_ack_waits_for_an_online_recipient_at_m
     assert!(waited >= Duration::from_millis(500) && waited < Duration::from_millis(600), "{waited:?}");
     assert!(h.server.poll_timeout().is_some(), "the delivery to bob is still retried");
 }
+
+#[test]
+fn given_statuses_and_paths_then_their_names_are_the_command_line_contract() {
+    // `punchline send --json` prints these (issue 7): they are public.
+    assert_eq!(TextStatus::Delivered.as_str(), "delivered");
+    assert_eq!(TextStatus::Stored.as_str(), "stored");
+    assert_eq!(TextPath::Direct.as_str(), "direct");
+    assert_eq!(TextPath::Server.as_str(), "server");
+    assert_eq!(
+        TextFailure::Rejected(TextRejection::UnknownRecipient).to_string(),
+        "refused by the server: no such user"
+    );
+}
+
+#[test]
+fn given_an_inbox_sync_then_inbox_empty_comes_only_after_every_stored_message_arrived() {
+    // Given 30 stored messages for bob
+    let (mut h, alice) = alice_and_absent_bob(90);
+    h.loss = 0.2;
+    let sent: Vec<(MessageId, String)> =
+        (0..30).map(|n| format!("inbox {n}")).map(|t| (h.send_text(alice, "bob", &t), t)).collect();
+    h.run_for(secs(30));
+    assert_eq!(acks(&h, alice).len(), 30);
+    // When bob's `inbox` starts and asks at once (before its login is done)
+    let bob = bob_returns(&mut h);
+    h.sync_inbox(bob);
+    h.run_for(secs(60));
+    // Then InboxEmpty comes once, after the last message was shown.
+    let empty = h.find(bob, |e| matches!(e, ClientEvent::InboxEmpty).then_some(()));
+    assert_eq!(empty.len(), 1);
+    let last_text = h.find(bob, |e| matches!(e, ClientEvent::TextReceived { .. }).then_some(())).last().unwrap().0;
+    assert!(empty[0].0 >= last_text);
+    assert_each_once(&h.texts(bob), &sent);
+
+    // And with nothing stored, the answer is immediate.
+    h.loss = 0.0;
+    h.sync_inbox(bob);
+    let before = h.elapsed();
+    h.run_for(secs(1));
+    let empty = h.find(bob, |e| matches!(e, ClientEvent::InboxEmpty).then_some(()));
+    assert_eq!(empty.len(), 2);
+    assert!(empty[1].0 - before < Duration::from_millis(100));
+}

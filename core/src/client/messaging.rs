@@ -11,7 +11,10 @@
 //! [`MessagingConfig::text_timeout`] passes.
 //!
 //! Receiving: from the server or a peer, every copy is acknowledged and only
-//! the first raises [`ClientEvent::TextReceived`] ([`SeenIds`]).
+//! the first raises [`ClientEvent::TextReceived`] ([`SeenIds`]). The server
+//! delivers stored messages at login by itself;
+//! [`Client::sync_inbox`](super::Client::sync_inbox) asks how many remain and
+//! ends in [`ClientEvent::InboxEmpty`] once none do.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -79,6 +82,8 @@ struct Outgoing {
 /// Asking the server for our stored messages until it says none are left.
 #[derive(Debug, Default)]
 struct InboxSync {
+    /// The application asked ([`Client::sync_inbox`](super::Client::sync_inbox)).
+    wanted: bool,
     next_sync: Option<Instant>,
     sends: u32,
     /// What the server last said is pending; `None` before it answered.
@@ -170,10 +175,24 @@ impl Messaging {
         }
     }
 
-    /// Logged in (again): ask for stored messages, resend what waits.
-    pub(crate) fn on_logged_in(&mut self, ctx: &Ctx<'_>, out: &mut Out) {
-        self.inbox = InboxSync::default();
+    /// The application wants to know when everything stored for it has
+    /// arrived ([`ClientEvent::InboxEmpty`]).
+    pub(crate) fn sync_inbox(&mut self, ctx: &Ctx<'_>, out: &mut Out) {
+        self.inbox.wanted = true;
+        self.inbox.pending = None;
+        self.inbox.sends = 0;
         self.sync(ctx, out);
+    }
+
+    /// Logged in (again): resend what waits, and ask for the inbox's state
+    /// if the application wanted it. (The server starts delivering stored
+    /// messages at login by itself.)
+    pub(crate) fn on_logged_in(&mut self, ctx: &Ctx<'_>, out: &mut Out) {
+        let wanted = self.inbox.wanted;
+        self.inbox = InboxSync { wanted, ..InboxSync::default() };
+        if wanted {
+            self.sync(ctx, out);
+        }
         for (id, message) in self.outbox.iter_mut() {
             if !message.direct {
                 send_to_server(ctx, out, *id, message);
@@ -220,10 +239,11 @@ impl Messaging {
         if pending == 0 {
             self.inbox.next_sync = None;
             self.inbox.sends = 0;
+            self.inbox.wanted = false;
             if was != Some(0) {
                 out.event(ClientEvent::InboxEmpty);
             }
-        } else {
+        } else if self.inbox.wanted {
             // Deliveries are on their way; ask again later in case the
             // server's "none left" is lost.
             self.inbox.next_sync = Some(ctx.now + Duration::from_secs(2));
@@ -297,6 +317,7 @@ impl Messaging {
 
     fn sync(&mut self, ctx: &Ctx<'_>, out: &mut Out) {
         let Some(token) = ctx.token else {
+            // Sent at login.
             self.inbox.next_sync = None;
             return;
         };

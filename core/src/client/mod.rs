@@ -493,6 +493,21 @@ impl Client {
         self.messaging.send_text(&ctx, &mut self.out, &mut self.sessions, to, text)
     }
 
+    /// Asks the server how many messages it holds for us; answered by
+    /// [`ClientEvent::InboxEmpty`] once everything stored has been received
+    /// and acknowledged (the server delivers stored messages at login by
+    /// itself; this only says when they are all here). Before the login
+    /// completes the request waits for it.
+    pub fn sync_inbox(&mut self, now: Instant) -> Result<(), SendTextError> {
+        self.out.now = Some(now);
+        if matches!(self.login, Login::Failed | Login::LoggedOut) {
+            return Err(SendTextError::NotLoggedIn);
+        }
+        let ctx = ctx!(self, now);
+        self.messaging.sync_inbox(&ctx, &mut self.out);
+        Ok(())
+    }
+
     /// Text messages sent and not yet acknowledged (nor failed).
     pub fn unacknowledged_texts(&self) -> usize {
         self.messaging.unacknowledged()

@@ -45,6 +45,16 @@ pub enum TextPath {
     Server,
 }
 
+impl TextPath {
+    /// The name command lines and JSON use: `direct` or `server`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TextPath::Direct => "direct",
+            TextPath::Server => "server",
+        }
+    }
+}
+
 /// Why a text message failed for good.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TextFailure {
@@ -54,6 +64,15 @@ pub enum TextFailure {
     /// may still have stored it (only its acknowledgement may have been
     /// lost): the message may yet be delivered, exactly once.
     Timeout,
+}
+
+impl std::fmt::Display for TextFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TextFailure::Rejected(reason) => write!(f, "refused by the server: {reason}"),
+            TextFailure::Timeout => f.write_str("no acknowledgement in time (it may still be delivered)"),
+        }
+    }
 }
 
 /// Errors of `Client::send_text`.

@@ -184,6 +184,16 @@ pub enum TextStatus {
     Stored,
 }
 
+impl TextStatus {
+    /// The name command lines and JSON use: `delivered` or `stored`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TextStatus::Delivered => "delivered",
+            TextStatus::Stored => "stored",
+        }
+    }
+}
+
 /// Why the server refused a text message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TextRejection {
@@ -199,6 +209,19 @@ pub enum TextRejection {
     StoreUnavailable,
     /// Over the sender's message rate; the sender may retry.
     RateLimited,
+}
+
+impl std::fmt::Display for TextRejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TextRejection::TooLarge => "the message is longer than the server accepts",
+            TextRejection::UnknownRecipient => "no such user",
+            TextRejection::RecipientFull => "the recipient's mailbox is full",
+            TextRejection::BadRecipient => "invalid recipient name",
+            TextRejection::StoreUnavailable => "the server could not store the message",
+            TextRejection::RateLimited => "too many messages; slow down",
+        })
+    }
 }
 
 /// Every Punchline frame.

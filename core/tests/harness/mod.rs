@@ -260,6 +260,13 @@ impl Harness {
         id
     }
 
+    /// Client `i` asks when its inbox is empty.
+    pub fn sync_inbox(&mut self, i: usize) {
+        let now = self.now;
+        self.clients[i].client.sync_inbox(now).expect("sync_inbox accepted");
+        self.drain(i);
+    }
+
     /// Client `i`'s received texts, in the order they were shown.
     pub fn texts(&self, i: usize) -> Vec<(String, MessageId, String)> {
         self.find(i, |e| match e {
