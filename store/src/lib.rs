@@ -29,8 +29,9 @@
 //! - Every [`MessageStore`] call is one transaction (`BEGIN IMMEDIATE` for
 //!   writes), so a crash leaves each message either fully stored or absent.
 //!
-//! The commit rate is therefore bounded by the disk's fsync latency: see
-//! `benches/put_commit.rs`.
+//! The commit rate is therefore bounded by the disk's fsync latency: on the
+//! development machine 270 messages/s against an fsync floor of 283/s (median
+//! of three runs of `benches/put_commit.rs`; see the README).
 //!
 //! ## Refusing bad files
 //!
