@@ -520,3 +520,30 @@ fn given_an_inbox_sync_then_inbox_empty_comes_only_after_every_stored_message_ar
     assert_eq!(empty.len(), 2);
     assert!(empty[1].0 - before < Duration::from_millis(100));
 }
+
+mod seen_ids_model {
+    use std::collections::BTreeSet;
+
+    use proptest::prelude::*;
+    use punchline_core::messaging::{MessageId, SeenIds};
+
+    proptest! {
+        /// Against a model that remembers everything: within the documented
+        /// bounds (few conversations, bounded disorder), an id is new exactly
+        /// when it was never inserted before.
+        #[test]
+        fn an_id_is_new_exactly_once(
+            arrivals in proptest::collection::vec((0usize..3, 0u64..4, 1u64..300), 1..2000)
+        ) {
+            let senders = ["alice", "bob", "carol"];
+            let mut seen = SeenIds::new();
+            let mut model = BTreeSet::new();
+            for (sender, conversation, seq) in arrivals {
+                let id = MessageId { conversation, seq };
+                let fresh = model.insert((sender, id));
+                prop_assert_eq!(seen.insert(senders[sender], id), fresh);
+                prop_assert!(seen.contains(senders[sender], id));
+            }
+        }
+    }
+}
