@@ -555,6 +555,9 @@ impl Printer {
             ClientEvent::LoginFailed { code } => {
                 json!({"event": "login-failed", "peer": null, "path": null, "reason": login_refusal(*code)})
             }
+            ClientEvent::TextReceived { from, id, text } => json!({"event": "text", "peer": from, "path": null,
+                "id": id.to_string(), "text": text}),
+            ClientEvent::TextAcked { .. } | ClientEvent::TextFailed { .. } | ClientEvent::InboxEmpty => return,
             ClientEvent::LookupResult { .. }
             | ClientEvent::ConnectFailed { .. }
             | ClientEvent::OpenSockets { .. }

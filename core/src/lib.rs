@@ -14,6 +14,7 @@
 //! - [`Machine`] is the shape both roles share, and documents the drive loop.
 //! - [`client::Client`] logs in, measures its NAT, opens sessions and punches.
 //! - [`server::Server`] coordinates sessions and relays between members.
+//! - [`messaging`] is text messaging's shared types and the server's storage trait.
 //! - [`wire`] is the codec: STUN (RFC 8489) and Punchline frames.
 //!
 //! # Example: a server and two clients, driven by hand
@@ -75,6 +76,7 @@
 pub mod auth;
 pub mod client;
 mod machine;
+pub mod messaging;
 pub mod nat;
 pub mod rng;
 pub mod server;

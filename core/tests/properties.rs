@@ -37,8 +37,9 @@ use punchline_core::client::{Client, ClientConfig, ClientEvent, ClientStats, Sen
 use punchline_core::nat::{FilteringBehavior, MappingBehavior, NatProfile, PortAllocation, Strategy as NatStrategy};
 use punchline_core::server::{valid_user_name, Server, ServerConfig, ServerStats};
 use punchline_core::wire::frame::{
-    AnswerFrom, CloseReason, ErrorCode, Frame, FrameError, SessionBody, SessionId, SessionKey, StreamMessage,
-    FIRST_TAG, MAC_LEN, MAX_APP_PAYLOAD, MAX_CANDIDATES, MAX_RELAY_PAYLOAD, MAX_USER_NAME, VERSION,
+    AnswerFrom, CloseReason, ErrorCode, Frame, FrameError, MessageId, SessionBody, SessionId, SessionKey,
+    StreamMessage, TextRejection, TextStatus, FIRST_TAG, MAC_LEN, MAX_APP_PAYLOAD, MAX_CANDIDATES, MAX_RELAY_PAYLOAD,
+    MAX_TEXT, MAX_USER_NAME, VERSION,
 };
 use punchline_core::wire::{self, stun, MAX_DATAGRAM};
 use punchline_core::{Machine, SocketId, Transmit};
@@ -48,9 +49,9 @@ use punchline_core::{Machine, SocketId, Transmit};
 // ---------------------------------------------------------------------------
 
 /// Every assigned frame tag, in declaration order.
-const ASSIGNED_TAGS: [u8; 21] = [
+const ASSIGNED_TAGS: [u8; 28] = [
     0x41, 0x42, 0x43, 0x44, 0x45, 0x46, 0x47, 0x48, 0x49, 0x4a, 0x4b, 0x4c, 0x4d, 0x4e, 0x4f, 0x50, 0x51, 0x60, 0x61,
-    0x62, 0x63,
+    0x62, 0x63, 0x52, 0x53, 0x54, 0x55, 0x56, 0x57, 0x58,
 ];
 
 /// Names the stateful tests log in with, so connects find their peers.
@@ -241,6 +242,73 @@ fn close_reason() -> impl Strategy<Value = CloseReason> + Clone {
     ])
 }
 
+fn message_id() -> impl Strategy<Value = MessageId> + Clone {
+    (u64s(), u64s()).prop_map(|(conversation, seq)| MessageId { conversation, seq })
+}
+
+/// Texts up to [`MAX_TEXT`] bytes, ASCII or multi-byte.
+fn text() -> impl Strategy<Value = String> + Clone {
+    prop_oneof![
+        "[ -~]{0,40}",
+        "[ -~]{990,1000}",
+        vec(any::<char>(), 0..=250).prop_map(|chars| {
+            let mut text = String::new();
+            for c in chars {
+                if text.len() + c.len_utf8() > MAX_TEXT {
+                    break;
+                }
+                text.push(c);
+            }
+            text
+        }),
+    ]
+}
+
+fn text_status() -> impl Strategy<Value = TextStatus> + Clone {
+    select(vec![TextStatus::Delivered, TextStatus::Stored])
+}
+
+fn text_rejection() -> impl Strategy<Value = TextRejection> + Clone {
+    select(vec![
+        TextRejection::TooLarge,
+        TextRejection::UnknownRecipient,
+        TextRejection::RecipientFull,
+        TextRejection::BadRecipient,
+        TextRejection::StoreUnavailable,
+        TextRejection::RateLimited,
+    ])
+}
+
+fn text_send() -> BoxedStrategy<Frame> {
+    (u64s(), message_id(), user_name(), text())
+        .prop_map(|(token, id, to, text)| Frame::TextSend { token, id, to, text })
+        .boxed()
+}
+
+fn text_ack() -> BoxedStrategy<Frame> {
+    (message_id(), text_status()).prop_map(|(id, status)| Frame::TextAck { id, status }).boxed()
+}
+
+fn text_rejected() -> BoxedStrategy<Frame> {
+    (message_id(), text_rejection()).prop_map(|(id, reason)| Frame::TextRejected { id, reason }).boxed()
+}
+
+fn text_deliver() -> BoxedStrategy<Frame> {
+    (user_name(), message_id(), text()).prop_map(|(from, id, text)| Frame::TextDeliver { from, id, text }).boxed()
+}
+
+fn text_deliver_ack() -> BoxedStrategy<Frame> {
+    (u64s(), user_name(), message_id()).prop_map(|(token, from, id)| Frame::TextDeliverAck { token, from, id }).boxed()
+}
+
+fn inbox_sync() -> BoxedStrategy<Frame> {
+    u64s().prop_map(|token| Frame::InboxSync { token }).boxed()
+}
+
+fn inbox_status() -> BoxedStrategy<Frame> {
+    u32s().prop_map(|pending| Frame::InboxStatus { pending }).boxed()
+}
+
 fn role() -> impl Strategy<Value = Role> + Clone {
     select(vec![Role::Initiator, Role::Responder])
 }
@@ -418,6 +486,13 @@ fn frame_variants() -> Vec<BoxedStrategy<Frame>> {
         probe(),
         probe_ack(),
         session_frame(false),
+        text_send(),
+        text_ack(),
+        text_rejected(),
+        text_deliver(),
+        text_deliver_ack(),
+        inbox_sync(),
+        inbox_status(),
     ]
 }
 
@@ -441,6 +516,9 @@ fn client_to_server_frame() -> BoxedStrategy<Frame> {
         relay(),
         discover(),
         logout(),
+        text_send(),
+        text_deliver_ack(),
+        inbox_sync(),
         any_frame(),
     ])
     .boxed()
@@ -457,6 +535,10 @@ fn server_to_client_frame() -> BoxedStrategy<Frame> {
         session_ended(),
         discover_reply(),
         error(),
+        text_ack(),
+        text_rejected(),
+        text_deliver(),
+        inbox_status(),
     ])
     .boxed()
 }
@@ -506,6 +588,18 @@ fn worst_case_frames() -> Vec<Frame> {
         Frame::Probe { session, attempt: u16::MAX, counter: u64::MAX },
         Frame::ProbeAck { session, attempt: u16::MAX, probe_counter: u64::MAX, counter: u64::MAX, observed: v6 },
     ];
+    let id = MessageId { conversation: u64::MAX, seq: u64::MAX };
+    let text = "\u{e9}".repeat(MAX_TEXT / 2); // 1000 bytes of two-byte characters
+    let user = "\u{e9}".repeat(MAX_USER_NAME / 2);
+    frames.extend([
+        Frame::TextSend { token: u64::MAX, id, to: user.clone(), text: text.clone() },
+        Frame::TextAck { id, status: TextStatus::Delivered },
+        Frame::TextRejected { id, reason: TextRejection::StoreUnavailable },
+        Frame::TextDeliver { from: user.clone(), id, text },
+        Frame::TextDeliverAck { token: u64::MAX, from: user, id },
+        Frame::InboxSync { token: u64::MAX },
+        Frame::InboxStatus { pending: u32::MAX },
+    ]);
     let bodies = [
         SessionBody::Stream { seq: u64::MAX, message: StreamMessage::App(vec![0xff; MAX_APP_PAYLOAD]) },
         SessionBody::Stream {

@@ -80,5 +80,6 @@ fn log_event(event: ServerEvent) {
             info!(%session, %initiator, %responder, strategy = strategy.name(), "session created")
         }
         ServerEvent::SessionEnded { session } => info!(%session, "session ended"),
+        ServerEvent::StoreFailed { error } => tracing::error!(%error, "message store failed"),
     }
 }

@@ -41,6 +41,13 @@ pub fn frame(f: &Frame) -> String {
         Frame::DiscoverReply { reflexive, .. } => format!("DiscoverReply reflexive={reflexive}"),
         Frame::Logout { .. } => "Logout".into(),
         Frame::Error { code, .. } => format!("Error {code:?}"),
+        Frame::TextSend { id, to, text, .. } => format!("TextSend {id} to={to} len={}", text.len()),
+        Frame::TextAck { id, status } => format!("TextAck {id} {status:?}"),
+        Frame::TextRejected { id, reason } => format!("TextRejected {id} {reason:?}"),
+        Frame::TextDeliver { from, id, text } => format!("TextDeliver {id} from={from} len={}", text.len()),
+        Frame::TextDeliverAck { from, id, .. } => format!("TextDeliverAck {id} from={from}"),
+        Frame::InboxSync { .. } => "InboxSync".into(),
+        Frame::InboxStatus { pending } => format!("InboxStatus pending={pending}"),
         Frame::Opener => "Opener".into(),
         Frame::Probe { attempt, .. } => format!("Probe attempt={attempt}"),
         Frame::ProbeAck { attempt, observed, .. } => format!("ProbeAck attempt={attempt} observed={observed}"),
@@ -99,5 +106,9 @@ pub fn event(e: &ClientEvent) -> String {
         ClientEvent::ConnectFailed { peer, reason } => format!("connect to {peer} failed: {reason:?}"),
         ClientEvent::OpenSockets { count, .. } => format!("asks for {count} socket(s)"),
         ClientEvent::ReleaseSocket { socket } => format!("releases socket {}", socket.0),
+        ClientEvent::TextReceived { from, id, text } => format!("text {id} from {from}: {} bytes", text.len()),
+        ClientEvent::TextAcked { id, status, path } => format!("text {id} acknowledged: {status:?} via {path:?}"),
+        ClientEvent::TextFailed { id, reason } => format!("text {id} failed: {reason:?}"),
+        ClientEvent::InboxEmpty => "inbox empty".into(),
     }
 }

@@ -79,6 +79,8 @@ pub struct ClientConfig {
     /// with the default pool, 98 % of attempts succeed against a NAT that
     /// picks from 64,512 ports, and a failed attempt is retried with backoff.
     pub birthday_probe_budget: u32,
+    /// Text messaging ([`MessagingConfig`](crate::client::MessagingConfig)).
+    pub messaging: crate::client::MessagingConfig,
 }
 
 impl ClientConfig {
@@ -110,6 +112,7 @@ impl ClientConfig {
             birthday_pool: 256,
             birthday_probe_rate: 250,
             birthday_probe_budget: 1024,
+            messaging: crate::client::MessagingConfig::default(),
         }
     }
 }

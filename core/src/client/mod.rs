@@ -16,12 +16,14 @@
 
 mod config;
 mod discovery;
+mod messaging;
 mod session;
 mod stream;
 mod traversal;
 
 pub use config::ClientConfig;
 pub use traversal::{birthday_success, BIRTHDAY_PORTS};
+pub use messaging::MessagingConfig;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -31,13 +33,17 @@ use bytes::Bytes;
 use tracing::debug;
 
 use crate::machine::{Machine, SocketId, Transmit};
+use crate::messaging::{SendTextError, TextFailure, TextPath, PEER_TEXT_MAGIC};
 use crate::nat::{NatProfile, Strategy};
 use crate::rng::Rng;
 use crate::timer::Timers;
-use crate::wire::frame::{CloseReason, ErrorCode, Frame, FrameError, SessionId, MAX_APP_PAYLOAD};
+use crate::wire::frame::{
+    CloseReason, ErrorCode, Frame, FrameError, MessageId, SessionId, TextStatus, MAX_APP_PAYLOAD,
+};
 use crate::wire::{self, stun};
 
 use discovery::Discovery;
+use messaging::Messaging;
 use session::Session;
 
 /// Something a user of the client (or its driver) cares about.
@@ -148,6 +154,34 @@ pub enum ClientEvent {
         /// The socket.
         socket: SocketId,
     },
+    /// A text message arrived (the first copy of it: never twice).
+    TextReceived {
+        /// The sender.
+        from: String,
+        /// Its id.
+        id: MessageId,
+        /// The text.
+        text: String,
+    },
+    /// A text sent with [`Client::send_text`] was acknowledged.
+    TextAcked {
+        /// Its id.
+        id: MessageId,
+        /// Delivered to the recipient, or stored durably by the server.
+        status: TextStatus,
+        /// Who acknowledged it: the peer directly, or the server.
+        path: TextPath,
+    },
+    /// A text sent with [`Client::send_text`] failed for good.
+    TextFailed {
+        /// Its id.
+        id: MessageId,
+        /// Why.
+        reason: TextFailure,
+    },
+    /// The server holds no more messages for us: everything stored was
+    /// received and acknowledged (after a login, or after a backlog drained).
+    InboxEmpty,
 }
 
 /// Why a connect failed.
@@ -191,6 +225,10 @@ pub enum SendError {
     /// Too many messages are unacknowledged; wait for acknowledgements.
     #[error("send window full")]
     WindowFull,
+    /// Application data may not start with the bytes that mark a text
+    /// message ([`PEER_TEXT_MAGIC`]).
+    #[error("data starts with the reserved text-message prefix")]
+    ReservedPrefix,
 }
 
 /// The path a session uses now.
@@ -253,6 +291,7 @@ pub struct Client {
     timers: Timers<ClientTimer>,
     out: Out,
     stats: ClientStats,
+    messaging: Messaging,
 }
 
 /// Output queues shared by the client and its sub-machines.
@@ -330,6 +369,7 @@ impl Client {
     /// id and local address).
     pub fn new(config: ClientConfig, primary: (SocketId, SocketAddr), now: Instant) -> Self {
         let mut client = Client {
+            messaging: Messaging::new(Rng::new(config.seed).fork(0x7e47_3e55)),
             rng: Rng::new(config.seed).fork(0x00c1_1e47),
             config,
             primary,
@@ -430,6 +470,9 @@ impl Client {
         if data.len() > MAX_APP_PAYLOAD {
             return Err(SendError::TooLarge { len: data.len(), max: MAX_APP_PAYLOAD });
         }
+        if data.starts_with(&PEER_TEXT_MAGIC) {
+            return Err(SendError::ReservedPrefix);
+        }
         let ctx = ctx!(self, now);
         let s = self.sessions.get_mut(&session).ok_or(SendError::UnknownSession)?;
         if s.unacked_app() >= self.config.send_window {
@@ -437,6 +480,41 @@ impl Client {
         }
         s.send_app(&ctx, &mut self.out, data.to_vec());
         Ok(())
+    }
+
+    /// Sends a text message to user `to`: over a direct session with `to`
+    /// when one is open (falling back to the server when the peer does not
+    /// acknowledge in time), otherwise through the server, which stores it
+    /// while `to` is offline. Answered by [`ClientEvent::TextAcked`] or
+    /// [`ClientEvent::TextFailed`] with the returned id. Before the login
+    /// completes the message waits. See [`crate::messaging`].
+    pub fn send_text(&mut self, now: Instant, to: &str, text: &str) -> Result<MessageId, SendTextError> {
+        self.out.now = Some(now);
+        if matches!(self.login, Login::Failed | Login::LoggedOut) {
+            return Err(SendTextError::NotLoggedIn);
+        }
+        let ctx = ctx!(self, now);
+        self.messaging.send_text(&ctx, &mut self.out, &mut self.sessions, to, text)
+    }
+
+    /// Asks the server how many messages it holds for us; answered by
+    /// [`ClientEvent::InboxEmpty`] once everything stored has been received
+    /// and acknowledged (the server delivers stored messages at login by
+    /// itself; this only says when they are all here). Before the login
+    /// completes the request waits for it.
+    pub fn sync_inbox(&mut self, now: Instant) -> Result<(), SendTextError> {
+        self.out.now = Some(now);
+        if matches!(self.login, Login::Failed | Login::LoggedOut) {
+            return Err(SendTextError::NotLoggedIn);
+        }
+        let ctx = ctx!(self, now);
+        self.messaging.sync_inbox(&ctx, &mut self.out);
+        Ok(())
+    }
+
+    /// Text messages sent and not yet acknowledged (nor failed).
+    pub fn unacknowledged_texts(&self) -> usize {
+        self.messaging.unacknowledged()
     }
 
     /// Closes `session`, telling the peer.
@@ -544,6 +622,9 @@ impl Machine for Client {
         for id in closed {
             self.sessions.remove(&id);
         }
+        if self.messaging.next_timeout().is_some_and(|at| at <= now) {
+            self.messaging.handle_timeout(&ctx, &mut self.out);
+        }
         self.request_sockets();
     }
 
@@ -562,7 +643,7 @@ impl Machine for Client {
         let timers = self.timers.next().map(|(_, at)| at);
         let discovery = self.discovery.as_ref().and_then(Discovery::next_timeout);
         let sessions = self.sessions.values().filter_map(Session::next_timeout).min();
-        [timers, discovery, sessions].into_iter().flatten().min()
+        [timers, discovery, sessions, self.messaging.next_timeout()].into_iter().flatten().min()
     }
 }
 
@@ -711,6 +792,8 @@ impl Client {
                     self.start_discovery(now);
                 }
                 self.send_waiting_connects(now);
+                let ctx = ctx!(self, now);
+                self.messaging.on_logged_in(&ctx, &mut self.out);
             }
             Frame::KeepaliveAck { reflexive: new } => {
                 let Login::Online { reflexive, awaiting_since, reported_unreachable, .. } = &mut self.login else {
@@ -792,6 +875,16 @@ impl Client {
                 self.finish_discovery();
             }
             Frame::Error { request, code } => self.handle_error(now, request, code),
+            Frame::TextAck { id, status } => self.messaging.on_server_answer(&mut self.out, id, Ok(status)),
+            Frame::TextRejected { id, reason } => self.messaging.on_server_answer(&mut self.out, id, Err(reason)),
+            Frame::TextDeliver { from, id, text } => {
+                let ctx = ctx!(self, now);
+                self.messaging.on_server_text(&ctx, &mut self.out, from, id, text);
+            }
+            Frame::InboxStatus { pending } => {
+                let ctx = ctx!(self, now);
+                self.messaging.on_inbox_status(&ctx, &mut self.out, pending);
+            }
             other => {
                 debug!(tag = other.tag(), "frame a client does not accept");
                 self.stats.unexpected += 1;
@@ -849,10 +942,13 @@ impl Client {
             self.stats.unauthenticated += 1;
             return;
         }
+        let events_before = self.out.events.len();
         s.handle_frame(&ctx, &mut self.out, socket, from, frame, relayed);
         if s.is_closed() {
             self.sessions.remove(&session);
         }
+        self.stats.malformed +=
+            self.messaging.intercept_session_texts(&ctx, &mut self.out, &mut self.sessions, events_before);
     }
 
     fn start_discovery(&mut self, now: Instant) {

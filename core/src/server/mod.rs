@@ -12,6 +12,9 @@
 //! counted in [`ServerStats`].
 
 mod limits;
+mod mailbox;
+
+pub use mailbox::MailboxConfig;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
@@ -21,6 +24,7 @@ use bytes::Bytes;
 use tracing::debug;
 
 use crate::machine::{Machine, SocketId, Transmit};
+use crate::messaging::{MemoryStore, MessageStore};
 use crate::nat::{choose_strategy, NatProfile, Strategy};
 use crate::rng::Rng;
 use crate::timer::Timers;
@@ -57,6 +61,8 @@ pub struct ServerConfig {
     pub max_sources: usize,
     /// Most sessions one user may have open.
     pub max_sessions_per_user: usize,
+    /// Text messaging: limits and retransmission ([`MailboxConfig`]).
+    pub mailbox: MailboxConfig,
 }
 
 impl ServerConfig {
@@ -75,6 +81,7 @@ impl ServerConfig {
             relay_rate_bytes: 2 * 1024 * 1024,
             max_sources: 100_000,
             max_sessions_per_user: 64,
+            mailbox: MailboxConfig::default(),
         }
     }
 }
@@ -110,6 +117,12 @@ pub enum ServerEvent {
         /// Its id.
         session: SessionId,
     },
+    /// The message store failed; the affected message was refused (its
+    /// sender retries) or stays stored (its delivery is retried).
+    StoreFailed {
+        /// What the store said.
+        error: String,
+    },
 }
 
 /// Counters of what the server did and refused.
@@ -129,6 +142,14 @@ pub struct ServerStats {
     pub stun_answered: u64,
     /// Frames that need a login but carried an unknown token.
     pub bad_token: u64,
+    /// Text messages committed to the store.
+    pub texts_stored: u64,
+    /// Stored text messages the recipient acknowledged (and that were deleted).
+    pub texts_delivered: u64,
+    /// Text messages refused (limits, unknown recipient, store failure).
+    pub texts_rejected: u64,
+    /// Store calls that failed.
+    pub store_errors: u64,
 }
 
 /// The server's protocol state. See the [module documentation](self).
@@ -147,6 +168,8 @@ pub struct Server {
     events: VecDeque<ServerEvent>,
     stats: ServerStats,
     last_now: Option<Instant>,
+    store: Box<dyn MessageStore>,
+    mailbox: mailbox::Mailbox,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -155,6 +178,8 @@ enum ServerTimer {
     Offer(SessionId),
     /// Expire silent users and idle limiter entries.
     Sweep,
+    /// Retransmit text deliveries; answer senders waiting for them.
+    Mailbox,
 }
 
 #[derive(Debug)]
@@ -191,7 +216,16 @@ struct RelaySession {
 impl Server {
     /// A server with `config`. Bind the addresses of [`Server::sockets`] and
     /// feed their datagrams in with the matching [`SocketId`].
+    ///
+    /// Offline messages are kept in a [`MemoryStore`]; a deployment passes a
+    /// durable one to [`Server::with_store`].
     pub fn new(config: ServerConfig, now: Instant) -> Self {
+        Server::with_store(config, now, Box::new(MemoryStore::new()))
+    }
+
+    /// A server that keeps offline messages in `store` (see
+    /// [`crate::messaging`]).
+    pub fn with_store(config: ServerConfig, now: Instant, store: Box<dyn MessageStore>) -> Self {
         let sockets = server_sockets(config.primary, config.alternate);
         let mut timers = Timers::default();
         timers.set(ServerTimer::Sweep, now + Duration::from_secs(5));
@@ -209,6 +243,8 @@ impl Server {
             events: VecDeque::new(),
             stats: ServerStats::default(),
             last_now: Some(now),
+            store,
+            mailbox: mailbox::Mailbox::default(),
         }
     }
 
@@ -281,6 +317,7 @@ impl Machine for Server {
         for timer in self.timers.expire(now) {
             match timer {
                 ServerTimer::Offer(session) => self.resend_offers(now, session),
+                ServerTimer::Mailbox => self.mailbox_timeout(now),
                 ServerTimer::Sweep => {
                     self.sweep(now);
                     self.timers.set(ServerTimer::Sweep, now + Duration::from_secs(5));
@@ -307,10 +344,14 @@ impl Machine for Server {
 
 impl Server {
     fn handle_frame(&mut self, now: Instant, socket: SocketId, from: SocketAddr, frame: Frame) {
-        let is_relay = matches!(frame, Frame::Relay { .. });
-        // Relay traffic is limited per session by bytes; everything else is a
-        // request, limited per source address.
-        if !is_relay && !self.limits.allow(now, from.ip()) {
+        // Relay traffic is limited per session by bytes, text frames per user
+        // (see `mailbox`); everything else is a request, limited per source
+        // address.
+        let limited_elsewhere = matches!(
+            frame,
+            Frame::Relay { .. } | Frame::TextSend { .. } | Frame::TextDeliverAck { .. } | Frame::InboxSync { .. }
+        );
+        if !limited_elsewhere && !self.limits.allow(now, from.ip()) {
             debug!(%from, "request over the source's rate limit");
             self.stats.rate_limited += 1;
             return;
@@ -374,6 +415,11 @@ impl Server {
                     self.reply(out, from, Frame::DiscoverReply { nonce, reflexive: from });
                 }
             }
+            Frame::TextSend { token, id, to, text } => self.text_send(now, socket, from, token, id, to, text),
+            Frame::TextDeliverAck { token, from: sender, id } => {
+                self.text_delivered(now, socket, from, token, sender, id)
+            }
+            Frame::InboxSync { token } => self.inbox_sync(now, socket, from, token),
             Frame::Logout { token } => {
                 if let Some(name) = self.tokens.get(&token).cloned() {
                     self.go_offline(&name);
@@ -429,8 +475,9 @@ impl Server {
                 connects: BTreeMap::new(),
             },
         );
-        self.events.push_back(ServerEvent::UserOnline { user: name, reflexive: from });
+        self.events.push_back(ServerEvent::UserOnline { user: name.clone(), reflexive: from });
         self.reply(socket, from, Frame::LoginOk { request, token, reflexive: from });
+        self.mailbox_login(now, &name);
     }
 
     fn connect(&mut self, now: Instant, socket: SocketId, from: SocketAddr, token: u64, request: u32, peer: String) {
@@ -610,6 +657,7 @@ impl Server {
     fn go_offline(&mut self, name: &str) {
         let Some(user) = self.users.remove(name) else { return };
         self.tokens.remove(&user.token);
+        self.mailbox.forget_user(name);
         for session in user.sessions {
             self.end_session(session, CloseReason::PeerOffline);
         }

@@ -29,6 +29,9 @@ pub const MAX_RELAY_PAYLOAD: usize = MAX_DATAGRAM - 32;
 /// Largest application payload in one session message: what fits a relay
 /// frame after the peer frame's own header and tag.
 pub const MAX_APP_PAYLOAD: usize = MAX_RELAY_PAYLOAD - 64;
+/// Longest text message, in bytes of UTF-8: what fits one datagram beside
+/// the sender's name and the message id (see [`Frame::TextDeliver`]).
+pub const MAX_TEXT: usize = 1000;
 /// The 32-byte per-session key.
 pub type SessionKey = [u8; 32];
 
@@ -156,6 +159,92 @@ pub enum SessionBody {
         /// Why.
         reason: CloseReason,
     },
+}
+
+/// A text message's identity, chosen by its sender (DESIGN §3,
+/// "Messaging"): `conversation` is a random 64-bit number the sender draws
+/// (from its seeded generator) for its conversation with one recipient, and
+/// `seq` numbers the messages of that conversation from 1. Together with the
+/// sender's user name it is globally unique; it never changes, whichever path
+/// (direct, relayed, stored) the message takes, so every hop can
+/// de-duplicate by it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct MessageId {
+    /// The sender's random conversation number.
+    pub conversation: u64,
+    /// Position in the conversation, from 1.
+    pub seq: u64,
+}
+
+impl std::fmt::Display for MessageId {
+    /// 32 hexadecimal digits: the conversation, then the sequence number.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:016x}{:016x}", self.conversation, self.seq)
+    }
+}
+
+impl std::str::FromStr for MessageId {
+    type Err = FrameError;
+
+    /// Parses the 32-digit form [`MessageId`]'s `Display` writes.
+    fn from_str(s: &str) -> Result<Self, FrameError> {
+        if s.len() != 32 || !s.is_ascii() {
+            return Err(FrameError::Malformed);
+        }
+        let conversation = u64::from_str_radix(&s[..16], 16).map_err(|_| FrameError::Malformed)?;
+        let seq = u64::from_str_radix(&s[16..], 16).map_err(|_| FrameError::Malformed)?;
+        Ok(MessageId { conversation, seq })
+    }
+}
+
+/// How far a text message got when its sender was told.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TextStatus {
+    /// The recipient has it.
+    Delivered,
+    /// The server committed it durably and will deliver it when the
+    /// recipient comes online.
+    Stored,
+}
+
+impl TextStatus {
+    /// The name command lines and JSON use: `delivered` or `stored`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TextStatus::Delivered => "delivered",
+            TextStatus::Stored => "stored",
+        }
+    }
+}
+
+/// Why the server refused a text message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TextRejection {
+    /// Longer than the server's limit.
+    TooLarge,
+    /// No such user has ever logged in.
+    UnknownRecipient,
+    /// The recipient's store holds the most messages it may.
+    RecipientFull,
+    /// The recipient name cannot be a user.
+    BadRecipient,
+    /// The store failed to commit; the sender may retry.
+    StoreUnavailable,
+    /// Over the sender's message rate; the sender may retry.
+    RateLimited,
+}
+
+impl std::fmt::Display for TextRejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TextRejection::TooLarge => "the message is longer than the server accepts",
+            TextRejection::UnknownRecipient => "no such user",
+            TextRejection::RecipientFull => "the recipient's mailbox is full",
+            TextRejection::BadRecipient => "invalid recipient name",
+            TextRejection::StoreUnavailable => "the server could not store the message",
+            TextRejection::RateLimited => "too many messages; slow down",
+        })
+    }
 }
 
 /// Every Punchline frame.
@@ -345,6 +434,67 @@ pub enum Frame {
         /// What it carries.
         body: SessionBody,
     },
+    /// client → server: deliver (or store) a text message. Retransmitted
+    /// with the same id until answered.
+    TextSend {
+        /// The login token.
+        token: u64,
+        /// The message's id.
+        id: MessageId,
+        /// The recipient.
+        #[serde(deserialize_with = "bounded::string::<_, MAX_USER_NAME>")]
+        to: String,
+        /// The text.
+        #[serde(deserialize_with = "bounded::string::<_, MAX_TEXT>")]
+        text: String,
+    },
+    /// server → sender: the message with `id` is committed (`Stored`) or
+    /// acknowledged by the recipient (`Delivered`).
+    TextAck {
+        /// The message.
+        id: MessageId,
+        /// How far it got.
+        status: TextStatus,
+    },
+    /// server → sender: the message with `id` was refused.
+    TextRejected {
+        /// The message.
+        id: MessageId,
+        /// Why.
+        reason: TextRejection,
+    },
+    /// server → recipient: a text message. Retransmitted until acknowledged.
+    TextDeliver {
+        /// The sender.
+        #[serde(deserialize_with = "bounded::string::<_, MAX_USER_NAME>")]
+        from: String,
+        /// The message's id.
+        id: MessageId,
+        /// The text.
+        #[serde(deserialize_with = "bounded::string::<_, MAX_TEXT>")]
+        text: String,
+    },
+    /// recipient → server: I have the message; delete it.
+    TextDeliverAck {
+        /// The login token.
+        token: u64,
+        /// The sender.
+        #[serde(deserialize_with = "bounded::string::<_, MAX_USER_NAME>")]
+        from: String,
+        /// The message's id.
+        id: MessageId,
+    },
+    /// client → server: how many messages do you hold for me? Also starts
+    /// their delivery.
+    InboxSync {
+        /// The login token.
+        token: u64,
+    },
+    /// server → client: messages stored for you and not yet acknowledged.
+    InboxStatus {
+        /// How many.
+        pending: u32,
+    },
 }
 
 /// Why a datagram is not a frame.
@@ -410,6 +560,13 @@ tags! {
     Probe = 0x61, 32 + MAC_LEN;
     ProbeAck = 0x62, 64 + MAC_LEN;
     Session = 0x63, MAX_DATAGRAM;
+    TextSend = 0x52, 40 + MAX_USER_NAME + MAX_TEXT;
+    TextAck = 0x53, 32;
+    TextRejected = 0x54, 32;
+    TextDeliver = 0x55, 40 + MAX_USER_NAME + MAX_TEXT;
+    TextDeliverAck = 0x56, 40 + MAX_USER_NAME;
+    InboxSync = 0x57, 16;
+    InboxStatus = 0x58, 16;
 }
 
 impl Frame {
@@ -472,9 +629,9 @@ impl Frame {
 }
 
 /// The tag of each variant, in declaration order (the postcard variant index).
-const VARIANT_BY_TAG: [u8; 21] = [
+const VARIANT_BY_TAG: [u8; 28] = [
     0x41, 0x42, 0x43, 0x44, 0x45, 0x46, 0x47, 0x48, 0x49, 0x4a, 0x4b, 0x4c, 0x4d, 0x4e, 0x4f, 0x50, 0x51, 0x60, 0x61,
-    0x62, 0x63,
+    0x62, 0x63, 0x52, 0x53, 0x54, 0x55, 0x56, 0x57, 0x58,
 ];
 
 /// Deserializers that refuse oversized collections before reserving memory.

@@ -15,6 +15,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use punchline_core::client::{Client, ClientConfig, ClientEvent};
+use punchline_core::messaging::{MessageId, MessageStore};
+use punchline_core::rng::Rng;
 use punchline_core::server::{Server, ServerConfig};
 use punchline_core::wire::frame::Frame;
 use punchline_core::{Machine, SocketId, Transmit};
@@ -159,6 +161,14 @@ pub struct Harness {
     pub direct_packets: u64,
     /// Every datagram a client sent: (client, source socket's address, packet).
     pub captured: Vec<(usize, Packet)>,
+    /// Probability that a packet crossing the internet is lost.
+    pub loss: f64,
+    /// Decides losses; seeded from the harness seed.
+    loss_rng: Rng,
+    /// The server is down: packets to it vanish, it is not driven.
+    pub server_down: bool,
+    /// The configuration the server was (and is re-)started with.
+    pub server_config: ServerConfig,
 }
 
 impl Harness {
@@ -169,7 +179,11 @@ impl Harness {
         Harness {
             start,
             now: start,
-            server: Server::new(config, start),
+            server: Server::new(config.clone(), start),
+            server_config: config,
+            loss: 0.0,
+            loss_rng: Rng::new(seed).fork(0x1055),
+            server_down: false,
             clients: Vec::new(),
             queue: BinaryHeap::new(),
             in_flight: BTreeMap::new(),
@@ -222,6 +236,48 @@ impl Harness {
         i
     }
 
+    /// Replaces the server by a fresh one over `store` (what a restart keeps)
+    /// started with `server_config`, and brings it up.
+    pub fn start_server(&mut self, store: Box<dyn MessageStore>) {
+        self.server = Server::with_store(self.server_config.clone(), self.now, store);
+        self.server_down = false;
+    }
+
+    /// Kills the server: its in-memory state is gone, its store is handed
+    /// back (everything `put` committed), and it stays down until
+    /// [`Harness::start_server`].
+    pub fn crash_server(&mut self) -> Box<dyn MessageStore> {
+        let placeholder = Server::new(self.server_config.clone(), self.now);
+        self.server_down = true;
+        std::mem::replace(&mut self.server, placeholder).into_store()
+    }
+
+    /// Client `i` sends a text to `to`.
+    pub fn send_text(&mut self, i: usize, to: &str, text: &str) -> MessageId {
+        let now = self.now;
+        let id = self.clients[i].client.send_text(now, to, text).expect("send_text accepted");
+        self.drain(i);
+        id
+    }
+
+    /// Client `i` asks when its inbox is empty.
+    pub fn sync_inbox(&mut self, i: usize) {
+        let now = self.now;
+        self.clients[i].client.sync_inbox(now).expect("sync_inbox accepted");
+        self.drain(i);
+    }
+
+    /// Client `i`'s received texts, in the order they were shown.
+    pub fn texts(&self, i: usize) -> Vec<(String, MessageId, String)> {
+        self.find(i, |e| match e {
+            ClientEvent::TextReceived { from, id, text } => Some((from.clone(), *id, text.clone())),
+            _ => None,
+        })
+        .into_iter()
+        .map(|(_, t)| t)
+        .collect()
+    }
+
     pub fn elapsed(&self) -> Duration {
         self.now - self.start
     }
@@ -231,8 +287,8 @@ impl Harness {
         let end = self.start + at;
         loop {
             let next_packet = self.queue.peek().map(|Reverse((t, _, _))| *t);
-            let next_timer =
-                self.clients.iter().filter_map(|c| c.client.poll_timeout()).chain(self.server.poll_timeout()).min();
+            let server_timer = if self.server_down { None } else { self.server.poll_timeout() };
+            let next_timer = self.clients.iter().filter_map(|c| c.client.poll_timeout()).chain(server_timer).min();
             let next = [next_packet, next_timer].into_iter().flatten().min();
             match next {
                 Some(t) if t <= end => {
@@ -243,7 +299,7 @@ impl Harness {
                         self.process(stage, packet);
                     } else {
                         let now = self.now;
-                        if self.server.poll_timeout().is_some_and(|d| d <= now) {
+                        if !self.server_down && self.server.poll_timeout().is_some_and(|d| d <= now) {
                             self.server.handle_timeout(now);
                             self.drain_server();
                         }
@@ -332,6 +388,9 @@ impl Harness {
                     return;
                 }
                 p.ttl -= INTERNET_HOPS;
+                if self.loss > 0.0 && self.loss_rng.unit() < self.loss {
+                    return;
+                }
                 let involves_server = [SERVER.ip(), ALT.ip()].iter().any(|ip| *ip == p.src.ip() || *ip == p.dst.ip());
                 if !involves_server {
                     if self.drop_direct {
@@ -350,6 +409,9 @@ impl Harness {
             Stage::Arrive => {
                 let dst_ip = p.dst.ip();
                 if dst_ip == SERVER.ip() || dst_ip == ALT.ip() {
+                    if self.server_down {
+                        return;
+                    }
                     let Some(&(socket, _)) = self.server.sockets().iter().find(|(_, a)| *a == p.dst) else { return };
                     self.server.handle_datagram(now, socket, p.src, &p.payload);
                     self.drain_server();

@@ -1,0 +1,360 @@
+//! The client's half of text messaging (DESIGN §3, "Messaging"; the
+//! guarantees are in [`crate::messaging`]).
+//!
+//! Sending: [`Client::send_text`](super::Client::send_text) gives the message
+//! a fresh [`MessageId`]. When a session with the recipient is on a direct
+//! path, the text rides that session's reliable stream and the peer
+//! acknowledges it there; if no acknowledgement comes within
+//! [`MessagingConfig::direct_fallback`], the same message (same id) goes to the
+//! server as well. On the server path it is retransmitted (1 s, doubling, at
+//! most 8 s apart) until the server acknowledges or refuses it, or
+//! [`MessagingConfig::text_timeout`] passes.
+//!
+//! Receiving: from the server or a peer, every copy is acknowledged and only
+//! the first raises [`ClientEvent::TextReceived`] ([`SeenIds`]). The server
+//! delivers stored messages at login by itself;
+//! [`Client::sync_inbox`](super::Client::sync_inbox) asks how many remain and
+//! ends in [`ClientEvent::InboxEmpty`] once none do.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use tracing::debug;
+
+use super::session::Session;
+use super::{ClientEvent, Ctx, Out, PathKind};
+use crate::messaging::{PeerText, SeenIds, SendTextError, TextFailure, TextPath, MAX_TEXT};
+use crate::rng::Rng;
+use crate::wire::frame::{Frame, MessageId, SessionId, TextRejection, TextStatus};
+
+/// The client's messaging settings (field `messaging` of
+/// [`ClientConfig`](super::ClientConfig)).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MessagingConfig {
+    /// How long a text sent on a direct path waits for the peer's
+    /// acknowledgement before it also goes through the server. Default 2 s.
+    pub direct_fallback: Duration,
+    /// How long a text is retransmitted before it fails with
+    /// [`TextFailure::Timeout`]. Default 5 minutes.
+    pub text_timeout: Duration,
+    /// Most texts awaiting acknowledgement. Default 1,024.
+    pub text_window: usize,
+}
+
+impl Default for MessagingConfig {
+    fn default() -> Self {
+        MessagingConfig {
+            direct_fallback: Duration::from_secs(2),
+            text_timeout: Duration::from_secs(300),
+            text_window: 1024,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Messaging {
+    rng: Rng,
+    /// Recipient → our conversation with it.
+    conversations: BTreeMap<String, Conversation>,
+    outbox: BTreeMap<MessageId, Outgoing>,
+    seen: SeenIds,
+    inbox: InboxSync,
+}
+
+#[derive(Debug)]
+struct Conversation {
+    number: u64,
+    next_seq: u64,
+}
+
+#[derive(Debug)]
+struct Outgoing {
+    to: String,
+    text: String,
+    give_up_at: Instant,
+    /// On the direct path: when to fall back to the server. On the server
+    /// path: when to send again.
+    next_action: Instant,
+    direct: bool,
+    server_sends: u32,
+}
+
+/// Asking the server for our stored messages until it says none are left.
+#[derive(Debug, Default)]
+struct InboxSync {
+    /// The application asked ([`Client::sync_inbox`](super::Client::sync_inbox)).
+    wanted: bool,
+    next_sync: Option<Instant>,
+    sends: u32,
+    /// What the server last said is pending; `None` before it answered.
+    pending: Option<u32>,
+}
+
+impl Messaging {
+    pub(crate) fn new(rng: Rng) -> Self {
+        Messaging {
+            rng,
+            conversations: BTreeMap::new(),
+            outbox: BTreeMap::new(),
+            seen: SeenIds::new(),
+            inbox: InboxSync::default(),
+        }
+    }
+
+    /// Texts awaiting acknowledgement.
+    pub(crate) fn unacknowledged(&self) -> usize {
+        self.outbox.len()
+    }
+
+    pub(crate) fn send_text(
+        &mut self,
+        ctx: &Ctx<'_>,
+        out: &mut Out,
+        sessions: &mut BTreeMap<SessionId, Session>,
+        to: &str,
+        text: &str,
+    ) -> Result<MessageId, SendTextError> {
+        if !crate::server::valid_user_name(to) || to == ctx.config.user {
+            return Err(SendTextError::BadRecipient);
+        }
+        if text.len() > MAX_TEXT {
+            return Err(SendTextError::TooLarge { len: text.len(), max: MAX_TEXT });
+        }
+        if self.outbox.len() >= ctx.config.messaging.text_window {
+            return Err(SendTextError::WindowFull);
+        }
+        let rng = &mut self.rng;
+        let conversation = self
+            .conversations
+            .entry(to.to_owned())
+            .or_insert_with(|| Conversation { number: rng.next_u64(), next_seq: 1 });
+        let id = MessageId { conversation: conversation.number, seq: conversation.next_seq };
+        conversation.next_seq += 1;
+        let mut message = Outgoing {
+            to: to.to_owned(),
+            text: text.to_owned(),
+            give_up_at: ctx.now + ctx.config.messaging.text_timeout,
+            next_action: ctx.now,
+            direct: false,
+            server_sends: 0,
+        };
+        if let Some(session) = direct_session(sessions, to, ctx.config.send_window) {
+            session.send_app(ctx, out, PeerText::Text { id, text: message.text.clone() }.encode());
+            message.direct = true;
+            message.next_action = ctx.now + ctx.config.messaging.direct_fallback;
+        } else {
+            send_to_server(ctx, out, id, &mut message);
+        }
+        self.outbox.insert(id, message);
+        Ok(id)
+    }
+
+    pub(crate) fn next_timeout(&self) -> Option<Instant> {
+        let outbox = self.outbox.values().map(|m| m.next_action.min(m.give_up_at)).min();
+        [outbox, self.inbox.next_sync].into_iter().flatten().min()
+    }
+
+    pub(crate) fn handle_timeout(&mut self, ctx: &Ctx<'_>, out: &mut Out) {
+        let now = ctx.now;
+        let expired: Vec<MessageId> =
+            self.outbox.iter().filter(|(_, m)| m.give_up_at <= now).map(|(id, _)| *id).collect();
+        for id in expired {
+            self.outbox.remove(&id);
+            out.event(ClientEvent::TextFailed { id, reason: TextFailure::Timeout });
+        }
+        for (id, message) in self.outbox.iter_mut() {
+            if message.next_action <= now {
+                if message.direct {
+                    debug!(%id, "no direct acknowledgement; sending through the server");
+                }
+                send_to_server(ctx, out, *id, message);
+            }
+        }
+        if self.inbox.next_sync.is_some_and(|at| at <= now) {
+            self.sync(ctx, out);
+        }
+    }
+
+    /// The application wants to know when everything stored for it has
+    /// arrived ([`ClientEvent::InboxEmpty`]).
+    pub(crate) fn sync_inbox(&mut self, ctx: &Ctx<'_>, out: &mut Out) {
+        self.inbox.wanted = true;
+        self.inbox.pending = None;
+        self.inbox.sends = 0;
+        self.sync(ctx, out);
+    }
+
+    /// Logged in (again): resend what waits, and ask for the inbox's state
+    /// if the application wanted it. (The server starts delivering stored
+    /// messages at login by itself.)
+    pub(crate) fn on_logged_in(&mut self, ctx: &Ctx<'_>, out: &mut Out) {
+        let wanted = self.inbox.wanted;
+        self.inbox = InboxSync { wanted, ..InboxSync::default() };
+        if wanted {
+            self.sync(ctx, out);
+        }
+        for (id, message) in self.outbox.iter_mut() {
+            if !message.direct {
+                send_to_server(ctx, out, *id, message);
+            }
+        }
+    }
+
+    /// The server's answer to a [`Frame::TextSend`].
+    pub(crate) fn on_server_answer(&mut self, out: &mut Out, id: MessageId, answer: Result<TextStatus, TextRejection>) {
+        match answer {
+            Ok(status) => {
+                if self.outbox.remove(&id).is_some() {
+                    out.event(ClientEvent::TextAcked { id, status, path: TextPath::Server });
+                }
+            }
+            Err(reason @ (TextRejection::StoreUnavailable | TextRejection::RateLimited)) => {
+                // Worth retrying: keep the message on its retransmission
+                // schedule.
+                debug!(%id, ?reason, "the server could not take the text now");
+            }
+            Err(reason) => {
+                if self.outbox.remove(&id).is_some() {
+                    out.event(ClientEvent::TextFailed { id, reason: TextFailure::Rejected(reason) });
+                }
+            }
+        }
+    }
+
+    /// A text delivered by the server.
+    pub(crate) fn on_server_text(&mut self, ctx: &Ctx<'_>, out: &mut Out, from: String, id: MessageId, text: String) {
+        let Some(token) = ctx.token else {
+            // Not logged in: the server delivers again.
+            return;
+        };
+        let ack = Frame::TextDeliverAck { token, from: from.clone(), id };
+        if self.seen.insert(&from, id) {
+            out.event(ClientEvent::TextReceived { from, id, text });
+        }
+        out.send(ctx.primary.0, ctx.config.server, None, ack.encode());
+    }
+
+    pub(crate) fn on_inbox_status(&mut self, ctx: &Ctx<'_>, out: &mut Out, pending: u32) {
+        let was = self.inbox.pending.replace(pending);
+        if pending == 0 {
+            self.inbox.next_sync = None;
+            self.inbox.sends = 0;
+            self.inbox.wanted = false;
+            if was != Some(0) {
+                out.event(ClientEvent::InboxEmpty);
+            }
+        } else if self.inbox.wanted {
+            // Deliveries are on their way; ask again later in case the
+            // server's "none left" is lost.
+            self.inbox.next_sync = Some(ctx.now + Duration::from_secs(2));
+        }
+    }
+
+    /// Takes the texts out of application data a session just delivered
+    /// (the events from `from_event` on), handling them here; returns how many
+    /// were malformed.
+    pub(crate) fn intercept_session_texts(
+        &mut self,
+        ctx: &Ctx<'_>,
+        out: &mut Out,
+        sessions: &mut BTreeMap<SessionId, Session>,
+        from_event: usize,
+    ) -> u64 {
+        if out.events.len() <= from_event {
+            return 0;
+        }
+        let mut malformed = 0;
+        let tail: Vec<ClientEvent> = out.events.drain(from_event..).collect();
+        for event in tail {
+            let ClientEvent::DataReceived { session, data } = &event else {
+                out.event(event);
+                continue;
+            };
+            match PeerText::decode(data) {
+                None => out.event(event),
+                Some(Err(())) => {
+                    debug!(%session, "malformed text on a session");
+                    malformed += 1;
+                }
+                Some(Ok(text)) => self.on_peer_text(ctx, out, sessions, *session, text),
+            }
+        }
+        malformed
+    }
+
+    fn on_peer_text(
+        &mut self,
+        ctx: &Ctx<'_>,
+        out: &mut Out,
+        sessions: &mut BTreeMap<SessionId, Session>,
+        session: SessionId,
+        text: PeerText,
+    ) {
+        match text {
+            PeerText::Text { id, text } => {
+                let Some(s) = sessions.get_mut(&session) else { return };
+                let from = s.info().peer;
+                // Acknowledge every copy; the stream is reliable, so a full
+                // send window only delays the answer until the sender falls
+                // back to the server, which we acknowledge too.
+                if s.unacked_app() < ctx.config.send_window {
+                    s.send_app(ctx, out, PeerText::Ack { id }.encode());
+                }
+                if self.seen.insert(&from, id) {
+                    out.event(ClientEvent::TextReceived { from, id, text });
+                }
+            }
+            PeerText::Ack { id } => {
+                let peer = sessions.get(&session).map(|s| s.info().peer);
+                let ours = self.outbox.get(&id).is_some_and(|m| Some(&m.to) == peer.as_ref());
+                if ours {
+                    self.outbox.remove(&id);
+                    out.event(ClientEvent::TextAcked { id, status: TextStatus::Delivered, path: TextPath::Direct });
+                }
+            }
+        }
+    }
+
+    fn sync(&mut self, ctx: &Ctx<'_>, out: &mut Out) {
+        let Some(token) = ctx.token else {
+            // Sent at login.
+            self.inbox.next_sync = None;
+            return;
+        };
+        self.inbox.sends += 1;
+        out.send(ctx.primary.0, ctx.config.server, None, Frame::InboxSync { token }.encode());
+        self.inbox.next_sync = Some(ctx.now + retransmit_after(self.inbox.sends));
+    }
+}
+
+/// A session with `peer` on a direct path that can take another message.
+fn direct_session<'a>(
+    sessions: &'a mut BTreeMap<SessionId, Session>,
+    peer: &str,
+    send_window: usize,
+) -> Option<&'a mut Session> {
+    sessions.values_mut().find(|s| {
+        let info = s.info();
+        info.peer == peer
+            && matches!(info.path, PathKind::Direct { .. })
+            && !s.is_closed()
+            && s.unacked_app() < send_window
+    })
+}
+
+fn send_to_server(ctx: &Ctx<'_>, out: &mut Out, id: MessageId, message: &mut Outgoing) {
+    message.direct = false;
+    message.server_sends += 1;
+    message.next_action = ctx.now + retransmit_after(message.server_sends);
+    let Some(token) = ctx.token else {
+        // Not logged in: sent again on login.
+        return;
+    };
+    let frame = Frame::TextSend { token, id, to: message.to.clone(), text: message.text.clone() };
+    out.send(ctx.primary.0, ctx.config.server, None, frame.encode());
+}
+
+/// 1 s, doubling, at most 8 s.
+fn retransmit_after(sends: u32) -> Duration {
+    Duration::from_secs(1 << sends.saturating_sub(1).min(3))
+}

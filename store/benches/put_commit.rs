@@ -1,0 +1,67 @@
+//! Sustained rate of durable message commits into the SQLite store.
+//!
+//! `put_commit` stores one message per iteration, each in its own
+//! transaction (as the server does: it acknowledges a message only after its
+//! commit), with `synchronous = FULL` — one fsync of the write-ahead log per
+//! message. `fsync_floor` is the baseline measured in the same run: append a
+//! message-sized record to a file and `fdatasync` it, the least any durable
+//! per-message commit can cost on this disk. The ratio of the two says how
+//! much SQLite adds over the fsync that bounds it.
+//!
+//! The files live under `PUNCHLINE_BENCH_DIR` when set, otherwise in Cargo's
+//! target temporary directory (on the same disk as the build), never on a
+//! tmpfs where fsync would be free.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use punchline_core::messaging::{MessageId, MessageStore, StoredMessage};
+use punchline_store::SqliteStore;
+
+fn bench_dir() -> PathBuf {
+    std::env::var_os("PUNCHLINE_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")))
+}
+
+fn put_commit(c: &mut Criterion) {
+    let base = bench_dir();
+    std::fs::create_dir_all(&base).unwrap();
+    let dir = tempfile::tempdir_in(&base).unwrap();
+    let text = "a message of about the length people type in a chat, ".repeat(2);
+    let mut group = c.benchmark_group("store");
+    group.throughput(Throughput::Elements(1));
+    group.sample_size(30).measurement_time(Duration::from_secs(10));
+
+    let mut store = SqliteStore::open_dir(dir.path()).unwrap();
+    let mut seq = 0u64;
+    group.bench_function("put_commit", |b| {
+        b.iter(|| {
+            seq += 1;
+            // 100 recipients, as on a server with many offline users.
+            let message = StoredMessage {
+                recipient: format!("user{}", seq % 100),
+                sender: "alice".into(),
+                id: MessageId { conversation: 7, seq },
+                text: text.clone(),
+            };
+            store.put(&message, usize::MAX).unwrap()
+        })
+    });
+
+    let mut log = OpenOptions::new().create(true).append(true).open(dir.path().join("fsync-floor.log")).unwrap();
+    let record = vec![b'x'; text.len() + 64];
+    group.bench_function("fsync_floor", |b| {
+        b.iter(|| {
+            log.write_all(&record).unwrap();
+            log.sync_data().unwrap();
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, put_commit);
+criterion_main!(benches);

@@ -1,0 +1,261 @@
+//! The SQLite store: its contract, persistence across reopen, refusal of bad
+//! directories and corrupted files, and the server machine running on it
+//! through a crash.
+
+use std::fs;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use punchline_core::messaging::{MessageId, MessageStore, PutOutcome, StoredMessage};
+use punchline_core::server::{Server, ServerConfig};
+use punchline_core::wire::frame::{Frame, TextStatus};
+use punchline_core::{Machine, SocketId};
+use punchline_store::{OpenError, SqliteStore, STORE_FILE};
+
+fn message(recipient: &str, sender: &str, seq: u64, text: &str) -> StoredMessage {
+    StoredMessage {
+        recipient: recipient.into(),
+        sender: sender.into(),
+        id: MessageId { conversation: u64::MAX - 7, seq },
+        text: text.into(),
+    }
+}
+
+#[test]
+fn given_messages_then_they_come_back_in_commit_order_once_and_go_on_removal() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = SqliteStore::open_dir(dir.path()).unwrap();
+    assert_eq!(store.put(&message("bob", "alice", 2, "second"), 10).unwrap(), PutOutcome::Stored);
+    assert_eq!(store.put(&message("bob", "alice", 1, "first"), 10).unwrap(), PutOutcome::Stored);
+    assert_eq!(store.put(&message("carol", "alice", 1, "other"), 10).unwrap(), PutOutcome::Stored);
+    // A retransmission is stored once.
+    assert_eq!(store.put(&message("bob", "alice", 2, "second"), 10).unwrap(), PutOutcome::AlreadyStored);
+
+    let pending = store.pending_for("bob", 10).unwrap();
+    let texts: Vec<&str> = pending.iter().map(|m| m.text.as_str()).collect();
+    assert_eq!(texts, ["second", "first"], "commit order, not id order");
+    assert_eq!(pending[0], message("bob", "alice", 2, "second"), "ids survive the signed-integer column");
+    assert_eq!(store.pending_for("bob", 1).unwrap().len(), 1);
+    assert_eq!(store.pending_count("bob").unwrap(), 2);
+
+    assert!(store.remove("bob", "alice", MessageId { conversation: u64::MAX - 7, seq: 2 }).unwrap());
+    assert!(!store.remove("bob", "alice", MessageId { conversation: u64::MAX - 7, seq: 2 }).unwrap());
+    assert_eq!(store.pending_count("bob").unwrap(), 1);
+    assert_eq!(store.pending_count("carol").unwrap(), 1);
+}
+
+#[test]
+fn given_a_recipient_at_its_limit_then_put_refuses_but_a_retransmission_is_still_recognised() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = SqliteStore::open_dir(dir.path()).unwrap();
+    for seq in 1..=3 {
+        assert_eq!(store.put(&message("bob", "alice", seq, "x"), 3).unwrap(), PutOutcome::Stored);
+    }
+    assert_eq!(store.put(&message("bob", "alice", 4, "x"), 3).unwrap(), PutOutcome::RecipientFull);
+    assert_eq!(store.put(&message("bob", "alice", 3, "x"), 3).unwrap(), PutOutcome::AlreadyStored);
+    assert_eq!(
+        store.put(&message("carol", "alice", 4, "x"), 3).unwrap(),
+        PutOutcome::Stored,
+        "limits are per recipient"
+    );
+    assert_eq!(store.pending_count("bob").unwrap(), 3);
+}
+
+#[test]
+fn given_a_committed_store_when_it_is_reopened_then_messages_and_users_are_still_there() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut store = SqliteStore::open_dir(dir.path()).unwrap();
+        store.remember_user("bob").unwrap();
+        for seq in 1..=100 {
+            store.put(&message("bob", "alice", seq, &format!("m{seq}")), 1000).unwrap();
+        }
+        store.remove("bob", "alice", MessageId { conversation: u64::MAX - 7, seq: 1 }).unwrap();
+        // Dropped without any shutdown step beyond what a crash leaves.
+    }
+    let mut store = SqliteStore::open_dir(dir.path()).unwrap();
+    assert!(store.knows_user("bob").unwrap());
+    assert!(!store.knows_user("mallory").unwrap());
+    let pending = store.pending_for("bob", 1000).unwrap();
+    assert_eq!(pending.len(), 99);
+    assert_eq!(pending.first().unwrap().text, "m2");
+    assert_eq!(pending.last().unwrap().text, "m100");
+}
+
+#[test]
+fn given_garbage_in_the_store_file_then_open_fails_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(STORE_FILE);
+    fs::write(&path, b"this is not an SQLite database, it is a text file that someone put here".repeat(100)).unwrap();
+    let error = SqliteStore::open_dir(dir.path()).expect_err("a garbage file must not open");
+    assert!(matches!(error, OpenError::Corrupt { .. }), "{error:?}");
+    let text = error.to_string();
+    assert!(text.contains(&path.display().to_string()), "the error names the file: {text}");
+    // And the file was left alone for the operator to inspect.
+    assert!(fs::read(&path).unwrap().starts_with(b"this is not an SQLite"));
+}
+
+#[test]
+fn given_a_store_with_damaged_pages_then_open_fails_instead_of_starting_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(STORE_FILE);
+    {
+        let mut store = SqliteStore::open(&path).unwrap();
+        for seq in 1..=2000 {
+            store.put(&message("bob", "alice", seq, &"x".repeat(200)), 10_000).unwrap();
+        }
+        // Fold the write-ahead log into the main file so the damage below
+        // hits committed pages.
+        drop(store);
+    }
+    let mut bytes = fs::read(&path).unwrap();
+    assert!(bytes.len() > 16 * 4096, "the store spans many pages");
+    // Overwrite pages in the middle of the table's b-tree.
+    for b in &mut bytes[8 * 4096..12 * 4096] {
+        *b = 0xa5;
+    }
+    fs::write(&path, &bytes).unwrap();
+    let error = SqliteStore::open(&path).expect_err("a damaged store must not open");
+    assert!(matches!(error, OpenError::Corrupt { .. }), "{error:?}");
+    assert!(error.to_string().contains(&path.display().to_string()));
+}
+
+#[test]
+fn given_an_sqlite_database_of_another_application_then_open_refuses_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(STORE_FILE);
+    retag_as_another_application(&path);
+    let error = SqliteStore::open(&path).expect_err("not our database");
+    assert!(error.to_string().contains("another application"), "{error}");
+}
+
+/// Leaves at `path` a healthy SQLite database that belongs to another
+/// application: a store whose header's application_id (offset 68, SQLite's
+/// "Database File Format" §1.3) is rewritten.
+fn retag_as_another_application(path: &std::path::Path) {
+    drop(SqliteStore::open(path).unwrap());
+    let mut bytes = fs::read(path).unwrap();
+    bytes[68..72].copy_from_slice(&0x1234_5678u32.to_be_bytes());
+    fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn given_a_data_directory_that_is_a_file_then_open_fails_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_a_dir = dir.path().join("data");
+    fs::write(&not_a_dir, b"x").unwrap();
+    let error = SqliteStore::open_dir(&not_a_dir).expect_err("a file is no directory");
+    assert!(matches!(error, OpenError::Directory { .. }), "{error:?}");
+    assert!(error.to_string().contains(&not_a_dir.display().to_string()), "{error}");
+    let nested = not_a_dir.join("below");
+    let error = SqliteStore::open_dir(&nested).expect_err("cannot create a directory under a file");
+    assert!(error.to_string().contains(&nested.display().to_string()), "{error}");
+}
+
+#[test]
+fn given_a_missing_data_directory_then_it_is_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("punchline-data").join("deeper");
+    let store = SqliteStore::open_dir(&data).unwrap();
+    assert_eq!(store.path(), data.join(STORE_FILE));
+    assert!(store.path().exists());
+}
+
+// ---------------------------------------------------------------------------
+// The server machine on the SQLite store
+// ---------------------------------------------------------------------------
+
+const SERVER: &str = "203.0.113.10:3478";
+const ALICE: &str = "198.51.100.1:4000";
+const BOB: &str = "198.51.100.2:4000";
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+/// Feeds `frame` from `from` and returns what the server answers.
+fn exchange(server: &mut Server, now: Instant, from: &str, frame: Frame) -> Vec<(SocketAddr, Frame)> {
+    server.handle_datagram(now, SocketId(0), addr(from), &frame.encode());
+    let mut out = Vec::new();
+    while let Some(t) = server.poll_transmit() {
+        out.push((t.destination, Frame::decode(&t.payload).unwrap()));
+    }
+    while server.poll_event().is_some() {}
+    out
+}
+
+fn login(server: &mut Server, now: Instant, from: &str, user: &str) -> (u64, Vec<(SocketAddr, Frame)>) {
+    let answers = exchange(server, now, from, Frame::Login { request: 1, user: user.into(), host_candidates: vec![] });
+    let token = answers
+        .iter()
+        .find_map(|(_, f)| match f {
+            Frame::LoginOk { token, .. } => Some(*token),
+            _ => None,
+        })
+        .expect("logged in");
+    (token, answers)
+}
+
+#[test]
+fn given_a_message_acknowledged_as_stored_when_the_server_crashes_then_the_restarted_server_delivers_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = Instant::now();
+    let config = ServerConfig::new(addr(SERVER), None);
+    let id = MessageId { conversation: 42, seq: 1 };
+    {
+        let store = SqliteStore::open_dir(dir.path()).unwrap();
+        let mut server = Server::with_store(config.clone(), now, Box::new(store));
+        let (bob, _) = login(&mut server, now, BOB, "bob");
+        exchange(&mut server, now, BOB, Frame::Logout { token: bob });
+        let (alice, _) = login(&mut server, now, ALICE, "alice");
+        let answers = exchange(
+            &mut server,
+            now,
+            ALICE,
+            Frame::TextSend { token: alice, id, to: "bob".into(), text: "hi".into() },
+        );
+        assert_eq!(answers, [(addr(ALICE), Frame::TextAck { id, status: TextStatus::Stored })]);
+        // SIGKILL: the machine and its connection vanish without a goodbye.
+        std::mem::forget(server);
+    }
+    let store = SqliteStore::open_dir(dir.path()).unwrap();
+    let mut server = Server::with_store(config, now + Duration::from_secs(1), Box::new(store));
+    let later = now + Duration::from_secs(2);
+    let (bob, answers) = login(&mut server, later, BOB, "bob");
+    let delivered = Frame::TextDeliver { from: "alice".into(), id, text: "hi".into() };
+    assert!(answers.contains(&(addr(BOB), delivered)), "{answers:?}");
+    let answers = exchange(&mut server, later, BOB, Frame::TextDeliverAck { token: bob, from: "alice".into(), id });
+    assert_eq!(answers, [(addr(BOB), Frame::InboxStatus { pending: 0 })]);
+    assert_eq!(server.into_store().pending_count("bob").unwrap(), 0, "deleted only after the recipient's ack");
+}
+
+#[test]
+fn given_a_restarted_server_then_a_user_known_before_the_crash_can_still_receive_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = Instant::now();
+    let config = ServerConfig::new(addr(SERVER), None);
+    {
+        let mut server = Server::with_store(config.clone(), now, Box::new(SqliteStore::open_dir(dir.path()).unwrap()));
+        login(&mut server, now, BOB, "bob");
+    }
+    let mut server = Server::with_store(config, now, Box::new(SqliteStore::open_dir(dir.path()).unwrap()));
+    let (alice, _) = login(&mut server, now, ALICE, "alice");
+    let id = MessageId { conversation: 1, seq: 1 };
+    let answers =
+        exchange(&mut server, now, ALICE, Frame::TextSend { token: alice, id, to: "bob".into(), text: "x".into() });
+    assert_eq!(answers, [(addr(ALICE), Frame::TextAck { id, status: TextStatus::Stored })]);
+    let id2 = MessageId { conversation: 1, seq: 2 };
+    let answers = exchange(
+        &mut server,
+        now,
+        ALICE,
+        Frame::TextSend { token: alice, id: id2, to: "nobody".into(), text: "x".into() },
+    );
+    assert_eq!(
+        answers,
+        [(
+            addr(ALICE),
+            Frame::TextRejected { id: id2, reason: punchline_core::wire::frame::TextRejection::UnknownRecipient }
+        )]
+    );
+}
