@@ -52,10 +52,9 @@ pub struct Simulation {
     nat_log: Vec<NatDecision>,
     trace: Trace,
     connections: Vec<ConnectionState>,
-    /// (segment, address) → peer: segment `None` is the public internet.
-    peers_by_addr: BTreeMap<(Option<usize>, IpAddr), usize>,
-    /// (segment, public address) → NAT whose public side is on that segment.
-    nats_by_addr: BTreeMap<(Option<usize>, IpAddr), usize>,
+    /// Who sits directly on each network segment: index 0 is the public
+    /// internet, `n + 1` the inside of NAT `n`.
+    segments: Vec<Segment>,
     /// Packet events processed (sends, hops, deliveries), for benchmarks.
     pub packet_events: u64,
 }
@@ -102,6 +101,24 @@ enum Pending {
     Timer(usize),
     /// The scenario's `i`-th event.
     Scheduled(usize),
+}
+
+/// The peers and NAT public sides directly on one network segment, each
+/// list sorted by address for binary search.
+#[derive(Default)]
+struct Segment {
+    peers: Vec<(IpAddr, usize)>,
+    nats: Vec<(IpAddr, usize)>,
+}
+
+/// Index into `Simulation::segments` of a segment (None: the internet).
+fn segment_index(segment: Option<usize>) -> usize {
+    segment.map_or(0, |n| n + 1)
+}
+
+/// The index stored for `ip` in a sorted list.
+fn lookup(list: &[(IpAddr, usize)], ip: IpAddr) -> Option<usize> {
+    list.binary_search_by(|(a, _)| a.cmp(&ip)).ok().map(|k| list[k].1)
 }
 
 struct ConnectionState {
@@ -166,8 +183,7 @@ impl Simulation {
             nat_log: Vec::new(),
             trace: Trace::new(),
             connections: Vec::new(),
-            peers_by_addr: BTreeMap::new(),
-            nats_by_addr: BTreeMap::new(),
+            segments: Vec::new(),
             packet_events: 0,
             scenario,
         };
@@ -624,29 +640,42 @@ impl Simulation {
     /// The peer with address `ip` directly on segment `segment` (None: the
     /// public internet).
     fn peer_on_segment(&self, segment: Option<usize>, ip: IpAddr) -> Option<usize> {
-        self.peers_by_addr.get(&(segment, ip)).copied()
+        self.segments.get(segment_index(segment)).and_then(|s| lookup(&s.peers, ip))
     }
 
     /// The NAT whose public side is on `segment` and owns `ip`.
     fn nat_on_segment(&self, segment: Option<usize>, ip: IpAddr) -> Option<usize> {
-        self.nats_by_addr.get(&(segment, ip)).copied()
+        self.segments.get(segment_index(segment)).and_then(|s| lookup(&s.nats, ip))
     }
 
     /// Rebuilds the address indexes after the topology changed.
     fn index_topology(&mut self) {
-        self.peers_by_addr = self.peers.iter().enumerate().map(|(i, p)| ((p.behind, p.addr), i)).collect();
-        self.nats_by_addr.clear();
         self.nat_outer = self
             .nats
             .iter()
             .map(|n| n.spec().behind.as_ref().map(|b| self.scenario.nat_index(b).expect("validated by the parser")))
             .collect();
+        // Built through ordered maps: a later entry with the same address
+        // on the same segment replaces an earlier one.
+        let mut peers = BTreeMap::new();
+        for (i, p) in self.peers.iter().enumerate() {
+            peers.insert((segment_index(p.behind), p.addr), i);
+        }
+        let mut nats = BTreeMap::new();
         for (i, n) in self.nats.iter().enumerate() {
-            let outer = self.nat_outer[i];
             for ip in &n.spec().public_ips {
-                self.nats_by_addr.insert((outer, IpAddr::V4(*ip)), i);
+                nats.insert((segment_index(self.nat_outer[i]), IpAddr::V4(*ip)), i);
             }
         }
+        let mut segments: Vec<Segment> = (0..=self.nats.len()).map(|_| Segment::default()).collect();
+        // Map iteration is in key order, so each list comes out sorted.
+        for ((segment, ip), i) in peers {
+            segments[segment].peers.push((ip, i));
+        }
+        for ((segment, ip), i) in nats {
+            segments[segment].nats.push((ip, i));
+        }
+        self.segments = segments;
     }
 
     /// Keeps a datagram sent by peer `from` (None: the server) for the
