@@ -52,6 +52,12 @@ pub struct Simulation {
     nat_log: Vec<NatDecision>,
     trace: Trace,
     connections: Vec<ConnectionState>,
+    /// For each peer, the indices in `connections` of those it started, in
+    /// order: finding a connection costs its peer's few, not every host's.
+    connections_of: Vec<Vec<usize>>,
+    /// Peer index by name (the first peer of a name, as the parser rejects
+    /// duplicates).
+    peer_names: BTreeMap<String, usize>,
     /// Who sits directly on each network segment: index 0 is the public
     /// internet, `n + 1` the inside of NAT `n`.
     segments: Vec<Segment>,
@@ -170,6 +176,11 @@ impl Simulation {
                 probes: 0,
             });
         }
+        let peers_len = peers.len();
+        let mut peer_names = BTreeMap::new();
+        for (i, p) in peers.iter().enumerate() {
+            peer_names.entry(p.name.clone()).or_insert(i);
+        }
         let mut sim = Simulation {
             seed,
             epoch,
@@ -183,6 +194,8 @@ impl Simulation {
             nat_log: Vec::new(),
             trace: Trace::new(),
             connections: Vec::new(),
+            connections_of: vec![Vec::new(); peers_len],
+            peer_names,
             segments: Vec::new(),
             packet_events: 0,
             scenario,
@@ -303,6 +316,7 @@ impl Simulation {
             Action::Connect { peer, to } => {
                 let p = self.peer_index(&peer);
                 self.trace.record(self.now, format_args!("event: {peer} connects to {to}"));
+                self.connections_of[p].push(self.connections.len());
                 self.connections.push(ConnectionState::new(p, to.clone(), self.now));
                 if let Err(e) = self.peers[p].client.connect(now, &to) {
                     self.trace.record(self.now, format_args!("{peer}: connect refused: {e}"));
@@ -369,7 +383,7 @@ impl Simulation {
     }
 
     fn peer_index(&self, name: &str) -> usize {
-        self.peers.iter().position(|p| p.name == name).expect("validated by the parser")
+        *self.peer_names.get(name).expect("validated by the parser")
     }
 
     fn drain_server(&mut self) {
@@ -489,11 +503,7 @@ impl Simulation {
         let now = self.now;
         match e {
             ClientEvent::SessionOpened { session, peer, initiator: true, strategy } => {
-                if let Some(c) = self
-                    .connections
-                    .iter_mut()
-                    .find(|c| c.from == i && &c.to == peer && c.session.is_none() && !c.failed)
-                {
+                if let Some(c) = self.find_connection(i, |c| &c.to == peer && c.session.is_none() && !c.failed) {
                     c.session = Some(*session);
                     c.connect_at = Some(now - c.started);
                     c.strategy = Some(*strategy);
@@ -501,9 +511,7 @@ impl Simulation {
                 }
             }
             ClientEvent::ConnectFailed { peer, .. } => {
-                if let Some(c) =
-                    self.connections.iter_mut().find(|c| c.from == i && &c.to == peer && c.session.is_none())
-                {
+                if let Some(c) = self.find_connection(i, |c| &c.to == peer && c.session.is_none()) {
                     c.failed = true;
                 }
             }
@@ -532,7 +540,13 @@ impl Simulation {
     }
 
     fn connection_mut(&mut self, i: usize, session: SessionId) -> Option<&mut ConnectionState> {
-        self.connections.iter_mut().find(|c| c.from == i && c.session == Some(session))
+        self.find_connection(i, |c| c.session == Some(session))
+    }
+
+    /// The first connection started by peer `i` that matches `pred`.
+    fn find_connection(&mut self, i: usize, pred: impl Fn(&ConnectionState) -> bool) -> Option<&mut ConnectionState> {
+        let k = self.connections_of[i].iter().copied().find(|&k| pred(&self.connections[k]))?;
+        Some(&mut self.connections[k])
     }
 
     /// A packet arrives at NAT `n` from inside.
@@ -695,7 +709,7 @@ impl Simulation {
             .connections
             .iter()
             .map(|c| {
-                let to = self.peers.iter().position(|p| p.name == c.to);
+                let to = self.peer_names.get(&c.to).copied();
                 let outcome = if c.failed || c.session.is_none() {
                     Outcome::Failed
                 } else {
