@@ -6,8 +6,7 @@
 //! generators (links, NATs, each machine's own seed), so a scenario and a
 //! seed give the same trace, byte for byte.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -18,11 +17,18 @@ use punchline_core::server::{Server, ServerConfig};
 use punchline_core::wire::frame::SessionId;
 use punchline_core::{Machine, SocketId, Transmit};
 
+use crate::addr::Addr;
 use crate::describe;
 use crate::link::Link;
 use crate::nat::{Nat, NatDecision, Packet};
 use crate::report::{Connection, Outcome, Report};
 use crate::scenario::{Action, Scenario, ScenarioError};
+
+mod queue;
+mod trace;
+
+use queue::EventQueue;
+use trace::Trace;
 
 /// The TTL of a datagram sent without an explicit one.
 pub const DEFAULT_TTL: u8 = 64;
@@ -35,30 +41,28 @@ pub struct Simulation {
     seed: u64,
     epoch: Instant,
     now: Duration,
-    queue: BinaryHeap<Reverse<(Duration, u64)>>,
-    pending: BTreeMap<u64, Pending>,
-    seq: u64,
+    queue: EventQueue<Pending>,
     server: Server,
     server_timer: Option<Duration>,
     peers: Vec<PeerHost>,
     nats: Vec<Nat>,
+    /// For each NAT, the NAT its public side sits behind (None: the internet).
+    nat_outer: Vec<Option<usize>>,
+    /// Reused buffer for the decisions of one NAT call.
+    nat_log: Vec<NatDecision>,
     trace: Trace,
     connections: Vec<ConnectionState>,
-    /// (segment, address) → peer: segment `None` is the public internet.
-    peers_by_addr: BTreeMap<(Option<usize>, IpAddr), usize>,
-    /// (segment, public address) → NAT whose public side is on that segment.
-    nats_by_addr: BTreeMap<(Option<usize>, IpAddr), usize>,
+    /// For each peer, the indices in `connections` of those it started, in
+    /// order: finding a connection costs its peer's few, not every host's.
+    connections_of: Vec<Vec<usize>>,
+    /// Peer index by name (the first peer of a name, as the parser rejects
+    /// duplicates).
+    peer_names: BTreeMap<String, usize>,
+    /// Who sits directly on each network segment: index 0 is the public
+    /// internet, `n + 1` the inside of NAT `n`.
+    segments: Vec<Segment>,
     /// Packet events processed (sends, hops, deliveries), for benchmarks.
     pub packet_events: u64,
-}
-
-/// Collects trace lines (when enabled) and hashes every line either way.
-pub struct Trace {
-    keep: bool,
-    lines: Vec<String>,
-    hash: u64,
-    arrows: Vec<Arrow>,
-    keep_arrows: bool,
 }
 
 /// One datagram in the Mermaid diagram.
@@ -103,6 +107,24 @@ enum Pending {
     Timer(usize),
     /// The scenario's `i`-th event.
     Scheduled(usize),
+}
+
+/// The peers and NAT public sides directly on one network segment, each
+/// list sorted by address for binary search.
+#[derive(Default)]
+struct Segment {
+    peers: Vec<(IpAddr, usize)>,
+    nats: Vec<(IpAddr, usize)>,
+}
+
+/// Index into `Simulation::segments` of a segment (None: the internet).
+fn segment_index(segment: Option<usize>) -> usize {
+    segment.map_or(0, |n| n + 1)
+}
+
+/// The index stored for `ip` in a sorted list.
+fn lookup(list: &[(IpAddr, usize)], ip: IpAddr) -> Option<usize> {
+    list.binary_search_by(|(a, _)| a.cmp(&ip)).ok().map(|k| list[k].1)
 }
 
 struct ConnectionState {
@@ -154,21 +176,27 @@ impl Simulation {
                 probes: 0,
             });
         }
+        let peers_len = peers.len();
+        let mut peer_names = BTreeMap::new();
+        for (i, p) in peers.iter().enumerate() {
+            peer_names.entry(p.name.clone()).or_insert(i);
+        }
         let mut sim = Simulation {
             seed,
             epoch,
             now: Duration::ZERO,
-            queue: BinaryHeap::new(),
-            pending: BTreeMap::new(),
-            seq: 0,
+            queue: EventQueue::new(),
             server,
             server_timer: None,
             peers,
+            nat_outer: Vec::new(),
             nats,
-            trace: Trace { keep: false, lines: Vec::new(), hash: FNV_OFFSET, arrows: Vec::new(), keep_arrows: false },
+            nat_log: Vec::new(),
+            trace: Trace::new(),
             connections: Vec::new(),
-            peers_by_addr: BTreeMap::new(),
-            nats_by_addr: BTreeMap::new(),
+            connections_of: vec![Vec::new(); peers_len],
+            peer_names,
+            segments: Vec::new(),
             packet_events: 0,
             scenario,
         };
@@ -186,12 +214,12 @@ impl Simulation {
 
     /// Keep the trace's lines (they are always hashed).
     pub fn keep_trace(&mut self, keep: bool) {
-        self.trace.keep = keep;
+        self.trace.keep_lines(keep);
     }
 
     /// Keep the datagrams for a Mermaid diagram.
     pub fn keep_arrows(&mut self, keep: bool) {
-        self.trace.keep_arrows = keep;
+        self.trace.keep_arrows(keep);
     }
 
     /// Runs to the scenario's end and reports.
@@ -199,18 +227,14 @@ impl Simulation {
         let end = self.scenario.duration;
         self.run_until(end);
         let report = self.report();
-        (report, std::mem::take(&mut self.trace.lines), std::mem::take(&mut self.trace.arrows))
+        let (lines, arrows) = self.trace.take();
+        (report, lines, arrows)
     }
 
     /// Processes every event up to `end`.
     pub fn run_until(&mut self, end: Duration) {
-        while let Some(Reverse((at, seq))) = self.queue.peek().copied() {
-            if at > end {
-                break;
-            }
-            self.queue.pop();
+        while let Some((at, event)) = self.queue.pop_until(end) {
             self.now = at;
-            let event = self.pending.remove(&seq).expect("every queued id is pending");
             self.process(event);
         }
         self.now = end;
@@ -226,23 +250,20 @@ impl Simulation {
     }
 
     fn schedule(&mut self, at: Duration, event: Pending) {
-        self.seq += 1;
-        self.pending.insert(self.seq, event);
-        self.queue.push(Reverse((at, self.seq)));
+        self.queue.push(at, event);
     }
 
-    fn log(&mut self, text: String) {
-        let line = format!("{:>10.3}ms {text}", self.now.as_secs_f64() * 1000.0);
-        self.trace.hash = fnv1a(self.trace.hash, line.as_bytes());
-        if self.trace.keep {
-            self.trace.lines.push(line);
-        }
+    /// The (empty) buffer a NAT call logs its decisions into.
+    fn take_nat_log(&mut self) -> Vec<NatDecision> {
+        std::mem::take(&mut self.nat_log)
     }
 
-    fn log_nat(&mut self, decisions: Vec<NatDecision>) {
-        for d in decisions {
-            self.log(d.to_string());
+    /// Traces the decisions of one NAT call and keeps the buffer for the next.
+    fn log_nat(&mut self, mut decisions: Vec<NatDecision>) {
+        for d in decisions.drain(..) {
+            self.trace.record(self.now, format_args!("{d}"));
         }
+        self.nat_log = decisions;
     }
 
     fn process(&mut self, event: Pending) {
@@ -294,17 +315,18 @@ impl Simulation {
         match action {
             Action::Connect { peer, to } => {
                 let p = self.peer_index(&peer);
-                self.log(format!("event: {peer} connects to {to}"));
+                self.trace.record(self.now, format_args!("event: {peer} connects to {to}"));
+                self.connections_of[p].push(self.connections.len());
                 self.connections.push(ConnectionState::new(p, to.clone(), self.now));
                 if let Err(e) = self.peers[p].client.connect(now, &to) {
-                    self.log(format!("{peer}: connect refused: {e}"));
+                    self.trace.record(self.now, format_args!("{peer}: connect refused: {e}"));
                     self.connections.last_mut().expect("just pushed").failed = true;
                 }
                 self.drain_peer(p);
             }
             Action::Disconnect { peer, from } => {
                 let p = self.peer_index(&peer);
-                self.log(format!("event: {peer} disconnects from {from}"));
+                self.trace.record(self.now, format_args!("event: {peer} disconnects from {from}"));
                 let sessions: Vec<SessionId> = self.peers[p].client.sessions().collect();
                 for s in sessions {
                     if self.peers[p].client.session_info(s).is_some_and(|i| i.peer == from) {
@@ -315,7 +337,7 @@ impl Simulation {
             }
             Action::SendText { peer, to, text } => {
                 let p = self.peer_index(&peer);
-                self.log(format!("event: {peer} sends {} bytes of text to {to}", text.len()));
+                self.trace.record(self.now, format_args!("event: {peer} sends {} bytes of text to {to}", text.len()));
                 let session = self.peers[p]
                     .client
                     .sessions()
@@ -323,37 +345,37 @@ impl Simulation {
                 match session {
                     Some(s) => {
                         if let Err(e) = self.peers[p].client.send(now, s, text.as_bytes()) {
-                            self.log(format!("{peer}: send refused: {e}"));
+                            self.trace.record(self.now, format_args!("{peer}: send refused: {e}"));
                         }
                     }
                     // Store-and-forward text for peers without a session is
                     // the messaging capability's (issue 7); until then the
                     // text rides an open session only.
-                    None => self.log(format!("{peer}: no session with {to}; text not sent")),
+                    None => self.trace.record(self.now, format_args!("{peer}: no session with {to}; text not sent")),
                 }
                 self.drain_peer(p);
             }
             Action::Partition { peer } => {
                 let p = self.peer_index(&peer);
-                self.log(format!("event: {peer}'s link is cut"));
+                self.trace.record(self.now, format_args!("event: {peer}'s link is cut"));
                 self.peers[p].up.set_partitioned(true);
                 self.peers[p].down.set_partitioned(true);
             }
             Action::Heal { peer } => {
                 let p = self.peer_index(&peer);
-                self.log(format!("event: {peer}'s link is restored"));
+                self.trace.record(self.now, format_args!("event: {peer}'s link is restored"));
                 self.peers[p].up.set_partitioned(false);
                 self.peers[p].down.set_partitioned(false);
             }
             Action::NatReboot { nat } => {
                 let n = self.scenario.nat_index(&nat).expect("validated by the parser");
-                self.log(format!("event: NAT {nat} reboots"));
+                self.trace.record(self.now, format_args!("event: NAT {nat} reboots"));
                 self.nats[n].reboot();
             }
             Action::MoveTo { peer, nat } => {
                 let p = self.peer_index(&peer);
                 let n = self.scenario.nat_index(&nat).expect("validated by the parser");
-                self.log(format!("event: {peer} moves behind {nat}"));
+                self.trace.record(self.now, format_args!("event: {peer} moves behind {nat}"));
                 self.peers[p].behind = Some(n);
                 self.index_topology();
             }
@@ -361,7 +383,7 @@ impl Simulation {
     }
 
     fn peer_index(&self, name: &str) -> usize {
-        self.peers.iter().position(|p| p.name == name).expect("validated by the parser")
+        *self.peer_names.get(name).expect("validated by the parser")
     }
 
     fn drain_server(&mut self) {
@@ -369,7 +391,7 @@ impl Simulation {
             self.server_transmit(t);
         }
         while let Some(e) = self.server.poll_event() {
-            self.log(format!("server: {e:?}"));
+            self.trace.record(self.now, format_args!("server: {e:?}"));
         }
         let at = self.server.poll_timeout().map(|i| i.saturating_duration_since(self.epoch));
         if let Some(at) = at {
@@ -384,8 +406,8 @@ impl Simulation {
         let src = self.server.sockets().iter().find(|(id, _)| *id == t.socket).map(|(_, a)| *a);
         let Some(src) = src else { return };
         let label = describe::datagram(&t.payload);
-        self.log(format!("server {src} -> {} {label}", t.destination));
-        self.arrow("server".into(), t.destination, label);
+        self.trace.record(self.now, format_args!("server {} -> {} {label}", Addr(src), Addr(t.destination)));
+        self.arrow(None, t.destination, label);
         let p = Packet { src, dst: t.destination, ttl: t.ttl.unwrap_or(DEFAULT_TTL), payload: t.payload };
         self.packet_events += 1;
         self.internet(p);
@@ -423,32 +445,39 @@ impl Simulation {
             peer.probes += 1;
         }
         let src = SocketAddr::new(peer.addr, port);
-        let name = peer.name.clone();
         let label = describe::datagram(&t.payload);
-        let ttl = t.ttl.map_or(String::new(), |ttl| format!(" ttl={ttl}"));
-        self.log(format!("{name} {src} -> {}{ttl} {label}", t.destination));
-        self.arrow(name, t.destination, label);
+        let (name, ttl) = (&self.peers[i].name, TtlSuffix(t.ttl));
+        self.trace.record(self.now, format_args!("{name} {} -> {}{ttl} {label}", Addr(src), Addr(t.destination)));
+        self.arrow(Some(i), t.destination, label);
         let size = t.payload.len() + 28;
         let p = Packet { src, dst: t.destination, ttl: t.ttl.unwrap_or(DEFAULT_TTL), payload: t.payload };
         let arrivals = self.peers[i].up.transmit(self.now, size);
         if arrivals.is_empty() {
-            self.log(format!("link {}: lost {} -> {}", self.peers[i].name, p.src, p.dst));
+            self.trace
+                .record(self.now, format_args!("link {}: lost {} -> {}", self.peers[i].name, Addr(p.src), Addr(p.dst)));
         }
         let behind = self.peers[i].behind;
-        for at in arrivals {
-            let event = match behind {
-                Some(n) => Pending::FromInside(n, p.clone()),
-                None => Pending::Internet(p.clone()),
-            };
-            self.schedule(at, event);
+        self.schedule_copies(&arrivals, p, |p| match behind {
+            Some(n) => Pending::FromInside(n, p),
+            None => Pending::Internet(p),
+        });
+    }
+
+    /// Schedules one event per arrival time of `p`, moving the packet into
+    /// the last one (a duplicate shares the payload's bytes, refcounted).
+    fn schedule_copies(&mut self, arrivals: &[Duration], p: Packet, event: impl Fn(Packet) -> Pending) {
+        let Some((&last, rest)) = arrivals.split_last() else { return };
+        for &at in rest {
+            self.schedule(at, event(p.clone()));
         }
+        self.schedule(last, event(p));
     }
 
     fn peer_event(&mut self, i: usize, e: ClientEvent) {
         let now = self.instant();
         let text = describe::event(&e);
         let name = self.peers[i].name.clone();
-        self.log(format!("{name}: {text}"));
+        self.trace.record(self.now, format_args!("{name}: {text}"));
         match &e {
             ClientEvent::OpenSockets { request, count } => {
                 let peer = &mut self.peers[i];
@@ -474,11 +503,7 @@ impl Simulation {
         let now = self.now;
         match e {
             ClientEvent::SessionOpened { session, peer, initiator: true, strategy } => {
-                if let Some(c) = self
-                    .connections
-                    .iter_mut()
-                    .find(|c| c.from == i && &c.to == peer && c.session.is_none() && !c.failed)
-                {
+                if let Some(c) = self.find_connection(i, |c| &c.to == peer && c.session.is_none() && !c.failed) {
                     c.session = Some(*session);
                     c.connect_at = Some(now - c.started);
                     c.strategy = Some(*strategy);
@@ -486,9 +511,7 @@ impl Simulation {
                 }
             }
             ClientEvent::ConnectFailed { peer, .. } => {
-                if let Some(c) =
-                    self.connections.iter_mut().find(|c| c.from == i && &c.to == peer && c.session.is_none())
-                {
+                if let Some(c) = self.find_connection(i, |c| &c.to == peer && c.session.is_none()) {
                     c.failed = true;
                 }
             }
@@ -517,7 +540,13 @@ impl Simulation {
     }
 
     fn connection_mut(&mut self, i: usize, session: SessionId) -> Option<&mut ConnectionState> {
-        self.connections.iter_mut().find(|c| c.from == i && c.session == Some(session))
+        self.find_connection(i, |c| c.session == Some(session))
+    }
+
+    /// The first connection started by peer `i` that matches `pred`.
+    fn find_connection(&mut self, i: usize, pred: impl Fn(&ConnectionState) -> bool) -> Option<&mut ConnectionState> {
+        let k = self.connections_of[i].iter().copied().find(|&k| pred(&self.connections[k]))?;
+        Some(&mut self.connections[k])
     }
 
     /// A packet arrives at NAT `n` from inside.
@@ -533,7 +562,7 @@ impl Simulation {
             return;
         }
         let now = self.now;
-        let mut log = Vec::new();
+        let mut log = self.take_nat_log();
         if self.nats[n].is_public_ip(p.dst.ip()) {
             let result = self.nats[n].hairpin(now, p, &mut log);
             self.log_nat(log);
@@ -545,11 +574,8 @@ impl Simulation {
         let result = self.nats[n].outbound(now, p, &mut log);
         self.log_nat(log);
         let Some(p) = result else { return };
-        match self.nats[n].spec().behind.clone() {
-            Some(outer) => {
-                let outer = self.scenario.nat_index(&outer).expect("validated by the parser");
-                self.nat_from_inside(outer, p);
-            }
+        match self.nat_outer[n] {
+            Some(outer) => self.nat_from_inside(outer, p),
             None => self.internet(p),
         }
     }
@@ -557,7 +583,7 @@ impl Simulation {
     /// A packet arrives at NAT `n`'s public side.
     fn nat_from_outside(&mut self, n: usize, p: Packet) {
         let now = self.now;
-        let mut log = Vec::new();
+        let mut log = self.take_nat_log();
         let result = self.nats[n].inbound(now, p, &mut log);
         self.log_nat(log);
         if let Some(p) = result {
@@ -572,7 +598,7 @@ impl Simulation {
         } else if let Some(inner) = self.nat_on_segment(Some(n), p.dst.ip()) {
             self.nat_from_outside(inner, p);
         } else {
-            self.log(format!("nat {}: no host {} inside", self.nats[n].spec().name, p.dst));
+            self.trace.record(self.now, format_args!("nat {}: no host {} inside", self.nats[n].spec().name, p.dst));
         }
     }
 
@@ -580,7 +606,7 @@ impl Simulation {
     fn internet(&mut self, mut p: Packet) {
         let hops = self.scenario.internet_hops;
         if p.ttl <= hops {
-            self.log(format!("internet: TTL {} expired {} -> {}", p.ttl, p.src, p.dst));
+            self.trace.record(self.now, format_args!("internet: TTL {} expired {} -> {}", p.ttl, p.src, p.dst));
             return;
         }
         p.ttl -= hops;
@@ -599,24 +625,25 @@ impl Simulation {
             self.nat_from_outside(n, p);
             return;
         }
-        self.log(format!("internet: no route to {} (from {})", p.dst, p.src));
+        self.trace.record(self.now, format_args!("internet: no route to {} (from {})", p.dst, p.src));
     }
 
     fn down_link(&mut self, target: usize, p: Packet) {
         let size = p.payload.len() + 28;
         let arrivals = self.peers[target].down.transmit(self.now, size);
         if arrivals.is_empty() {
-            self.log(format!("link {}: lost {} -> {}", self.peers[target].name, p.src, p.dst));
+            self.trace.record(
+                self.now,
+                format_args!("link {}: lost {} -> {}", self.peers[target].name, Addr(p.src), Addr(p.dst)),
+            );
         }
-        for at in arrivals {
-            self.schedule(at, Pending::ToPeer(target, p.clone()));
-        }
+        self.schedule_copies(&arrivals, p, |p| Pending::ToPeer(target, p));
     }
 
     fn deliver_to_peer(&mut self, i: usize, p: Packet) {
         let socket = self.peers[i].sockets.iter().find(|(_, port)| **port == p.dst.port()).map(|(id, _)| *id);
         let Some(socket) = socket.filter(|_| p.dst.ip() == self.peers[i].addr) else {
-            self.log(format!("{}: no socket for {}", self.peers[i].name, p.dst));
+            self.trace.record(self.now, format_args!("{}: no socket for {}", self.peers[i].name, p.dst));
             return;
         };
         let now = self.instant();
@@ -627,33 +654,54 @@ impl Simulation {
     /// The peer with address `ip` directly on segment `segment` (None: the
     /// public internet).
     fn peer_on_segment(&self, segment: Option<usize>, ip: IpAddr) -> Option<usize> {
-        self.peers_by_addr.get(&(segment, ip)).copied()
+        self.segments.get(segment_index(segment)).and_then(|s| lookup(&s.peers, ip))
     }
 
     /// The NAT whose public side is on `segment` and owns `ip`.
     fn nat_on_segment(&self, segment: Option<usize>, ip: IpAddr) -> Option<usize> {
-        self.nats_by_addr.get(&(segment, ip)).copied()
+        self.segments.get(segment_index(segment)).and_then(|s| lookup(&s.nats, ip))
     }
 
     /// Rebuilds the address indexes after the topology changed.
     fn index_topology(&mut self) {
-        self.peers_by_addr = self.peers.iter().enumerate().map(|(i, p)| ((p.behind, p.addr), i)).collect();
-        self.nats_by_addr.clear();
+        self.nat_outer = self
+            .nats
+            .iter()
+            .map(|n| n.spec().behind.as_ref().map(|b| self.scenario.nat_index(b).expect("validated by the parser")))
+            .collect();
+        // Built through ordered maps: a later entry with the same address
+        // on the same segment replaces an earlier one.
+        let mut peers = BTreeMap::new();
+        for (i, p) in self.peers.iter().enumerate() {
+            peers.insert((segment_index(p.behind), p.addr), i);
+        }
+        let mut nats = BTreeMap::new();
         for (i, n) in self.nats.iter().enumerate() {
-            let outer = n.spec().behind.as_ref().and_then(|b| self.scenario.nat_index(b));
             for ip in &n.spec().public_ips {
-                self.nats_by_addr.insert((outer, IpAddr::V4(*ip)), i);
+                nats.insert((segment_index(self.nat_outer[i]), IpAddr::V4(*ip)), i);
             }
         }
+        let mut segments: Vec<Segment> = (0..=self.nats.len()).map(|_| Segment::default()).collect();
+        // Map iteration is in key order, so each list comes out sorted.
+        for ((segment, ip), i) in peers {
+            segments[segment].peers.push((ip, i));
+        }
+        for ((segment, ip), i) in nats {
+            segments[segment].nats.push((ip, i));
+        }
+        self.segments = segments;
     }
 
-    fn arrow(&mut self, from: String, to: SocketAddr, label: String) {
-        if !self.trace.keep_arrows {
+    /// Keeps a datagram sent by peer `from` (None: the server) for the
+    /// Mermaid diagram, when asked to.
+    fn arrow(&mut self, from: Option<usize>, to: SocketAddr, label: String) {
+        if !self.trace.keeps_arrows() {
             return;
         }
+        let from = from.map_or_else(|| "server".to_string(), |i| self.peers[i].name.clone());
         let to =
             if self.server.sockets().iter().any(|(_, a)| *a == to) { "server".to_string() } else { to.to_string() };
-        self.trace.arrows.push(Arrow { at: self.now, from, to, label });
+        self.trace.push_arrow(Arrow { at: self.now, from, to, label });
     }
 
     fn report(&self) -> Report {
@@ -661,7 +709,7 @@ impl Simulation {
             .connections
             .iter()
             .map(|c| {
-                let to = self.peers.iter().position(|p| p.name == c.to);
+                let to = self.peer_names.get(&c.to).copied();
                 let outcome = if c.failed || c.session.is_none() {
                     Outcome::Failed
                 } else {
@@ -686,7 +734,7 @@ impl Simulation {
                 }
             })
             .collect();
-        Report { seed: self.seed, trace_hash: format!("{:016x}", self.trace.hash), connections }
+        Report { seed: self.seed, trace_hash: format!("{:016x}", self.trace.hash()), connections }
     }
 }
 
@@ -708,20 +756,20 @@ impl ConnectionState {
     }
 }
 
-fn ms(d: Duration) -> f64 {
-    (d.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0
+/// ` ttl=N` after a datagram sent with an explicit TTL, nothing otherwise.
+struct TtlSuffix(Option<u8>);
+
+impl std::fmt::Display for TtlSuffix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(ttl) => write!(f, " ttl={ttl}"),
+            None => Ok(()),
+        }
+    }
 }
 
-const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-
-/// FNV-1a (64-bit) over `bytes`, continuing from `hash`; each line ends with
-/// a newline so line boundaries count.
-fn fnv1a(mut hash: u64, bytes: &[u8]) -> u64 {
-    for &b in bytes.iter().chain(b"\n") {
-        hash ^= b as u64;
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    hash
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0
 }
 
 /// Applies a peer's `config` table to the core's client config, by the

@@ -7,6 +7,7 @@
 //! a tree of child generators, events are totally ordered by (time, sequence
 //! number), and nothing reads a clock or iterates a hash map.
 
+mod addr;
 pub mod describe;
 pub mod duration;
 pub mod engine;

@@ -60,6 +60,8 @@ use bytes::Bytes;
 use punchline_core::nat::{FilteringBehavior, MappingBehavior};
 use punchline_core::rng::Rng;
 
+use crate::addr::Addr;
+
 /// How a NAT picks the external port of a new mapping (RFC 4787 §4.2.2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PortPolicy {
@@ -385,54 +387,67 @@ pub enum NatDecision {
 impl fmt::Display for NatDecision {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         use NatDecision as D;
+        // `Addr` prints addresses as `SocketAddr` does, only faster: the
+        // engine formats these lines for every packet (crate::addr).
+        let a = |x: &SocketAddr| Addr(*x);
         match self {
             D::MappingCreated { nat, internal, external, remote } => {
-                write!(f, "nat {nat}: map {internal} -> {external} (for {remote})")
+                write!(f, "nat {nat}: map {} -> {} (for {})", a(internal), a(external), a(remote))
             }
             D::Translated { nat, dir: Direction::Outbound, src, dst, via, .. } => {
-                write!(f, "nat {nat}: out {src} -> {dst} as {via}")
+                write!(f, "nat {nat}: out {} -> {} as {}", a(src), a(dst), a(via))
             }
             D::Translated { nat, dir: Direction::Inbound, src, dst, to, .. } => {
-                write!(f, "nat {nat}: in {src} -> {dst} to {to}")
+                write!(f, "nat {nat}: in {} -> {} to {}", a(src), a(dst), a(to))
             }
-            D::Filtered { nat, src, dst, filtering } => {
-                write!(f, "nat {nat}: filter {src} -> {dst} ({} filtering: not sent there)", filtering_name(*filtering))
-            }
-            D::NoMapping { nat, src, dst } => write!(f, "nat {nat}: drop {src} -> {dst} (no mapping)"),
+            D::Filtered { nat, src, dst, filtering } => write!(
+                f,
+                "nat {nat}: filter {} -> {} ({} filtering: not sent there)",
+                a(src),
+                a(dst),
+                filtering_name(*filtering)
+            ),
+            D::NoMapping { nat, src, dst } => write!(f, "nat {nat}: drop {} -> {} (no mapping)", a(src), a(dst)),
             D::TrackedUnsolicited { nat, src, dst, created: true } => {
-                write!(f, "nat {nat}: track {src} -> {dst} (unsolicited; conntrack now holds this 5-tuple)")
+                write!(f, "nat {nat}: track {} -> {} (unsolicited; conntrack now holds this 5-tuple)", a(src), a(dst))
             }
             D::TrackedUnsolicited { nat, src, dst, created: false } => {
-                write!(f, "nat {nat}: drop {src} -> {dst} (held by a tracked unsolicited entry)")
+                write!(f, "nat {nat}: drop {} -> {} (held by a tracked unsolicited entry)", a(src), a(dst))
             }
             D::PortCollision { nat, internal, remote, blocked, external } => write!(
                 f,
-                "nat {nat}: {blocked} -> {remote} is held by a tracked entry; \
-                 map {internal} -> {external} for {remote} only"
+                "nat {nat}: {} -> {} is held by a tracked entry; map {} -> {} for {} only",
+                a(blocked),
+                a(remote),
+                a(internal),
+                a(external),
+                a(remote)
             ),
             D::TtlExpired { nat, dir, src, dst } => {
-                write!(f, "nat {nat}: ttl expired {src} -> {dst} ({})", dir_name(*dir))
+                write!(f, "nat {nat}: ttl expired {} -> {} ({})", a(src), a(dst), dir_name(*dir))
             }
             D::Hairpinned { nat, src, dst, via, to } => {
-                write!(f, "nat {nat}: hairpin {src} -> {dst} as {via} to {to}")
+                write!(f, "nat {nat}: hairpin {} -> {} as {} to {}", a(src), a(dst), a(via), a(to))
             }
             D::HairpinRefused { nat, src, dst } => {
-                write!(f, "nat {nat}: drop {src} -> {dst} (no hairpinning)")
+                write!(f, "nat {nat}: drop {} -> {} (no hairpinning)", a(src), a(dst))
             }
             D::UdpBlocked { nat, dir, src, dst } => {
-                write!(f, "nat {nat}: drop {src} -> {dst} (UDP blocked, {})", dir_name(*dir))
+                write!(f, "nat {nat}: drop {} -> {} (UDP blocked, {})", a(src), a(dst), dir_name(*dir))
             }
             D::MappingExpired { nat, internal, external, timeout } => write!(
                 f,
-                "nat {nat}: expire {internal} -> {external} (idle {})",
+                "nat {nat}: expire {} -> {} (idle {})",
+                a(internal),
+                a(external),
                 crate::duration::format_duration(*timeout)
             ),
             D::Forwarded { nat, dir, src, dst } => {
-                write!(f, "nat {nat}: route {src} -> {dst} ({}, no translation)", dir_name(*dir))
+                write!(f, "nat {nat}: route {} -> {} ({}, no translation)", a(src), a(dst), dir_name(*dir))
             }
             D::Background { nat, flows } => write!(f, "nat {nat}: neighbours opened {flows} flow(s)"),
             D::NoFreePort { nat, src, dst } => {
-                write!(f, "nat {nat}: drop {src} -> {dst} (no free external port)")
+                write!(f, "nat {nat}: drop {} -> {} (no free external port)", a(src), a(dst))
             }
         }
     }

@@ -1,0 +1,190 @@
+//! The event trace: one line per event, hashed whether or not it is kept.
+//!
+//! Every line is formatted into one reused buffer (no allocation per line
+//! once the buffer has grown), hashed from there, and copied out only when
+//! the caller keeps the trace (`--trace`). The hash is therefore a function
+//! of exactly the text `--trace` prints, line by line, and is the same with
+//! or without `--trace`.
+
+use std::fmt::{self, Write as _};
+use std::time::Duration;
+
+use super::Arrow;
+
+/// Collects trace lines (when enabled) and hashes every line either way.
+pub(crate) struct Trace {
+    keep: bool,
+    lines: Vec<String>,
+    hash: u64,
+    arrows: Vec<Arrow>,
+    keep_arrows: bool,
+    /// The line being formatted, reused from one line to the next.
+    line: String,
+}
+
+impl Trace {
+    pub(crate) fn new() -> Trace {
+        Trace {
+            keep: false,
+            lines: Vec::new(),
+            hash: HASH_SEED,
+            arrows: Vec::new(),
+            keep_arrows: false,
+            line: String::with_capacity(256),
+        }
+    }
+
+    pub(crate) fn keep_lines(&mut self, keep: bool) {
+        self.keep = keep;
+    }
+
+    pub(crate) fn keep_arrows(&mut self, keep: bool) {
+        self.keep_arrows = keep;
+    }
+
+    /// Whether datagrams are kept for a Mermaid diagram.
+    pub(crate) fn keeps_arrows(&self) -> bool {
+        self.keep_arrows
+    }
+
+    /// Records the line `text` at simulated time `now`: `{ms:>10.3}ms {text}`.
+    pub(crate) fn record(&mut self, now: Duration, text: fmt::Arguments<'_>) {
+        self.line.clear();
+        write_time(&mut self.line, now);
+        self.line.push(' ');
+        // Writing into a String cannot fail; a Display impl that reports an
+        // error would only truncate the line, never stop the run.
+        let _ = self.line.write_fmt(text);
+        self.hash = hash_line(self.hash, self.line.as_bytes());
+        if self.keep {
+            self.lines.push(self.line.clone());
+        }
+    }
+
+    pub(crate) fn push_arrow(&mut self, arrow: Arrow) {
+        if self.keep_arrows {
+            self.arrows.push(arrow);
+        }
+    }
+
+    pub(crate) fn hash(&self) -> u64 {
+        self.hash
+    }
+
+    pub(crate) fn take(&mut self) -> (Vec<String>, Vec<Arrow>) {
+        (std::mem::take(&mut self.lines), std::mem::take(&mut self.arrows))
+    }
+}
+
+/// Writes `now` in milliseconds exactly as `format!("{:>10.3}ms", ms)` with
+/// `ms = now.as_secs_f64() * 1000.0` would.
+///
+/// The integer path rounds to the nearest microsecond. It agrees with the
+/// float formatting whenever the nanoseconds are not exactly halfway between
+/// two microseconds: the float's representation error (below 1e-12 ms for
+/// any run shorter than a year) is then far smaller than the 1 ns distance
+/// to the rounding boundary. Exact halves (where the float's error decides
+/// the rounding) go through the float path itself.
+fn write_time(out: &mut String, now: Duration) {
+    let nanos = now.as_nanos();
+    if nanos % 1000 == 500 {
+        let _ = write!(out, "{:>10.3}ms", now.as_secs_f64() * 1000.0);
+        return;
+    }
+    let micros = (nanos + 500) / 1000;
+    let (whole, frac) = (micros / 1000, (micros % 1000) as u32);
+    let mut digits = [0u8; 48];
+    let mut at = digits.len();
+    // Fraction: always three digits.
+    let mut f = frac;
+    for _ in 0..3 {
+        at -= 1;
+        digits[at] = b'0' + (f % 10) as u8;
+        f /= 10;
+    }
+    at -= 1;
+    digits[at] = b'.';
+    let mut w = whole;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (w % 10) as u8;
+        w /= 10;
+        if w == 0 {
+            break;
+        }
+    }
+    let text = &digits[at..];
+    for _ in text.len()..10 {
+        out.push(' ');
+    }
+    // Only ASCII digits and a dot were written.
+    out.push_str(std::str::from_utf8(text).unwrap_or_default());
+    out.push_str("ms");
+}
+
+const HASH_SEED: u64 = 0xcbf2_9ce4_8422_2325;
+const HASH_MUL: u64 = 0x9e37_79b9_7f4a_7c15;
+
+/// Folds one line into the running trace hash, eight bytes at a time, then
+/// its length (so line boundaries count, as a newline would).
+///
+/// Not cryptographic: a fingerprint that two runs produced the same trace.
+/// It depends only on the bytes, never on the platform (little-endian words).
+fn hash_line(mut hash: u64, line: &[u8]) -> u64 {
+    let mut chunks = line.chunks_exact(8);
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        hash = mix(hash, u64::from_le_bytes(word));
+    }
+    let rest = chunks.remainder();
+    let mut word = [0u8; 8];
+    word[..rest.len()].copy_from_slice(rest);
+    hash = mix(hash, u64::from_le_bytes(word));
+    mix(hash, line.len() as u64)
+}
+
+fn mix(hash: u64, word: u64) -> u64 {
+    let h = (hash ^ word).wrapping_mul(HASH_MUL);
+    h ^ (h >> 29)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn time(now: Duration) -> String {
+        let mut s = String::new();
+        write_time(&mut s, now);
+        s
+    }
+
+    #[test]
+    fn time_prefix_matches_the_float_formatting_for_every_rounding_case() {
+        // Given times around every kind of rounding boundary, including
+        // exact halves, carries into the next millisecond and big values,
+        let mut cases = vec![0, 1, 499, 500, 501, 999, 1_000, 999_499, 999_500, 999_501, 19_038_123, 60_000_000_000];
+        let mut x: u64 = 1;
+        for _ in 0..20_000 {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            cases.push(x % 3_600_000_000_000);
+            cases.push((x % 3_600_000_000) * 1000 + 500);
+        }
+        for nanos in cases {
+            let now = Duration::from_nanos(nanos);
+            // when formatted both ways, then the text is the same.
+            let expected = format!("{:>10.3}ms", now.as_secs_f64() * 1000.0);
+            assert_eq!(time(now), expected, "{nanos} ns");
+        }
+    }
+
+    #[test]
+    fn the_hash_depends_on_line_boundaries_and_every_byte() {
+        let one = hash_line(HASH_SEED, b"abcdefghij");
+        let split = hash_line(hash_line(HASH_SEED, b"abcde"), b"fghij");
+        assert_ne!(one, split);
+        assert_ne!(one, hash_line(HASH_SEED, b"abcdefghik"));
+        assert_ne!(hash_line(HASH_SEED, b""), hash_line(HASH_SEED, b"\0"));
+        assert_eq!(one, hash_line(HASH_SEED, b"abcdefghij"));
+    }
+}
