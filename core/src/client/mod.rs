@@ -22,8 +22,8 @@ mod stream;
 mod traversal;
 
 pub use config::ClientConfig;
-pub use traversal::{birthday_success, BIRTHDAY_PORTS};
 pub use messaging::MessagingConfig;
+pub use traversal::{birthday_success, BIRTHDAY_PORTS};
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
