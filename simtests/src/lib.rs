@@ -10,6 +10,7 @@
 pub mod describe;
 pub mod duration;
 pub mod engine;
+pub mod lab;
 pub mod link;
 pub mod matrix;
 pub mod nat;
