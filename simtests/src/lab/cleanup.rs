@@ -4,6 +4,7 @@
 //! Normal exits and failures clean up through [`NamespaceGuard`]'s `Drop`;
 //! the signal handler runs on its own thread and uses the same registry.
 
+use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 
 use nix::sys::signal::{kill, Signal};
@@ -24,33 +25,52 @@ pub fn install_signal_handler(keep: bool) {
     // A second install fails harmlessly (tests may run two labs in one process).
     let _ = ctrlc::set_handler(|| {
         eprintln!("\nlab: interrupted, cleaning up");
-        remove_everything();
-        std::process::exit(130);
+        remove_everything_and_exit();
     });
 }
 
 /// Kills every registered process and, unless kept, deletes every registered
-/// namespace.
-pub fn remove_everything() {
-    let (pids, namespaces, keep) = {
-        let mut r = registry();
-        (std::mem::take(&mut r.pids), std::mem::take(&mut r.namespaces), r.keep)
-    };
-    for pid in pids {
-        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+/// namespace. Holds the registry's lock throughout, and the handler exits
+/// while still holding it, so the main thread cannot create anything after
+/// the handler has looked.
+fn remove_everything_and_exit() -> ! {
+    let r = registry();
+    for pid in &r.pids {
+        let _ = kill(Pid::from_raw(*pid as i32), Signal::SIGKILL);
     }
-    if keep {
-        print_removal_hint(&namespaces);
+    if r.keep {
+        print_removal_hint(&r.namespaces);
     } else {
-        for ns in namespaces.iter().rev() {
-            delete_namespace(ns);
+        for ns in r.namespaces.iter().rev() {
+            delete(ns);
         }
     }
+    std::process::exit(130);
 }
 
-/// Records a process to kill on interruption.
-pub fn register_pid(pid: u32) {
-    registry().pids.push(pid);
+/// Spawns `command` and records it to kill on interruption, under the
+/// registry's lock: the signal handler holds that lock from its first look
+/// until the process exits, so nothing starts unseen behind its back.
+pub fn spawn(command: &mut Command) -> std::io::Result<Child> {
+    let mut r = registry();
+    let child = command.spawn()?;
+    r.pids.push(child.id());
+    Ok(child)
+}
+
+/// Creates a namespace and records it for removal, under the registry's
+/// lock (see [`spawn`]).
+pub fn create_namespace(name: &str) -> Result<(), String> {
+    let mut r = registry();
+    let out = Command::new("ip").args(["netns", "add", name]).stderr(Stdio::piped()).output();
+    match out {
+        Ok(out) if out.status.success() => {
+            r.namespaces.push(name.to_owned());
+            Ok(())
+        }
+        Ok(out) => Err(format!("`ip netns add {name}` failed: {}", String::from_utf8_lossy(&out.stderr).trim())),
+        Err(e) => Err(format!("cannot run `ip netns add {name}`: {e}")),
+    }
 }
 
 /// Forgets a process that has exited.
@@ -58,19 +78,15 @@ pub fn forget_pid(pid: u32) {
     registry().pids.retain(|p| *p != pid);
 }
 
-/// Records a namespace to delete on interruption.
-pub fn register_namespace(name: &str) {
-    registry().namespaces.push(name.to_owned());
-}
-
 /// Deletes a namespace (its veth ends die with it) and forgets it.
 pub fn delete_namespace(name: &str) {
-    let _ = std::process::Command::new("ip")
-        .args(["netns", "del", name])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status();
-    registry().namespaces.retain(|n| n != name);
+    let mut r = registry();
+    delete(name);
+    r.namespaces.retain(|n| n != name);
+}
+
+fn delete(name: &str) {
+    let _ = Command::new("ip").args(["netns", "del", name]).stdout(Stdio::null()).stderr(Stdio::null()).status();
 }
 
 /// Forgets namespaces that `--keep` leaves behind, and says how to remove them.

@@ -294,10 +294,13 @@ pub fn run(opts: &LabOptions) -> Result<LabReport, LabError> {
             log(&format!("pair {} -> {}", a.name(), bp.name()));
             let site_a = topo.add_site(Slot::One, a)?;
             let site_b = topo.add_site(Slot::Two, bp)?;
-            let row = pairs::run_pair(&site_a, &site_b, b, opts, &format!("{suffix}-{i}"));
-            topo.remove_site(site_a);
-            topo.remove_site(site_b);
-            rows.push(row?);
+            let row = pairs::run_pair(&site_a, &site_b, b, opts, &format!("{suffix}-{i}"))?;
+            // --keep leaves the last pair's sites for inspection.
+            if !(opts.keep && i + 1 == Profile::ALL.len() * Profile::ALL.len()) {
+                topo.remove_site(site_a);
+                topo.remove_site(site_b);
+            }
+            rows.push(row);
         }
     }
     let disagreements = rows.iter().filter(|r| !r.agree).count() as u32;

@@ -62,15 +62,7 @@ pub struct PairRow {
 /// Runs `connect` from `a`'s host to a `listen` on `b`'s host.
 pub fn run_pair(a: &Site, b: &Site, bins: &Binaries, opts: &LabOptions, tag: &str) -> Result<PairRow, LabError> {
     let sim = matrix::run_cell(a.profile.preset(), b.profile.preset(), opts.sim_seeds.max(1));
-    let sim_outcome = if sim.direct == sim.runs {
-        "direct".to_owned()
-    } else if sim.relay == sim.runs {
-        "relay".to_owned()
-    } else if sim.failed == sim.runs {
-        "failed".to_owned()
-    } else {
-        format!("mixed {}/{}/{}", sim.direct, sim.relay, sim.failed)
-    };
+    let sim_outcome = sim_outcome(&sim);
 
     let (user_a, user_b) = (format!("a-{tag}"), format!("b-{tag}"));
     let client = bins.client.to_string_lossy().into_owned();
@@ -122,6 +114,20 @@ pub fn run_pair(a: &Site, b: &Site, bins: &Binaries, opts: &LabOptions, tag: &st
     })
 }
 
+/// The simulator's outcome for a cell: the one every seed reached, or
+/// `mixed direct/relay/failed` counts.
+pub fn sim_outcome(cell: &matrix::Cell) -> String {
+    if cell.direct == cell.runs {
+        "direct".to_owned()
+    } else if cell.relay == cell.runs {
+        "relay".to_owned()
+    } else if cell.failed == cell.runs {
+        "failed".to_owned()
+    } else {
+        format!("mixed {}/{}/{}", cell.direct, cell.relay, cell.failed)
+    }
+}
+
 fn client_args(user: &str, opts: &LabOptions, command: &[&str]) -> Vec<String> {
     let mut args: Vec<String> = vec![
         "--server".into(),
@@ -164,4 +170,29 @@ pub fn table(rows: &[PairRow]) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lab::Profile;
+
+    #[test]
+    fn the_simulator_fails_every_udp_blocked_pair_and_agrees_with_itself_elsewhere() {
+        // Given every ordered pair of lab profiles, run in the simulator,
+        for a in Profile::ALL {
+            for b in Profile::ALL {
+                let cell = matrix::run_cell(a.preset(), b.preset(), 3);
+                let outcome = sim_outcome(&cell);
+                // then a udp-blocked side never logs in (the relay is UDP too),
+                // and every other pair ends the same way on every seed.
+                if a == Profile::UdpBlocked || b == Profile::UdpBlocked {
+                    assert_eq!(outcome, "failed", "{} -> {}", a.name(), b.name());
+                } else {
+                    assert!(!outcome.starts_with("mixed"), "{} -> {}: {outcome}", a.name(), b.name());
+                    eprintln!("{} -> {}: {outcome}", a.name(), b.name());
+                }
+            }
+        }
+    }
 }

@@ -27,15 +27,15 @@ pub struct Spawned {
 impl Spawned {
     /// Starts `program args` in namespace `ns`.
     pub fn start(name: &str, ns: &str, program: &str, args: &[String]) -> Result<Spawned, LabError> {
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", ns, program])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| LabError::Command(format!("cannot start {name} ({program}): {e}")))?;
-        cleanup::register_pid(child.id());
+        let mut child = cleanup::spawn(
+            Command::new("ip")
+                .args(["netns", "exec", ns, program])
+                .args(args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped()),
+        )
+        .map_err(|e| LabError::Command(format!("cannot start {name} ({program}): {e}")))?;
         let (tx, lines) = mpsc::channel();
         let stdout = child.stdout.take().expect("stdout is piped");
         std::thread::spawn(move || {

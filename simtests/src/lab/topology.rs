@@ -149,9 +149,11 @@ impl Topology {
 
     /// Removes a site (its namespaces, and with them its veths and conntrack).
     pub fn remove_site(&mut self, site: Site) {
-        if self.keep {
-            return;
-        }
+        // The kernel dismantles a deleted namespace asynchronously, and with
+        // it the veth toward the router; delete the router's end now so that
+        // the next site can reuse its name at once.
+        let router = self.ns(site.slot.router());
+        let _ = run("ip", &["-n", &router, "link", "del", "dev", &format!("site{}", site.slot.index())]);
         for ns in [site.host_ns, site.nat_ns] {
             cleanup::delete_namespace(&ns);
             self.namespaces.retain(|n| *n != ns);
@@ -160,8 +162,7 @@ impl Topology {
 
     fn add_namespace(&mut self, role: &str) -> Result<String, LabError> {
         let name = self.ns(role);
-        run("ip", &["netns", "add", &name])?;
-        cleanup::register_namespace(&name);
+        cleanup::create_namespace(&name).map_err(LabError::Command)?;
         self.namespaces.push(name.clone());
         run("ip", &["-n", &name, "link", "set", "dev", "lo", "up"])?;
         Ok(name)
