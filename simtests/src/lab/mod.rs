@@ -114,7 +114,8 @@ pub struct LabOptions {
     pub client_bin: Option<PathBuf>,
     /// Passed to both binaries as `--runtime`.
     pub runtime: Option<String>,
-    /// Only the kernel NAT measurements: no Punchline binaries needed.
+    /// Only the kernel NAT measurements and `nat-check` (when the binaries
+    /// are there): no pairs, and no binaries needed.
     pub nat_only: bool,
     /// Simulator seeds per pair.
     pub sim_seeds: u32,
@@ -175,8 +176,10 @@ impl LabReport {
 /// Runs the lab.
 pub fn run(opts: &LabOptions) -> Result<LabReport, LabError> {
     host::check_machine()?;
-    let binaries =
-        if opts.nat_only { None } else { Some(Binaries::locate(opts.server_bin.clone(), opts.client_bin.clone())?) };
+    // --nat-only runs nat-check too when the binaries are there, and skips
+    // only the pairs; without it, missing binaries stop the lab here.
+    let located = Binaries::locate(opts.server_bin.clone(), opts.client_bin.clone());
+    let binaries = if opts.nat_only { located.ok() } else { Some(located?) };
     let me =
         std::env::current_exe().map_err(|e| LabError::Command(format!("cannot find punchline-sim itself: {e}")))?;
     let me = me.to_string_lossy().into_owned();
@@ -289,7 +292,7 @@ pub fn run(opts: &LabOptions) -> Result<LabReport, LabError> {
     let nat_mismatches = nats.iter().filter(|n| n.classified_as_built == Some(false)).count() as u32;
 
     let mut rows = Vec::new();
-    if let Some(b) = &binaries {
+    if let (Some(b), false) = (&binaries, opts.nat_only) {
         for (i, (a, bp)) in Profile::ALL.iter().flat_map(|a| Profile::ALL.iter().map(move |b| (*a, *b))).enumerate() {
             log(&format!("pair {} -> {}", a.name(), bp.name()));
             let site_a = topo.add_site(Slot::One, a)?;

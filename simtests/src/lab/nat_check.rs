@@ -118,13 +118,7 @@ fn check_sites(
         let (_, lines, _) = p.finish(Duration::from_secs(60));
         let json: Option<serde_json::Value> = lines.iter().rev().find_map(|l| serde_json::from_str(l).ok());
         row.nat_check = json.as_ref().and_then(|j| j.get("preset")?.as_str().map(str::to_owned));
-        // Behind udp-blocked nothing answers: a client that says so without
-        // naming a preset (no reflexive address) classifies it right too.
-        let no_reflexive = json.as_ref().is_none_or(|j| j.get("reflexive").is_none_or(|r| r.is_null()));
-        row.classified_as_built = Some(
-            row.nat_check.as_deref() == Some(profile.name())
-                || (profile == Profile::UdpBlocked && row.nat_check.is_none() && no_reflexive),
-        );
+        row.classified_as_built = Some(classifies_as(profile, json.as_ref()));
         row.nat_check_json = json;
     }
     if env.coturn {
@@ -135,6 +129,29 @@ fn check_sites(
         row.coturn = Some(coturn_classification(&out));
     }
     Ok(row)
+}
+
+/// Whether `nat-check --json`'s answer describes `profile`: it names the
+/// preset, or it measured the preset's RFC 4787 mapping, filtering and port
+/// allocation under another preset's name. A client cannot tell `linux` from
+/// `port-restricted-cone` (they differ only in conntrack tracking and
+/// timeouts), nor `linux-random` from `symmetric-random`. Behind
+/// `udp-blocked` nothing answers: no JSON, or no reflexive address, is right.
+pub fn classifies_as(profile: Profile, json: Option<&serde_json::Value>) -> bool {
+    let field = |k: &str| json.and_then(|j| j.get(k)?.as_str());
+    if profile == Profile::UdpBlocked {
+        return field("preset") == Some(profile.name()) || field("reflexive").is_none();
+    }
+    let spec = profile.preset().spec(profile.name(), vec![]);
+    let ports = match spec.ports {
+        PortPolicy::Preserve => "preserve",
+        PortPolicy::Sequential { .. } => "sequential",
+        PortPolicy::Random => "random",
+    };
+    field("preset") == Some(profile.name())
+        || (field("mapping") == Some(mapping_name(spec.mapping))
+            && field("filtering") == Some(filtering_name(spec.filtering))
+            && field("ports") == Some(ports))
 }
 
 /// `turnutils_natdiscovery -m -f` output → `mapping / filtering`.
@@ -263,4 +280,39 @@ pub fn table(rows: &[NatRow]) -> String {
         "timeouts: unreplied/replied conntrack UDP timeouts; ! marks a nat-check that named another profile\n",
     );
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn nat_check_answers_classify_by_name_or_by_the_measured_triple() {
+        // Given nat-check answers as punchline prints them,
+        let masquerade = json!({"mapping": "endpoint-independent", "filtering": "address-and-port-dependent",
+            "ports": "preserve", "preset": "port-restricted-cone", "reflexive": "192.0.2.2:4000"});
+        let unmeasured_ports = json!({"mapping": "address-and-port-dependent",
+            "filtering": "address-and-port-dependent", "ports": null, "preset": "symmetric-sequential",
+            "reflexive": "192.0.2.2:49044"});
+        let random = json!({"mapping": "address-and-port-dependent", "filtering": "address-and-port-dependent",
+            "ports": "random", "preset": "symmetric-random", "reflexive": "192.0.2.2:49044"});
+        // then masquerade's triple is `linux` under its cone name, unmeasured
+        // ports are not `linux-random`, random ones are, and only silence is
+        // `udp-blocked`.
+        assert!(classifies_as(Profile::Linux, Some(&masquerade)));
+        assert!(!classifies_as(Profile::FullCone, Some(&masquerade)));
+        assert!(!classifies_as(Profile::LinuxRandom, Some(&unmeasured_ports)));
+        assert!(classifies_as(Profile::LinuxRandom, Some(&random)));
+        assert!(classifies_as(Profile::UdpBlocked, None));
+        assert!(!classifies_as(Profile::UdpBlocked, Some(&masquerade)));
+    }
+
+    #[test]
+    fn coturn_output_reduces_to_mapping_and_filtering() {
+        let out = "-= Mapping Behavior Discovery =-\nNAT with Endpoint Independent Mapping!\n\
+                   -= Filtering Behavior Discovery =-\nNAT with Address and Port Dependent Filtering!\n";
+        assert_eq!(coturn_classification(out), "endpoint-independent mapping / address-and-port-dependent filtering");
+        assert_eq!(coturn_classification("timeout\n"), "no answer");
+    }
 }
