@@ -169,6 +169,10 @@ pub fn table(rows: &[PairRow]) -> String {
             let _ = writeln!(out, "    connect: {e}");
         }
     }
+    out.push_str(
+        "connect_ms, direct_ms: the kernel run, from the start of `punchline connect` (login and NAT discovery \
+         included); sim_direct: the simulator's median from its connect event (20 ms access links)\n",
+    );
     out
 }
 
