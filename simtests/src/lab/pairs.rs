@@ -72,9 +72,17 @@ pub fn run_pair(a: &Site, b: &Site, bins: &Binaries, opts: &LabOptions, tag: &st
         &client,
         &client_args(&user_b, opts, &["listen", "--json"]),
     )?;
-    // `listen --json` prints a JSON line once it is online; a peer that
-    // cannot log in (udp-blocked) never does, and the wait ends on the bound.
-    let listener_online = listen.wait_for_line(LISTEN_READY, |l| l.trim_start().starts_with('{')).is_some();
+    // `listen --json` prints `logged-in` once the server has accepted it
+    // (its NAT discovery may still be running: the protocol must cope); a
+    // peer that cannot log in (udp-blocked) prints `server-unreachable` or
+    // nothing, and the wait ends on the bound.
+    let event = |l: &str| {
+        serde_json::from_str::<serde_json::Value>(l).ok().and_then(|j| j["event"].as_str().map(str::to_owned))
+    };
+    let first = listen.wait_for_line(LISTEN_READY, |l| {
+        matches!(event(l).as_deref(), Some("logged-in" | "login-failed" | "server-unreachable"))
+    });
+    let listener_online = first.is_some_and(|l| event(&l).as_deref() == Some("logged-in"));
     let pings = PINGS.to_string();
     let connect = Spawned::start(
         &format!("connect {user_a}"),
