@@ -11,6 +11,7 @@ mod addr;
 pub mod describe;
 pub mod duration;
 pub mod engine;
+pub mod lab;
 pub mod link;
 pub mod matrix;
 pub mod nat;

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use punchline_sim::engine::Simulation;
+use punchline_sim::lab;
 use punchline_sim::matrix;
 use punchline_sim::report::mermaid;
 use punchline_sim::scenario::Scenario;
@@ -50,6 +51,40 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
+    /// Run the real binaries behind real Linux NATs (network namespaces,
+    /// nftables; needs root) and compare every pair with the simulator.
+    Lab {
+        /// Print the JSON report.
+        #[arg(long)]
+        json: bool,
+        /// Leave the namespaces for inspection (prints how to remove them).
+        #[arg(long)]
+        keep: bool,
+        /// punchline-server (default: next to this executable).
+        #[arg(long)]
+        server_bin: Option<PathBuf>,
+        /// punchline (default: next to this executable).
+        #[arg(long)]
+        client_bin: Option<PathBuf>,
+        /// Runtime for both binaries (mio or smol).
+        #[arg(long)]
+        runtime: Option<String>,
+        /// Only measure the kernel NATs (no Punchline binaries needed).
+        #[arg(long)]
+        nat_only: bool,
+        /// Simulator seeds per pair.
+        #[arg(long, default_value_t = 5)]
+        sim_seeds: u32,
+        /// Progress on stderr.
+        #[arg(long, short)]
+        verbose: bool,
+    },
+    /// The lab's UDP probe, run inside its namespaces.
+    #[command(hide = true)]
+    LabProbe {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -89,6 +124,11 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
+        Command::Lab { json, keep, server_bin, client_bin, runtime, nat_only, sim_seeds, verbose } => {
+            let opts = lab::LabOptions { keep, server_bin, client_bin, runtime, nat_only, sim_seeds, verbose };
+            lab::cli::lab(&opts, json)
+        }
+        Command::LabProbe { args } => lab::cli::lab_probe(&args),
         Command::Matrix { seeds, json, quiet } => {
             let show = !quiet && std::io::stderr().is_terminal();
             let started = std::time::Instant::now();

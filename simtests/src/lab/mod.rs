@@ -1,0 +1,322 @@
+//! `punchline-sim lab`: the real `punchline-server` and `punchline` binaries
+//! behind real Linux NATs (network namespaces and nftables), compared pair by
+//! pair with the simulator's presets (DESIGN §5, issue 6).
+//!
+//! The lab runs in three parts:
+//! 1. **Kernel NAT measurements** ([`nat_check`]): behind each profile, the
+//!    lab's own probe ([`probe`]) measures port preservation, mapping,
+//!    filtering, what an unsolicited packet leaves behind and whether an
+//!    opener TTL dies before the peer's NAT; `punchline nat-check` (and
+//!    coturn's `turnutils_natdiscovery` when installed) must classify the NAT
+//!    as the profile it was built as. Differences from the simulator preset
+//!    are listed.
+//! 2. **Pairs** ([`pairs`]): for every ordered pair of [`Profile::ALL`], a
+//!    `listen` behind the second NAT and a `connect` from behind the first;
+//!    the outcome is compared with [`crate::matrix::run_cell`] for the same
+//!    presets.
+//! 3. **Cleanup** ([`cleanup`]): everything is removed on exit, on failure
+//!    (`Drop`) and on Ctrl-C; `--keep` leaves the namespaces and prints how to
+//!    remove them.
+//!
+//! `udp-blocked` drops every UDP packet, the server's relay included: a peer
+//! behind it cannot even log in, so every pair with it ends `failed` in the
+//! kernel and in the simulator alike (the `udp-blocked` preset). It is in the
+//! lab for the later TCP fallback, which will turn those cells into `relay`.
+
+pub mod cleanup;
+pub mod cli;
+pub mod host;
+pub mod nat_check;
+pub mod pairs;
+pub mod probe;
+pub mod process;
+pub mod topology;
+
+use std::fmt::Write as _;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::nat::Preset;
+use host::Binaries;
+use process::Spawned;
+use topology::{Slot, Topology, ALT_SERVER, COTURN_PORT, SERVER};
+
+/// A NAT the lab builds with nftables, named after the simulator preset it
+/// must match.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Profile {
+    /// Static `snat` plus `dnat` of everything to the one host.
+    FullCone,
+    /// `masquerade`.
+    Linux,
+    /// `masquerade fully-random`.
+    LinuxRandom,
+    /// Every UDP packet dropped (forwarded and to the router itself).
+    UdpBlocked,
+}
+
+impl Profile {
+    /// The lab's profiles, in table order.
+    pub const ALL: [Profile; 4] = [Profile::FullCone, Profile::Linux, Profile::LinuxRandom, Profile::UdpBlocked];
+
+    /// The simulator preset it is checked against.
+    pub fn preset(self) -> Preset {
+        match self {
+            Profile::FullCone => Preset::FullCone,
+            Profile::Linux => Preset::Linux,
+            Profile::LinuxRandom => Preset::LinuxRandom,
+            Profile::UdpBlocked => Preset::UdpBlocked,
+        }
+    }
+
+    /// The preset's name.
+    pub fn name(self) -> &'static str {
+        self.preset().name()
+    }
+
+    /// The nftables ruleset of the NAT router (`wan` faces the internet,
+    /// `lan` the host).
+    pub fn nft_rules(self, public: Ipv4Addr, host: Ipv4Addr) -> String {
+        let (post, pre, filter) = match self {
+            Profile::FullCone => (
+                format!("oifname \"wan\" snat to {public}"),
+                format!("iifname \"wan\" ip daddr {public} dnat to {host}"),
+                "",
+            ),
+            Profile::Linux => ("oifname \"wan\" masquerade".to_owned(), String::new(), ""),
+            Profile::LinuxRandom => ("oifname \"wan\" masquerade fully-random".to_owned(), String::new(), ""),
+            Profile::UdpBlocked => (
+                "oifname \"wan\" masquerade".to_owned(),
+                String::new(),
+                "chain forward { type filter hook forward priority filter; policy accept; meta l4proto udp drop; }\n  \
+                 chain input { type filter hook input priority filter; policy accept; meta l4proto udp drop; }",
+            ),
+        };
+        format!(
+            "table ip punchline_lab {{\n  \
+             chain postrouting {{ type nat hook postrouting priority srcnat; policy accept; {post}; }}\n  \
+             chain prerouting {{ type nat hook prerouting priority dstnat; policy accept; {pre}; }}\n  {filter}\n}}\n"
+        )
+    }
+}
+
+/// What the lab was asked to do.
+#[derive(Clone, Debug, Default)]
+pub struct LabOptions {
+    /// Leave the namespaces for inspection.
+    pub keep: bool,
+    /// `punchline-server` (default: next to the running executable).
+    pub server_bin: Option<PathBuf>,
+    /// `punchline` (default: next to the running executable).
+    pub client_bin: Option<PathBuf>,
+    /// Passed to both binaries as `--runtime`.
+    pub runtime: Option<String>,
+    /// Only the kernel NAT measurements and `nat-check` (when the binaries
+    /// are there): no pairs, and no binaries needed.
+    pub nat_only: bool,
+    /// Simulator seeds per pair.
+    pub sim_seeds: u32,
+    /// Progress lines on stderr.
+    pub verbose: bool,
+}
+
+/// Why the lab could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    /// Root, a tool or a binary is missing.
+    #[error("the lab needs:\n  - {}", .0.join("\n  - "))]
+    Missing(Vec<String>),
+    /// A command the lab ran failed.
+    #[error("{0}")]
+    Command(String),
+}
+
+/// The lab's report (`punchline-sim lab --json`).
+#[derive(Clone, Debug, Serialize)]
+pub struct LabReport {
+    /// The namespace suffix this run used.
+    pub suffix: String,
+    /// Behind each profile: what the kernel did and how it was classified.
+    pub nats: Vec<nat_check::NatRow>,
+    /// NAT rows where `nat-check` did not name the profile.
+    pub nat_mismatches: u32,
+    /// Every ordered pair.
+    pub pairs: Vec<pairs::PairRow>,
+    /// Pairs where the simulator and the kernel disagree.
+    pub disagreements: u32,
+}
+
+impl LabReport {
+    /// True when every pair agreed and every NAT was classified right.
+    pub fn success(&self) -> bool {
+        self.disagreements == 0 && self.nat_mismatches == 0
+    }
+
+    /// The tables a person reads.
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "Kernel NATs (lab {}):", self.suffix);
+        out.push_str(&nat_check::table(&self.nats));
+        if !self.pairs.is_empty() {
+            out.push('\n');
+            out.push_str(&pairs::table(&self.pairs));
+        }
+        let _ = writeln!(
+            out,
+            "\ndisagreements: {} pair(s), {} NAT classification(s)",
+            self.disagreements, self.nat_mismatches
+        );
+        out
+    }
+}
+
+/// Runs the lab.
+pub fn run(opts: &LabOptions) -> Result<LabReport, LabError> {
+    host::check_machine()?;
+    // --nat-only runs nat-check too when the binaries are there, and skips
+    // only the pairs; without it, missing binaries stop the lab here.
+    let located = Binaries::locate(opts.server_bin.clone(), opts.client_bin.clone());
+    let binaries = if opts.nat_only { located.ok() } else { Some(located?) };
+    let me =
+        std::env::current_exe().map_err(|e| LabError::Command(format!("cannot find punchline-sim itself: {e}")))?;
+    let me = me.to_string_lossy().into_owned();
+    cleanup::install_signal_handler(opts.keep);
+    let suffix = format!("pl{}", std::process::id());
+    let log = |msg: &str| {
+        if opts.verbose {
+            eprintln!("lab: {msg}");
+        }
+    };
+    let mut topo = Topology::create(&suffix, opts.keep)?;
+    let srv = topo.ns("srv");
+    log(&format!("topology up: {}", topo.namespaces().join(" ")));
+
+    // The lab's own echo on the server, three sockets (see `probe`).
+    let echo_addrs = [
+        topology::endpoint(*SERVER.ip(), 5000),
+        topology::endpoint(*SERVER.ip(), 5001),
+        topology::endpoint(*ALT_SERVER.ip(), 5000),
+    ];
+    let echo_args: Vec<String> = ["lab-probe".to_owned(), "echo".to_owned()]
+        .into_iter()
+        .chain(echo_addrs.iter().map(|a| a.to_string()))
+        .collect();
+    let echo = Spawned::start("probe echo", &srv, &me, &echo_args)?;
+    ready(&echo, |l| l == "ready")?;
+
+    let coturn = if host::coturn_available() {
+        let args: Vec<String> = [
+            "-n",
+            "-v",
+            "--no-auth",
+            "--stun-only",
+            "--no-tcp",
+            "--no-tls",
+            "--no-dtls",
+            "--no-cli",
+            "--simple-log",
+            "--log-file",
+            "stdout",
+            "--listening-ip",
+            &SERVER.ip().to_string(),
+            "--listening-ip",
+            &ALT_SERVER.ip().to_string(),
+            "--listening-port",
+            &COTURN_PORT.to_string(),
+            "--alt-listening-port",
+            &(COTURN_PORT + 1).to_string(),
+            "--pidfile",
+            &format!("/tmp/punchline-lab-{suffix}-turnserver.pid"),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let t = Spawned::start("turnserver", &srv, "turnserver", &args)?;
+        // coturn (with -v) logs each UDP listener it opens: two addresses
+        // times two ports.
+        let opened = std::cell::Cell::new(0);
+        let all_open = |l: &str| {
+            opened.set(opened.get() + u32::from(l.contains("UDP listener opened on")));
+            opened.get() == 4
+        };
+        match t.wait_for_line(Duration::from_secs(10), all_open) {
+            Some(_) => Some(t),
+            None => {
+                eprintln!(
+                    "lab: turnserver did not report its listeners; coturn column skipped. stderr: {}",
+                    t.stderr()
+                );
+                None
+            }
+        }
+    } else {
+        eprintln!("lab: coturn (turnserver, turnutils_natdiscovery) not installed; coturn column skipped");
+        None
+    };
+
+    let server = match &binaries {
+        Some(b) => {
+            let mut args =
+                vec!["--listen".to_owned(), SERVER.to_string(), "--alt-listen".to_owned(), ALT_SERVER.to_string()];
+            if let Some(rt) = &opts.runtime {
+                args.extend(["--runtime".to_owned(), rt.clone()]);
+            }
+            let s = Spawned::start("punchline-server", &srv, &b.server.to_string_lossy(), &args)?;
+            let wanted = SERVER.to_string();
+            if s.wait_for_line(Duration::from_secs(10), |l| l.contains(&wanted)).is_none() {
+                return Err(LabError::Command(format!(
+                    "punchline-server did not print its listen address {wanted} within 10 s; stderr: {}",
+                    s.stderr()
+                )));
+            }
+            Some(s)
+        }
+        None => None,
+    };
+
+    let env = nat_check::Env {
+        me: &me,
+        echo: echo_addrs,
+        binaries: binaries.as_ref(),
+        runtime: opts.runtime.as_deref(),
+        coturn: coturn.is_some(),
+    };
+    let mut nats = Vec::new();
+    for profile in Profile::ALL {
+        log(&format!("measuring {}", profile.name()));
+        nats.push(nat_check::check(&mut topo, profile, &env)?);
+    }
+    let nat_mismatches = nats.iter().filter(|n| n.classified_as_built == Some(false)).count() as u32;
+
+    let mut rows = Vec::new();
+    if let (Some(b), false) = (&binaries, opts.nat_only) {
+        for (i, (a, bp)) in Profile::ALL.iter().flat_map(|a| Profile::ALL.iter().map(move |b| (*a, *b))).enumerate() {
+            log(&format!("pair {} -> {}", a.name(), bp.name()));
+            let site_a = topo.add_site(Slot::One, a)?;
+            let site_b = topo.add_site(Slot::Two, bp)?;
+            let row = pairs::run_pair(&site_a, &site_b, b, opts, &format!("{suffix}-{i}"))?;
+            // --keep leaves the last pair's sites for inspection.
+            if !(opts.keep && i + 1 == Profile::ALL.len() * Profile::ALL.len()) {
+                topo.remove_site(site_a);
+                topo.remove_site(site_b);
+            }
+            rows.push(row);
+        }
+    }
+    let disagreements = rows.iter().filter(|r| !r.agree).count() as u32;
+    drop(server);
+    drop(coturn);
+    drop(echo);
+    drop(topo);
+    Ok(LabReport { suffix, nats, nat_mismatches, pairs: rows, disagreements })
+}
+
+fn ready(p: &Spawned, wanted: impl Fn(&str) -> bool) -> Result<(), LabError> {
+    match p.wait_for_line(Duration::from_secs(10), wanted) {
+        Some(_) => Ok(()),
+        None => Err(LabError::Command(format!("{} did not become ready: {}", p.name, p.stderr()))),
+    }
+}

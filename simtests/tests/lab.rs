@@ -1,0 +1,187 @@
+//! The kernel NAT lab (`punchline-sim lab`, DESIGN §5): runs only as root
+//! with `ip` and `nft` installed, and skips loudly otherwise. The pair run
+//! also needs the `punchline-server` and `punchline` binaries built in the
+//! same target directory.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use punchline_sim::lab::host;
+use serde_json::Value;
+
+const SIM: &str = env!("CARGO_BIN_EXE_punchline-sim");
+
+/// `None` when the lab can run here; otherwise what is missing.
+fn machine_missing() -> Option<String> {
+    host::check_machine().err().map(|e| e.to_string().replace('\n', " "))
+}
+
+fn binaries_missing() -> Option<String> {
+    let dir = Path::new(SIM).parent().expect("target dir");
+    let missing: Vec<String> = ["punchline-server", "punchline"]
+        .iter()
+        .map(|b| dir.join(b))
+        .filter(|p| !p.is_file())
+        .map(|p: PathBuf| p.display().to_string())
+        .collect();
+    (!missing.is_empty())
+        .then(|| format!("the binaries {} (cargo build -p punchline-server -p punchline-client)", missing.join(", ")))
+}
+
+fn skip_unless_machine(test: &str) -> bool {
+    if let Some(why) = machine_missing() {
+        eprintln!("SKIPPED {test}: needs {why}");
+        return true;
+    }
+    false
+}
+
+fn lab_namespaces(suffix: &str) -> Vec<String> {
+    let out = Command::new("ip").args(["netns", "list"]).output().expect("ip netns list");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.ends_with(&format!("-{suffix}")))
+        .map(str::to_owned)
+        .collect()
+}
+
+fn run_lab(args: &[&str]) -> (Option<i32>, Value, String) {
+    let child = Command::new(SIM).arg("lab").args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let suffix = format!("pl{}", child.id());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let json =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("lab printed no JSON ({e}); stderr:\n{stderr}"));
+    (out.status.code(), json, suffix)
+}
+
+fn nat<'a>(report: &'a Value, profile: &str) -> &'a Value {
+    report["nats"].as_array().unwrap().iter().find(|n| n["profile"] == profile).expect("every profile measured")
+}
+
+#[test]
+fn the_kernel_nats_measure_as_their_presets_and_the_lab_leaves_nothing_behind() {
+    if skip_unless_machine("kernel NAT measurements") {
+        return;
+    }
+    // Given the lab's topology, when it measures each NAT with its own probe,
+    let (code, report, suffix) = run_lab(&["--nat-only", "--json"]);
+    // then masquerade preserves ports with endpoint-independent mapping and
+    // port-restricted filtering, fully-random is symmetric with random ports,
+    // the static NAT is a full cone, and nothing passes udp-blocked;
+    let row = |p: &str| {
+        let m = &nat(&report, p)["measured"];
+        (m["port_preserved"].clone(), m["mapping"].clone(), m["filtering"].clone())
+    };
+    let ei = Value::from("endpoint-independent");
+    let apd = Value::from("address-and-port-dependent");
+    assert_eq!(row("full-cone"), (Value::Bool(true), ei.clone(), ei.clone()));
+    assert_eq!(row("linux"), (Value::Bool(true), ei.clone(), apd.clone()));
+    assert_eq!(row("linux-random"), (Value::Bool(false), apd.clone(), apd.clone()));
+    assert_eq!(nat(&report, "udp-blocked")["measured"]["reflexive"], Value::Null);
+    // an unsolicited packet moves masquerade's port, not the static NAT's,
+    assert_ne!(nat(&report, "linux")["measured"]["poisoned_first_flow_port"], 4100);
+    assert_eq!(nat(&report, "full-cone")["measured"]["poisoned_first_flow_port"], 4100);
+    // the opener TTL dies between the NATs and one more hop arrives,
+    for p in ["full-cone", "linux", "linux-random"] {
+        let m = &nat(&report, p)["measured"];
+        assert_eq!(
+            (&m["opener_ttl_arrived"], &m["opener_ttl_plus_one_arrived"]),
+            (&Value::Bool(false), &Value::Bool(true)),
+            "{p}"
+        );
+    }
+    // and the lab ran no pair and exited normally (0, or 1 when the binaries
+    // exist and nat-check misclassified a NAT: the pair test checks that),
+    // and every namespace with the lab's suffix is gone.
+    assert_eq!(report["pairs"].as_array().map(Vec::len), Some(0));
+    let expected_code = if report["nat_mismatches"] == 0 { 0 } else { 1 };
+    assert_eq!(code, Some(expected_code));
+    assert_eq!(report["suffix"], suffix.as_str());
+    assert_eq!(lab_namespaces(&suffix), Vec::<String>::new());
+}
+
+#[test]
+fn ctrl_c_removes_every_namespace_of_the_lab() {
+    if skip_unless_machine("lab Ctrl-C cleanup") {
+        return;
+    }
+    // Given a lab that has built its topology,
+    let mut child = Command::new(SIM)
+        .args(["lab", "--nat-only", "-v"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let suffix = format!("pl{}", child.id());
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let up = lines.by_ref().map_while(Result::ok).find(|l| l.contains("measuring"));
+    assert!(up.is_some(), "the lab never started measuring");
+    assert!(!lab_namespaces(&suffix).is_empty(), "the lab's namespaces exist while it runs");
+    // when it gets Ctrl-C,
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
+    let status = child.wait().unwrap();
+    // then it exits 130 and leaves no namespace with its suffix.
+    assert_eq!(status.code(), Some(130));
+    assert_eq!(lab_namespaces(&suffix), Vec::<String>::new());
+}
+
+#[test]
+fn keep_leaves_the_namespaces_and_says_how_to_remove_them() {
+    if skip_unless_machine("lab --keep") {
+        return;
+    }
+    // Given a lab run with --keep,
+    let (code, _, suffix) = run_lab(&["--nat-only", "--keep", "--json"]);
+    assert_eq!(code, Some(0));
+    // then its internet and server namespaces are still there,
+    let kept = lab_namespaces(&suffix);
+    for role in ["r1", "r2", "srv"] {
+        assert!(kept.contains(&format!("{role}-{suffix}")), "{role} kept: {kept:?}");
+    }
+    // and once removed as the hint says, nothing is left.
+    for ns in &kept {
+        assert!(Command::new("ip").args(["netns", "del", ns]).status().unwrap().success());
+    }
+    assert_eq!(lab_namespaces(&suffix), Vec::<String>::new());
+}
+
+#[test]
+fn every_pair_agrees_with_the_simulator_in_the_kernel_lab() {
+    if skip_unless_machine("kernel NAT lab pairs") {
+        return;
+    }
+    if let Some(why) = binaries_missing() {
+        eprintln!("SKIPPED kernel NAT lab pairs: needs {why}");
+        return;
+    }
+    // Given the real binaries behind every ordered pair of kernel NATs,
+    let (code, report, suffix) = run_lab(&["--json"]);
+    let pairs = report["pairs"].as_array().unwrap();
+    let outcome = |a: &str, b: &str| {
+        let p = pairs.iter().find(|p| p["a"] == a && p["b"] == b).expect("every pair ran");
+        (p["kernel"].as_str().unwrap().to_owned(), p["sim"].as_str().unwrap().to_owned())
+    };
+    // then each kernel outcome is the simulator's,
+    assert_eq!(pairs.len(), 16);
+    for p in pairs {
+        assert_eq!(p["kernel"], p["sim"], "{} -> {}: {p}", p["a"], p["b"]);
+    }
+    // in particular the outcomes issue 6 names,
+    assert_eq!(outcome("linux", "linux").0, "direct");
+    assert_eq!(outcome("linux-random", "linux-random").0, "relay");
+    for other in ["full-cone", "linux", "linux-random"] {
+        assert_eq!(outcome("full-cone", other).0, "direct", "full-cone -> {other}");
+        assert_eq!(outcome(other, "full-cone").0, "direct", "{other} -> full-cone");
+        assert_eq!(outcome("udp-blocked", other).0, "failed");
+        assert_eq!(outcome(other, "udp-blocked").0, "failed");
+    }
+    // every NAT is classified as built, the lab exits 0, and cleans up.
+    assert_eq!((report["disagreements"].as_u64(), report["nat_mismatches"].as_u64()), (Some(0), Some(0)));
+    assert_eq!(code, Some(0));
+    assert_eq!(lab_namespaces(&suffix), Vec::<String>::new());
+}
