@@ -726,13 +726,16 @@ impl Nat {
             Some(blocked) if self.tracked.contains_key(&(remote, blocked)) => {
                 // Linux conntrack: the reply tuple of the unsolicited entry
                 // already owns `blocked -> remote`, so this flow must leave
-                // from another port; other destinations keep the mapping (or
-                // the preserved port).
+                // from another port. An endpoint that already has a mapping
+                // keeps it for other destinations; one without becomes known
+                // by the new port, which its later flows reuse (the kernel's
+                // `find_appropriate_src`, measured by the kernel lab).
                 let external = self.allocate(internal, remote, log)?;
-                if let Some(old) = self.mappings.remove(&exact) {
+                let target = if existing.is_some() { exact } else { key };
+                if let Some(old) = self.mappings.remove(&target) {
                     self.by_external.remove(&old.external);
                 }
-                self.insert_mapping(now, exact, external);
+                self.insert_mapping(now, target, external);
                 log.push(NatDecision::PortCollision {
                     nat: self.name.clone(),
                     internal,
@@ -740,7 +743,7 @@ impl Nat {
                     blocked: SocketAddr::V4(blocked),
                     external: SocketAddr::V4(external),
                 });
-                exact
+                target
             }
             _ if existing.is_some() => key,
             _ => {
@@ -1332,7 +1335,24 @@ mod tests {
         // when the host then sends to A and to the server,
         let to_a = send(&mut n, secs(1), HOST, PEER).unwrap();
         let to_server = send(&mut n, secs(1), HOST, SERVER).unwrap();
-        // then A's flow leaves from another port, the server's keeps 4000.
+        // then A's flow leaves from another port, and, as the kernel lab
+        // measured, the host's later flows reuse that port (conntrack looks
+        // up the source's existing mapping first).
+        assert_ne!(to_a.port(), 4000);
+        assert_eq!(to_server, to_a);
+    }
+
+    #[test]
+    fn linux_tracked_entry_moves_only_that_peer_when_the_host_already_has_a_mapping() {
+        // Given a linux NAT whose host already talks to the server, hit by A's probe,
+        let mut n = nat(Preset::Linux);
+        assert_eq!(send(&mut n, secs(0), HOST, SERVER), Some(addr("198.51.100.6:4000")));
+        let mut log = Vec::new();
+        n.inbound(secs(1), pkt(PEER, "198.51.100.6:4000"), &mut log);
+        // when the host then sends to A and to the server,
+        let to_a = send(&mut n, secs(2), HOST, PEER).unwrap();
+        let to_server = send(&mut n, secs(2), HOST, SERVER).unwrap();
+        // then only A's flow leaves from another port.
         assert_ne!(to_a.port(), 4000);
         assert_eq!(to_server, addr("198.51.100.6:4000"));
     }

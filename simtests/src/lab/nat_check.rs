@@ -211,12 +211,14 @@ fn differences(profile: Profile, row: &NatRow, opener_ttl: u8) -> Vec<String> {
                 if tracks { "tracks and displaces" } else { "leaves nothing" }
             ));
         }
-        if displaced && m.poisoned_next_flow_port == m.poisoned_first_flow_port {
+        if displaced && tracks && m.poisoned_next_flow_port != m.poisoned_first_flow_port {
+            // The preset follows conntrack's `find_appropriate_src`: an
+            // endpoint displaced by an unsolicited entry keeps its new port
+            // for its later flows.
             out.push(format!(
-                "after an unsolicited packet to a fresh port, the endpoint's first flow moved to {:?} and its next \
-                 flow to another destination reused it (conntrack reuses an existing source mapping); the preset \
-                 moves only the poisoned destination and would give that flow 4100",
-                m.poisoned_first_flow_port
+                "after an unsolicited packet to a fresh port, the endpoint's first flow moved to {:?} but its next \
+                 flow to another destination left from {:?}; the preset reuses the moved port",
+                m.poisoned_first_flow_port, m.poisoned_next_flow_port
             ));
         }
         if m.established_then_poisoned_port.is_some_and(|p| p == 4200) == tracks {
