@@ -85,7 +85,7 @@ pub struct Connect {
     /// Limit for the session to open, and for outstanding pongs after the
     /// last ping.
     pub timeout: Duration,
-    /// Limit for the first punching attempt before pinging starts.
+    /// Limit for the wait for a direct path before pinging starts.
     pub direct_wait: Duration,
     /// JSON output.
     pub json: bool,
@@ -222,8 +222,10 @@ struct ConnectReport {
 /// pings, prints the path and timings.
 ///
 /// The wait rule: after the session opens (on the relay), pinging starts when
-/// the path went direct, or the first punching attempt failed, or the
-/// strategy is relay-only, or `--direct-wait` passed, whichever comes first.
+/// the path went direct, or the strategy is relay-only, or the client gave up
+/// punching (a failed attempt with no retry), or `--direct-wait` passed,
+/// whichever comes first. A failed attempt that will be retried (birthday
+/// probing succeeds 98 % per attempt, not always) is waited through.
 /// The reported `outcome` is the path at the end.
 pub fn connect(common: &Common, opts: &Connect) -> Result<(), Failure> {
     let start = Instant::now();
@@ -311,7 +313,7 @@ fn run_connect(
                 report.direct = false;
                 report.fallbacks += 1;
             }
-            ClientEvent::PunchFailed { session: s, .. } if s == session => return Ok(true),
+            ClientEvent::PunchFailed { session: s, retry_in, .. } if s == session => return Ok(retry_in.is_none()),
             ClientEvent::DataReceived { session: s, data } if s == session => {
                 if let Some(Ping::Pong(seq)) = Ping::decode(&data) {
                     if let Some(sent) = pending.remove(&seq) {
@@ -330,7 +332,7 @@ fn run_connect(
         Ok(false)
     };
 
-    // 2. The first punching attempt concludes (bounded by --direct-wait).
+    // 2. Punching concludes (bounded by --direct-wait).
     if report.strategy != Some(Strategy::RelayOnly) {
         let deadline = Instant::now() + opts.direct_wait;
         loop {

@@ -67,10 +67,12 @@ enum Command {
     },
     /// Open a session with PEER, send pings, print the path and timings.
     ///
-    /// After the session opens (on the relay) it waits for the first
-    /// punching attempt to conclude (direct path, failed attempt or relay-only
-    /// strategy), at most --direct-wait, then pings; `outcome` is the path at
-    /// the end. Exits 0 when connected.
+    /// After the session opens (on the relay) it waits for a direct path,
+    /// for as long as punching may still succeed (until the path is direct,
+    /// the strategy is relay-only or the client gives up punching), at most
+    /// --direct-wait, then pings; failed attempts that will be retried are
+    /// waited through. `outcome` is the path at the end. Exits 0 when
+    /// connected.
     Connect {
         /// The user to connect to.
         peer: String,
@@ -84,7 +86,7 @@ enum Command {
         /// last ping.
         #[arg(long, value_name = "DUR", default_value = "10s", value_parser = humantime::parse_duration)]
         timeout: Duration,
-        /// Limit for the first punching attempt before pinging starts.
+        /// Limit for the wait for a direct path before pinging starts.
         #[arg(long, value_name = "DUR", default_value = "5s", value_parser = humantime::parse_duration)]
         direct_wait: Duration,
         /// One JSON object: peer, outcome, strategy, connect_ms, direct_ms,

@@ -17,6 +17,10 @@ const PINGS: u32 = 5;
 /// `connect --timeout`: long enough for a punch attempt (4 s by default)
 /// after the relay is up.
 const CONNECT_TIMEOUT: &str = "20s";
+/// How long `connect` may wait for a direct path: enough for a failed
+/// birthday attempt (about 5 s), the retry backoff (5 s) and a second attempt,
+/// as the simulator's 40 s runs allow retries too.
+const DIRECT_WAIT: &str = "20s";
 /// How long the lab waits for `listen` to report itself online.
 const LISTEN_READY: Duration = Duration::from_secs(15);
 
@@ -88,7 +92,21 @@ pub fn run_pair(a: &Site, b: &Site, bins: &Binaries, opts: &LabOptions, tag: &st
         &format!("connect {user_a}"),
         &a.host_ns,
         &client,
-        &client_args(&user_a, opts, &["connect", &user_b, "--pings", &pings, "--timeout", CONNECT_TIMEOUT, "--json"]),
+        &client_args(
+            &user_a,
+            opts,
+            &[
+                "connect",
+                &user_b,
+                "--pings",
+                &pings,
+                "--timeout",
+                CONNECT_TIMEOUT,
+                "--direct-wait",
+                DIRECT_WAIT,
+                "--json",
+            ],
+        ),
     )?;
     let (exit_code, lines, stderr) = connect.finish(Duration::from_secs(60));
     drop(listen);
