@@ -31,7 +31,7 @@
 //! address at a bounded rate. See [`super::traversal`] for each role.
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use tracing::debug;
@@ -115,6 +115,10 @@ pub(crate) struct Session {
     peer: String,
     strategy: Strategy,
     punch_role: PunchRole,
+    /// The peer's public IP as the server observed it (the offer's last
+    /// candidate): predicted ports and birthday probes go only there, so a
+    /// peer cannot aim our probing at a third party.
+    peer_public_ip: Option<IpAddr>,
     rng: Rng,
     stream: Stream,
     counter: u64,
@@ -148,6 +152,7 @@ impl Session {
         rng: Rng,
     ) -> Self {
         let punch_role = PunchRole::of(strategy, &profiles.0, &profiles.1);
+        let peer_public_ip = peer_candidates.last().map(SocketAddr::ip);
         let mut s = Session {
             id,
             key,
@@ -155,6 +160,7 @@ impl Session {
             peer: peer.clone(),
             strategy,
             punch_role,
+            peer_public_ip,
             rng,
             stream: Stream::new(),
             counter: 0,
@@ -451,6 +457,10 @@ impl Session {
                 }
             }
             StreamMessage::Prediction { attempt, base, delta, window } => {
+                if self.peer_public_ip != Some(base.ip()) {
+                    debug!(session = %self.id, %base, "prediction for an address the server did not see the peer at");
+                    return;
+                }
                 if self.punch_role.needs_peer_prediction() && self.join_attempt(ctx, out, attempt) {
                     let a = self.attempt.as_mut().expect("joined");
                     if a.peer_window.is_none() {
@@ -460,6 +470,10 @@ impl Session {
                 }
             }
             StreamMessage::PoolOpen { attempt, ip, sockets } => {
+                if self.peer_public_ip != Some(ip) {
+                    debug!(session = %self.id, %ip, "pool on an address the server did not see the peer at");
+                    return;
+                }
                 if self.punch_role == PunchRole::Prober && self.join_attempt(ctx, out, attempt) {
                     debug!(session = %self.id, attempt, %ip, sockets, "the peer's pool is open");
                     let a = self.attempt.as_mut().expect("joined");

@@ -564,11 +564,16 @@ impl Server {
         let initiator = s.initiator == member;
         let peer_name = if initiator { &s.responder } else { &s.initiator };
         let (Some(user), Some(peer)) = (self.users.get(member), self.users.get(peer_name)) else { return };
-        let mut peer_candidates = peer.host_candidates.clone();
-        if !peer_candidates.contains(&peer.reflexive) {
-            peer_candidates.push(peer.reflexive);
-        }
-        peer_candidates.truncate(wire::frame::MAX_CANDIDATES);
+        // The reflexive address, the one candidate the server vouches for,
+        // always comes last: clients direct bulk probing only there.
+        let mut peer_candidates: Vec<SocketAddr> = peer
+            .host_candidates
+            .iter()
+            .filter(|c| **c != peer.reflexive)
+            .take(wire::frame::MAX_CANDIDATES - 1)
+            .copied()
+            .collect();
+        peer_candidates.push(peer.reflexive);
         let frame = Frame::Offer {
             request: if initiator { s.request } else { 0 },
             session,

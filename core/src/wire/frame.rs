@@ -333,7 +333,8 @@ pub enum Frame {
         /// The other member's name.
         #[serde(deserialize_with = "bounded::string::<_, MAX_USER_NAME>")]
         peer: String,
-        /// The other member's host and server-reflexive candidates.
+        /// The other member's host candidates (as it announced them), then
+        /// last its server-reflexive address as the server observed it.
         #[serde(deserialize_with = "bounded::vec::<_, _, MAX_CANDIDATES>")]
         peer_candidates: Vec<SocketAddr>,
         /// How to try for a direct path.
