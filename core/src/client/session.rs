@@ -126,6 +126,8 @@ pub(crate) struct Session {
     path: PathKind,
     attempt: Option<Attempt>,
     attempt_no: u16,
+    /// When the current attempt started.
+    attempt_started_at: Option<Instant>,
     attempts_started: u16,
     failures: u32,
     fallbacks: u32,
@@ -168,6 +170,7 @@ impl Session {
             path: PathKind::Relay,
             attempt: None,
             attempt_no: 0,
+            attempt_started_at: None,
             attempts_started: 0,
             failures: 0,
             fallbacks: 0,
@@ -190,6 +193,7 @@ impl Session {
                 attempt.socket = Some(ctx.primary);
                 attempt.candidates_sent = true;
                 s.attempt = Some(attempt);
+                s.arm_attempt_limit(ctx);
                 s.set_peer_candidates(ctx, peer_candidates);
                 s.advance_attempt(ctx, out);
             }
@@ -198,6 +202,7 @@ impl Session {
                 // sockets even for attempt 0.
                 s.attempts_started = 1;
                 s.attempt = Some(Attempt::new(0));
+                s.arm_attempt_limit(ctx);
                 s.socket_wish = Some((0, s.sockets_per_attempt(ctx)));
                 s.set_peer_candidates(ctx, peer_candidates);
             }
@@ -462,9 +467,15 @@ impl Session {
                     return;
                 }
                 if self.punch_role.needs_peer_prediction() && self.join_attempt(ctx, out, attempt) {
+                    // An honest peer announces one port when both predict,
+                    // and at most our own widest window otherwise.
+                    let limit = match self.punch_role {
+                        PunchRole::PredictBoth { .. } => 1,
+                        _ => ctx.config.prediction_window_max.min(MAX_PEER_WINDOW),
+                    };
                     let a = self.attempt.as_mut().expect("joined");
-                    if a.peer_window.is_none() {
-                        a.peer_window = Some(traversal::predicted_ports(base, delta, window.min(MAX_PEER_WINDOW)));
+                    if a.peer_window.is_none() && delta != 0 {
+                        a.peer_window = Some(traversal::predicted_ports(base, delta, window.min(limit)));
                     }
                     self.advance_attempt(ctx, out);
                 }
@@ -487,13 +498,30 @@ impl Session {
 
     /// Follows the peer into attempt `number`; false when it is stale or no
     /// attempt is wanted.
+    ///
+    /// The peer may move us one attempt ahead, and not sooner than a punch
+    /// timeout after our current attempt started: an honest peer only moves
+    /// on after its own attempt failed and its backoff passed, and a hostile
+    /// one must not make us churn socket pools. A message for the current
+    /// attempt while the path is direct changes nothing.
     fn join_attempt(&mut self, ctx: &Ctx<'_>, out: &mut Out, number: u16) -> bool {
         if self.punch_role == PunchRole::RelayOnly || number < self.attempt_no {
             return false;
         }
-        if number > self.attempt_no || self.attempt.is_none() {
-            self.start_attempt(ctx, out, number);
+        if number == self.attempt_no {
+            if self.attempt.is_some() {
+                return true;
+            }
+            if matches!(self.path, PathKind::Direct { .. }) {
+                return false;
+            }
+        } else if number > self.attempt_no.saturating_add(1)
+            || self.attempt_started_at.is_some_and(|at| ctx.now < at + ctx.config.punch_timeout)
+        {
+            debug!(session = %self.id, attempt = number, "refused to jump to the peer's attempt");
+            return false;
         }
+        self.start_attempt(ctx, out, number);
         true
     }
 
@@ -520,8 +548,21 @@ impl Session {
         self.attempt_no = number;
         self.attempts_started = self.attempts_started.saturating_add(1);
         self.attempt = Some(Attempt::new(number));
+        self.arm_attempt_limit(ctx);
         self.socket_wish = Some((number, self.sockets_per_attempt(ctx)));
         debug!(session = %self.id, attempt = number, "starting a punching attempt from a fresh socket");
+    }
+
+    /// Bounds an attempt that waits for the peer (its candidates, window or
+    /// pool announcement never come): it fails and is retried like any other.
+    /// Probing, once started, sets the real deadline.
+    fn arm_attempt_limit(&mut self, ctx: &Ctx<'_>) {
+        self.attempt_started_at = Some(ctx.now);
+        let wait = match self.punch_role {
+            PunchRole::Pool | PunchRole::Prober => birthday_deadline(ctx) + POOL_GRACE + ctx.config.punch_timeout,
+            _ => ctx.config.punch_timeout * 2,
+        };
+        self.timers.set(SessionTimer::AttemptDeadline, ctx.now + wait);
     }
 
     /// Moves the current attempt forward as far as what is known allows.
@@ -641,11 +682,19 @@ impl Session {
     /// Birthday, symmetric side: open one mapping per pool socket toward the
     /// peer with low-TTL openers, announce the pool, then answer probes.
     fn advance_pool(&mut self, ctx: &Ctx<'_>, out: &mut Out) {
+        // Announcing the pool needs our public address; without a login the
+        // attempt waits (and its limit fails it if that lasts).
+        let Some(ip) = ctx.reflexive.map(|r| r.ip()) else { return };
+        let peer_ip = self.peer_public_ip;
         let Some(attempt) = self.attempt.as_mut() else { return };
         let Some(candidates) = attempt.peer_candidates.clone() else { return };
         if attempt.pool.is_empty() || attempt.openers_sent {
             return;
         }
+        // Only toward the address the server saw the peer at: the cone's
+        // mapping the probes come from. Host candidates cannot be reached
+        // across two NATs, and a peer must not point 256 openers elsewhere.
+        let candidates: Vec<SocketAddr> = candidates.into_iter().filter(|c| Some(c.ip()) == peer_ip).collect();
         attempt.openers_sent = true;
         attempt.probing = true;
         let number = attempt.number;
@@ -657,7 +706,6 @@ impl Session {
                 }
             }
         }
-        let Some(ip) = ctx.reflexive.map(|r| r.ip()) else { return };
         out.event(ClientEvent::PunchStarted { session: self.id, attempt: number });
         self.send_stream(ctx, out, StreamMessage::PoolOpen { attempt: number, ip, sockets });
         self.timers.set(SessionTimer::Probe, ctx.now + ctx.config.probe_interval);

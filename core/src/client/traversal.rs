@@ -51,7 +51,7 @@
 //! # Birthday probing
 //!
 //! The symmetric side opens a pool of `n` sockets and, from each, a low-TTL
-//! opener toward the cone's candidates: `n` mappings on random ports, each
+//! opener toward the cone's server-observed address: `n` mappings on random ports, each
 //! accepting the cone's address. The cone then probes distinct random ports
 //! of the symmetric side's public address; the first probe that hits one of
 //! the `n` mappings is answered, and both sides have a path. With `R`
