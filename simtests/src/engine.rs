@@ -396,11 +396,11 @@ impl Simulation {
         while let Some(e) = self.server.poll_event() {
             self.trace.record(self.now, format_args!("server: {e:?}"));
         }
-        let at = self.server.poll_timeout().map(|i| i.saturating_duration_since(self.epoch));
+        let at = self.server.poll_timeout().map(|i| i.saturating_duration_since(self.epoch).max(self.now));
         if let Some(at) = at {
             if self.server_timer != Some(at) {
                 self.server_timer = Some(at);
-                self.schedule(at.max(self.now), Pending::Timer(0));
+                self.schedule(at, Pending::Timer(0));
             }
         }
     }
@@ -431,11 +431,13 @@ impl Simulation {
                 break;
             }
         }
-        let at = self.peers[i].client.poll_timeout().map(|t| t.saturating_duration_since(self.epoch));
+        // A deadline already past fires now; it is stored as now so the
+        // timer event recognises it (else the peer would never wake again).
+        let at = self.peers[i].client.poll_timeout().map(|t| t.saturating_duration_since(self.epoch).max(self.now));
         if let Some(at) = at {
             if self.peers[i].timer != Some(at) {
                 self.peers[i].timer = Some(at);
-                self.schedule(at.max(self.now), Pending::Timer(i + 1));
+                self.schedule(at, Pending::Timer(i + 1));
             }
         }
     }
