@@ -191,7 +191,12 @@ fn every_acknowledged_message_survives_sigkill_and_is_shown_exactly_once() {
         assert_eq!(acked.get(id), Some(text), "message {id} shown with another text, or never acknowledged");
     }
     let missing: Vec<&String> = acked.keys().filter(|id| !seen.contains(*id)).collect();
-    assert!(missing.is_empty(), "{} acknowledged messages lost, e.g. {:?}", missing.len(), &missing[..missing.len().min(3)]);
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged messages lost, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(3)]
+    );
     // And nothing is left for a second look.
     assert!(inbox(addr, "bob").is_empty(), "the inbox kept messages it had delivered");
 }
