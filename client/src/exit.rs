@@ -57,7 +57,7 @@ Exit codes:
   3  server unreachable
   4  unknown peer
   5  peer offline
-  6  timed out (no session, or no answer, within --timeout)
+  6  timed out (no session, no answer, or no acknowledgement, within --timeout)
   7  session closed by the peer or lost (peer vanished)
   8  refused by the server (login or request)
   9  STUN server did not answer (nat-check --stun)

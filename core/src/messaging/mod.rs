@@ -31,7 +31,6 @@ mod store;
 pub use dedup::{SeenIds, MAX_CONVERSATIONS, MAX_OUT_OF_ORDER};
 pub use store::{MemoryStore, MessageStore, PutOutcome, StoreError, StoredMessage};
 
-
 pub use crate::wire::frame::{MessageId, TextRejection, TextStatus, MAX_TEXT};
 
 /// The path that carried a message to whoever acknowledged it.
@@ -95,4 +94,3 @@ pub enum SendTextError {
     #[error("not logged in")]
     NotLoggedIn,
 }
-
