@@ -20,7 +20,7 @@ use serde_json::Value;
 const PUNCHLINE: &str = env!("CARGO_BIN_EXE_punchline");
 const MESSAGES: usize = 3_000;
 const KILLS: usize = 6;
-const SEED: u64 = 0x5eed_7;
+const SEED: u64 = 0x0005_eed7;
 
 /// Builds `punchline-server` beside the `punchline` binary and returns its path.
 fn server_binary() -> PathBuf {
