@@ -1,4 +1,5 @@
-//! The commands: `nat-check`, `listen`, `connect`.
+//! The commands: `nat-check`, `listen`, `connect` (`send` and `inbox` are in
+//! [`crate::messages`]).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -55,7 +56,7 @@ impl Common {
         self.bind.unwrap_or_else(|| SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), 0))
     }
 
-    fn start(&self) -> Result<Box<dyn ClientRuntime>, Failure> {
+    pub(crate) fn start(&self) -> Result<Box<dyn ClientRuntime>, Failure> {
         Ok(runtime::start(self.runtime, self.client_config(), self.bind_addr())?)
     }
 
@@ -425,7 +426,11 @@ fn print_connect(opts: &Connect, report: &ConnectReport, error: Option<&Failure>
 }
 
 /// Waits for the login; the server counts as unreachable after `deadline`.
-fn wait_logged_in(rt: &dyn ClientRuntime, common: &Common, deadline: Instant) -> Result<SocketAddr, Failure> {
+pub(crate) fn wait_logged_in(
+    rt: &dyn ClientRuntime,
+    common: &Common,
+    deadline: Instant,
+) -> Result<SocketAddr, Failure> {
     loop {
         match rt.next_event(deadline) {
             Next::Event(ClientEvent::LoggedIn { reflexive }) => return Ok(reflexive),

@@ -42,6 +42,10 @@ pub enum Failure {
     /// The STUN server did not answer.
     #[error("STUN server {0} did not answer")]
     StunUnreachable(String),
+    /// A text message was refused (too large, recipient's store full,
+    /// invalid recipient).
+    #[error("message refused: {0}")]
+    TextRefused(String),
 }
 
 /// The exit codes, as `--help` lists them.
@@ -53,10 +57,11 @@ Exit codes:
   3  server unreachable
   4  unknown peer
   5  peer offline
-  6  timed out (no session, or no answer, within --timeout)
+  6  timed out (no session, no answer, or no acknowledgement, within --timeout)
   7  session closed by the peer or lost (peer vanished)
   8  refused by the server (login or request)
-  9  STUN server did not answer (nat-check --stun)";
+  9  STUN server did not answer (nat-check --stun)
+ 10  message refused (too large, recipient's store full, invalid recipient)";
 
 impl Failure {
     /// The process exit code.
@@ -71,6 +76,7 @@ impl Failure {
             Failure::SessionClosed { .. } => 7,
             Failure::Refused(_) => 8,
             Failure::StunUnreachable(_) => 9,
+            Failure::TextRefused(_) => 10,
         }
     }
 

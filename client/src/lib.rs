@@ -2,6 +2,7 @@
 //! [`punchline_core::client::Client`], on the runtime of your choice.
 //!
 //! - [`commands`]: `nat-check`, `listen`, `connect`;
+//! - [`messages`]: `send` and `inbox` (text messages);
 //! - [`ping`]: the tiny ping protocol `listen` and `connect` speak over
 //!   session data;
 //! - [`runtime`]: the blocking interface over `punchline-mio` and
@@ -12,6 +13,7 @@
 
 pub mod commands;
 pub mod exit;
+pub mod messages;
 pub mod nat;
 pub mod ping;
 pub mod runtime;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use punchline_client::commands::{self, Common, Connect, NatCheck};
 use punchline_client::exit::{Failure, EXIT_CODES_HELP};
+use punchline_client::messages::{self, Inbox, Send};
 use punchline_client::runtime::RuntimeKind;
 
 /// The Punchline client: checks your NAT, waits for sessions, or opens one
@@ -94,6 +95,38 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Send a text message to PEER (online or not) and wait for its
+    /// acknowledgement: `stored` by the server for an offline peer, or
+    /// `delivered`. Exits 0 once everything sent was acknowledged.
+    Send {
+        /// The recipient.
+        peer: String,
+        /// The text (UTF-8, at most 1,000 bytes).
+        #[arg(required_unless_present = "stdin", conflicts_with = "stdin")]
+        text: Option<String>,
+        /// Send every line of stdin as one message, in order; print one line
+        /// per acknowledgement (with --json: line, id, status, path) as they
+        /// come; exit once stdin is closed and all are acknowledged.
+        #[arg(long)]
+        stdin: bool,
+        /// Give up (exit 6) when nothing was acknowledged for this long.
+        #[arg(long, value_name = "DUR", default_value = "30s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+        /// One JSON object per message: id, status (delivered|stored), path
+        /// (direct|server).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Log in, receive and acknowledge every message stored for us, print
+    /// them, exit.
+    Inbox {
+        /// Limit for the whole inbox to arrive.
+        #[arg(long, value_name = "DUR", default_value = "30s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+        /// One JSON line per message: event "text", peer, id, text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -118,6 +151,10 @@ fn main() -> ExitCode {
         Command::Connect { peer, pings, interval, timeout, direct_wait, json } => {
             commands::connect(&common, &Connect { peer, pings, interval, timeout, direct_wait, json })
         }
+        Command::Send { peer, text, stdin: _, timeout, json } => {
+            messages::send(&common, &Send { peer, text, timeout, json })
+        }
+        Command::Inbox { timeout, json } => messages::inbox(&common, &Inbox { timeout, json }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -7,7 +7,8 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use punchline_core::client::{ClientConfig, ClientEvent, ConnectError, SendError};
-use punchline_core::wire::frame::SessionId;
+use punchline_core::messaging::SendTextError;
+use punchline_core::wire::frame::{MessageId, SessionId};
 
 /// Which runtime drives the client.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -40,6 +41,11 @@ pub trait ClientRuntime {
     fn send(&self, session: SessionId, data: &[u8]) -> io::Result<Result<(), SendError>>;
     /// Closes `session`.
     fn close(&self, session: SessionId) -> io::Result<()>;
+    /// Sends a text message to user `to`; the outcome is a `TextAcked` or
+    /// `TextFailed` event with the returned id.
+    fn send_text(&self, to: &str, text: &str) -> io::Result<Result<MessageId, SendTextError>>;
+    /// Asks for every stored text until `InboxEmpty`.
+    fn sync_inbox(&self) -> io::Result<Result<(), SendTextError>>;
     /// The next event, waiting until `deadline` at most.
     fn next_event(&self, deadline: Instant) -> Next;
     /// Logs out and stops.
@@ -69,6 +75,14 @@ impl ClientRuntime for punchline_mio::ClientHandle {
 
     fn close(&self, session: SessionId) -> io::Result<()> {
         punchline_mio::ClientHandle::close(self, session)
+    }
+
+    fn send_text(&self, to: &str, text: &str) -> io::Result<Result<MessageId, SendTextError>> {
+        punchline_mio::ClientHandle::send_text(self, to, text)
+    }
+
+    fn sync_inbox(&self) -> io::Result<Result<(), SendTextError>> {
+        punchline_mio::ClientHandle::sync_inbox(self)
     }
 
     fn next_event(&self, deadline: Instant) -> Next {
@@ -101,6 +115,14 @@ impl ClientRuntime for punchline_smol::Client {
     fn close(&self, session: SessionId) -> io::Result<()> {
         smol::block_on(punchline_smol::Client::close(self, session));
         Ok(())
+    }
+
+    fn send_text(&self, to: &str, text: &str) -> io::Result<Result<MessageId, SendTextError>> {
+        Ok(smol::block_on(punchline_smol::Client::send_text(self, to, text)))
+    }
+
+    fn sync_inbox(&self) -> io::Result<Result<(), SendTextError>> {
+        Ok(smol::block_on(punchline_smol::Client::sync_inbox(self)))
     }
 
     fn next_event(&self, deadline: Instant) -> Next {

@@ -23,7 +23,7 @@ struct TestServer {
     primary: SocketAddr,
     alternate: SocketAddr,
     stopper: Option<Stopper>,
-    thread: Option<thread::JoinHandle<std::io::Result<()>>>,
+    thread: Option<thread::JoinHandle<Result<(), punchline_server::RunError>>>,
 }
 
 impl TestServer {

@@ -406,23 +406,20 @@ fn given_hostile_text_frames_then_they_are_dropped_and_counted_without_panic() {
 }
 
 #[test]
-fn given_application_data_with_the_text_prefix_then_send_refuses_it_and_ordinary_data_still_flows() {
+fn given_a_direct_session_then_texts_and_application_data_never_mix() {
     let (mut h, alice, bob) = direct_pair(60);
-    // Texts ride session data behind a prefix; application data may not
-    // start with it, so the two never mix.
-    let now = h.now;
-    let session = h.clients[alice].client.sessions().next().unwrap();
-    let mut bogus = punchline_core::messaging::PEER_TEXT_MAGIC.to_vec();
-    bogus.extend([0, 0xff, 0xff]);
-    assert_eq!(
-        h.clients[alice].client.send(now, session, &bogus),
-        Err(punchline_core::client::SendError::ReservedPrefix)
-    );
-    // Plain application data still reaches the application.
+    // Application data that once marked a text (the old 8-byte prefix) is
+    // just data now: texts travel as their own stream messages.
+    let mut lookalike = b"\xffPLTEXT\x01".to_vec();
+    lookalike.extend([0, 0xff, 0xff]);
+    h.send(alice, &lookalike);
     h.send(alice, b"ordinary data");
+    let now = h.now;
+    let id = h.clients[alice].client.send_text(now, "bob", "a text").expect("sent");
     h.run_for(secs(1));
-    assert_eq!(h.received(bob), [b"ordinary data".to_vec()]);
-    assert!(h.texts(bob).is_empty());
+    // Then bob's application gets both payloads as data, the text as a text.
+    assert_eq!(h.received(bob), [lookalike, b"ordinary data".to_vec()]);
+    assert_eq!(h.texts(bob), [("alice".to_owned(), id, "a text".to_owned())]);
 }
 
 #[test]

@@ -327,6 +327,8 @@ fn stream_message(seq_small: bool) -> impl Strategy<Value = StreamMessage> + Clo
             ip: at.ip(),
             sockets
         }),
+        (message_id(), text()).prop_map(|(id, text)| StreamMessage::Text { id, text }),
+        message_id().prop_map(|id| StreamMessage::TextAck { id }),
     ]
 }
 
@@ -595,7 +597,7 @@ fn worst_case_frames() -> Vec<Frame> {
         Frame::TextSend { token: u64::MAX, id, to: user.clone(), text: text.clone() },
         Frame::TextAck { id, status: TextStatus::Delivered },
         Frame::TextRejected { id, reason: TextRejection::StoreUnavailable },
-        Frame::TextDeliver { from: user.clone(), id, text },
+        Frame::TextDeliver { from: user.clone(), id, text: text.clone() },
         Frame::TextDeliverAck { token: u64::MAX, from: user, id },
         Frame::InboxSync { token: u64::MAX },
         Frame::InboxStatus { pending: u32::MAX },
@@ -615,6 +617,8 @@ fn worst_case_frames() -> Vec<Frame> {
             seq: u64::MAX,
             message: StreamMessage::PoolOpen { attempt: u16::MAX, ip: v6.ip(), sockets: u16::MAX },
         },
+        SessionBody::Stream { seq: u64::MAX, message: StreamMessage::Text { id, text } },
+        SessionBody::Stream { seq: u64::MAX, message: StreamMessage::TextAck { id } },
         SessionBody::Ack { next: u64::MAX, received_after: u64::MAX },
         SessionBody::Close { reason: CloseReason::ServerUnreachable },
     ];

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use mio::Waker;
 use punchline_core::client::{Client, ClientConfig, ClientEvent, ConnectError, SendError};
-use punchline_core::wire::frame::SessionId;
+use punchline_core::messaging::SendTextError;
+use punchline_core::wire::frame::{MessageId, SessionId};
 use punchline_core::SocketId;
 use tracing::debug;
 
@@ -104,6 +105,21 @@ impl ClientHandle {
         self.commands.send(Command::Call(call)).map_err(|_| stopped())?;
         self.waker.wake()?;
         rx.recv().map_err(|_| stopped())
+    }
+
+    /// Sends a text message to user `to` (over a direct session when there is
+    /// one, else through the server, which stores it for an offline user):
+    /// answered by [`ClientEvent::TextAcked`] or [`ClientEvent::TextFailed`]
+    /// with the returned id.
+    pub fn send_text(&self, to: &str, text: &str) -> io::Result<Result<MessageId, SendTextError>> {
+        let (to, text) = (to.to_owned(), text.to_owned());
+        self.call(move |client, now| client.send_text(now, &to, &text))
+    }
+
+    /// Asks the server for every text stored for us; [`ClientEvent::InboxEmpty`]
+    /// follows once none are left.
+    pub fn sync_inbox(&self) -> io::Result<Result<(), SendTextError>> {
+        self.call(|client, now| client.sync_inbox(now))
     }
 
     /// Asks for a session with `peer`: answered by

@@ -58,10 +58,21 @@ impl ServerRunner {
     /// by address), so port 0 is resolved by binding before the machine is
     /// built; if a crossed RFC 5780 port turns out to be taken, new ports are
     /// tried a few times before giving up.
-    pub fn bind_config(mut config: ServerConfig) -> io::Result<ServerRunner> {
+    pub fn bind_config(config: ServerConfig) -> io::Result<ServerRunner> {
+        Self::bind_config_with(config, |config, now| Ok(Server::new(config, now)))
+    }
+
+    /// As [`bind_config`](Self::bind_config), building the machine with
+    /// `make` once the ports are known (for example
+    /// [`Server::with_store`] with a durable store). `make` runs again when
+    /// a crossed port was taken and new ports are tried.
+    pub fn bind_config_with(
+        mut config: ServerConfig,
+        mut make: impl FnMut(ServerConfig, Instant) -> io::Result<Server>,
+    ) -> io::Result<ServerRunner> {
         let wants_port = config.primary.port() == 0 || config.alternate.is_some_and(|a| a.port() == 0);
         if !wants_port {
-            return Self::bind(Server::new(config, Instant::now()));
+            return Self::bind(make(config, Instant::now())?);
         }
         let (primary, alternate) = (config.primary, config.alternate);
         let mut last_error = None;
@@ -73,7 +84,7 @@ impl ServerRunner {
             config.primary = p.local_addr()?;
             config.alternate = a.as_ref().map(std::net::UdpSocket::local_addr).transpose()?;
             drop((p, a));
-            match Self::bind(Server::new(config.clone(), Instant::now())) {
+            match Self::bind(make(config.clone(), Instant::now())?) {
                 Ok(runner) => return Ok(runner),
                 Err(e) if e.kind() == io::ErrorKind::AddrInUse => last_error = Some(e),
                 Err(e) => return Err(e),

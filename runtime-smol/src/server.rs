@@ -56,11 +56,22 @@ impl BoundServer {
     /// built. When the alternate has its own IP and port, the server also
     /// listens on the two crossed combinations; if one of those ports is
     /// taken, new ports are tried (a few times) before giving up.
-    pub fn bind_config(mut config: ServerConfig) -> io::Result<Self> {
+    pub fn bind_config(config: ServerConfig) -> io::Result<Self> {
+        Self::bind_config_with(config, |config, now| Ok(Server::new(config, now)))
+    }
+
+    /// As [`bind_config`](Self::bind_config), building the machine with
+    /// `make` once the ports are known (for example
+    /// [`Server::with_store`] with a durable store). `make` runs again when
+    /// a crossed port was taken and new ports are tried.
+    pub fn bind_config_with(
+        mut config: ServerConfig,
+        mut make: impl FnMut(ServerConfig, Instant) -> io::Result<Server>,
+    ) -> io::Result<Self> {
         let wants_primary = config.primary.port() == 0;
         let wants_alt = config.alternate.is_some_and(|a| a.port() == 0);
         if !wants_primary && !wants_alt {
-            return Self::bind(Server::new(config, Instant::now()));
+            return Self::bind(make(config, Instant::now())?);
         }
         let (primary, alternate) = (config.primary, config.alternate);
         let mut last_error = None;
@@ -72,7 +83,7 @@ impl BoundServer {
             config.primary = p.local_addr();
             config.alternate = a.as_ref().map(Endpoint::local_addr);
             drop((p, a));
-            match Self::bind(Server::new(config.clone(), Instant::now())) {
+            match Self::bind(make(config.clone(), Instant::now())?) {
                 Ok(bound) => return Ok(bound),
                 Err(e) if e.kind() == io::ErrorKind::AddrInUse => last_error = Some(e),
                 Err(e) => return Err(e),

@@ -45,6 +45,7 @@ impl RuntimeKind {
 /// relay_rate_bytes = 2097152
 /// max_sources = 100000
 /// max_sessions_per_user = 64
+/// data = "/var/lib/punchline"     # the message store's directory
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -78,6 +79,8 @@ pub struct FileConfig {
     pub max_sources: Option<usize>,
     /// See [`ServerConfig::max_sessions_per_user`].
     pub max_sessions_per_user: Option<usize>,
+    /// The directory of the durable message store (`--data`).
+    pub data: Option<PathBuf>,
 }
 
 /// Why the settings are unusable.
@@ -144,7 +147,15 @@ pub struct Settings {
     pub server: ServerConfig,
     /// The runtime.
     pub runtime: RuntimeKind,
+    /// The directory of the durable message store, created if missing.
+    /// `None` keeps messages in memory only (tests, embedding); the binary
+    /// always sets one ([`DEFAULT_DATA_DIR`] by default).
+    pub data: Option<PathBuf>,
 }
+
+/// The message store's directory when neither `--data` nor the config file
+/// names one: `punchline-data` under the working directory.
+pub const DEFAULT_DATA_DIR: &str = "punchline-data";
 
 impl Settings {
     /// Merges flags over the file: a flag given on the command line wins.
@@ -179,7 +190,7 @@ impl Settings {
             max_sources,
             max_sessions_per_user
         );
-        Ok(Settings { server, runtime: runtime.or(file.runtime).unwrap_or_default() })
+        Ok(Settings { server, runtime: runtime.or(file.runtime).unwrap_or_default(), data: file.data })
     }
 }
 

@@ -2,16 +2,20 @@
 //! around [`punchline_core::server::Server`], on the runtime of your choice.
 //!
 //! The binary (`src/main.rs`) parses flags and the config file into
-//! [`config::Settings`], then calls [`run`]. Issue 7 adds the durable offline
-//! store (`--data DIR`) beside these settings.
+//! [`config::Settings`], then calls [`run`], which opens the durable offline
+//! message store (`--data DIR`, [`punchline_store::SqliteStore`]) before it
+//! binds any socket.
 
 pub mod config;
 
 use std::io;
 use std::net::SocketAddr;
+use std::path::Path;
 
-use punchline_core::server::ServerEvent;
+use punchline_core::messaging::MessageStore;
+use punchline_core::server::{Server, ServerConfig, ServerEvent};
 use punchline_core::SocketId;
+use punchline_store::{OpenError, SqliteStore};
 use tracing::info;
 
 use config::{RuntimeKind, Settings};
@@ -47,18 +51,46 @@ pub fn socket_role(id: SocketId) -> &'static str {
     }
 }
 
-/// Binds the server's sockets (resolving port 0), calls `on_ready` with the
-/// bound addresses (primary first) and a [`Stopper`], then serves until the
-/// stopper fires.
-pub fn run(settings: Settings, on_ready: impl FnOnce(&[(SocketId, SocketAddr)], Stopper)) -> io::Result<()> {
+/// Why [`run`] stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The message store could not be opened (unusable directory, corrupt
+    /// or foreign file). Nothing was bound.
+    #[error("{0}")]
+    Store(#[from] OpenError),
+    /// A socket could not be bound or failed.
+    #[error("{0}")]
+    Io(#[from] io::Error),
+}
+
+/// Opens the message store (when `settings.data` names a directory), binds
+/// the server's sockets (resolving port 0), calls `on_ready` with the bound
+/// addresses (primary first) and a [`Stopper`], then serves until the stopper
+/// fires.
+pub fn run(settings: Settings, on_ready: impl FnOnce(&[(SocketId, SocketAddr)], Stopper)) -> Result<(), RunError> {
+    // Opened once here so that a bad directory or file is reported as such;
+    // reopened only if new ports must be tried (the machine that held the
+    // first one is dropped by then).
+    let mut first = settings.data.as_deref().map(SqliteStore::open_dir).transpose()?;
+    if let Some(store) = &first {
+        info!(path = %store.path().display(), "message store open");
+    }
+    let data = settings.data.clone();
+    let make = move |config: ServerConfig, now| -> io::Result<Server> {
+        Ok(match (first.take(), &data) {
+            (Some(store), _) => Server::with_store(config, now, Box::new(store)),
+            (None, Some(dir)) => Server::with_store(config, now, reopen(dir)?),
+            (None, None) => Server::new(config, now),
+        })
+    };
     match settings.runtime {
         RuntimeKind::Mio => {
-            let runner = punchline_mio::ServerRunner::bind_config(settings.server)?;
+            let runner = punchline_mio::ServerRunner::bind_config_with(settings.server, make)?;
             on_ready(&runner.local_addrs(), Stopper(StopperKind::Mio(runner.shutdown_handle())));
-            runner.run(log_event)
+            Ok(runner.run(log_event)?)
         }
         RuntimeKind::Smol => {
-            let bound = punchline_smol::BoundServer::bind_config(settings.server)?;
+            let bound = punchline_smol::BoundServer::bind_config_with(settings.server, make)?;
             let (tx, rx) = smol::channel::bounded(1);
             on_ready(&bound.local_addrs(), Stopper(StopperKind::Smol(tx)));
             smol::block_on(bound.run_with_events(
@@ -67,9 +99,14 @@ pub fn run(settings: Settings, on_ready: impl FnOnce(&[(SocketId, SocketAddr)], 
                 },
                 log_event,
             ))
-            .map(drop)
+            .map(drop)?;
+            Ok(())
         }
     }
+}
+
+fn reopen(dir: &Path) -> io::Result<Box<dyn MessageStore>> {
+    Ok(Box::new(SqliteStore::open_dir(dir).map_err(io::Error::other)?))
 }
 
 fn log_event(event: ServerEvent) {

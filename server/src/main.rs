@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use punchline_server::config::{os_seed, FileConfig, RuntimeKind, Settings};
+use punchline_server::config::{os_seed, FileConfig, RuntimeKind, Settings, DEFAULT_DATA_DIR};
+use punchline_server::RunError;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use tracing::info;
 
@@ -17,8 +18,12 @@ use tracing::info;
 /// (set RUST_LOG, e.g. RUST_LOG=debug; default info). SIGINT or SIGTERM stop
 /// it cleanly (exit 0).
 ///
+/// Texts for offline users wait in a durable SQLite store in the --data
+/// directory; the server acknowledges a text only once it is committed.
+///
 /// Exit codes: 0 stopped by a signal; 1 a socket could not be bound or
-/// failed; 2 bad flags or config file.
+/// failed; 2 bad flags or config file; 3 the message store cannot be used
+/// (directory not creatable or writable, file corrupt or not ours).
 #[derive(Parser, Debug)]
 #[command(name = "punchline-server", version)]
 struct Args {
@@ -33,10 +38,14 @@ struct Args {
     /// The runtime that drives the server.
     #[arg(long, value_enum)]
     runtime: Option<RuntimeKind>,
+    /// Directory of the durable message store, created if missing
+    /// [default: punchline-data under the working directory].
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
     /// A TOML file with any of: listen, alt_listen, runtime, seed,
     /// user_timeout, offer_retransmit, offer_attempts, request_burst,
     /// request_rate, relay_burst_bytes, relay_rate_bytes, max_sources,
-    /// max_sessions_per_user. Flags override the file.
+    /// max_sessions_per_user, data. Flags override the file.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
 }
@@ -52,10 +61,11 @@ fn main() -> ExitCode {
         Ok(file) => file.unwrap_or_default(),
         Err(e) => return usage_error(&e),
     };
-    let settings = match Settings::merge(args.listen, args.alt_listen, args.runtime, file, os_seed()) {
+    let mut settings = match Settings::merge(args.listen, args.alt_listen, args.runtime, file, os_seed()) {
         Ok(s) => s,
         Err(e) => return usage_error(&e),
     };
+    settings.data = Some(args.data.or(settings.data).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)));
     // Handlers go in before the addresses are printed: whoever reads those
     // lines may signal at once.
     let mut signals = match signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) {
@@ -85,7 +95,11 @@ fn main() -> ExitCode {
             info!("stopped");
             ExitCode::SUCCESS
         }
-        Err(e) => {
+        Err(e @ RunError::Store(_)) => {
+            eprintln!("punchline-server: {e}");
+            ExitCode::from(3)
+        }
+        Err(e @ RunError::Io(_)) => {
             eprintln!("punchline-server: {e}");
             ExitCode::from(1)
         }

@@ -13,12 +13,17 @@ struct Running {
     child: Child,
     /// (role, address) lines printed at start.
     listening: Vec<(String, SocketAddr)>,
+    /// The message store's directory (`--data`), removed when dropped.
+    _data: tempfile::TempDir,
 }
 
 impl Running {
     fn start(args: &[&str]) -> Running {
+        let data = tempfile::tempdir().expect("temp dir");
         let mut child = Command::new(SERVER)
             .args(args)
+            .arg("--data")
+            .arg(data.path())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -35,7 +40,7 @@ impl Running {
             let addr = words.next().expect("address").parse().expect("an address");
             listening.push((role, addr));
         }
-        Running { child, listening }
+        Running { child, listening, _data: data }
     }
 
     fn signal(&self, name: &str) {
@@ -127,9 +132,57 @@ fn bad_flags_and_bad_config_exit_2_with_one_clear_line() {
 fn a_port_in_use_is_a_clear_error() {
     let taken = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
     let addr = taken.local_addr().expect("addr").to_string();
-    let out = Command::new(SERVER).args(["--listen", &addr]).output().expect("runs");
+    let cwd = tempfile::tempdir().expect("temp dir");
+    let out = Command::new(SERVER).args(["--listen", &addr]).current_dir(cwd.path()).output().expect("runs");
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("cannot bind {addr}")));
+}
+
+#[test]
+fn the_store_defaults_to_punchline_data_under_the_working_directory() {
+    // Given a working directory without a data directory.
+    let cwd = tempfile::tempdir().expect("temp dir");
+    let mut child = Command::new(SERVER)
+        .args(["--listen", "127.0.0.1:0"])
+        .current_dir(cwd.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("server starts");
+    // When the server has started (it prints its sockets after opening the store).
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line).expect("read");
+    let _ = child.kill();
+    let _ = child.wait();
+    // Then the store lives in ./punchline-data.
+    assert!(line.starts_with("listening primary"), "{line:?}");
+    assert!(cwd.path().join("punchline-data/messages.sqlite3").is_file(), "no store file under punchline-data");
+}
+
+#[test]
+fn an_unusable_data_directory_or_a_corrupt_store_exits_3_with_one_clear_line() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let run = |data: &std::path::Path| {
+        Command::new(SERVER).args(["--listen", "127.0.0.1:0"]).arg("--data").arg(data).output().expect("runs")
+    };
+    // Given a regular file where the directory should be.
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"x").expect("write");
+    let out = run(&file);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("unusable data directory"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+
+    // Given a store file full of garbage.
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).expect("mkdir");
+    std::fs::write(data.join("messages.sqlite3"), vec![0x5a; 8192]).expect("write");
+    let out = run(&data);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("is not a usable Punchline message store"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
 }
 
 #[test]

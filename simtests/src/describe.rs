@@ -65,6 +65,8 @@ pub fn frame(f: &Frame) -> String {
                 StreamMessage::PoolOpen { attempt, ip, sockets } => {
                     format!("PoolOpen seq={seq} attempt={attempt} ip={ip} sockets={sockets}")
                 }
+                StreamMessage::Text { id, text } => format!("Text seq={seq} id={id} len={}", text.len()),
+                StreamMessage::TextAck { id } => format!("TextAck seq={seq} id={id}"),
             },
             SessionBody::Ack { next, .. } => format!("Ack next={next}"),
             SessionBody::Close { reason } => format!("Close {reason:?}"),

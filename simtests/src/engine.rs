@@ -14,14 +14,14 @@ use punchline_core::client::{Client, ClientConfig, ClientEvent, PathKind};
 use punchline_core::nat::Strategy;
 use punchline_core::rng::Rng;
 use punchline_core::server::{Server, ServerConfig};
-use punchline_core::wire::frame::SessionId;
+use punchline_core::wire::frame::{MessageId, SessionId};
 use punchline_core::{Machine, SocketId, Transmit};
 
 use crate::addr::Addr;
 use crate::describe;
 use crate::link::Link;
 use crate::nat::{Nat, NatDecision, Packet};
-use crate::report::{Connection, Outcome, Report};
+use crate::report::{Connection, Messages, Outcome, Report};
 use crate::scenario::{Action, Scenario, ScenarioError};
 
 mod queue;
@@ -61,8 +61,18 @@ pub struct Simulation {
     /// Who sits directly on each network segment: index 0 is the public
     /// internet, `n + 1` the inside of NAT `n`.
     segments: Vec<Segment>,
+    /// Text messages by (sender index, id), for the report.
+    texts: BTreeMap<(usize, MessageId), TextState>,
     /// Packet events processed (sends, hops, deliveries), for benchmarks.
     pub packet_events: u64,
+}
+
+/// One text message's fate.
+struct TextState {
+    to: String,
+    acknowledged: bool,
+    /// Times its recipient showed it.
+    shown: u64,
 }
 
 /// One datagram in the Mermaid diagram.
@@ -197,6 +207,7 @@ impl Simulation {
             connections_of: vec![Vec::new(); peers_len],
             peer_names,
             segments: Vec::new(),
+            texts: BTreeMap::new(),
             packet_events: 0,
             scenario,
         };
@@ -338,20 +349,12 @@ impl Simulation {
             Action::SendText { peer, to, text } => {
                 let p = self.peer_index(&peer);
                 self.trace.record(self.now, format_args!("event: {peer} sends {} bytes of text to {to}", text.len()));
-                let session = self.peers[p]
-                    .client
-                    .sessions()
-                    .find(|s| self.peers[p].client.session_info(*s).is_some_and(|i| i.peer == to));
-                match session {
-                    Some(s) => {
-                        if let Err(e) = self.peers[p].client.send(now, s, text.as_bytes()) {
-                            self.trace.record(self.now, format_args!("{peer}: send refused: {e}"));
-                        }
+                match self.peers[p].client.send_text(now, &to, &text) {
+                    Ok(id) => {
+                        self.trace.record(self.now, format_args!("{peer}: text {id} to {to}"));
+                        self.texts.insert((p, id), TextState { to, acknowledged: false, shown: 0 });
                     }
-                    // Store-and-forward text for peers without a session is
-                    // the messaging capability's (issue 7); until then the
-                    // text rides an open session only.
-                    None => self.trace.record(self.now, format_args!("{peer}: no session with {to}; text not sent")),
+                    Err(e) => self.trace.record(self.now, format_args!("{peer}: text refused: {e}")),
                 }
                 self.drain_peer(p);
             }
@@ -393,11 +396,11 @@ impl Simulation {
         while let Some(e) = self.server.poll_event() {
             self.trace.record(self.now, format_args!("server: {e:?}"));
         }
-        let at = self.server.poll_timeout().map(|i| i.saturating_duration_since(self.epoch));
+        let at = self.server.poll_timeout().map(|i| i.saturating_duration_since(self.epoch).max(self.now));
         if let Some(at) = at {
             if self.server_timer != Some(at) {
                 self.server_timer = Some(at);
-                self.schedule(at.max(self.now), Pending::Timer(0));
+                self.schedule(at, Pending::Timer(0));
             }
         }
     }
@@ -428,11 +431,13 @@ impl Simulation {
                 break;
             }
         }
-        let at = self.peers[i].client.poll_timeout().map(|t| t.saturating_duration_since(self.epoch));
+        // A deadline already past fires now; it is stored as now so the
+        // timer event recognises it (else the peer would never wake again).
+        let at = self.peers[i].client.poll_timeout().map(|t| t.saturating_duration_since(self.epoch).max(self.now));
         if let Some(at) = at {
             if self.peers[i].timer != Some(at) {
                 self.peers[i].timer = Some(at);
-                self.schedule(at.max(self.now), Pending::Timer(i + 1));
+                self.schedule(at, Pending::Timer(i + 1));
             }
         }
     }
@@ -494,6 +499,18 @@ impl Simulation {
             }
             ClientEvent::ReleaseSocket { socket } => {
                 self.peers[i].sockets.remove(socket);
+            }
+            ClientEvent::TextAcked { id, .. } => {
+                if let Some(t) = self.texts.get_mut(&(i, *id)) {
+                    t.acknowledged = true;
+                }
+            }
+            ClientEvent::TextReceived { from, id, .. } => {
+                let sender = self.peer_names.get(from).copied();
+                let me = &self.peers[i].name;
+                if let Some(t) = sender.and_then(|s| self.texts.get_mut(&(s, *id))).filter(|t| &t.to == me) {
+                    t.shown += 1;
+                }
             }
             _ => self.track_connection(i, &e),
         }
@@ -734,7 +751,14 @@ impl Simulation {
                 }
             })
             .collect();
-        Report { seed: self.seed, trace_hash: format!("{:016x}", self.trace.hash()), connections }
+        let mut messages = Messages { sent: self.texts.len() as u64, ..Messages::default() };
+        for t in self.texts.values() {
+            messages.acknowledged += u64::from(t.acknowledged);
+            messages.delivered += u64::from(t.shown > 0);
+            messages.duplicated += t.shown.saturating_sub(1);
+            messages.lost += u64::from(t.acknowledged && t.shown == 0);
+        }
+        Report { seed: self.seed, trace_hash: format!("{:016x}", self.trace.hash()), connections, messages }
     }
 }
 

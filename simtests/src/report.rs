@@ -55,6 +55,23 @@ pub struct Connection {
     pub probes_to: u64,
 }
 
+/// The text messages of a run (`send_text` events), counted by message id.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Messages {
+    /// `send_text` events the sender's client accepted.
+    pub sent: u64,
+    /// Of those, acknowledged to the sender (by the server or the peer).
+    pub acknowledged: u64,
+    /// Shown to their recipient at least once.
+    pub delivered: u64,
+    /// Times a recipient was shown a message it had already shown (must
+    /// stay 0).
+    pub duplicated: u64,
+    /// Acknowledged but never shown to the recipient by the end of the run
+    /// (must stay 0).
+    pub lost: u64,
+}
+
 /// The report of one run (`punchline-sim run --json`).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Report {
@@ -64,6 +81,8 @@ pub struct Report {
     pub trace_hash: String,
     /// One per `connect` event, in event order.
     pub connections: Vec<Connection>,
+    /// Text message counts.
+    pub messages: Messages,
 }
 
 impl Report {
@@ -91,6 +110,13 @@ impl Report {
         }
         if self.connections.is_empty() {
             out.push_str("(no connect events)\n");
+        }
+        let m = &self.messages;
+        if m.sent > 0 {
+            out.push_str(&format!(
+                "messages: {} sent, {} acknowledged, {} delivered, {} duplicated, {} lost\n",
+                m.sent, m.acknowledged, m.delivered, m.duplicated, m.lost
+            ));
         }
         out
     }

@@ -23,7 +23,7 @@ use tracing::debug;
 
 use super::session::Session;
 use super::{ClientEvent, Ctx, Out, PathKind};
-use crate::messaging::{PeerText, SeenIds, SendTextError, TextFailure, TextPath, MAX_TEXT};
+use crate::messaging::{SeenIds, SendTextError, TextFailure, TextPath, MAX_TEXT};
 use crate::rng::Rng;
 use crate::wire::frame::{Frame, MessageId, SessionId, TextRejection, TextStatus};
 
@@ -139,7 +139,7 @@ impl Messaging {
             server_sends: 0,
         };
         if let Some(session) = direct_session(sessions, to, ctx.config.send_window) {
-            session.send_app(ctx, out, PeerText::Text { id, text: message.text.clone() }.encode());
+            session.send_peer_text(ctx, out, PeerText::Text { id, text: message.text.clone() });
             message.direct = true;
             message.next_action = ctx.now + ctx.config.messaging.direct_fallback;
         } else {
@@ -250,36 +250,18 @@ impl Messaging {
         }
     }
 
-    /// Takes the texts out of application data a session just delivered
-    /// (the events from `from_event` on), handling them here; returns how many
-    /// were malformed.
-    pub(crate) fn intercept_session_texts(
+    /// Handles the texts and acknowledgements sessions just received
+    /// ([`StreamMessage::Text`](crate::wire::frame::StreamMessage::Text),
+    /// [`StreamMessage::TextAck`](crate::wire::frame::StreamMessage::TextAck)).
+    pub(crate) fn on_session_texts(
         &mut self,
         ctx: &Ctx<'_>,
         out: &mut Out,
         sessions: &mut BTreeMap<SessionId, Session>,
-        from_event: usize,
-    ) -> u64 {
-        if out.events.len() <= from_event {
-            return 0;
+    ) {
+        for (session, text) in std::mem::take(&mut out.peer_texts) {
+            self.on_peer_text(ctx, out, sessions, session, text);
         }
-        let mut malformed = 0;
-        let tail: Vec<ClientEvent> = out.events.drain(from_event..).collect();
-        for event in tail {
-            let ClientEvent::DataReceived { session, data } = &event else {
-                out.event(event);
-                continue;
-            };
-            match PeerText::decode(data) {
-                None => out.event(event),
-                Some(Err(())) => {
-                    debug!(%session, "malformed text on a session");
-                    malformed += 1;
-                }
-                Some(Ok(text)) => self.on_peer_text(ctx, out, sessions, *session, text),
-            }
-        }
-        malformed
     }
 
     fn on_peer_text(
@@ -294,12 +276,10 @@ impl Messaging {
             PeerText::Text { id, text } => {
                 let Some(s) = sessions.get_mut(&session) else { return };
                 let from = s.info().peer;
-                // Acknowledge every copy; the stream is reliable, so a full
-                // send window only delays the answer until the sender falls
-                // back to the server, which we acknowledge too.
-                if s.unacked_app() < ctx.config.send_window {
-                    s.send_app(ctx, out, PeerText::Ack { id }.encode());
-                }
+                // Acknowledge every copy. Acknowledgements stay outside the
+                // send window: there are no more of them than texts the
+                // peer's own window let through.
+                s.send_peer_text(ctx, out, PeerText::Ack { id });
                 if self.seen.insert(&from, id) {
                     out.event(ClientEvent::TextReceived { from, id, text });
                 }
@@ -325,6 +305,23 @@ impl Messaging {
         out.send(ctx.primary.0, ctx.config.server, None, Frame::InboxSync { token }.encode());
         self.inbox.next_sync = Some(ctx.now + retransmit_after(self.inbox.sends));
     }
+}
+
+/// A text message or its acknowledgement on a direct session's stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum PeerText {
+    /// A message.
+    Text {
+        /// Its id.
+        id: MessageId,
+        /// The text.
+        text: String,
+    },
+    /// The message with `id` arrived.
+    Ack {
+        /// Its id.
+        id: MessageId,
+    },
 }
 
 /// A session with `peer` on a direct path that can take another message.

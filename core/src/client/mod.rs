@@ -33,7 +33,7 @@ use bytes::Bytes;
 use tracing::debug;
 
 use crate::machine::{Machine, SocketId, Transmit};
-use crate::messaging::{SendTextError, TextFailure, TextPath, PEER_TEXT_MAGIC};
+use crate::messaging::{SendTextError, TextFailure, TextPath};
 use crate::nat::{NatProfile, Strategy};
 use crate::rng::Rng;
 use crate::timer::Timers;
@@ -225,10 +225,6 @@ pub enum SendError {
     /// Too many messages are unacknowledged; wait for acknowledgements.
     #[error("send window full")]
     WindowFull,
-    /// Application data may not start with the bytes that mark a text
-    /// message ([`PEER_TEXT_MAGIC`]).
-    #[error("data starts with the reserved text-message prefix")]
-    ReservedPrefix,
 }
 
 /// The path a session uses now.
@@ -300,6 +296,9 @@ pub(crate) struct Out {
     pub(crate) transmits: VecDeque<Transmit>,
     pub(crate) events: VecDeque<ClientEvent>,
     pub(crate) now: Option<Instant>,
+    /// Texts and their acknowledgements that sessions received, for the
+    /// messaging half ([`messaging::PeerText`]).
+    pub(crate) peer_texts: Vec<(SessionId, messaging::PeerText)>,
 }
 
 impl Out {
@@ -469,9 +468,6 @@ impl Client {
         self.out.now = Some(now);
         if data.len() > MAX_APP_PAYLOAD {
             return Err(SendError::TooLarge { len: data.len(), max: MAX_APP_PAYLOAD });
-        }
-        if data.starts_with(&PEER_TEXT_MAGIC) {
-            return Err(SendError::ReservedPrefix);
         }
         let ctx = ctx!(self, now);
         let s = self.sessions.get_mut(&session).ok_or(SendError::UnknownSession)?;
@@ -942,13 +938,11 @@ impl Client {
             self.stats.unauthenticated += 1;
             return;
         }
-        let events_before = self.out.events.len();
         s.handle_frame(&ctx, &mut self.out, socket, from, frame, relayed);
         if s.is_closed() {
             self.sessions.remove(&session);
         }
-        self.stats.malformed +=
-            self.messaging.intercept_session_texts(&ctx, &mut self.out, &mut self.sessions, events_before);
+        self.messaging.on_session_texts(&ctx, &mut self.out, &mut self.sessions);
     }
 
     fn start_discovery(&mut self, now: Instant) {

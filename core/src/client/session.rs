@@ -36,6 +36,7 @@ use std::time::{Duration, Instant};
 
 use tracing::debug;
 
+use super::messaging::PeerText;
 use super::stream::Stream;
 use super::traversal::{self, AllocatorSamples, PortSampler, PunchRole};
 use super::{ClientEvent, Ctx, Out, PathKind, SessionInfo};
@@ -240,6 +241,15 @@ impl Session {
 
     pub(crate) fn send_app(&mut self, ctx: &Ctx<'_>, out: &mut Out, data: Vec<u8>) {
         self.send_stream(ctx, out, StreamMessage::App(data));
+    }
+
+    /// Sends a text message or its acknowledgement on the reliable stream.
+    pub(crate) fn send_peer_text(&mut self, ctx: &Ctx<'_>, out: &mut Out, text: PeerText) {
+        let message = match text {
+            PeerText::Text { id, text } => StreamMessage::Text { id, text },
+            PeerText::Ack { id } => StreamMessage::TextAck { id },
+        };
+        self.send_stream(ctx, out, message);
     }
 
     /// Checks the MAC and the replay window.
@@ -449,6 +459,10 @@ impl Session {
     fn on_stream_message(&mut self, ctx: &Ctx<'_>, out: &mut Out, message: StreamMessage) {
         match message {
             StreamMessage::App(data) => out.event(ClientEvent::DataReceived { session: self.id, data: data.into() }),
+            // Texts belong to the client's messaging, which takes them from
+            // `out` once this frame is handled.
+            StreamMessage::Text { id, text } => out.peer_texts.push((self.id, PeerText::Text { id, text })),
+            StreamMessage::TextAck { id } => out.peer_texts.push((self.id, PeerText::Ack { id })),
             StreamMessage::Candidates { attempt, candidates } => {
                 if self.join_attempt(ctx, out, attempt) {
                     self.set_peer_candidates(ctx, candidates);

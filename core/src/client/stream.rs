@@ -53,9 +53,13 @@ impl Stream {
         }
     }
 
-    /// Application messages not yet acknowledged.
+    /// Application messages (data and texts, which share the send window)
+    /// not yet acknowledged.
     pub(crate) fn unacked_app(&self) -> usize {
-        self.unacked.values().filter(|p| matches!(p.message, StreamMessage::App(_))).count()
+        self.unacked
+            .values()
+            .filter(|p| matches!(p.message, StreamMessage::App(_) | StreamMessage::Text { .. }))
+            .count()
     }
 
     /// Queues `message`; returns its sequence number. The caller sends it.

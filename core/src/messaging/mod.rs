@@ -31,8 +31,6 @@ mod store;
 pub use dedup::{SeenIds, MAX_CONVERSATIONS, MAX_OUT_OF_ORDER};
 pub use store::{MemoryStore, MessageStore, PutOutcome, StoreError, StoredMessage};
 
-use serde::{Deserialize, Serialize};
-
 pub use crate::wire::frame::{MessageId, TextRejection, TextStatus, MAX_TEXT};
 
 /// The path that carried a message to whoever acknowledged it.
@@ -95,49 +93,4 @@ pub enum SendTextError {
     /// The client logged out or its login failed.
     #[error("not logged in")]
     NotLoggedIn,
-}
-
-/// What a text message looks like inside a direct session's stream.
-///
-/// Sessions carry opaque application data; a text rides it as
-/// [`PEER_TEXT_MAGIC`] followed by this value in postcard. The client strips
-/// such payloads before the application sees them, and refuses application
-/// data that starts with the magic, so the two never mix.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum PeerText {
-    /// A message.
-    Text {
-        /// Its id.
-        id: MessageId,
-        /// The text.
-        text: String,
-    },
-    /// The message with `id` arrived.
-    Ack {
-        /// Its id.
-        id: MessageId,
-    },
-}
-
-/// The first bytes of a session payload that carries a [`PeerText`].
-pub const PEER_TEXT_MAGIC: [u8; 8] = *b"\xffPLTEXT\x01";
-
-impl PeerText {
-    /// The session payload for this value.
-    pub fn encode(&self) -> Vec<u8> {
-        let mut out = PEER_TEXT_MAGIC.to_vec();
-        out.extend(postcard::to_allocvec(self).expect("serializes infallibly into a Vec"));
-        out
-    }
-
-    /// `None` when `payload` is not a peer text; `Some(Err)` when it claims
-    /// to be one but does not decode (or its text is over [`MAX_TEXT`]).
-    pub fn decode(payload: &[u8]) -> Option<Result<PeerText, ()>> {
-        let body = payload.strip_prefix(&PEER_TEXT_MAGIC[..])?;
-        Some(match postcard::take_from_bytes::<PeerText>(body) {
-            Ok((PeerText::Text { text, .. }, _)) if text.len() > MAX_TEXT => Err(()),
-            Ok((value, [])) => Ok(value),
-            _ => Err(()),
-        })
-    }
 }

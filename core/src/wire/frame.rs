@@ -134,6 +134,21 @@ pub enum StreamMessage {
         /// How many mappings are open.
         sockets: u16,
     },
+    /// A text message sent peer to peer (DESIGN §3, "Messaging"): the same
+    /// globally unique id as on the server path, so the recipient shows it
+    /// once whichever way it came. Answered by [`StreamMessage::TextAck`].
+    Text {
+        /// The message's id.
+        id: MessageId,
+        /// The text, at most [`MAX_TEXT`] bytes.
+        #[serde(deserialize_with = "bounded::string::<_, MAX_TEXT>")]
+        text: String,
+    },
+    /// The text with `id` arrived (sent for every copy).
+    TextAck {
+        /// The message's id.
+        id: MessageId,
+    },
 }
 
 /// The body of an authenticated session frame.

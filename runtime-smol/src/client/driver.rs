@@ -16,7 +16,8 @@ use bytes::Bytes;
 use punchline_core::client::{
     Client as CoreClient, ClientConfig, ClientEvent, ConnectError, PathKind, SendError, SessionInfo,
 };
-use punchline_core::wire::frame::{CloseReason, SessionId};
+use punchline_core::messaging::SendTextError;
+use punchline_core::wire::frame::{CloseReason, MessageId, SessionId};
 use punchline_core::{Machine, SocketId};
 use smol::channel::{Receiver, Sender};
 use smol::stream::Stream;
@@ -61,6 +62,17 @@ pub(crate) enum Command {
     Lookup {
         user: String,
         reply: Sender<Result<(), ConnectError>>,
+    },
+    /// A text message; the outcome is a `TextAcked` or `TextFailed` event.
+    SendText {
+        to: String,
+        text: String,
+        reply: Sender<Result<MessageId, SendTextError>>,
+    },
+    /// Ask for the stored texts until the server says none are left
+    /// (`InboxEmpty`).
+    SyncInbox {
+        reply: Sender<Result<(), SendTextError>>,
     },
     /// Runs a read-only closure on the machine (it replies by itself).
     Inspect(Inspector),
@@ -297,6 +309,12 @@ impl Driver {
             }
             Command::Lookup { user, reply } => {
                 let _ = reply.try_send(self.machine.lookup(now, &user));
+            }
+            Command::SendText { to, text, reply } => {
+                let _ = reply.try_send(self.machine.send_text(now, &to, &text));
+            }
+            Command::SyncInbox { reply } => {
+                let _ = reply.try_send(self.machine.sync_inbox(now));
             }
             Command::Inspect(Inspector(f)) => f(&self.machine),
             Command::Shutdown => unreachable!("handled by the loop"),

@@ -13,7 +13,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use punchline_core::client::{ClientConfig, ClientEvent, ConnectError, ConnectFailure, SendError, SessionInfo};
-use punchline_core::wire::frame::SessionId;
+use punchline_core::messaging::SendTextError;
+use punchline_core::wire::frame::{MessageId, SessionId};
 use smol::channel::{self, Receiver, Sender};
 
 use crate::udp::Endpoint;
@@ -180,6 +181,26 @@ impl Client {
         let data = Bytes::copy_from_slice(data);
         self.command(Command::Send { session, data, wait: false, reply }).await;
         answer.recv().await.unwrap_or(Err(SendError::UnknownSession))
+    }
+
+    /// Sends a text message to user `to` (over a direct session when there is
+    /// one, else through the server, which stores it for an offline user).
+    /// The outcome comes as [`ClientEvent::TextAcked`] or
+    /// [`ClientEvent::TextFailed`] with the returned id. After shutdown it
+    /// fails with [`SendTextError::NotLoggedIn`].
+    pub async fn send_text(&self, to: &str, text: &str) -> Result<MessageId, SendTextError> {
+        let (reply, answer) = channel::bounded(1);
+        self.command(Command::SendText { to: to.to_owned(), text: text.to_owned(), reply }).await;
+        answer.recv().await.unwrap_or(Err(SendTextError::NotLoggedIn))
+    }
+
+    /// Asks the server for every text stored for us; [`ClientEvent::InboxEmpty`]
+    /// follows once none are left. After shutdown it fails with
+    /// [`SendTextError::NotLoggedIn`].
+    pub async fn sync_inbox(&self) -> Result<(), SendTextError> {
+        let (reply, answer) = channel::bounded(1);
+        self.command(Command::SyncInbox { reply }).await;
+        answer.recv().await.unwrap_or(Err(SendTextError::NotLoggedIn))
     }
 
     /// Closes `session`, telling the peer. Unknown sessions are ignored.

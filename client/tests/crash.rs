@@ -1,0 +1,202 @@
+//! The durability promise end to end, with the real binaries: a sender
+//! streams thousands of texts to an offline recipient while the real
+//! `punchline-server` is killed with SIGKILL at random (seeded) moments and
+//! restarted on the same `--data` directory; afterwards the recipient's
+//! `inbox` shows every message whose send was acknowledged, each exactly once.
+//!
+//! The server binary belongs to another package, so the test builds it with
+//! cargo (a no-op when it is up to date) into the same target directory.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const PUNCHLINE: &str = env!("CARGO_BIN_EXE_punchline");
+const MESSAGES: usize = 3_000;
+const KILLS: usize = 6;
+const SEED: u64 = 0x0005_eed7;
+
+/// Builds `punchline-server` beside the `punchline` binary and returns its path.
+fn server_binary() -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["build", "--quiet", "-p", "punchline-server", "--bin", "punchline-server"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "building punchline-server failed");
+    let path = Path::new(PUNCHLINE).with_file_name(format!("punchline-server{}", std::env::consts::EXE_SUFFIX));
+    assert!(path.is_file(), "no server binary at {}", path.display());
+    path
+}
+
+/// The real server on a fixed port and data directory, SIGKILLed when dropped.
+struct Server {
+    child: Child,
+}
+
+impl Server {
+    fn start(binary: &Path, addr: SocketAddr, data: &Path, runtime: &str) -> Server {
+        let mut child = Command::new(binary)
+            .args(["--listen", &addr.to_string(), "--runtime", runtime, "--data"])
+            .arg(data)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("server starts");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line).expect("read");
+        assert!(line.starts_with("listening primary"), "server did not start: {line:?}");
+        Server { child }
+    }
+
+    /// SIGKILL: no chance to flush or close anything.
+    fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// splitmix64: the test's kill schedule, the same at every run.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        (z ^ (z >> 31)) % n
+    }
+}
+
+fn client(server: SocketAddr, user: &str) -> Command {
+    let mut c = Command::new(PUNCHLINE);
+    c.args(["--server", &server.to_string(), "--user", user, "--server-timeout", "30s"]);
+    c
+}
+
+/// `inbox --json` as `user`: (id, text) per line, in the order shown.
+fn inbox(server: SocketAddr, user: &str) -> Vec<(String, String)> {
+    let out = client(server, user).args(["inbox", "--json", "--timeout", "60s"]).output().expect("inbox runs");
+    assert!(out.status.success(), "inbox failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).expect("a JSON line");
+            assert_eq!(v["event"], "text", "{l}");
+            (v["id"].as_str().expect("id").to_owned(), v["text"].as_str().expect("text").to_owned())
+        })
+        .collect()
+}
+
+#[test]
+fn every_acknowledged_message_survives_sigkill_and_is_shown_exactly_once() {
+    let binary = server_binary();
+    let data = tempfile::tempdir().expect("temp dir");
+    let addr = std::net::UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr()).expect("a free port");
+    let runtimes = ["mio", "smol"];
+    let mut server = Server::start(&binary, addr, data.path(), runtimes[0]);
+
+    // Given a recipient who logged in once (so the server knows the name)
+    // and is offline from then on.
+    assert!(inbox(addr, "bob").is_empty());
+
+    // When a sender streams 3,000 texts...
+    let mut sender = client(addr, "alice")
+        .args(["send", "bob", "--stdin", "--json", "--timeout", "40s"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("sender starts");
+    let mut stdin = sender.stdin.take().expect("piped");
+    let writer = std::thread::spawn(move || {
+        for i in 0..MESSAGES {
+            writeln!(stdin, "message {i:05}").expect("sender reads stdin");
+        }
+    });
+    let stdout = BufReader::new(sender.stdout.take().expect("piped"));
+    let (acks_tx, acks) = mpsc::channel::<Value>();
+    let reader = std::thread::spawn(move || {
+        for line in stdout.lines() {
+            let line = line.expect("read");
+            let _ = acks_tx.send(serde_json::from_str(&line).expect("a JSON line"));
+        }
+    });
+
+    // ... while the server is SIGKILLed at seeded random moments and
+    // restarted on the same data directory (alternating runtimes).
+    let mut rng = Rng(SEED);
+    let mut acked: BTreeMap<String, String> = BTreeMap::new();
+    let mut acked_at_kill = Vec::new();
+    let drain = |acked: &mut BTreeMap<String, String>| {
+        while let Ok(v) = acks.try_recv() {
+            assert!(v.get("error").is_none(), "a send failed: {v}");
+            let line = v["line"].as_u64().expect("line") as usize;
+            assert!(matches!(v["status"].as_str(), Some("stored")), "{v}");
+            assert_eq!(v["path"], "server", "{v}");
+            let previous = acked.insert(v["id"].as_str().expect("id").to_owned(), format!("message {:05}", line - 1));
+            assert!(previous.is_none(), "one acknowledgement per message: {v}");
+        }
+    };
+    for kill in 0..KILLS {
+        std::thread::sleep(Duration::from_millis(300 + rng.below(1200)));
+        server.kill();
+        drain(&mut acked);
+        acked_at_kill.push(acked.len());
+        std::thread::sleep(Duration::from_millis(rng.below(400)));
+        server = Server::start(&binary, addr, data.path(), runtimes[(kill + 1) % 2]);
+    }
+    let deadline = Instant::now() + Duration::from_secs(50);
+    let status = loop {
+        if let Some(status) = sender.try_wait().expect("try_wait") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the sender did not finish");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    writer.join().expect("writer");
+    reader.join().expect("reader");
+    drain(&mut acked);
+    assert!(status.success(), "sender exited with {status}");
+    eprintln!("acknowledged when killed: {acked_at_kill:?}; in all {}", acked.len());
+    // The kills landed mid-stream, not before or after it.
+    assert!(acked_at_kill.iter().any(|&n| n > 0 && n < MESSAGES), "no kill hit the stream: {acked_at_kill:?}");
+    assert_eq!(acked.len(), MESSAGES, "every message acknowledged in the end");
+
+    // Then, after one more SIGKILL (whatever was acknowledged is on disk),
+    // the recipient's inbox shows each acknowledged message exactly once.
+    server.kill();
+    let _server = Server::start(&binary, addr, data.path(), "mio");
+    let shown = inbox(addr, "bob");
+    let mut seen = BTreeSet::new();
+    for (id, text) in &shown {
+        assert!(seen.insert(id.clone()), "message {id} shown twice");
+        assert_eq!(acked.get(id), Some(text), "message {id} shown with another text, or never acknowledged");
+    }
+    let missing: Vec<&String> = acked.keys().filter(|id| !seen.contains(*id)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged messages lost, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(3)]
+    );
+    // And nothing is left for a second look.
+    assert!(inbox(addr, "bob").is_empty(), "the inbox kept messages it had delivered");
+}

@@ -1,0 +1,135 @@
+//! `punchline send` and `punchline inbox` against an in-process server with
+//! a SQLite store: stored for an offline user, shown once by `inbox`, and
+//! the refusals (oversized text, unknown recipient) as one stderr line and
+//! their exit codes.
+
+use std::net::SocketAddr;
+use std::process::{Command, Output};
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+use punchline_server::config::{FileConfig, RuntimeKind, Settings};
+use serde_json::Value;
+
+const PUNCHLINE: &str = env!("CARGO_BIN_EXE_punchline");
+
+/// A server with its store in a temporary directory, on a thread.
+struct TestServer {
+    primary: SocketAddr,
+    stopper: Option<punchline_server::Stopper>,
+    thread: Option<thread::JoinHandle<Result<(), punchline_server::RunError>>>,
+    _data: tempfile::TempDir,
+}
+
+impl TestServer {
+    fn start(runtime: RuntimeKind) -> TestServer {
+        let data = tempfile::tempdir().expect("temp dir");
+        let mut settings =
+            Settings::merge(Some("127.0.0.1:0".parse().expect("addr")), None, Some(runtime), FileConfig::default(), 7)
+                .expect("valid settings");
+        settings.data = Some(data.path().to_owned());
+        let (tx, rx) = mpsc::channel();
+        let thread = thread::spawn(move || {
+            punchline_server::run(settings, |addrs, stopper| {
+                tx.send((addrs[0].1, stopper)).expect("test waits");
+            })
+        });
+        let (primary, stopper) = rx.recv_timeout(Duration::from_secs(10)).expect("server binds");
+        TestServer { primary, stopper: Some(stopper), thread: Some(thread), _data: data }
+    }
+
+    fn run(&self, user: &str, runtime: &str, args: &[&str]) -> Output {
+        Command::new(PUNCHLINE)
+            .args(["--server", &self.primary.to_string(), "--user", user, "--runtime", runtime])
+            .args(args)
+            .output()
+            .expect("punchline runs")
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(stopper) = self.stopper.take() {
+            stopper.stop();
+        }
+        if let Some(thread) = self.thread.take() {
+            thread.join().expect("server thread").expect("server ran cleanly");
+        }
+    }
+}
+
+fn json_lines(out: &Output) -> Vec<Value> {
+    String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect()
+}
+
+#[test]
+fn a_text_to_an_offline_user_is_stored_then_shown_once_by_inbox() {
+    for (server_rt, client_rt) in [(RuntimeKind::Mio, "smol"), (RuntimeKind::Smol, "mio")] {
+        let server = TestServer::start(server_rt);
+        // Given bob, who logged in once and left.
+        let out = server.run("bob", client_rt, &["inbox", "--json"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(json_lines(&out).is_empty());
+        // When alice sends him a text.
+        let out = server.run("alice", client_rt, &["send", "bob", "see you at 8", "--json"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let ack = &json_lines(&out)[0];
+        // Then the server stored it for him.
+        assert_eq!(ack["status"], "stored", "{ack}");
+        assert_eq!(ack["path"], "server", "{ack}");
+        let id = ack["id"].as_str().expect("id");
+        assert_eq!(id.len(), 32, "{ack}");
+        // And bob's inbox shows it once, then nothing.
+        let shown = json_lines(&server.run("bob", client_rt, &["inbox", "--json"]));
+        assert_eq!(shown.len(), 1, "{shown:?}");
+        assert_eq!(shown[0]["event"], "text");
+        assert_eq!(shown[0]["peer"], "alice");
+        assert_eq!(shown[0]["id"], id);
+        assert_eq!(shown[0]["text"], "see you at 8");
+        assert!(json_lines(&server.run("bob", client_rt, &["inbox", "--json"])).is_empty());
+    }
+}
+
+#[test]
+fn refused_texts_exit_with_their_code_and_one_clear_line() {
+    let server = TestServer::start(RuntimeKind::Mio);
+    assert!(server.run("bob", "mio", &["inbox"]).status.success());
+    // An oversized text: refused before it leaves (exit 10).
+    let big = "x".repeat(1001);
+    let out = server.run("alice", "mio", &["send", "bob", &big]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(10), "{stderr}");
+    assert!(stderr.contains("message refused: text of 1001 bytes exceeds the 1000-byte limit"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    // A recipient who never logged in: refused by the server (exit 4).
+    let out = server.run("alice", "mio", &["send", "nobody", "hello?"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert!(stderr.contains("unknown peer \"nobody\""), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    // Streaming: the bad line is reported, the good ones are stored (exit 10).
+    let mut child = Command::new(PUNCHLINE)
+        .args(["--server", &server.primary.to_string(), "--user", "alice", "send", "bob", "--stdin", "--json"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("runs");
+    use std::io::Write;
+    let mut stdin = child.stdin.take().expect("piped");
+    writeln!(stdin, "one\n{big}\nthree").expect("write");
+    drop(stdin);
+    let out = child.wait_with_output().expect("exits");
+    assert_eq!(out.status.code(), Some(10), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines = json_lines(&out);
+    let by_line = |n: u64| lines.iter().find(|l| l["line"] == n).unwrap_or_else(|| panic!("line {n}: {lines:?}"));
+    assert_eq!(by_line(1)["status"], "stored");
+    assert!(by_line(2)["error"].as_str().expect("error").contains("1001 bytes"));
+    assert_eq!(by_line(3)["status"], "stored");
+    let shown: Vec<String> = json_lines(&server.run("bob", "mio", &["inbox", "--json"]))
+        .iter()
+        .map(|l| l["text"].as_str().expect("text").to_owned())
+        .collect();
+    assert_eq!(shown, ["one", "three"]);
+}
