@@ -257,10 +257,19 @@ pub fn run(opts: &LabOptions) -> Result<LabReport, LabError> {
         None
     };
 
+    // The server's message store lives in a directory of this run's own,
+    // removed when the run ends.
+    let data = TempDir(std::env::temp_dir().join(format!("punchline-lab-{suffix}-data")));
     let server = match &binaries {
         Some(b) => {
-            let mut args =
-                vec!["--listen".to_owned(), SERVER.to_string(), "--alt-listen".to_owned(), ALT_SERVER.to_string()];
+            let mut args = vec![
+                "--listen".to_owned(),
+                SERVER.to_string(),
+                "--alt-listen".to_owned(),
+                ALT_SERVER.to_string(),
+                "--data".to_owned(),
+                data.0.to_string_lossy().into_owned(),
+            ];
             if let Some(rt) = &opts.runtime {
                 args.extend(["--runtime".to_owned(), rt.clone()]);
             }
@@ -318,5 +327,14 @@ fn ready(p: &Spawned, wanted: impl Fn(&str) -> bool) -> Result<(), LabError> {
     match p.wait_for_line(Duration::from_secs(10), wanted) {
         Some(_) => Ok(()),
         None => Err(LabError::Command(format!("{} did not become ready: {}", p.name, p.stderr()))),
+    }
+}
+
+/// A directory removed when dropped.
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
