@@ -49,6 +49,9 @@ impl Common {
         if let Some(t) = self.session_timeout {
             config.session_timeout = t;
         }
+        // A text is acknowledged only once printed: a crash before that
+        // makes the server deliver it again instead of losing it.
+        config.messaging.ack_on_receipt = false;
         config
     }
 
@@ -201,6 +204,10 @@ pub fn listen(common: &Common, json_out: bool) -> Result<(), Failure> {
             }
         }
         printer.event(&event);
+        if let ClientEvent::TextReceived { from, id, .. } = &event {
+            let _ = std::io::stdout().flush();
+            rt.ack_text(from, *id)?;
+        }
     }
     rt.shutdown()?;
     Ok(())

@@ -175,6 +175,10 @@ pub fn inbox(common: &Common, opts: &Inbox) -> Result<(), Failure> {
                 } else {
                     println!("{from}: {text}");
                 }
+                // Acknowledged only once shown: a crash before this line
+                // makes the server deliver the text again, never lose it.
+                std::io::Write::flush(&mut std::io::stdout())?;
+                rt.ack_text(&from, id)?;
             }
             Next::Event(ClientEvent::InboxEmpty) => break,
             Next::Event(_) => {}

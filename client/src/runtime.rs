@@ -44,6 +44,8 @@ pub trait ClientRuntime {
     /// Sends a text message to user `to`; the outcome is a `TextAcked` or
     /// `TextFailed` event with the returned id.
     fn send_text(&self, to: &str, text: &str) -> io::Result<Result<MessageId, SendTextError>>;
+    /// Acknowledges a text the command has printed (`ack_on_receipt` off).
+    fn ack_text(&self, from: &str, id: MessageId) -> io::Result<bool>;
     /// Asks for every stored text until `InboxEmpty`.
     fn sync_inbox(&self) -> io::Result<Result<(), SendTextError>>;
     /// The next event, waiting until `deadline` at most.
@@ -85,6 +87,10 @@ impl ClientRuntime for punchline_mio::ClientHandle {
         punchline_mio::ClientHandle::sync_inbox(self)
     }
 
+    fn ack_text(&self, from: &str, id: MessageId) -> io::Result<bool> {
+        punchline_mio::ClientHandle::ack_text(self, from, id)
+    }
+
     fn next_event(&self, deadline: Instant) -> Next {
         use std::sync::mpsc::RecvTimeoutError;
         match self.events().recv_timeout(deadline.saturating_duration_since(Instant::now())) {
@@ -123,6 +129,10 @@ impl ClientRuntime for punchline_smol::Client {
 
     fn sync_inbox(&self) -> io::Result<Result<(), SendTextError>> {
         Ok(smol::block_on(punchline_smol::Client::sync_inbox(self)))
+    }
+
+    fn ack_text(&self, from: &str, id: MessageId) -> io::Result<bool> {
+        Ok(smol::block_on(punchline_smol::Client::ack_text(self, from, id)))
     }
 
     fn next_event(&self, deadline: Instant) -> Next {

@@ -544,3 +544,43 @@ mod seen_ids_model {
         }
     }
 }
+
+#[test]
+fn given_manual_acknowledgement_then_a_recipient_crash_before_its_ack_repeats_texts_and_never_loses_them() {
+    // Given texts stored for bob, whose application acknowledges by itself
+    // (ack_on_receipt off),
+    let (mut h, alice) = alice_and_absent_bob(7);
+    let sent: Vec<(MessageId, String)> =
+        (0..20).map(|n| format!("text {n}")).map(|t| (h.send_text(alice, "bob", &t), t)).collect();
+    h.run_for(secs(2));
+    assert_eq!(acks(&h, alice).len(), 20);
+    let manual_bob = |h: &mut Harness| {
+        let mut config = h.config("bob");
+        config.messaging.ack_on_receipt = false;
+        h.add_public_client(config)
+    };
+    // when a first bob process receives them and dies before acknowledging any,
+    let first = manual_bob(&mut h);
+    h.run_for(secs(3));
+    assert_each_once(&h.texts(first), &sent);
+    h.clients[first].dead = true;
+    h.run_for(secs(90));
+    // then the server still holds every one and a second process gets them all again;
+    let second = manual_bob(&mut h);
+    h.run_for(secs(3));
+    let again = h.texts(second);
+    assert_each_once(&again, &sent);
+    // when that one acknowledges them as it shows them,
+    let now = h.now;
+    for (from, id, _) in &again {
+        assert!(h.clients[second].client.ack_text(now, from, *id), "{id} awaited the application");
+        assert!(!h.clients[second].client.ack_text(now, from, *id), "a second ack of {id} is refused");
+    }
+    h.run_for(secs(3));
+    h.clients[second].dead = true;
+    h.run_for(secs(90));
+    // then the server has deleted them: a third process gets nothing.
+    let third = manual_bob(&mut h);
+    h.run_for(secs(3));
+    assert!(h.texts(third).is_empty(), "{:?}", h.texts(third));
+}

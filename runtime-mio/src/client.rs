@@ -116,6 +116,14 @@ impl ClientHandle {
         self.call(move |client, now| client.send_text(now, &to, &text))
     }
 
+    /// Acknowledges a received text once the application has shown or saved
+    /// it (with `MessagingConfig::ack_on_receipt` off; see
+    /// `punchline_core::client::Client::ack_text`).
+    pub fn ack_text(&self, from: &str, id: MessageId) -> io::Result<bool> {
+        let from = from.to_owned();
+        self.call(move |client, now| client.ack_text(now, &from, id))
+    }
+
     /// Asks the server for every text stored for us; [`ClientEvent::InboxEmpty`]
     /// follows once none are left.
     pub fn sync_inbox(&self) -> io::Result<Result<(), SendTextError>> {

@@ -16,7 +16,7 @@
 //! [`Client::sync_inbox`](super::Client::sync_inbox) asks how many remain and
 //! ends in [`ClientEvent::InboxEmpty`] once none do.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use tracing::debug;
@@ -39,6 +39,13 @@ pub struct MessagingConfig {
     pub text_timeout: Duration,
     /// Most texts awaiting acknowledgement. Default 1,024.
     pub text_window: usize,
+    /// Acknowledge a received text as soon as it is raised as
+    /// [`ClientEvent::TextReceived`]. Default true. An application that must
+    /// not lose a text to its own crash sets it false and calls
+    /// [`Client::ack_text`](crate::client::Client::ack_text) once the text is
+    /// shown or saved: until then the server keeps it and delivers it again
+    /// (to the next process), so a crash can repeat a text but never lose it.
+    pub ack_on_receipt: bool,
 }
 
 impl Default for MessagingConfig {
@@ -47,6 +54,7 @@ impl Default for MessagingConfig {
             direct_fallback: Duration::from_secs(2),
             text_timeout: Duration::from_secs(300),
             text_window: 1024,
+            ack_on_receipt: true,
         }
     }
 }
@@ -59,7 +67,14 @@ pub(crate) struct Messaging {
     outbox: BTreeMap<MessageId, Outgoing>,
     seen: SeenIds,
     inbox: InboxSync,
+    /// Texts raised to the application and not yet acknowledged by it
+    /// (`ack_on_receipt = false`), at most [`MAX_AWAITING_APP`].
+    awaiting_app: BTreeSet<(String, MessageId)>,
 }
+
+/// Most texts waiting for the application's acknowledgement; beyond it a
+/// new text is neither raised nor acknowledged (the server delivers it again).
+const MAX_AWAITING_APP: usize = 4096;
 
 #[derive(Debug)]
 struct Conversation {
@@ -97,6 +112,7 @@ impl Messaging {
             conversations: BTreeMap::new(),
             outbox: BTreeMap::new(),
             seen: SeenIds::new(),
+            awaiting_app: BTreeSet::new(),
             inbox: InboxSync::default(),
         }
     }
@@ -228,10 +244,57 @@ impl Messaging {
             return;
         };
         let ack = Frame::TextDeliverAck { token, from: from.clone(), id };
-        if self.seen.insert(&from, id) {
-            out.event(ClientEvent::TextReceived { from, id, text });
+        if !self.raise(ctx, out, &from, id, text) {
+            return;
         }
         out.send(ctx.primary.0, ctx.config.server, None, ack.encode());
+    }
+
+    /// Raises a received text once; true when it may be acknowledged now
+    /// (acknowledgement on receipt, or a copy of a text the application
+    /// already acknowledged).
+    fn raise(&mut self, ctx: &Ctx<'_>, out: &mut Out, from: &str, id: MessageId, text: String) -> bool {
+        let manual = !ctx.config.messaging.ack_on_receipt;
+        let key = (from.to_owned(), id);
+        if manual && self.awaiting_app.contains(&key) {
+            return false;
+        }
+        if self.seen.contains(from, id) {
+            return true;
+        }
+        if manual && self.awaiting_app.len() >= MAX_AWAITING_APP {
+            debug!(%id, "too many texts wait for the application; the server delivers this one again");
+            return false;
+        }
+        self.seen.insert(from, id);
+        out.event(ClientEvent::TextReceived { from: from.to_owned(), id, text });
+        if manual {
+            self.awaiting_app.insert(key);
+        }
+        !manual
+    }
+
+    /// The application has shown or saved a text: acknowledge it to the
+    /// server and, when a session with the sender is open, to the sender.
+    pub(crate) fn ack_text(
+        &mut self,
+        ctx: &Ctx<'_>,
+        out: &mut Out,
+        sessions: &mut BTreeMap<SessionId, Session>,
+        from: &str,
+        id: MessageId,
+    ) -> bool {
+        if !self.awaiting_app.remove(&(from.to_owned(), id)) {
+            return false;
+        }
+        if let Some(token) = ctx.token {
+            let ack = Frame::TextDeliverAck { token, from: from.to_owned(), id };
+            out.send(ctx.primary.0, ctx.config.server, None, ack.encode());
+        }
+        for s in sessions.values_mut().filter(|s| !s.is_closed() && s.info().peer == from) {
+            s.send_peer_text(ctx, out, PeerText::Ack { id });
+        }
+        true
     }
 
     pub(crate) fn on_inbox_status(&mut self, ctx: &Ctx<'_>, out: &mut Out, pending: u32) {
@@ -276,12 +339,14 @@ impl Messaging {
             PeerText::Text { id, text } => {
                 let Some(s) = sessions.get_mut(&session) else { return };
                 let from = s.info().peer;
-                // Acknowledge every copy. Acknowledgements stay outside the
+                // Acknowledge every copy (once the application has, when it
+                // acknowledges itself). Acknowledgements stay outside the
                 // send window: there are no more of them than texts the
                 // peer's own window let through.
-                s.send_peer_text(ctx, out, PeerText::Ack { id });
-                if self.seen.insert(&from, id) {
-                    out.event(ClientEvent::TextReceived { from, id, text });
+                if self.raise(ctx, out, &from, id, text) {
+                    if let Some(s) = sessions.get_mut(&session) {
+                        s.send_peer_text(ctx, out, PeerText::Ack { id });
+                    }
                 }
             }
             PeerText::Ack { id } => {

@@ -508,6 +508,17 @@ impl Client {
         Ok(())
     }
 
+    /// With [`MessagingConfig::ack_on_receipt`] off: the application has
+    /// shown or saved the text `id` from `from` ([`ClientEvent::TextReceived`]),
+    /// so it is acknowledged now, to the server (which then deletes its copy)
+    /// and to the sender over any open session. False when no such text waits
+    /// for the application's acknowledgement.
+    pub fn ack_text(&mut self, now: Instant, from: &str, id: MessageId) -> bool {
+        self.out.now = Some(now);
+        let ctx = ctx!(self, now);
+        self.messaging.ack_text(&ctx, &mut self.out, &mut self.sessions, from, id)
+    }
+
     /// Text messages sent and not yet acknowledged (nor failed).
     pub fn unacknowledged_texts(&self) -> usize {
         self.messaging.unacknowledged()

@@ -71,6 +71,11 @@ pub(crate) enum Command {
     },
     /// Ask for the stored texts until the server says none are left
     /// (`InboxEmpty`).
+    AckText {
+        from: String,
+        id: MessageId,
+        reply: Sender<bool>,
+    },
     SyncInbox {
         reply: Sender<Result<(), SendTextError>>,
     },
@@ -312,6 +317,9 @@ impl Driver {
             }
             Command::SendText { to, text, reply } => {
                 let _ = reply.try_send(self.machine.send_text(now, &to, &text));
+            }
+            Command::AckText { from, id, reply } => {
+                let _ = reply.try_send(self.machine.ack_text(now, &from, id));
             }
             Command::SyncInbox { reply } => {
                 let _ = reply.try_send(self.machine.sync_inbox(now));

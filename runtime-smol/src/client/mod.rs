@@ -203,6 +203,16 @@ impl Client {
         answer.recv().await.unwrap_or(Err(SendTextError::NotLoggedIn))
     }
 
+    /// Acknowledges a received text once the application has shown or saved
+    /// it (with `MessagingConfig::ack_on_receipt` off; see
+    /// `punchline_core::client::Client::ack_text`). False when no such text
+    /// waited, or after shutdown.
+    pub async fn ack_text(&self, from: &str, id: MessageId) -> bool {
+        let (reply, answer) = channel::bounded(1);
+        self.command(Command::AckText { from: from.to_owned(), id, reply }).await;
+        answer.recv().await.unwrap_or(false)
+    }
+
     /// Closes `session`, telling the peer. Unknown sessions are ignored.
     pub async fn close(&self, session: SessionId) {
         self.command(Command::Close { session }).await;
