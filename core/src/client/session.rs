@@ -195,7 +195,7 @@ impl Session {
                 attempt.candidates_sent = true;
                 s.attempt = Some(attempt);
                 s.arm_attempt_limit(ctx);
-                s.set_peer_candidates(ctx, peer_candidates);
+                s.set_peer_candidates(peer_candidates);
                 s.advance_attempt(ctx, out);
             }
             PunchRole::Predicted { .. } | PunchRole::PredictBoth { .. } | PunchRole::Pool => {
@@ -205,7 +205,7 @@ impl Session {
                 s.attempt = Some(Attempt::new(0));
                 s.arm_attempt_limit(ctx);
                 s.socket_wish = Some((0, s.sockets_per_attempt(ctx)));
-                s.set_peer_candidates(ctx, peer_candidates);
+                s.set_peer_candidates(peer_candidates);
             }
         }
         s
@@ -465,7 +465,7 @@ impl Session {
             StreamMessage::TextAck { id } => out.peer_texts.push((self.id, PeerText::Ack { id })),
             StreamMessage::Candidates { attempt, candidates } => {
                 if self.join_attempt(ctx, out, attempt) {
-                    self.set_peer_candidates(ctx, candidates);
+                    self.set_peer_candidates(candidates);
                     self.advance_attempt(ctx, out);
                 }
             }
@@ -540,12 +540,11 @@ impl Session {
     }
 
     /// The peer's candidates for the current attempt (the first set wins).
-    fn set_peer_candidates(&mut self, ctx: &Ctx<'_>, candidates: Vec<SocketAddr>) {
+    fn set_peer_candidates(&mut self, candidates: Vec<SocketAddr>) {
         let Some(attempt) = self.attempt.as_mut() else { return };
         if attempt.peer_candidates.is_none() {
             attempt.peer_candidates = Some(candidates);
         }
-        let _ = ctx;
     }
 
     fn sockets_per_attempt(&self, ctx: &Ctx<'_>) -> u16 {
@@ -596,7 +595,9 @@ impl Session {
     fn advance_targeted(&mut self, ctx: &Ctx<'_>, out: &mut Out) {
         let role = self.punch_role;
         let Some(attempt) = self.attempt.as_mut() else { return };
-        let Some((socket, _)) = attempt.socket else { return };
+        if attempt.socket.is_none() {
+            return;
+        }
         let number = attempt.number;
         // The predicting-myself side announces its window: at once when both
         // sides predict (each needs the other's first), else with its openers.
@@ -637,7 +638,6 @@ impl Session {
         if ready && !attempt.openers_sent {
             self.open_and_announce(ctx, out, None);
         }
-        let _ = socket;
         self.maybe_probe(ctx, out);
     }
 
