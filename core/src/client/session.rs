@@ -648,8 +648,8 @@ impl Session {
         let Some((socket, _)) = attempt.socket else { return };
         attempt.openers_sent = true;
         let number = attempt.number;
-        // The peer's predicted ports first and in order: with two
-        // predicting sides, the k-th opener must make the k-th mapping.
+        // The peer's predicted ports first: with two predicting sides, our
+        // single opener must make exactly the mapping we announced.
         let mut targets: Vec<SocketAddr> = attempt.peer_window.clone().unwrap_or_default();
         if !matches!(self.punch_role, PunchRole::PredictBoth { .. }) {
             targets.extend(attempt.peer_candidates.iter().flatten().copied());
