@@ -9,12 +9,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use punchline_core::client::{ClientConfig, ClientEvent, ConnectError, ConnectFailure};
-use punchline_core::nat::{NatProfile, PortAllocation, Strategy};
+use punchline_core::nat::{FilteringBehavior, MappingBehavior, NatProfile, PortAllocation, Strategy};
 use punchline_core::wire::frame::{CloseReason, ErrorCode, SessionId};
 use serde_json::{json, Value};
 
 use crate::exit::Failure;
-use crate::nat::{filtering_name, mapping_name, nearest_preset, ports_name};
+use crate::nat::{nearest_preset, ports_name};
 use crate::ping::Ping;
 use crate::runtime::{self, ClientRuntime, Next, RuntimeKind};
 
@@ -148,8 +148,8 @@ pub fn nat_check(common: &Common, opts: &NatCheck) -> Result<(), Failure> {
     };
     let report = json!({
         "reflexive": reflexive.to_string(),
-        "mapping": profile.mapping.map(mapping_name),
-        "filtering": profile.filtering.map(filtering_name),
+        "mapping": profile.mapping.map(MappingBehavior::name),
+        "filtering": profile.filtering.map(FilteringBehavior::name),
         "ports": profile.ports.map(ports_name),
         "port_delta": delta,
         "preset": nearest_preset(&profile),
@@ -564,7 +564,7 @@ impl Printer {
             ClientEvent::ReflexiveChanged { old, new } => json!({"event": "reflexive-changed", "peer": null,
                 "path": null, "old": old.to_string(), "new": new.to_string()}),
             ClientEvent::NatProfile(p) => json!({"event": "nat-profile", "peer": null, "path": null,
-                "mapping": p.mapping.map(mapping_name), "filtering": p.filtering.map(filtering_name),
+                "mapping": p.mapping.map(MappingBehavior::name), "filtering": p.filtering.map(FilteringBehavior::name),
                 "ports": p.ports.map(ports_name), "preset": nearest_preset(p)}),
             ClientEvent::LoginFailed { code } => {
                 json!({"event": "login-failed", "peer": null, "path": null, "reason": login_refusal(*code)})

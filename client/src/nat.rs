@@ -2,24 +2,6 @@
 
 use punchline_core::nat::{FilteringBehavior, MappingBehavior, NatProfile, PortAllocation};
 
-/// The RFC 4787 name of a mapping behaviour (as the simulator spells it).
-pub fn mapping_name(m: MappingBehavior) -> &'static str {
-    match m {
-        MappingBehavior::EndpointIndependent => "endpoint-independent",
-        MappingBehavior::AddressDependent => "address-dependent",
-        MappingBehavior::AddressAndPortDependent => "address-and-port-dependent",
-    }
-}
-
-/// The RFC 4787 name of a filtering behaviour.
-pub fn filtering_name(f: FilteringBehavior) -> &'static str {
-    match f {
-        FilteringBehavior::EndpointIndependent => "endpoint-independent",
-        FilteringBehavior::AddressDependent => "address-dependent",
-        FilteringBehavior::AddressAndPortDependent => "address-and-port-dependent",
-    }
-}
-
 /// The port allocation's name, as scenario files spell it (`ports = ...`).
 pub fn ports_name(p: PortAllocation) -> &'static str {
     match p {

@@ -78,6 +78,30 @@ pub enum Strategy {
     RelayOnly,
 }
 
+impl MappingBehavior {
+    /// The RFC 4787 name, as scenario files, reports and the command line
+    /// spell it: `endpoint-independent`, `address-dependent`,
+    /// `address-and-port-dependent`.
+    pub fn name(self) -> &'static str {
+        match self {
+            MappingBehavior::EndpointIndependent => "endpoint-independent",
+            MappingBehavior::AddressDependent => "address-dependent",
+            MappingBehavior::AddressAndPortDependent => "address-and-port-dependent",
+        }
+    }
+}
+
+impl FilteringBehavior {
+    /// The RFC 4787 name, spelt as for [`MappingBehavior::name`].
+    pub fn name(self) -> &'static str {
+        match self {
+            FilteringBehavior::EndpointIndependent => "endpoint-independent",
+            FilteringBehavior::AddressDependent => "address-dependent",
+            FilteringBehavior::AddressAndPortDependent => "address-and-port-dependent",
+        }
+    }
+}
+
 impl Strategy {
     /// The name used in reports and on the command line.
     pub fn name(self) -> &'static str {

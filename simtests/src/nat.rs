@@ -291,38 +291,16 @@ pub const RFC4787_MIN_TIMEOUT: Duration = Duration::from_secs(120);
 /// Linux `nf_conntrack_udp_timeout`: an unreplied UDP flow's lifetime.
 pub const LINUX_UDP_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The RFC 4787 name of a mapping behaviour, as scenario files spell it.
-pub fn mapping_name(m: MappingBehavior) -> &'static str {
-    match m {
-        MappingBehavior::EndpointIndependent => "endpoint-independent",
-        MappingBehavior::AddressDependent => "address-dependent",
-        MappingBehavior::AddressAndPortDependent => "address-and-port-dependent",
-    }
-}
-
-/// The RFC 4787 name of a filtering behaviour, as scenario files spell it.
-pub fn filtering_name(f: FilteringBehavior) -> &'static str {
-    match f {
-        FilteringBehavior::EndpointIndependent => "endpoint-independent",
-        FilteringBehavior::AddressDependent => "address-dependent",
-        FilteringBehavior::AddressAndPortDependent => "address-and-port-dependent",
-    }
-}
-
-/// Parses a mapping behaviour name (see [`mapping_name`]).
+/// Parses a mapping behaviour name (see [`MappingBehavior::name`]).
 pub fn parse_mapping(s: &str) -> Option<MappingBehavior> {
     use MappingBehavior as M;
-    [M::EndpointIndependent, M::AddressDependent, M::AddressAndPortDependent]
-        .into_iter()
-        .find(|m| mapping_name(*m) == s)
+    [M::EndpointIndependent, M::AddressDependent, M::AddressAndPortDependent].into_iter().find(|m| m.name() == s)
 }
 
-/// Parses a filtering behaviour name (see [`filtering_name`]).
+/// Parses a filtering behaviour name (see [`FilteringBehavior::name`]).
 pub fn parse_filtering(s: &str) -> Option<FilteringBehavior> {
     use FilteringBehavior as F;
-    [F::EndpointIndependent, F::AddressDependent, F::AddressAndPortDependent]
-        .into_iter()
-        .find(|f| filtering_name(*f) == s)
+    [F::EndpointIndependent, F::AddressDependent, F::AddressAndPortDependent].into_iter().find(|f| f.name() == s)
 }
 
 /// A UDP datagram in flight.
@@ -400,13 +378,9 @@ impl fmt::Display for NatDecision {
             D::Translated { nat, dir: Direction::Inbound, src, dst, to, .. } => {
                 write!(f, "nat {nat}: in {} -> {} to {}", a(src), a(dst), a(to))
             }
-            D::Filtered { nat, src, dst, filtering } => write!(
-                f,
-                "nat {nat}: filter {} -> {} ({} filtering: not sent there)",
-                a(src),
-                a(dst),
-                filtering_name(*filtering)
-            ),
+            D::Filtered { nat, src, dst, filtering } => {
+                write!(f, "nat {nat}: filter {} -> {} ({} filtering: not sent there)", a(src), a(dst), filtering.name())
+            }
             D::NoMapping { nat, src, dst } => write!(f, "nat {nat}: drop {} -> {} (no mapping)", a(src), a(dst)),
             D::TrackedUnsolicited { nat, src, dst, created: true } => {
                 write!(f, "nat {nat}: track {} -> {} (unsolicited; conntrack now holds this 5-tuple)", a(src), a(dst))

@@ -14,7 +14,7 @@ use super::probe::Measurement;
 use super::process::{run_in, Spawned};
 use super::topology::{self, Slot, Topology, ALT_SERVER, COTURN_PORT, SERVER};
 use super::{LabError, Profile};
-use crate::nat::{filtering_name, mapping_name, PortPolicy, Unsolicited};
+use crate::nat::{PortPolicy, Unsolicited};
 
 /// What the NAT checks need from the lab.
 pub struct Env<'a> {
@@ -149,8 +149,8 @@ pub fn classifies_as(profile: Profile, json: Option<&serde_json::Value>) -> bool
         PortPolicy::Random => "random",
     };
     field("preset") == Some(profile.name())
-        || (field("mapping") == Some(mapping_name(spec.mapping))
-            && field("filtering") == Some(filtering_name(spec.filtering))
+        || (field("mapping") == Some(spec.mapping.name())
+            && field("filtering") == Some(spec.filtering.name())
             && field("ports") == Some(ports))
 }
 
@@ -187,11 +187,11 @@ fn differences(profile: Profile, row: &NatRow, opener_ttl: u8) -> Vec<String> {
     if m.port_preserved.is_some_and(|p| p != preserves) {
         out.push(format!("port preservation: kernel {:?}, preset {preserves}", m.port_preserved));
     }
-    if m.mapping.as_deref() != Some(mapping_name(spec.mapping)) {
-        out.push(format!("mapping: kernel {:?}, preset {}", m.mapping, mapping_name(spec.mapping)));
+    if m.mapping.as_deref() != Some(spec.mapping.name()) {
+        out.push(format!("mapping: kernel {:?}, preset {}", m.mapping, spec.mapping.name()));
     }
-    if m.filtering.as_deref() != Some(filtering_name(spec.filtering)) {
-        out.push(format!("filtering: kernel {:?}, preset {}", m.filtering, filtering_name(spec.filtering)));
+    if m.filtering.as_deref() != Some(spec.filtering.name()) {
+        out.push(format!("filtering: kernel {:?}, preset {}", m.filtering, spec.filtering.name()));
     }
     if m.unsolicited_reached_host == Some(true) {
         out.push(
