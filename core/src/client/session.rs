@@ -40,7 +40,7 @@ use super::messaging::PeerText;
 use super::stream::Stream;
 use super::traversal::{self, AllocatorSamples, PortSampler, PunchRole};
 use super::{ClientEvent, Ctx, Out, PathKind, SessionInfo};
-use crate::auth::{self, ReplayWindow, Role};
+use crate::auth::{ReplayWindow, Role, SessionMac};
 use crate::machine::SocketId;
 use crate::nat::{NatProfile, Strategy};
 use crate::rng::Rng;
@@ -111,7 +111,8 @@ struct Attempt {
 #[derive(Debug)]
 pub(crate) struct Session {
     id: SessionId,
-    key: SessionKey,
+    /// The session key, prepared for HMAC once (RFC 2104 §2).
+    mac: SessionMac,
     role: Role,
     peer: String,
     strategy: Strategy,
@@ -158,7 +159,7 @@ impl Session {
         let peer_public_ip = peer_candidates.last().map(SocketAddr::ip);
         let mut s = Session {
             id,
-            key,
+            mac: SessionMac::new(&key),
             role,
             peer: peer.clone(),
             strategy,
@@ -258,7 +259,7 @@ impl Session {
             Frame::Probe { counter, .. } | Frame::ProbeAck { counter, .. } | Frame::Session { counter, .. } => *counter,
             _ => return false,
         };
-        auth::verify(raw, &self.key, self.role.peer()) && self.replay.accept(counter)
+        self.mac.verify(raw, self.role.peer()) && self.replay.accept(counter)
     }
 
     pub(crate) fn close(&mut self, ctx: &Ctx<'_>, out: &mut Out, reason: CloseReason) {
@@ -1004,7 +1005,7 @@ impl Session {
             _ => {}
         }
         let mut bytes = frame.encode();
-        auth::seal(&mut bytes, &self.key, self.role);
+        self.mac.seal(&mut bytes, self.role);
         bytes
     }
 
