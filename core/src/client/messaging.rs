@@ -126,7 +126,7 @@ impl Messaging {
         &mut self,
         ctx: &Ctx<'_>,
         out: &mut Out,
-        sessions: &mut BTreeMap<SessionId, Session>,
+        sessions: &mut BTreeMap<SessionId, Box<Session>>,
         to: &str,
         text: &str,
     ) -> Result<MessageId, SendTextError> {
@@ -280,7 +280,7 @@ impl Messaging {
         &mut self,
         ctx: &Ctx<'_>,
         out: &mut Out,
-        sessions: &mut BTreeMap<SessionId, Session>,
+        sessions: &mut BTreeMap<SessionId, Box<Session>>,
         from: &str,
         id: MessageId,
     ) -> bool {
@@ -320,7 +320,7 @@ impl Messaging {
         &mut self,
         ctx: &Ctx<'_>,
         out: &mut Out,
-        sessions: &mut BTreeMap<SessionId, Session>,
+        sessions: &mut BTreeMap<SessionId, Box<Session>>,
     ) {
         for (session, text) in std::mem::take(&mut out.peer_texts) {
             self.on_peer_text(ctx, out, sessions, session, text);
@@ -331,7 +331,7 @@ impl Messaging {
         &mut self,
         ctx: &Ctx<'_>,
         out: &mut Out,
-        sessions: &mut BTreeMap<SessionId, Session>,
+        sessions: &mut BTreeMap<SessionId, Box<Session>>,
         session: SessionId,
         text: PeerText,
     ) {
@@ -391,17 +391,20 @@ pub(crate) enum PeerText {
 
 /// A session with `peer` on a direct path that can take another message.
 fn direct_session<'a>(
-    sessions: &'a mut BTreeMap<SessionId, Session>,
+    sessions: &'a mut BTreeMap<SessionId, Box<Session>>,
     peer: &str,
     send_window: usize,
 ) -> Option<&'a mut Session> {
-    sessions.values_mut().find(|s| {
-        let info = s.info();
-        info.peer == peer
-            && matches!(info.path, PathKind::Direct { .. })
-            && !s.is_closed()
-            && s.unacked_app() < send_window
-    })
+    sessions
+        .values_mut()
+        .find(|s| {
+            let info = s.info();
+            info.peer == peer
+                && matches!(info.path, PathKind::Direct { .. })
+                && !s.is_closed()
+                && s.unacked_app() < send_window
+        })
+        .map(|s| &mut **s)
 }
 
 fn send_to_server(ctx: &Ctx<'_>, out: &mut Out, id: MessageId, message: &mut Outgoing) {

@@ -281,7 +281,9 @@ pub struct Client {
     profile: NatProfile,
     connects: BTreeMap<u32, PendingConnect>,
     lookups: BTreeMap<u32, String>,
-    sessions: BTreeMap<SessionId, Session>,
+    /// Boxed: a session is large, and a map node holds eleven values inline,
+    /// so unboxed even one session made a node of kilobytes per client.
+    sessions: BTreeMap<SessionId, Box<Session>>,
     next_request: u32,
     socket_requests: BTreeMap<u32, SocketOwner>,
     timers: Timers<ClientTimer>,
@@ -418,7 +420,7 @@ impl Client {
 
     /// A snapshot of `session`.
     pub fn session_info(&self, session: SessionId) -> Option<SessionInfo> {
-        self.sessions.get(&session).map(Session::info)
+        self.sessions.get(&session).map(|s| s.info())
     }
 
     /// Open sessions, in id order.
@@ -649,7 +651,7 @@ impl Machine for Client {
         }
         let timers = self.timers.next().map(|(_, at)| at);
         let discovery = self.discovery.as_ref().and_then(Discovery::next_timeout);
-        let sessions = self.sessions.values().filter_map(Session::next_timeout).min();
+        let sessions = self.sessions.values().filter_map(|s| s.next_timeout()).min();
         [timers, discovery, sessions, self.messaging.next_timeout()].into_iter().flatten().min()
     }
 }
@@ -856,7 +858,7 @@ impl Client {
                     profiles,
                     rng,
                 );
-                self.sessions.insert(session, s);
+                self.sessions.insert(session, Box::new(s));
             }
             Frame::Relayed { session, payload } => {
                 // The relay names the session it forwarded for; a payload
