@@ -6,7 +6,7 @@
 //! generators (links, NATs, each machine's own seed), so a scenario and a
 //! seed give the same trace, byte for byte.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -19,6 +19,7 @@ use punchline_core::{Machine, SocketId, Transmit};
 
 use crate::addr::Addr;
 use crate::describe;
+use crate::fast_map::FastMap;
 use crate::link::Link;
 use crate::nat::{Nat, NatDecision, Packet};
 use crate::report::{Connection, Messages, Outcome, Report};
@@ -96,11 +97,49 @@ struct PeerHost {
     down: Link,
     client: Client,
     timer: Option<Duration>,
-    sockets: BTreeMap<SocketId, u16>,
+    sockets: Sockets,
     next_port: u16,
     next_socket: u32,
     sent: u64,
     probes: u64,
+}
+
+/// A peer's open sockets and their ports, found either way in O(log n).
+struct Sockets {
+    port_of: BTreeMap<SocketId, u16>,
+    /// The same pairs by port: after the port counter wraps two sockets may
+    /// share a port, and a datagram goes to the oldest (lowest id).
+    by_port: BTreeSet<(u16, SocketId)>,
+}
+
+impl Sockets {
+    fn new(primary: SocketId, port: u16) -> Sockets {
+        let mut sockets = Sockets { port_of: BTreeMap::new(), by_port: BTreeSet::new() };
+        sockets.insert(primary, port);
+        sockets
+    }
+
+    fn insert(&mut self, id: SocketId, port: u16) {
+        if let Some(old) = self.port_of.insert(id, port) {
+            self.by_port.remove(&(old, id));
+        }
+        self.by_port.insert((port, id));
+    }
+
+    fn remove(&mut self, id: SocketId) {
+        if let Some(port) = self.port_of.remove(&id) {
+            self.by_port.remove(&(port, id));
+        }
+    }
+
+    fn port(&self, id: SocketId) -> Option<u16> {
+        self.port_of.get(&id).copied()
+    }
+
+    /// The oldest socket bound to `port`.
+    fn socket(&self, port: u16) -> Option<SocketId> {
+        self.by_port.range((port, SocketId(0))..=(port, SocketId(u32::MAX))).next().map(|&(_, id)| id)
+    }
 }
 
 #[derive(Debug)]
@@ -119,22 +158,17 @@ enum Pending {
     Scheduled(usize),
 }
 
-/// The peers and NAT public sides directly on one network segment, each
-/// list sorted by address for binary search.
+/// The peers and NAT public sides directly on one network segment, by
+/// address (only ever looked up, never iterated).
 #[derive(Default)]
 struct Segment {
-    peers: Vec<(IpAddr, usize)>,
-    nats: Vec<(IpAddr, usize)>,
+    peers: FastMap<IpAddr, usize>,
+    nats: FastMap<IpAddr, usize>,
 }
 
 /// Index into `Simulation::segments` of a segment (None: the internet).
 fn segment_index(segment: Option<usize>) -> usize {
     segment.map_or(0, |n| n + 1)
-}
-
-/// The index stored for `ip` in a sorted list.
-fn lookup(list: &[(IpAddr, usize)], ip: IpAddr) -> Option<usize> {
-    list.binary_search_by(|(a, _)| a.cmp(&ip)).ok().map(|k| list[k].1)
 }
 
 struct ConnectionState {
@@ -179,7 +213,7 @@ impl Simulation {
                 down: Link::new(spec.link.clone(), root.fork(3001 + 2 * i as u64)),
                 client,
                 timer: None,
-                sockets: [(SocketId(0), 4000)].into_iter().collect(),
+                sockets: Sockets::new(SocketId(0), 4000),
                 next_port: FIRST_EXTRA_PORT,
                 next_socket: 1,
                 sent: 0,
@@ -226,6 +260,14 @@ impl Simulation {
     /// Keep the trace's lines (they are always hashed).
     pub fn keep_trace(&mut self, keep: bool) {
         self.trace.keep_lines(keep);
+    }
+
+    /// Skips the trace altogether: no line is formatted or hashed, and the
+    /// report's `trace_hash` is empty. Outcomes, timings and counts are the
+    /// same as with the trace (nothing in the run reads it); the matrix runs
+    /// this way, as it reports no trace.
+    pub fn skip_trace(&mut self) {
+        self.trace.turn_off();
     }
 
     /// Keep the datagrams for a Mermaid diagram.
@@ -408,9 +450,11 @@ impl Simulation {
     fn server_transmit(&mut self, t: Transmit) {
         let src = self.server.sockets().iter().find(|(id, _)| *id == t.socket).map(|(_, a)| *a);
         let Some(src) = src else { return };
-        let label = describe::datagram(&t.payload);
-        self.trace.record(self.now, format_args!("server {} -> {} {label}", Addr(src), Addr(t.destination)));
-        self.arrow(None, t.destination, label);
+        if self.describes_datagrams() {
+            let label = describe::datagram(&t.payload);
+            self.trace.record(self.now, format_args!("server {} -> {} {label}", Addr(src), Addr(t.destination)));
+            self.arrow(None, t.destination, label);
+        }
         let p = Packet { src, dst: t.destination, ttl: t.ttl.unwrap_or(DEFAULT_TTL), payload: t.payload };
         self.packet_events += 1;
         self.internet(p);
@@ -444,16 +488,18 @@ impl Simulation {
 
     fn peer_transmit(&mut self, i: usize, t: Transmit) {
         let peer = &mut self.peers[i];
-        let Some(port) = peer.sockets.get(&t.socket).copied() else { return };
+        let Some(port) = peer.sockets.port(t.socket) else { return };
         peer.sent += 1;
         if t.payload.first() == Some(&0x61) {
             peer.probes += 1;
         }
         let src = SocketAddr::new(peer.addr, port);
-        let label = describe::datagram(&t.payload);
-        let (name, ttl) = (&self.peers[i].name, TtlSuffix(t.ttl));
-        self.trace.record(self.now, format_args!("{name} {} -> {}{ttl} {label}", Addr(src), Addr(t.destination)));
-        self.arrow(Some(i), t.destination, label);
+        if self.describes_datagrams() {
+            let label = describe::datagram(&t.payload);
+            let (name, ttl) = (&self.peers[i].name, TtlSuffix(t.ttl));
+            self.trace.record(self.now, format_args!("{name} {} -> {}{ttl} {label}", Addr(src), Addr(t.destination)));
+            self.arrow(Some(i), t.destination, label);
+        }
         let size = t.payload.len() + 28;
         let p = Packet { src, dst: t.destination, ttl: t.ttl.unwrap_or(DEFAULT_TTL), payload: t.payload };
         let arrivals = self.peers[i].up.transmit(self.now, size);
@@ -468,6 +514,12 @@ impl Simulation {
         });
     }
 
+    /// Whether datagrams need their one-line description (for the trace or
+    /// the Mermaid diagram): decoding each one again is not free.
+    fn describes_datagrams(&self) -> bool {
+        self.trace.is_on() || self.trace.keeps_arrows()
+    }
+
     /// Schedules one event per arrival time of `p`, moving the packet into
     /// the last one (a duplicate shares the payload's bytes, refcounted).
     fn schedule_copies(&mut self, arrivals: &[Duration], p: Packet, event: impl Fn(Packet) -> Pending) {
@@ -480,9 +532,10 @@ impl Simulation {
 
     fn peer_event(&mut self, i: usize, e: ClientEvent) {
         let now = self.instant();
-        let text = describe::event(&e);
-        let name = self.peers[i].name.clone();
-        self.trace.record(self.now, format_args!("{name}: {text}"));
+        if self.trace.is_on() {
+            let text = describe::event(&e);
+            self.trace.record(self.now, format_args!("{}: {text}", self.peers[i].name));
+        }
         match &e {
             ClientEvent::OpenSockets { request, count } => {
                 let peer = &mut self.peers[i];
@@ -498,7 +551,7 @@ impl Simulation {
                 peer.client.sockets_opened(now, *request, &opened);
             }
             ClientEvent::ReleaseSocket { socket } => {
-                self.peers[i].sockets.remove(socket);
+                self.peers[i].sockets.remove(*socket);
             }
             ClientEvent::TextAcked { id, .. } => {
                 if let Some(t) = self.texts.get_mut(&(i, *id)) {
@@ -658,7 +711,7 @@ impl Simulation {
     }
 
     fn deliver_to_peer(&mut self, i: usize, p: Packet) {
-        let socket = self.peers[i].sockets.iter().find(|(_, port)| **port == p.dst.port()).map(|(id, _)| *id);
+        let socket = self.peers[i].sockets.socket(p.dst.port());
         let Some(socket) = socket.filter(|_| p.dst.ip() == self.peers[i].addr) else {
             self.trace.record(self.now, format_args!("{}: no socket for {}", self.peers[i].name, p.dst));
             return;
@@ -671,12 +724,12 @@ impl Simulation {
     /// The peer with address `ip` directly on segment `segment` (None: the
     /// public internet).
     fn peer_on_segment(&self, segment: Option<usize>, ip: IpAddr) -> Option<usize> {
-        self.segments.get(segment_index(segment)).and_then(|s| lookup(&s.peers, ip))
+        self.segments.get(segment_index(segment)).and_then(|s| s.peers.get(&ip).copied())
     }
 
     /// The NAT whose public side is on `segment` and owns `ip`.
     fn nat_on_segment(&self, segment: Option<usize>, ip: IpAddr) -> Option<usize> {
-        self.segments.get(segment_index(segment)).and_then(|s| lookup(&s.nats, ip))
+        self.segments.get(segment_index(segment)).and_then(|s| s.nats.get(&ip).copied())
     }
 
     /// Rebuilds the address indexes after the topology changed.
@@ -699,12 +752,11 @@ impl Simulation {
             }
         }
         let mut segments: Vec<Segment> = (0..=self.nats.len()).map(|_| Segment::default()).collect();
-        // Map iteration is in key order, so each list comes out sorted.
         for ((segment, ip), i) in peers {
-            segments[segment].peers.push((ip, i));
+            segments[segment].peers.insert(ip, i);
         }
         for ((segment, ip), i) in nats {
-            segments[segment].nats.push((ip, i));
+            segments[segment].nats.insert(ip, i);
         }
         self.segments = segments;
     }
@@ -758,7 +810,8 @@ impl Simulation {
             messages.duplicated += t.shown.saturating_sub(1);
             messages.lost += u64::from(t.acknowledged && t.shown == 0);
         }
-        Report { seed: self.seed, trace_hash: format!("{:016x}", self.trace.hash()), connections, messages }
+        let trace_hash = if self.trace.is_on() { format!("{:016x}", self.trace.hash()) } else { String::new() };
+        Report { seed: self.seed, trace_hash, connections, messages }
     }
 }
 

@@ -5,12 +5,14 @@
 //!
 //! Everything is deterministic: one seed drives every random choice through
 //! a tree of child generators, events are totally ordered by (time, sequence
-//! number), and nothing reads a clock or iterates a hash map.
+//! number), and nothing reads a clock or lets a hash map's order reach an
+//! output (the NAT's lookup tables are hashed, deterministically).
 
 mod addr;
 pub mod describe;
 pub mod duration;
 pub mod engine;
+mod fast_map;
 pub mod lab;
 pub mod link;
 pub mod matrix;

@@ -62,6 +62,39 @@ pub struct Link {
     partitioned: bool,
 }
 
+/// The arrival times of one transmitted packet's copies, earliest first:
+/// none (lost), one, or two (duplicated). A slice of them, held inline
+/// because the engine asks for one per packet and hop.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Arrivals {
+    times: [Duration; 2],
+    len: u8,
+}
+
+impl Arrivals {
+    fn push(&mut self, at: Duration) {
+        self.times[usize::from(self.len)] = at;
+        self.len += 1;
+    }
+}
+
+impl std::ops::Deref for Arrivals {
+    type Target = [Duration];
+
+    fn deref(&self) -> &[Duration] {
+        &self.times[..usize::from(self.len)]
+    }
+}
+
+impl IntoIterator for Arrivals {
+    type Item = Duration;
+    type IntoIter = std::iter::Take<std::array::IntoIter<Duration, 2>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.times.into_iter().take(usize::from(self.len))
+    }
+}
+
 /// Extra delay of a reordered packet when the latency is shorter.
 pub const MIN_REORDER_DELAY: Duration = Duration::from_millis(5);
 
@@ -88,18 +121,20 @@ impl Link {
 
     /// Sends a packet of `size` bytes at `now` and returns the arrival time of
     /// each copy, earliest first: empty when lost, two when duplicated.
-    pub fn transmit(&mut self, now: Duration, size: usize) -> Vec<Duration> {
+    pub fn transmit(&mut self, now: Duration, size: usize) -> Arrivals {
+        let mut arrivals = Arrivals::default();
         if self.partitioned {
-            return Vec::new();
+            return arrivals;
         }
         let sent = self.serialise(now, size);
         if self.lose() {
-            return Vec::new();
+            return arrivals;
         }
-        let mut arrivals = vec![sent + self.delay()];
+        arrivals.push(sent + self.delay());
         if self.spec.duplicate > 0.0 && self.rng.unit() < self.spec.duplicate {
             arrivals.push(sent + self.delay());
-            arrivals.sort();
+            // Both slots are filled: sorting the array sorts the copies.
+            arrivals.times.sort();
         }
         arrivals
     }
@@ -171,7 +206,7 @@ mod tests {
     #[test]
     fn an_ideal_link_delivers_once_after_the_latency() {
         let mut l = link(LinkSpec { latency: ms(20), ..LinkSpec::default() });
-        assert_eq!(l.transmit(ms(100), 1200), vec![ms(120)]);
+        assert_eq!(l.transmit(ms(100), 1200).to_vec(), vec![ms(120)]);
     }
 
     #[test]
@@ -180,8 +215,8 @@ mod tests {
         let mut l = link(LinkSpec { latency: ms(10), bandwidth: Some(1_000_000), ..LinkSpec::default() });
         // when three 1250-byte packets (10 ms each on the wire) leave at once
         // and a fourth after the queue has drained,
-        let burst: Vec<_> = (0..3).map(|_| l.transmit(ms(0), 1250)).collect();
-        let later = l.transmit(ms(100), 1250);
+        let burst: Vec<_> = (0..3).map(|_| l.transmit(ms(0), 1250).to_vec()).collect();
+        let later = l.transmit(ms(100), 1250).to_vec();
         // then each waits for the previous one.
         assert_eq!(burst, [vec![ms(20)], vec![ms(30)], vec![ms(40)]]);
         assert_eq!(later, vec![ms(120)]);
@@ -232,14 +267,14 @@ mod tests {
     #[test]
     fn duplication_delivers_two_copies() {
         let mut l = link(LinkSpec { latency: ms(5), duplicate: 1.0, ..LinkSpec::default() });
-        assert_eq!(l.transmit(ms(0), 100), vec![ms(5), ms(5)]);
+        assert_eq!(l.transmit(ms(0), 100).to_vec(), vec![ms(5), ms(5)]);
     }
 
     #[test]
     fn reordered_packets_are_overtaken() {
         // Given every packet held back, then half of them,
         let mut always = link(LinkSpec { latency: ms(20), reorder: 1.0, ..LinkSpec::default() });
-        assert_eq!(always.transmit(ms(0), 100), vec![ms(40)]);
+        assert_eq!(always.transmit(ms(0), 100).to_vec(), vec![ms(40)]);
         let mut half = link(LinkSpec { latency: ms(20), reorder: 0.5, ..LinkSpec::default() });
         // when packets leave 1 ms apart,
         let arrivals: Vec<Duration> = (0..100).flat_map(|i| half.transmit(ms(i), 100)).collect();
@@ -252,10 +287,10 @@ mod tests {
     fn a_partitioned_link_loses_everything_until_healed() {
         let mut l = link(LinkSpec { latency: ms(10), bandwidth: Some(1_000_000), ..LinkSpec::default() });
         l.set_partitioned(true);
-        assert_eq!(l.transmit(ms(0), 1250), Vec::<Duration>::new());
+        assert!(l.transmit(ms(0), 1250).is_empty());
         l.set_partitioned(false);
         // The dropped packet took no bandwidth.
-        assert_eq!(l.transmit(ms(0), 1250), vec![ms(20)]);
+        assert_eq!(l.transmit(ms(0), 1250).to_vec(), vec![ms(20)]);
     }
 
     #[test]
@@ -270,7 +305,7 @@ mod tests {
         };
         let run = |seed| {
             let mut l = Link::new(spec.clone(), Rng::new(seed));
-            (0..200).map(|i| l.transmit(ms(i), 100)).collect::<Vec<_>>()
+            (0..200).map(|i| l.transmit(ms(i), 100).to_vec()).collect::<Vec<_>>()
         };
         assert_eq!(run(9), run(9));
         assert_ne!(run(9), run(10));

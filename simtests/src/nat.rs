@@ -49,7 +49,7 @@
 //! same local port behind one `linux` NAT, which no example scenario does.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::BinaryHeap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::str::FromStr;
@@ -61,6 +61,7 @@ use punchline_core::nat::{FilteringBehavior, MappingBehavior};
 use punchline_core::rng::Rng;
 
 use crate::addr::Addr;
+use crate::fast_map::FastMap;
 
 /// How a NAT picks the external port of a new mapping (RFC 4787 §4.2.2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -433,19 +434,19 @@ pub struct Nat {
     spec: NatSpec,
     name: Arc<str>,
     rng: Rng,
-    mappings: BTreeMap<MappingKey, Mapping>,
-    by_external: BTreeMap<SocketAddrV4, MappingKey>,
+    mappings: FastMap<MappingKey, Mapping>,
+    by_external: FastMap<SocketAddrV4, MappingKey>,
     /// Deadlines of mappings, earliest first; an entry whose mapping was
     /// refreshed since is pushed again with the new deadline when popped.
     mapping_deadlines: BinaryHeap<Reverse<(Duration, MappingKey)>>,
     /// Conntrack entries left by unsolicited packets: (remote, our external
     /// endpoint) -> time of the remote's last packet.
-    tracked: BTreeMap<(SocketAddr, SocketAddrV4), Duration>,
+    tracked: FastMap<(SocketAddr, SocketAddrV4), Duration>,
     tracked_deadlines: BinaryHeap<Reverse<(Duration, (SocketAddr, SocketAddrV4))>>,
     /// RFC 4787 REQ-2 paired pooling: internal host -> its public IP.
-    paired: BTreeMap<IpAddr, Ipv4Addr>,
+    paired: FastMap<IpAddr, Ipv4Addr>,
     /// Last port allocated per public IP, for sequential allocation.
-    last_port: BTreeMap<Ipv4Addr, u16>,
+    last_port: FastMap<Ipv4Addr, u16>,
     /// Background flows already accounted for (see
     /// [`NatSpec::background_flows`]).
     background_seen: u64,
@@ -458,13 +459,13 @@ impl Nat {
             name: Arc::from(spec.name.as_str()),
             spec,
             rng,
-            mappings: BTreeMap::new(),
-            by_external: BTreeMap::new(),
+            mappings: FastMap::default(),
+            by_external: FastMap::default(),
             mapping_deadlines: BinaryHeap::new(),
-            tracked: BTreeMap::new(),
+            tracked: FastMap::default(),
             tracked_deadlines: BinaryHeap::new(),
-            paired: BTreeMap::new(),
-            last_port: BTreeMap::new(),
+            paired: FastMap::default(),
+            last_port: FastMap::default(),
             background_seen: 0,
         }
     }
@@ -637,7 +638,7 @@ impl Nat {
 /// parts its mapping behaviour depends on (RFC 4787 §4.1). A per-destination
 /// mapping made by a [`NatDecision::PortCollision`] carries both parts
 /// whatever the behaviour.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 struct MappingKey {
     internal: SocketAddr,
     dest_ip: Option<IpAddr>,
@@ -648,8 +649,42 @@ struct MappingKey {
 struct Mapping {
     external: SocketAddrV4,
     last_refresh: Duration,
-    /// Permissions for filtering: remote endpoint -> last packet sent to it.
-    sent_to: BTreeMap<SocketAddr, Duration>,
+    /// Permissions for filtering: when the mapping last sent to each remote.
+    sent_to: Permissions,
+}
+
+/// When a mapping last sent to each remote endpoint, or to each remote
+/// address (the latest over its ports): whichever the device's filtering
+/// (RFC 4787 §5) reads, so a check is one lookup. Endpoint-independent
+/// filtering reads neither and records nothing.
+#[derive(Clone, Debug, Default)]
+struct Permissions {
+    endpoints: FastMap<SocketAddr, Duration>,
+    addresses: FastMap<IpAddr, Duration>,
+}
+
+impl Permissions {
+    fn record(&mut self, filtering: FilteringBehavior, remote: SocketAddr, now: Duration) {
+        match filtering {
+            FilteringBehavior::EndpointIndependent => {}
+            FilteringBehavior::AddressDependent => {
+                self.addresses.insert(remote.ip(), now);
+            }
+            FilteringBehavior::AddressAndPortDependent => {
+                self.endpoints.insert(remote, now);
+            }
+        }
+    }
+
+    /// Last packet sent to `remote`.
+    fn endpoint(&self, remote: SocketAddr) -> Option<Duration> {
+        self.endpoints.get(&remote).copied()
+    }
+
+    /// Last packet sent to any port of `ip`.
+    fn address(&self, ip: IpAddr) -> Option<Duration> {
+        self.addresses.get(&ip).copied()
+    }
 }
 
 fn after(t: Duration, timeout: Duration) -> Duration {
@@ -737,7 +772,7 @@ impl Nat {
         let mapping = self.mappings.get_mut(&key).expect("mapping present");
         // RFC 4787 REQ-6: outbound traffic refreshes the mapping.
         mapping.last_refresh = now;
-        mapping.sent_to.insert(remote, now);
+        mapping.sent_to.record(self.spec.filtering, remote, now);
         Some(SocketAddr::V4(mapping.external))
     }
 
@@ -778,12 +813,10 @@ impl Nat {
         let live = |sent: Duration| now < after(sent, timeout);
         let permitted = match filtering {
             FilteringBehavior::EndpointIndependent => true,
-            FilteringBehavior::AddressDependent => {
-                let ip = remote.ip();
-                let (lo, hi) = (SocketAddr::new(ip, 0), SocketAddr::new(ip, u16::MAX));
-                mapping.sent_to.range(lo..=hi).any(|(_, &sent)| live(sent))
-            }
-            FilteringBehavior::AddressAndPortDependent => mapping.sent_to.get(&remote).is_some_and(|&s| live(s)),
+            // A permission is live while its latest packet is, so the
+            // address's latest packet over all its ports decides.
+            FilteringBehavior::AddressDependent => mapping.sent_to.address(remote.ip()).is_some_and(live),
+            FilteringBehavior::AddressAndPortDependent => mapping.sent_to.endpoint(remote).is_some_and(live),
         };
         if !permitted {
             log.push(NatDecision::Filtered { nat, src: remote, dst: external.into(), filtering });
@@ -792,7 +825,7 @@ impl Nat {
         }
         if self.spec.inbound_refreshes {
             mapping.last_refresh = now;
-            mapping.sent_to.insert(remote, now);
+            mapping.sent_to.record(filtering, remote, now);
         }
         Some(key.internal)
     }
@@ -841,6 +874,7 @@ impl Nat {
         }
         let span = hi - lo + 1;
         let step = (i64::from(delta) * (new % span as u64) as i64).rem_euclid(span);
+        // Every entry moves alike, so the table's order does not matter.
         for port in self.last_port.values_mut() {
             *port = (lo + (i64::from(*port) - lo + step).rem_euclid(span)) as u16;
         }
@@ -857,7 +891,7 @@ impl Nat {
     }
 
     fn insert_mapping(&mut self, now: Duration, key: MappingKey, external: SocketAddrV4) {
-        self.mappings.insert(key, Mapping { external, last_refresh: now, sent_to: BTreeMap::new() });
+        self.mappings.insert(key, Mapping { external, last_refresh: now, sent_to: Permissions::default() });
         self.by_external.insert(external, key);
         self.mapping_deadlines.push(Reverse((after(now, self.spec.timeout), key)));
     }

@@ -77,7 +77,9 @@ pub struct Messages {
 pub struct Report {
     /// The seed the run used.
     pub seed: u64,
-    /// FNV-1a 64 of the whole trace, in hex.
+    /// A 64-bit fingerprint of the whole trace text, line by line, in hex
+    /// (16 digits); empty when the run skipped its trace
+    /// ([`crate::engine::Simulation::skip_trace`]).
     pub trace_hash: String,
     /// One per `connect` event, in event order.
     pub connections: Vec<Connection>,

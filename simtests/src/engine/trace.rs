@@ -13,6 +13,9 @@ use super::Arrow;
 
 /// Collects trace lines (when enabled) and hashes every line either way.
 pub(crate) struct Trace {
+    /// False when the run skips the trace altogether (see
+    /// [`super::Simulation::skip_trace`]): nothing is formatted or hashed.
+    on: bool,
     keep: bool,
     lines: Vec<String>,
     hash: u64,
@@ -25,6 +28,7 @@ pub(crate) struct Trace {
 impl Trace {
     pub(crate) fn new() -> Trace {
         Trace {
+            on: true,
             keep: false,
             lines: Vec::new(),
             hash: HASH_SEED,
@@ -38,6 +42,19 @@ impl Trace {
         self.keep = keep;
     }
 
+    /// Turns the trace off for good: lines are neither formatted, hashed
+    /// nor kept.
+    pub(crate) fn turn_off(&mut self) {
+        self.on = false;
+        self.keep = false;
+    }
+
+    /// Whether lines are formatted at all; callers skip building costly
+    /// arguments (datagram descriptions) when not.
+    pub(crate) fn is_on(&self) -> bool {
+        self.on
+    }
+
     pub(crate) fn keep_arrows(&mut self, keep: bool) {
         self.keep_arrows = keep;
     }
@@ -49,6 +66,9 @@ impl Trace {
 
     /// Records the line `text` at simulated time `now`: `{ms:>10.3}ms {text}`.
     pub(crate) fn record(&mut self, now: Duration, text: fmt::Arguments<'_>) {
+        if !self.on {
+            return;
+        }
         self.line.clear();
         write_time(&mut self.line, now);
         self.line.push(' ');
