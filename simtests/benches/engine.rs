@@ -7,6 +7,10 @@
 //! `packet_events` counter) per second of wall time. Every run of a scenario
 //! is deterministic, so the event count comes from one warm-up run.
 //!
+//! Each run is measured twice: `run_15s` hashes the trace as
+//! `punchline-sim run` does, `run_15s_untraced` skips it as the matrix does
+//! ([`Simulation::skip_trace`]).
+//!
 //! `build` benchmarks only construct the `Simulation` (parsing excluded), a
 //! baseline to read the `run` figures against.
 
@@ -60,7 +64,15 @@ fn count_events(scenario: &Scenario, end: Duration) -> u64 {
 
 /// Runs `scenario` to `end` and returns the wall time of `run_until` alone.
 fn timed_run(scenario: &Scenario, end: Duration) -> Duration {
+    timed(scenario, end, true)
+}
+
+/// As [`timed_run`], hashing the trace only when `traced`.
+fn timed(scenario: &Scenario, end: Duration, traced: bool) -> Duration {
     let mut sim = Simulation::new(scenario.clone(), None).expect("valid scenario");
+    if !traced {
+        sim.skip_trace();
+    }
     let start = Instant::now();
     sim.run_until(black_box(end));
     let elapsed = start.elapsed();
@@ -79,6 +91,9 @@ fn packet_events(c: &mut Criterion) {
         group.throughput(Throughput::Elements(events));
         group.bench_with_input(BenchmarkId::new("run_15s", n), &scenario, |b, s| {
             b.iter_custom(|iters| (0..iters).map(|_| timed_run(s, MANY_HOSTS_RUN)).sum())
+        });
+        group.bench_with_input(BenchmarkId::new("run_15s_untraced", n), &scenario, |b, s| {
+            b.iter_custom(|iters| (0..iters).map(|_| timed(s, MANY_HOSTS_RUN, false)).sum())
         });
         built.push((n, scenario));
     }
