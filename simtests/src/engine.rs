@@ -6,7 +6,7 @@
 //! generators (links, NATs, each machine's own seed), so a scenario and a
 //! seed give the same trace, byte for byte.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -26,9 +26,11 @@ use crate::report::{Connection, Messages, Outcome, Report};
 use crate::scenario::{Action, Scenario, ScenarioError};
 
 mod queue;
+mod sockets;
 mod trace;
 
 use queue::EventQueue;
+use sockets::Sockets;
 use trace::Trace;
 
 /// The TTL of a datagram sent without an explicit one.
@@ -102,44 +104,6 @@ struct PeerHost {
     next_socket: u32,
     sent: u64,
     probes: u64,
-}
-
-/// A peer's open sockets and their ports, found either way in O(log n).
-struct Sockets {
-    port_of: BTreeMap<SocketId, u16>,
-    /// The same pairs by port: after the port counter wraps two sockets may
-    /// share a port, and a datagram goes to the oldest (lowest id).
-    by_port: BTreeSet<(u16, SocketId)>,
-}
-
-impl Sockets {
-    fn new(primary: SocketId, port: u16) -> Sockets {
-        let mut sockets = Sockets { port_of: BTreeMap::new(), by_port: BTreeSet::new() };
-        sockets.insert(primary, port);
-        sockets
-    }
-
-    fn insert(&mut self, id: SocketId, port: u16) {
-        if let Some(old) = self.port_of.insert(id, port) {
-            self.by_port.remove(&(old, id));
-        }
-        self.by_port.insert((port, id));
-    }
-
-    fn remove(&mut self, id: SocketId) {
-        if let Some(port) = self.port_of.remove(&id) {
-            self.by_port.remove(&(port, id));
-        }
-    }
-
-    fn port(&self, id: SocketId) -> Option<u16> {
-        self.port_of.get(&id).copied()
-    }
-
-    /// The oldest socket bound to `port`.
-    fn socket(&self, port: u16) -> Option<SocketId> {
-        self.by_port.range((port, SocketId(0))..=(port, SocketId(u32::MAX))).next().map(|&(_, id)| id)
-    }
 }
 
 #[derive(Debug)]

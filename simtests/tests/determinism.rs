@@ -61,6 +61,29 @@ fn keeping_the_trace_does_not_change_the_run() {
 }
 
 #[test]
+fn skipping_the_trace_changes_nothing_but_the_hash() {
+    for file in examples() {
+        let name = file.file_name().unwrap().to_string_lossy().into_owned();
+        // Given the same run traced and with its trace skipped (as the
+        // matrix runs),
+        let (traced, _) = run(&file, None);
+        let mut sim = Simulation::new(Scenario::load(&file).unwrap(), None).unwrap();
+        sim.skip_trace();
+        let (mut skipped, lines, _) = sim.run();
+        // then nothing was traced, and the report is the same but for the
+        // hash: no decision of the run depends on its trace.
+        assert!(lines.is_empty(), "{name}: no trace lines");
+        assert_eq!(skipped.trace_hash, "", "{name}: no hash without a trace");
+        skipped.trace_hash = traced.trace_hash.clone();
+        assert_eq!(
+            serde_json::to_string(&traced).unwrap(),
+            serde_json::to_string(&skipped).unwrap(),
+            "{name}: skipping the trace changes the report"
+        );
+    }
+}
+
+#[test]
 fn an_explicit_seed_equal_to_the_files_gives_the_same_run() {
     for file in examples() {
         let name = file.file_name().unwrap().to_string_lossy().into_owned();
