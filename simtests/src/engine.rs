@@ -35,6 +35,8 @@ use trace::Trace;
 
 /// The TTL of a datagram sent without an explicit one.
 pub const DEFAULT_TTL: u8 = 64;
+/// How many times [`Simulation::run_with_progress`] reports.
+const PROGRESS_STEPS: u32 = 1000;
 /// First port the simulator gives a peer's extra sockets.
 const FIRST_EXTRA_PORT: u16 = 40000;
 
@@ -240,8 +242,25 @@ impl Simulation {
     }
 
     /// Runs to the scenario's end and reports.
-    pub fn run(mut self) -> (Report, Vec<String>, Vec<Arrow>) {
+    pub fn run(self) -> (Report, Vec<String>, Vec<Arrow>) {
+        self.run_with_progress(|_, _| {})
+    }
+
+    /// As [`Simulation::run`], calling `progress(now, end)` as simulated time
+    /// advances (every thousandth of the run, and at the end) so a caller
+    /// can show how far a long run has got. The run itself is the same.
+    pub fn run_with_progress(
+        mut self,
+        mut progress: impl FnMut(Duration, Duration),
+    ) -> (Report, Vec<String>, Vec<Arrow>) {
         let end = self.scenario.duration;
+        let step = (end / PROGRESS_STEPS).max(Duration::from_millis(1));
+        let mut at = self.now;
+        while at < end {
+            at = (at + step).min(end);
+            self.run_until(at);
+            progress(at, end);
+        }
         self.run_until(end);
         let report = self.report();
         let (lines, arrows) = self.trace.take();

@@ -37,6 +37,9 @@ enum Command {
         /// Print a Mermaid sequence diagram of the run.
         #[arg(long)]
         mermaid: bool,
+        /// No progress indicator (shown on a terminal for runs over a second).
+        #[arg(long)]
+        quiet: bool,
     },
     /// Run every ordered pair of NAT presets over several seeds and compare
     /// with the oracle. Exits 1 when any cell disagrees or any run failed.
@@ -47,7 +50,7 @@ enum Command {
         /// Print the JSON report.
         #[arg(long)]
         json: bool,
-        /// No progress indicator.
+        /// No progress indicator (shown on a terminal for runs over a second).
         #[arg(long)]
         quiet: bool,
     },
@@ -89,7 +92,7 @@ enum Command {
 
 fn main() -> ExitCode {
     match Cli::parse().command {
-        Command::Run { file, seed, json, trace, mermaid: diagram } => {
+        Command::Run { file, seed, json, trace, mermaid: diagram, quiet } => {
             let scenario = match Scenario::load(&file) {
                 Ok(s) => s,
                 Err(e) => {
@@ -108,7 +111,11 @@ fn main() -> ExitCode {
             };
             sim.keep_trace(trace);
             sim.keep_arrows(diagram);
-            let (report, lines, arrows) = sim.run();
+            let mut progress = Progress::new(quiet);
+            let (report, lines, arrows) = sim.run_with_progress(|now, end| {
+                progress.show(|| format!("run: {:.1} s of {:.1} s simulated", now.as_secs_f64(), end.as_secs_f64()))
+            });
+            progress.clear();
             if trace {
                 for line in &lines {
                     println!("{line}");
@@ -130,17 +137,9 @@ fn main() -> ExitCode {
         }
         Command::LabProbe { args } => lab::cli::lab_probe(&args),
         Command::Matrix { seeds, json, quiet } => {
-            let show = !quiet && std::io::stderr().is_terminal();
-            let started = std::time::Instant::now();
-            let m = matrix::run(seeds.max(1), |done, total| {
-                if show && started.elapsed().as_secs_f64() > 1.0 {
-                    eprint!("\rmatrix: {done}/{total} cells");
-                    let _ = std::io::stderr().flush();
-                }
-            });
-            if show {
-                eprint!("\r{:<40}\r", "");
-            }
+            let mut progress = Progress::new(quiet);
+            let m = matrix::run(seeds.max(1), |done, total| progress.show(|| format!("matrix: {done}/{total} cells")));
+            progress.clear();
             if json {
                 println!("{}", serde_json::to_string_pretty(&m).expect("reports serialize"));
             } else {
@@ -151,6 +150,41 @@ fn main() -> ExitCode {
             } else {
                 ExitCode::FAILURE
             }
+        }
+    }
+}
+
+/// A one-line progress indicator on stderr: only on a terminal, not with
+/// `--quiet`, and only once the work has taken more than a second.
+struct Progress {
+    enabled: bool,
+    started: std::time::Instant,
+    shown: bool,
+}
+
+impl Progress {
+    fn new(quiet: bool) -> Progress {
+        Progress {
+            enabled: !quiet && std::io::stderr().is_terminal(),
+            started: std::time::Instant::now(),
+            shown: false,
+        }
+    }
+
+    /// Rewrites the line with `text()`, when enabled and past the first second.
+    fn show(&mut self, text: impl FnOnce() -> String) {
+        if self.enabled && self.started.elapsed().as_secs_f64() > 1.0 {
+            eprint!("\r{:<40}", text());
+            let _ = std::io::stderr().flush();
+            self.shown = true;
+        }
+    }
+
+    /// Erases the line, if one was shown.
+    fn clear(&mut self) {
+        if self.shown {
+            eprint!("\r{:<40}\r", "");
+            self.shown = false;
         }
     }
 }

@@ -84,6 +84,27 @@ fn skipping_the_trace_changes_nothing_but_the_hash() {
 }
 
 #[test]
+fn reporting_progress_does_not_change_the_run() {
+    for file in examples() {
+        let name = file.file_name().unwrap().to_string_lossy().into_owned();
+        // Given the same run at once and with progress reports,
+        let (plain, plain_trace) = run(&file, None);
+        let mut sim = Simulation::new(Scenario::load(&file).unwrap(), None).unwrap();
+        sim.keep_trace(true);
+        let mut seen = Vec::new();
+        let (report, trace, _) = sim.run_with_progress(|now, end| seen.push((now, end)));
+        // then the trace and report are identical,
+        assert_eq!(plain_trace, trace, "{name}: trace");
+        assert_eq!(serde_json::to_string(&plain).unwrap(), serde_json::to_string(&report).unwrap(), "{name}");
+        // and progress went forward to the end, in many steps.
+        let end = seen.last().expect("progress was reported").1;
+        assert_eq!(seen.last().unwrap().0, end, "{name}: ends at the end");
+        assert!(seen.windows(2).all(|w| w[0].0 < w[1].0), "{name}: time only moves forward");
+        assert!(seen.len() >= 100, "{name}: {} reports", seen.len());
+    }
+}
+
+#[test]
 fn an_explicit_seed_equal_to_the_files_gives_the_same_run() {
     for file in examples() {
         let name = file.file_name().unwrap().to_string_lossy().into_owned();

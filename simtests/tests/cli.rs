@@ -1,0 +1,58 @@
+//! The `punchline-sim` command line (issue 3): `run` and `matrix` as a
+//! script sees them, with stderr not a terminal (so no progress indicator).
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn sim(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_punchline-sim"))
+        .args(args)
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")))
+        .output()
+        .expect("punchline-sim runs")
+}
+
+#[test]
+fn run_json_has_the_documented_keys_and_stderr_stays_quiet() {
+    // Given an example scenario, when run with --json (stderr is a pipe),
+    let out = sim(&["run", "scenarios/full-cone-pair.toml", "--json"]);
+    // then it succeeds, prints one JSON object with the issue's keys, and
+    // writes no progress to stderr.
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert!(report["seed"].is_u64());
+    assert_eq!(report["trace_hash"].as_str().map(str::len), Some(16));
+    let c = &report["connections"][0];
+    for key in ["from", "to", "outcome", "strategy", "connect_ms", "direct_ms", "fallbacks"] {
+        assert!(c.get(key).is_some(), "connection key {key}: {c}");
+    }
+    assert_eq!(c["outcome"], "direct");
+}
+
+#[test]
+fn run_quiet_is_accepted_and_changes_nothing() {
+    let loud = sim(&["run", "scenarios/full-cone-pair.toml", "--json"]);
+    let quiet = sim(&["run", "scenarios/full-cone-pair.toml", "--json", "--quiet"]);
+    assert!(quiet.status.success(), "{}", String::from_utf8_lossy(&quiet.stderr));
+    assert_eq!(loud.stdout, quiet.stdout);
+}
+
+#[test]
+fn a_bad_file_exits_2_naming_it() {
+    let out = sim(&["run", "scenarios/no-such-file.toml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no-such-file.toml"));
+}
+
+#[test]
+fn the_matrix_agrees_with_the_oracle_and_says_so_in_json() {
+    // Given one seed per cell, when the matrix runs,
+    let out = sim(&["matrix", "--seeds", "1", "--json", "--quiet"]);
+    // then it exits 0 with no mismatch over all 64 ordered pairs.
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let m: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(m["seeds"], 1);
+    assert_eq!(m["mismatches"], 0);
+    assert_eq!(m["cells"].as_array().map(Vec::len), Some(64));
+}
