@@ -66,8 +66,14 @@ impl<K: Ord + Clone> Timers<K> {
 
     /// Removes every timer whose key matches.
     pub fn retain(&mut self, mut keep: impl FnMut(&K) -> bool) {
-        self.deadlines.retain(|k, _| keep(k));
-        self.by_time.retain(|(_, k)| keep(k));
+        let by_time = &mut self.by_time;
+        self.deadlines.retain(|k, at| {
+            let kept = keep(k);
+            if !kept {
+                by_time.remove(&(*at, k.clone()));
+            }
+            kept
+        });
     }
 }
 
