@@ -19,12 +19,12 @@ impl From<SocketAddrV4> for Addr {
     }
 }
 
-impl fmt::Display for Addr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl Addr {
+    /// Writes the address as `Display` does (without padding), IPv4 in one
+    /// `write_str`.
+    pub(crate) fn write_to<W: fmt::Write + ?Sized>(self, out: &mut W) -> fmt::Result {
         match self.0 {
-            // Width, fill and precision flags keep the standard path, which
-            // pads the whole address.
-            SocketAddr::V4(v4) if f.width().is_none() && f.precision().is_none() => {
+            SocketAddr::V4(v4) => {
                 let mut buf = [0u8; 21]; // "255.255.255.255:65535"
                 let mut len = 0;
                 for (i, octet) in v4.ip().octets().into_iter().enumerate() {
@@ -38,9 +38,21 @@ impl fmt::Display for Addr {
                 len += 1;
                 len += write_decimal(&mut buf[len..], u32::from(v4.port()));
                 // Only ASCII digits, dots and a colon were written.
-                f.write_str(std::str::from_utf8(&buf[..len]).map_err(|_| fmt::Error)?)
+                out.write_str(std::str::from_utf8(&buf[..len]).map_err(|_| fmt::Error)?)
             }
-            other => fmt::Display::fmt(&other, f),
+            other => write!(out, "{other}"),
+        }
+    }
+}
+
+impl fmt::Display for Addr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Width, fill and precision flags keep the standard path, which
+        // pads the whole address.
+        if f.width().is_none() && f.precision().is_none() {
+            self.write_to(f)
+        } else {
+            fmt::Display::fmt(&self.0, f)
         }
     }
 }

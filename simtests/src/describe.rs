@@ -1,75 +1,111 @@
 //! One-line descriptions of datagrams and client events for traces.
 
+use std::fmt::{self, Write};
+
 use punchline_core::client::ClientEvent;
 use punchline_core::wire::frame::{Frame, SessionBody, StreamMessage};
 use punchline_core::wire::{self, stun};
 
+use crate::addr::Addr;
+
 /// A short, stable description of a datagram.
 pub fn datagram(payload: &[u8]) -> String {
+    let mut out = String::new();
+    // Writing into a String cannot fail.
+    let _ = write_datagram(&mut out, payload);
+    out
+}
+
+/// Writes [`datagram`]'s description into `out`, without building a string
+/// of its own (the engine writes one for every datagram sent).
+pub fn write_datagram<W: Write>(out: &mut W, payload: &[u8]) -> fmt::Result {
     match wire::classify(payload) {
         wire::Kind::Stun => match stun::Message::decode(payload) {
-            Ok(m) => format!("STUN {:?}", m.class),
-            Err(_) => "STUN (malformed)".into(),
+            Ok(m) => write!(out, "STUN {:?}", m.class),
+            Err(_) => out.write_str("STUN (malformed)"),
         },
         wire::Kind::Punchline => match Frame::decode(payload) {
-            Ok(f) => frame(&f),
-            Err(e) => format!("malformed ({e})"),
+            Ok(f) => write_frame(out, &f),
+            Err(e) => write!(out, "malformed ({e})"),
         },
-        wire::Kind::Unknown => "unknown datagram".into(),
+        wire::Kind::Unknown => out.write_str("unknown datagram"),
     }
 }
 
 /// A short description of a frame.
 pub fn frame(f: &Frame) -> String {
+    let mut out = String::new();
+    let _ = write_frame(&mut out, f);
+    out
+}
+
+/// Writes [`frame`]'s description into `out`.
+pub fn write_frame<W: Write>(out: &mut W, f: &Frame) -> fmt::Result {
     match f {
-        Frame::Login { user, .. } => format!("Login {user}"),
-        Frame::LoginOk { reflexive, .. } => format!("LoginOk reflexive={reflexive}"),
-        Frame::Keepalive { .. } => "Keepalive".into(),
-        Frame::KeepaliveAck { reflexive } => format!("KeepaliveAck reflexive={reflexive}"),
-        Frame::Profile { .. } => "Profile".into(),
-        Frame::Lookup { user, .. } => format!("Lookup {user}"),
-        Frame::LookupReply { online, .. } => format!("LookupReply online={online}"),
-        Frame::Connect { peer, .. } => format!("Connect {peer}"),
+        Frame::Login { user, .. } => write!(out, "Login {user}"),
+        Frame::LoginOk { reflexive, .. } => write!(out, "LoginOk reflexive={}", Addr(*reflexive)),
+        Frame::Keepalive { .. } => out.write_str("Keepalive"),
+        Frame::KeepaliveAck { reflexive } => write!(out, "KeepaliveAck reflexive={}", Addr(*reflexive)),
+        Frame::Profile { .. } => out.write_str("Profile"),
+        Frame::Lookup { user, .. } => write!(out, "Lookup {user}"),
+        Frame::LookupReply { online, .. } => write!(out, "LookupReply online={online}"),
+        Frame::Connect { peer, .. } => write!(out, "Connect {peer}"),
         Frame::Offer { session, peer, strategy, .. } => {
-            format!("Offer session={session} peer={peer} strategy={}", strategy.name())
+            write!(out, "Offer session={session} peer={peer} strategy={}", strategy.name())
         }
-        Frame::OfferAck { .. } => "OfferAck".into(),
-        Frame::Relay { payload, .. } => format!("Relay[{}]", datagram(payload)),
-        Frame::Relayed { payload, .. } => format!("Relayed[{}]", datagram(payload)),
-        Frame::SessionEnded { reason, .. } => format!("SessionEnded {reason:?}"),
-        Frame::Discover { answer_from, .. } => format!("Discover from={answer_from:?}"),
-        Frame::DiscoverReply { reflexive, .. } => format!("DiscoverReply reflexive={reflexive}"),
-        Frame::Logout { .. } => "Logout".into(),
-        Frame::Error { code, .. } => format!("Error {code:?}"),
-        Frame::TextSend { id, to, text, .. } => format!("TextSend {id} to={to} len={}", text.len()),
-        Frame::TextAck { id, status } => format!("TextAck {id} {status:?}"),
-        Frame::TextRejected { id, reason } => format!("TextRejected {id} {reason:?}"),
-        Frame::TextDeliver { from, id, text } => format!("TextDeliver {id} from={from} len={}", text.len()),
-        Frame::TextDeliverAck { from, id, .. } => format!("TextDeliverAck {id} from={from}"),
-        Frame::InboxSync { .. } => "InboxSync".into(),
-        Frame::InboxStatus { pending } => format!("InboxStatus pending={pending}"),
-        Frame::Opener => "Opener".into(),
-        Frame::Probe { attempt, .. } => format!("Probe attempt={attempt}"),
-        Frame::ProbeAck { attempt, observed, .. } => format!("ProbeAck attempt={attempt} observed={observed}"),
+        Frame::OfferAck { .. } => out.write_str("OfferAck"),
+        Frame::Relay { payload, .. } => {
+            out.write_str("Relay[")?;
+            write_datagram(out, payload)?;
+            out.write_str("]")
+        }
+        Frame::Relayed { payload, .. } => {
+            out.write_str("Relayed[")?;
+            write_datagram(out, payload)?;
+            out.write_str("]")
+        }
+        Frame::SessionEnded { reason, .. } => write!(out, "SessionEnded {reason:?}"),
+        Frame::Discover { answer_from, .. } => write!(out, "Discover from={answer_from:?}"),
+        Frame::DiscoverReply { reflexive, .. } => write!(out, "DiscoverReply reflexive={}", Addr(*reflexive)),
+        Frame::Logout { .. } => out.write_str("Logout"),
+        Frame::Error { code, .. } => write!(out, "Error {code:?}"),
+        Frame::TextSend { id, to, text, .. } => write!(out, "TextSend {id} to={to} len={}", text.len()),
+        Frame::TextAck { id, status } => write!(out, "TextAck {id} {status:?}"),
+        Frame::TextRejected { id, reason } => write!(out, "TextRejected {id} {reason:?}"),
+        Frame::TextDeliver { from, id, text } => write!(out, "TextDeliver {id} from={from} len={}", text.len()),
+        Frame::TextDeliverAck { from, id, .. } => write!(out, "TextDeliverAck {id} from={from}"),
+        Frame::InboxSync { .. } => out.write_str("InboxSync"),
+        Frame::InboxStatus { pending } => write!(out, "InboxStatus pending={pending}"),
+        Frame::Opener => out.write_str("Opener"),
+        Frame::Probe { attempt, .. } => write!(out, "Probe attempt={attempt}"),
+        Frame::ProbeAck { attempt, observed, .. } => {
+            write!(out, "ProbeAck attempt={attempt} observed={}", Addr(*observed))
+        }
         Frame::Session { body, .. } => match body {
             SessionBody::Stream { seq, message } => match message {
-                StreamMessage::App(data) => format!("Data seq={seq} len={}", data.len()),
+                StreamMessage::App(data) => write!(out, "Data seq={seq} len={}", data.len()),
                 StreamMessage::Candidates { attempt, candidates } => {
-                    let list: Vec<String> = candidates.iter().map(|c| c.to_string()).collect();
-                    format!("Candidates seq={seq} attempt={attempt} [{}]", list.join(" "))
+                    write!(out, "Candidates seq={seq} attempt={attempt} [")?;
+                    for (i, c) in candidates.iter().enumerate() {
+                        if i > 0 {
+                            out.write_str(" ")?;
+                        }
+                        Addr(*c).write_to(out)?;
+                    }
+                    out.write_str("]")
                 }
-                StreamMessage::OpenersOut { attempt } => format!("OpenersOut seq={seq} attempt={attempt}"),
+                StreamMessage::OpenersOut { attempt } => write!(out, "OpenersOut seq={seq} attempt={attempt}"),
                 StreamMessage::Prediction { attempt, base, delta, window } => {
-                    format!("Prediction seq={seq} attempt={attempt} base={base} delta={delta} window={window}")
+                    write!(out, "Prediction seq={seq} attempt={attempt} base={base} delta={delta} window={window}")
                 }
                 StreamMessage::PoolOpen { attempt, ip, sockets } => {
-                    format!("PoolOpen seq={seq} attempt={attempt} ip={ip} sockets={sockets}")
+                    write!(out, "PoolOpen seq={seq} attempt={attempt} ip={ip} sockets={sockets}")
                 }
-                StreamMessage::Text { id, text } => format!("Text seq={seq} id={id} len={}", text.len()),
-                StreamMessage::TextAck { id } => format!("TextAck seq={seq} id={id}"),
+                StreamMessage::Text { id, text } => write!(out, "Text seq={seq} id={id} len={}", text.len()),
+                StreamMessage::TextAck { id } => write!(out, "TextAck seq={seq} id={id}"),
             },
-            SessionBody::Ack { next, .. } => format!("Ack next={next}"),
-            SessionBody::Close { reason } => format!("Close {reason:?}"),
+            SessionBody::Ack { next, .. } => write!(out, "Ack next={next}"),
+            SessionBody::Close { reason } => write!(out, "Close {reason:?}"),
         },
     }
 }

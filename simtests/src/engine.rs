@@ -297,7 +297,7 @@ impl Simulation {
     /// Traces the decisions of one NAT call and keeps the buffer for the next.
     fn log_nat(&mut self, mut decisions: Vec<NatDecision>) {
         for d in decisions.drain(..) {
-            self.trace.record(self.now, format_args!("{d}"));
+            self.trace.record_with(self.now, |line| d.write_to(line));
         }
         self.nat_log = decisions;
     }
@@ -433,10 +433,12 @@ impl Simulation {
     fn server_transmit(&mut self, t: Transmit) {
         let src = self.server.sockets().iter().find(|(id, _)| *id == t.socket).map(|(_, a)| *a);
         let Some(src) = src else { return };
-        if self.describes_datagrams() {
+        if self.trace.keeps_arrows() {
             let label = describe::datagram(&t.payload);
             self.trace.record(self.now, format_args!("server {} -> {} {label}", Addr(src), Addr(t.destination)));
             self.arrow(None, t.destination, label);
+        } else {
+            self.trace.record_with(self.now, |line| datagram_line(line, "server", src, &t));
         }
         let p = Packet { src, dst: t.destination, ttl: t.ttl.unwrap_or(DEFAULT_TTL), payload: t.payload };
         self.packet_events += 1;
@@ -477,11 +479,14 @@ impl Simulation {
             peer.probes += 1;
         }
         let src = SocketAddr::new(peer.addr, port);
-        if self.describes_datagrams() {
+        if self.trace.keeps_arrows() {
             let label = describe::datagram(&t.payload);
             let (name, ttl) = (&self.peers[i].name, TtlSuffix(t.ttl));
             self.trace.record(self.now, format_args!("{name} {} -> {}{ttl} {label}", Addr(src), Addr(t.destination)));
             self.arrow(Some(i), t.destination, label);
+        } else {
+            let name = &self.peers[i].name;
+            self.trace.record_with(self.now, |line| datagram_line(line, name, src, &t));
         }
         let size = t.payload.len() + 28;
         let p = Packet { src, dst: t.destination, ttl: t.ttl.unwrap_or(DEFAULT_TTL), payload: t.payload };
@@ -495,12 +500,6 @@ impl Simulation {
             Some(n) => Pending::FromInside(n, p),
             None => Pending::Internet(p),
         });
-    }
-
-    /// Whether datagrams need their one-line description (for the trace or
-    /// the Mermaid diagram): decoding each one again is not free.
-    fn describes_datagrams(&self) -> bool {
-        self.trace.is_on() || self.trace.keeps_arrows()
     }
 
     /// Schedules one event per arrival time of `p`, moving the packet into
@@ -814,6 +813,23 @@ impl ConnectionState {
             closed: false,
         }
     }
+}
+
+/// The trace line of a datagram sent by `who`: `{who} {src} -> {dst}[ ttl=N]
+/// {description}`, written piece by piece (one for every datagram sent; the
+/// trace skips the closure, and so the decoding, when it is off).
+fn datagram_line(line: &mut String, who: &str, src: SocketAddr, t: &Transmit) -> std::fmt::Result {
+    line.push_str(who);
+    line.push(' ');
+    Addr(src).write_to(line)?;
+    line.push_str(" -> ");
+    Addr(t.destination).write_to(line)?;
+    if let Some(ttl) = t.ttl {
+        use std::fmt::Write as _;
+        write!(line, " ttl={ttl}")?;
+    }
+    line.push(' ');
+    describe::write_datagram(line, &t.payload)
 }
 
 /// ` ttl=N` after a datagram sent with an explicit TTL, nothing otherwise.

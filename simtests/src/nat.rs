@@ -363,68 +363,130 @@ pub enum NatDecision {
     Background { nat: Arc<str>, flows: u64 },
 }
 
-impl fmt::Display for NatDecision {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl NatDecision {
+    /// The device that decided.
+    pub fn nat(&self) -> &str {
         use NatDecision as D;
-        // `Addr` prints addresses as `SocketAddr` does, only faster: the
-        // engine formats these lines for every packet (crate::addr).
-        let a = |x: &SocketAddr| Addr(*x);
         match self {
-            D::MappingCreated { nat, internal, external, remote } => {
-                write!(f, "nat {nat}: map {} -> {} (for {})", a(internal), a(external), a(remote))
+            D::MappingCreated { nat, .. }
+            | D::Translated { nat, .. }
+            | D::Filtered { nat, .. }
+            | D::NoMapping { nat, .. }
+            | D::TrackedUnsolicited { nat, .. }
+            | D::PortCollision { nat, .. }
+            | D::TtlExpired { nat, .. }
+            | D::Hairpinned { nat, .. }
+            | D::HairpinRefused { nat, .. }
+            | D::UdpBlocked { nat, .. }
+            | D::MappingExpired { nat, .. }
+            | D::Forwarded { nat, .. }
+            | D::NoFreePort { nat, .. }
+            | D::Background { nat, .. } => nat,
+        }
+    }
+
+    /// Writes the trace line (the `Display` text) piece by piece: the engine
+    /// writes one for every packet crossing a NAT, straight into its line
+    /// buffer, and `write!`'s argument machinery was most of their cost.
+    pub fn write_to<W: fmt::Write>(&self, out: &mut W) -> fmt::Result {
+        use NatDecision as D;
+        out.write_str("nat ")?;
+        out.write_str(self.nat())?;
+        out.write_str(": ")?;
+        // "{a} -> {b}", the pair most lines start with.
+        let pair = |out: &mut W, word: &str, a: &SocketAddr, b: &SocketAddr| -> fmt::Result {
+            out.write_str(word)?;
+            Addr(*a).write_to(out)?;
+            out.write_str(" -> ")?;
+            Addr(*b).write_to(out)
+        };
+        match self {
+            D::MappingCreated { internal, external, remote, .. } => {
+                pair(out, "map ", internal, external)?;
+                out.write_str(" (for ")?;
+                Addr(*remote).write_to(out)?;
+                out.write_str(")")
             }
-            D::Translated { nat, dir: Direction::Outbound, src, dst, via, .. } => {
-                write!(f, "nat {nat}: out {} -> {} as {}", a(src), a(dst), a(via))
+            D::Translated { dir: Direction::Outbound, src, dst, via, .. } => {
+                pair(out, "out ", src, dst)?;
+                out.write_str(" as ")?;
+                Addr(*via).write_to(out)
             }
-            D::Translated { nat, dir: Direction::Inbound, src, dst, to, .. } => {
-                write!(f, "nat {nat}: in {} -> {} to {}", a(src), a(dst), a(to))
+            D::Translated { dir: Direction::Inbound, src, dst, to, .. } => {
+                pair(out, "in ", src, dst)?;
+                out.write_str(" to ")?;
+                Addr(*to).write_to(out)
             }
-            D::Filtered { nat, src, dst, filtering } => {
-                write!(f, "nat {nat}: filter {} -> {} ({} filtering: not sent there)", a(src), a(dst), filtering.name())
+            D::Filtered { src, dst, filtering, .. } => {
+                pair(out, "filter ", src, dst)?;
+                out.write_str(" (")?;
+                out.write_str(filtering.name())?;
+                out.write_str(" filtering: not sent there)")
             }
-            D::NoMapping { nat, src, dst } => write!(f, "nat {nat}: drop {} -> {} (no mapping)", a(src), a(dst)),
-            D::TrackedUnsolicited { nat, src, dst, created: true } => {
-                write!(f, "nat {nat}: track {} -> {} (unsolicited; conntrack now holds this 5-tuple)", a(src), a(dst))
+            D::NoMapping { src, dst, .. } => {
+                pair(out, "drop ", src, dst)?;
+                out.write_str(" (no mapping)")
             }
-            D::TrackedUnsolicited { nat, src, dst, created: false } => {
-                write!(f, "nat {nat}: drop {} -> {} (held by a tracked unsolicited entry)", a(src), a(dst))
+            D::TrackedUnsolicited { src, dst, created: true, .. } => {
+                pair(out, "track ", src, dst)?;
+                out.write_str(" (unsolicited; conntrack now holds this 5-tuple)")
             }
-            D::PortCollision { nat, internal, remote, blocked, external } => write!(
-                f,
-                "nat {nat}: {} -> {} is held by a tracked entry; map {} -> {} for {} only",
-                a(blocked),
-                a(remote),
-                a(internal),
-                a(external),
-                a(remote)
-            ),
-            D::TtlExpired { nat, dir, src, dst } => {
-                write!(f, "nat {nat}: ttl expired {} -> {} ({})", a(src), a(dst), dir_name(*dir))
+            D::TrackedUnsolicited { src, dst, created: false, .. } => {
+                pair(out, "drop ", src, dst)?;
+                out.write_str(" (held by a tracked unsolicited entry)")
             }
-            D::Hairpinned { nat, src, dst, via, to } => {
-                write!(f, "nat {nat}: hairpin {} -> {} as {} to {}", a(src), a(dst), a(via), a(to))
+            D::PortCollision { internal, remote, blocked, external, .. } => {
+                pair(out, "", blocked, remote)?;
+                pair(out, " is held by a tracked entry; map ", internal, external)?;
+                out.write_str(" for ")?;
+                Addr(*remote).write_to(out)?;
+                out.write_str(" only")
             }
-            D::HairpinRefused { nat, src, dst } => {
-                write!(f, "nat {nat}: drop {} -> {} (no hairpinning)", a(src), a(dst))
+            D::TtlExpired { dir, src, dst, .. } => {
+                pair(out, "ttl expired ", src, dst)?;
+                out.write_str(" (")?;
+                out.write_str(dir_name(*dir))?;
+                out.write_str(")")
             }
-            D::UdpBlocked { nat, dir, src, dst } => {
-                write!(f, "nat {nat}: drop {} -> {} (UDP blocked, {})", a(src), a(dst), dir_name(*dir))
+            D::Hairpinned { src, dst, via, to, .. } => {
+                pair(out, "hairpin ", src, dst)?;
+                out.write_str(" as ")?;
+                Addr(*via).write_to(out)?;
+                out.write_str(" to ")?;
+                Addr(*to).write_to(out)
             }
-            D::MappingExpired { nat, internal, external, timeout } => write!(
-                f,
-                "nat {nat}: expire {} -> {} (idle {})",
-                a(internal),
-                a(external),
-                crate::duration::format_duration(*timeout)
-            ),
-            D::Forwarded { nat, dir, src, dst } => {
-                write!(f, "nat {nat}: route {} -> {} ({}, no translation)", a(src), a(dst), dir_name(*dir))
+            D::HairpinRefused { src, dst, .. } => {
+                pair(out, "drop ", src, dst)?;
+                out.write_str(" (no hairpinning)")
             }
-            D::Background { nat, flows } => write!(f, "nat {nat}: neighbours opened {flows} flow(s)"),
-            D::NoFreePort { nat, src, dst } => {
-                write!(f, "nat {nat}: drop {} -> {} (no free external port)", a(src), a(dst))
+            D::UdpBlocked { dir, src, dst, .. } => {
+                pair(out, "drop ", src, dst)?;
+                out.write_str(" (UDP blocked, ")?;
+                out.write_str(dir_name(*dir))?;
+                out.write_str(")")
+            }
+            D::MappingExpired { internal, external, timeout, .. } => {
+                pair(out, "expire ", internal, external)?;
+                write!(out, " (idle {})", crate::duration::format_duration(*timeout))
+            }
+            D::Forwarded { dir, src, dst, .. } => {
+                pair(out, "route ", src, dst)?;
+                out.write_str(" (")?;
+                out.write_str(dir_name(*dir))?;
+                out.write_str(", no translation)")
+            }
+            D::Background { flows, .. } => write!(out, "neighbours opened {flows} flow(s)"),
+            D::NoFreePort { src, dst, .. } => {
+                pair(out, "drop ", src, dst)?;
+                out.write_str(" (no free external port)")
             }
         }
+    }
+}
+
+impl fmt::Display for NatDecision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.write_to(f)
     }
 }
 

@@ -66,6 +66,12 @@ impl Trace {
 
     /// Records the line `text` at simulated time `now`: `{ms:>10.3}ms {text}`.
     pub(crate) fn record(&mut self, now: Duration, text: fmt::Arguments<'_>) {
+        self.record_with(now, |line| line.write_fmt(text));
+    }
+
+    /// Records the line that `write` writes after the time prefix, for hot
+    /// lines that write their pieces directly instead of through `format_args!`.
+    pub(crate) fn record_with(&mut self, now: Duration, write: impl FnOnce(&mut String) -> fmt::Result) {
         if !self.on {
             return;
         }
@@ -74,7 +80,7 @@ impl Trace {
         self.line.push(' ');
         // Writing into a String cannot fail; a Display impl that reports an
         // error would only truncate the line, never stop the run.
-        let _ = self.line.write_fmt(text);
+        let _ = write(&mut self.line);
         self.hash = hash_line(self.hash, self.line.as_bytes());
         if self.keep {
             self.lines.push(self.line.clone());
