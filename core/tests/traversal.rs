@@ -326,6 +326,28 @@ impl Rig {
     }
 }
 
+/// The socket counts the client asked its driver for, in order.
+fn socket_requests(events: &[ClientEvent]) -> Vec<u16> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            ClientEvent::OpenSockets { count, .. } => Some(*count),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The sockets the client gave back, in order.
+fn released_sockets(events: &[ClientEvent]) -> Vec<SocketId> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            ClientEvent::ReleaseSocket { socket } => Some(*socket),
+            _ => None,
+        })
+        .collect()
+}
+
 /// The probes among `sent`: (time, source socket, destination, attempt).
 fn probes(sent: &[(Duration, Transmit)]) -> Vec<(Duration, SocketId, SocketAddr, u16)> {
     sent.iter()
@@ -564,14 +586,7 @@ fn the_pool_side_opens_its_pool_toward_the_peers_address_then_announces_it_and_r
     let pool = rig.config().birthday_pool;
 
     // then the client asks its driver for a pool of the configured size,
-    let asked: Vec<u16> = rig
-        .events_since(t0)
-        .iter()
-        .filter_map(|e| match e {
-            ClientEvent::OpenSockets { count, .. } => Some(*count),
-            _ => None,
-        })
-        .collect();
+    let asked: Vec<u16> = socket_requests(&rig.events_since(t0));
     assert_eq!(asked, [pool], "socket requests after the offer");
     assert_eq!(pool, 256);
     let sockets: BTreeSet<SocketId> = rig.live.keys().copied().filter(|s| *s != PRIMARY.0).collect();
@@ -609,14 +624,7 @@ fn the_pool_side_opens_its_pool_toward_the_peers_address_then_announces_it_and_r
     rig.client.close(now, SESSION);
     rig.pump();
     // then every pool socket is given back, each once, and only the primary socket stays.
-    let released: Vec<SocketId> = rig
-        .events_since(closed_at)
-        .iter()
-        .filter_map(|e| match e {
-            ClientEvent::ReleaseSocket { socket } => Some(*socket),
-            _ => None,
-        })
-        .collect();
+    let released = released_sockets(&rig.events_since(closed_at));
     assert_eq!(released.iter().copied().collect::<BTreeSet<_>>(), sockets);
     assert_eq!(released.len(), sockets.len(), "a socket was released twice");
     assert_eq!(rig.live.keys().copied().collect::<Vec<_>>(), [PRIMARY.0]);
@@ -639,25 +647,12 @@ fn the_pool_is_given_back_when_the_attempt_fails_and_asked_for_afresh_on_retry()
     let failed = events.iter().position(|e| matches!(e, ClientEvent::PunchFailed { attempt: 0, .. }));
     let failed = failed.expect("attempt 0 failed");
     // then the whole pool is given back by the time the failure is reported,
-    let released: BTreeSet<SocketId> = events[..failed]
-        .iter()
-        .filter_map(|e| match e {
-            ClientEvent::ReleaseSocket { socket } => Some(*socket),
-            _ => None,
-        })
-        .collect();
+    let released: BTreeSet<SocketId> = released_sockets(&events[..failed]).into_iter().collect();
     assert!(pool.is_subset(&released), "pool sockets still held after the attempt failed");
     assert!(rig.live.keys().all(|s| !pool.contains(s)));
     // and the retry asks for a fresh pool of the same size.
     rig.run_for(rig.config().punch_retry);
-    let asked: Vec<u16> = rig
-        .events_since(t0)
-        .iter()
-        .filter_map(|e| match e {
-            ClientEvent::OpenSockets { count, .. } => Some(*count),
-            _ => None,
-        })
-        .collect();
+    let asked: Vec<u16> = socket_requests(&rig.events_since(t0));
     assert_eq!(asked, [rig.config().birthday_pool; 2], "one pool per attempt");
 }
 
@@ -684,14 +679,7 @@ fn once_a_pool_socket_goes_direct_the_rest_of_the_pool_is_given_back() {
     rig.deliver(winner, from, ack);
     // then the session is direct on that socket, and every other pool socket is given back.
     assert_eq!(rig.client.session_info(SESSION).expect("open").path, PathKind::Direct { socket: winner, remote: from });
-    let released: BTreeSet<SocketId> = rig
-        .events_since(t1)
-        .iter()
-        .filter_map(|e| match e {
-            ClientEvent::ReleaseSocket { socket } => Some(*socket),
-            _ => None,
-        })
-        .collect();
+    let released: BTreeSet<SocketId> = released_sockets(&rig.events_since(t1)).into_iter().collect();
     let others: BTreeSet<SocketId> = pool.iter().copied().filter(|s| *s != winner).collect();
     assert_eq!(released, others);
     assert_eq!(rig.live.keys().copied().collect::<Vec<_>>(), [PRIMARY.0, winner]);
