@@ -15,6 +15,10 @@ use bytes::Bytes;
 use punchline_core::{Machine, SocketId, Transmit};
 use punchline_mio::{Endpoint, Role, Sockets};
 
+#[path = "support/netns.rs"]
+mod netns;
+use netns::run;
+
 const INSIDE: &str = "PUNCHLINE_MIO_TEST_IN_NETNS";
 /// A TTL nothing else on this loopback uses (Linux's default is 64).
 const OPENER_TTL: u8 = 7;
@@ -47,42 +51,17 @@ impl Role for Sender {
     }
 }
 
-fn run(program: &str, args: &[&str]) -> bool {
-    Command::new(program).args(args).status().is_ok_and(|s| s.success())
-}
-
-fn available(program: &str, version_flag: &str) -> bool {
-    Command::new(program).arg(version_flag).output().is_ok_and(|o| o.status.success())
-}
-
 #[test]
 fn openers_carry_their_ttl_on_the_wire_and_the_default_is_restored() {
-    if std::env::var_os(INSIDE).is_some() {
+    if netns::inside(INSIDE) {
         return count_ttls_inside();
     }
-    let is_root = Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0\n"));
-    if !is_root || !available("nft", "--version") || !available("ip", "-V") {
-        eprintln!("SKIPPED: needs root, iproute2 and nftables (a network namespace with counting rules)");
-        return;
-    }
-    let ns = format!("plmio-{}", std::process::id());
-    assert!(run("ip", &["netns", "add", &ns]), "create namespace {ns}");
-    let inside = (|| {
-        if !run("ip", &["-n", &ns, "link", "set", "lo", "up"]) {
-            return None;
-        }
-        let exe = std::env::current_exe().ok()?;
-        let exe = exe.to_str()?;
-        let name = "openers_carry_their_ttl_on_the_wire_and_the_default_is_restored";
-        Command::new("ip")
-            .args(["netns", "exec", &ns, exe, "--exact", name, "--nocapture", "--test-threads=1"])
-            .env(INSIDE, "1")
-            .status()
-            .ok()
-    })();
-    let removed = run("ip", &["netns", "del", &ns]);
-    assert!(inside.is_some_and(|s| s.success()), "the test inside namespace {ns} failed (see its output above)");
-    assert!(removed, "delete namespace {ns}");
+    netns::run_test_in_fresh_namespace(
+        "plmio",
+        "openers_carry_their_ttl_on_the_wire_and_the_default_is_restored",
+        INSIDE,
+        "a network namespace with counting rules",
+    );
 }
 
 /// Inside the namespace.

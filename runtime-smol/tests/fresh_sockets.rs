@@ -15,6 +15,10 @@ use std::time::Duration;
 use punchline_core::SocketId;
 use punchline_smol::{BoundServer, Client, ClientConfig, PathKind, ServerConfig, SessionEvent};
 
+#[path = "../../runtime-mio/tests/support/netns.rs"]
+mod netns;
+use netns::run;
+
 const INSIDE: &str = "PUNCHLINE_SMOL_TEST_IN_NETNS";
 const GUARD: Duration = Duration::from_secs(60);
 /// A TTL no other packet on this loopback has (Linux's default is 64), so
@@ -29,42 +33,17 @@ async fn guard<T>(what: &str, f: impl Future<Output = T>) -> T {
     .await
 }
 
-fn run(program: &str, args: &[&str]) -> bool {
-    Command::new(program).args(args).status().is_ok_and(|s| s.success())
-}
-
-fn available(program: &str, version_flag: &str) -> bool {
-    Command::new(program).arg(version_flag).output().is_ok_and(|o| o.status.success())
-}
-
 #[test]
 fn a_blocked_first_attempt_is_retried_from_fresh_sockets_and_goes_direct() {
-    if std::env::var_os(INSIDE).is_some() {
+    if netns::inside(INSIDE) {
         return retried_from_fresh_sockets();
     }
-    let is_root = Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0\n"));
-    if !is_root || !available("nft", "--version") || !available("ip", "-V") {
-        eprintln!("SKIPPED: needs root, iproute2 and nftables (a network namespace with a firewall rule)");
-        return;
-    }
-    let ns = format!("plsmol-{}", std::process::id());
-    assert!(run("ip", &["netns", "add", &ns]), "create namespace {ns}");
-    let inside = (|| {
-        if !run("ip", &["-n", &ns, "link", "set", "lo", "up"]) {
-            return None;
-        }
-        let exe = std::env::current_exe().ok()?;
-        let exe = exe.to_str()?;
-        let name = "a_blocked_first_attempt_is_retried_from_fresh_sockets_and_goes_direct";
-        Command::new("ip")
-            .args(["netns", "exec", &ns, exe, "--exact", name, "--nocapture", "--test-threads=1"])
-            .env(INSIDE, "1")
-            .status()
-            .ok()
-    })();
-    let removed = run("ip", &["netns", "del", &ns]);
-    assert!(inside.is_some_and(|s| s.success()), "the test inside namespace {ns} failed (see its output above)");
-    assert!(removed, "delete namespace {ns}");
+    netns::run_test_in_fresh_namespace(
+        "plsmol",
+        "a_blocked_first_attempt_is_retried_from_fresh_sockets_and_goes_direct",
+        INSIDE,
+        "a network namespace with a firewall rule",
+    );
 }
 
 /// Inside the namespace.
