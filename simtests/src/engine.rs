@@ -433,12 +433,9 @@ impl Simulation {
     fn server_transmit(&mut self, t: Transmit) {
         let src = self.server.sockets().iter().find(|(id, _)| *id == t.socket).map(|(_, a)| *a);
         let Some(src) = src else { return };
+        self.trace.record_with(self.now, |line| datagram_line(line, "server", src, &t));
         if self.trace.keeps_arrows() {
-            let label = describe::datagram(&t.payload);
-            self.trace.record(self.now, format_args!("server {} -> {} {label}", Addr(src), Addr(t.destination)));
-            self.arrow(None, t.destination, label);
-        } else {
-            self.trace.record_with(self.now, |line| datagram_line(line, "server", src, &t));
+            self.arrow(None, t.destination, describe::datagram(&t.payload));
         }
         let p = Packet { src, dst: t.destination, ttl: t.ttl.unwrap_or(DEFAULT_TTL), payload: t.payload };
         self.packet_events += 1;
@@ -479,14 +476,10 @@ impl Simulation {
             peer.probes += 1;
         }
         let src = SocketAddr::new(peer.addr, port);
+        let name = &self.peers[i].name;
+        self.trace.record_with(self.now, |line| datagram_line(line, name, src, &t));
         if self.trace.keeps_arrows() {
-            let label = describe::datagram(&t.payload);
-            let (name, ttl) = (&self.peers[i].name, TtlSuffix(t.ttl));
-            self.trace.record(self.now, format_args!("{name} {} -> {}{ttl} {label}", Addr(src), Addr(t.destination)));
-            self.arrow(Some(i), t.destination, label);
-        } else {
-            let name = &self.peers[i].name;
-            self.trace.record_with(self.now, |line| datagram_line(line, name, src, &t));
+            self.arrow(Some(i), t.destination, describe::datagram(&t.payload));
         }
         let size = t.payload.len() + 28;
         let p = Packet { src, dst: t.destination, ttl: t.ttl.unwrap_or(DEFAULT_TTL), payload: t.payload };
@@ -830,18 +823,6 @@ fn datagram_line(line: &mut String, who: &str, src: SocketAddr, t: &Transmit) ->
     }
     line.push(' ');
     describe::write_datagram(line, &t.payload)
-}
-
-/// ` ttl=N` after a datagram sent with an explicit TTL, nothing otherwise.
-struct TtlSuffix(Option<u8>);
-
-impl std::fmt::Display for TtlSuffix {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.0 {
-            Some(ttl) => write!(f, " ttl={ttl}"),
-            None => Ok(()),
-        }
-    }
 }
 
 fn ms(d: Duration) -> f64 {
