@@ -6,73 +6,132 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
+/// Up to this many timers are kept in one small vector; past it, in two
+/// ordered indexes. A client or a session holds a handful of timers and
+/// scanning a few contiguous entries beats walking two trees (a simulator
+/// with a thousand clients spends its time on cache misses); a server holds
+/// one per pending offer, hundreds, and needs the earliest in O(log n).
+const SMALL: usize = 16;
+
 /// A set of named deadlines.
 ///
-/// Kept twice, by name and by (deadline, name), so that the earliest timer
-/// is found in O(log n) however many are set: the server holds one per
-/// pending offer, and asks for the earliest after every datagram.
+/// Small sets are a vector in no particular order, scanned; large ones are
+/// kept twice, by name and by (deadline, name). Either way the earliest
+/// timer comes first and ties go in key order.
 #[derive(Clone, Debug)]
 pub struct Timers<K: Ord> {
-    deadlines: BTreeMap<K, Instant>,
-    by_time: BTreeSet<(Instant, K)>,
+    repr: Repr<K>,
+}
+
+#[derive(Clone, Debug)]
+enum Repr<K: Ord> {
+    Small(Vec<(K, Instant)>),
+    Large { deadlines: BTreeMap<K, Instant>, by_time: BTreeSet<(Instant, K)> },
 }
 
 impl<K: Ord + Clone> Default for Timers<K> {
     fn default() -> Self {
-        Timers { deadlines: BTreeMap::new(), by_time: BTreeSet::new() }
+        Timers { repr: Repr::Small(Vec::new()) }
     }
 }
 
 impl<K: Ord + Clone> Timers<K> {
     /// Sets (or moves) timer `key` to `at`.
     pub fn set(&mut self, key: K, at: Instant) {
-        if let Some(old) = self.deadlines.insert(key.clone(), at) {
-            self.by_time.remove(&(old, key.clone()));
+        match &mut self.repr {
+            Repr::Small(timers) => {
+                if let Some(entry) = timers.iter_mut().find(|(k, _)| *k == key) {
+                    entry.1 = at;
+                } else if timers.len() < SMALL {
+                    timers.push((key, at));
+                } else {
+                    let deadlines: BTreeMap<K, Instant> = timers.drain(..).chain([(key, at)]).collect();
+                    let by_time = deadlines.iter().map(|(k, at)| (*at, k.clone())).collect();
+                    self.repr = Repr::Large { deadlines, by_time };
+                }
+            }
+            Repr::Large { deadlines, by_time } => {
+                if let Some(old) = deadlines.insert(key.clone(), at) {
+                    by_time.remove(&(old, key.clone()));
+                }
+                by_time.insert((at, key));
+            }
         }
-        self.by_time.insert((at, key));
     }
 
     /// Cancels timer `key`.
     pub fn stop(&mut self, key: &K) {
-        if let Some(at) = self.deadlines.remove(key) {
-            self.by_time.remove(&(at, key.clone()));
+        match &mut self.repr {
+            Repr::Small(timers) => timers.retain(|(k, _)| k != key),
+            Repr::Large { deadlines, by_time } => {
+                if let Some(at) = deadlines.remove(key) {
+                    by_time.remove(&(at, key.clone()));
+                }
+            }
         }
     }
 
     /// When `key` fires, if set.
     pub fn get(&self, key: &K) -> Option<Instant> {
-        self.deadlines.get(key).copied()
+        match &self.repr {
+            Repr::Small(timers) => timers.iter().find(|(k, _)| k == key).map(|(_, at)| *at),
+            Repr::Large { deadlines, .. } => deadlines.get(key).copied(),
+        }
     }
 
     /// The earliest deadline and its name (ties in key order).
     pub fn next(&self) -> Option<(K, Instant)> {
-        self.by_time.first().map(|(at, k)| (k.clone(), *at))
+        match &self.repr {
+            Repr::Small(timers) => timers.iter().min_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0))).cloned(),
+            Repr::Large { by_time, .. } => by_time.first().map(|(at, k)| (k.clone(), *at)),
+        }
     }
 
     /// Removes and returns every timer due at `now`, earliest first (ties in
     /// key order).
     pub fn expire(&mut self, now: Instant) -> Vec<K> {
-        let mut due = Vec::new();
-        while let Some((at, _)) = self.by_time.first() {
-            if *at > now {
-                break;
+        match &mut self.repr {
+            Repr::Small(timers) => {
+                if timers.iter().all(|(_, at)| *at > now) {
+                    return Vec::new();
+                }
+                let mut due: Vec<(Instant, K)> = Vec::new();
+                timers.retain(|(k, at)| {
+                    let keep = *at > now;
+                    if !keep {
+                        due.push((*at, k.clone()));
+                    }
+                    keep
+                });
+                due.sort();
+                due.into_iter().map(|(_, k)| k).collect()
             }
-            let (_, key) = self.by_time.pop_first().expect("just seen");
-            self.deadlines.remove(&key);
-            due.push(key);
+            Repr::Large { deadlines, by_time } => {
+                let mut due = Vec::new();
+                while let Some((at, _)) = by_time.first() {
+                    if *at > now {
+                        break;
+                    }
+                    let (_, key) = by_time.pop_first().expect("just seen");
+                    deadlines.remove(&key);
+                    due.push(key);
+                }
+                due
+            }
         }
-        due
     }
 
     /// Removes every timer whose key matches.
     pub fn retain(&mut self, mut keep: impl FnMut(&K) -> bool) {
-        let by_time = &mut self.by_time;
-        self.deadlines.retain(|k, at| {
-            let kept = keep(k);
-            if !kept {
-                by_time.remove(&(*at, k.clone()));
-            }
-            kept
-        });
+        match &mut self.repr {
+            Repr::Small(timers) => timers.retain(|(k, _)| keep(k)),
+            Repr::Large { deadlines, by_time } => deadlines.retain(|k, at| {
+                let kept = keep(k);
+                if !kept {
+                    by_time.remove(&(*at, k.clone()));
+                }
+                kept
+            }),
+        }
     }
 }
