@@ -512,6 +512,13 @@ pub struct Nat {
     /// Background flows already accounted for (see
     /// [`NatSpec::background_flows`]).
     background_seen: u64,
+    /// No entry of either deadline heap falls before this, so
+    /// [`Nat::expire`] can return without touching them: most packets
+    /// expire nothing, and the heaps of a thousand NATs do not stay cached.
+    next_expiry: Duration,
+    /// Whether decisions are written to the caller's log (see
+    /// [`Nat::record_decisions`]).
+    records_decisions: bool,
 }
 
 impl Nat {
@@ -529,6 +536,23 @@ impl Nat {
             paired: FastMap::default(),
             last_port: FastMap::default(),
             background_seen: 0,
+            next_expiry: Duration::MAX,
+            records_decisions: true,
+        }
+    }
+
+    /// Whether the device writes its decisions to the log its methods take
+    /// (on by default). A caller that discards them, like an untraced run,
+    /// turns this off so they are not built; the packets' fate is the same.
+    pub fn record_decisions(&mut self, on: bool) {
+        self.records_decisions = on;
+    }
+
+    /// Appends the decision `make` builds from the device's name, when
+    /// decisions are recorded.
+    fn note(&self, log: &mut Vec<NatDecision>, make: impl FnOnce(Arc<str>) -> NatDecision) {
+        if self.records_decisions {
+            log.push(make(self.name.clone()));
         }
     }
 
@@ -552,17 +576,12 @@ impl Nat {
     pub fn outbound(&mut self, now: Duration, pkt: Packet, log: &mut Vec<NatDecision>) -> Option<Packet> {
         let mut pkt = self.enter(now, pkt, Direction::Outbound, log)?;
         if !self.spec.translate {
-            log.push(NatDecision::Forwarded {
-                nat: self.name.clone(),
-                dir: Direction::Outbound,
-                src: pkt.src,
-                dst: pkt.dst,
-            });
+            self.note(log, |nat| NatDecision::Forwarded { nat, dir: Direction::Outbound, src: pkt.src, dst: pkt.dst });
             return Some(pkt);
         }
         let via = self.translate_source(now, pkt.src, pkt.dst, log)?;
-        log.push(NatDecision::Translated {
-            nat: self.name.clone(),
+        self.note(log, |nat| NatDecision::Translated {
+            nat,
             dir: Direction::Outbound,
             src: pkt.src,
             dst: pkt.dst,
@@ -579,20 +598,20 @@ impl Nat {
         let mut pkt = self.enter(now, pkt, Direction::Inbound, log)?;
         if !self.spec.translate {
             if self.is_public_ip(pkt.dst.ip()) {
-                log.push(NatDecision::Forwarded {
-                    nat: self.name.clone(),
+                self.note(log, |nat| NatDecision::Forwarded {
+                    nat,
                     dir: Direction::Inbound,
                     src: pkt.src,
                     dst: pkt.dst,
                 });
                 return Some(pkt);
             }
-            log.push(NatDecision::NoMapping { nat: self.name.clone(), src: pkt.src, dst: pkt.dst });
+            self.note(log, |nat| NatDecision::NoMapping { nat, src: pkt.src, dst: pkt.dst });
             return None;
         }
         let to = self.translate_destination(now, pkt.src, pkt.dst, log)?;
-        log.push(NatDecision::Translated {
-            nat: self.name.clone(),
+        self.note(log, |nat| NatDecision::Translated {
+            nat,
             dir: Direction::Inbound,
             src: pkt.src,
             dst: pkt.dst,
@@ -612,21 +631,16 @@ impl Nat {
         let mut pkt = self.enter(now, pkt, Direction::Outbound, log)?;
         if !self.spec.translate {
             // A plain router delivering between two of its own hosts.
-            log.push(NatDecision::Forwarded {
-                nat: self.name.clone(),
-                dir: Direction::Inbound,
-                src: pkt.src,
-                dst: pkt.dst,
-            });
+            self.note(log, |nat| NatDecision::Forwarded { nat, dir: Direction::Inbound, src: pkt.src, dst: pkt.dst });
             return Some(pkt);
         }
         if !self.spec.hairpin {
-            log.push(NatDecision::HairpinRefused { nat: self.name.clone(), src: pkt.src, dst: pkt.dst });
+            self.note(log, |nat| NatDecision::HairpinRefused { nat, src: pkt.src, dst: pkt.dst });
             return None;
         }
         let via = self.translate_source(now, pkt.src, pkt.dst, log)?;
         let to = self.translate_destination(now, via, pkt.dst, log)?;
-        log.push(NatDecision::Hairpinned { nat: self.name.clone(), src: pkt.src, dst: pkt.dst, via, to });
+        self.note(log, |nat| NatDecision::Hairpinned { nat, src: pkt.src, dst: pkt.dst, via, to });
         pkt.src = via;
         pkt.dst = to;
         Some(pkt)
@@ -636,6 +650,9 @@ impl Nat {
     /// timeout at `now`, logging each expired mapping. Every other method
     /// calls this first; the engine may call it to get exact counts.
     pub fn expire(&mut self, now: Duration, log: &mut Vec<NatDecision>) {
+        if now < self.next_expiry {
+            return;
+        }
         while let Some(Reverse((deadline, key))) = self.mapping_deadlines.peek().cloned() {
             if deadline > now {
                 break;
@@ -650,8 +667,8 @@ impl Nat {
             let external = mapping.external;
             self.mappings.remove(&key);
             self.by_external.remove(&external);
-            log.push(NatDecision::MappingExpired {
-                nat: self.name.clone(),
+            self.note(log, |nat| NatDecision::MappingExpired {
+                nat,
                 internal: key.internal,
                 external: SocketAddr::V4(external),
                 timeout: self.spec.timeout,
@@ -670,6 +687,9 @@ impl Nat {
                 self.tracked.remove(&tuple);
             }
         }
+        let earliest = |heap: Option<Duration>| heap.unwrap_or(Duration::MAX);
+        self.next_expiry = earliest(self.mapping_deadlines.peek().map(|Reverse((at, _))| *at))
+            .min(earliest(self.tracked_deadlines.peek().map(|Reverse((at, _))| *at)));
     }
 
     /// Power-cycles the device: every mapping, tracked entry and IP pairing
@@ -680,6 +700,7 @@ impl Nat {
         self.mapping_deadlines.clear();
         self.tracked.clear();
         self.tracked_deadlines.clear();
+        self.next_expiry = Duration::MAX;
         self.paired.clear();
         self.last_port.clear();
     }
@@ -765,14 +786,14 @@ impl Nat {
     fn enter(&mut self, now: Duration, mut pkt: Packet, dir: Direction, log: &mut Vec<NatDecision>) -> Option<Packet> {
         self.expire(now, log);
         if self.spec.blocks_udp {
-            log.push(NatDecision::UdpBlocked { nat: self.name.clone(), dir, src: pkt.src, dst: pkt.dst });
+            self.note(log, |nat| NatDecision::UdpBlocked { nat, dir, src: pkt.src, dst: pkt.dst });
             return None;
         }
         // A router that decrements the TTL to 0 drops the packet (RFC 1812
         // §5.3.1), before the NAT step in its forwarding path.
         pkt.ttl = pkt.ttl.saturating_sub(1);
         if pkt.ttl == 0 {
-            log.push(NatDecision::TtlExpired { nat: self.name.clone(), dir, src: pkt.src, dst: pkt.dst });
+            self.note(log, |nat| NatDecision::TtlExpired { nat, dir, src: pkt.src, dst: pkt.dst });
             return None;
         }
         Some(pkt)
@@ -807,8 +828,8 @@ impl Nat {
                     self.by_external.remove(&old.external);
                 }
                 self.insert_mapping(now, target, external);
-                log.push(NatDecision::PortCollision {
-                    nat: self.name.clone(),
+                self.note(log, |nat| NatDecision::PortCollision {
+                    nat,
                     internal,
                     remote,
                     blocked: SocketAddr::V4(blocked),
@@ -821,8 +842,8 @@ impl Nat {
                 self.run_background(now, log);
                 let external = self.allocate(internal, remote, log)?;
                 self.insert_mapping(now, key, external);
-                log.push(NatDecision::MappingCreated {
-                    nat: self.name.clone(),
+                self.note(log, |nat| NatDecision::MappingCreated {
+                    nat,
                     internal,
                     external: SocketAddr::V4(external),
                     remote,
@@ -847,11 +868,10 @@ impl Nat {
         external: SocketAddr,
         log: &mut Vec<NatDecision>,
     ) -> Option<SocketAddr> {
-        let nat = self.name.clone();
         let external = match external {
             SocketAddr::V4(v4) if self.spec.public_ips.contains(v4.ip()) => v4,
             _ => {
-                log.push(NatDecision::NoMapping { nat, src: remote, dst: external });
+                self.note(log, |nat| NatDecision::NoMapping { nat, src: remote, dst: external });
                 return None;
             }
         };
@@ -860,13 +880,18 @@ impl Nat {
             // The entry's reply direction is the router itself; refreshed
             // while the remote keeps sending.
             *last_seen = now;
-            log.push(NatDecision::TrackedUnsolicited { nat, src: remote, dst: external.into(), created: false });
+            self.note(log, |nat| NatDecision::TrackedUnsolicited {
+                nat,
+                src: remote,
+                dst: external.into(),
+                created: false,
+            });
             return None;
         }
         let timeout = self.spec.timeout;
         let filtering = self.spec.filtering;
         let Some(key) = self.by_external.get(&external).copied() else {
-            log.push(NatDecision::NoMapping { nat, src: remote, dst: external.into() });
+            self.note(log, |nat| NatDecision::NoMapping { nat, src: remote, dst: external.into() });
             self.track_unsolicited(now, tuple, log);
             return None;
         };
@@ -881,7 +906,7 @@ impl Nat {
             FilteringBehavior::AddressAndPortDependent => mapping.sent_to.endpoint(remote).is_some_and(live),
         };
         if !permitted {
-            log.push(NatDecision::Filtered { nat, src: remote, dst: external.into(), filtering });
+            self.note(log, |nat| NatDecision::Filtered { nat, src: remote, dst: external.into(), filtering });
             self.track_unsolicited(now, tuple, log);
             return None;
         }
@@ -897,13 +922,10 @@ impl Nat {
             return;
         }
         self.tracked.insert(tuple, now);
-        self.tracked_deadlines.push(Reverse((after(now, self.spec.timeout), tuple)));
-        log.push(NatDecision::TrackedUnsolicited {
-            nat: self.name.clone(),
-            src: tuple.0,
-            dst: tuple.1.into(),
-            created: true,
-        });
+        let deadline = after(now, self.spec.timeout);
+        self.tracked_deadlines.push(Reverse((deadline, tuple)));
+        self.next_expiry = self.next_expiry.min(deadline);
+        self.note(log, |nat| NatDecision::TrackedUnsolicited { nat, src: tuple.0, dst: tuple.1.into(), created: true });
     }
 
     /// The endpoint port preservation would give `internal` if it is free of
@@ -940,7 +962,7 @@ impl Nat {
         for port in self.last_port.values_mut() {
             *port = (lo + (i64::from(*port) - lo + step).rem_euclid(span)) as u16;
         }
-        log.push(NatDecision::Background { nat: self.name.clone(), flows: new });
+        self.note(log, |nat| NatDecision::Background { nat, flows: new });
     }
 
     fn behaviour_key(&self, internal: SocketAddr, remote: SocketAddr) -> MappingKey {
@@ -955,7 +977,9 @@ impl Nat {
     fn insert_mapping(&mut self, now: Duration, key: MappingKey, external: SocketAddrV4) {
         self.mappings.insert(key, Mapping { external, last_refresh: now, sent_to: Permissions::default() });
         self.by_external.insert(external, key);
-        self.mapping_deadlines.push(Reverse((after(now, self.spec.timeout), key)));
+        let deadline = after(now, self.spec.timeout);
+        self.mapping_deadlines.push(Reverse((deadline, key)));
+        self.next_expiry = self.next_expiry.min(deadline);
     }
 
     /// Picks a free external endpoint for `internal -> remote`: the paired
@@ -975,7 +999,7 @@ impl Nat {
                 Some(SocketAddrV4::new(ip, port))
             }
             _ => {
-                log.push(NatDecision::NoFreePort { nat: self.name.clone(), src: internal, dst: remote });
+                self.note(log, |nat| NatDecision::NoFreePort { nat, src: internal, dst: remote });
                 None
             }
         }
@@ -1252,6 +1276,28 @@ mod tests {
             ]
         );
         assert_eq!(n.mapping_count(), 0);
+    }
+
+    #[test]
+    fn a_nat_not_recording_decisions_treats_packets_the_same_and_logs_nothing() {
+        // Given two linux NATs, one told not to record its decisions,
+        let mut recording = nat(Preset::Linux);
+        let mut silent = nat(Preset::Linux);
+        silent.record_decisions(false);
+        let (mut logged, mut unlogged) = (Vec::new(), Vec::new());
+        for (n, log) in [(&mut recording, &mut logged), (&mut silent, &mut unlogged)] {
+            // when each maps, translates, filters, tracks and expires alike,
+            let out = n.outbound(secs(0), pkt(HOST, SERVER), log).map(|p| p.src);
+            let back = n.inbound(secs(1), pkt(SERVER, "198.51.100.6:4000"), log).map(|p| p.dst);
+            let stray = n.inbound(secs(2), pkt(PEER, "198.51.100.6:4000"), log).map(|p| p.dst);
+            n.expire(secs(500), log);
+            // then both give each packet the same fate,
+            assert_eq!((out, back, stray), (Some(addr("198.51.100.6:4000")), Some(addr(HOST)), None));
+            assert_eq!((n.mapping_count(), n.tracked_count()), (0, 0));
+        }
+        // and only the recording one wrote them down.
+        assert!(lines(&logged).iter().any(|l| l.contains("expire")), "{logged:?}");
+        assert!(unlogged.is_empty(), "{unlogged:?}");
     }
 
     #[test]
