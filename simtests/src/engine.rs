@@ -63,9 +63,11 @@ pub struct Simulation {
     /// Peer index by name (the first peer of a name, as the parser rejects
     /// duplicates).
     peer_names: BTreeMap<String, usize>,
-    /// Who sits directly on each network segment: index 0 is the public
-    /// internet, `n + 1` the inside of NAT `n`.
-    segments: Vec<Segment>,
+    /// Who sits directly on each network segment, by (segment, address):
+    /// segment 0 is the public internet, `n + 1` the inside of NAT `n`.
+    /// One table for every segment, so routing a hop costs one probe of
+    /// one table, not a probe of a table per segment and kind of node.
+    on_segment: FastMap<(usize, IpAddr), Node>,
     /// Text messages by (sender index, id), for the report.
     texts: BTreeMap<(usize, MessageId), TextState>,
     /// Packet events processed (sends, hops, deliveries), for benchmarks.
@@ -124,15 +126,15 @@ enum Pending {
     Scheduled(usize),
 }
 
-/// The peers and NAT public sides directly on one network segment, by
-/// address (only ever looked up, never iterated).
-#[derive(Default)]
-struct Segment {
-    peers: FastMap<IpAddr, usize>,
-    nats: FastMap<IpAddr, usize>,
+/// What sits at one address of a network segment: a peer host or a NAT's
+/// public side.
+#[derive(Clone, Copy, Debug)]
+enum Node {
+    Peer(usize),
+    Nat(usize),
 }
 
-/// Index into `Simulation::segments` of a segment (None: the internet).
+/// The index in `Simulation::on_segment` of a segment (None: the internet).
 fn segment_index(segment: Option<usize>) -> usize {
     segment.map_or(0, |n| n + 1)
 }
@@ -206,7 +208,7 @@ impl Simulation {
             connections: Vec::new(),
             connections_of: vec![Vec::new(); peers_len],
             peer_names,
-            segments: Vec::new(),
+            on_segment: FastMap::default(),
             texts: BTreeMap::new(),
             packet_events: 0,
             scenario,
@@ -234,6 +236,9 @@ impl Simulation {
     /// this way, as it reports no trace.
     pub fn skip_trace(&mut self) {
         self.trace.turn_off();
+        for nat in &mut self.nats {
+            nat.record_decisions(false);
+        }
     }
 
     /// Keep the datagrams for a Mermaid diagram.
@@ -598,14 +603,16 @@ impl Simulation {
     fn nat_from_inside(&mut self, n: usize, p: Packet) {
         // Hosts and NATs on the same private segment reach each other
         // without translation (host candidates).
-        if let Some(target) = self.peer_on_segment(Some(n), p.dst.ip()) {
-            self.down_link(target, p);
-            return;
+        match self.node_on_segment(Some(n), p.dst.ip()) {
+            Some(Node::Peer(target)) => self.down_link(target, p),
+            Some(Node::Nat(inner)) => self.schedule(self.now, Pending::FromOutside(inner, p)),
+            None => self.nat_forward_out(n, p),
         }
-        if let Some(inner) = self.nat_on_segment(Some(n), p.dst.ip()) {
-            self.schedule(self.now, Pending::FromOutside(inner, p));
-            return;
-        }
+    }
+
+    /// NAT `n` forwards a packet from inside that no host beside the
+    /// sender takes: to one of its own public addresses, or out.
+    fn nat_forward_out(&mut self, n: usize, p: Packet) {
         let now = self.now;
         let mut log = self.take_nat_log();
         if self.nats[n].is_public_ip(p.dst.ip()) {
@@ -638,12 +645,12 @@ impl Simulation {
 
     /// Delivers a packet that NAT `n` passed inward.
     fn route_down(&mut self, n: usize, p: Packet) {
-        if let Some(target) = self.peer_on_segment(Some(n), p.dst.ip()) {
-            self.down_link(target, p);
-        } else if let Some(inner) = self.nat_on_segment(Some(n), p.dst.ip()) {
-            self.nat_from_outside(inner, p);
-        } else {
-            self.trace.record(self.now, format_args!("nat {}: no host {} inside", self.nats[n].spec().name, p.dst));
+        match self.node_on_segment(Some(n), p.dst.ip()) {
+            Some(Node::Peer(target)) => self.down_link(target, p),
+            Some(Node::Nat(inner)) => self.nat_from_outside(inner, p),
+            None => {
+                self.trace.record(self.now, format_args!("nat {}: no host {} inside", self.nats[n].spec().name, p.dst))
+            }
         }
     }
 
@@ -662,15 +669,11 @@ impl Simulation {
             self.drain_server();
             return;
         }
-        if let Some(target) = self.peer_on_segment(None, p.dst.ip()) {
-            self.down_link(target, p);
-            return;
+        match self.node_on_segment(None, p.dst.ip()) {
+            Some(Node::Peer(target)) => self.down_link(target, p),
+            Some(Node::Nat(n)) => self.nat_from_outside(n, p),
+            None => self.trace.record(self.now, format_args!("internet: no route to {} (from {})", p.dst, p.src)),
         }
-        if let Some(n) = self.nat_on_segment(None, p.dst.ip()) {
-            self.nat_from_outside(n, p);
-            return;
-        }
-        self.trace.record(self.now, format_args!("internet: no route to {} (from {})", p.dst, p.src));
     }
 
     fn down_link(&mut self, target: usize, p: Packet) {
@@ -697,14 +700,10 @@ impl Simulation {
     }
 
     /// The peer with address `ip` directly on segment `segment` (None: the
-    /// public internet).
-    fn peer_on_segment(&self, segment: Option<usize>, ip: IpAddr) -> Option<usize> {
-        self.segments.get(segment_index(segment)).and_then(|s| s.peers.get(&ip).copied())
-    }
-
-    /// The NAT whose public side is on `segment` and owns `ip`.
-    fn nat_on_segment(&self, segment: Option<usize>, ip: IpAddr) -> Option<usize> {
-        self.segments.get(segment_index(segment)).and_then(|s| s.nats.get(&ip).copied())
+    /// public internet), or else the NAT whose public side is there and
+    /// owns `ip`.
+    fn node_on_segment(&self, segment: Option<usize>, ip: IpAddr) -> Option<Node> {
+        self.on_segment.get(&(segment_index(segment), ip)).copied()
     }
 
     /// Rebuilds the address indexes after the topology changed.
@@ -714,26 +713,19 @@ impl Simulation {
             .iter()
             .map(|n| n.spec().behind.as_ref().map(|b| self.scenario.nat_index(b).expect("validated by the parser")))
             .collect();
-        // Built through ordered maps: a later entry with the same address
-        // on the same segment replaces an earlier one.
-        let mut peers = BTreeMap::new();
-        for (i, p) in self.peers.iter().enumerate() {
-            peers.insert((segment_index(p.behind), p.addr), i);
-        }
-        let mut nats = BTreeMap::new();
+        // A later node with the same address on the same segment replaces
+        // an earlier one of its kind, and a peer wins over a NAT (routing
+        // has always tried peers first).
+        let mut on_segment = FastMap::default();
         for (i, n) in self.nats.iter().enumerate() {
             for ip in &n.spec().public_ips {
-                nats.insert((segment_index(self.nat_outer[i]), IpAddr::V4(*ip)), i);
+                on_segment.insert((segment_index(self.nat_outer[i]), IpAddr::V4(*ip)), Node::Nat(i));
             }
         }
-        let mut segments: Vec<Segment> = (0..=self.nats.len()).map(|_| Segment::default()).collect();
-        for ((segment, ip), i) in peers {
-            segments[segment].peers.insert(ip, i);
+        for (i, p) in self.peers.iter().enumerate() {
+            on_segment.insert((segment_index(p.behind), p.addr), Node::Peer(i));
         }
-        for ((segment, ip), i) in nats {
-            segments[segment].nats.insert(ip, i);
-        }
-        self.segments = segments;
+        self.on_segment = on_segment;
     }
 
     /// Keeps a datagram sent by peer `from` (None: the server) for the
