@@ -1198,6 +1198,21 @@ proptest! {
     }
 
     #[test]
+    fn a_frame_is_its_tag_the_version_its_fields_and_a_mac_slot(frame in any_frame()) {
+        // Given any frame, when encoded, then the datagram is the tag, the
+        // version, postcard's encoding of the variant's fields (postcard's
+        // own encoding minus its one-byte variant index) and, for an
+        // authenticated frame, a zeroed MAC slot: the wire of DESIGN §3.
+        let encoded = frame.encode();
+        let fields = postcard::to_allocvec(&frame).expect("frames serialize");
+        let mac = if frame.is_authenticated() { MAC_LEN } else { 0 };
+        let mut expected = vec![frame.tag(), VERSION];
+        expected.extend_from_slice(&fields[1..]);
+        expected.resize(expected.len() + mac, 0);
+        prop_assert_eq!(encoded, expected);
+    }
+
+    #[test]
     fn truncated_valid_frames_are_malformed(frame in any_frame(), cut in any::<prop::sample::Index>()) {
         // Given a valid encoding and a strictly shorter, non-empty prefix.
         let encoded = frame.encode();

@@ -596,12 +596,13 @@ impl Frame {
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(64);
         out.push(self.tag());
-        out.push(VERSION);
         // The enum discriminant is implied by the tag, so only the variant's
-        // fields are written: postcard writes the variant index first, which
-        // we strip (it is one byte: there are fewer than 128 variants).
-        let body = postcard::to_allocvec(self).expect("frames serialize infallibly into a Vec");
-        out.extend_from_slice(&body[1..]);
+        // fields are needed: postcard writes the variant index first (one
+        // byte: there are fewer than 128 variants), straight after the tag,
+        // and the version byte takes its place. Serializing into `out` saves
+        // a second, growing allocation and a copy per frame.
+        out = postcard::to_extend(self, out).expect("frames serialize infallibly into a Vec");
+        out[1] = VERSION;
         if self.is_authenticated() {
             out.extend_from_slice(&[0; MAC_LEN]);
         }
@@ -649,6 +650,9 @@ const VARIANT_BY_TAG: [u8; 28] = [
     0x41, 0x42, 0x43, 0x44, 0x45, 0x46, 0x47, 0x48, 0x49, 0x4a, 0x4b, 0x4c, 0x4d, 0x4e, 0x4f, 0x50, 0x51, 0x60, 0x61,
     0x62, 0x63, 0x52, 0x53, 0x54, 0x55, 0x56, 0x57, 0x58,
 ];
+// postcard writes a variant index as a varint: one byte below 128, which
+// `Frame::encode` relies on.
+const _: () = assert!(VARIANT_BY_TAG.len() < 128);
 
 /// Deserializers that refuse oversized collections before reserving memory.
 mod bounded {
