@@ -305,7 +305,7 @@ pub(crate) struct Out {
 
 impl Out {
     pub(crate) fn send(&mut self, socket: SocketId, to: SocketAddr, ttl: Option<u8>, payload: Vec<u8>) {
-        self.transmits.push_back(Transmit { socket, destination: to, ttl, payload: Bytes::from(payload) });
+        self.transmits.push_back(Transmit { socket, destination: to, ttl, payload: wire::payload_bytes(payload) });
     }
     pub(crate) fn event(&mut self, event: ClientEvent) {
         self.events.push_back(event);

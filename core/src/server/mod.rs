@@ -20,7 +20,6 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use tracing::debug;
 
 use crate::machine::{Machine, SocketId, Transmit};
@@ -725,7 +724,12 @@ impl Server {
     }
 
     fn send(&mut self, socket: SocketId, to: SocketAddr, payload: Vec<u8>) {
-        self.transmits.push_back(Transmit { socket, destination: to, ttl: None, payload: Bytes::from(payload) });
+        self.transmits.push_back(Transmit {
+            socket,
+            destination: to,
+            ttl: None,
+            payload: wire::payload_bytes(payload),
+        });
     }
 }
 

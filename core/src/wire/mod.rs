@@ -10,6 +10,8 @@
 pub mod frame;
 pub mod stun;
 
+use bytes::Bytes;
+
 /// The largest datagram Punchline sends or accepts (DESIGN §3): small enough to
 /// pass every path with a 1280-byte IPv6 MTU after IP and UDP headers.
 pub const MAX_DATAGRAM: usize = 1200;
@@ -31,5 +33,33 @@ pub fn classify(datagram: &[u8]) -> Kind {
         Some(0x00..=0x03) => Kind::Stun,
         Some(&b) if b >= frame::FIRST_TAG => Kind::Punchline,
         _ => Kind::Unknown,
+    }
+}
+
+/// A datagram built in a vector, as the `Bytes` a [`crate::Transmit`]
+/// carries. A vector with spare capacity would become a `Bytes` with a
+/// second, shared-count allocation; an exact copy is one allocation, and the
+/// vector is freed while still cached.
+pub(crate) fn payload_bytes(datagram: Vec<u8>) -> Bytes {
+    if datagram.len() == datagram.capacity() {
+        Bytes::from(datagram)
+    } else {
+        Bytes::copy_from_slice(&datagram)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_datagram_keeps_its_bytes_whatever_its_vector_spare_capacity() {
+        // Given the same datagram in an exact vector and in a roomy one,
+        let exact = vec![0x61, 1, 2, 3];
+        let mut roomy = Vec::with_capacity(64);
+        roomy.extend_from_slice(&exact);
+        // when each becomes a payload, then both carry exactly its bytes.
+        assert_eq!(&payload_bytes(exact)[..], [0x61, 1, 2, 3]);
+        assert_eq!(&payload_bytes(roomy)[..], [0x61, 1, 2, 3]);
     }
 }
