@@ -3,8 +3,10 @@
 //! server 60 s scenario runs.
 //!
 //! Run with `cargo bench -p punchline-sim --bench engine`. Throughput is
-//! reported as packet events (sends, hops, deliveries; the engine's
-//! `packet_events` counter) per second of wall time. Every run of a scenario
+//! reported as packet events (each step of a datagram the engine schedules
+//! as an event, plus each datagram the server sends: the engine's
+//! `packet_events` counter, defined in `simtests/README.md`) per second of
+//! wall time. Every run of a scenario
 //! is deterministic, so the event count comes from one warm-up run.
 //!
 //! Each run is measured twice: `run_15s` hashes the trace as
