@@ -70,7 +70,9 @@ pub struct Simulation {
     on_segment: FastMap<(usize, IpAddr), Node>,
     /// Text messages by (sender index, id), for the report.
     texts: BTreeMap<(usize, MessageId), TextState>,
-    /// Packet events processed (sends, hops, deliveries), for benchmarks.
+    /// Packet events processed, for benchmarks: each step of a datagram the
+    /// engine schedules as an event, plus each datagram the server sends
+    /// (defined in `simtests/README.md`, Performance).
     pub packet_events: u64,
 }
 
