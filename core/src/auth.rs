@@ -7,7 +7,9 @@
 //! authenticated frame, checked against a sliding window
 //! ([`ReplayWindow`], as in RFC 4303 §3.4.3), stop replays.
 
-use hmac::{Hmac, Mac};
+use hmac::digest::core_api::CoreWrapper;
+use hmac::digest::KeyInit;
+use hmac::{HmacCore, Mac};
 use sha2::Sha256;
 
 use crate::wire::frame::{SessionKey, MAC_LEN};
@@ -35,19 +37,23 @@ impl Role {
 /// (RFC 2104 §2, `K XOR ipad` and `K XOR opad`) are hashed once, when the
 /// session starts, instead of for every frame. Signs and verifies exactly
 /// as [`seal`] and [`verify`] do with the raw key.
+///
+/// Only the two hash states are kept (80 bytes), not a whole `Hmac` with
+/// its empty block buffer: every tag starts from a copy of them, and a
+/// session touched once a second is cold in cache.
 #[derive(Clone)]
 pub struct SessionMac {
-    keyed: Hmac<Sha256>,
+    keyed: HmacCore<Sha256>,
 }
 
 impl SessionMac {
     /// Prepares `key`.
     pub fn new(key: &SessionKey) -> SessionMac {
-        SessionMac { keyed: <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC accepts keys of any length") }
+        SessionMac { keyed: HmacCore::new_from_slice(key).expect("HMAC accepts keys of any length") }
     }
 
     fn tag(&self, sender: Role, signed: &[u8]) -> [u8; MAC_LEN] {
-        let mut mac = self.keyed.clone();
+        let mut mac = CoreWrapper::from_core(self.keyed.clone());
         mac.update(&[sender as u8]);
         mac.update(signed);
         let full = mac.finalize().into_bytes();
@@ -171,6 +177,29 @@ mod tests {
             // and each side's tag verifies with the other.
             assert!(mac.verify(&raw, sender) && verify(&prepared, &key, sender));
             assert!(!mac.verify(&raw, sender.peer()));
+        }
+    }
+
+    #[test]
+    fn a_tag_is_hmac_sha256_over_the_sender_and_the_frame_truncated_to_16_bytes() {
+        // Given keys and frames of several lengths, across SHA-256's 64-byte
+        // block boundary,
+        for (key_byte, len) in [(1u8, 0usize), (2, 5), (3, 54), (4, 55), (5, 63), (6, 64), (7, 200)] {
+            let key = [key_byte; 32];
+            let body: Vec<u8> = (0..len).map(|i| (i * 7 + 3) as u8).collect();
+            for sender in [Role::Initiator, Role::Responder] {
+                // when sealed, then the tag is the first 16 bytes of the
+                // hmac crate's own HMAC-SHA-256 (RFC 2104) of the role byte
+                // and the frame.
+                let mut frame = body.clone();
+                frame.extend_from_slice(&[0; MAC_LEN]);
+                SessionMac::new(&key).seal(&mut frame, sender);
+                let mut reference = <hmac::Hmac<Sha256> as Mac>::new_from_slice(&key).expect("any key length");
+                reference.update(&[sender as u8]);
+                reference.update(&body);
+                let full = reference.finalize().into_bytes();
+                assert_eq!(&frame[len..], &full[..MAC_LEN], "{len} bytes from {sender:?}");
+            }
         }
     }
 
