@@ -19,17 +19,18 @@ use punchline_core::{Machine, SocketId, Transmit};
 
 use crate::addr::Addr;
 use crate::describe;
-use crate::fast_map::FastMap;
 use crate::link::Link;
 use crate::nat::{Nat, NatDecision, Packet};
 use crate::report::{Connection, Messages, Outcome, Report};
 use crate::scenario::{Action, Scenario, ScenarioError};
 
 mod queue;
+mod segments;
 mod sockets;
 mod trace;
 
 use queue::EventQueue;
+use segments::{Node, SegmentIndex};
 use sockets::Sockets;
 use trace::Trace;
 
@@ -63,11 +64,9 @@ pub struct Simulation {
     /// Peer index by name (the first peer of a name, as the parser rejects
     /// duplicates).
     peer_names: BTreeMap<String, usize>,
-    /// Who sits directly on each network segment, by (segment, address):
-    /// segment 0 is the public internet, `n + 1` the inside of NAT `n`.
-    /// One table for every segment, so routing a hop costs one probe of
-    /// one table, not a probe of a table per segment and kind of node.
-    on_segment: FastMap<(usize, IpAddr), Node>,
+    /// Who sits directly on each network segment: segment 0 is the public
+    /// internet, `n + 1` the inside of NAT `n`.
+    on_segment: SegmentIndex,
     /// Text messages by (sender index, id), for the report.
     texts: BTreeMap<(usize, MessageId), TextState>,
     /// Packet events processed, for benchmarks: each step of a datagram the
@@ -126,14 +125,6 @@ enum Pending {
     Timer(usize),
     /// The scenario's `i`-th event.
     Scheduled(usize),
-}
-
-/// What sits at one address of a network segment: a peer host or a NAT's
-/// public side.
-#[derive(Clone, Copy, Debug)]
-enum Node {
-    Peer(usize),
-    Nat(usize),
 }
 
 /// The index in `Simulation::on_segment` of a segment (None: the internet).
@@ -210,7 +201,7 @@ impl Simulation {
             connections: Vec::new(),
             connections_of: vec![Vec::new(); peers_len],
             peer_names,
-            on_segment: FastMap::default(),
+            on_segment: SegmentIndex::default(),
             texts: BTreeMap::new(),
             packet_events: 0,
             scenario,
@@ -606,8 +597,8 @@ impl Simulation {
         // Hosts and NATs on the same private segment reach each other
         // without translation (host candidates).
         match self.node_on_segment(Some(n), p.dst.ip()) {
-            Some(Node::Peer(target)) => self.down_link(target, p),
-            Some(Node::Nat(inner)) => self.schedule(self.now, Pending::FromOutside(inner, p)),
+            Some(Node::Peer(target)) => self.down_link(target as usize, p),
+            Some(Node::Nat(inner)) => self.schedule(self.now, Pending::FromOutside(inner as usize, p)),
             None => self.nat_forward_out(n, p),
         }
     }
@@ -648,8 +639,8 @@ impl Simulation {
     /// Delivers a packet that NAT `n` passed inward.
     fn route_down(&mut self, n: usize, p: Packet) {
         match self.node_on_segment(Some(n), p.dst.ip()) {
-            Some(Node::Peer(target)) => self.down_link(target, p),
-            Some(Node::Nat(inner)) => self.nat_from_outside(inner, p),
+            Some(Node::Peer(target)) => self.down_link(target as usize, p),
+            Some(Node::Nat(inner)) => self.nat_from_outside(inner as usize, p),
             None => {
                 self.trace.record(self.now, format_args!("nat {}: no host {} inside", self.nats[n].spec().name, p.dst))
             }
@@ -672,8 +663,8 @@ impl Simulation {
             return;
         }
         match self.node_on_segment(None, p.dst.ip()) {
-            Some(Node::Peer(target)) => self.down_link(target, p),
-            Some(Node::Nat(n)) => self.nat_from_outside(n, p),
+            Some(Node::Peer(target)) => self.down_link(target as usize, p),
+            Some(Node::Nat(n)) => self.nat_from_outside(n as usize, p),
             None => self.trace.record(self.now, format_args!("internet: no route to {} (from {})", p.dst, p.src)),
         }
     }
@@ -705,7 +696,7 @@ impl Simulation {
     /// public internet), or else the NAT whose public side is there and
     /// owns `ip`.
     fn node_on_segment(&self, segment: Option<usize>, ip: IpAddr) -> Option<Node> {
-        self.on_segment.get(&(segment_index(segment), ip)).copied()
+        self.on_segment.get(segment_index(segment), ip)
     }
 
     /// Rebuilds the address indexes after the topology changed.
@@ -718,16 +709,17 @@ impl Simulation {
         // A later node with the same address on the same segment replaces
         // an earlier one of its kind, and a peer wins over a NAT (routing
         // has always tried peers first).
-        let mut on_segment = FastMap::default();
+        let index = |i: usize| u32::try_from(i).expect("fewer than 2^32 hosts");
+        let mut nodes = BTreeMap::new();
         for (i, n) in self.nats.iter().enumerate() {
             for ip in &n.spec().public_ips {
-                on_segment.insert((segment_index(self.nat_outer[i]), IpAddr::V4(*ip)), Node::Nat(i));
+                nodes.insert((segment_index(self.nat_outer[i]), IpAddr::V4(*ip)), Node::Nat(index(i)));
             }
         }
         for (i, p) in self.peers.iter().enumerate() {
-            on_segment.insert((segment_index(p.behind), p.addr), Node::Peer(i));
+            nodes.insert((segment_index(p.behind), p.addr), Node::Peer(index(i)));
         }
-        self.on_segment = on_segment;
+        self.on_segment = SegmentIndex::new(self.nats.len() + 1, &nodes);
     }
 
     /// Keeps a datagram sent by peer `from` (None: the server) for the
