@@ -92,9 +92,6 @@ impl<K: Ord + Clone> Timers<K> {
     pub fn expire(&mut self, now: Instant) -> Vec<K> {
         match &mut self.repr {
             Repr::Small(timers) => {
-                if timers.iter().all(|(_, at)| *at > now) {
-                    return Vec::new();
-                }
                 let mut due: Vec<(Instant, K)> = Vec::new();
                 timers.retain(|(k, at)| {
                     let keep = *at > now;

@@ -432,9 +432,7 @@ impl Simulation {
         let src = self.server.sockets().iter().find(|(id, _)| *id == t.socket).map(|(_, a)| *a);
         let Some(src) = src else { return };
         self.trace.record_with(self.now, |line| datagram_line(line, "server", src, &t));
-        if self.trace.keeps_arrows() {
-            self.arrow(None, t.destination, describe::datagram(&t.payload));
-        }
+        self.arrow(None, t.destination, &t.payload);
         let p = Packet { src, dst: t.destination, ttl: t.ttl.unwrap_or(DEFAULT_TTL), payload: t.payload };
         self.packet_events += 1;
         self.internet(p);
@@ -476,9 +474,7 @@ impl Simulation {
         let src = SocketAddr::new(peer.addr, port);
         let name = &self.peers[i].name;
         self.trace.record_with(self.now, |line| datagram_line(line, name, src, &t));
-        if self.trace.keeps_arrows() {
-            self.arrow(Some(i), t.destination, describe::datagram(&t.payload));
-        }
+        self.arrow(Some(i), t.destination, &t.payload);
         let size = t.payload.len() + 28;
         let p = Packet { src, dst: t.destination, ttl: t.ttl.unwrap_or(DEFAULT_TTL), payload: t.payload };
         let arrivals = self.peers[i].up.transmit(self.now, size);
@@ -724,10 +720,11 @@ impl Simulation {
 
     /// Keeps a datagram sent by peer `from` (None: the server) for the
     /// Mermaid diagram, when asked to.
-    fn arrow(&mut self, from: Option<usize>, to: SocketAddr, label: String) {
+    fn arrow(&mut self, from: Option<usize>, to: SocketAddr, payload: &[u8]) {
         if !self.trace.keeps_arrows() {
             return;
         }
+        let label = describe::datagram(payload);
         let from = from.map_or_else(|| "server".to_string(), |i| self.peers[i].name.clone());
         let to =
             if self.server.sockets().iter().any(|(_, a)| *a == to) { "server".to_string() } else { to.to_string() };
