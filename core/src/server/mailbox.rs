@@ -283,7 +283,8 @@ impl Server {
     /// The logged-in user a text frame's token names; otherwise answers
     /// `NotLoggedIn` (within the per-source request limit).
     fn text_user(&mut self, now: Instant, socket: SocketId, from: SocketAddr, token: u64) -> Option<String> {
-        let Some(user) = self.user_by_token(token) else {
+        let Some((name, user)) = self.users.by_token_mut(token) else {
+            self.stats.bad_token += 1;
             if self.limits.allow(now, from.ip()) {
                 self.not_logged_in(socket, from, 0);
             } else {
@@ -292,7 +293,7 @@ impl Server {
             return None;
         };
         user.last_seen = now;
-        self.tokens.get(&token).cloned()
+        Some(name.to_owned())
     }
 
     fn take_text_token(&mut self, now: Instant, user: &str) -> bool {

@@ -13,6 +13,7 @@
 
 mod limits;
 mod mailbox;
+mod users;
 
 pub use mailbox::MailboxConfig;
 
@@ -31,6 +32,7 @@ use crate::wire::frame::{AnswerFrom, CloseReason, ErrorCode, Frame, FrameError, 
 use crate::wire::{self, stun};
 
 use limits::{Bucket, SourceLimits};
+use users::Users;
 
 /// The server's settings.
 #[derive(Clone, Debug)]
@@ -157,8 +159,7 @@ pub struct Server {
     config: ServerConfig,
     sockets: Vec<(SocketId, SocketAddr)>,
     rng: Rng,
-    users: BTreeMap<String, User>,
-    tokens: BTreeMap<u64, String>,
+    users: Users<User>,
     known_users: BTreeSet<String>,
     sessions: BTreeMap<SessionId, RelaySession>,
     limits: SourceLimits,
@@ -183,7 +184,6 @@ enum ServerTimer {
 
 #[derive(Debug)]
 struct User {
-    token: u64,
     login_request: u32,
     reflexive: SocketAddr,
     socket: SocketId,
@@ -233,8 +233,7 @@ impl Server {
             rng: Rng::new(config.seed).fork(0x005e_7ee5),
             config,
             sockets,
-            users: BTreeMap::new(),
-            tokens: BTreeMap::new(),
+            users: Users::new(),
             known_users: BTreeSet::new(),
             sessions: BTreeMap::new(),
             timers,
@@ -262,7 +261,7 @@ impl Server {
 
     /// Users online now, in name order.
     pub fn online_users(&self) -> impl Iterator<Item = &str> {
-        self.users.keys().map(String::as_str)
+        self.users.iter().map(|(name, _)| name)
     }
 
     /// Sessions with a relay channel now.
@@ -383,7 +382,7 @@ impl Server {
             }
             Frame::Lookup { token, request, user } => {
                 if self.user_by_token(token).is_some() {
-                    let online = self.users.contains_key(&user);
+                    let online = self.users.contains(&user);
                     self.reply(socket, from, Frame::LookupReply { request, online });
                 } else {
                     self.not_logged_in(socket, from, request);
@@ -397,12 +396,12 @@ impl Server {
                 self.connect(now, socket, from, token, request, peer)
             }
             Frame::OfferAck { token, session } => {
-                let Some(name) = self.tokens.get(&token).cloned() else {
+                let Some((name, _)) = self.users.by_token(token) else {
                     self.stats.bad_token += 1;
                     return;
                 };
                 if let Some(s) = self.sessions.get_mut(&session) {
-                    s.unacked.remove(&name);
+                    s.unacked.remove(name);
                     if s.unacked.is_empty() {
                         self.timers.stop(&ServerTimer::Offer(session));
                     }
@@ -420,7 +419,7 @@ impl Server {
             }
             Frame::InboxSync { token } => self.inbox_sync(now, socket, from, token),
             Frame::Logout { token } => {
-                if let Some(name) = self.tokens.get(&token).cloned() {
+                if let Some(name) = self.users.by_token(token).map(|(name, _)| name.to_owned()) {
                     self.go_offline(&name);
                 }
             }
@@ -444,11 +443,10 @@ impl Server {
             self.reply(socket, from, Frame::Error { request, code: ErrorCode::BadUserName });
             return;
         }
-        if let Some(existing) = self.users.get_mut(&name) {
+        if let Some((token, existing)) = self.users.get_with_token_mut(&name) {
             if existing.reflexive == from && existing.login_request == request {
                 // A retransmitted login: same answer.
                 existing.last_seen = now;
-                let token = existing.token;
                 self.reply(socket, from, Frame::LoginOk { request, token, reflexive: from });
                 return;
             }
@@ -456,12 +454,11 @@ impl Server {
             self.go_offline(&name);
         }
         let token = self.fresh_token();
-        self.tokens.insert(token, name.clone());
         self.known_users.insert(name.clone());
         self.users.insert(
             name.clone(),
+            token,
             User {
-                token,
                 login_request: request,
                 reflexive: from,
                 socket,
@@ -480,12 +477,12 @@ impl Server {
     }
 
     fn connect(&mut self, now: Instant, socket: SocketId, from: SocketAddr, token: u64, request: u32, peer: String) {
-        let Some(name) = self.tokens.get(&token).cloned() else {
+        let Some((name, initiator)) = self.users.by_token_mut(token) else {
             self.stats.bad_token += 1;
             self.not_logged_in(socket, from, request);
             return;
         };
-        let initiator = self.users.get_mut(&name).expect("every token names an online user");
+        let name = name.to_owned();
         initiator.last_seen = now;
         if let Some(&session) = initiator.connects.get(&request) {
             // A retransmitted connect: the offers are (re)sent by the timer;
@@ -501,12 +498,12 @@ impl Server {
             self.reply(socket, from, Frame::Error { request, code: ErrorCode::BadUserName });
             return;
         }
-        if !self.users.contains_key(&peer) {
+        if !self.users.contains(&peer) {
             let code = if self.known_users.contains(&peer) { ErrorCode::PeerOffline } else { ErrorCode::UnknownPeer };
             self.reply(socket, from, Frame::Error { request, code });
             return;
         }
-        let responder = &self.users[&peer];
+        let responder = self.users.get(&peer).expect("checked above");
         if !responder.profile_known && now.saturating_duration_since(responder.logged_in_at) < PROFILE_GRACE {
             // The peer logged in moments ago and is still measuring its NAT:
             // the strategy depends on it. Stay silent; the initiator's
@@ -515,7 +512,7 @@ impl Server {
             return;
         }
         let too_many = |u: &User| u.sessions.len() >= self.config.max_sessions_per_user;
-        if too_many(&self.users[&name]) || too_many(&self.users[&peer]) {
+        if [&name, &peer].into_iter().any(|member| self.users.get(member).is_some_and(too_many)) {
             self.reply(socket, from, Frame::Error { request, code: ErrorCode::RateLimited });
             return;
         }
@@ -527,7 +524,8 @@ impl Server {
         };
         let mut key = [0; 32];
         self.rng.fill(&mut key);
-        let strategy = choose_strategy(&self.users[&name].profile, &self.users[&peer].profile);
+        let profile = |member: &str| self.users.get(member).expect("both members are online").profile;
+        let strategy = choose_strategy(&profile(&name), &profile(&peer));
         self.sessions.insert(
             session,
             RelaySession {
@@ -610,11 +608,8 @@ impl Server {
             debug!(%from, %session, why, "relay frame refused");
             stats.relay_refused += 1;
         };
-        let Some(name) = self.tokens.get(&token) else {
+        let Some((name, user)) = self.users.by_token(token) else {
             return refuse(&mut self.stats, "unknown token");
-        };
-        let Some(user) = self.users.get(name) else {
-            return refuse(&mut self.stats, "user offline");
         };
         if user.reflexive != from {
             return refuse(&mut self.stats, "source is not the member's address");
@@ -622,9 +617,9 @@ impl Server {
         let Some(s) = self.sessions.get_mut(&session) else {
             return refuse(&mut self.stats, "unknown session");
         };
-        let other = if &s.initiator == name {
+        let other = if s.initiator == name {
             &s.responder
-        } else if &s.responder == name {
+        } else if s.responder == name {
             &s.initiator
         } else {
             return refuse(&mut self.stats, "not a member");
@@ -639,7 +634,7 @@ impl Server {
             return;
         }
         let (socket, to) = (peer.socket, peer.reflexive);
-        self.users.get_mut(name.clone().as_str()).expect("checked above").last_seen = now;
+        self.users.by_token_mut(token).expect("checked above").1.last_seen = now;
         self.stats.relayed += 1;
         self.reply(socket, to, Frame::Relayed { session, payload });
     }
@@ -649,7 +644,7 @@ impl Server {
             .users
             .iter()
             .filter(|(_, u)| now.saturating_duration_since(u.last_seen) >= self.config.user_timeout)
-            .map(|(n, _)| n.clone())
+            .map(|(n, _)| n.to_owned())
             .collect();
         for name in silent {
             debug!(user = %name, "no keepalive within the user timeout");
@@ -659,8 +654,7 @@ impl Server {
     }
 
     fn go_offline(&mut self, name: &str) {
-        let Some(user) = self.users.remove(name) else { return };
-        self.tokens.remove(&user.token);
+        let Some((_, user)) = self.users.remove(name) else { return };
         self.mailbox.forget_user(name);
         for session in user.sessions {
             self.end_session(session, CloseReason::PeerOffline);
@@ -683,11 +677,11 @@ impl Server {
     }
 
     fn user_by_token(&mut self, token: u64) -> Option<&mut User> {
-        let name = self.tokens.get(&token);
-        if name.is_none() {
+        let user = self.users.by_token_mut(token).map(|(_, user)| user);
+        if user.is_none() {
             self.stats.bad_token += 1;
         }
-        self.users.get_mut(name?)
+        user
     }
 
     fn not_logged_in(&mut self, socket: SocketId, from: SocketAddr, request: u32) {
@@ -697,7 +691,7 @@ impl Server {
     fn fresh_token(&mut self) -> u64 {
         loop {
             let t = self.rng.next_u64();
-            if t != 0 && !self.tokens.contains_key(&t) {
+            if t != 0 && !self.users.holds_token(t) {
                 return t;
             }
         }
