@@ -67,7 +67,10 @@ impl Default for MailboxConfig {
 /// The mailbox's in-memory state; the messages themselves are in the store.
 #[derive(Debug, Default)]
 pub(super) struct Mailbox {
-    /// Per online recipient: deliveries sent and not yet acknowledged.
+    /// Per online recipient with deliveries sent and not yet acknowledged:
+    /// those deliveries. Recipients with none have no entry, so the walks
+    /// for the next deadline and for retransmissions cost what is in
+    /// flight, not one step per online user.
     in_flight: BTreeMap<String, BTreeMap<(String, MessageId), InFlight>>,
     /// Senders whose acknowledgement waits for the recipient's, by
     /// (recipient, sender, id).
@@ -97,6 +100,11 @@ impl Mailbox {
     pub(super) fn forget_user(&mut self, user: &str) {
         self.in_flight.remove(user);
         self.buckets.remove(user);
+    }
+
+    /// How many deliveries to `recipient` await acknowledgement.
+    fn in_flight_count(&self, recipient: &str) -> usize {
+        self.in_flight.get(recipient).map_or(0, BTreeMap::len)
     }
 
     fn next_deadline(&self) -> Option<Instant> {
@@ -166,8 +174,8 @@ impl Server {
             PutOutcome::Stored => {
                 self.stats.texts_stored += 1;
                 let window = self.config.mailbox.delivery_window;
-                let room = self.mailbox.in_flight.get(&to).map(|f| f.len() < window);
-                if room == Some(true) {
+                let online = self.users.contains(&to);
+                if online && self.mailbox.in_flight_count(&to) < window {
                     // The recipient is online and everything older is in
                     // flight already: forward now, and let the sender's
                     // acknowledgement wait briefly for the recipient's.
@@ -209,12 +217,15 @@ impl Server {
         }
         if let Some(in_flight) = self.mailbox.in_flight.get_mut(&recipient) {
             in_flight.remove(&(sender.clone(), id));
+            if in_flight.is_empty() {
+                self.mailbox.in_flight.remove(&recipient);
+            }
         }
         if let Some(waiting) = self.mailbox.awaiting.remove(&(recipient.clone(), sender, id)) {
             self.reply(waiting.socket, waiting.sender_addr, Frame::TextAck { id, status: TextStatus::Delivered });
         }
         self.refill(now, &recipient);
-        if self.mailbox.in_flight.get(&recipient).is_some_and(BTreeMap::is_empty) {
+        if self.mailbox.in_flight_count(&recipient) == 0 {
             self.reply(socket, from, Frame::InboxStatus { pending: 0 });
         }
         self.arm_mailbox();
@@ -243,7 +254,6 @@ impl Server {
         if let Err(error) = self.store.remember_user(user) {
             self.store_failed(error);
         }
-        self.mailbox.in_flight.insert(user.to_owned(), BTreeMap::new());
         self.refill(now, user);
         self.arm_mailbox();
     }
@@ -305,26 +315,36 @@ impl Server {
     /// Tops up `recipient`'s deliveries in flight from the store.
     fn refill(&mut self, now: Instant, recipient: &str) {
         let window = self.config.mailbox.delivery_window;
-        let Some(in_flight) = self.mailbox.in_flight.get(recipient) else { return };
-        let room = window.saturating_sub(in_flight.len());
+        if !self.users.contains(recipient) {
+            return;
+        }
+        let in_flight = self.mailbox.in_flight_count(recipient);
+        let room = window.saturating_sub(in_flight);
         if room == 0 {
             return;
         }
         // Among the oldest `len + window` at most `len` are in flight, so
         // this finds every message that fits, whatever the in-flight set is.
-        let pending = match self.store.pending_for(recipient, in_flight.len() + window) {
+        let pending = match self.store.pending_for(recipient, in_flight + window) {
             Ok(pending) => pending,
             Err(error) => return self.store_failed(error),
         };
-        let fresh: Vec<StoredMessage> =
-            pending.into_iter().filter(|m| !in_flight.contains_key(&(m.sender.clone(), m.id))).take(room).collect();
+        let sent = self.mailbox.in_flight.get(recipient);
+        let fresh: Vec<StoredMessage> = pending
+            .into_iter()
+            .filter(|m| !sent.is_some_and(|sent| sent.contains_key(&(m.sender.clone(), m.id))))
+            .take(room)
+            .collect();
         for m in fresh {
             self.deliver(now, recipient, m.sender, m.id, m.text);
         }
     }
 
     fn deliver(&mut self, now: Instant, recipient: &str, sender: String, id: MessageId, text: String) {
-        let Some(in_flight) = self.mailbox.in_flight.get_mut(recipient) else { return };
+        if !self.users.contains(recipient) {
+            return;
+        }
+        let in_flight = self.mailbox.in_flight.entry(recipient.to_owned()).or_default();
         self.mailbox.next_order += 1;
         let next_send = now + self.config.mailbox.delivery_retransmit;
         in_flight
@@ -350,5 +370,55 @@ impl Server {
             Some(at) => self.timers.set(ServerTimer::Mailbox, at),
             None => self.timers.stop(&ServerTimer::Mailbox),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{Ipv4Addr, SocketAddr};
+    use std::time::Instant;
+
+    use super::*;
+    use crate::machine::Machine;
+    use crate::server::ServerConfig;
+
+    fn addr(i: u16) -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::new(192, 0, 2, 1), 10_000 + i))
+    }
+
+    /// Logs `name` in from `addr(i)` and returns its token.
+    fn login(server: &mut Server, now: Instant, i: u16, name: &str) -> u64 {
+        let frame = Frame::Login { request: 1, user: name.to_owned(), host_candidates: Vec::new() };
+        server.handle_datagram(now, SocketId(0), addr(i), &frame.encode());
+        std::iter::from_fn(|| server.poll_transmit())
+            .find_map(|t| match Frame::decode(&t.payload) {
+                Ok(Frame::LoginOk { token, .. }) if t.destination == addr(i) => Some(token),
+                _ => None,
+            })
+            .expect("a login answer")
+    }
+
+    #[test]
+    fn only_recipients_with_deliveries_in_flight_have_mailbox_state() {
+        // Given many users online, with nothing to deliver,
+        let now = Instant::now();
+        let config = ServerConfig::new(SocketAddr::from((Ipv4Addr::LOCALHOST, 3478)), None);
+        let mut server = Server::new(config, now);
+        let tokens: Vec<u64> = (0..50).map(|i| login(&mut server, now, i, &format!("user-{i}"))).collect();
+        // then the mailbox walks nothing when it looks for its next deadline;
+        assert!(server.mailbox.in_flight.is_empty());
+        assert_eq!(server.mailbox.next_deadline(), None);
+        // when one sends another a text, only the recipient has a delivery
+        // in flight,
+        let id = MessageId { conversation: 7, seq: 1 };
+        let text = Frame::TextSend { token: tokens[0], id, to: "user-1".to_owned(), text: "hi".to_owned() };
+        server.handle_datagram(now, SocketId(0), addr(0), &text.encode());
+        assert_eq!(server.mailbox.in_flight.keys().collect::<Vec<_>>(), vec!["user-1"]);
+        assert!(server.mailbox.next_deadline().is_some());
+        // and once the recipient acknowledges it, no state is left.
+        let ack = Frame::TextDeliverAck { token: tokens[1], from: "user-0".to_owned(), id };
+        server.handle_datagram(now, SocketId(0), addr(1), &ack.encode());
+        assert!(server.mailbox.in_flight.is_empty());
+        assert_eq!(server.stats.texts_delivered, 1);
     }
 }
