@@ -8,7 +8,7 @@
 //! inside) go to one shared hash table.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 
 use crate::fast_map::FastMap;
 
@@ -29,9 +29,13 @@ pub(crate) struct SegmentIndex {
     /// By segment: its nodes inline, or `None` when it has more than
     /// [`INLINE`] (then they are in `large`).
     small: Vec<Option<Inline>>,
-    /// Nodes of the larger segments, by (segment, address); only ever
+    /// Nodes of the larger segments at IPv4 addresses, by segment and
+    /// address packed in one word (see [`v4_key`]): hashing it is one
+    /// multiply, where a `(usize, IpAddr)` tuple took several. Only ever
     /// looked up, never iterated.
-    large: FastMap<(usize, IpAddr), Node>,
+    large_v4: FastMap<u64, Node>,
+    /// The same at IPv6 addresses.
+    large_v6: FastMap<(usize, Ipv6Addr), Node>,
 }
 
 /// Up to [`INLINE`] nodes of one segment, within one cache line.
@@ -51,28 +55,40 @@ impl SegmentIndex {
             counts[segment] += 1;
         }
         let mut small: Vec<Option<Inline>> = counts.iter().map(|&n| (n <= INLINE).then(Inline::default)).collect();
-        let mut large = FastMap::default();
+        let (mut large_v4, mut large_v6) = (FastMap::default(), FastMap::default());
         for (&(segment, ip), &node) in nodes {
-            match &mut small[segment] {
-                Some(inline) => {
+            match (&mut small[segment], ip) {
+                (Some(inline), _) => {
                     inline.nodes[usize::from(inline.len)] = Some((ip, node));
                     inline.len += 1;
                 }
-                None => {
-                    large.insert((segment, ip), node);
+                (None, IpAddr::V4(v4)) => {
+                    large_v4.insert(v4_key(segment, v4.to_bits()), node);
+                }
+                (None, IpAddr::V6(v6)) => {
+                    large_v6.insert((segment, v6), node);
                 }
             }
         }
-        SegmentIndex { small, large }
+        SegmentIndex { small, large_v4, large_v6 }
     }
 
     /// The node at `ip` on `segment`.
     pub(crate) fn get(&self, segment: usize, ip: IpAddr) -> Option<Node> {
         match self.small.get(segment) {
             Some(Some(inline)) => inline.nodes.iter().flatten().find(|(at, _)| *at == ip).map(|&(_, node)| node),
-            _ => self.large.get(&(segment, ip)).copied(),
+            _ => match ip {
+                IpAddr::V4(v4) => self.large_v4.get(&v4_key(segment, v4.to_bits())).copied(),
+                IpAddr::V6(v6) => self.large_v6.get(&(segment, v6)).copied(),
+            },
         }
     }
+}
+
+/// A segment and an IPv4 address in one word. Segments are numbered by NAT,
+/// so they fit in 32 bits (the simulation indexes hosts with `u32`).
+fn v4_key(segment: usize, ip: u32) -> u64 {
+    ((segment as u64) << 32) | u64::from(ip)
 }
 
 #[cfg(test)]
@@ -96,6 +112,8 @@ mod tests {
         for peer in 1..=3 {
             nodes.insert((2, ip(&format!("10.0.1.{peer}"))), Node::Peer(peer));
         }
+        nodes.insert((0, ip("2001:db8::1")), Node::Peer(4));
+        nodes.insert((2, ip("2001:db8::1")), Node::Peer(5));
         let index = SegmentIndex::new(4, &nodes);
         // when asked, then each address on each segment gives its node,
         for (&(segment, at), &node) in &nodes {
@@ -106,6 +124,9 @@ mod tests {
         assert_eq!(index.get(1, ip("198.51.100.1")), None);
         assert_eq!(index.get(2, ip("10.0.0.2")), None);
         assert_eq!(index.get(3, ip("10.0.1.1")), None);
+        assert_eq!(index.get(0, ip("10.0.1.1")), None, "same address, other large segment");
+        assert_eq!(index.get(0, ip("::ffff:198.51.100.1")), None, "IPv6 is not IPv4");
+        assert_eq!(index.get(1, ip("2001:db8::1")), None);
         assert_eq!(index.get(7, ip("10.0.0.2")), None);
     }
 }
