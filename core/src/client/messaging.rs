@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use tracing::debug;
 
 use super::session::Session;
+use super::sessions::Sessions;
 use super::{ClientEvent, Ctx, Out, PathKind};
 use crate::messaging::{SeenIds, SendTextError, TextFailure, TextPath, MAX_TEXT};
 use crate::rng::Rng;
@@ -126,7 +127,7 @@ impl Messaging {
         &mut self,
         ctx: &Ctx<'_>,
         out: &mut Out,
-        sessions: &mut BTreeMap<SessionId, Box<Session>>,
+        sessions: &mut Sessions,
         to: &str,
         text: &str,
     ) -> Result<MessageId, SendTextError> {
@@ -280,7 +281,7 @@ impl Messaging {
         &mut self,
         ctx: &Ctx<'_>,
         out: &mut Out,
-        sessions: &mut BTreeMap<SessionId, Box<Session>>,
+        sessions: &mut Sessions,
         from: &str,
         id: MessageId,
     ) -> bool {
@@ -316,12 +317,7 @@ impl Messaging {
     /// Handles the texts and acknowledgements sessions just received
     /// ([`StreamMessage::Text`](crate::wire::frame::StreamMessage::Text),
     /// [`StreamMessage::TextAck`](crate::wire::frame::StreamMessage::TextAck)).
-    pub(crate) fn on_session_texts(
-        &mut self,
-        ctx: &Ctx<'_>,
-        out: &mut Out,
-        sessions: &mut BTreeMap<SessionId, Box<Session>>,
-    ) {
+    pub(crate) fn on_session_texts(&mut self, ctx: &Ctx<'_>, out: &mut Out, sessions: &mut Sessions) {
         for (session, text) in std::mem::take(&mut out.peer_texts) {
             self.on_peer_text(ctx, out, sessions, session, text);
         }
@@ -331,7 +327,7 @@ impl Messaging {
         &mut self,
         ctx: &Ctx<'_>,
         out: &mut Out,
-        sessions: &mut BTreeMap<SessionId, Box<Session>>,
+        sessions: &mut Sessions,
         session: SessionId,
         text: PeerText,
     ) {
@@ -390,11 +386,7 @@ pub(crate) enum PeerText {
 }
 
 /// A session with `peer` on a direct path that can take another message.
-fn direct_session<'a>(
-    sessions: &'a mut BTreeMap<SessionId, Box<Session>>,
-    peer: &str,
-    send_window: usize,
-) -> Option<&'a mut Session> {
+fn direct_session<'a>(sessions: &'a mut Sessions, peer: &str, send_window: usize) -> Option<&'a mut Session> {
     sessions
         .values_mut()
         .find(|s| {

@@ -18,6 +18,7 @@ mod config;
 mod discovery;
 mod messaging;
 mod session;
+mod sessions;
 mod stream;
 mod traversal;
 
@@ -45,6 +46,7 @@ use crate::wire::{self, stun};
 use discovery::Discovery;
 use messaging::Messaging;
 use session::Session;
+use sessions::Sessions;
 
 /// Something a user of the client (or its driver) cares about.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -283,7 +285,7 @@ pub struct Client {
     lookups: BTreeMap<u32, String>,
     /// Boxed: a session is large, and a map node holds eleven values inline,
     /// so unboxed even one session made a node of kilobytes per client.
-    sessions: BTreeMap<SessionId, Box<Session>>,
+    sessions: Sessions,
     next_request: u32,
     socket_requests: BTreeMap<u32, SocketOwner>,
     timers: Timers<ClientTimer>,
@@ -379,7 +381,7 @@ impl Client {
             profile: NatProfile::default(),
             connects: BTreeMap::new(),
             lookups: BTreeMap::new(),
-            sessions: BTreeMap::new(),
+            sessions: Sessions::default(),
             next_request: 1,
             socket_requests: BTreeMap::new(),
             timers: Timers::default(),
