@@ -61,13 +61,16 @@ impl Default for MessagingConfig {
 }
 
 #[derive(Debug)]
+#[repr(C)]
 pub(crate) struct Messaging {
+    /// First, with `inbox`: every `poll_timeout` reads both (see
+    /// [`super::Client`]'s layout).
+    outbox: BTreeMap<MessageId, Outgoing>,
+    inbox: InboxSync,
     rng: Rng,
     /// Recipient → our conversation with it.
     conversations: BTreeMap<String, Conversation>,
-    outbox: BTreeMap<MessageId, Outgoing>,
     seen: SeenIds,
-    inbox: InboxSync,
     /// Texts raised to the application and not yet acknowledged by it
     /// (`ack_on_receipt = false`), at most [`MAX_AWAITING_APP`].
     awaiting_app: BTreeSet<(String, MessageId)>,

@@ -273,25 +273,31 @@ pub struct ClientStats {
 }
 
 /// The client's protocol state. See the [module documentation](self).
+///
+/// Laid out by hand (`repr(C)`), the fields every datagram and timeout reads
+/// first: the output queues, the sessions, the timers, the login and the
+/// primary socket share the struct's first few cache lines, and messaging's
+/// deadlines come right after. In a simulation of a thousand clients every
+/// event lands on a client that is cold in cache, and with the compiler's
+/// order these fields were spread over the whole 1.3 KB.
 #[derive(Debug)]
+#[repr(C)]
 pub struct Client {
-    config: ClientConfig,
-    rng: Rng,
-    primary: (SocketId, SocketAddr),
+    out: Out,
+    sessions: Sessions,
+    timers: Timers<ClientTimer>,
     login: Login,
+    primary: (SocketId, SocketAddr),
+    socket_requests: BTreeMap<u32, SocketOwner>,
+    next_request: u32,
+    messaging: Messaging,
+    config: ClientConfig,
     discovery: Option<Discovery>,
+    rng: Rng,
     profile: NatProfile,
     connects: BTreeMap<u32, PendingConnect>,
     lookups: BTreeMap<u32, String>,
-    /// Boxed: a session is large, and a map node holds eleven values inline,
-    /// so unboxed even one session made a node of kilobytes per client.
-    sessions: Sessions,
-    next_request: u32,
-    socket_requests: BTreeMap<u32, SocketOwner>,
-    timers: Timers<ClientTimer>,
-    out: Out,
     stats: ClientStats,
-    messaging: Messaging,
 }
 
 /// Output queues shared by the client and its sub-machines.
