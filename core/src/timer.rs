@@ -6,12 +6,17 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
+use smallvec::SmallVec;
+
 /// Up to this many timers are kept in one small vector; past it, in two
 /// ordered indexes. A client or a session holds a handful of timers and
 /// scanning a few contiguous entries beats walking two trees (a simulator
 /// with a thousand clients spends its time on cache misses); a server holds
 /// one per pending offer, hundreds, and needs the earliest in O(log n).
 const SMALL: usize = 16;
+
+/// Timers a small set keeps inline: a session runs three or four at once.
+const INLINE: usize = 4;
 
 /// A set of named deadlines.
 ///
@@ -25,13 +30,18 @@ pub struct Timers<K: Ord> {
 
 #[derive(Clone, Debug)]
 enum Repr<K: Ord> {
-    Small(Vec<(K, Instant)>),
-    Large { deadlines: BTreeMap<K, Instant>, by_time: BTreeSet<(Instant, K)> },
+    /// The first [`INLINE`] inside the owner (no pointer to chase on a
+    /// machine that is cold in cache), then on the heap.
+    Small(SmallVec<[(K, Instant); INLINE]>),
+    Large {
+        deadlines: BTreeMap<K, Instant>,
+        by_time: BTreeSet<(Instant, K)>,
+    },
 }
 
 impl<K: Ord + Clone> Default for Timers<K> {
     fn default() -> Self {
-        Timers { repr: Repr::Small(Vec::new()) }
+        Timers { repr: Repr::Small(SmallVec::new()) }
     }
 }
 
