@@ -20,3 +20,4 @@ pub mod nat;
 pub mod oracle;
 pub mod report;
 pub mod scenario;
+mod small_map;

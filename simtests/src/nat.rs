@@ -62,6 +62,7 @@ use punchline_core::rng::Rng;
 
 use crate::addr::Addr;
 use crate::fast_map::FastMap;
+use crate::small_map::SmallMap;
 
 /// How a NAT picks the external port of a new mapping (RFC 4787 §4.2.2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -509,8 +510,10 @@ pub struct Nat {
     /// Whether decisions are written to the caller's log (see
     /// [`Nat::record_decisions`]).
     records_decisions: bool,
-    mappings: FastMap<MappingKey, Mapping>,
-    by_external: FastMap<SocketAddrV4, MappingKey>,
+    /// Inline up to two (a home NAT's usual count), so a packet's lookup
+    /// stays within the device's first lines (see [`SmallMap`]).
+    mappings: SmallMap<MappingKey, Mapping, 2>,
+    by_external: SmallMap<SocketAddrV4, MappingKey, 2>,
     /// Conntrack entries left by unsolicited packets: (remote, our external
     /// endpoint) -> time of the remote's last packet.
     tracked: FastMap<(SocketAddr, SocketAddrV4), Duration>,
@@ -538,8 +541,8 @@ impl Nat {
             name: Arc::from(spec.name.as_str()),
             spec,
             rng,
-            mappings: FastMap::default(),
-            by_external: FastMap::default(),
+            mappings: SmallMap::default(),
+            by_external: SmallMap::default(),
             mapping_deadlines: BinaryHeap::new(),
             tracked: FastMap::default(),
             tracked_deadlines: BinaryHeap::new(),
