@@ -284,7 +284,7 @@ pub struct ClientStats {
 #[repr(C)]
 pub struct Client {
     out: Out,
-    /// Inline, but each session boxed: a session is 0.9 KB, and two inline
+    /// Inline, but each session boxed: a session is about 1 KB, and two inline
     /// would more than double the client for the one or two it holds.
     sessions: Sessions,
     timers: Timers<ClientTimer>,
