@@ -518,6 +518,68 @@ fn given_an_inbox_sync_then_inbox_empty_comes_only_after_every_stored_message_ar
     assert!(empty[1].0 - before < Duration::from_millis(100));
 }
 
+mod server_with_many_users {
+    use std::net::{Ipv4Addr, SocketAddr};
+    use std::time::{Duration, Instant};
+
+    use punchline_core::messaging::MessageId;
+    use punchline_core::server::{Server, ServerConfig};
+    use punchline_core::wire::frame::{Frame, TextStatus};
+    use punchline_core::{Machine, SocketId};
+
+    fn addr(i: u16) -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::new(192, 0, 2, 1), 10_000 + i))
+    }
+
+    /// Feeds `frame` from `addr(i)` and returns what the server answered
+    /// (its events are drained and dropped).
+    fn exchange(server: &mut Server, now: Instant, i: u16, frame: Frame) -> Vec<(SocketAddr, Frame)> {
+        server.handle_datagram(now, SocketId(0), addr(i), &frame.encode());
+        while server.poll_event().is_some() {}
+        std::iter::from_fn(|| server.poll_transmit())
+            .map(|t| (t.destination, Frame::decode(&t.payload).expect("the server sends frames")))
+            .collect()
+    }
+
+    fn login(server: &mut Server, now: Instant, i: u16) -> u64 {
+        let login = Frame::Login { request: 1, user: format!("user-{i}"), host_candidates: Vec::new() };
+        exchange(server, now, i, login)
+            .into_iter()
+            .find_map(|(to, f)| match f {
+                Frame::LoginOk { token, .. } if to == addr(i) => Some(token),
+                _ => None,
+            })
+            .expect("a login answer")
+    }
+
+    #[test]
+    fn given_many_users_online_then_the_mailbox_waits_only_on_deliveries_in_flight() {
+        // Given fifty users online, with nothing to deliver,
+        let now = Instant::now();
+        let mut server = Server::new(ServerConfig::new(SocketAddr::from((Ipv4Addr::LOCALHOST, 3478)), None), now);
+        let tokens: Vec<u64> = (0..50).map(|i| login(&mut server, now, i)).collect();
+        // then the server's next deadline is its periodic sweep, no mailbox timer;
+        let sweep = server.poll_timeout().expect("the sweep is always armed");
+        assert!(sweep >= now + Duration::from_secs(1), "{:?}", sweep - now);
+        // when one sends another a text, it is forwarded at once and the
+        // server now waits on that delivery,
+        let id = MessageId { conversation: 7, seq: 1 };
+        let text = Frame::TextSend { token: tokens[0], id, to: "user-1".to_owned(), text: "hi".to_owned() };
+        let out = exchange(&mut server, now, 0, text);
+        assert!(out.iter().any(|(to, f)| *to == addr(1) && matches!(f, Frame::TextDeliver { .. })), "{out:?}");
+        assert!(server.poll_timeout().expect("armed") < sweep);
+        // and once the recipient acknowledges it, the sender hears
+        // "delivered", the recipient that nothing is pending, and the
+        // mailbox has nothing left to wait for.
+        let ack = Frame::TextDeliverAck { token: tokens[1], from: "user-0".to_owned(), id };
+        let out = exchange(&mut server, now, 1, ack);
+        assert!(out.contains(&(addr(0), Frame::TextAck { id, status: TextStatus::Delivered })), "{out:?}");
+        assert!(out.contains(&(addr(1), Frame::InboxStatus { pending: 0 })), "{out:?}");
+        assert_eq!(server.stats().texts_delivered, 1);
+        assert_eq!(server.poll_timeout(), Some(sweep));
+    }
+}
+
 mod seen_ids_model {
     use std::collections::BTreeSet;
 
