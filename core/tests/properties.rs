@@ -3,7 +3,8 @@
 //! DESIGN §3, "Wire").
 //!
 //! 1. Every [`Frame`] variant round-trips through `encode`/`decode` and stays
-//!    within its tag's [`Frame::max_size`]; worst-case instances of every
+//!    within its tag's [`Frame::max_size`], and `encode_into_slice` writes the
+//!    same bytes or refuses a short buffer; worst-case instances of every
 //!    variant (every field at its documented limit) fit too. Sealed frames
 //!    verify for their sender's role only.
 //! 2. Arbitrary bytes, frame- and STUN-shaped bytes and mutations of valid
@@ -1018,6 +1019,17 @@ fn every_variant_round_trips_within_its_max_size() {
             if frame.is_authenticated() {
                 prop_assert_eq!(&encoded[encoded.len() - MAC_LEN..], &[0u8; MAC_LEN][..]);
             }
+            // Encoding into a slice gives the same bytes, in a roomy buffer
+            // (over stale bytes) and in an exact one, and refuses a buffer
+            // one byte short.
+            let mut roomy = [0xa5; MAX_DATAGRAM + 8];
+            prop_assert_eq!(frame.encode_into_slice(&mut roomy), Some(encoded.len()));
+            prop_assert_eq!(&roomy[..encoded.len()], &encoded[..]);
+            let mut exact = vec![0xa5; encoded.len()];
+            prop_assert_eq!(frame.encode_into_slice(&mut exact), Some(encoded.len()));
+            prop_assert_eq!(&exact, &encoded);
+            let mut short = vec![0; encoded.len() - 1];
+            prop_assert_eq!(frame.encode_into_slice(&mut short), None);
             Ok(())
         });
         if let Err(e) = result {

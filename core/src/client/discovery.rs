@@ -299,7 +299,7 @@ impl Discovery {
             MappingStep::Fourth { .. } => SocketAddr::new(self.server.ip(), self.alt.port()),
         };
         let frame = Frame::Discover { nonce: self.mapping.nonce, answer_from: AnswerFrom::Same };
-        out.send(self.primary.0, to, None, frame.encode());
+        out.send_frame(self.primary.0, to, None, &frame);
         self.mapping.sends += 1;
         self.mapping.next_send = Some(ctx.now + ctx.config.discovery_timeout / SENDS_PER_REQUEST);
     }
@@ -323,7 +323,7 @@ impl Discovery {
             FilteringStep::OtherPort => AnswerFrom::OtherPort,
         };
         let frame = Frame::Discover { nonce: self.filtering.nonce, answer_from };
-        out.send(socket, self.server, None, frame.encode());
+        out.send_frame(socket, self.server, None, &frame);
         self.filtering.sends += 1;
         self.filtering.next_send = Some(ctx.now + ctx.config.discovery_timeout / SENDS_PER_REQUEST);
     }

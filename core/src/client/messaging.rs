@@ -251,7 +251,7 @@ impl Messaging {
         if !self.raise(ctx, out, &from, id, text) {
             return;
         }
-        out.send(ctx.primary.0, ctx.config.server, None, ack.encode());
+        out.send_frame(ctx.primary.0, ctx.config.server, None, &ack);
     }
 
     /// Raises a received text once; true when it may be acknowledged now
@@ -293,7 +293,7 @@ impl Messaging {
         }
         if let Some(token) = ctx.token {
             let ack = Frame::TextDeliverAck { token, from: from.to_owned(), id };
-            out.send(ctx.primary.0, ctx.config.server, None, ack.encode());
+            out.send_frame(ctx.primary.0, ctx.config.server, None, &ack);
         }
         for s in sessions.values_mut().filter(|s| !s.is_closed() && s.info().peer == from) {
             s.send_peer_text(ctx, out, PeerText::Ack { id });
@@ -366,7 +366,7 @@ impl Messaging {
             return;
         };
         self.inbox.sends += 1;
-        out.send(ctx.primary.0, ctx.config.server, None, Frame::InboxSync { token }.encode());
+        out.send_frame(ctx.primary.0, ctx.config.server, None, &Frame::InboxSync { token });
         self.inbox.next_sync = Some(ctx.now + retransmit_after(self.inbox.sends));
     }
 }
@@ -411,7 +411,7 @@ fn send_to_server(ctx: &Ctx<'_>, out: &mut Out, id: MessageId, message: &mut Out
         return;
     };
     let frame = Frame::TextSend { token, id, to: message.to.clone(), text: message.text.clone() };
-    out.send(ctx.primary.0, ctx.config.server, None, frame.encode());
+    out.send_frame(ctx.primary.0, ctx.config.server, None, &frame);
 }
 
 /// 1 s, doubling, at most 8 s.

@@ -314,8 +314,25 @@ pub(crate) struct Out {
 }
 
 impl Out {
+    /// Queues a datagram built elsewhere (a STUN message).
     pub(crate) fn send(&mut self, socket: SocketId, to: SocketAddr, ttl: Option<u8>, payload: Vec<u8>) {
         self.transmits.push_back(Transmit { socket, destination: to, ttl, payload: wire::payload_bytes(payload) });
+    }
+    /// Queues `frame`, unsigned.
+    pub(crate) fn send_frame(&mut self, socket: SocketId, to: SocketAddr, ttl: Option<u8>, frame: &Frame) {
+        self.send_sealed(socket, to, ttl, frame, |_| {});
+    }
+    /// Queues `frame` once `seal` has signed its encoding in place.
+    pub(crate) fn send_sealed(
+        &mut self,
+        socket: SocketId,
+        to: SocketAddr,
+        ttl: Option<u8>,
+        frame: &Frame,
+        seal: impl FnOnce(&mut [u8]),
+    ) {
+        let payload = wire::frame_bytes(frame, seal);
+        self.transmits.push_back(Transmit { socket, destination: to, ttl, payload });
     }
     pub(crate) fn event(&mut self, event: ClientEvent) {
         self.events.push_back(event);
@@ -674,7 +691,7 @@ impl Client {
     }
 
     fn send_to_server(&mut self, frame: Frame) {
-        self.out.send(self.primary.0, self.config.server, None, frame.encode());
+        self.out.send_frame(self.primary.0, self.config.server, None, &frame);
     }
 
     fn is_server(&self, addr: SocketAddr) -> bool {

@@ -677,7 +677,7 @@ impl Session {
         };
         if !ctx.config.skip_openers {
             for target in &targets {
-                out.send(socket, *target, Some(ctx.config.opener_ttl), Frame::Opener.encode());
+                out.send_frame(socket, *target, Some(ctx.config.opener_ttl), &Frame::Opener);
             }
         }
         if let Some(message) = first {
@@ -723,7 +723,7 @@ impl Session {
         if !ctx.config.skip_openers {
             for (socket, _) in &attempt.pool {
                 for candidate in &candidates {
-                    out.send(*socket, *candidate, Some(ctx.config.opener_ttl), Frame::Opener.encode());
+                    out.send_frame(*socket, *candidate, Some(ctx.config.opener_ttl), &Frame::Opener);
                 }
             }
         }
@@ -991,18 +991,25 @@ impl Session {
                 };
                 let payload = self.seal(frame);
                 let relay = Frame::Relay { token, session: self.id, payload };
-                out.send(ctx.primary.0, ctx.config.server, None, relay.encode());
+                out.send_frame(ctx.primary.0, ctx.config.server, None, &relay);
             }
         }
     }
 
     fn transmit_frame(&mut self, out: &mut Out, socket: SocketId, to: SocketAddr, frame: Frame) {
-        let bytes = self.seal(frame);
-        out.send(socket, to, None, bytes);
+        let frame = self.stamp(frame);
+        out.send_sealed(socket, to, None, &frame, |bytes| self.mac.seal(bytes, self.role));
     }
 
     /// Stamps the next counter into an authenticated frame and signs it.
-    fn seal(&mut self, mut frame: Frame) -> Vec<u8> {
+    fn seal(&mut self, frame: Frame) -> Vec<u8> {
+        let mut bytes = self.stamp(frame).encode();
+        self.mac.seal(&mut bytes, self.role);
+        bytes
+    }
+
+    /// `frame` with the session's next counter, which makes it unique.
+    fn stamp(&mut self, mut frame: Frame) -> Frame {
         self.counter += 1;
         match &mut frame {
             Frame::Probe { counter, .. } | Frame::ProbeAck { counter, .. } | Frame::Session { counter, .. } => {
@@ -1010,9 +1017,7 @@ impl Session {
             }
             _ => {}
         }
-        let mut bytes = frame.encode();
-        self.mac.seal(&mut bytes, self.role);
-        bytes
+        frame
     }
 
     fn fresh_transaction(&mut self) -> TransactionId {

@@ -714,7 +714,8 @@ impl Server {
     }
 
     fn reply(&mut self, socket: SocketId, to: SocketAddr, frame: Frame) {
-        self.send(socket, to, frame.encode());
+        let payload = wire::frame_bytes(&frame, |_| {});
+        self.transmits.push_back(Transmit { socket, destination: to, ttl: None, payload });
     }
 
     fn send(&mut self, socket: SocketId, to: SocketAddr, payload: Vec<u8>) {

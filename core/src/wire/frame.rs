@@ -597,17 +597,37 @@ impl Frame {
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(64);
         out.push(self.tag());
-        // The enum discriminant is implied by the tag, so only the variant's
-        // fields are needed: postcard writes the variant index first (one
-        // byte: there are fewer than 128 variants), straight after the tag,
-        // and the version byte takes its place. Serializing into `out` saves
-        // a second, growing allocation and a copy per frame.
+        // As in `encode_into_slice`. Serializing into `out` saves a second,
+        // growing allocation and a copy per frame.
         out = postcard::to_extend(self, out).expect("frames serialize infallibly into a Vec");
         out[1] = VERSION;
         if self.is_authenticated() {
             out.extend_from_slice(&[0; MAC_LEN]);
         }
         out
+    }
+
+    /// Encodes the frame into the front of `buf`, as [`Frame::encode`] does,
+    /// and returns its length, or `None` when `buf` is too small. A driver
+    /// can encode into a stack buffer this way and allocate only the exact
+    /// datagram.
+    pub fn encode_into_slice(&self, buf: &mut [u8]) -> Option<usize> {
+        let [first, body @ ..] = buf else {
+            return None;
+        };
+        *first = self.tag();
+        // The enum discriminant is implied by the tag, so only the variant's
+        // fields are needed: postcard writes the variant index first (one
+        // byte: there are fewer than 128 variants), straight after the tag,
+        // and the version byte takes its place.
+        let written = postcard::to_slice(self, body).ok()?.len();
+        body[0] = VERSION;
+        let mut len = 1 + written;
+        if self.is_authenticated() {
+            buf.get_mut(len..len + MAC_LEN)?.fill(0);
+            len += MAC_LEN;
+        }
+        Some(len)
     }
 
     /// Decodes a datagram. Authenticated frames are returned without checking

@@ -48,6 +48,28 @@ pub(crate) fn payload_bytes(datagram: Vec<u8>) -> Bytes {
     }
 }
 
+/// How much of a frame is encoded on the stack: all but the largest
+/// (session frames carrying application data), which go through a vector.
+const STACK_FRAME: usize = 256;
+
+/// `frame` encoded, completed by `finish` (which signs authenticated
+/// frames), as the exact `Bytes` a [`crate::Transmit`] carries. Encoding
+/// into a stack buffer leaves one allocation per datagram, the copy's.
+pub(crate) fn frame_bytes(frame: &frame::Frame, finish: impl FnOnce(&mut [u8])) -> Bytes {
+    let mut buf = [0; STACK_FRAME];
+    match frame.encode_into_slice(&mut buf) {
+        Some(len) => {
+            finish(&mut buf[..len]);
+            Bytes::copy_from_slice(&buf[..len])
+        }
+        None => {
+            let mut datagram = frame.encode();
+            finish(&mut datagram);
+            payload_bytes(datagram)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
