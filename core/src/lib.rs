@@ -33,6 +33,8 @@
 //! let server_addr: SocketAddr = "203.0.113.10:3478".parse().unwrap();
 //! let alice_addr: SocketAddr = "198.51.100.1:4000".parse().unwrap();
 //! let bob_addr: SocketAddr = "198.51.100.2:4000".parse().unwrap();
+//! // The driver owns the clock (here it only reads an epoch): the machines
+//! // are told the time and never read it.
 //! let mut now = Instant::now();
 //!
 //! let mut server = Server::new(ServerConfig::new(server_addr, None), now);

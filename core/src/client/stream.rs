@@ -9,6 +9,7 @@
 //! is lost in a migration.
 
 use std::collections::BTreeMap;
+use std::ops::Add;
 use std::time::{Duration, Instant};
 
 use crate::wire::frame::StreamMessage;
@@ -23,25 +24,45 @@ const INITIAL_RTO: Duration = Duration::from_millis(500);
 /// Most out-of-order messages buffered by the receiver.
 const MAX_REORDER: u64 = 1024;
 
+/// A point in time as the stream sees it: an `Instant` in the client. The
+/// unit tests use a `Duration` since some epoch, so they read no clock
+/// (the core never does, its tests included).
+pub(crate) trait Moment: Copy + Ord + Add<Duration, Output = Self> {
+    /// The time from `earlier` to `self`, zero if `earlier` is later.
+    fn saturating_duration_since(self, earlier: Self) -> Duration;
+}
+
+impl Moment for Instant {
+    fn saturating_duration_since(self, earlier: Self) -> Duration {
+        Instant::saturating_duration_since(&self, earlier)
+    }
+}
+
+impl Moment for Duration {
+    fn saturating_duration_since(self, earlier: Self) -> Duration {
+        self.saturating_sub(earlier)
+    }
+}
+
 #[derive(Debug)]
-struct Pending {
+struct Pending<T> {
     message: StreamMessage,
-    first_sent: Instant,
-    last_sent: Instant,
+    first_sent: T,
+    last_sent: T,
     retries: u32,
 }
 
 #[derive(Debug)]
-pub(crate) struct Stream {
+pub(crate) struct Stream<T = Instant> {
     next_seq: u64,
-    unacked: BTreeMap<u64, Pending>,
+    unacked: BTreeMap<u64, Pending<T>>,
     srtt: Option<Duration>,
     rttvar: Duration,
     recv_next: u64,
     reorder: BTreeMap<u64, StreamMessage>,
 }
 
-impl Stream {
+impl<T: Moment> Stream<T> {
     pub(crate) fn new() -> Self {
         Stream {
             next_seq: 0,
@@ -63,7 +84,7 @@ impl Stream {
     }
 
     /// Queues `message`; returns its sequence number. The caller sends it.
-    pub(crate) fn push(&mut self, now: Instant, message: StreamMessage) -> u64 {
+    pub(crate) fn push(&mut self, now: T, message: StreamMessage) -> u64 {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.unacked.insert(seq, Pending { message, first_sent: now, last_sent: now, retries: 0 });
@@ -81,14 +102,14 @@ impl Stream {
 
     /// Marks every unacknowledged message as sent now (after a path change
     /// resent them all).
-    pub(crate) fn mark_all_sent(&mut self, now: Instant) {
+    pub(crate) fn mark_all_sent(&mut self, now: T) {
         for p in self.unacked.values_mut() {
             p.last_sent = now;
         }
     }
 
     /// Processes an acknowledgement.
-    pub(crate) fn on_ack(&mut self, now: Instant, next: u64, received_after: u64) {
+    pub(crate) fn on_ack(&mut self, now: T, next: u64, received_after: u64) {
         let mut acked: Vec<u64> = self.unacked.range(..next).map(|(s, _)| *s).collect();
         for bit in 0..64 {
             if received_after & (1 << bit) != 0 {
@@ -109,12 +130,12 @@ impl Stream {
     }
 
     /// When the oldest unacknowledged message is due again.
-    pub(crate) fn retransmit_at(&self) -> Option<Instant> {
+    pub(crate) fn retransmit_at(&self) -> Option<T> {
         self.unacked.values().map(|p| p.last_sent + self.backoff(p.retries)).min()
     }
 
     /// Sequence numbers due for retransmission; marks them sent.
-    pub(crate) fn due(&mut self, now: Instant) -> Vec<u64> {
+    pub(crate) fn due(&mut self, now: T) -> Vec<u64> {
         let rto = |retries| self.backoff(retries);
         let due: Vec<u64> =
             self.unacked.iter().filter(|(_, p)| p.last_sent + rto(p.retries) <= now).map(|(s, _)| *s).collect();
