@@ -24,11 +24,13 @@ use crate::nat::{Nat, NatDecision, Packet};
 use crate::report::{Connection, Messages, Outcome, Report};
 use crate::scenario::{Action, Scenario, ScenarioError};
 
+mod parcel;
 mod queue;
 mod segments;
 mod sockets;
 mod trace;
 
+use parcel::Parcel;
 use queue::EventQueue;
 use segments::{Node, SegmentIndex};
 use sockets::Sockets;
@@ -114,17 +116,23 @@ struct PeerHost {
 #[derive(Debug)]
 enum Pending {
     /// A packet reaches a NAT from its inside.
-    FromInside(usize, Packet),
+    FromInside(u32, Parcel),
     /// A packet reaches a NAT's public side.
-    FromOutside(usize, Packet),
+    FromOutside(u32, Parcel),
     /// A packet is on the public internet.
-    Internet(Packet),
+    Internet(Parcel),
     /// A packet reaches a peer host.
-    ToPeer(usize, Packet),
+    ToPeer(u32, Parcel),
     /// A machine's deadline (0 = server, i + 1 = peer i).
     Timer(usize),
     /// The scenario's `i`-th event.
     Scheduled(usize),
+}
+
+/// A host's or NAT's index as an event holds it (a world has far fewer than
+/// 2^32 of either: the segment index numbers them in `u32` too).
+fn index(i: usize) -> u32 {
+    u32::try_from(i).expect("fewer than 2^32 hosts and NATs")
 }
 
 /// The index in `Simulation::on_segment` of a segment (None: the internet).
@@ -306,19 +314,19 @@ impl Simulation {
             Pending::Scheduled(i) => self.scheduled(i),
             Pending::FromInside(n, p) => {
                 self.packet_events += 1;
-                self.nat_from_inside(n, p);
+                self.nat_from_inside(n as usize, p.into());
             }
             Pending::FromOutside(n, p) => {
                 self.packet_events += 1;
-                self.nat_from_outside(n, p);
+                self.nat_from_outside(n as usize, p.into());
             }
             Pending::Internet(p) => {
                 self.packet_events += 1;
-                self.internet(p);
+                self.internet(p.into());
             }
             Pending::ToPeer(i, p) => {
                 self.packet_events += 1;
-                self.deliver_to_peer(i, p);
+                self.deliver_to_peer(i as usize, p.into());
             }
         }
     }
@@ -484,15 +492,16 @@ impl Simulation {
         }
         let behind = self.peers[i].behind;
         self.schedule_copies(&arrivals, p, |p| match behind {
-            Some(n) => Pending::FromInside(n, p),
+            Some(n) => Pending::FromInside(index(n), p),
             None => Pending::Internet(p),
         });
     }
 
     /// Schedules one event per arrival time of `p`, moving the packet into
     /// the last one (a duplicate shares the payload's bytes, refcounted).
-    fn schedule_copies(&mut self, arrivals: &[Duration], p: Packet, event: impl Fn(Packet) -> Pending) {
+    fn schedule_copies(&mut self, arrivals: &[Duration], p: Packet, event: impl Fn(Parcel) -> Pending) {
         let Some((&last, rest)) = arrivals.split_last() else { return };
+        let p = Parcel::from(p);
         for &at in rest {
             self.schedule(at, event(p.clone()));
         }
@@ -594,7 +603,7 @@ impl Simulation {
         // without translation (host candidates).
         match self.node_on_segment(Some(n), p.dst.ip()) {
             Some(Node::Peer(target)) => self.down_link(target as usize, p),
-            Some(Node::Nat(inner)) => self.schedule(self.now, Pending::FromOutside(inner as usize, p)),
+            Some(Node::Nat(inner)) => self.schedule(self.now, Pending::FromOutside(inner, p.into())),
             None => self.nat_forward_out(n, p),
         }
     }
@@ -674,6 +683,7 @@ impl Simulation {
                 format_args!("link {}: lost {} -> {}", self.peers[target].name, Addr(p.src), Addr(p.dst)),
             );
         }
+        let target = index(target);
         self.schedule_copies(&arrivals, p, |p| Pending::ToPeer(target, p));
     }
 
@@ -863,4 +873,16 @@ fn apply_config(scenario: &Scenario, peer: usize, config: &mut ClientConfig) -> 
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_packet_event_fits_one_cache_line() {
+        // An event is read cold, long after it was scheduled: each line of
+        // its slot is a miss (see `parcel`).
+        assert!(std::mem::size_of::<Option<Pending>>() <= 64, "{} bytes", std::mem::size_of::<Option<Pending>>());
+    }
 }
