@@ -1049,14 +1049,14 @@ impl Client {
             self.socket_requests.insert(request, SocketOwner::Session(id, attempt));
             self.out.event(ClientEvent::OpenSockets { request, count });
         }
-        let pending: Vec<u32> =
-            self.socket_requests.iter().filter(|(_, o)| **o == SocketOwner::Discovery).map(|(r, _)| *r).collect();
-        if let Some(d) = self.discovery.as_mut() {
-            if d.wants_socket() {
-                if let Some(&request) = pending.first() {
-                    d.socket_requested();
-                    self.out.event(ClientEvent::OpenSockets { request, count: 1 });
-                }
+        // Discovery's request number is reserved when it starts; the driver
+        // is asked once discovery wants the socket. That is checked first:
+        // this runs after every datagram, and the request table is cold.
+        if let Some(d) = self.discovery.as_mut().filter(|d| d.wants_socket()) {
+            let request = self.socket_requests.iter().find(|(_, o)| **o == SocketOwner::Discovery).map(|(r, _)| *r);
+            if let Some(request) = request {
+                d.socket_requested();
+                self.out.event(ClientEvent::OpenSockets { request, count: 1 });
             }
         }
     }

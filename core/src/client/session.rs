@@ -243,6 +243,9 @@ impl Session {
 
     /// The attempt that wants sockets from the driver, and how many, once.
     pub(crate) fn take_socket_wish(&mut self) -> Option<(u16, u16)> {
+        // Asked after every datagram: only written when there is a wish, so
+        // the usual answer leaves the session's line clean.
+        self.socket_wish.as_ref()?;
         self.socket_wish.take()
     }
 
