@@ -77,6 +77,7 @@
 
 pub mod auth;
 pub mod client;
+pub mod hint;
 mod machine;
 pub mod messaging;
 pub mod nat;

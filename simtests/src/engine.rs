@@ -11,6 +11,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use punchline_core::client::{Client, ClientConfig, ClientEvent, PathKind};
+use punchline_core::hint::prefetch;
 use punchline_core::nat::Strategy;
 use punchline_core::rng::Rng;
 use punchline_core::server::{Server, ServerConfig};
@@ -49,7 +50,7 @@ pub struct Simulation {
     seed: u64,
     epoch: Instant,
     now: Duration,
-    queue: EventQueue<Pending>,
+    queue: EventQueue<Pending, Toward>,
     server: Server,
     server_timer: Option<Duration>,
     peers: Vec<PeerHost>,
@@ -127,6 +128,29 @@ enum Pending {
     Timer(usize),
     /// The scenario's `i`-th event.
     Scheduled(usize),
+}
+
+/// Whose state a pending event reads first when it runs: the hint the queue
+/// keeps beside it, so the engine can prefetch that state one event ahead
+/// (see [`Simulation::warm_next`]).
+#[derive(Clone, Copy, Debug)]
+enum Toward {
+    Peer(u32),
+    Nat(u32),
+    /// The server (hot: it takes part in much of the traffic), or a
+    /// scenario event.
+    Elsewhere,
+}
+
+impl Pending {
+    fn toward(&self) -> Toward {
+        match *self {
+            Pending::ToPeer(i, _) => Toward::Peer(i),
+            Pending::Timer(m) if m > 0 => Toward::Peer(index(m - 1)),
+            Pending::FromInside(n, _) | Pending::FromOutside(n, _) => Toward::Nat(n),
+            Pending::Internet(_) | Pending::Timer(_) | Pending::Scheduled(_) => Toward::Elsewhere,
+        }
+    }
 }
 
 /// A host's or NAT's index as an event holds it (a world has far fewer than
@@ -277,6 +301,7 @@ impl Simulation {
     pub fn run_until(&mut self, end: Duration) {
         while let Some((at, event)) = self.queue.pop_until(end) {
             self.now = at;
+            self.warm_next();
             self.process(event);
         }
         self.now = end;
@@ -292,7 +317,30 @@ impl Simulation {
     }
 
     fn schedule(&mut self, at: Duration, event: Pending) {
-        self.queue.push(at, event);
+        let toward = event.toward();
+        self.queue.push(at, event, toward);
+    }
+
+    /// Asks for the cache lines the next event will read first: its slot and
+    /// the hot state of the host or NAT it runs on. They arrive while this
+    /// event runs; with a thousand hosts nearly all of them would otherwise
+    /// be misses, taken one after another. (Callgrind models no prefetch, so
+    /// its miss counts do not show this; wall time does.)
+    fn warm_next(&self) {
+        let Some((toward, slot)) = self.queue.peek_hint() else { return };
+        prefetch(slot);
+        match toward {
+            Toward::Peer(i) => {
+                let peer = &self.peers[i as usize];
+                prefetch(&peer.sockets);
+                prefetch(&peer.timer);
+                prefetch(&peer.addr);
+                prefetch(&peer.up);
+                peer.client.prefetch();
+            }
+            Toward::Nat(n) => self.nats[n as usize].prefetch(),
+            Toward::Elsewhere => {}
+        }
     }
 
     /// The (empty) buffer a NAT call logs its decisions into.
