@@ -338,7 +338,14 @@ impl Simulation {
                 prefetch(&peer.up);
                 peer.client.prefetch();
             }
-            Toward::Nat(n) => self.nats[n as usize].prefetch(),
+            Toward::Nat(n) => {
+                self.nats[n as usize].prefetch();
+                // Inbound, the packet goes on to the host inside; a home
+                // network's sole host is known without reading the segment.
+                if let Some(peer) = self.on_segment.prefetch(segment_index(Some(n as usize))) {
+                    prefetch(&self.peers[peer as usize].down);
+                }
+            }
             Toward::Elsewhere => {}
         }
     }
