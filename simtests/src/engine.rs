@@ -770,7 +770,6 @@ impl Simulation {
         // A later node with the same address on the same segment replaces
         // an earlier one of its kind, and a peer wins over a NAT (routing
         // has always tried peers first).
-        let index = |i: usize| u32::try_from(i).expect("fewer than 2^32 hosts");
         let mut nodes = BTreeMap::new();
         for (i, n) in self.nats.iter().enumerate() {
             for ip in &n.spec().public_ips {

@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tracing::debug;
 
+use crate::hint;
 use crate::machine::{Machine, SocketId, Transmit};
 use crate::messaging::{SendTextError, TextFailure, TextPath};
 use crate::nat::{NatProfile, Strategy};
@@ -43,7 +44,6 @@ use crate::wire::frame::{
 };
 use crate::wire::{self, stun};
 
-use crate::hint;
 use discovery::Discovery;
 use messaging::Messaging;
 use session::Session;
