@@ -317,7 +317,7 @@ pub(crate) struct Out {
 impl Out {
     /// Queues a datagram built elsewhere (a STUN message).
     pub(crate) fn send(&mut self, socket: SocketId, to: SocketAddr, ttl: Option<u8>, payload: Vec<u8>) {
-        self.transmits.push_back(Transmit { socket, destination: to, ttl, payload: wire::payload_bytes(payload) });
+        self.push(socket, to, ttl, wire::payload_bytes(payload));
     }
     /// Queues `frame`, unsigned.
     pub(crate) fn send_frame(&mut self, socket: SocketId, to: SocketAddr, ttl: Option<u8>, frame: &Frame) {
@@ -332,8 +332,10 @@ impl Out {
         frame: &Frame,
         seal: impl FnOnce(&mut [u8]),
     ) {
-        let payload = wire::frame_bytes(frame, seal);
-        self.transmits.push_back(Transmit { socket, destination: to, ttl, payload });
+        self.push(socket, to, ttl, wire::frame_bytes(frame, seal));
+    }
+    fn push(&mut self, socket: SocketId, destination: SocketAddr, ttl: Option<u8>, payload: Bytes) {
+        self.transmits.push_back(Transmit { socket, destination, ttl, payload });
     }
     pub(crate) fn event(&mut self, event: ClientEvent) {
         self.events.push_back(event);

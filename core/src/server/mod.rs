@@ -21,6 +21,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use tracing::debug;
 
 use crate::machine::{Machine, SocketId, Transmit};
@@ -287,7 +288,7 @@ impl Machine for Server {
                 }
                 if let Some(answer) = stun::answer_binding(payload, from) {
                     self.stats.stun_answered += 1;
-                    self.send(socket, from, answer);
+                    self.send(socket, from, wire::payload_bytes(answer));
                 } else {
                     self.stats.malformed += 1;
                 }
@@ -714,17 +715,11 @@ impl Server {
     }
 
     fn reply(&mut self, socket: SocketId, to: SocketAddr, frame: Frame) {
-        let payload = wire::frame_bytes(&frame, |_| {});
-        self.transmits.push_back(Transmit { socket, destination: to, ttl: None, payload });
+        self.send(socket, to, wire::frame_bytes(&frame, |_| {}));
     }
 
-    fn send(&mut self, socket: SocketId, to: SocketAddr, payload: Vec<u8>) {
-        self.transmits.push_back(Transmit {
-            socket,
-            destination: to,
-            ttl: None,
-            payload: wire::payload_bytes(payload),
-        });
+    fn send(&mut self, socket: SocketId, to: SocketAddr, payload: Bytes) {
+        self.transmits.push_back(Transmit { socket, destination: to, ttl: None, payload });
     }
 }
 
