@@ -2,21 +2,34 @@
 //!
 //! Every keepalive, relayed frame and text frame names its sender by token,
 //! so the token lookup is the server's hottest: it compares `u64`s held
-//! inside the index's nodes and reaches the user's record directly. Looking
-//! a user up by name (to connect or message them) compares strings, as
-//! before. Both indexes are ordered maps, so walks over the users go in name
-//! order and nothing depends on hash order.
+//! inside the index's nodes and reaches the user's record directly.
+//!
+//! Connecting, offering and relaying look users up by name, a dozen times
+//! per session set up. An ordered map of names would compare the name
+//! against a dozen others on the way down, each in a heap buffer of its
+//! own: a cache miss per comparison once the server has a thousand users.
+//! So lookups go through a hash of the name instead, ordered like the
+//! tokens, and compare one string, the candidate's; the map of names is
+//! kept only to walk the users in name order. Nothing depends on hash
+//! order: the hash only picks which record to compare against.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 
-/// The online users, each in one slot of a slab that both indexes point at.
+/// The online users, each in one slot of a slab that the indexes point at.
 #[derive(Debug)]
 pub(super) struct Users<U> {
     slots: Vec<Option<Online<U>>>,
     /// Slots freed by users going offline, reused first.
     free: Vec<usize>,
+    /// For walks in name order.
     by_name: BTreeMap<String, usize>,
+    /// (hash of the name, slot), for lookups by name. Two names with the same
+    /// hash both stay findable: a lookup checks every slot under its hash.
+    by_name_hash: BTreeSet<(u64, usize)>,
     by_token: BTreeMap<u64, usize>,
+    /// [`name_hash`], or in tests one that makes every name collide.
+    hash: fn(&str) -> u64,
 }
 
 #[derive(Debug)]
@@ -26,15 +39,35 @@ struct Online<U> {
     user: U,
 }
 
+/// The hash of a user name. SipHash with fixed keys (std's default hasher):
+/// deterministic, and a collision costs a lookup one more string compare,
+/// never a wrong answer. The algorithm may change between Rust releases;
+/// nothing stored or sent depends on it.
+fn name_hash(name: &str) -> u64 {
+    BuildHasherDefault::<DefaultHasher>::default().hash_one(name)
+}
+
 impl<U> Users<U> {
     pub(super) fn new() -> Self {
-        Users { slots: Vec::new(), free: Vec::new(), by_name: BTreeMap::new(), by_token: BTreeMap::new() }
+        Self::with_hash(name_hash)
+    }
+
+    fn with_hash(hash: fn(&str) -> u64) -> Self {
+        Users {
+            slots: Vec::new(),
+            free: Vec::new(),
+            by_name: BTreeMap::new(),
+            by_name_hash: BTreeSet::new(),
+            by_token: BTreeMap::new(),
+            hash,
+        }
     }
 
     /// Adds `name`, known by `token`. The caller has taken any previous
     /// login of `name` offline and picked a token no one holds.
     pub(super) fn insert(&mut self, name: String, token: u64, user: U) {
-        debug_assert!(!self.by_name.contains_key(&name) && !self.by_token.contains_key(&token));
+        debug_assert!(self.slot_of(&name).is_none() && !self.by_token.contains_key(&token));
+        let hash = (self.hash)(&name);
         let online = Some(Online { name: name.clone(), token, user });
         let slot = match self.free.pop() {
             Some(slot) => {
@@ -47,20 +80,23 @@ impl<U> Users<U> {
             }
         };
         self.by_name.insert(name, slot);
+        self.by_name_hash.insert((hash, slot));
         self.by_token.insert(token, slot);
     }
 
     /// Takes `name` offline, returning its token and record.
     pub(super) fn remove(&mut self, name: &str) -> Option<(u64, U)> {
-        let slot = self.by_name.remove(name)?;
+        let slot = self.slot_of(name)?;
         let online = self.slots[slot].take().expect("an indexed slot holds a user");
+        self.by_name.remove(name);
+        self.by_name_hash.remove(&((self.hash)(name), slot));
         self.by_token.remove(&online.token);
         self.free.push(slot);
         Some((online.token, online.user))
     }
 
     pub(super) fn contains(&self, name: &str) -> bool {
-        self.by_name.contains_key(name)
+        self.slot_of(name).is_some()
     }
 
     pub(super) fn holds_token(&self, token: u64) -> bool {
@@ -68,17 +104,17 @@ impl<U> Users<U> {
     }
 
     pub(super) fn get(&self, name: &str) -> Option<&U> {
-        self.by_name.get(name).map(|&slot| &self.online(slot).user)
+        self.slot_of(name).map(|slot| &self.online(slot).user)
     }
 
     pub(super) fn get_mut(&mut self, name: &str) -> Option<&mut U> {
-        let slot = *self.by_name.get(name)?;
+        let slot = self.slot_of(name)?;
         Some(&mut self.online_mut(slot).user)
     }
 
     /// `name`'s record and the token they hold.
     pub(super) fn get_with_token_mut(&mut self, name: &str) -> Option<(u64, &mut U)> {
-        let slot = *self.by_name.get(name)?;
+        let slot = self.slot_of(name)?;
         let online = self.online_mut(slot);
         Some((online.token, &mut online.user))
     }
@@ -98,6 +134,15 @@ impl<U> Users<U> {
     /// Every online user, in name order.
     pub(super) fn iter(&self) -> impl Iterator<Item = (&str, &U)> {
         self.by_name.iter().map(|(name, &slot)| (name.as_str(), &self.online(slot).user))
+    }
+
+    /// The slot holding `name`, found by its hash.
+    fn slot_of(&self, name: &str) -> Option<usize> {
+        let hash = (self.hash)(name);
+        self.by_name_hash
+            .range((hash, 0)..=(hash, usize::MAX))
+            .map(|&(_, slot)| slot)
+            .find(|&slot| self.online(slot).name == name)
     }
 
     fn online(&self, slot: usize) -> &Online<U> {
@@ -140,8 +185,11 @@ mod tests {
         #[test]
         fn the_table_agrees_with_a_map_of_names(
             ops in prop::collection::vec((0u8..8, any::<bool>()), 1..120),
+            colliding in any::<bool>(),
         ) {
-            let mut users = Users::new();
+            // (With `colliding`, every name has the same hash, so lookups
+            // must tell them apart by the names themselves.)
+            let mut users = if colliding { Users::with_hash(|_| 7) } else { Users::new() };
             let mut reference: BTreeMap<String, (u64, usize)> = BTreeMap::new();
             for (step, (who, login)) in ops.into_iter().enumerate() {
                 let name = format!("user-{who}");
@@ -160,6 +208,13 @@ mod tests {
                 prop_assert_eq!(walk, want);
                 for (name, &(token, user)) in &reference {
                     prop_assert_eq!(users.by_token(token), Some((name.as_str(), &user)));
+                }
+                for who in 0u8..8 {
+                    let name = format!("user-{who}");
+                    let want = reference.get(&name).map(|&(_, user)| user);
+                    prop_assert_eq!(users.get(&name).copied(), want);
+                    prop_assert_eq!(users.contains(&name), want.is_some());
+                    prop_assert_eq!(users.get_with_token_mut(&name).map(|(t, &mut u)| (t, u)), reference.get(&name).copied());
                 }
             }
         }
