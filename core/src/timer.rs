@@ -98,11 +98,17 @@ impl<K: Ord + Clone> Timers<K> {
     }
 
     /// Removes and returns every timer due at `now`, earliest first (ties in
-    /// key order).
-    pub fn expire(&mut self, now: Instant) -> Vec<K> {
+    /// key order). The timers are taken out before the caller sees the
+    /// first, so one the caller sets again while handling them waits for the
+    /// next call.
+    ///
+    /// Collected in a small inline vector, not a `Vec`: a machine wakes for
+    /// one or two timers at a time, and two allocations per wake-up were a
+    /// visible share of a thousand-client simulation.
+    pub fn expire(&mut self, now: Instant) -> impl Iterator<Item = K> + use<K> {
+        let mut due: SmallVec<[(Instant, K); INLINE]> = SmallVec::new();
         match &mut self.repr {
             Repr::Small(timers) => {
-                let mut due: Vec<(Instant, K)> = Vec::new();
                 timers.retain(|(k, at)| {
                     let keep = *at > now;
                     if !keep {
@@ -111,21 +117,19 @@ impl<K: Ord + Clone> Timers<K> {
                     keep
                 });
                 due.sort();
-                due.into_iter().map(|(_, k)| k).collect()
             }
             Repr::Large { deadlines, by_time } => {
-                let mut due = Vec::new();
                 while let Some((at, _)) = by_time.first() {
                     if *at > now {
                         break;
                     }
-                    let (_, key) = by_time.pop_first().expect("just seen");
+                    let (at, key) = by_time.pop_first().expect("just seen");
                     deadlines.remove(&key);
-                    due.push(key);
+                    due.push((at, key));
                 }
-                due
             }
         }
+        due.into_iter().map(|(_, key)| key)
     }
 
     /// Removes every timer whose key matches.
