@@ -236,6 +236,42 @@ fn a_direct_path_that_dies_falls_back_to_the_relay_in_time_and_returns_when_heal
 }
 
 #[test]
+fn a_direct_path_wakes_no_client_for_nothing_and_the_relay_keepalive_keeps_its_rhythm_after_a_fall_back() {
+    // Given two public clients on a direct path,
+    let (mut h, a, b) = public_pair(8);
+    h.connect(a, "bob");
+    h.run_for(Duration::from_secs(1));
+    assert_eq!(h.find(a, direct).len(), 1);
+    let opened_at = h.find(a, opened)[0].0;
+
+    // when the path stays direct for four relay keepalive periods (5 s),
+    let since = h.elapsed();
+    h.run_for(Duration::from_secs(20));
+
+    // then neither client was woken without sending or reporting anything:
+    // the relay keepalive, with nothing to do, waits parked.
+    for i in [a, b] {
+        let idle: Vec<_> = h.clients[i].wakes.iter().filter(|&&(t, busy)| t > since && !busy).collect();
+        assert_eq!(idle, Vec::<&(Duration, bool)>::new(), "client {i}");
+    }
+
+    // When the path dies and alice falls back to the relay,
+    h.drop_direct = true;
+    h.run_for(Duration::from_secs(10));
+    let fell_back_at = h.find(a, fell_back)[0].0;
+
+    // then her relay keepalive wakes her again, on the beat it kept since the
+    // session opened (every 5 s from then), and sends.
+    let beat = Duration::from_secs(5);
+    let mut next_beat = opened_at + beat;
+    while next_beat < fell_back_at {
+        next_beat += beat;
+    }
+    assert!(h.clients[a].wakes.contains(&(next_beat, true)), "no keepalive wake at {next_beat:?}");
+    assert!(h.clients[a].wakes.contains(&(next_beat + beat, true)));
+}
+
+#[test]
 fn forged_and_replayed_probes_never_change_the_path() {
     use punchline_core::auth::{seal, Role};
     let (mut h, a, b) = public_pair(7);

@@ -145,6 +145,10 @@ pub(crate) struct Session {
     fallbacks: u32,
     probes_sent: u64,
     owned: BTreeSet<SocketId>,
+    /// While the path is direct, when the relay keepalive would next have
+    /// been due: it is taken off the timers (it has nothing to do then) and
+    /// put back in the same rhythm on a fall back to the relay.
+    relay_keepalive_parked: Option<Instant>,
 }
 
 impl Session {
@@ -187,6 +191,7 @@ impl Session {
             socket_wish: None,
             owned: BTreeSet::new(),
             closed: false,
+            relay_keepalive_parked: None,
         };
         out.event(ClientEvent::SessionOpened { session: id, peer, initiator: role == Role::Initiator, strategy });
         s.timers.set(SessionTimer::Idle, ctx.now + ctx.config.session_timeout);
@@ -816,6 +821,7 @@ impl Session {
         for t in [SessionTimer::Probe, SessionTimer::AttemptDeadline, SessionTimer::Retry, SessionTimer::Binding] {
             self.timers.stop(&t);
         }
+        self.park_relay_keepalive();
         self.release_unused(out);
         out.event(ClientEvent::PathDirect { session: self.id, socket, remote: from });
         self.timers.set(SessionTimer::DirectKeepalive, ctx.now + ctx.config.direct_keepalive);
@@ -831,10 +837,35 @@ impl Session {
         self.path = PathKind::Relay;
         self.fallbacks += 1;
         self.timers.stop(&SessionTimer::DirectKeepalive);
+        self.unpark_relay_keepalive(ctx);
         self.release_unused(out);
         out.event(ClientEvent::PathFellBack { session: self.id });
         self.resend_all(ctx, out);
         self.timers.set(SessionTimer::Retry, ctx.now + ctx.config.punch_retry);
+    }
+
+    /// On a direct path the relay keepalive has nothing to send, and waking
+    /// for it every [`ClientConfig::session_keepalive`] would only cost the
+    /// driver a wake-up (and a phone its battery): it is parked instead.
+    ///
+    /// [`ClientConfig::session_keepalive`]: super::ClientConfig::session_keepalive
+    fn park_relay_keepalive(&mut self) {
+        if let Some(due) = self.timers.get(&SessionTimer::RelayKeepalive) {
+            self.timers.stop(&SessionTimer::RelayKeepalive);
+            self.relay_keepalive_parked = Some(due);
+        }
+    }
+
+    /// Back on the relay: the keepalive resumes in the rhythm it kept
+    /// before, at its first beat from now on (now included).
+    fn unpark_relay_keepalive(&mut self, ctx: &Ctx<'_>) {
+        let Some(mut due) = self.relay_keepalive_parked.take() else { return };
+        if due < ctx.now {
+            let interval = ctx.config.session_keepalive.as_nanos().max(1);
+            let skipped = (ctx.now - due).as_nanos().div_ceil(interval) * interval;
+            due = u64::try_from(skipped).ok().and_then(|n| due.checked_add(Duration::from_nanos(n))).unwrap_or(ctx.now);
+        }
+        self.timers.set(SessionTimer::RelayKeepalive, due.max(ctx.now));
     }
 
     fn attempt_failed(&mut self, ctx: &Ctx<'_>, out: &mut Out) {

@@ -137,6 +137,9 @@ pub struct ClientHost {
     pub nat: Option<StandInNat>,
     pub events: Vec<(Duration, ClientEvent)>,
     pub sent: u64,
+    /// Every time the client was woken for its deadline, and whether it
+    /// sent or reported anything then.
+    pub wakes: Vec<(Duration, bool)>,
     /// The host is gone: nothing it sends leaves, nothing reaches it.
     pub dead: bool,
 }
@@ -229,6 +232,7 @@ impl Harness {
             nat,
             events: Vec::new(),
             sent: 0,
+            wakes: Vec::new(),
             dead: false,
         });
         let i = self.clients.len() - 1;
@@ -305,8 +309,12 @@ impl Harness {
                         }
                         for i in 0..self.clients.len() {
                             if self.clients[i].client.poll_timeout().is_some_and(|d| d <= now) {
+                                let before = (self.clients[i].sent, self.clients[i].events.len());
                                 self.clients[i].client.handle_timeout(now);
                                 self.drain(i);
+                                let host = &mut self.clients[i];
+                                let did_something = (host.sent, host.events.len()) != before;
+                                host.wakes.push((now - self.start, did_something));
                             }
                         }
                     }
