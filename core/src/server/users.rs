@@ -11,9 +11,11 @@
 //! So lookups go through a hash of the name instead, ordered like the
 //! tokens, and compare one string, the candidate's; the map of names is
 //! kept only to walk the users in name order. Nothing depends on hash
-//! order: the hash only picks which record to compare against.
+//! order: the hash only picks which record to compare against, and a name
+//! whose hash is taken is kept by name beside it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::btree_map::Entry;
+use std::collections::BTreeMap;
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 
 /// The online users, each in one slot of a slab that the indexes point at.
@@ -24,9 +26,11 @@ pub(super) struct Users<U> {
     free: Vec<usize>,
     /// For walks in name order.
     by_name: BTreeMap<String, usize>,
-    /// (hash of the name, slot), for lookups by name. Two names with the same
-    /// hash both stay findable: a lookup checks every slot under its hash.
-    by_name_hash: BTreeSet<(u64, usize)>,
+    /// Hash of the name → slot, for lookups by name.
+    by_name_hash: BTreeMap<u64, usize>,
+    /// Names whose hash another online name held when they logged in
+    /// (almost always none): found by the name itself.
+    collided: BTreeMap<String, usize>,
     by_token: BTreeMap<u64, usize>,
     /// [`name_hash`], or in tests one that makes every name collide.
     hash: fn(&str) -> u64,
@@ -57,7 +61,8 @@ impl<U> Users<U> {
             slots: Vec::new(),
             free: Vec::new(),
             by_name: BTreeMap::new(),
-            by_name_hash: BTreeSet::new(),
+            by_name_hash: BTreeMap::new(),
+            collided: BTreeMap::new(),
             by_token: BTreeMap::new(),
             hash,
         }
@@ -79,8 +84,12 @@ impl<U> Users<U> {
                 self.slots.len() - 1
             }
         };
+        if let Entry::Vacant(free) = self.by_name_hash.entry(hash) {
+            free.insert(slot);
+        } else {
+            self.collided.insert(name.clone(), slot);
+        }
         self.by_name.insert(name, slot);
-        self.by_name_hash.insert((hash, slot));
         self.by_token.insert(token, slot);
     }
 
@@ -89,7 +98,9 @@ impl<U> Users<U> {
         let slot = self.slot_of(name)?;
         let online = self.slots[slot].take().expect("an indexed slot holds a user");
         self.by_name.remove(name);
-        self.by_name_hash.remove(&((self.hash)(name), slot));
+        if self.collided.remove(name).is_none() {
+            self.by_name_hash.remove(&(self.hash)(name));
+        }
         self.by_token.remove(&online.token);
         self.free.push(slot);
         Some((online.token, online.user))
@@ -136,13 +147,14 @@ impl<U> Users<U> {
         self.by_name.iter().map(|(name, &slot)| (name.as_str(), &self.online(slot).user))
     }
 
-    /// The slot holding `name`, found by its hash.
+    /// The slot holding `name`: the one under its hash if the name there is
+    /// `name`, else the one it collided into.
     fn slot_of(&self, name: &str) -> Option<usize> {
-        let hash = (self.hash)(name);
-        self.by_name_hash
-            .range((hash, 0)..=(hash, usize::MAX))
-            .map(|&(_, slot)| slot)
-            .find(|&slot| self.online(slot).name == name)
+        match self.by_name_hash.get(&(self.hash)(name)) {
+            Some(&slot) if self.online(slot).name == name => Some(slot),
+            _ if self.collided.is_empty() => None,
+            _ => self.collided.get(name).copied(),
+        }
     }
 
     fn online(&self, slot: usize) -> &Online<U> {
