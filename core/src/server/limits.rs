@@ -51,13 +51,17 @@ impl SourceLimits {
 
     /// True when a request from `ip` is allowed now.
     pub(crate) fn allow(&mut self, now: Instant, ip: IpAddr) -> bool {
-        if !self.buckets.contains_key(&ip) && self.buckets.len() >= self.max_sources {
+        let (capacity, rate) = (self.capacity, self.rate);
+        // One descent for a known source, the server's every request.
+        if let Some(bucket) = self.buckets.get_mut(&ip) {
+            return bucket.take(now, capacity, rate, 1.0);
+        }
+        if self.buckets.len() >= self.max_sources {
             self.forget_idle(now, Duration::ZERO);
             if self.buckets.len() >= self.max_sources {
                 return false;
             }
         }
-        let (capacity, rate) = (self.capacity, self.rate);
         self.buckets.entry(ip).or_insert_with(|| Bucket::full(capacity, now)).take(now, capacity, rate, 1.0)
     }
 
