@@ -71,6 +71,8 @@ pub struct Simulation {
     /// Peer index by name (the first peer of a name, as the parser rejects
     /// duplicates).
     peer_names: BTreeMap<String, usize>,
+    /// NAT name -> index, the first of a name (the parser refuses others).
+    nat_names: BTreeMap<String, usize>,
     /// Who sits directly on each network segment: segment 0 is the public
     /// internet, `n + 1` the inside of NAT `n`.
     on_segment: SegmentIndex,
@@ -193,13 +195,17 @@ impl Simulation {
         let server = Server::new(server_config, epoch);
         let nats =
             (0..scenario.nats.len()).map(|i| Nat::new(scenario.nat_spec(i), root.fork(1000 + i as u64))).collect();
+        let mut nat_names = BTreeMap::new();
+        for (i, n) in scenario.nats.iter().enumerate() {
+            nat_names.entry(n.name.clone()).or_insert(i);
+        }
         let mut peers = Vec::new();
         for (i, spec) in scenario.peers.iter().enumerate() {
             let mut config = ClientConfig::new(spec.name.clone(), scenario.server.addr);
             config.alt_server = scenario.server.alt_addr;
             config.seed = root.fork(2000 + i as u64).next_u64();
             apply_config(&scenario, i, &mut config)?;
-            let behind = spec.behind.as_ref().map(|n| scenario.nat_index(n).expect("validated by the parser"));
+            let behind = spec.behind.as_ref().map(|n| *nat_names.get(n).expect("validated by the parser"));
             let local = SocketAddr::new(spec.addr, 4000);
             let client = Client::new(config, (SocketId(0), local), epoch);
             peers.push(PeerHost {
@@ -237,6 +243,7 @@ impl Simulation {
             connections: Vec::new(),
             connections_of: vec![Vec::new(); peers_len],
             peer_names,
+            nat_names,
             on_segment: SegmentIndex::default(),
             texts: BTreeMap::new(),
             packet_events: 0,
@@ -461,13 +468,13 @@ impl Simulation {
                 self.peers[p].down.set_partitioned(false);
             }
             Action::NatReboot { nat } => {
-                let n = self.scenario.nat_index(&nat).expect("validated by the parser");
+                let n = self.nat_index(&nat);
                 self.trace.record(self.now, format_args!("event: NAT {nat} reboots"));
                 self.nats[n].reboot();
             }
             Action::MoveTo { peer, nat } => {
                 let p = self.peer_index(&peer);
-                let n = self.scenario.nat_index(&nat).expect("validated by the parser");
+                let n = self.nat_index(&nat);
                 self.trace.record(self.now, format_args!("event: {peer} moves behind {nat}"));
                 self.peers[p].behind = Some(n);
                 self.index_topology();
@@ -477,6 +484,10 @@ impl Simulation {
 
     fn peer_index(&self, name: &str) -> usize {
         *self.peer_names.get(name).expect("validated by the parser")
+    }
+
+    fn nat_index(&self, name: &str) -> usize {
+        *self.nat_names.get(name).expect("validated by the parser")
     }
 
     fn drain_server(&mut self) {
@@ -766,11 +777,7 @@ impl Simulation {
 
     /// Rebuilds the address indexes after the topology changed.
     fn index_topology(&mut self) {
-        self.nat_outer = self
-            .nats
-            .iter()
-            .map(|n| n.spec().behind.as_ref().map(|b| self.scenario.nat_index(b).expect("validated by the parser")))
-            .collect();
+        self.nat_outer = self.nats.iter().map(|n| n.spec().behind.as_ref().map(|b| self.nat_index(b))).collect();
         // A later node with the same address on the same segment replaces
         // an earlier one of its kind, and a peer wins over a NAT (routing
         // has always tried peers first).

@@ -411,13 +411,23 @@ impl Ctx<'_> {
         let server = self.server(&raw.server)?;
         let nats = raw.nat.iter().enumerate().map(|(i, n)| self.nat(i, n)).collect::<Result<Vec<_>, _>>()?;
         self.check_nats(&nats, &server)?;
-        let peers = raw.peer.iter().enumerate().map(|(i, p)| self.peer(i, p, &nats)).collect::<Result<Vec<_>, _>>()?;
-        self.check_peers(&peers, &nats, &server)?;
+        // Names are looked up through maps: a scenario of thousands of
+        // peers and NATs would spend seconds scanning the lists.
+        let nat_index = name_index(nats.iter().map(|n| n.name.as_str()));
+        let peers = raw
+            .peer
+            .iter()
+            .enumerate()
+            .map(|(i, p)| self.peer(i, p, &nats, &nat_index))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.check_peers(&peers, &nats, &nat_index, &server)?;
+        let peer_index = name_index(peers.iter().map(|p| p.name.as_str()));
+        let names = Names { nats: &nats, nat_index: &nat_index, peers: &peers, peer_index: &peer_index };
         let mut events = raw
             .event
             .iter()
             .enumerate()
-            .map(|(i, e)| self.event(i, e, duration, &nats, &peers))
+            .map(|(i, e)| self.event(i, e, duration, &names))
             .collect::<Result<Vec<_>, _>>()?;
         // Stable: simultaneous events keep their file order.
         events.sort_by_key(|e| e.at);
@@ -627,7 +637,13 @@ impl Ctx<'_> {
         Ok(())
     }
 
-    fn peer(&self, i: usize, raw: &RawPeer, nats: &[NatDecl]) -> Result<PeerSpec, ScenarioError> {
+    fn peer(
+        &self,
+        i: usize,
+        raw: &RawPeer,
+        nats: &[NatDecl],
+        nat_index: &BTreeMap<&str, usize>,
+    ) -> Result<PeerSpec, ScenarioError> {
         let path = FieldPath::default().key("peer").index(i);
         if raw.name.is_empty() {
             return Err(self.err(&path.key("name"), "must not be empty"));
@@ -639,7 +655,7 @@ impl Ctx<'_> {
             )
         })?;
         if let Some(behind) = &raw.behind {
-            if !nats.iter().any(|n| &n.name == behind) {
+            if !nat_index.contains_key(behind.as_str()) {
                 return Err(self.err(
                     &path.key("behind"),
                     format!("unknown NAT {behind:?}; {}", known("NATs", nats.iter().map(|n| &n.name))),
@@ -696,7 +712,13 @@ impl Ctx<'_> {
 
     /// Names unique; an `open` router's hosts use its public IPs; no two hosts
     /// share an address in one network.
-    fn check_peers(&self, peers: &[PeerSpec], nats: &[NatDecl], server: &ServerSpec) -> Result<(), ScenarioError> {
+    fn check_peers(
+        &self,
+        peers: &[PeerSpec],
+        nats: &[NatDecl],
+        nat_index: &BTreeMap<&str, usize>,
+        server: &ServerSpec,
+    ) -> Result<(), ScenarioError> {
         let mut names = BTreeMap::new();
         let mut addrs = BTreeMap::new();
         for (i, peer) in peers.iter().enumerate() {
@@ -707,7 +729,7 @@ impl Ctx<'_> {
                     format!("duplicate peer name {:?} (first used by peer[{first}])", peer.name),
                 ));
             }
-            let nat = peer.behind.as_ref().and_then(|b| nats.iter().find(|n| &n.name == b));
+            let nat = peer.behind.as_ref().and_then(|b| nat_index.get(b.as_str())).map(|&k| &nats[k]);
             if let Some(nat) = nat.filter(|n| n.preset == Preset::Open) {
                 if !matches!(peer.addr, IpAddr::V4(v4) if nat.public_ips.contains(&v4)) {
                     return Err(self.err(
@@ -732,14 +754,8 @@ impl Ctx<'_> {
         Ok(())
     }
 
-    fn event(
-        &self,
-        i: usize,
-        raw: &RawEvent,
-        duration: Duration,
-        nats: &[NatDecl],
-        peers: &[PeerSpec],
-    ) -> Result<Event, ScenarioError> {
+    fn event(&self, i: usize, raw: &RawEvent, duration: Duration, names: &Names<'_>) -> Result<Event, ScenarioError> {
+        let Names { nats, nat_index, peers, peer_index } = *names;
         let path = FieldPath::default().key("event").index(i);
         let at = self.duration(&path.key("at"), &raw.at)?;
         if at > duration {
@@ -770,14 +786,14 @@ impl Ctx<'_> {
         let peer_names = || known("peers", peers.iter().map(|p| &p.name));
         let nat_names = || known("NATs", nats.iter().map(|n| &n.name));
         let peer_ref = |field: FieldPath, name: &str| {
-            if peers.iter().any(|p| p.name == name) {
+            if peer_index.contains_key(name) {
                 Ok(name.to_owned())
             } else {
                 Err(self.err(&field, format!("unknown peer {name:?}; {}", peer_names())))
             }
         };
         let nat_ref = |field: FieldPath, name: &str| {
-            if nats.iter().any(|n| n.name == name) {
+            if nat_index.contains_key(name) {
                 Ok(name.to_owned())
             } else {
                 Err(self.err(&field, format!("unknown NAT {name:?}; {}", nat_names())))
@@ -842,6 +858,24 @@ impl Ctx<'_> {
 
 /// `internet_hops` when the file does not say.
 pub const DEFAULT_INTERNET_HOPS: u8 = 8;
+
+/// The NATs and peers being validated, with their names' indexes.
+#[derive(Clone, Copy)]
+struct Names<'a> {
+    nats: &'a [NatDecl],
+    nat_index: &'a BTreeMap<&'a str, usize>,
+    peers: &'a [PeerSpec],
+    peer_index: &'a BTreeMap<&'a str, usize>,
+}
+
+/// Each name's position; the first wins (duplicates are refused elsewhere).
+fn name_index<'a>(names: impl Iterator<Item = &'a str>) -> BTreeMap<&'a str, usize> {
+    let mut index = BTreeMap::new();
+    for (i, name) in names.enumerate() {
+        index.entry(name).or_insert(i);
+    }
+    index
+}
 
 fn known<'a>(what: &str, names: impl Iterator<Item = &'a String>) -> String {
     let names: Vec<&str> = names.map(String::as_str).collect();
