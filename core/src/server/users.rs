@@ -45,8 +45,10 @@ struct Online<U> {
 
 /// The hash of a user name. SipHash with fixed keys (std's default hasher):
 /// deterministic, and a collision costs a lookup one more string compare,
-/// never a wrong answer. The algorithm may change between Rust releases;
-/// nothing stored or sent depends on it.
+/// never a wrong answer. Names crafted to collide (the keys are public) all
+/// land in the ordered side map, so they cost lookups a logarithm, not a
+/// scan. The algorithm may change between Rust releases; nothing stored or
+/// sent depends on it.
 fn name_hash(name: &str) -> u64 {
     BuildHasherDefault::<DefaultHasher>::default().hash_one(name)
 }
