@@ -56,6 +56,9 @@ pub struct ClientConfig {
     /// relay. Default 3 s.
     pub fallback_timeout: Duration,
     /// Interval of keepalives between peers while on the relay. Default 5 s.
+    /// None are sent, and the client does not wake for them, while the path
+    /// is direct (the direct keepalive covers it); after a fall back they
+    /// resume on the beat they kept since the session opened.
     pub session_keepalive: Duration,
     /// A session that hears nothing from its peer for this long closes with
     /// [`CloseReason::PeerTimeout`](crate::wire::frame::CloseReason::PeerTimeout). Default 30 s.
