@@ -412,7 +412,7 @@ impl Ctx<'_> {
         let nats = raw.nat.iter().enumerate().map(|(i, n)| self.nat(i, n)).collect::<Result<Vec<_>, _>>()?;
         self.check_nats(&nats, &server)?;
         // Names are looked up through maps: a scenario of thousands of
-        // peers and NATs would spend seconds scanning the lists.
+        // peers and NATs spent most of its loading time scanning the lists.
         let nat_index = name_index(nats.iter().map(|n| n.name.as_str()));
         let peers = raw
             .peer
