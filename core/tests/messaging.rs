@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use harness::{Harness, SERVER};
-use punchline_core::client::{ClientEvent, PathKind};
+use punchline_core::client::{ClientEvent, ConnectFailure, PathKind};
 use punchline_core::messaging::{
     MemoryStore, MessageId, MessageStore, PutOutcome, SendTextError, StoreError, StoredMessage, TextFailure, TextPath,
     MAX_TEXT,
@@ -294,6 +294,29 @@ fn given_the_limits_then_senders_get_clear_rejections() {
     assert_eq!(failed.get(&large), Some(&TextFailure::Rejected(TextRejection::TooLarge)));
     assert_eq!(failed.get(&unknown), Some(&TextFailure::Rejected(TextRejection::UnknownRecipient)));
     assert_eq!(h.server.stats().texts_rejected, 3);
+}
+
+#[test]
+fn given_a_restarted_server_then_a_connect_to_a_user_it_knows_from_its_store_says_offline_not_unknown() {
+    // Given bob logged in once and left, and the server restarted since
+    // (its store remembers bob; the new process has not seen him),
+    let (mut h, alice) = alice_and_absent_bob(31);
+    let store = h.crash_server();
+    h.start_server(store);
+    // Alice's keepalive (every 25 s) finds out, and she logs in again.
+    h.run_for(secs(30));
+    // When alice connects to bob and to someone who never logged in,
+    h.connect(alice, "bob");
+    h.connect(alice, "nobody");
+    h.run_for(secs(2));
+    // then bob is offline and the other unknown.
+    let failed = h.find(alice, |e| match e {
+        ClientEvent::ConnectFailed { peer, reason } => Some((peer.clone(), *reason)),
+        _ => None,
+    });
+    let failed: BTreeMap<String, ConnectFailure> = failed.into_iter().map(|(_, f)| f).collect();
+    assert_eq!(failed.get("bob"), Some(&ConnectFailure::PeerOffline));
+    assert_eq!(failed.get("nobody"), Some(&ConnectFailure::UnknownPeer));
 }
 
 #[test]

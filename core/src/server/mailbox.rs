@@ -359,7 +359,7 @@ impl Server {
         }
     }
 
-    fn store_failed(&mut self, error: StoreError) {
+    pub(super) fn store_failed(&mut self, error: StoreError) {
         debug!(%error, "message store failed");
         self.stats.store_errors += 1;
         self.events.push_back(ServerEvent::StoreFailed { error: error.to_string() });

@@ -500,7 +500,15 @@ impl Server {
             return;
         }
         if !self.users.contains(&peer) {
-            let code = if self.known_users.contains(&peer) { ErrorCode::PeerOffline } else { ErrorCode::UnknownPeer };
+            // The store remembers users across restarts; `known_users` only
+            // those seen since this server started.
+            let known = self.known_users.contains(&peer)
+                || self.store.knows_user(&peer).unwrap_or_else(|error| {
+                    // Offline either way; whether they exist cannot be told.
+                    self.store_failed(error);
+                    true
+                });
+            let code = if known { ErrorCode::PeerOffline } else { ErrorCode::UnknownPeer };
             self.reply(socket, from, Frame::Error { request, code });
             return;
         }
