@@ -297,19 +297,21 @@ fn given_the_limits_then_senders_get_clear_rejections() {
 }
 
 #[test]
-fn given_a_restarted_server_then_a_connect_to_a_user_it_knows_from_its_store_says_offline_not_unknown() {
+fn given_a_restarted_server_then_a_connect_logs_in_again_and_a_user_the_store_knows_is_offline_not_unknown() {
     // Given bob logged in once and left, and the server restarted since
     // (its store remembers bob; the new process has not seen him),
     let (mut h, alice) = alice_and_absent_bob(31);
     let store = h.crash_server();
     h.start_server(store);
-    // Alice's keepalive (every 25 s) finds out, and she logs in again.
-    h.run_for(secs(30));
-    // When alice connects to bob and to someone who never logged in,
+    h.run_for(secs(1));
+    // when alice, who has not noticed the restart yet (her keepalive is
+    // every 25 s), connects to bob and to someone who never logged in,
     h.connect(alice, "bob");
     h.connect(alice, "nobody");
-    h.run_for(secs(2));
-    // then bob is offline and the other unknown.
+    h.run_for(secs(5));
+    // then the server's NotLoggedIn makes her log in again, and the
+    // connects, sent again, find bob offline and the other unknown.
+    assert_eq!(h.find(alice, |e| matches!(e, ClientEvent::LoggedIn { .. }).then_some(())).len(), 2);
     let failed = h.find(alice, |e| match e {
         ClientEvent::ConnectFailed { peer, reason } => Some((peer.clone(), *reason)),
         _ => None,

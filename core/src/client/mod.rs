@@ -370,6 +370,9 @@ struct PendingConnect {
     peer: String,
     /// 0 while waiting for the login and NAT discovery to finish.
     sends: u32,
+    /// The server answered `NotLoggedIn` once and the client logged in
+    /// again; a second time ends the connect.
+    relogged: bool,
 }
 
 /// What a session needs from the client to send.
@@ -492,7 +495,7 @@ impl Client {
             return Err(ConnectError::NotLoggedIn);
         }
         let request = self.fresh_request();
-        self.connects.insert(request, PendingConnect { peer: peer.to_owned(), sends: 0 });
+        self.connects.insert(request, PendingConnect { peer: peer.to_owned(), sends: 0, relogged: false });
         self.send_waiting_connects(now);
         Ok(())
     }
@@ -951,7 +954,23 @@ impl Client {
     }
 
     fn handle_error(&mut self, now: Instant, request: u32, code: ErrorCode) {
-        if let Some(pending) = self.connects.remove(&request) {
+        // Online: the login below starts; pending: another connect's error
+        // started it already.
+        let logging_in = matches!(self.login, Login::Online { .. } | Login::Pending { .. });
+        let waits_for_login = match self.connects.get_mut(&request) {
+            Some(pending) if code == ErrorCode::NotLoggedIn && logging_in && !pending.relogged => {
+                // The server forgot our token (it restarted): the connect
+                // waits for the new login, as one made before the first
+                // login does, instead of failing.
+                pending.relogged = true;
+                pending.sends = 0;
+                self.timers.stop(&ClientTimer::Connect(request));
+                true
+            }
+            _ => false,
+        };
+        let failed = if waits_for_login { None } else { self.connects.remove(&request) };
+        if let Some(pending) = failed {
             self.timers.stop(&ClientTimer::Connect(request));
             let reason = match code {
                 ErrorCode::UnknownPeer => ConnectFailure::UnknownPeer,
