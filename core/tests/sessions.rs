@@ -47,6 +47,15 @@ fn public_pair(seed: u64) -> (Harness, usize, usize) {
     (h, a, b)
 }
 
+/// [`public_pair`], connected: alice's session to bob is direct at 6 s.
+fn direct_public_pair(seed: u64) -> (Harness, usize, usize) {
+    let (mut h, a, b) = public_pair(seed);
+    h.connect(a, "bob");
+    h.run_for(Duration::from_secs(1));
+    assert_eq!(h.find(a, direct).len(), 1);
+    (h, a, b)
+}
+
 fn natted_pair(seed: u64, track: bool) -> (Harness, usize, usize) {
     let mut h = Harness::new(seed);
     let a = h.add_natted_client(h.config("alice"), track);
@@ -203,10 +212,7 @@ fn when_every_direct_packet_is_dropped_the_session_stays_on_the_relay_and_punchi
 
 #[test]
 fn a_direct_path_that_dies_falls_back_to_the_relay_in_time_and_returns_when_healed() {
-    let (mut h, a, b) = public_pair(6);
-    h.connect(a, "bob");
-    h.run_for(Duration::from_secs(1));
-    assert_eq!(h.find(a, direct).len(), 1);
+    let (mut h, a, b) = direct_public_pair(6);
 
     // When the direct path dies and alice keeps sending.
     h.drop_direct = true;
@@ -238,10 +244,7 @@ fn a_direct_path_that_dies_falls_back_to_the_relay_in_time_and_returns_when_heal
 #[test]
 fn a_direct_path_wakes_no_client_for_nothing_and_the_relay_keepalive_keeps_its_rhythm_after_a_fall_back() {
     // Given two public clients on a direct path,
-    let (mut h, a, b) = public_pair(8);
-    h.connect(a, "bob");
-    h.run_for(Duration::from_secs(1));
-    assert_eq!(h.find(a, direct).len(), 1);
+    let (mut h, a, b) = direct_public_pair(8);
     let opened_at = h.find(a, opened)[0].0;
 
     // when the path stays direct for four relay keepalive periods (5 s),

@@ -23,7 +23,7 @@ use crate::describe;
 use crate::link::Link;
 use crate::nat::{Nat, NatDecision, Packet};
 use crate::report::{Connection, Messages, Outcome, Report};
-use crate::scenario::{Action, Scenario, ScenarioError};
+use crate::scenario::{name_index, Action, Scenario, ScenarioError};
 
 mod parcel;
 mod queue;
@@ -195,10 +195,7 @@ impl Simulation {
         let server = Server::new(server_config, epoch);
         let nats =
             (0..scenario.nats.len()).map(|i| Nat::new(scenario.nat_spec(i), root.fork(1000 + i as u64))).collect();
-        let mut nat_names = BTreeMap::new();
-        for (i, n) in scenario.nats.iter().enumerate() {
-            nat_names.entry(n.name.clone()).or_insert(i);
-        }
+        let nat_names = name_index(scenario.nats.iter().map(|n| n.name.as_str()));
         let mut peers = Vec::new();
         for (i, spec) in scenario.peers.iter().enumerate() {
             let mut config = ClientConfig::new(spec.name.clone(), scenario.server.addr);
@@ -224,10 +221,7 @@ impl Simulation {
             });
         }
         let peers_len = peers.len();
-        let mut peer_names = BTreeMap::new();
-        for (i, p) in peers.iter().enumerate() {
-            peer_names.entry(p.name.clone()).or_insert(i);
-        }
+        let peer_names = name_index(peers.iter().map(|p| p.name.as_str()));
         let mut sim = Simulation {
             seed,
             epoch,

@@ -869,10 +869,11 @@ struct Names<'a> {
 }
 
 /// Each name's position; the first wins (duplicates are refused elsewhere).
-fn name_index<'a>(names: impl Iterator<Item = &'a str>) -> BTreeMap<&'a str, usize> {
+/// Keys borrowed (`&str`) while parsing, owned (`String`) in the engine.
+pub(crate) fn name_index<'a, K: From<&'a str> + Ord>(names: impl Iterator<Item = &'a str>) -> BTreeMap<K, usize> {
     let mut index = BTreeMap::new();
     for (i, name) in names.enumerate() {
-        index.entry(name).or_insert(i);
+        index.entry(K::from(name)).or_insert(i);
     }
     index
 }
