@@ -25,6 +25,12 @@ use punchline_sim::matrix::pair_scenario;
 use punchline_sim::nat::Preset;
 use punchline_sim::scenario::Scenario;
 
+/// The allocator `punchline-sim` runs with (see `src/main.rs`), so these
+/// figures are the binary's.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Simulated time each many-host run covers.
 const MANY_HOSTS_RUN: Duration = Duration::from_secs(15);
 /// Simulated time of the small scenario.
