@@ -954,31 +954,26 @@ impl Client {
     }
 
     fn handle_error(&mut self, now: Instant, request: u32, code: ErrorCode) {
-        // Online: the login below starts; pending: another connect's error
-        // started it already.
-        let logging_in = matches!(self.login, Login::Online { .. } | Login::Pending { .. });
-        let waits_for_login = match self.connects.get_mut(&request) {
-            Some(pending) if code == ErrorCode::NotLoggedIn && logging_in && !pending.relogged => {
+        if let Some(pending) = self.connects.get_mut(&request) {
+            self.timers.stop(&ClientTimer::Connect(request));
+            // Online: the login below starts; pending: another connect's
+            // error started it already.
+            let logging_in = matches!(self.login, Login::Online { .. } | Login::Pending { .. });
+            if code == ErrorCode::NotLoggedIn && logging_in && !pending.relogged {
                 // The server forgot our token (it restarted): the connect
                 // waits for the new login, as one made before the first
                 // login does, instead of failing.
                 pending.relogged = true;
                 pending.sends = 0;
-                self.timers.stop(&ClientTimer::Connect(request));
-                true
+            } else if let Some(pending) = self.connects.remove(&request) {
+                let reason = match code {
+                    ErrorCode::UnknownPeer => ConnectFailure::UnknownPeer,
+                    ErrorCode::PeerOffline => ConnectFailure::PeerOffline,
+                    other => ConnectFailure::Refused(other),
+                };
+                self.out.event(ClientEvent::ConnectFailed { peer: pending.peer, reason });
+                return;
             }
-            _ => false,
-        };
-        let failed = if waits_for_login { None } else { self.connects.remove(&request) };
-        if let Some(pending) = failed {
-            self.timers.stop(&ClientTimer::Connect(request));
-            let reason = match code {
-                ErrorCode::UnknownPeer => ConnectFailure::UnknownPeer,
-                ErrorCode::PeerOffline => ConnectFailure::PeerOffline,
-                other => ConnectFailure::Refused(other),
-            };
-            self.out.event(ClientEvent::ConnectFailed { peer: pending.peer, reason });
-            return;
         }
         match (&self.login, code) {
             (Login::Pending { request: r, .. }, ErrorCode::BadUserName | ErrorCode::UnsupportedVersion)

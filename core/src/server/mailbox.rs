@@ -142,8 +142,7 @@ impl Server {
         if !valid_user_name(&to) {
             return reject(self, TextRejection::BadRecipient);
         }
-        let known = if self.known_users.contains(&to) { Ok(true) } else { self.store.knows_user(&to) };
-        match known {
+        match self.knows_user(&to) {
             Ok(true) => {}
             Ok(false) => return reject(self, TextRejection::UnknownRecipient),
             Err(error) => {
@@ -357,6 +356,15 @@ impl Server {
             let (socket, to) = (u.socket, u.reflexive);
             self.reply(socket, to, frame);
         }
+    }
+
+    /// Whether `user` ever logged in: seen since this server started, or
+    /// remembered by the store from before.
+    pub(super) fn knows_user(&mut self, user: &str) -> Result<bool, StoreError> {
+        if self.known_users.contains(user) {
+            return Ok(true);
+        }
+        self.store.knows_user(user)
     }
 
     pub(super) fn store_failed(&mut self, error: StoreError) {

@@ -500,14 +500,11 @@ impl Server {
             return;
         }
         if !self.users.contains(&peer) {
-            // The store remembers users across restarts; `known_users` only
-            // those seen since this server started.
-            let known = self.known_users.contains(&peer)
-                || self.store.knows_user(&peer).unwrap_or_else(|error| {
-                    // Offline either way; whether they exist cannot be told.
-                    self.store_failed(error);
-                    true
-                });
+            let known = self.knows_user(&peer).unwrap_or_else(|error| {
+                // Offline either way; whether they exist cannot be told.
+                self.store_failed(error);
+                true
+            });
             let code = if known { ErrorCode::PeerOffline } else { ErrorCode::UnknownPeer };
             self.reply(socket, from, Frame::Error { request, code });
             return;
