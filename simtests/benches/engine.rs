@@ -11,7 +11,11 @@
 //!
 //! Each run is measured twice: `run_15s` hashes the trace as
 //! `punchline-sim run` does, `run_15s_untraced` skips it as the matrix does
-//! ([`Simulation::skip_trace`]).
+//! ([`Simulation::skip_trace`]). Both use the engine's default threads: two
+//! for the 100- and 1,000-host worlds on a two-core machine, one for two
+//! hosts (see `simtests/README.md`, Parallel runs).
+//! `run_15s_untraced_one_thread` runs the 1,000-host world on one thread,
+//! the baseline the two threads are measured against in the same run.
 //!
 //! `build` benchmarks only construct the `Simulation` (parsing excluded), a
 //! baseline to read the `run` figures against.
@@ -77,9 +81,17 @@ fn timed_run(scenario: &Scenario, end: Duration) -> Duration {
 
 /// As [`timed_run`], hashing the trace only when `traced`.
 fn timed(scenario: &Scenario, end: Duration, traced: bool) -> Duration {
+    timed_on(scenario, end, traced, None)
+}
+
+/// As [`timed`], on `threads` threads (None: the engine's default).
+fn timed_on(scenario: &Scenario, end: Duration, traced: bool, threads: Option<usize>) -> Duration {
     let mut sim = Simulation::new(scenario.clone(), None).expect("valid scenario");
     if !traced {
         sim.skip_trace();
+    }
+    if let Some(threads) = threads {
+        sim.set_threads(threads);
     }
     let start = Instant::now();
     sim.run_until(black_box(end));
@@ -103,6 +115,11 @@ fn packet_events(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new("run_15s_untraced", n), &scenario, |b, s| {
             b.iter_custom(|iters| (0..iters).map(|_| timed(s, MANY_HOSTS_RUN, false)).sum())
         });
+        if n == 1000 {
+            group.bench_with_input(BenchmarkId::new("run_15s_untraced_one_thread", n), &scenario, |b, s| {
+                b.iter_custom(|iters| (0..iters).map(|_| timed_on(s, MANY_HOSTS_RUN, false, Some(1))).sum())
+            });
+        }
         built.push((n, scenario));
     }
     group.finish();

@@ -141,6 +141,13 @@ impl Link {
         &self.spec
     }
 
+    /// The shortest time any packet takes across this link: its latency
+    /// less its jitter (queueing behind a bandwidth limit and reordering only
+    /// add to it). The engine's lookahead (see `engine::parallel`).
+    pub fn min_delay(&self) -> Duration {
+        self.spec.latency.saturating_sub(self.spec.jitter)
+    }
+
     /// Cuts (`true`) or restores (`false`) the link.
     pub fn set_partitioned(&mut self, partitioned: bool) {
         self.partitioned = partitioned;
@@ -320,6 +327,27 @@ mod tests {
     fn duplication_delivers_two_copies() {
         let mut l = link(LinkSpec { latency: ms(5), duplicate: 1.0, ..LinkSpec::default() });
         assert_eq!(l.transmit(ms(0), 100).to_vec(), vec![ms(5), ms(5)]);
+    }
+
+    #[test]
+    fn no_packet_arrives_sooner_than_the_minimum_delay() {
+        // Given links with every kind of condition,
+        let specs = [
+            LinkSpec { latency: ms(20), jitter: ms(3), ..LinkSpec::default() },
+            LinkSpec { latency: ms(2), jitter: ms(5), ..LinkSpec::default() },
+            LinkSpec { latency: ms(10), jitter: ms(4), reorder: 0.5, duplicate: 0.5, ..LinkSpec::default() },
+            LinkSpec { latency: ms(7), jitter: ms(1), bandwidth: Some(1_000_000), loss: 0.2, ..LinkSpec::default() },
+        ];
+        for spec in specs {
+            let mut l = link(spec.clone());
+            // when thousands of packets cross, then none beats the bound.
+            for k in 0..5000u64 {
+                let now = Duration::from_micros(k * 37);
+                for at in l.transmit(now, 1200) {
+                    assert!(at >= now + l.min_delay(), "{spec:?}: {at:?} < {now:?} + {:?}", l.min_delay());
+                }
+            }
+        }
     }
 
     #[test]

@@ -99,6 +99,11 @@ impl<E, H: Copy> EventQueue<E, H> {
         Some((self.hints[slot], &self.slots[slot]))
     }
 
+    /// The time of the first event, in nanoseconds.
+    pub(crate) fn first_at(&self) -> Option<u64> {
+        self.heap.first().map(|&key| (key >> 64) as u64)
+    }
+
     /// Removes and returns the first event if it is due at or before `end`.
     pub(crate) fn pop_until(&mut self, end: Duration) -> Option<(Duration, E)> {
         let &first = self.heap.first()?;

@@ -1,62 +1,43 @@
 //! The event trace: one line per event, hashed whether or not it is kept.
 //!
-//! Every line is formatted into one reused buffer (no allocation per line
-//! once the buffer has grown), hashed from there, and copied out only when
-//! the caller keeps the trace (`--trace`). The hash is therefore a function
-//! of exactly the text `--trace` prints, line by line, and is the same with
-//! or without `--trace`.
+//! Each part of the world (see `engine::inbox::Part`) formats its lines
+//! into a [`Lines`] buffer of its own, so the parts can run on two threads.
+//! The [`Trace`] then takes the buffers in, in the world's order of events
+//! (time, then part at the same instant), hashes every line and keeps them
+//! when the caller asked (`--trace`). The hash is therefore a function of
+//! exactly the text `--trace` prints, line by line, and is the same with or
+//! without `--trace`, on one thread or two.
 
 use std::fmt::{self, Write as _};
 use std::time::Duration;
 
+use smallvec::SmallVec;
+
 use super::Arrow;
 
-/// Collects trace lines (when enabled) and hashes every line either way.
-pub(crate) struct Trace {
+/// One part's trace lines (and Mermaid arrows) not yet taken in by the
+/// [`Trace`], each marked with its event's time.
+pub(crate) struct Lines {
     /// False when the run skips the trace altogether (see
-    /// [`super::Simulation::skip_trace`]): nothing is formatted or hashed.
+    /// [`super::Simulation::skip_trace`]): nothing is formatted.
     on: bool,
-    keep: bool,
-    lines: Vec<String>,
-    hash: u64,
-    arrows: Vec<Arrow>,
+    /// The lines, one after the other, each with its time prefix.
+    text: String,
+    /// Where each line ends in `text`, and its event's time in nanoseconds.
+    ends: Vec<(u64, usize)>,
     keep_arrows: bool,
-    /// The line being formatted, reused from one line to the next.
-    line: String,
+    arrows: Vec<Arrow>,
 }
 
-impl Trace {
-    pub(crate) fn new() -> Trace {
-        Trace {
-            on: true,
-            keep: false,
-            lines: Vec::new(),
-            hash: HASH_SEED,
-            arrows: Vec::new(),
-            keep_arrows: false,
-            line: String::with_capacity(256),
-        }
-    }
-
-    pub(crate) fn keep_lines(&mut self, keep: bool) {
-        self.keep = keep;
-    }
-
-    /// Turns the trace off for good: lines are neither formatted, hashed
-    /// nor kept.
-    pub(crate) fn turn_off(&mut self) {
-        self.on = false;
-        self.keep = false;
+impl Lines {
+    pub(crate) fn new() -> Lines {
+        Lines { on: true, text: String::with_capacity(4096), ends: Vec::new(), keep_arrows: false, arrows: Vec::new() }
     }
 
     /// Whether lines are formatted at all; callers skip building costly
     /// arguments (datagram descriptions) when not.
     pub(crate) fn is_on(&self) -> bool {
         self.on
-    }
-
-    pub(crate) fn keep_arrows(&mut self, keep: bool) {
-        self.keep_arrows = keep;
     }
 
     /// Whether datagrams are kept for a Mermaid diagram.
@@ -75,21 +56,116 @@ impl Trace {
         if !self.on {
             return;
         }
-        self.line.clear();
-        write_time(&mut self.line, now);
-        self.line.push(' ');
+        write_time(&mut self.text, now);
+        self.text.push(' ');
         // Writing into a String cannot fail; a Display impl that reports an
         // error would only truncate the line, never stop the run.
-        let _ = write(&mut self.line);
-        self.hash = hash_line(self.hash, self.line.as_bytes());
-        if self.keep {
-            self.lines.push(self.line.clone());
-        }
+        let _ = write(&mut self.text);
+        self.ends.push((nanos(now), self.text.len()));
     }
 
     pub(crate) fn push_arrow(&mut self, arrow: Arrow) {
         if self.keep_arrows {
             self.arrows.push(arrow);
+        }
+    }
+
+    /// The `i`-th line and its time.
+    fn line(&self, i: usize) -> (u64, &str) {
+        let start = if i == 0 { 0 } else { self.ends[i - 1].1 };
+        let (at, end) = self.ends[i];
+        (at, &self.text[start..end])
+    }
+
+    fn clear(&mut self) {
+        self.text.clear();
+        self.ends.clear();
+    }
+}
+
+/// The run's trace: every line hashed, and kept when asked.
+pub(crate) struct Trace {
+    /// False when the run skips the trace altogether.
+    on: bool,
+    keep: bool,
+    lines: Vec<String>,
+    hash: u64,
+    arrows: Vec<Arrow>,
+}
+
+impl Trace {
+    pub(crate) fn new() -> Trace {
+        Trace { on: true, keep: false, lines: Vec::new(), hash: HASH_SEED, arrows: Vec::new() }
+    }
+
+    pub(crate) fn keep_lines(&mut self, keep: bool) {
+        self.keep = keep;
+    }
+
+    /// Turns the trace off for good, here and in every part's buffer:
+    /// lines are neither formatted, hashed nor kept.
+    pub(crate) fn turn_off<'a>(&mut self, parts: impl IntoIterator<Item = &'a mut Lines>) {
+        self.on = false;
+        self.keep = false;
+        for lines in parts {
+            lines.on = false;
+            lines.clear();
+        }
+    }
+
+    pub(crate) fn is_on(&self) -> bool {
+        self.on
+    }
+
+    pub(crate) fn keep_arrows<'a>(keep: bool, parts: impl IntoIterator<Item = &'a mut Lines>) {
+        for lines in parts {
+            lines.keep_arrows = keep;
+        }
+    }
+
+    /// Takes in every part's lines and arrows, in the world's order: by
+    /// time, and at the same instant by part (in the order of
+    /// `engine::inbox::Part`). Each buffer is already in its part's order.
+    pub(crate) fn take_in(&mut self, parts: &mut [&mut Lines]) {
+        if parts.iter().all(|lines| lines.ends.is_empty() && lines.arrows.is_empty()) {
+            return;
+        }
+        let mut next: SmallVec<[usize; 8]> = smallvec::smallvec![0; parts.len()];
+        loop {
+            // The earliest head; the first part on a tie.
+            let mut best: Option<(usize, u64)> = None;
+            for (part, lines) in parts.iter().enumerate() {
+                if let Some(&(at, _)) = lines.ends.get(next[part]) {
+                    if best.is_none_or(|(_, best_at)| at < best_at) {
+                        best = Some((part, at));
+                    }
+                }
+            }
+            let Some((part, _)) = best else { break };
+            let (_, line) = parts[part].line(next[part]);
+            next[part] += 1;
+            self.hash = hash_line(self.hash, line.as_bytes());
+            if self.keep {
+                self.lines.push(line.to_owned());
+            }
+        }
+        let mut heads: SmallVec<[usize; 8]> = smallvec::smallvec![0; parts.len()];
+        loop {
+            let mut best: Option<(usize, Duration)> = None;
+            for (part, lines) in parts.iter().enumerate() {
+                if let Some(arrow) = lines.arrows.get(heads[part]) {
+                    if best.is_none_or(|(_, best_at)| arrow.at < best_at) {
+                        best = Some((part, arrow.at));
+                    }
+                }
+            }
+            let Some((part, _)) = best else { break };
+            self.arrows.push(parts[part].arrows[heads[part]].clone());
+            heads[part] += 1;
+        }
+        for lines in parts.iter_mut() {
+            lines.clear();
+            lines.arrows.clear();
         }
     }
 
@@ -100,6 +176,11 @@ impl Trace {
     pub(crate) fn take(&mut self) -> (Vec<String>, Vec<Arrow>) {
         (std::mem::take(&mut self.lines), std::mem::take(&mut self.arrows))
     }
+}
+
+/// `at` in whole nanoseconds, saturating at `u64::MAX`.
+fn nanos(at: Duration) -> u64 {
+    u64::try_from(at.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// Writes `now` in milliseconds exactly as `format!("{:>10.3}ms", ms)` with
