@@ -49,6 +49,10 @@ enum Command {
         /// No progress indicator (shown on a terminal for runs over a second).
         #[arg(long)]
         quiet: bool,
+        /// Threads to run on: 1 or 2 (default: 2 for a world of 64 peers or
+        /// more on a machine with two cores). Every output is the same.
+        #[arg(long, value_parser = clap::value_parser!(u8).range(1..=2))]
+        threads: Option<u8>,
     },
     /// Run every ordered pair of NAT presets over several seeds and compare
     /// with the oracle. Exits 1 when any cell disagrees or any run failed.
@@ -101,7 +105,7 @@ enum Command {
 
 fn main() -> ExitCode {
     match Cli::parse().command {
-        Command::Run { file, seed, json, trace, mermaid: diagram, quiet } => {
+        Command::Run { file, seed, json, trace, mermaid: diagram, quiet, threads } => {
             let scenario = match Scenario::load(&file) {
                 Ok(s) => s,
                 Err(e) => {
@@ -120,6 +124,9 @@ fn main() -> ExitCode {
             };
             sim.keep_trace(trace);
             sim.keep_arrows(diagram);
+            if let Some(threads) = threads {
+                sim.set_threads(usize::from(threads));
+            }
             let mut progress = Progress::new(quiet);
             let (report, lines, arrows) = sim.run_with_progress(|now, end| {
                 progress.show(|| format!("run: {:.1} s of {:.1} s simulated", now.as_secs_f64(), end.as_secs_f64()))

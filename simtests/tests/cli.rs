@@ -31,6 +31,20 @@ fn run_json_has_the_documented_keys_and_stderr_stays_quiet() {
 }
 
 #[test]
+fn run_threads_changes_nothing_and_refuses_what_it_cannot_do() {
+    // Given an example scenario, when run on one thread and on two,
+    let one = sim(&["run", "scenarios/messaging.toml", "--json", "--trace", "--threads", "1"]);
+    let two = sim(&["run", "scenarios/messaging.toml", "--json", "--trace", "--threads", "2"]);
+    // then both succeed with the same bytes,
+    assert!(one.status.success(), "{}", String::from_utf8_lossy(&one.stderr));
+    assert_eq!(one.stdout, two.stdout);
+    // and a thread count it does not offer is refused with a message.
+    let three = sim(&["run", "scenarios/messaging.toml", "--threads", "3"]);
+    assert_eq!(three.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&three.stderr).contains("--threads"), "{}", String::from_utf8_lossy(&three.stderr));
+}
+
+#[test]
 fn run_quiet_is_accepted_and_changes_nothing() {
     let loud = sim(&["run", "scenarios/full-cone-pair.toml", "--json"]);
     let quiet = sim(&["run", "scenarios/full-cone-pair.toml", "--json", "--quiet"]);
