@@ -457,7 +457,7 @@ impl Hosts {
                     t.acknowledged = true;
                 }
             }
-            // The sender may be in the other group: the report matches
+            // The sender may be in another group: the report matches
             // this count with the text the sender sent.
             ClientEvent::TextReceived { from, id, .. } => {
                 if let Some(&sender) = self.peer_names.get(from) {

@@ -4,8 +4,8 @@
 //! Events at the same instant run in a fixed order whatever thread ran the
 //! other parts, and whenever their events were handed over: the scenario's
 //! events first (file order), then by the part that scheduled them (the
-//! first group of hosts, the other group, the network), each part's in the
-//! order it scheduled them. Keeping the origins in separate queues gives
+//! groups of hosts in order, then the network), each part's in the order it
+//! scheduled them. Keeping the origins in separate queues gives
 //! that for free: each queue is in its own origin's scheduling order (a
 //! part's events are handed over in the order it scheduled them), and a pop
 //! takes the earliest head, by that precedence on a tie.
