@@ -15,6 +15,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use smallvec::SmallVec;
@@ -74,7 +75,7 @@ pub struct Simulation {
     hosts: Vec<Hosts>,
     /// Peer index by name (the first peer of a name, as the parser rejects
     /// duplicates).
-    peer_names: BTreeMap<String, usize>,
+    peer_names: Names,
     network: Network,
     trace: Trace,
     /// The shortest delay of any link: how far apart the parts may run
@@ -103,6 +104,9 @@ pub struct Arrow {
     pub label: String,
 }
 
+/// Index by name (of peers or of NATs), shared by every part of the world.
+type Names = Arc<BTreeMap<String, usize>>;
+
 /// A host's or NAT's index as an event holds it (a world has far fewer than
 /// 2^32 of either: the segment index numbers them in `u32` too).
 fn index(i: usize) -> u32 {
@@ -121,7 +125,7 @@ impl Simulation {
         let server_addrs: Vec<SocketAddr> = server.sockets().iter().map(|(_, a)| *a).collect();
         let nats: Vec<Nat> =
             (0..scenario.nats.len()).map(|i| Nat::new(scenario.nat_spec(i), root.fork(1000 + i as u64))).collect();
-        let nat_names = name_index(scenario.nats.iter().map(|n| n.name.as_str()));
+        let nat_names: Names = Arc::new(name_index(scenario.nats.iter().map(|n| n.name.as_str())));
         let mut peers: Vec<PeerHost> = Vec::new();
         let mut places = Vec::new();
         let mut down = Vec::new();
@@ -144,9 +148,9 @@ impl Simulation {
             .chain(down.iter().map(Link::min_delay))
             .min()
             .unwrap_or(Duration::MAX);
-        let actions: Vec<Action> = scenario.events.iter().map(|e| e.action.clone()).collect();
+        let actions: Arc<[Action]> = scenario.events.iter().map(|e| e.action.clone()).collect();
         let many = peers.len() >= PARALLEL_MIN_PEERS;
-        let peer_names = name_index(scenario.peers.iter().map(|p| p.name.as_str()));
+        let peer_names: Names = Arc::new(name_index(scenario.peers.iter().map(|p| p.name.as_str())));
         let group_size = peers.len().div_ceil(HOST_GROUPS).max(1);
         let groups = peers.len().div_ceil(group_size);
         // Each queue holds the events of at most one group's peers.
@@ -172,6 +176,7 @@ impl Simulation {
             server,
             nats,
             nat_names,
+            peer_names: peer_names.clone(),
             hosts: places,
             down,
             internet_hops: scenario.internet_hops,

@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use punchline_core::client::{Client, ClientEvent, PathKind};
@@ -22,7 +23,7 @@ use super::network::NetEvent;
 use super::parallel::RunTo;
 use super::parcel::Parcel;
 use super::trace::Lines;
-use super::{datagram_line, index, Arrow, DEFAULT_TTL};
+use super::{datagram_line, index, Arrow, Names, DEFAULT_TTL};
 use crate::addr::Addr;
 use crate::describe;
 use crate::link::Link;
@@ -146,10 +147,10 @@ pub(super) struct GroupParts {
     pub(super) epoch: Instant,
     pub(super) peers: Vec<PeerHost>,
     /// The world's peer index by name, and NAT index by name.
-    pub(super) peer_names: BTreeMap<String, usize>,
-    pub(super) nat_names: BTreeMap<String, usize>,
+    pub(super) peer_names: Names,
+    pub(super) nat_names: Names,
     /// The scenario's events, by index.
-    pub(super) actions: Vec<Action>,
+    pub(super) actions: Arc<[Action]>,
     /// The server's addresses, to label arrows.
     pub(super) server_addrs: Vec<SocketAddr>,
     /// Room for pending events in each of the group's queues.
@@ -170,7 +171,7 @@ pub(super) struct Hosts {
     pub(super) peers: Vec<PeerHost>,
     /// The scenario's events, by index (only those with a part here are
     /// ever scheduled).
-    actions: Vec<Action>,
+    actions: Arc<[Action]>,
     /// The server's addresses, to label arrows.
     server_addrs: Vec<SocketAddr>,
     pub(super) connections: Vec<ConnectionState>,
@@ -179,9 +180,9 @@ pub(super) struct Hosts {
     connections_of: Vec<Vec<usize>>,
     /// The world's peer index by name (the first peer of a name, as the
     /// parser rejects duplicates).
-    pub(super) peer_names: BTreeMap<String, usize>,
+    pub(super) peer_names: Names,
     /// NAT index by name, the first of a name (the parser refuses others).
-    nat_names: BTreeMap<String, usize>,
+    nat_names: Names,
     /// Text messages this group's peers sent, by (sender's world index, id).
     pub(super) texts: BTreeMap<(usize, MessageId), TextState>,
     /// Times this group's peers showed a text, by (sender's world index,
@@ -419,14 +420,7 @@ impl Hosts {
             Some(n) => NetEvent::FromInside(index(n), p),
             None => NetEvent::Internet(p),
         };
-        // One event per arrival, the packet moved into the last one (a
-        // duplicate shares the payload's bytes, refcounted).
-        let Some((&last, rest)) = arrivals.split_last() else { return };
-        let p = Parcel::from(p);
-        for &at in rest {
-            self.outbox.push(at, event(p.clone()));
-        }
-        self.outbox.push(last, event(p));
+        self.outbox.push_copies(&arrivals, p, event);
     }
 
     fn peer_event(&mut self, i: usize, e: ClientEvent) {

@@ -12,7 +12,9 @@
 
 use std::time::Duration;
 
+use super::parcel::Parcel;
 use super::queue::EventQueue;
+use crate::nat::Packet;
 
 /// A part of the world, named by its place in the order of parts: the
 /// groups of hosts are parts `0..groups` and the network is part `groups`
@@ -35,6 +37,18 @@ impl<E> Outbox<E> {
     pub(super) fn push(&mut self, at: Duration, event: E) {
         self.earliest = Some(self.earliest.map_or(at, |e| e.min(at)));
         self.events.push((at, event));
+    }
+
+    /// Schedules one event per arrival time of `packet` (none when the
+    /// link lost it), moving the packet into the last one: a duplicate
+    /// shares the payload's bytes, refcounted.
+    pub(super) fn push_copies(&mut self, arrivals: &[Duration], packet: Packet, event: impl Fn(Parcel) -> E) {
+        let Some((&last, rest)) = arrivals.split_last() else { return };
+        let parcel = Parcel::from(packet);
+        for &at in rest {
+            self.push(at, event(parcel.clone()));
+        }
+        self.push(last, event(parcel));
     }
 
     pub(super) fn earliest(&self) -> Option<Duration> {

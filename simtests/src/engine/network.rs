@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use punchline_core::hint::prefetch;
@@ -20,7 +21,7 @@ use super::parallel::RunTo;
 use super::parcel::Parcel;
 use super::segments::{Node, SegmentIndex};
 use super::trace::Lines;
-use super::{datagram_line, index, Arrow, DEFAULT_TTL};
+use super::{datagram_line, index, Arrow, Names, DEFAULT_TTL};
 use crate::addr::Addr;
 use crate::describe;
 use crate::link::Link;
@@ -72,11 +73,11 @@ pub(super) struct Network {
     /// For each NAT, the NAT its public side sits behind (None: the internet).
     nat_outer: Vec<Option<usize>>,
     /// NAT index by name, the first of a name (the parser refuses others).
-    nat_names: BTreeMap<String, usize>,
+    nat_names: Names,
     /// Every peer host's place, by peer index.
     hosts: Vec<HostPlace>,
     /// Peer index by name.
-    peer_names: BTreeMap<String, usize>,
+    peer_names: Names,
     /// Every peer's downlink, by peer index.
     down: Vec<Link>,
     internet_hops: u8,
@@ -87,7 +88,7 @@ pub(super) struct Network {
     on_segment: SegmentIndex,
     /// The scenario's events, by index (only those with a part here are
     /// ever scheduled).
-    actions: Vec<Action>,
+    actions: Arc<[Action]>,
     /// Peers per group of hosts: peer `i` is peer `i % group_size` of
     /// group `i / group_size`.
     group_size: usize,
@@ -106,11 +107,12 @@ pub(super) struct NetworkParts {
     pub(super) epoch: Instant,
     pub(super) server: Server,
     pub(super) nats: Vec<Nat>,
-    pub(super) nat_names: BTreeMap<String, usize>,
+    pub(super) nat_names: Names,
+    pub(super) peer_names: Names,
     pub(super) hosts: Vec<HostPlace>,
     pub(super) down: Vec<Link>,
     pub(super) internet_hops: u8,
-    pub(super) actions: Vec<Action>,
+    pub(super) actions: Arc<[Action]>,
     /// Room for pending events in each of the network's queues.
     pub(super) events: usize,
     /// The groups of hosts (parts `0..groups`) and peers per group.
@@ -120,7 +122,6 @@ pub(super) struct NetworkParts {
 
 impl Network {
     pub(super) fn new(parts: NetworkParts) -> Network {
-        let peer_names = crate::scenario::name_index(parts.hosts.iter().map(|h| h.name.as_str()));
         let mut network = Network {
             part: parts.groups,
             epoch: parts.epoch,
@@ -132,7 +133,7 @@ impl Network {
             nat_outer: Vec::new(),
             nat_names: parts.nat_names,
             hosts: parts.hosts,
-            peer_names,
+            peer_names: parts.peer_names,
             down: parts.down,
             internet_hops: parts.internet_hops,
             nat_log: Vec::new(),
@@ -405,14 +406,7 @@ impl Network {
         }
         let outbox = &mut self.outboxes[target / self.group_size];
         let target = index(target % self.group_size);
-        // One event per arrival, the packet moved into the last one (a
-        // duplicate shares the payload's bytes, refcounted).
-        let Some((&last, rest)) = arrivals.split_last() else { return };
-        let p = Parcel::from(p);
-        for &at in rest {
-            outbox.push(at, HostEvent::ToPeer(target, p.clone()));
-        }
-        outbox.push(last, HostEvent::ToPeer(target, p));
+        outbox.push_copies(&arrivals, p, |p| HostEvent::ToPeer(target, p));
     }
 
     /// The peer with address `ip` directly on segment `segment` (None: the
