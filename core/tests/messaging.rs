@@ -344,23 +344,29 @@ fn given_an_unreachable_server_then_a_text_fails_after_the_timeout() {
 struct SharedStore(Arc<Mutex<MemoryStore>>);
 
 impl MessageStore for SharedStore {
+    fn begin(&mut self) -> Result<(), StoreError> {
+        self.0.lock().unwrap().begin()
+    }
+    fn commit(&mut self) -> Result<(), StoreError> {
+        self.0.lock().unwrap().commit()
+    }
+    fn rollback(&mut self) {
+        self.0.lock().unwrap().rollback()
+    }
     fn put(&mut self, m: &StoredMessage, max: usize) -> Result<PutOutcome, StoreError> {
         self.0.lock().unwrap().put(m, max)
-    }
-    fn pending_for(&mut self, r: &str, limit: usize) -> Result<Vec<StoredMessage>, StoreError> {
-        self.0.lock().unwrap().pending_for(r, limit)
-    }
-    fn pending_count(&mut self, r: &str) -> Result<usize, StoreError> {
-        self.0.lock().unwrap().pending_count(r)
     }
     fn remove(&mut self, r: &str, s: &str, id: MessageId) -> Result<bool, StoreError> {
         self.0.lock().unwrap().remove(r, s, id)
     }
-    fn remember_user(&mut self, u: &str) -> Result<(), StoreError> {
-        self.0.lock().unwrap().remember_user(u)
+    fn load_queue(&mut self, r: &str, limit: usize) -> Result<(Vec<StoredMessage>, usize), StoreError> {
+        self.0.lock().unwrap().load_queue(r, limit)
     }
-    fn knows_user(&mut self, u: &str) -> Result<bool, StoreError> {
-        self.0.lock().unwrap().knows_user(u)
+    fn read_user(&mut self, u: &str) -> Result<bool, StoreError> {
+        self.0.lock().unwrap().read_user(u)
+    }
+    fn write_user(&mut self, u: &str) -> Result<(), StoreError> {
+        self.0.lock().unwrap().write_user(u)
     }
 }
 
@@ -370,9 +376,9 @@ fn given_a_failing_store_then_nothing_is_acknowledged_until_it_commits() {
     // Restart the server over a store the test can break, carrying over
     // that bob exists.
     let mut old = h.crash_server();
-    assert!(old.knows_user("bob").unwrap());
+    assert!(old.read_user("bob").unwrap());
     let shared = SharedStore::default();
-    shared.0.lock().unwrap().remember_user("bob").unwrap();
+    shared.0.lock().unwrap().write_user("bob").unwrap();
     h.start_server(Box::new(shared.clone()));
     h.run_for(secs(10));
     shared.0.lock().unwrap().set_failing(true);
@@ -547,7 +553,7 @@ mod server_with_many_users {
     use std::net::{Ipv4Addr, SocketAddr};
     use std::time::{Duration, Instant};
 
-    use punchline_core::messaging::MessageId;
+    use punchline_core::messaging::{MemoryStore, MessageId, MessageStore};
     use punchline_core::server::{Server, ServerConfig};
     use punchline_core::wire::frame::{Frame, TextStatus};
     use punchline_core::{Machine, SocketId};
@@ -556,10 +562,21 @@ mod server_with_many_users {
         SocketAddr::from((Ipv4Addr::new(192, 0, 2, 1), 10_000 + i))
     }
 
-    /// Feeds `frame` from `addr(i)` and returns what the server answered
-    /// (its events are drained and dropped).
+    /// Feeds `frame` from `addr(i)`, carries out the storage requests at
+    /// once, and returns what the server answered (its events are drained
+    /// and dropped).
     fn exchange(server: &mut Server, now: Instant, i: u16, frame: Frame) -> Vec<(SocketAddr, Frame)> {
+        thread_local!(static STORE: std::cell::RefCell<MemoryStore> = Default::default());
         server.handle_datagram(now, SocketId(0), addr(i), &frame.encode());
+        STORE.with_borrow_mut(|store| loop {
+            let batch: Vec<_> = std::iter::from_fn(|| server.poll_store_request()).collect();
+            if batch.is_empty() {
+                break;
+            }
+            for completion in store.execute(batch) {
+                server.handle_store_completion(now, completion);
+            }
+        });
         while server.poll_event().is_some() {}
         std::iter::from_fn(|| server.poll_transmit())
             .map(|t| (t.destination, Frame::decode(&t.payload).expect("the server sends frames")))

@@ -35,6 +35,7 @@ use proptest::test_runner::TestRunner;
 
 use punchline_core::auth::{self, Role};
 use punchline_core::client::{Client, ClientConfig, ClientEvent, ClientStats, SendError};
+use punchline_core::messaging::{MemoryStore, MessageStore};
 use punchline_core::nat::{FilteringBehavior, MappingBehavior, NatProfile, PortAllocation, Strategy as NatStrategy};
 use punchline_core::server::{valid_user_name, Server, ServerConfig, ServerStats};
 use punchline_core::wire::frame::{
@@ -915,6 +916,7 @@ struct ServerDriver {
     /// Each `Offer` as (session, member address).
     members: Vec<(SessionId, SocketAddr)>,
     sent: Vec<Transmit>,
+    store: MemoryStore,
 }
 
 impl ServerDriver {
@@ -929,6 +931,7 @@ impl ServerDriver {
             sessions: Vec::new(),
             members: Vec::new(),
             sent: Vec::new(),
+            store: MemoryStore::new(),
         }
     }
 
@@ -967,6 +970,17 @@ impl ServerDriver {
     }
 
     fn drain(&mut self) {
+        // Storage requests run at once on an in-memory store, as a driver's
+        // store thread would run them (only later).
+        loop {
+            let batch: Vec<_> = std::iter::from_fn(|| self.server.poll_store_request()).collect();
+            if batch.is_empty() {
+                break;
+            }
+            for completion in self.store.execute(batch) {
+                self.server.handle_store_completion(self.now, completion);
+            }
+        }
         while let Some(t) = self.server.poll_transmit() {
             assert_well_formed("the server", &t);
             let own = self.server.sockets().iter().any(|(id, _)| *id == t.socket);

@@ -1,16 +1,18 @@
 //! The generic drive loop: one core machine, its UDP sockets, one `mio::Poll`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token, Waker};
 use punchline_core::client::{Client, ClientEvent};
+use punchline_core::messaging::{MessageStore, StoreCompletion, StoreRequest};
 use punchline_core::server::Server;
 use punchline_core::{Machine, SocketId, Transmit};
+use punchline_store::StoreWorker;
 use tracing::{debug, warn};
 
 /// The token of the endpoint's [`Waker`]; socket tokens are their `SocketId`s.
@@ -24,14 +26,21 @@ const RECV_BUFFER: usize = 2048;
 /// the loop.
 const MAX_RECV_ERRORS: u32 = 64;
 
-/// A core machine whose events may ask its driver for something (sockets).
-///
-/// Implemented for [`Client`] (which asks for extra sockets and releases
-/// them) and [`Server`] (which asks for nothing).
+/// A core machine that may ask its driver for something: sockets (a
+/// [`Client`]) or storage (a [`Server`]).
 pub trait Role: Machine {
     /// Carries out `event` if it is a request to the driver, and returns the
     /// events meant for the application.
     fn driver_event(&mut self, now: Instant, event: Self::Event, sockets: &mut Sockets) -> Option<Self::Event>;
+
+    /// The next storage request, for machines that store (see
+    /// [`Server::poll_store_request`]). None by default.
+    fn poll_store_request(&mut self) -> Option<StoreRequest> {
+        None
+    }
+
+    /// Hands a storage request's outcome back. Ignored by default.
+    fn handle_store_completion(&mut self, _now: Instant, _completion: StoreCompletion) {}
 }
 
 impl Role for Client {
@@ -54,6 +63,41 @@ impl Role for Client {
 impl Role for Server {
     fn driver_event(&mut self, _now: Instant, event: Self::Event, _sockets: &mut Sockets) -> Option<Self::Event> {
         Some(event)
+    }
+
+    fn poll_store_request(&mut self) -> Option<StoreRequest> {
+        Server::poll_store_request(self)
+    }
+
+    fn handle_store_completion(&mut self, now: Instant, completion: StoreCompletion) {
+        Server::handle_store_completion(self, now, completion)
+    }
+}
+
+/// A store on its own thread ([`StoreWorker`], group commit) and the
+/// completions it handed back, waiting for the loop. The worker wakes the
+/// loop's [`Waker`] after each commit.
+#[derive(Debug)]
+struct StoreLink {
+    worker: StoreWorker,
+    done: Arc<Mutex<VecDeque<StoreCompletion>>>,
+}
+
+impl StoreLink {
+    fn spawn(store: Box<dyn MessageStore>, waker: Arc<Waker>) -> io::Result<StoreLink> {
+        let done = Arc::new(Mutex::new(VecDeque::new()));
+        let inbox = Arc::clone(&done);
+        let worker = StoreWorker::spawn(store, move |completions: Vec<StoreCompletion>| {
+            inbox.lock().unwrap_or_else(PoisonError::into_inner).extend(completions);
+            if let Err(error) = waker.wake() {
+                warn!(%error, "cannot wake the loop after a commit");
+            }
+        })?;
+        Ok(StoreLink { worker, done })
+    }
+
+    fn take_done(&self) -> VecDeque<StoreCompletion> {
+        std::mem::take(&mut *self.done.lock().unwrap_or_else(PoisonError::into_inner))
     }
 }
 
@@ -158,6 +202,7 @@ pub struct Endpoint<M: Role> {
     waker: Arc<Waker>,
     machine: M,
     sockets: Sockets,
+    store: Option<StoreLink>,
     buf: Vec<u8>,
 }
 
@@ -172,7 +217,21 @@ impl<M: Role> Endpoint<M> {
         for (id, socket) in bound {
             sockets.adopt(id, socket)?;
         }
-        Ok(Endpoint { poll, events: Events::with_capacity(256), waker, machine, sockets, buf: vec![0; RECV_BUFFER] })
+        let events = Events::with_capacity(256);
+        Ok(Endpoint { poll, events, waker, machine, sockets, store: None, buf: vec![0; RECV_BUFFER] })
+    }
+
+    /// As [`new`](Self::new), for a machine that stores (a [`Server`]):
+    /// its storage requests run on `store` in a thread of their own, with
+    /// group commit ([`StoreWorker`]), so the loop never waits for a disk.
+    pub fn with_store(
+        machine: M,
+        bound: Vec<(SocketId, std::net::UdpSocket)>,
+        store: Box<dyn MessageStore>,
+    ) -> io::Result<Self> {
+        let mut endpoint = Endpoint::new(machine, bound)?;
+        endpoint.store = Some(StoreLink::spawn(store, endpoint.waker())?);
+        Ok(endpoint)
     }
 
     /// A waker that makes [`turn`](Self::turn) return early (for commands
@@ -197,11 +256,19 @@ impl<M: Role> Endpoint<M> {
     }
 
     /// Drains the machine after an input: sends every transmit, carries out
-    /// driver requests (which may queue more transmits) and hands every other
-    /// event to `sink`, until both queues are empty.
+    /// driver requests (which may queue more transmits), submits storage
+    /// requests to the store thread and hands every other event to `sink`,
+    /// until every queue is empty.
     pub fn flush(&mut self, now: Instant, sink: &mut impl FnMut(M::Event)) {
         loop {
             let mut idle = true;
+            while let Some(request) = self.machine.poll_store_request() {
+                match &self.store {
+                    Some(store) => store.worker.submit(request),
+                    None => warn!(id = request.id.0, "a storage request, and no store to run it; dropped"),
+                }
+                idle = false;
+            }
             while let Some(t) = self.machine.poll_transmit() {
                 self.sockets.send(&t);
                 idle = false;
@@ -242,12 +309,27 @@ impl<M: Role> Endpoint<M> {
                 self.read_socket(SocketId(token.0 as u32), sink);
             }
         }
+        self.take_store_completions(sink);
         let now = Instant::now();
         if self.machine.poll_timeout().is_some_and(|t| t <= now) {
             self.machine.handle_timeout(now);
             self.flush(now, sink);
         }
         Ok(woken)
+    }
+
+    /// Feeds the store thread's completions into the machine, in order.
+    fn take_store_completions(&mut self, sink: &mut impl FnMut(M::Event)) {
+        let Some(store) = &self.store else { return };
+        let done = store.take_done();
+        if done.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        for completion in done {
+            self.machine.handle_store_completion(now, completion);
+        }
+        self.flush(now, sink);
     }
 
     /// Reads `socket` until it would block (mio readiness is edge-triggered).

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use mio::Waker;
+use punchline_core::messaging::{MemoryStore, MessageStore};
 use punchline_core::server::{Server, ServerConfig, ServerEvent};
 use punchline_core::SocketId;
 
@@ -38,41 +39,37 @@ impl ShutdownHandle {
 impl ServerRunner {
     /// Binds every address of [`Server::sockets`] (primary, alternate and the
     /// crossed RFC 5780 combinations) with the ids the server knows them by.
+    /// Offline texts are kept in memory; see [`bind_with_store`](Self::bind_with_store).
     pub fn bind(server: Server) -> io::Result<ServerRunner> {
-        let bound = server
-            .sockets()
-            .iter()
-            .map(|(id, addr)| {
-                std::net::UdpSocket::bind(addr)
-                    .map(|s| (*id, s))
-                    .map_err(|e| io::Error::new(e.kind(), format!("cannot bind {addr}: {e}")))
-            })
-            .collect::<io::Result<Vec<(SocketId, std::net::UdpSocket)>>>()?;
-        Ok(ServerRunner { endpoint: Endpoint::new(server, bound)?, stop: Arc::new(AtomicBool::new(false)) })
+        Self::bind_with_store(server, Box::new(MemoryStore::new()))
+    }
+
+    /// As [`bind`](Self::bind), keeping offline texts in `store`, which runs
+    /// on a thread of its own with group commit (see [`Endpoint::with_store`]).
+    pub fn bind_with_store(server: Server, store: Box<dyn MessageStore>) -> io::Result<ServerRunner> {
+        let bound = bind_sockets(&server)?;
+        let endpoint = Endpoint::with_store(server, bound, store)?;
+        Ok(ServerRunner { endpoint, stop: Arc::new(AtomicBool::new(false)) })
     }
 
     /// Builds the server from `config`, first choosing free ports for a
-    /// primary or alternate address given with port 0.
+    /// primary or alternate address given with port 0, and keeps offline
+    /// texts in memory.
     ///
     /// The machine must know its real ports (it answers "from the other port"
     /// by address), so port 0 is resolved by binding before the machine is
     /// built; if a crossed RFC 5780 port turns out to be taken, new ports are
     /// tried a few times before giving up.
     pub fn bind_config(config: ServerConfig) -> io::Result<ServerRunner> {
-        Self::bind_config_with(config, |config, now| Ok(Server::new(config, now)))
+        Self::bind_config_with_store(config, Box::new(MemoryStore::new()))
     }
 
-    /// As [`bind_config`](Self::bind_config), building the machine with
-    /// `make` once the ports are known (for example
-    /// [`Server::with_store`] with a durable store). `make` runs again when
-    /// a crossed port was taken and new ports are tried.
-    pub fn bind_config_with(
-        mut config: ServerConfig,
-        mut make: impl FnMut(ServerConfig, Instant) -> io::Result<Server>,
-    ) -> io::Result<ServerRunner> {
+    /// As [`bind_config`](Self::bind_config), keeping offline texts in
+    /// `store` (for example `punchline_store::SqliteStore`).
+    pub fn bind_config_with_store(mut config: ServerConfig, store: Box<dyn MessageStore>) -> io::Result<ServerRunner> {
         let wants_port = config.primary.port() == 0 || config.alternate.is_some_and(|a| a.port() == 0);
         if !wants_port {
-            return Self::bind(make(config, Instant::now())?);
+            return Self::bind_with_store(Server::new(config, Instant::now()), store);
         }
         let (primary, alternate) = (config.primary, config.alternate);
         let mut last_error = None;
@@ -84,8 +81,12 @@ impl ServerRunner {
             config.primary = p.local_addr()?;
             config.alternate = a.as_ref().map(std::net::UdpSocket::local_addr).transpose()?;
             drop((p, a));
-            match Self::bind(make(config.clone(), Instant::now())?) {
-                Ok(runner) => return Ok(runner),
+            let server = Server::new(config.clone(), Instant::now());
+            match bind_sockets(&server) {
+                Ok(bound) => {
+                    let endpoint = Endpoint::with_store(server, bound, store)?;
+                    return Ok(ServerRunner { endpoint, stop: Arc::new(AtomicBool::new(false)) });
+                }
                 Err(e) if e.kind() == io::ErrorKind::AddrInUse => last_error = Some(e),
                 Err(e) => return Err(e),
             }
@@ -118,4 +119,17 @@ impl ServerRunner {
         }
         Ok(())
     }
+}
+
+/// Binds every address of `server.sockets()`.
+fn bind_sockets(server: &Server) -> io::Result<Vec<(SocketId, std::net::UdpSocket)>> {
+    server
+        .sockets()
+        .iter()
+        .map(|(id, addr)| {
+            std::net::UdpSocket::bind(addr)
+                .map(|s| (*id, s))
+                .map_err(|e| io::Error::new(e.kind(), format!("cannot bind {addr}: {e}")))
+        })
+        .collect()
 }

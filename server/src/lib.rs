@@ -10,10 +10,9 @@ pub mod config;
 
 use std::io;
 use std::net::SocketAddr;
-use std::path::Path;
 
-use punchline_core::messaging::MessageStore;
-use punchline_core::server::{Server, ServerConfig, ServerEvent};
+use punchline_core::messaging::{MemoryStore, MessageStore};
+use punchline_core::server::ServerEvent;
 use punchline_core::SocketId;
 use punchline_store::{OpenError, SqliteStore};
 use tracing::info;
@@ -68,29 +67,24 @@ pub enum RunError {
 /// addresses (primary first) and a [`Stopper`], then serves until the stopper
 /// fires.
 pub fn run(settings: Settings, on_ready: impl FnOnce(&[(SocketId, SocketAddr)], Stopper)) -> Result<(), RunError> {
-    // Opened once here so that a bad directory or file is reported as such;
-    // reopened only if new ports must be tried (the machine that held the
-    // first one is dropped by then).
-    let mut first = settings.data.as_deref().map(SqliteStore::open_dir).transpose()?;
-    if let Some(store) = &first {
-        info!(path = %store.path().display(), "message store open");
-    }
-    let data = settings.data.clone();
-    let make = move |config: ServerConfig, now| -> io::Result<Server> {
-        Ok(match (first.take(), &data) {
-            (Some(store), _) => Server::with_store(config, now, Box::new(store)),
-            (None, Some(dir)) => Server::with_store(config, now, reopen(dir)?),
-            (None, None) => Server::new(config, now),
-        })
+    // Opened before any socket is bound, so that a bad directory or file is
+    // reported as such. It runs on a thread of its own, with group commit.
+    let store: Box<dyn MessageStore> = match settings.data.as_deref() {
+        Some(dir) => {
+            let store = SqliteStore::open_dir(dir)?;
+            info!(path = %store.path().display(), "message store open");
+            Box::new(store)
+        }
+        None => Box::new(MemoryStore::new()),
     };
     match settings.runtime {
         RuntimeKind::Mio => {
-            let runner = punchline_mio::ServerRunner::bind_config_with(settings.server, make)?;
+            let runner = punchline_mio::ServerRunner::bind_config_with_store(settings.server, store)?;
             on_ready(&runner.local_addrs(), Stopper(StopperKind::Mio(runner.shutdown_handle())));
             Ok(runner.run(log_event)?)
         }
         RuntimeKind::Smol => {
-            let bound = punchline_smol::BoundServer::bind_config_with(settings.server, make)?;
+            let bound = punchline_smol::BoundServer::bind_config_with_store(settings.server, store)?;
             let (tx, rx) = smol::channel::bounded(1);
             on_ready(&bound.local_addrs(), Stopper(StopperKind::Smol(tx)));
             smol::block_on(bound.run_with_events(
@@ -103,10 +97,6 @@ pub fn run(settings: Settings, on_ready: impl FnOnce(&[(SocketId, SocketAddr)], 
             Ok(())
         }
     }
-}
-
-fn reopen(dir: &Path) -> io::Result<Box<dyn MessageStore>> {
-    Ok(Box::new(SqliteStore::open_dir(dir).map_err(io::Error::other)?))
 }
 
 fn log_event(event: ServerEvent) {

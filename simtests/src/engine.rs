@@ -40,6 +40,7 @@ mod parcel;
 mod queue;
 mod segments;
 mod sockets;
+mod store;
 mod trace;
 
 use hosts::{GroupParts, Hosts, PeerHost};
@@ -174,6 +175,7 @@ impl Simulation {
         let network = Network::new(NetworkParts {
             epoch,
             server,
+            store_latency: scenario.server.store_latency,
             nats,
             nat_names,
             peer_names: peer_names.clone(),

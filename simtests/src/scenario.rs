@@ -59,6 +59,11 @@ pub struct ServerSpec {
     pub addr: SocketAddr,
     /// Alternate address for NAT behaviour discovery.
     pub alt_addr: Option<SocketAddr>,
+    /// How long the server's store takes to commit a batch of requests
+    /// (`store_latency`, default 0: every request completes in the instant
+    /// it is made). Requests made while a commit is in flight form the next
+    /// batch, as a group-committing store does.
+    pub store_latency: Duration,
 }
 
 /// A `[[nat]]` table: a preset and the fields it overrides.
@@ -291,6 +296,7 @@ struct RawScenario {
 struct RawServer {
     addr: String,
     alt_addr: Option<String>,
+    store_latency: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -455,7 +461,11 @@ impl Ctx<'_> {
         if alt_addr == Some(addr) {
             return Err(self.err(&path.key("alt_addr"), "must differ from `addr`"));
         }
-        Ok(ServerSpec { addr, alt_addr })
+        let store_latency = match raw.store_latency.as_deref() {
+            None => Duration::ZERO,
+            Some(text) => parse_duration(text).map_err(|e| self.err(&path.key("store_latency"), e.to_string()))?,
+        };
+        Ok(ServerSpec { addr, alt_addr, store_latency })
     }
 
     fn nat(&self, i: usize, raw: &RawNat) -> Result<NatDecl, ScenarioError> {
@@ -1186,7 +1196,10 @@ addr = "203.0.113.10:3478"
     fn a_minimal_file_gets_the_documented_defaults() {
         let s = Scenario::from_toml_str(MINIMAL, "min.toml").unwrap();
         assert_eq!((s.seed, s.duration, s.internet_hops), (None, Duration::from_secs(10), 8));
-        assert_eq!(s.server, ServerSpec { addr: "203.0.113.10:3478".parse().unwrap(), alt_addr: None });
+        assert_eq!(
+            s.server,
+            ServerSpec { addr: "203.0.113.10:3478".parse().unwrap(), alt_addr: None, store_latency: Duration::ZERO }
+        );
         assert!(s.nats.is_empty() && s.peers.is_empty() && s.events.is_empty());
     }
 

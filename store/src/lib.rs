@@ -1,8 +1,10 @@
 //! # punchline-store
 //!
 //! The durable offline-message store of Punchline's server: an embedded
-//! SQLite database (through `rusqlite`, SQLite compiled in) implementing
-//! [`punchline_core::messaging::MessageStore`].
+//! SQLite database (through `rusqlite`, SQLite compiled in; the default
+//! `sqlite` feature) implementing [`punchline_core::messaging::MessageStore`],
+//! and [`StoreWorker`], which runs any store on its own thread with group
+//! commit (what the runtimes use; they build without the `sqlite` feature).
 //!
 //! ## Why SQLite
 //!
@@ -26,12 +28,18 @@
 //!   process kill *and* a power cut. (`NORMAL` would survive a process kill
 //!   but could lose the last commits on power loss; the server acknowledges a
 //!   message to its sender right after `put` returns, so that is not enough.)
-//! - Every [`MessageStore`] call is one transaction (`BEGIN IMMEDIATE` for
-//!   writes), so a crash leaves each message either fully stored or absent.
+//! - A batch of requests ([`MessageStore::execute`]) is one transaction
+//!   (`BEGIN IMMEDIATE`), so a crash leaves each message either fully stored
+//!   or absent, and the whole batch costs one fsync.
 //!
-//! The commit rate is therefore bounded by the disk's fsync latency: on the
-//! development machine 270 messages/s against an fsync floor of 283/s (median
-//! of three runs of `benches/put_commit.rs`; see the README).
+//! ## Group commit
+//!
+//! [`StoreWorker`] runs a store on its own thread: the server's driver
+//! submits requests and never waits; every request that arrives while a
+//! commit is in flight goes into the next transaction. One fsync then
+//! covers as many texts as arrived during the last one, and each text is
+//! acknowledged after the commit that holds it. The figures are in the
+//! README (`benches/group_commit.rs`).
 //!
 //! ## Refusing bad files
 //!
@@ -41,258 +49,10 @@
 //! starts empty over a file it could not read: that would silently lose
 //! every stored message.
 
-use std::fs;
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+mod worker;
+pub use worker::{StoreWorker, MAX_BATCH};
 
-use punchline_core::messaging::{MessageId, MessageStore, PutOutcome, StoreError, StoredMessage};
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
-
-/// The store's file name inside a data directory.
-pub const STORE_FILE: &str = "messages.sqlite3";
-/// `PRAGMA application_id` of a Punchline store: "PLMS".
-pub const APPLICATION_ID: i32 = 0x504c_4d53;
-/// The schema version (`PRAGMA user_version`) this crate writes.
-pub const SCHEMA_VERSION: i32 = 1;
-
-/// Why a store could not be opened.
-#[derive(Debug, thiserror::Error)]
-pub enum OpenError {
-    /// The data directory cannot be created or written.
-    #[error("unusable data directory {dir}: {reason}")]
-    Directory {
-        /// The directory.
-        dir: PathBuf,
-        /// What went wrong.
-        reason: String,
-    },
-    /// The file exists but is not a healthy Punchline store.
-    #[error("{path} is not a usable Punchline message store: {reason}")]
-    Corrupt {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong with it.
-        reason: String,
-    },
-    /// SQLite refused to open or set up the file.
-    #[error("cannot open message store {path}: {source}")]
-    Sqlite {
-        /// The file.
-        path: PathBuf,
-        /// SQLite's error.
-        source: rusqlite::Error,
-    },
-}
-
-/// A durable [`MessageStore`] in one SQLite file. See the crate docs for the
-/// durability settings.
-#[derive(Debug)]
-pub struct SqliteStore {
-    conn: Connection,
-    path: PathBuf,
-}
-
-impl SqliteStore {
-    /// Opens (creating if missing) the store in data directory `dir`, which
-    /// is created if missing. An unusable directory is an error naming it.
-    pub fn open_dir(dir: &Path) -> Result<Self, OpenError> {
-        let fail = |reason: String| OpenError::Directory { dir: dir.to_owned(), reason };
-        fs::create_dir_all(dir).map_err(|e| fail(e.to_string()))?;
-        if !dir.is_dir() {
-            return Err(fail("not a directory".into()));
-        }
-        // SQLite creates its -wal and -shm files beside the database: the
-        // directory itself must be writable, which its mode bits alone do not
-        // tell (read-only mounts, root squash). Try it.
-        let probe = dir.join(".punchline-write-test");
-        fs::write(&probe, b"")
-            .and_then(|()| fs::remove_file(&probe))
-            .map_err(|e| fail(format!("not writable: {e}")))?;
-        SqliteStore::open(&dir.join(STORE_FILE))
-    }
-
-    /// Opens (creating if missing) the store file at `path`.
-    pub fn open(path: &Path) -> Result<Self, OpenError> {
-        let sqlite = |source| OpenError::Sqlite { path: path.to_owned(), source };
-        let corrupt = |reason: String| OpenError::Corrupt { path: path.to_owned(), reason };
-        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = Connection::open_with_flags(path, flags).map_err(sqlite)?;
-        conn.busy_timeout(Duration::from_secs(5)).map_err(sqlite)?;
-        // The first statement that reads the file: garbage fails here with
-        // "file is not a database".
-        let mode: String = conn
-            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-            .map_err(|e| corrupt(format!("cannot read it as SQLite ({e})")))?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(corrupt(format!("cannot switch it to WAL journaling (mode is {mode})")));
-        }
-        conn.pragma_update(None, "synchronous", "FULL").map_err(sqlite)?;
-        let check: String = conn
-            .query_row("PRAGMA quick_check", [], |r| r.get(0))
-            .map_err(|e| corrupt(format!("integrity check failed to run ({e})")))?;
-        if check != "ok" {
-            return Err(corrupt(format!("integrity check failed: {check}")));
-        }
-        let app: i32 = conn.query_row("PRAGMA application_id", [], |r| r.get(0)).map_err(sqlite)?;
-        let version: i32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(sqlite)?;
-        let tables: i64 = conn
-            .query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0))
-            .map_err(|e| corrupt(e.to_string()))?;
-        match (app, version) {
-            (0, 0) if tables == 0 => create_schema(&conn).map_err(sqlite)?,
-            (APPLICATION_ID, SCHEMA_VERSION) => {}
-            (APPLICATION_ID, v) => {
-                return Err(corrupt(format!("schema version {v}; this server reads {SCHEMA_VERSION}")))
-            }
-            _ => return Err(corrupt(format!("an SQLite database of another application (application_id {app:#x})"))),
-        }
-        Ok(SqliteStore { conn, path: path.to_owned() })
-    }
-
-    /// The database file.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Messages held, for every recipient together.
-    pub fn len(&self) -> Result<usize, StoreError> {
-        let n: i64 = self.conn.query_row("SELECT count(*) FROM messages", [], |r| r.get(0)).map_err(store_error)?;
-        Ok(n as usize)
-    }
-
-    /// True when no message is held.
-    pub fn is_empty(&self) -> Result<bool, StoreError> {
-        Ok(self.len()? == 0)
-    }
-}
-
-fn create_schema(conn: &Connection) -> rusqlite::Result<()> {
-    conn.execute_batch(&format!(
-        "BEGIN IMMEDIATE;
-         CREATE TABLE messages (
-             commit_no    INTEGER PRIMARY KEY AUTOINCREMENT,
-             recipient    TEXT    NOT NULL,
-             sender       TEXT    NOT NULL,
-             conversation INTEGER NOT NULL,
-             seq          INTEGER NOT NULL,
-             text         TEXT    NOT NULL,
-             UNIQUE (recipient, sender, conversation, seq)
-         );
-         CREATE INDEX messages_by_recipient ON messages (recipient, commit_no);
-         CREATE TABLE users (name TEXT PRIMARY KEY) WITHOUT ROWID;
-         PRAGMA application_id = {APPLICATION_ID};
-         PRAGMA user_version = {SCHEMA_VERSION};
-         COMMIT;"
-    ))
-}
-
-fn store_error(e: rusqlite::Error) -> StoreError {
-    StoreError(e.to_string())
-}
-
-/// SQLite integers are signed 64-bit: ids are stored bit for bit.
-fn sql_u64(v: u64) -> i64 {
-    v as i64
-}
-
-impl MessageStore for SqliteStore {
-    fn put(&mut self, message: &StoredMessage, max_per_recipient: usize) -> Result<PutOutcome, StoreError> {
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(store_error)?;
-        let id = message.id;
-        let exists = tx
-            .prepare_cached(
-                "SELECT 1 FROM messages WHERE recipient = ?1 AND sender = ?2 AND conversation = ?3 AND seq = ?4",
-            )
-            .and_then(|mut s| {
-                s.query_row(
-                    params![message.recipient, message.sender, sql_u64(id.conversation), sql_u64(id.seq)],
-                    |_| Ok(()),
-                )
-                .optional()
-            })
-            .map_err(store_error)?;
-        if exists.is_some() {
-            return Ok(PutOutcome::AlreadyStored);
-        }
-        let count: i64 = tx
-            .prepare_cached("SELECT count(*) FROM messages WHERE recipient = ?1")
-            .and_then(|mut s| s.query_row(params![message.recipient], |r| r.get(0)))
-            .map_err(store_error)?;
-        if count as usize >= max_per_recipient {
-            return Ok(PutOutcome::RecipientFull);
-        }
-        tx.prepare_cached(
-            "INSERT INTO messages (recipient, sender, conversation, seq, text) VALUES (?1, ?2, ?3, ?4, ?5)",
-        )
-        .and_then(|mut s| {
-            s.execute(params![
-                message.recipient,
-                message.sender,
-                sql_u64(id.conversation),
-                sql_u64(id.seq),
-                message.text
-            ])
-        })
-        .map_err(store_error)?;
-        // With synchronous = FULL in WAL mode this fsyncs the log.
-        tx.commit().map_err(store_error)?;
-        Ok(PutOutcome::Stored)
-    }
-
-    fn pending_for(&mut self, recipient: &str, limit: usize) -> Result<Vec<StoredMessage>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT sender, conversation, seq, text FROM messages WHERE recipient = ?1 ORDER BY commit_no LIMIT ?2",
-            )
-            .map_err(store_error)?;
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = stmt
-            .query_map(params![recipient, limit], |r| {
-                Ok(StoredMessage {
-                    recipient: recipient.to_owned(),
-                    sender: r.get(0)?,
-                    id: MessageId { conversation: r.get::<_, i64>(1)? as u64, seq: r.get::<_, i64>(2)? as u64 },
-                    text: r.get(3)?,
-                })
-            })
-            .map_err(store_error)?;
-        rows.collect::<Result<Vec<_>, _>>().map_err(store_error)
-    }
-
-    fn pending_count(&mut self, recipient: &str) -> Result<usize, StoreError> {
-        let n: i64 = self
-            .conn
-            .prepare_cached("SELECT count(*) FROM messages WHERE recipient = ?1")
-            .and_then(|mut s| s.query_row(params![recipient], |r| r.get(0)))
-            .map_err(store_error)?;
-        Ok(n as usize)
-    }
-
-    fn remove(&mut self, recipient: &str, sender: &str, id: MessageId) -> Result<bool, StoreError> {
-        let n = self
-            .conn
-            .prepare_cached(
-                "DELETE FROM messages WHERE recipient = ?1 AND sender = ?2 AND conversation = ?3 AND seq = ?4",
-            )
-            .and_then(|mut s| s.execute(params![recipient, sender, sql_u64(id.conversation), sql_u64(id.seq)]))
-            .map_err(store_error)?;
-        Ok(n > 0)
-    }
-
-    fn remember_user(&mut self, user: &str) -> Result<(), StoreError> {
-        self.conn
-            .prepare_cached("INSERT OR IGNORE INTO users (name) VALUES (?1)")
-            .and_then(|mut s| s.execute(params![user]))
-            .map_err(store_error)?;
-        Ok(())
-    }
-
-    fn knows_user(&mut self, user: &str) -> Result<bool, StoreError> {
-        self.conn
-            .prepare_cached("SELECT 1 FROM users WHERE name = ?1")
-            .and_then(|mut s| s.query_row(params![user], |_| Ok(())).optional())
-            .map(|found| found.is_some())
-            .map_err(store_error)
-    }
-}
+#[cfg(feature = "sqlite")]
+mod sqlite;
+#[cfg(feature = "sqlite")]
+pub use sqlite::*;

@@ -6,7 +6,10 @@ use std::fs;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use punchline_core::messaging::{MessageId, MessageStore, PutOutcome, StoredMessage};
+use punchline_core::messaging::{
+    MessageId, MessageStore, PutOutcome, StoreCompletion, StoreOp, StoreReply, StoreRequest, StoreRequestId,
+    StoredMessage,
+};
 use punchline_core::server::{Server, ServerConfig};
 use punchline_core::wire::frame::{Frame, TextStatus};
 use punchline_core::{Machine, SocketId};
@@ -31,17 +34,17 @@ fn given_messages_then_they_come_back_in_commit_order_once_and_go_on_removal() {
     // A retransmission is stored once.
     assert_eq!(store.put(&message("bob", "alice", 2, "second"), 10).unwrap(), PutOutcome::AlreadyStored);
 
-    let pending = store.pending_for("bob", 10).unwrap();
+    let pending = store.load_queue("bob", 10).unwrap().0;
     let texts: Vec<&str> = pending.iter().map(|m| m.text.as_str()).collect();
     assert_eq!(texts, ["second", "first"], "commit order, not id order");
     assert_eq!(pending[0], message("bob", "alice", 2, "second"), "ids survive the signed-integer column");
-    assert_eq!(store.pending_for("bob", 1).unwrap().len(), 1);
-    assert_eq!(store.pending_count("bob").unwrap(), 2);
+    assert_eq!(store.load_queue("bob", 1).unwrap().0.len(), 1);
+    assert_eq!(store.count("bob").unwrap(), 2);
 
     assert!(store.remove("bob", "alice", MessageId { conversation: u64::MAX - 7, seq: 2 }).unwrap());
     assert!(!store.remove("bob", "alice", MessageId { conversation: u64::MAX - 7, seq: 2 }).unwrap());
-    assert_eq!(store.pending_count("bob").unwrap(), 1);
-    assert_eq!(store.pending_count("carol").unwrap(), 1);
+    assert_eq!(store.count("bob").unwrap(), 1);
+    assert_eq!(store.count("carol").unwrap(), 1);
 }
 
 #[test]
@@ -58,7 +61,7 @@ fn given_a_recipient_at_its_limit_then_put_refuses_but_a_retransmission_is_still
         PutOutcome::Stored,
         "limits are per recipient"
     );
-    assert_eq!(store.pending_count("bob").unwrap(), 3);
+    assert_eq!(store.count("bob").unwrap(), 3);
 }
 
 #[test]
@@ -66,7 +69,7 @@ fn given_a_committed_store_when_it_is_reopened_then_messages_and_users_are_still
     let dir = tempfile::tempdir().unwrap();
     {
         let mut store = SqliteStore::open_dir(dir.path()).unwrap();
-        store.remember_user("bob").unwrap();
+        store.write_user("bob").unwrap();
         for seq in 1..=100 {
             store.put(&message("bob", "alice", seq, &format!("m{seq}")), 1000).unwrap();
         }
@@ -74,9 +77,9 @@ fn given_a_committed_store_when_it_is_reopened_then_messages_and_users_are_still
         // Dropped without any shutdown step beyond what a crash leaves.
     }
     let mut store = SqliteStore::open_dir(dir.path()).unwrap();
-    assert!(store.knows_user("bob").unwrap());
-    assert!(!store.knows_user("mallory").unwrap());
-    let pending = store.pending_for("bob", 1000).unwrap();
+    assert!(store.read_user("bob").unwrap());
+    assert!(!store.read_user("mallory").unwrap());
+    let pending = store.load_queue("bob", 1000).unwrap().0;
     assert_eq!(pending.len(), 99);
     assert_eq!(pending.first().unwrap().text, "m2");
     assert_eq!(pending.last().unwrap().text, "m100");
@@ -173,9 +176,26 @@ fn addr(s: &str) -> SocketAddr {
     s.parse().unwrap()
 }
 
-/// Feeds `frame` from `from` and returns what the server answers.
-fn exchange(server: &mut Server, now: Instant, from: &str, frame: Frame) -> Vec<(SocketAddr, Frame)> {
+/// Feeds `frame` from `from`, carries out the server's storage requests on
+/// `store` as its driver would (one batch, one commit), and returns what the
+/// server answers.
+fn exchange(
+    server: &mut Server,
+    store: &mut SqliteStore,
+    now: Instant,
+    from: &str,
+    frame: Frame,
+) -> Vec<(SocketAddr, Frame)> {
     server.handle_datagram(now, SocketId(0), addr(from), &frame.encode());
+    loop {
+        let batch: Vec<StoreRequest> = std::iter::from_fn(|| server.poll_store_request()).collect();
+        if batch.is_empty() {
+            break;
+        }
+        for completion in store.execute(batch) {
+            server.handle_store_completion(now, completion);
+        }
+    }
     let mut out = Vec::new();
     while let Some(t) = server.poll_transmit() {
         out.push((t.destination, Frame::decode(&t.payload).unwrap()));
@@ -184,8 +204,15 @@ fn exchange(server: &mut Server, now: Instant, from: &str, frame: Frame) -> Vec<
     out
 }
 
-fn login(server: &mut Server, now: Instant, from: &str, user: &str) -> (u64, Vec<(SocketAddr, Frame)>) {
-    let answers = exchange(server, now, from, Frame::Login { request: 1, user: user.into(), host_candidates: vec![] });
+fn login(
+    server: &mut Server,
+    store: &mut SqliteStore,
+    now: Instant,
+    from: &str,
+    user: &str,
+) -> (u64, Vec<(SocketAddr, Frame)>) {
+    let answers =
+        exchange(server, store, now, from, Frame::Login { request: 1, user: user.into(), host_candidates: vec![] });
     let token = answers
         .iter()
         .find_map(|(_, f)| match f {
@@ -203,13 +230,14 @@ fn given_a_message_acknowledged_as_stored_when_the_server_crashes_then_the_resta
     let config = ServerConfig::new(addr(SERVER), None);
     let id = MessageId { conversation: 42, seq: 1 };
     {
-        let store = SqliteStore::open_dir(dir.path()).unwrap();
-        let mut server = Server::with_store(config.clone(), now, Box::new(store));
-        let (bob, _) = login(&mut server, now, BOB, "bob");
-        exchange(&mut server, now, BOB, Frame::Logout { token: bob });
-        let (alice, _) = login(&mut server, now, ALICE, "alice");
+        let mut store = SqliteStore::open_dir(dir.path()).unwrap();
+        let mut server = Server::new(config.clone(), now);
+        let (bob, _) = login(&mut server, &mut store, now, BOB, "bob");
+        exchange(&mut server, &mut store, now, BOB, Frame::Logout { token: bob });
+        let (alice, _) = login(&mut server, &mut store, now, ALICE, "alice");
         let answers = exchange(
             &mut server,
+            &mut store,
             now,
             ALICE,
             Frame::TextSend { token: alice, id, to: "bob".into(), text: "hi".into() },
@@ -217,16 +245,18 @@ fn given_a_message_acknowledged_as_stored_when_the_server_crashes_then_the_resta
         assert_eq!(answers, [(addr(ALICE), Frame::TextAck { id, status: TextStatus::Stored })]);
         // SIGKILL: the machine and its connection vanish without a goodbye.
         std::mem::forget(server);
+        std::mem::forget(store);
     }
-    let store = SqliteStore::open_dir(dir.path()).unwrap();
-    let mut server = Server::with_store(config, now + Duration::from_secs(1), Box::new(store));
+    let mut store = SqliteStore::open_dir(dir.path()).unwrap();
+    let mut server = Server::new(config, now + Duration::from_secs(1));
     let later = now + Duration::from_secs(2);
-    let (bob, answers) = login(&mut server, later, BOB, "bob");
+    let (bob, answers) = login(&mut server, &mut store, later, BOB, "bob");
     let delivered = Frame::TextDeliver { from: "alice".into(), id, text: "hi".into() };
     assert!(answers.contains(&(addr(BOB), delivered)), "{answers:?}");
-    let answers = exchange(&mut server, later, BOB, Frame::TextDeliverAck { token: bob, from: "alice".into(), id });
+    let answers =
+        exchange(&mut server, &mut store, later, BOB, Frame::TextDeliverAck { token: bob, from: "alice".into(), id });
     assert_eq!(answers, [(addr(BOB), Frame::InboxStatus { pending: 0 })]);
-    assert_eq!(server.into_store().pending_count("bob").unwrap(), 0, "deleted only after the recipient's ack");
+    assert_eq!(store.count("bob").unwrap(), 0, "deleted only after the recipient's ack");
 }
 
 #[test]
@@ -235,18 +265,26 @@ fn given_a_restarted_server_then_a_user_known_before_the_crash_can_still_receive
     let now = Instant::now();
     let config = ServerConfig::new(addr(SERVER), None);
     {
-        let mut server = Server::with_store(config.clone(), now, Box::new(SqliteStore::open_dir(dir.path()).unwrap()));
-        login(&mut server, now, BOB, "bob");
+        let mut store = SqliteStore::open_dir(dir.path()).unwrap();
+        let mut server = Server::new(config.clone(), now);
+        login(&mut server, &mut store, now, BOB, "bob");
     }
-    let mut server = Server::with_store(config, now, Box::new(SqliteStore::open_dir(dir.path()).unwrap()));
-    let (alice, _) = login(&mut server, now, ALICE, "alice");
+    let mut store = SqliteStore::open_dir(dir.path()).unwrap();
+    let mut server = Server::new(config, now);
+    let (alice, _) = login(&mut server, &mut store, now, ALICE, "alice");
     let id = MessageId { conversation: 1, seq: 1 };
-    let answers =
-        exchange(&mut server, now, ALICE, Frame::TextSend { token: alice, id, to: "bob".into(), text: "x".into() });
+    let answers = exchange(
+        &mut server,
+        &mut store,
+        now,
+        ALICE,
+        Frame::TextSend { token: alice, id, to: "bob".into(), text: "x".into() },
+    );
     assert_eq!(answers, [(addr(ALICE), Frame::TextAck { id, status: TextStatus::Stored })]);
     let id2 = MessageId { conversation: 1, seq: 2 };
     let answers = exchange(
         &mut server,
+        &mut store,
         now,
         ALICE,
         Frame::TextSend { token: alice, id: id2, to: "nobody".into(), text: "x".into() },
@@ -258,4 +296,122 @@ fn given_a_restarted_server_then_a_user_known_before_the_crash_can_still_receive
             Frame::TextRejected { id: id2, reason: punchline_core::wire::frame::TextRejection::UnknownRecipient }
         )]
     );
+}
+
+// ---------------------------------------------------------------------------
+// Group commit
+// ---------------------------------------------------------------------------
+
+fn put_request(n: u64, recipient: &str) -> StoreRequest {
+    let message = message(recipient, "alice", n, &format!("text {n}"));
+    StoreRequest { id: StoreRequestId(n), op: StoreOp::Put { message, max_per_recipient: 3 } }
+}
+
+#[test]
+fn given_a_batch_then_it_commits_as_one_transaction_and_answers_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = SqliteStore::open_dir(dir.path()).unwrap();
+    let mut batch: Vec<StoreRequest> = (1..=4).map(|n| put_request(n, "bob")).collect();
+    batch.push(StoreRequest { id: StoreRequestId(5), op: StoreOp::LoadQueue { recipient: "bob".into(), limit: 10 } });
+    batch.push(StoreRequest { id: StoreRequestId(6), op: StoreOp::WriteUser { user: "bob".into() } });
+    batch.push(StoreRequest { id: StoreRequestId(7), op: StoreOp::ReadUser { user: "bob".into() } });
+    let done = store.execute(batch);
+    let ids: Vec<u64> = done.iter().map(|c| c.id.0).collect();
+    assert_eq!(ids, [1, 2, 3, 4, 5, 6, 7], "one completion per request, in request order");
+    let replies: Vec<StoreReply> = done.into_iter().map(|c: StoreCompletion| c.result.unwrap()).collect();
+    assert_eq!(
+        replies[..4],
+        [
+            StoreReply::Put(PutOutcome::Stored),
+            StoreReply::Put(PutOutcome::Stored),
+            StoreReply::Put(PutOutcome::Stored),
+            StoreReply::Put(PutOutcome::RecipientFull),
+        ]
+    );
+    let StoreReply::Queue { messages, total } = &replies[4] else { panic!("{:?}", replies[4]) };
+    assert_eq!((messages.len(), *total), (3, 3), "a read sees the writes before it in its batch");
+    assert_eq!(replies[6], StoreReply::UserKnown(true));
+    drop(store);
+    let mut reopened = SqliteStore::open_dir(dir.path()).unwrap();
+    assert_eq!(reopened.count("bob").unwrap(), 3, "the batch was committed");
+    assert!(reopened.read_user("bob").unwrap());
+}
+
+#[test]
+fn given_a_worker_when_requests_arrive_during_a_commit_then_they_form_the_next_batch() {
+    use std::sync::mpsc;
+    // A store whose commit waits for the test: the first batch is "in
+    // flight" until the test lets it finish.
+    #[derive(Debug)]
+    struct Gated {
+        inner: SqliteStore,
+        gate: mpsc::Receiver<()>,
+        batches: mpsc::Sender<usize>,
+    }
+    impl MessageStore for Gated {
+        fn begin(&mut self) -> Result<(), punchline_core::messaging::StoreError> {
+            self.inner.begin()
+        }
+        fn commit(&mut self) -> Result<(), punchline_core::messaging::StoreError> {
+            self.gate.recv().expect("the test opens the gate");
+            self.inner.commit()
+        }
+        fn rollback(&mut self) {
+            self.inner.rollback()
+        }
+        fn put(&mut self, m: &StoredMessage, max: usize) -> Result<PutOutcome, punchline_core::messaging::StoreError> {
+            self.inner.put(m, max)
+        }
+        fn remove(&mut self, r: &str, s: &str, id: MessageId) -> Result<bool, punchline_core::messaging::StoreError> {
+            self.inner.remove(r, s, id)
+        }
+        fn load_queue(
+            &mut self,
+            r: &str,
+            limit: usize,
+        ) -> Result<(Vec<StoredMessage>, usize), punchline_core::messaging::StoreError> {
+            self.inner.load_queue(r, limit)
+        }
+        fn read_user(&mut self, u: &str) -> Result<bool, punchline_core::messaging::StoreError> {
+            self.inner.read_user(u)
+        }
+        fn write_user(&mut self, u: &str) -> Result<(), punchline_core::messaging::StoreError> {
+            self.inner.write_user(u)
+        }
+        fn execute(&mut self, batch: Vec<StoreRequest>) -> Vec<StoreCompletion> {
+            self.batches.send(batch.len()).unwrap();
+            // The trait's own batching, through the gated commit.
+            let results: Vec<_> = {
+                self.begin().unwrap();
+                batch.into_iter().map(|r| (r.id, self.apply(r.op))).collect()
+            };
+            self.commit().unwrap();
+            results.into_iter().map(|(id, result)| StoreCompletion { id, result }).collect()
+        }
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let (gate_tx, gate) = mpsc::channel();
+    let (batches_tx, batches) = mpsc::channel();
+    let (done_tx, done) = mpsc::channel();
+    let store = Gated { inner: SqliteStore::open_dir(dir.path()).unwrap(), gate, batches: batches_tx };
+    let worker =
+        punchline_store::StoreWorker::spawn(store, move |completions| done_tx.send(completions).unwrap()).unwrap();
+    worker.submit(put_request(1, "bob"));
+    assert_eq!(batches.recv().unwrap(), 1, "an idle store commits the first request alone");
+    // While that commit is held, 99 more requests arrive.
+    for n in 2..=100 {
+        worker.submit(put_request(n, &format!("user{n}")));
+    }
+    assert!(done.try_recv().is_err(), "nothing is answered before its commit");
+    gate_tx.send(()).unwrap();
+    assert_eq!(done.recv().unwrap().len(), 1);
+    assert_eq!(batches.recv().unwrap(), 99, "everything that waited is one transaction");
+    gate_tx.send(()).unwrap();
+    let second = done.recv().unwrap();
+    let ids: Vec<u64> = second.iter().map(|c| c.id.0).collect();
+    assert_eq!(ids, (2..=100).collect::<Vec<u64>>());
+    assert!(second.iter().all(|c| c.result == Ok(StoreReply::Put(PutOutcome::Stored))));
+    drop(worker);
+    assert_eq!(SqliteStore::open_dir(dir.path()).unwrap().len().unwrap(), 100);
 }

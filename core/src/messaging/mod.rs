@@ -7,8 +7,8 @@
 //! - **At least once, shown once.** A message has a [`MessageId`] chosen by
 //!   its sender and kept on every path. The sender retransmits until someone
 //!   acknowledges it: the peer over a direct session, or the server, which
-//!   acknowledges only after [`MessageStore::put`] returned (a durable commit
-//!   for a real store). The server retransmits a stored message to the
+//!   acknowledges only after the store's completion of its put says it is
+//!   committed (durably, for a real store: see [`MessageStore`]). The server retransmits a stored message to the
 //!   recipient until the recipient acknowledges it, and deletes it only then.
 //!   The recipient de-duplicates by id ([`SeenIds`]), so copies that arrive
 //!   twice (a lost acknowledgement, a message that went both direct and
@@ -29,7 +29,10 @@ mod dedup;
 mod store;
 
 pub use dedup::{SeenIds, MAX_CONVERSATIONS, MAX_OUT_OF_ORDER};
-pub use store::{MemoryStore, MessageStore, PutOutcome, StoreError, StoredMessage};
+pub use store::{
+    MemoryStore, MessageStore, PutOutcome, StoreCompletion, StoreError, StoreOp, StoreReply, StoreRequest,
+    StoreRequestId, StoredMessage,
+};
 
 pub use crate::wire::frame::{MessageId, TextRejection, TextStatus, MAX_TEXT};
 

@@ -1,31 +1,38 @@
 //! Store-and-forward for text messages (DESIGN §3, "Messaging").
 //!
-//! - A [`Frame::TextSend`] is committed to the [`MessageStore`] *before* the
-//!   server says anything to the sender: the acknowledgement means "durable".
-//!   A retransmission of a stored message is recognised by its (recipient,
-//!   sender, id) and stored once.
+//! - A [`Frame::TextSend`] becomes a [`StoreOp::Put`] request, and the server
+//!   says nothing to the sender until its completion says the text is
+//!   committed: the acknowledgement means "durable". A retransmission that
+//!   arrives while the put is in flight only moves where the answer goes; one
+//!   that arrives later is recognised by its (recipient, sender, id) and
+//!   stored once.
 //! - When the recipient is online, the message is forwarded at once and the
 //!   sender's acknowledgement waits up to [`MailboxConfig::delivered_wait`]
 //!   for the recipient's: it then says `Delivered`, otherwise `Stored`.
-//! - A recipient's stored messages are delivered when it logs in (and on
-//!   [`Frame::InboxSync`]), oldest first, at most
+//! - A recipient's stored messages are loaded ([`StoreOp::LoadQueue`]) and
+//!   delivered when it logs in (and on [`Frame::InboxSync`]), oldest first, at most
 //!   [`MailboxConfig::delivery_window`] unacknowledged at a time, each
 //!   retransmitted every [`MailboxConfig::delivery_retransmit`] until the
-//!   recipient acknowledges it; only that acknowledgement deletes it.
+//!   recipient acknowledges it; only that acknowledgement deletes it
+//!   ([`StoreOp::Remove`]). A queue loaded before a delete completed may
+//!   still hold the deleted message: deletes in flight are remembered and
+//!   such copies skipped.
 //! - Text frames are limited per user (a token bucket), not per source
 //!   address, so a recipient draining thousands of stored messages is not
 //!   throttled to the request rate.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use tracing::debug;
 
 use super::limits::Bucket;
+use super::storage::{QueueStatus, ReplyTo, Waiting};
 use super::{valid_user_name, Server, ServerEvent, ServerTimer};
 use crate::machine::SocketId;
-use crate::messaging::{PutOutcome, StoreError, StoredMessage};
+use crate::messaging::{PutOutcome, StoreError, StoreOp, StoreReply, StoredMessage};
+use crate::wire::frame::ErrorCode;
 use crate::wire::frame::{Frame, MessageId, TextRejection, TextStatus, MAX_TEXT};
 
 /// The server's messaging settings.
@@ -48,6 +55,10 @@ pub struct MailboxConfig {
     pub text_burst: u32,
     /// Text frames per second one user may sustain. Default 512.
     pub text_rate: u32,
+    /// Most storage requests in flight (issued, not completed) before new
+    /// texts are refused with `StoreUnavailable`, so a store that stalls
+    /// cannot make the server queue without bound. Default 65,536.
+    pub max_store_requests: usize,
 }
 
 impl Default for MailboxConfig {
@@ -60,6 +71,7 @@ impl Default for MailboxConfig {
             delivered_wait: Duration::from_millis(500),
             text_burst: 1024,
             text_rate: 512,
+            max_store_requests: 65_536,
         }
     }
 }
@@ -77,6 +89,12 @@ pub(super) struct Mailbox {
     awaiting: BTreeMap<(String, String, MessageId), Awaiting>,
     /// Per user: the text-frame rate limit.
     buckets: BTreeMap<String, Bucket>,
+    /// Puts in flight by (recipient, sender, id), with where the sender is
+    /// now: a retransmission only moves the answer.
+    putting: BTreeMap<(String, String, MessageId), ReplyTo>,
+    /// Deletes in flight, by (recipient, sender, id): a queue load that ran
+    /// before them still lists these messages.
+    removing: BTreeSet<(String, String, MessageId)>,
     /// Orders in-flight deliveries by when they were first sent.
     next_order: u64,
 }
@@ -107,6 +125,12 @@ impl Mailbox {
         self.in_flight.get(recipient).map_or(0, BTreeMap::len)
     }
 
+    /// How many of `recipient`'s messages are being deleted.
+    fn removing_count(&self, recipient: &str) -> usize {
+        let from = (recipient.to_owned(), String::new(), MessageId { conversation: 0, seq: 0 });
+        self.removing.range(from..).take_while(|(r, _, _)| r == recipient).count()
+    }
+
     fn next_deadline(&self) -> Option<Instant> {
         let deliveries = self.in_flight.values().flat_map(|m| m.values().map(|f| f.next_send));
         deliveries.chain(self.awaiting.values().map(|a| a.deadline)).min()
@@ -127,47 +151,71 @@ impl Server {
         text: String,
     ) {
         let Some(sender) = self.text_user(now, socket, from, token) else { return };
-        let reject = |server: &mut Server, reason: TextRejection| {
-            debug!(%sender, %id, ?reason, "text refused");
-            server.stats.texts_rejected += 1;
-            server.reply(socket, from, Frame::TextRejected { id, reason });
-        };
+        let reply_to = (socket, from);
         if !self.take_text_token(now, &sender) {
             self.stats.rate_limited += 1;
-            return reject(self, TextRejection::RateLimited);
+            return self.reject_text(reply_to, &sender, id, TextRejection::RateLimited);
         }
         if text.len() > self.config.mailbox.max_text_bytes.min(MAX_TEXT) {
-            return reject(self, TextRejection::TooLarge);
+            return self.reject_text(reply_to, &sender, id, TextRejection::TooLarge);
         }
         if !valid_user_name(&to) {
-            return reject(self, TextRejection::BadRecipient);
+            return self.reject_text(reply_to, &sender, id, TextRejection::BadRecipient);
         }
-        match self.knows_user(&to) {
-            Ok(true) => {}
-            Ok(false) => return reject(self, TextRejection::UnknownRecipient),
-            Err(error) => {
-                self.store_failed(error);
-                return reject(self, TextRejection::StoreUnavailable);
-            }
+        let key = (to, sender, id);
+        if let Some(answer_to) = self.mailbox.putting.get_mut(&key) {
+            // Its put is in flight: the answer goes where the sender is now.
+            *answer_to = reply_to;
+            return;
         }
-        let message = StoredMessage { recipient: to.clone(), sender: sender.clone(), id, text };
-        let outcome = match self.store.put(&message, self.config.mailbox.max_stored_per_recipient) {
+        let (to, sender, id) = key;
+        if self.storage.outstanding() >= self.config.mailbox.max_store_requests {
+            debug!(outstanding = self.storage.outstanding(), "store saturated; text refused");
+            return self.reject_text(reply_to, &sender, id, TextRejection::StoreUnavailable);
+        }
+        if self.known_users.contains(&to) {
+            self.put_text(reply_to, sender, id, to, text);
+        } else {
+            let user = to.clone();
+            self.storage.request(StoreOp::ReadUser { user }, Waiting::TextRecipient { reply_to, sender, id, to, text });
+        }
+    }
+
+    /// Asks the store to commit a text whose recipient exists.
+    fn put_text(&mut self, reply_to: ReplyTo, sender: String, id: MessageId, to: String, text: String) {
+        let key = (to.clone(), sender.clone(), id);
+        self.mailbox.putting.insert(key.clone(), reply_to);
+        let message = StoredMessage { recipient: to, sender, id, text: text.clone() };
+        let max_per_recipient = self.config.mailbox.max_stored_per_recipient;
+        self.storage.request(StoreOp::Put { message, max_per_recipient }, Waiting::TextPut { key, text });
+    }
+
+    /// A text's put completed: now, and only now, the sender hears of it.
+    fn text_put_done(
+        &mut self,
+        now: Instant,
+        key: (String, String, MessageId),
+        text: String,
+        outcome: Result<PutOutcome, StoreError>,
+    ) {
+        let Some(reply_to) = self.mailbox.putting.remove(&key) else { return };
+        let (to, sender, id) = key;
+        let outcome = match outcome {
             Ok(outcome) => outcome,
             Err(error) => {
                 self.store_failed(error);
-                return reject(self, TextRejection::StoreUnavailable);
+                return self.reject_text(reply_to, &sender, id, TextRejection::StoreUnavailable);
             }
         };
-        let key = (to.clone(), sender.clone(), id);
         match outcome {
-            PutOutcome::RecipientFull => reject(self, TextRejection::RecipientFull),
+            PutOutcome::RecipientFull => self.reject_text(reply_to, &sender, id, TextRejection::RecipientFull),
             PutOutcome::AlreadyStored => {
+                let key = (to, sender, id);
                 if let Some(waiting) = self.mailbox.awaiting.get_mut(&key) {
                     // The answer is coming; send it where the sender is now.
-                    waiting.socket = socket;
-                    waiting.sender_addr = from;
+                    (waiting.socket, waiting.sender_addr) = reply_to;
                 } else {
-                    self.reply(socket, from, Frame::TextAck { id, status: TextStatus::Stored });
+                    self.reply(reply_to.0, reply_to.1, Frame::TextAck { id, status: TextStatus::Stored });
                 }
             }
             PutOutcome::Stored => {
@@ -178,15 +226,22 @@ impl Server {
                     // The recipient is online and everything older is in
                     // flight already: forward now, and let the sender's
                     // acknowledgement wait briefly for the recipient's.
-                    self.deliver(now, &to, sender, id, message.text);
+                    self.deliver(now, &to, sender.clone(), id, text);
                     let deadline = now + self.config.mailbox.delivered_wait;
-                    self.mailbox.awaiting.insert(key, Awaiting { socket, sender_addr: from, deadline });
+                    let (socket, sender_addr) = reply_to;
+                    self.mailbox.awaiting.insert((to, sender, id), Awaiting { socket, sender_addr, deadline });
                 } else {
-                    self.reply(socket, from, Frame::TextAck { id, status: TextStatus::Stored });
+                    self.reply(reply_to.0, reply_to.1, Frame::TextAck { id, status: TextStatus::Stored });
                 }
             }
         }
         self.arm_mailbox();
+    }
+
+    fn reject_text(&mut self, (socket, to): ReplyTo, sender: &str, id: MessageId, reason: TextRejection) {
+        debug!(%sender, %id, ?reason, "text refused");
+        self.stats.texts_rejected += 1;
+        self.reply(socket, to, Frame::TextRejected { id, reason });
     }
 
     /// Recipient → server: [`Frame::TextDeliverAck`].
@@ -205,14 +260,10 @@ impl Server {
             self.stats.rate_limited += 1;
             return;
         }
-        match self.store.remove(&recipient, &sender, id) {
-            Ok(true) => self.stats.texts_delivered += 1,
-            Ok(false) => {}
-            Err(error) => {
-                // Still stored: it is delivered again later, and the
-                // recipient recognises it.
-                self.store_failed(error);
-            }
+        let key = (recipient.clone(), sender.clone(), id);
+        if self.mailbox.removing.insert(key.clone()) {
+            let op = StoreOp::Remove { recipient: recipient.clone(), sender: sender.clone(), id };
+            self.storage.request(op, Waiting::Remove { key });
         }
         if let Some(in_flight) = self.mailbox.in_flight.get_mut(&recipient) {
             in_flight.remove(&(sender.clone(), id));
@@ -223,9 +274,8 @@ impl Server {
         if let Some(waiting) = self.mailbox.awaiting.remove(&(recipient.clone(), sender, id)) {
             self.reply(waiting.socket, waiting.sender_addr, Frame::TextAck { id, status: TextStatus::Delivered });
         }
-        self.refill(now, &recipient);
-        if self.mailbox.in_flight_count(&recipient) == 0 {
-            self.reply(socket, from, Frame::InboxStatus { pending: 0 });
+        if !self.refill(&recipient, QueueStatus::IfDrained((socket, from))) {
+            self.queue_status(&recipient, QueueStatus::IfDrained((socket, from)), 0);
         }
         self.arm_mailbox();
     }
@@ -237,24 +287,13 @@ impl Server {
             self.stats.rate_limited += 1;
             return;
         }
-        self.refill(now, &user);
-        match self.store.pending_count(&user) {
-            Ok(pending) => {
-                let pending = u32::try_from(pending).unwrap_or(u32::MAX);
-                self.reply(socket, from, Frame::InboxStatus { pending });
-            }
-            Err(error) => self.store_failed(error),
-        }
-        self.arm_mailbox();
+        self.load_queue(&user, QueueStatus::Count((socket, from)));
     }
 
     /// A user logged in: remember it durably and start delivering.
-    pub(super) fn mailbox_login(&mut self, now: Instant, user: &str) {
-        if let Err(error) = self.store.remember_user(user) {
-            self.store_failed(error);
-        }
-        self.refill(now, user);
-        self.arm_mailbox();
+    pub(super) fn mailbox_login(&mut self, user: &str) {
+        self.storage.request(StoreOp::WriteUser { user: user.to_owned() }, Waiting::UserWrite);
+        self.refill(user, QueueStatus::Silent);
     }
 
     /// The mailbox timer: retransmit deliveries, answer waiting senders.
@@ -283,10 +322,64 @@ impl Server {
         self.arm_mailbox();
     }
 
-    /// Hands the store back, e.g. to a restarted server (the simulator's
-    /// model of a crash: what `put` committed survives, nothing else).
-    pub fn into_store(self) -> Box<dyn crate::messaging::MessageStore> {
-        self.store
+    /// Resumes what waited for a store request (see `storage`).
+    pub(super) fn resume(&mut self, now: Instant, waiting: Waiting, result: Result<StoreReply, StoreError>) {
+        match (waiting, result) {
+            (Waiting::TextPut { key, text }, result) => {
+                let outcome = result.and_then(|reply| match reply {
+                    StoreReply::Put(outcome) => Ok(outcome),
+                    other => Err(mismatched(&other)),
+                });
+                self.text_put_done(now, key, text, outcome);
+            }
+            (Waiting::TextRecipient { reply_to, sender, id, to, text }, result) => match known(result) {
+                Ok(true) => {
+                    self.known_users.insert(to.clone());
+                    self.put_text(reply_to, sender, id, to, text);
+                }
+                Ok(false) => self.reject_text(reply_to, &sender, id, TextRejection::UnknownRecipient),
+                Err(error) => {
+                    self.store_failed(error);
+                    self.reject_text(reply_to, &sender, id, TextRejection::StoreUnavailable);
+                }
+            },
+            (Waiting::ConnectPeer { reply_to, request, peer }, result) => {
+                let known = known(result).unwrap_or_else(|error| {
+                    // Offline either way; whether they exist cannot be told.
+                    self.store_failed(error);
+                    true
+                });
+                if known {
+                    self.known_users.insert(peer);
+                }
+                let code = if known { ErrorCode::PeerOffline } else { ErrorCode::UnknownPeer };
+                self.reply(reply_to.0, reply_to.1, Frame::Error { request, code });
+            }
+            (Waiting::Queue { recipient, status }, result) => match result {
+                Ok(StoreReply::Queue { messages, total }) => {
+                    self.queue_loaded(now, &recipient, status, messages, total)
+                }
+                Ok(other) => self.store_failed(mismatched(&other)),
+                Err(error) => self.store_failed(error),
+            },
+            (Waiting::Remove { key }, result) => {
+                self.mailbox.removing.remove(&key);
+                match result {
+                    Ok(StoreReply::Removed(true)) => self.stats.texts_delivered += 1,
+                    // Still stored on failure: it is delivered again later,
+                    // and the recipient recognises it.
+                    Ok(StoreReply::Removed(false)) => {}
+                    Ok(other) => self.store_failed(mismatched(&other)),
+                    Err(error) => self.store_failed(error),
+                }
+            }
+            (Waiting::UserWrite, result) => match result {
+                Ok(StoreReply::UserWritten) => {}
+                Ok(other) => self.store_failed(mismatched(&other)),
+                Err(error) => self.store_failed(error),
+            },
+        }
+        self.arm_mailbox();
     }
 
     /// The logged-in user a text frame's token names; otherwise answers
@@ -311,31 +404,71 @@ impl Server {
         bucket.take(now, burst, rate, 1.0)
     }
 
-    /// Tops up `recipient`'s deliveries in flight from the store.
-    fn refill(&mut self, now: Instant, recipient: &str) {
-        let window = self.config.mailbox.delivery_window;
+    /// Asks for `recipient`'s queue to top up its deliveries in flight, when
+    /// it is online with room in its window. False when nothing was asked.
+    fn refill(&mut self, recipient: &str, status: QueueStatus) -> bool {
         if !self.users.contains(recipient) {
-            return;
+            return false;
         }
         let in_flight = self.mailbox.in_flight_count(recipient);
-        let room = window.saturating_sub(in_flight);
-        if room == 0 {
-            return;
+        if in_flight >= self.config.mailbox.delivery_window {
+            return false;
         }
-        // Among the oldest `len + window` at most `len` are in flight, so
-        // this finds every message that fits, whatever the in-flight set is.
-        let pending = match self.store.pending_for(recipient, in_flight + window) {
-            Ok(pending) => pending,
-            Err(error) => return self.store_failed(error),
-        };
-        let sent = self.mailbox.in_flight.get(recipient);
-        let fresh: Vec<StoredMessage> = pending
-            .into_iter()
-            .filter(|m| !sent.is_some_and(|sent| sent.contains_key(&(m.sender.clone(), m.id))))
-            .take(room)
-            .collect();
-        for m in fresh {
-            self.deliver(now, recipient, m.sender, m.id, m.text);
+        self.load_queue(recipient, status);
+        true
+    }
+
+    fn load_queue(&mut self, recipient: &str, status: QueueStatus) {
+        // Among the oldest `in flight + removing + window` at most that many
+        // are in flight or being deleted, so this finds every message that
+        // fits, whatever the in-flight set is when the load completes.
+        let skip = self.mailbox.in_flight_count(recipient) + self.mailbox.removing_count(recipient);
+        let limit = skip + self.config.mailbox.delivery_window;
+        let recipient = recipient.to_owned();
+        self.storage
+            .request(StoreOp::LoadQueue { recipient: recipient.clone(), limit }, Waiting::Queue { recipient, status });
+    }
+
+    /// A queue load completed: deliver what is neither in flight nor being
+    /// deleted, then answer whoever asked.
+    fn queue_loaded(
+        &mut self,
+        now: Instant,
+        recipient: &str,
+        status: QueueStatus,
+        messages: Vec<StoredMessage>,
+        total: usize,
+    ) {
+        if self.users.contains(recipient) {
+            let room = self.config.mailbox.delivery_window.saturating_sub(self.mailbox.in_flight_count(recipient));
+            let sent = self.mailbox.in_flight.get(recipient);
+            let removing = &self.mailbox.removing;
+            let fresh: Vec<StoredMessage> = messages
+                .into_iter()
+                .filter(|m| !sent.is_some_and(|sent| sent.contains_key(&(m.sender.clone(), m.id))))
+                .filter(|m| !removing.contains(&(m.recipient.clone(), m.sender.clone(), m.id)))
+                .take(room)
+                .collect();
+            for m in fresh {
+                self.deliver(now, recipient, m.sender, m.id, m.text);
+            }
+        }
+        let pending = total.saturating_sub(self.mailbox.removing_count(recipient));
+        self.queue_status(recipient, status, pending);
+    }
+
+    fn queue_status(&mut self, recipient: &str, status: QueueStatus, pending: usize) {
+        match status {
+            QueueStatus::Silent => {}
+            QueueStatus::IfDrained((socket, to)) => {
+                if self.mailbox.in_flight_count(recipient) == 0 {
+                    self.reply(socket, to, Frame::InboxStatus { pending: 0 });
+                }
+            }
+            QueueStatus::Count((socket, to)) => {
+                let pending = u32::try_from(pending).unwrap_or(u32::MAX);
+                self.reply(socket, to, Frame::InboxStatus { pending });
+            }
         }
     }
 
@@ -358,15 +491,6 @@ impl Server {
         }
     }
 
-    /// Whether `user` ever logged in: seen since this server started, or
-    /// remembered by the store from before.
-    pub(super) fn knows_user(&mut self, user: &str) -> Result<bool, StoreError> {
-        if self.known_users.contains(user) {
-            return Ok(true);
-        }
-        self.store.knows_user(user)
-    }
-
     pub(super) fn store_failed(&mut self, error: StoreError) {
         debug!(%error, "message store failed");
         self.stats.store_errors += 1;
@@ -379,4 +503,18 @@ impl Server {
             None => self.timers.stop(&ServerTimer::Mailbox),
         }
     }
+}
+
+/// A user lookup's answer.
+fn known(result: Result<StoreReply, StoreError>) -> Result<bool, StoreError> {
+    match result? {
+        StoreReply::UserKnown(known) => Ok(known),
+        other => Err(mismatched(&other)),
+    }
+}
+
+/// A driver answered a request with another request's reply: a driver bug,
+/// handled as a store failure rather than a panic.
+fn mismatched(reply: &StoreReply) -> StoreError {
+    StoreError(format!("the driver answered with a mismatched reply: {reply:?}"))
 }

@@ -13,6 +13,8 @@
 
 mod limits;
 mod mailbox;
+mod relay;
+mod storage;
 mod users;
 
 pub use mailbox::MailboxConfig;
@@ -25,8 +27,7 @@ use bytes::Bytes;
 use tracing::debug;
 
 use crate::machine::{Machine, SocketId, Transmit};
-use crate::messaging::{MemoryStore, MessageStore};
-use crate::nat::{choose_strategy, NatProfile, Strategy};
+use crate::nat::{NatProfile, Strategy};
 use crate::rng::Rng;
 use crate::timer::Timers;
 use crate::wire::frame::{AnswerFrom, CloseReason, ErrorCode, Frame, FrameError, SessionId, SessionKey};
@@ -169,7 +170,7 @@ pub struct Server {
     events: VecDeque<ServerEvent>,
     stats: ServerStats,
     last_now: Option<Instant>,
-    store: Box<dyn MessageStore>,
+    storage: storage::Storage,
     mailbox: mailbox::Mailbox,
 }
 
@@ -217,15 +218,10 @@ impl Server {
     /// A server with `config`. Bind the addresses of [`Server::sockets`] and
     /// feed their datagrams in with the matching [`SocketId`].
     ///
-    /// Offline messages are kept in a [`MemoryStore`]; a deployment passes a
-    /// durable one to [`Server::with_store`].
+    /// Offline messages live in a store the driver owns: carry out what
+    /// [`Server::poll_store_request`] asks and hand the outcome back through
+    /// [`Server::handle_store_completion`] (see [`crate::messaging`]).
     pub fn new(config: ServerConfig, now: Instant) -> Self {
-        Server::with_store(config, now, Box::new(MemoryStore::new()))
-    }
-
-    /// A server that keeps offline messages in `store` (see
-    /// [`crate::messaging`]).
-    pub fn with_store(config: ServerConfig, now: Instant, store: Box<dyn MessageStore>) -> Self {
         let sockets = server_sockets(config.primary, config.alternate);
         let mut timers = Timers::default();
         timers.set(ServerTimer::Sweep, now + Duration::from_secs(5));
@@ -242,7 +238,7 @@ impl Server {
             events: VecDeque::new(),
             stats: ServerStats::default(),
             last_now: Some(now),
-            store,
+            storage: storage::Storage::default(),
             mailbox: mailbox::Mailbox::default(),
         }
     }
@@ -334,7 +330,7 @@ impl Machine for Server {
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        if !self.transmits.is_empty() || !self.events.is_empty() {
+        if !self.transmits.is_empty() || !self.events.is_empty() || self.storage.has_queued() {
             return self.last_now;
         }
         self.timers.next().map(|(_, at)| at)
@@ -474,175 +470,7 @@ impl Server {
         );
         self.events.push_back(ServerEvent::UserOnline { user: name.clone(), reflexive: from });
         self.reply(socket, from, Frame::LoginOk { request, token, reflexive: from });
-        self.mailbox_login(now, &name);
-    }
-
-    fn connect(&mut self, now: Instant, socket: SocketId, from: SocketAddr, token: u64, request: u32, peer: String) {
-        let Some((name, initiator)) = self.users.by_token_mut(token) else {
-            self.stats.bad_token += 1;
-            self.not_logged_in(socket, from, request);
-            return;
-        };
-        let name = name.to_owned();
-        initiator.last_seen = now;
-        if let Some(&session) = initiator.connects.get(&request) {
-            // A retransmitted connect: the offers are (re)sent by the timer;
-            // answer the initiator at once as well. A session abandoned
-            // meanwhile (offers never acknowledged) is made anew below.
-            if self.sessions.contains_key(&session) {
-                self.send_offer(session, &name);
-                return;
-            }
-            initiator.connects.remove(&request);
-        }
-        if peer == name || !valid_user_name(&peer) {
-            self.reply(socket, from, Frame::Error { request, code: ErrorCode::BadUserName });
-            return;
-        }
-        if !self.users.contains(&peer) {
-            let known = self.knows_user(&peer).unwrap_or_else(|error| {
-                // Offline either way; whether they exist cannot be told.
-                self.store_failed(error);
-                true
-            });
-            let code = if known { ErrorCode::PeerOffline } else { ErrorCode::UnknownPeer };
-            self.reply(socket, from, Frame::Error { request, code });
-            return;
-        }
-        let responder = self.users.get(&peer).expect("checked above");
-        if !responder.profile_known && now.saturating_duration_since(responder.logged_in_at) < PROFILE_GRACE {
-            // The peer logged in moments ago and is still measuring its NAT:
-            // the strategy depends on it. Stay silent; the initiator's
-            // retransmission comes back after the profile has arrived.
-            debug!(peer = %peer, "connect deferred until the peer's NAT profile is known");
-            return;
-        }
-        let too_many = |u: &User| u.sessions.len() >= self.config.max_sessions_per_user;
-        if [&name, &peer].into_iter().any(|member| self.users.get(member).is_some_and(too_many)) {
-            self.reply(socket, from, Frame::Error { request, code: ErrorCode::RateLimited });
-            return;
-        }
-        let session = loop {
-            let id = SessionId(self.rng.next_u64());
-            if !self.sessions.contains_key(&id) {
-                break id;
-            }
-        };
-        let mut key = [0; 32];
-        self.rng.fill(&mut key);
-        let profile = |member: &str| self.users.get(member).expect("both members are online").profile;
-        let strategy = choose_strategy(&profile(&name), &profile(&peer));
-        self.sessions.insert(
-            session,
-            RelaySession {
-                initiator: name.clone(),
-                responder: peer.clone(),
-                key,
-                strategy,
-                request,
-                unacked: [name.clone(), peer.clone()].into_iter().collect(),
-                offers_sent: 1,
-                relay_bucket: None,
-            },
-        );
-        for member in [&name, &peer] {
-            let user = self.users.get_mut(member).expect("both members are online");
-            user.sessions.insert(session);
-        }
-        self.users.get_mut(&name).expect("initiator is online").connects.insert(request, session);
-        self.events.push_back(ServerEvent::SessionCreated {
-            session,
-            initiator: name.clone(),
-            responder: peer.clone(),
-            strategy,
-        });
-        // Both offers leave in the same instant (DESIGN §3 step 4).
-        self.send_offer(session, &name);
-        self.send_offer(session, &peer);
-        self.timers.set(ServerTimer::Offer(session), now + self.config.offer_retransmit);
-    }
-
-    fn send_offer(&mut self, session: SessionId, member: &str) {
-        let Some(s) = self.sessions.get(&session) else { return };
-        let initiator = s.initiator == member;
-        let peer_name = if initiator { &s.responder } else { &s.initiator };
-        let (Some(user), Some(peer)) = (self.users.get(member), self.users.get(peer_name)) else { return };
-        // The reflexive address, the one candidate the server vouches for,
-        // always comes last: clients direct bulk probing only there.
-        let mut peer_candidates: Vec<SocketAddr> = peer
-            .host_candidates
-            .iter()
-            .filter(|c| **c != peer.reflexive)
-            .take(wire::frame::MAX_CANDIDATES - 1)
-            .copied()
-            .collect();
-        peer_candidates.push(peer.reflexive);
-        let frame = Frame::Offer {
-            request: if initiator { s.request } else { 0 },
-            session,
-            key: s.key,
-            initiator,
-            peer: peer_name.clone(),
-            peer_candidates,
-            strategy: s.strategy,
-            peer_profile: peer.profile,
-        };
-        let (socket, to) = (user.socket, user.reflexive);
-        self.reply(socket, to, frame);
-    }
-
-    fn resend_offers(&mut self, now: Instant, session: SessionId) {
-        let Some(s) = self.sessions.get_mut(&session) else { return };
-        if s.unacked.is_empty() {
-            return;
-        }
-        if s.offers_sent >= self.config.offer_attempts {
-            debug!(%session, "offer never acknowledged; abandoning the session");
-            self.end_session(session, CloseReason::PeerOffline);
-            return;
-        }
-        s.offers_sent += 1;
-        let members: Vec<String> = s.unacked.iter().cloned().collect();
-        for member in members {
-            self.send_offer(session, &member);
-        }
-        self.timers.set(ServerTimer::Offer(session), now + self.config.offer_retransmit);
-    }
-
-    fn relay(&mut self, now: Instant, from: SocketAddr, token: u64, session: SessionId, payload: Vec<u8>) {
-        let refuse = |stats: &mut ServerStats, why: &str| {
-            debug!(%from, %session, why, "relay frame refused");
-            stats.relay_refused += 1;
-        };
-        let Some((name, user)) = self.users.by_token(token) else {
-            return refuse(&mut self.stats, "unknown token");
-        };
-        if user.reflexive != from {
-            return refuse(&mut self.stats, "source is not the member's address");
-        }
-        let Some(s) = self.sessions.get_mut(&session) else {
-            return refuse(&mut self.stats, "unknown session");
-        };
-        let other = if s.initiator == name {
-            &s.responder
-        } else if s.responder == name {
-            &s.initiator
-        } else {
-            return refuse(&mut self.stats, "not a member");
-        };
-        let Some(peer) = self.users.get(other) else {
-            return refuse(&mut self.stats, "peer offline");
-        };
-        let (burst, rate) = (self.config.relay_burst_bytes as f64, self.config.relay_rate_bytes as f64);
-        let bucket = s.relay_bucket.get_or_insert_with(|| Bucket::full(burst, now));
-        if !bucket.take(now, burst, rate, payload.len() as f64) {
-            self.stats.relay_throttled += 1;
-            return;
-        }
-        let (socket, to) = (peer.socket, peer.reflexive);
-        self.users.by_token_mut(token).expect("checked above").1.last_seen = now;
-        self.stats.relayed += 1;
-        self.reply(socket, to, Frame::Relayed { session, payload });
+        self.mailbox_login(&name);
     }
 
     fn sweep(&mut self, now: Instant) {
@@ -666,20 +494,6 @@ impl Server {
             self.end_session(session, CloseReason::PeerOffline);
         }
         self.events.push_back(ServerEvent::UserOffline { user: name.to_owned() });
-    }
-
-    /// Removes a session and tells the members still online.
-    fn end_session(&mut self, session: SessionId, reason: CloseReason) {
-        let Some(s) = self.sessions.remove(&session) else { return };
-        self.timers.stop(&ServerTimer::Offer(session));
-        for member in [&s.initiator, &s.responder] {
-            if let Some(user) = self.users.get_mut(member) {
-                user.sessions.remove(&session);
-                let (socket, to) = (user.socket, user.reflexive);
-                self.reply(socket, to, Frame::SessionEnded { session, reason });
-            }
-        }
-        self.events.push_back(ServerEvent::SessionEnded { session });
     }
 
     fn user_by_token(&mut self, token: u64) -> Option<&mut User> {

@@ -15,7 +15,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use punchline_core::client::{Client, ClientConfig, ClientEvent};
-use punchline_core::messaging::{MessageId, MessageStore};
+use punchline_core::messaging::{MemoryStore, MessageId, MessageStore, StoreRequest};
 use punchline_core::rng::Rng;
 use punchline_core::server::{Server, ServerConfig};
 use punchline_core::wire::frame::Frame;
@@ -172,6 +172,13 @@ pub struct Harness {
     pub server_down: bool,
     /// The configuration the server was (and is re-)started with.
     pub server_config: ServerConfig,
+    /// The server's store, driven the way a runtime drives it.
+    pub store: Box<dyn MessageStore>,
+    /// While true, the store's commit is "in flight": requests wait in
+    /// `held` until [`Harness::release_store`].
+    pub hold_store: bool,
+    /// Requests waiting for a held commit.
+    pub held: Vec<StoreRequest>,
 }
 
 impl Harness {
@@ -184,6 +191,9 @@ impl Harness {
             now: start,
             server: Server::new(config.clone(), start),
             server_config: config,
+            store: Box::new(MemoryStore::new()),
+            hold_store: false,
+            held: Vec::new(),
             loss: 0.0,
             loss_rng: Rng::new(seed).fork(0x1055),
             server_down: false,
@@ -243,17 +253,26 @@ impl Harness {
     /// Replaces the server by a fresh one over `store` (what a restart keeps)
     /// started with `server_config`, and brings it up.
     pub fn start_server(&mut self, store: Box<dyn MessageStore>) {
-        self.server = Server::with_store(self.server_config.clone(), self.now, store);
+        self.server = Server::new(self.server_config.clone(), self.now);
+        self.store = store;
         self.server_down = false;
     }
 
     /// Kills the server: its in-memory state is gone, its store is handed
-    /// back (everything `put` committed), and it stays down until
-    /// [`Harness::start_server`].
+    /// back (every commit that finished; a held one never does), and it
+    /// stays down until [`Harness::start_server`].
     pub fn crash_server(&mut self) -> Box<dyn MessageStore> {
-        let placeholder = Server::new(self.server_config.clone(), self.now);
+        self.server = Server::new(self.server_config.clone(), self.now);
         self.server_down = true;
-        std::mem::replace(&mut self.server, placeholder).into_store()
+        self.held.clear();
+        std::mem::replace(&mut self.store, Box::new(MemoryStore::new()))
+    }
+
+    /// Ends a held commit: every request held so far commits as one batch
+    /// and is answered, and later requests commit at once again.
+    pub fn release_store(&mut self) {
+        self.hold_store = false;
+        self.drain_server();
     }
 
     /// Client `i` sends a text to `to`.
@@ -455,6 +474,20 @@ impl Harness {
     }
 
     fn drain_server(&mut self) {
+        // The store first, as the simulator does: unheld, a request is
+        // answered in the instant it is made.
+        loop {
+            while let Some(request) = self.server.poll_store_request() {
+                self.held.push(request);
+            }
+            if self.hold_store || self.held.is_empty() {
+                break;
+            }
+            let batch = std::mem::take(&mut self.held);
+            for completion in self.store.execute(batch) {
+                self.server.handle_store_completion(self.now, completion);
+            }
+        }
         while let Some(t) = self.server.poll_transmit() {
             self.log.push(format!("{:?} server -> {} {:02x?}", self.elapsed(), t.destination, &t.payload[..]));
             let src = self.server.sockets().iter().find(|(id, _)| *id == t.socket).expect("server socket").1;

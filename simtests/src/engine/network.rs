@@ -20,6 +20,7 @@ use super::inbox::{Outbox, Part, Pending};
 use super::parallel::RunTo;
 use super::parcel::Parcel;
 use super::segments::{Node, SegmentIndex};
+use super::store::{Next, SimStore};
 use super::trace::Lines;
 use super::{datagram_line, index, Arrow, Names, DEFAULT_TTL};
 use crate::addr::Addr;
@@ -39,6 +40,8 @@ pub(super) enum NetEvent {
     Internet(Parcel),
     /// The server's deadline.
     ServerTimer,
+    /// The server store's commit in flight ends.
+    StoreCommit,
     /// The scenario's `i`-th event (its part in the network).
     Scheduled(u32),
 }
@@ -69,6 +72,7 @@ pub(super) struct Network {
     queue: Pending<NetEvent, Toward>,
     pub(super) server: Server,
     server_timer: Option<Duration>,
+    store: SimStore,
     pub(super) nats: Vec<Nat>,
     /// For each NAT, the NAT its public side sits behind (None: the internet).
     nat_outer: Vec<Option<usize>>,
@@ -106,6 +110,8 @@ pub(super) struct Network {
 pub(super) struct NetworkParts {
     pub(super) epoch: Instant,
     pub(super) server: Server,
+    /// How long the server's store takes to commit.
+    pub(super) store_latency: Duration,
     pub(super) nats: Vec<Nat>,
     pub(super) nat_names: Names,
     pub(super) peer_names: Names,
@@ -129,6 +135,7 @@ impl Network {
             queue: Pending::new(0..=parts.groups, parts.events),
             server: parts.server,
             server_timer: None,
+            store: SimStore::new(parts.store_latency),
             nats: parts.nats,
             nat_outer: Vec::new(),
             nat_names: parts.nat_names,
@@ -243,6 +250,13 @@ impl Network {
                 self.internet(p.into());
             }
             NetEvent::ServerTimer => self.fire_server_timer(),
+            NetEvent::StoreCommit => {
+                let now = self.instant();
+                for completion in self.store.commit_ended() {
+                    self.server.handle_store_completion(now, completion);
+                }
+                self.drain_server();
+            }
             NetEvent::Scheduled(i) => self.scheduled(i as usize),
         }
     }
@@ -284,6 +298,27 @@ impl Network {
     }
 
     fn drain_server(&mut self) {
+        // The store first: with no latency its completions answer in this
+        // instant, after what the server queued before asking, exactly as a
+        // synchronous store call would have.
+        loop {
+            while let Some(request) = self.server.poll_store_request() {
+                self.store.submit(request);
+            }
+            match self.store.next() {
+                Next::Wait => break,
+                Next::Done(completions) => {
+                    let now = self.instant();
+                    for completion in completions {
+                        self.server.handle_store_completion(now, completion);
+                    }
+                }
+                Next::CommitEndsIn(latency) => {
+                    self.schedule(self.now + latency, NetEvent::StoreCommit);
+                    break;
+                }
+            }
+        }
         while let Some(t) = self.server.poll_transmit() {
             self.server_transmit(t);
         }
@@ -450,7 +485,9 @@ impl NetEvent {
     fn toward(&self) -> Toward {
         match *self {
             NetEvent::FromInside(n, _) | NetEvent::FromOutside(n, _) => Toward::Nat(n),
-            NetEvent::Internet(_) | NetEvent::ServerTimer | NetEvent::Scheduled(_) => Toward::Elsewhere,
+            NetEvent::Internet(_) | NetEvent::ServerTimer | NetEvent::StoreCommit | NetEvent::Scheduled(_) => {
+                Toward::Elsewhere
+            }
         }
     }
 }

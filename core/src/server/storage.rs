@@ -1,0 +1,139 @@
+//! The server's side of storage-as-requests (DESIGN §2): the queue of
+//! [`StoreRequest`]s the driver polls, and what waits for each completion.
+//!
+//! The machine never calls a store. Each operation that needs one is cut in
+//! two: the part before emits a request with a [`Waiting`] continuation, the
+//! part after runs in [`Server::handle_store_completion`]. The driver must
+//! hand completions back in request order (group commit keeps it).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use tracing::debug;
+
+use super::Server;
+use crate::machine::SocketId;
+use crate::messaging::{StoreCompletion, StoreOp, StoreRequest, StoreRequestId};
+use crate::wire::frame::MessageId;
+
+/// Requests not yet polled, and continuations of those not yet completed.
+#[derive(Debug, Default)]
+pub(super) struct Storage {
+    next_id: u64,
+    queued: VecDeque<StoreRequest>,
+    waiting: BTreeMap<StoreRequestId, Waiting>,
+}
+
+/// Where an answer goes: the socket and address a request came from.
+pub(super) type ReplyTo = (SocketId, SocketAddr);
+
+/// What a request's completion resumes.
+#[derive(Debug)]
+pub(super) enum Waiting {
+    /// A text's [`StoreOp::Put`]; the sender hears about it only now.
+    TextPut {
+        /// (recipient, sender, id).
+        key: (String, String, MessageId),
+        /// The text, to forward at once when the recipient is online.
+        text: String,
+    },
+    /// A text to a recipient this server has not seen: is it a user?
+    TextRecipient {
+        /// Where the sender is.
+        reply_to: ReplyTo,
+        /// Who sends.
+        sender: String,
+        /// The sender's id for the text.
+        id: MessageId,
+        /// The recipient.
+        to: String,
+        /// The text.
+        text: String,
+    },
+    /// A connect to an offline user: offline, or no such user?
+    ConnectPeer {
+        /// Where the initiator is.
+        reply_to: ReplyTo,
+        /// The connect's request number.
+        request: u32,
+        /// The peer asked for.
+        peer: String,
+    },
+    /// A recipient's queue, to top up its deliveries in flight.
+    Queue {
+        /// Whose queue.
+        recipient: String,
+        /// Who is told how many are left afterwards.
+        status: QueueStatus,
+    },
+    /// An acknowledged delivery's [`StoreOp::Remove`].
+    Remove {
+        /// (recipient, sender, id).
+        key: (String, String, MessageId),
+    },
+    /// A [`StoreOp::WriteUser`]: only a failure needs handling.
+    UserWrite,
+}
+
+/// Whether, and how, a queue load is answered with an `InboxStatus`.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum QueueStatus {
+    /// Nobody asked (a login's first load).
+    Silent,
+    /// Tell `ReplyTo` "nothing pending" if nothing is in flight afterwards
+    /// (after an acknowledgement emptied the window).
+    IfDrained(ReplyTo),
+    /// Tell `ReplyTo` how many the queue holds (an `InboxSync`).
+    Count(ReplyTo),
+}
+
+impl Storage {
+    /// Queues `op` for the driver; `waiting` resumes on its completion.
+    pub(super) fn request(&mut self, op: StoreOp, waiting: Waiting) {
+        let id = StoreRequestId(self.next_id);
+        self.next_id += 1;
+        self.queued.push_back(StoreRequest { id, op });
+        self.waiting.insert(id, waiting);
+    }
+
+    /// Requests issued and not completed, polled or not.
+    pub(super) fn outstanding(&self) -> usize {
+        self.waiting.len()
+    }
+
+    pub(super) fn has_queued(&self) -> bool {
+        !self.queued.is_empty()
+    }
+}
+
+impl Server {
+    /// The next storage request for the driver to carry out. Drain it after
+    /// every input, with [`poll_transmit`](crate::Machine::poll_transmit),
+    /// and hand each completion back in request order through
+    /// [`handle_store_completion`](Self::handle_store_completion).
+    ///
+    /// A driver that batches (group commit) submits everything it polled
+    /// while a commit was in flight as the next transaction:
+    /// [`MessageStore::execute`](crate::messaging::MessageStore::execute).
+    pub fn poll_store_request(&mut self) -> Option<StoreRequest> {
+        self.storage.queued.pop_front()
+    }
+
+    /// Feeds in the outcome of a request from
+    /// [`poll_store_request`](Self::poll_store_request). A completion for a
+    /// request this machine did not issue is ignored.
+    pub fn handle_store_completion(&mut self, now: Instant, completion: StoreCompletion) {
+        self.last_now = Some(now);
+        let Some(waiting) = self.storage.waiting.remove(&completion.id) else {
+            debug!(id = completion.id.0, "completion of an unknown store request; ignored");
+            return;
+        };
+        self.resume(now, waiting, completion.result);
+    }
+
+    /// Storage requests issued and not completed yet.
+    pub fn store_requests_outstanding(&self) -> usize {
+        self.storage.outstanding()
+    }
+}

@@ -1,0 +1,76 @@
+//! Group commit on a thread of its own: [`StoreWorker`].
+//!
+//! The server machine emits storage requests and never waits; its driver
+//! [`submit`](StoreWorker::submit)s them here. The worker thread takes every
+//! request that is waiting, runs them as one transaction
+//! ([`MessageStore::execute`]: one fsync), and hands the completions, in
+//! request order, to the driver's callback. Requests that arrive while that
+//! commit is in flight wait in the channel and form the next batch, so the
+//! batch size follows the load: one request when idle, hundreds under a
+//! stream of texts.
+
+use std::io;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+
+use punchline_core::messaging::{MessageStore, StoreCompletion, StoreRequest};
+
+/// Most requests in one transaction. Bounds the time one commit holds the
+/// completions of its first request back; far above what arrives during one
+/// fsync at any rate the server reaches.
+pub const MAX_BATCH: usize = 4096;
+
+/// A store on its own thread, committing in groups. Dropping it finishes
+/// every request already submitted (their completions are still handed to
+/// the callback), then joins the thread.
+#[derive(Debug)]
+pub struct StoreWorker {
+    requests: Option<mpsc::Sender<StoreRequest>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl StoreWorker {
+    /// Starts the thread. `on_done` runs on it after each commit with that
+    /// batch's completions, in request order: it should hand them to the
+    /// driver's loop and wake it (a `mio::Waker`, an async channel).
+    pub fn spawn(
+        mut store: impl MessageStore + 'static,
+        mut on_done: impl FnMut(Vec<StoreCompletion>) + Send + 'static,
+    ) -> io::Result<StoreWorker> {
+        let (tx, rx) = mpsc::channel::<StoreRequest>();
+        let thread = std::thread::Builder::new().name("punchline-store".into()).spawn(move || {
+            while let Ok(first) = rx.recv() {
+                let mut batch = vec![first];
+                while batch.len() < MAX_BATCH {
+                    match rx.try_recv() {
+                        Ok(request) => batch.push(request),
+                        Err(_) => break,
+                    }
+                }
+                on_done(store.execute(batch));
+            }
+        })?;
+        Ok(StoreWorker { requests: Some(tx), thread: Some(thread) })
+    }
+
+    /// Queues one request; never blocks. A request submitted after the
+    /// thread died (its callback panicked) is lost, and logged.
+    pub fn submit(&self, request: StoreRequest) {
+        let sent = self.requests.as_ref().is_some_and(|tx| tx.send(request).is_ok());
+        if !sent {
+            tracing::error!("the store thread is gone; a storage request is lost");
+        }
+    }
+}
+
+impl Drop for StoreWorker {
+    fn drop(&mut self) {
+        // Closing the channel ends the thread once it has run what is queued.
+        drop(self.requests.take());
+        if let Some(thread) = self.thread.take() {
+            if thread.join().is_err() {
+                tracing::error!("the store thread panicked");
+            }
+        }
+    }
+}
