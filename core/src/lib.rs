@@ -14,7 +14,8 @@
 //! - [`Machine`] is the shape both roles share, and documents the drive loop.
 //! - [`client::Client`] logs in, measures its NAT, opens sessions and punches.
 //! - [`server::Server`] coordinates sessions and relays between members.
-//! - [`messaging`] is text messaging's shared types and the server's storage trait.
+//! - [`messaging`] is text messaging's shared types, and storage as requests:
+//!   the server asks, its driver's [`messaging::MessageStore`] answers.
 //! - [`wire`] is the codec: STUN (RFC 8489) and Punchline frames.
 //!
 //! # Example: a server and two clients, driven by hand
@@ -27,6 +28,7 @@
 //! use std::net::SocketAddr;
 //! use std::time::{Duration, Instant};
 //! use punchline_core::client::{Client, ClientConfig, ClientEvent};
+//! use punchline_core::messaging::{MemoryStore, MessageStore};
 //! use punchline_core::server::{Server, ServerConfig};
 //! use punchline_core::{Machine, SocketId, Transmit};
 //!
@@ -38,6 +40,8 @@
 //! let mut now = Instant::now();
 //!
 //! let mut server = Server::new(ServerConfig::new(server_addr, None), now);
+//! // The server's store is the driver's: a real one runs on its own thread.
+//! let mut store = MemoryStore::new();
 //! let mut alice = Client::new(ClientConfig::new("alice", server_addr), (SocketId(0), alice_addr), now);
 //! let mut bob = Client::new(ClientConfig::new("bob", server_addr), (SocketId(0), bob_addr), now);
 //!
@@ -47,6 +51,8 @@
 //! let mut step = |now: Instant, server: &mut Server, alice: &mut Client, bob: &mut Client| {
 //!     let mut flight: VecDeque<(SocketAddr, Transmit)> = VecDeque::new();
 //!     loop {
+//!         let batch: Vec<_> = std::iter::from_fn(|| server.poll_store_request()).collect();
+//!         for done in store.execute(batch) { server.handle_store_completion(now, done) }
 //!         while let Some(t) = server.poll_transmit() { flight.push_back((server_addr, t)); }
 //!         while let Some(t) = alice.poll_transmit() { flight.push_back((alice_addr, t)); }
 //!         while let Some(t) = bob.poll_transmit() { flight.push_back((bob_addr, t)); }

@@ -28,6 +28,19 @@ impl RuntimeKind {
     }
 }
 
+/// How the message store commits (`--store-commit`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreCommit {
+    /// Every request that arrives during a commit goes into the next one:
+    /// one fsync for many texts, each acknowledged after its own commit.
+    #[default]
+    Group,
+    /// One transaction, one fsync, per request: the baseline group commit
+    /// is measured against. Slower; for measurements.
+    Each,
+}
+
 /// The config file (`--config FILE`): every field optional, unknown fields
 /// rejected. Durations are strings with units ("500ms", "75s").
 ///
@@ -46,6 +59,9 @@ impl RuntimeKind {
 /// max_sources = 100000
 /// max_sessions_per_user = 64
 /// data = "/var/lib/punchline"     # the message store's directory
+/// store_commit = "group"          # or "each" (one fsync per text)
+/// text_burst = 1024               # text frames one user may burst
+/// text_rate = 512                 # text frames per second one user may sustain
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -81,6 +97,12 @@ pub struct FileConfig {
     pub max_sessions_per_user: Option<usize>,
     /// The directory of the durable message store (`--data`).
     pub data: Option<PathBuf>,
+    /// How the store commits (`--store-commit`).
+    pub store_commit: Option<StoreCommit>,
+    /// See [`punchline_core::server::MailboxConfig::text_burst`].
+    pub text_burst: Option<u32>,
+    /// See [`punchline_core::server::MailboxConfig::text_rate`].
+    pub text_rate: Option<u32>,
 }
 
 /// Why the settings are unusable.
@@ -151,6 +173,8 @@ pub struct Settings {
     /// `None` keeps messages in memory only (tests, embedding); the binary
     /// always sets one ([`DEFAULT_DATA_DIR`] by default).
     pub data: Option<PathBuf>,
+    /// How the store commits.
+    pub store_commit: StoreCommit,
 }
 
 /// The message store's directory when neither `--data` nor the config file
@@ -190,7 +214,18 @@ impl Settings {
             max_sources,
             max_sessions_per_user
         );
-        Ok(Settings { server, runtime: runtime.or(file.runtime).unwrap_or_default(), data: file.data })
+        if let Some(burst) = file.text_burst {
+            server.mailbox.text_burst = burst;
+        }
+        if let Some(rate) = file.text_rate {
+            server.mailbox.text_rate = rate;
+        }
+        Ok(Settings {
+            server,
+            runtime: runtime.or(file.runtime).unwrap_or_default(),
+            data: file.data,
+            store_commit: file.store_commit.unwrap_or_default(),
+        })
     }
 }
 
@@ -224,6 +259,16 @@ mod tests {
         assert_eq!(s.runtime, RuntimeKind::Smol);
         assert_eq!(s.server.user_timeout, Duration::from_secs(20));
         assert_eq!(s.server.seed, 9);
+    }
+
+    #[test]
+    fn store_and_text_limits_come_from_the_file() {
+        let file = FileConfig::parse("store_commit = \"each\"\ntext_burst = 5000\ntext_rate = 20000\n").expect("valid");
+        let s = Settings::merge(Some("127.0.0.1:5000".parse().unwrap()), None, None, file, 9).expect("valid");
+        assert_eq!(s.store_commit, StoreCommit::Each);
+        assert_eq!((s.server.mailbox.text_burst, s.server.mailbox.text_rate), (5000, 20000));
+        let default = Settings::merge(Some("127.0.0.1:5000".parse().unwrap()), None, None, FileConfig::default(), 9);
+        assert_eq!(default.expect("valid").store_commit, StoreCommit::Group);
     }
 
     #[test]

@@ -14,10 +14,10 @@ use std::net::SocketAddr;
 use punchline_core::messaging::{MemoryStore, MessageStore};
 use punchline_core::server::ServerEvent;
 use punchline_core::SocketId;
-use punchline_store::{OpenError, SqliteStore};
+use punchline_store::{CommitEach, OpenError, SqliteStore};
 use tracing::info;
 
-use config::{RuntimeKind, Settings};
+use config::{RuntimeKind, Settings, StoreCommit};
 
 /// Stops a running server from another thread (a signal handler).
 #[derive(Debug)]
@@ -69,13 +69,16 @@ pub enum RunError {
 pub fn run(settings: Settings, on_ready: impl FnOnce(&[(SocketId, SocketAddr)], Stopper)) -> Result<(), RunError> {
     // Opened before any socket is bound, so that a bad directory or file is
     // reported as such. It runs on a thread of its own, with group commit.
-    let store: Box<dyn MessageStore> = match settings.data.as_deref() {
-        Some(dir) => {
+    let store: Box<dyn MessageStore> = match (settings.data.as_deref(), settings.store_commit) {
+        (Some(dir), commit) => {
             let store = SqliteStore::open_dir(dir)?;
-            info!(path = %store.path().display(), "message store open");
-            Box::new(store)
+            info!(path = %store.path().display(), commit = ?commit, "message store open");
+            match commit {
+                StoreCommit::Group => Box::new(store),
+                StoreCommit::Each => Box::new(CommitEach(store)),
+            }
         }
-        None => Box::new(MemoryStore::new()),
+        (None, _) => Box::new(MemoryStore::new()),
     };
     match settings.runtime {
         RuntimeKind::Mio => {

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use punchline_server::config::{os_seed, FileConfig, RuntimeKind, Settings, DEFAULT_DATA_DIR};
+use punchline_server::config::{os_seed, FileConfig, RuntimeKind, Settings, StoreCommit, DEFAULT_DATA_DIR};
 use punchline_server::RunError;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use tracing::info;
@@ -42,10 +42,16 @@ struct Args {
     /// [default: punchline-data under the working directory].
     #[arg(long, value_name = "DIR")]
     data: Option<PathBuf>,
+    /// How the store commits: `group` puts every text that arrives during a
+    /// commit into the next one (one fsync for many); `each` commits every
+    /// text alone (one fsync per text: the baseline for measurements).
+    #[arg(long, value_enum, value_name = "HOW")]
+    store_commit: Option<StoreCommit>,
     /// A TOML file with any of: listen, alt_listen, runtime, seed,
     /// user_timeout, offer_retransmit, offer_attempts, request_burst,
     /// request_rate, relay_burst_bytes, relay_rate_bytes, max_sources,
-    /// max_sessions_per_user, data. Flags override the file.
+    /// max_sessions_per_user, data, store_commit, text_burst, text_rate.
+    /// Flags override the file.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
 }
@@ -66,6 +72,7 @@ fn main() -> ExitCode {
         Err(e) => return usage_error(&e),
     };
     settings.data = Some(args.data.or(settings.data).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)));
+    settings.store_commit = args.store_commit.unwrap_or(settings.store_commit);
     // Handlers go in before the addresses are printed: whoever reads those
     // lines may signal at once.
     let mut signals = match signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) {

@@ -50,7 +50,7 @@
 //! every stored message.
 
 mod worker;
-pub use worker::{StoreWorker, MAX_BATCH};
+pub use worker::{CommitEach, StoreWorker, MAX_BATCH};
 
 #[cfg(feature = "sqlite")]
 mod sqlite;

@@ -13,7 +13,9 @@ use std::io;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
-use punchline_core::messaging::{MessageStore, StoreCompletion, StoreRequest};
+use punchline_core::messaging::{
+    MessageId, MessageStore, PutOutcome, StoreCompletion, StoreError, StoreRequest, StoredMessage,
+};
 
 /// Most requests in one transaction. Bounds the time one commit holds the
 /// completions of its first request back; far above what arrives during one
@@ -72,5 +74,41 @@ impl Drop for StoreWorker {
                 tracing::error!("the store thread panicked");
             }
         }
+    }
+}
+
+/// A store that commits every request in a transaction of its own: one
+/// fsync per text, as before group commit. The baseline that
+/// `punchline-server --store-commit each` measures group commit against.
+#[derive(Debug)]
+pub struct CommitEach<S>(pub S);
+
+impl<S: MessageStore> MessageStore for CommitEach<S> {
+    fn begin(&mut self) -> Result<(), StoreError> {
+        self.0.begin()
+    }
+    fn commit(&mut self) -> Result<(), StoreError> {
+        self.0.commit()
+    }
+    fn rollback(&mut self) {
+        self.0.rollback()
+    }
+    fn put(&mut self, message: &StoredMessage, max_per_recipient: usize) -> Result<PutOutcome, StoreError> {
+        self.0.put(message, max_per_recipient)
+    }
+    fn remove(&mut self, recipient: &str, sender: &str, id: MessageId) -> Result<bool, StoreError> {
+        self.0.remove(recipient, sender, id)
+    }
+    fn load_queue(&mut self, recipient: &str, limit: usize) -> Result<(Vec<StoredMessage>, usize), StoreError> {
+        self.0.load_queue(recipient, limit)
+    }
+    fn read_user(&mut self, user: &str) -> Result<bool, StoreError> {
+        self.0.read_user(user)
+    }
+    fn write_user(&mut self, user: &str) -> Result<(), StoreError> {
+        self.0.write_user(user)
+    }
+    fn execute(&mut self, batch: Vec<StoreRequest>) -> Vec<StoreCompletion> {
+        batch.into_iter().flat_map(|request| self.0.execute(vec![request])).collect()
     }
 }
