@@ -197,6 +197,7 @@ fn stream_with_kills_then_inbox(binary: &Path, seed: u64) {
     reader.join().expect("reader");
     assert!(status.success(), "seed {seed:#x}: sender exited with {status}");
     assert_eq!(kills, KILLS, "seed {seed:#x}: every kill point {kill_at:?} was reached");
+    eprintln!("seed {seed:#x}: killed after acknowledgements {kill_at:?}");
     assert_eq!(acked.len(), MESSAGES, "seed {seed:#x}: every message acknowledged in the end");
 
     // Then, after one more SIGKILL (whatever was acknowledged is on disk),

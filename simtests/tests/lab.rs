@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use punchline_sim::lab::host;
+use punchline_sim::lab::{host, LabError};
 use serde_json::Value;
 
 const SIM: &str = env!("CARGO_BIN_EXE_punchline-sim");
@@ -19,8 +19,10 @@ const SIM: &str = env!("CARGO_BIN_EXE_punchline-sim");
 /// Fails the test, naming what is missing, unless the lab can run here: an
 /// ignored test that was asked to run must not pass without running.
 fn require_machine() {
-    if let Err(e) = host::check_machine() {
-        panic!("this test needs {}", e.to_string().replace('\n', " "));
+    match host::check_machine() {
+        Ok(()) => {}
+        Err(LabError::Missing(missing)) => panic!("this test needs {}", missing.join(", ")),
+        Err(e) => panic!("{e}"),
     }
 }
 
