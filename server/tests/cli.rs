@@ -48,8 +48,10 @@ impl Running {
         assert!(status.expect("kill runs").success());
     }
 
+    /// The exit code and stderr. The deadline only turns a hang into a
+    /// failure.
     fn wait_exit(&mut self) -> (Option<i32>, String) {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
                 let mut stderr = String::new();
