@@ -365,36 +365,39 @@ fn nat_check_with_coturn_as_stun_server() {
     if let Err(e) = Command::new("turnserver").arg("--help").output() {
         panic!("this test needs coturn's `turnserver` (apt-get install -y coturn): {e}");
     }
-    // Given coturn's STUN server and ours.
+    // Given coturn's STUN server, once it says its UDP listener is open, and ours.
     let server = TestServer::start(RuntimeKind::Mio);
     let stun_port = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let stun = format!("127.0.0.1:{stun_port}");
+    let scratch = tempfile::tempdir().expect("temp dir");
     let mut turn = Command::new("turnserver")
-        .args(["-n", "--listening-ip", "127.0.0.1", "--listening-port", &stun_port.to_string()])
-        .args(["--stun-only", "--no-cli", "--no-tls", "--no-dtls", "--log-file", "stdout"])
-        .stdout(Stdio::null())
+        .args(["-n", "-v", "--listening-ip", "127.0.0.1", "--listening-port", &stun_port.to_string()])
+        .args(["--stun-only", "--no-cli", "--no-tls", "--no-dtls", "--log-file", "stdout", "--pidfile"])
+        .arg(scratch.path().join("turnserver.pid"))
+        .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .expect("turnserver starts");
-    let stun = format!("127.0.0.1:{stun_port}");
+    let mut log = BufReader::new(turn.stdout.take().expect("piped")).lines().map_while(Result::ok);
+    let ready = format!("UDP listener opened on: {stun}");
+    let mut seen = Vec::new();
+    let opened = log.by_ref().any(|l| {
+        seen.push(l.clone());
+        l.contains(&ready)
+    });
+    assert!(opened, "turnserver exited without opening {stun}: {seen:#?}");
+    // (Its log keeps coming; read it so that coturn never blocks on the pipe.)
+    thread::spawn(move || log.for_each(drop));
     let bind = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").to_string();
 
-    // When nat-check asks coturn for the reflexive address (coturn takes a
-    // moment to start: the client retransmits for 3.5 s, and we retry).
-    let mut out = None;
-    for _ in 0..5 {
-        let o =
-            run(&[server.args("erin", "mio"), strings(&["--bind", &bind, "nat-check", "--stun", &stun, "--json"])]
-                .concat());
-        if o.status.code() != Some(9) {
-            out = Some(o);
-            break;
-        }
-    }
+    // When nat-check asks coturn for the reflexive address,
+    let out = run(
+        &[server.args("erin", "mio"), strings(&["--bind", &bind, "nat-check", "--stun", &stun, "--json"])].concat()
+    );
     let _ = turn.kill();
     let _ = turn.wait();
 
-    // Then coturn's answer is our bound address (loopback has no NAT).
-    let out = out.expect("coturn answered STUN within five tries");
+    // then coturn's answer is our bound address (loopback has no NAT).
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let report = json_of(&out);
     assert_eq!(report["reflexive"], bind.as_str(), "{report}");
