@@ -1,8 +1,12 @@
 //! The durability promise end to end, with the real binaries: a sender
 //! streams thousands of texts to an offline recipient while the real
-//! `punchline-server` is killed with SIGKILL at random (seeded) moments and
-//! restarted on the same `--data` directory; afterwards the recipient's
-//! `inbox` shows every message whose send was acknowledged, each exactly once.
+//! `punchline-server` is killed with SIGKILL and restarted on the same
+//! `--data` directory; afterwards the recipient's `inbox` shows every message
+//! whose send was acknowledged, each exactly once.
+//!
+//! The kills land at seeded points of the stream, not at moments on the
+//! clock: right after the sender has reported its N-th acknowledgement, with
+//! N drawn from a fixed seed, and the run is repeated for a few seeds.
 //!
 //! The server binary belongs to another package, so the test builds it with
 //! cargo (a no-op when it is up to date) into the same target directory.
@@ -13,14 +17,19 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
 const PUNCHLINE: &str = env!("CARGO_BIN_EXE_punchline");
 const MESSAGES: usize = 3_000;
+/// Kills per run, one in each sixth of the stream.
 const KILLS: usize = 6;
-const SEED: u64 = 0x0005_eed7;
+/// One run per seed; each seed fixes the kill points.
+const SEEDS: [u64; 3] = [0x0005_eed7, 0x0bad_5eed, 0x0000_d1ce];
+/// Only keeps a hung sender from blocking the run forever; far beyond what a
+/// run takes.
+const HANG_GUARD: Duration = Duration::from_secs(300);
 
 /// Builds `punchline-server` beside the `punchline` binary and returns its path.
 fn server_binary() -> PathBuf {
@@ -71,7 +80,7 @@ impl Drop for Server {
     }
 }
 
-/// splitmix64: the test's kill schedule, the same at every run.
+/// splitmix64: a seed's kill schedule, the same at every run.
 struct Rng(u64);
 
 impl Rng {
@@ -82,6 +91,15 @@ impl Rng {
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         (z ^ (z >> 31)) % n
     }
+}
+
+/// The acknowledgement counts after which the server is killed: one drawn
+/// in each of `KILLS` equal parts of the stream, so every kill is mid-stream
+/// and they come in order.
+fn kill_points(seed: u64) -> Vec<usize> {
+    let mut rng = Rng(seed);
+    let part = MESSAGES / KILLS;
+    (0..KILLS).map(|k| k * part + 1 + rng.below(part as u64 - 1) as usize).collect()
 }
 
 fn client(server: SocketAddr, user: &str) -> Command {
@@ -108,10 +126,18 @@ fn inbox(server: SocketAddr, user: &str) -> Vec<(String, String)> {
 #[test]
 fn every_acknowledged_message_survives_sigkill_and_is_shown_exactly_once() {
     let binary = server_binary();
+    for seed in SEEDS {
+        stream_with_kills_then_inbox(&binary, seed);
+    }
+}
+
+/// One run: the stream, a kill after each of the seed's acknowledgement
+/// counts, then the inbox.
+fn stream_with_kills_then_inbox(binary: &Path, seed: u64) {
     let data = tempfile::tempdir().expect("temp dir");
     let addr = std::net::UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr()).expect("a free port");
     let runtimes = ["mio", "smol"];
-    let mut server = Server::start(&binary, addr, data.path(), runtimes[0]);
+    let mut server = Server::start(binary, addr, data.path(), runtimes[0]);
 
     // Given a recipient who logged in once (so the server knows the name)
     // and is offline from then on.
@@ -140,63 +166,73 @@ fn every_acknowledged_message_survives_sigkill_and_is_shown_exactly_once() {
         }
     });
 
-    // ... while the server is SIGKILLed at seeded random moments and
-    // restarted on the same data directory (alternating runtimes).
-    let mut rng = Rng(SEED);
+    // ... and the server is SIGKILLed right after the sender reports each of
+    // the seed's acknowledgement counts, and restarted at once on the same
+    // data directory (alternating runtimes),
+    let kill_at = kill_points(seed);
     let mut acked: BTreeMap<String, String> = BTreeMap::new();
-    let mut acked_at_kill = Vec::new();
-    let drain = |acked: &mut BTreeMap<String, String>| {
-        while let Ok(v) = acks.try_recv() {
-            assert!(v.get("error").is_none(), "a send failed: {v}");
-            let line = v["line"].as_u64().expect("line") as usize;
-            assert!(matches!(v["status"].as_str(), Some("stored")), "{v}");
-            assert_eq!(v["path"], "server", "{v}");
-            let previous = acked.insert(v["id"].as_str().expect("id").to_owned(), format!("message {:05}", line - 1));
-            assert!(previous.is_none(), "one acknowledgement per message: {v}");
+    let mut kills = 0;
+    loop {
+        let v = match acks.recv_timeout(HANG_GUARD) {
+            Ok(v) => v,
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                panic!("seed {seed:#x}: the sender hung after {} acks", acked.len())
+            }
+        };
+        assert!(v.get("error").is_none(), "seed {seed:#x}: a send failed: {v}");
+        let line = v["line"].as_u64().expect("line") as usize;
+        assert!(matches!(v["status"].as_str(), Some("stored")), "{v}");
+        assert_eq!(v["path"], "server", "{v}");
+        let previous = acked.insert(v["id"].as_str().expect("id").to_owned(), format!("message {:05}", line - 1));
+        assert!(previous.is_none(), "seed {seed:#x}: one acknowledgement per message: {v}");
+        if kill_at.get(kills) == Some(&acked.len()) {
+            server.kill();
+            kills += 1;
+            server = Server::start(binary, addr, data.path(), runtimes[kills % 2]);
         }
-    };
-    for kill in 0..KILLS {
-        std::thread::sleep(Duration::from_millis(300 + rng.below(1200)));
-        server.kill();
-        drain(&mut acked);
-        acked_at_kill.push(acked.len());
-        std::thread::sleep(Duration::from_millis(rng.below(400)));
-        server = Server::start(&binary, addr, data.path(), runtimes[(kill + 1) % 2]);
     }
-    let deadline = Instant::now() + Duration::from_secs(50);
-    let status = loop {
-        if let Some(status) = sender.try_wait().expect("try_wait") {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "the sender did not finish");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = sender.wait().expect("the sender ends");
     writer.join().expect("writer");
     reader.join().expect("reader");
-    drain(&mut acked);
-    assert!(status.success(), "sender exited with {status}");
-    eprintln!("acknowledged when killed: {acked_at_kill:?}; in all {}", acked.len());
-    // The kills landed mid-stream, not before or after it.
-    assert!(acked_at_kill.iter().any(|&n| n > 0 && n < MESSAGES), "no kill hit the stream: {acked_at_kill:?}");
-    assert_eq!(acked.len(), MESSAGES, "every message acknowledged in the end");
+    assert!(status.success(), "seed {seed:#x}: sender exited with {status}");
+    assert_eq!(kills, KILLS, "seed {seed:#x}: every kill point {kill_at:?} was reached");
+    eprintln!("seed {seed:#x}: killed after acknowledgements {kill_at:?}");
+    assert_eq!(acked.len(), MESSAGES, "seed {seed:#x}: every message acknowledged in the end");
 
     // Then, after one more SIGKILL (whatever was acknowledged is on disk),
     // the recipient's inbox shows each acknowledged message exactly once.
     server.kill();
-    let _server = Server::start(&binary, addr, data.path(), "mio");
+    let _server = Server::start(binary, addr, data.path(), "mio");
     let shown = inbox(addr, "bob");
     let mut seen = BTreeSet::new();
     for (id, text) in &shown {
-        assert!(seen.insert(id.clone()), "message {id} shown twice");
-        assert_eq!(acked.get(id), Some(text), "message {id} shown with another text, or never acknowledged");
+        assert!(seen.insert(id.clone()), "seed {seed:#x}: message {id} shown twice");
+        assert_eq!(
+            acked.get(id),
+            Some(text),
+            "seed {seed:#x}: message {id} shown with another text, or never acknowledged"
+        );
     }
     let missing: Vec<&String> = acked.keys().filter(|id| !seen.contains(*id)).collect();
     assert!(
         missing.is_empty(),
-        "{} acknowledged messages lost, e.g. {:?}",
+        "seed {seed:#x}: {} acknowledged messages lost, e.g. {:?}",
         missing.len(),
         &missing[..missing.len().min(3)]
     );
     // And nothing is left for a second look.
-    assert!(inbox(addr, "bob").is_empty(), "the inbox kept messages it had delivered");
+    assert!(inbox(addr, "bob").is_empty(), "seed {seed:#x}: the inbox kept messages it had delivered");
+}
+
+#[test]
+fn the_kill_points_are_mid_stream_in_order_and_fixed_by_the_seed() {
+    for seed in SEEDS {
+        let points = kill_points(seed);
+        assert_eq!(points, kill_points(seed), "seed {seed:#x}");
+        assert_eq!(points.len(), KILLS);
+        assert!(points.windows(2).all(|w| w[0] < w[1]), "seed {seed:#x}: {points:?}");
+        assert!(points.iter().all(|&n| 0 < n && n < MESSAGES), "seed {seed:#x}: {points:?}");
+    }
+    assert_ne!(kill_points(SEEDS[0]), kill_points(SEEDS[1]));
 }

@@ -42,7 +42,7 @@ impl TestServer {
                 tx.send((addrs.to_vec(), stopper)).expect("test waits");
             })
         });
-        let (addrs, stopper) = rx.recv_timeout(Duration::from_secs(10)).expect("server binds");
+        let (addrs, stopper) = rx.recv_timeout(Duration::from_secs(120)).expect("server binds");
         TestServer { primary: addrs[0].1, alternate: addrs[1].1, stopper: Some(stopper), thread: Some(thread) }
     }
 
@@ -97,10 +97,11 @@ impl Running {
         Running { child, lines }
     }
 
-    /// The next JSON line whose `event` is `event`, within 20 s; every
-    /// line read on the way is returned too.
+    /// The next JSON line whose `event` is `event`; every line read on the
+    /// way is returned too. The deadline only keeps a hang from blocking the
+    /// run forever: it is far beyond anything the tests wait for.
     fn wait_event(&self, event: &str, seen: &mut Vec<Value>) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let line = self.lines.recv_timeout(left).unwrap_or_else(|_| panic!("no {event:?} line; saw {seen:?}"));
@@ -220,13 +221,23 @@ fn pings_keep_flowing_after_the_server_dies() {
         .expect("alice starts");
     bob.wait_event("path-direct", &mut seen);
 
-    // When the server is killed.
+    // When the server is killed once bob has seen the third ping (a fixed
+    // point in the stream, not a moment on the clock).
+    // (Bob may have seen it already, while waiting for his direct path.)
+    let ping_seqs = |lines: &[Value]| -> Vec<u64> {
+        lines.iter().filter(|v| v["event"] == "ping").filter_map(|v| v["seq"].as_u64()).collect()
+    };
+    while !ping_seqs(&seen).contains(&3) {
+        bob.wait_event("ping", &mut seen);
+    }
     server.kill();
     bob.drain(&mut seen);
     let lines_before = seen.len();
-    let pings_before = seen.iter().filter(|v| v["event"] == "ping").count();
+    let last_before = ping_seqs(&seen).last().copied().expect("pings before the kill");
+    assert!(last_before < 30, "every ping arrived before the server was down: nothing was tested");
 
-    // Then every ping is still answered, over the direct path.
+    // Then every ping is still answered, over the direct path: bob sees
+    // each ping once and in order, those after the kill all direct.
     let output = alice.wait_with_output().expect("alice ends");
     let report = json_of(&output);
     assert!(output.status.success(), "{report}");
@@ -234,8 +245,12 @@ fn pings_keep_flowing_after_the_server_dies() {
     assert_eq!(report["pings_answered"], 30, "{report}");
     assert_eq!(report["fallbacks"], 0, "{report}");
     bob.drain(&mut seen);
+    while ping_seqs(&seen).last() != Some(&30) {
+        bob.wait_event("ping", &mut seen);
+    }
+    assert_eq!(ping_seqs(&seen), (1..=30).collect::<Vec<u64>>());
     let after: Vec<&Value> = seen[lines_before..].iter().filter(|v| v["event"] == "ping").collect();
-    assert!(after.len() >= 20, "only {} pings arrived after the server died (before: {pings_before})", after.len());
+    assert_eq!(after.len() as u64, 30 - last_before, "{after:?}");
     assert!(after.iter().all(|v| v["path"] == "direct"), "{after:?}");
 }
 
@@ -272,19 +287,19 @@ fn a_vanished_peer_closes_the_session_and_connect_fails() {
 
     // When bob vanishes without a word.
     bob.child.kill().expect("kill bob");
-    let killed_at = Instant::now();
 
     // Then alice's session closes for a peer timeout, and the CLI says so
-    // with exit code 7, long before its 200 pings were due.
+    // with exit code 7, before it has sent its 200 pings: the close ended
+    // the command, not the end of its pings.
     let output = alice.wait_with_output().expect("alice ends");
-    let waited = killed_at.elapsed();
     assert_eq!(output.status.code(), Some(7), "stderr: {}", String::from_utf8_lossy(&output.stderr));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("session with \"bob\" closed: peer timed out"), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "one clear line: {stderr}");
     let report = json_of(&output);
     assert_eq!(report["outcome"], "failed", "{report}");
-    assert!(waited < Duration::from_secs(15), "closed only after {waited:?}");
+    let sent = report["pings_sent"].as_u64().expect("pings_sent");
+    assert!(sent < 200, "the session closed only after all {sent} pings were sent: {report}");
 }
 
 #[test]
@@ -345,41 +360,44 @@ fn nat_check_on_loopback_reports_no_nat() {
 }
 
 #[test]
+#[ignore = "needs coturn's `turnserver` (apt-get install -y coturn)"]
 fn nat_check_with_coturn_as_stun_server() {
-    if Command::new("turnserver").arg("--help").output().is_err() {
-        eprintln!("SKIPPED: nat_check_with_coturn_as_stun_server needs coturn's `turnserver` (Debian package coturn)");
-        return;
+    if let Err(e) = Command::new("turnserver").arg("--help").output() {
+        panic!("this test needs coturn's `turnserver` (apt-get install -y coturn): {e}");
     }
-    // Given coturn's STUN server and ours.
+    // Given coturn's STUN server, once it says its UDP listener is open, and ours.
     let server = TestServer::start(RuntimeKind::Mio);
     let stun_port = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let stun = format!("127.0.0.1:{stun_port}");
+    let scratch = tempfile::tempdir().expect("temp dir");
     let mut turn = Command::new("turnserver")
-        .args(["-n", "--listening-ip", "127.0.0.1", "--listening-port", &stun_port.to_string()])
-        .args(["--stun-only", "--no-cli", "--no-tls", "--no-dtls", "--log-file", "stdout"])
-        .stdout(Stdio::null())
+        .args(["-n", "-v", "--listening-ip", "127.0.0.1", "--listening-port", &stun_port.to_string()])
+        .args(["--stun-only", "--no-cli", "--no-tls", "--no-dtls", "--log-file", "stdout", "--pidfile"])
+        .arg(scratch.path().join("turnserver.pid"))
+        .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .expect("turnserver starts");
-    let stun = format!("127.0.0.1:{stun_port}");
+    let mut log = BufReader::new(turn.stdout.take().expect("piped")).lines().map_while(Result::ok);
+    let ready = format!("UDP listener opened on: {stun}");
+    let mut seen = Vec::new();
+    let opened = log.by_ref().any(|l| {
+        seen.push(l.clone());
+        l.contains(&ready)
+    });
+    assert!(opened, "turnserver exited without opening {stun}: {seen:#?}");
+    // (Its log keeps coming; read it so that coturn never blocks on the pipe.)
+    thread::spawn(move || log.for_each(drop));
     let bind = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").to_string();
 
-    // When nat-check asks coturn for the reflexive address (coturn takes a
-    // moment to start: the client retransmits for 3.5 s, and we retry).
-    let mut out = None;
-    for _ in 0..5 {
-        let o =
-            run(&[server.args("erin", "mio"), strings(&["--bind", &bind, "nat-check", "--stun", &stun, "--json"])]
-                .concat());
-        if o.status.code() != Some(9) {
-            out = Some(o);
-            break;
-        }
-    }
+    // When nat-check asks coturn for the reflexive address,
+    let out = run(
+        &[server.args("erin", "mio"), strings(&["--bind", &bind, "nat-check", "--stun", &stun, "--json"])].concat()
+    );
     let _ = turn.kill();
     let _ = turn.wait();
 
-    // Then coturn's answer is our bound address (loopback has no NAT).
-    let out = out.expect("coturn answered STUN within five tries");
+    // then coturn's answer is our bound address (loopback has no NAT).
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let report = json_of(&out);
     assert_eq!(report["reflexive"], bind.as_str(), "{report}");

@@ -35,7 +35,7 @@ impl TestServer {
                 tx.send((addrs[0].1, stopper)).expect("test waits");
             })
         });
-        let (primary, stopper) = rx.recv_timeout(Duration::from_secs(10)).expect("server binds");
+        let (primary, stopper) = rx.recv_timeout(Duration::from_secs(60)).expect("server binds");
         TestServer { primary, stopper: Some(stopper), thread: Some(thread), _data: data }
     }
 

@@ -386,11 +386,13 @@ fn a_session_send_waits_for_window_room_while_the_raw_send_refuses() {
 }
 
 #[test]
+#[ignore = "needs IPv6 on loopback (::1)"]
 fn clients_on_ipv6_loopback_go_direct() {
-    // IPv6 exercises the hop-limit path of low-TTL openers.
-    if std::net::UdpSocket::bind("[::1]:0").is_err() {
-        eprintln!("SKIPPED: needs IPv6 on loopback (::1)");
-        return;
+    // IPv6 exercises the hop-limit path of low-TTL openers. Not every
+    // machine has ::1 (containers often lack it), so the test is ignored and
+    // fails, rather than passes, where it cannot run.
+    if let Err(e) = std::net::UdpSocket::bind("[::1]:0") {
+        panic!("this test needs IPv6 on loopback (::1): {e}");
     }
     smol::block_on(async {
         // Given a server without an alternate (loopback has one IPv6 address)

@@ -1,42 +1,47 @@
-//! The kernel NAT lab (`punchline-sim lab`, DESIGN §5): runs only as root
-//! with `ip` and `nft` installed, and skips loudly otherwise. The pair run
-//! also needs the `punchline-server` and `punchline` binaries built in the
-//! same target directory.
+//! The kernel NAT lab (`punchline-sim lab`, DESIGN §5). It needs root with
+//! `ip` (iproute2) and `nft` (nftables), so every test here is
+//! `#[ignore]`d: `cargo test -p punchline-sim --test lab -- --ignored` runs
+//! them (as `.ci/run` does), and each fails, naming what is missing, on a
+//! machine without them. The pair run builds the `punchline-server` and
+//! `punchline` binaries it drives with cargo, into this target directory.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use punchline_sim::lab::host;
+use punchline_sim::lab::{host, LabError};
 use serde_json::Value;
 
 const SIM: &str = env!("CARGO_BIN_EXE_punchline-sim");
 
-/// `None` when the lab can run here; otherwise what is missing.
-fn machine_missing() -> Option<String> {
-    host::check_machine().err().map(|e| e.to_string().replace('\n', " "))
-}
-
-fn binaries_missing() -> Option<String> {
-    let dir = Path::new(SIM).parent().expect("target dir");
-    let missing: Vec<String> = ["punchline-server", "punchline"]
-        .iter()
-        .map(|b| dir.join(b))
-        .filter(|p| !p.is_file())
-        .map(|p: PathBuf| p.display().to_string())
-        .collect();
-    (!missing.is_empty())
-        .then(|| format!("the binaries {} (cargo build -p punchline-server -p punchline-client)", missing.join(", ")))
-}
-
-fn skip_unless_machine(test: &str) -> bool {
-    if let Some(why) = machine_missing() {
-        eprintln!("SKIPPED {test}: needs {why}");
-        return true;
+/// Fails the test, naming what is missing, unless the lab can run here: an
+/// ignored test that was asked to run must not pass without running.
+fn require_machine() {
+    match host::check_machine() {
+        Ok(()) => {}
+        Err(LabError::Missing(missing)) => panic!("this test needs {}", missing.join(", ")),
+        Err(e) => panic!("{e}"),
     }
-    false
+}
+
+/// Builds `punchline-server` and `punchline` beside `punchline-sim` (a no-op
+/// when they are up to date): the lab looks for them there.
+fn build_binaries() {
+    let dir = Path::new(SIM).parent().expect("target dir");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut build = Command::new(cargo);
+    build.args(["build", "--quiet", "-p", "punchline-server", "-p", "punchline-client"]);
+    if dir.file_name().is_some_and(|d| d == "release") {
+        build.arg("--release");
+    }
+    let status = build.current_dir(env!("CARGO_MANIFEST_DIR")).status().expect("cargo runs");
+    assert!(status.success(), "building punchline-server and punchline failed");
+    for binary in ["punchline-server", "punchline"] {
+        let path = dir.join(format!("{binary}{}", std::env::consts::EXE_SUFFIX));
+        assert!(path.is_file(), "no {binary} binary at {}", path.display());
+    }
 }
 
 fn lab_namespaces(suffix: &str) -> Vec<String> {
@@ -64,10 +69,9 @@ fn nat<'a>(report: &'a Value, profile: &str) -> &'a Value {
 }
 
 #[test]
+#[ignore = "needs root, iproute2 and nftables"]
 fn the_kernel_nats_measure_as_their_presets_and_the_lab_leaves_nothing_behind() {
-    if skip_unless_machine("kernel NAT measurements") {
-        return;
-    }
+    require_machine();
     // Given the lab's topology, when it measures each NAT with its own probe,
     let (code, report, suffix) = run_lab(&["--nat-only", "--json"]);
     // then masquerade preserves ports with endpoint-independent mapping and
@@ -106,10 +110,9 @@ fn the_kernel_nats_measure_as_their_presets_and_the_lab_leaves_nothing_behind() 
 }
 
 #[test]
+#[ignore = "needs root, iproute2 and nftables"]
 fn ctrl_c_removes_every_namespace_of_the_lab() {
-    if skip_unless_machine("lab Ctrl-C cleanup") {
-        return;
-    }
+    require_machine();
     // Given a lab that has built its topology,
     let mut child = Command::new(SIM)
         .args(["lab", "--nat-only", "-v"])
@@ -131,10 +134,9 @@ fn ctrl_c_removes_every_namespace_of_the_lab() {
 }
 
 #[test]
+#[ignore = "needs root, iproute2 and nftables"]
 fn keep_leaves_the_namespaces_and_says_how_to_remove_them() {
-    if skip_unless_machine("lab --keep") {
-        return;
-    }
+    require_machine();
     // Given a lab run with --keep,
     let (code, _, suffix) = run_lab(&["--nat-only", "--keep", "--json"]);
     assert_eq!(code, Some(0));
@@ -151,14 +153,10 @@ fn keep_leaves_the_namespaces_and_says_how_to_remove_them() {
 }
 
 #[test]
+#[ignore = "needs root, iproute2 and nftables"]
 fn every_pair_agrees_with_the_simulator_in_the_kernel_lab() {
-    if skip_unless_machine("kernel NAT lab pairs") {
-        return;
-    }
-    if let Some(why) = binaries_missing() {
-        eprintln!("SKIPPED kernel NAT lab pairs: needs {why}");
-        return;
-    }
+    require_machine();
+    build_binaries();
     // Given the real binaries behind every ordered pair of kernel NATs,
     let (code, report, suffix) = run_lab(&["--json"]);
     let pairs = report["pairs"].as_array().unwrap();
