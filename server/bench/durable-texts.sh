@@ -14,10 +14,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 N=${1:-3000}
-TARGET=${CARGO_TARGET_DIR:-target}
+TARGET=$(realpath "${CARGO_TARGET_DIR:-target}")
 cargo build --release -q -p punchline-client -p punchline-server
-BIN="$(cd "$TARGET/release" && pwd)"
-WORK=$(mktemp -d "$PWD/$TARGET/durable-texts.XXXXXX")
+BIN="$TARGET/release"
+WORK=$(mktemp -d "$TARGET/durable-texts.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 
 # One fdatasync of a small append: what one durable commit costs at least.

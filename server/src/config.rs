@@ -60,8 +60,8 @@ pub enum StoreCommit {
 /// max_sessions_per_user = 64
 /// data = "/var/lib/punchline"     # the message store's directory
 /// store_commit = "group"          # or "each" (one fsync per text)
-/// text_burst = 1024               # text frames one user may burst
-/// text_rate = 512                 # text frames per second one user may sustain
+/// text_burst = 4096               # text frames one user may burst
+/// text_rate = 16384               # text frames per second one user may sustain
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
