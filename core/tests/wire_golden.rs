@@ -10,13 +10,14 @@
 //! Each instance also decodes back to itself, so the pinned bytes are ones
 //! the decoder accepts.
 
+use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 
 use punchline_core::nat::{FilteringBehavior, MappingBehavior, NatProfile, PortAllocation, Strategy};
 use punchline_core::wire::frame::{
     AnswerFrom, CloseReason, ErrorCode, Frame, MessageId, SessionBody, SessionId, StreamMessage, TextRejection,
-    TextStatus,
+    TextStatus, FRAME_TYPES,
 };
 
 fn addr(s: &str) -> SocketAddr {
@@ -194,4 +195,57 @@ fn every_frame_type() {
     }
     // then the bytes are exactly the reviewed ones.
     insta::assert_snapshot!(pinned);
+}
+
+/// The variant's name, by an exhaustive match: a new [`Frame`] variant does
+/// not compile here until it is named, and then
+/// [`the_golden_frames_cover_every_registered_type`] fails until it has a
+/// golden instance.
+fn variant_name(frame: &Frame) -> &'static str {
+    match frame {
+        Frame::Login { .. } => "Login",
+        Frame::LoginOk { .. } => "LoginOk",
+        Frame::Keepalive { .. } => "Keepalive",
+        Frame::KeepaliveAck { .. } => "KeepaliveAck",
+        Frame::Profile { .. } => "Profile",
+        Frame::Lookup { .. } => "Lookup",
+        Frame::LookupReply { .. } => "LookupReply",
+        Frame::Connect { .. } => "Connect",
+        Frame::Offer { .. } => "Offer",
+        Frame::OfferAck { .. } => "OfferAck",
+        Frame::Relay { .. } => "Relay",
+        Frame::Relayed { .. } => "Relayed",
+        Frame::SessionEnded { .. } => "SessionEnded",
+        Frame::Discover { .. } => "Discover",
+        Frame::DiscoverReply { .. } => "DiscoverReply",
+        Frame::Logout { .. } => "Logout",
+        Frame::Error { .. } => "Error",
+        Frame::Opener => "Opener",
+        Frame::Probe { .. } => "Probe",
+        Frame::ProbeAck { .. } => "ProbeAck",
+        Frame::Session { .. } => "Session",
+        Frame::TextSend { .. } => "TextSend",
+        Frame::TextAck { .. } => "TextAck",
+        Frame::TextRejected { .. } => "TextRejected",
+        Frame::TextDeliver { .. } => "TextDeliver",
+        Frame::TextDeliverAck { .. } => "TextDeliverAck",
+        Frame::InboxSync { .. } => "InboxSync",
+        Frame::InboxStatus { .. } => "InboxStatus",
+    }
+}
+
+#[test]
+fn the_golden_frames_cover_every_registered_type() {
+    // Given the golden frames, when each is looked up in the registry,
+    let frames = golden_frames();
+    for (label, frame) in &frames {
+        // then its row is its own variant's, and starts its bytes,
+        let frame_type = frame.frame_type();
+        assert_eq!(frame_type.name, variant_name(frame), "{label}");
+        assert_eq!(frame.encode()[0], frame_type.tag, "{label}");
+    }
+    // and together they cover every row of the registry.
+    let covered: BTreeSet<u8> = frames.iter().map(|(_, frame)| frame.tag()).collect();
+    let registered: BTreeSet<u8> = FRAME_TYPES.iter().map(|frame_type| frame_type.tag).collect();
+    assert_eq!(covered, registered);
 }
