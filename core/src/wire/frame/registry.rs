@@ -184,7 +184,7 @@ const UNREGISTERED: u8 = u8::MAX;
 
 /// Each byte's row in [`FRAME_TYPES`], or [`UNREGISTERED`]. Built when the
 /// crate compiles, which also refuses a registry with a repeated tag, a tag
-/// in STUN's range, or a size limit over a datagram.
+/// in STUN's range, rows out of tag order, or a size limit over a datagram.
 const BY_TAG: [u8; 256] = {
     assert!(FRAME_TYPES.len() < UNREGISTERED as usize);
     let mut by_tag = [UNREGISTERED; 256];
@@ -193,6 +193,7 @@ const BY_TAG: [u8; 256] = {
         let frame_type = &FRAME_TYPES[row];
         assert!(frame_type.tag >= FIRST_TAG, "a frame tag is in STUN's range");
         assert!(by_tag[frame_type.tag as usize] == UNREGISTERED, "two frame types share a tag");
+        assert!(row == 0 || FRAME_TYPES[row - 1].tag < frame_type.tag, "the rows are not in tag order");
         assert!(frame_type.max_size <= MAX_DATAGRAM, "a frame type's limit exceeds a datagram");
         by_tag[frame_type.tag as usize] = row as u8;
         row += 1;
