@@ -3,7 +3,8 @@
 //! The first byte demultiplexes (DESIGN §3, "Wire"):
 //! - `0x00..=0x03`: STUN (RFC 8489 §5: the two most significant bits of a STUN
 //!   message are zero), decoded by [`stun`];
-//! - [`frame::FIRST_TAG`] and above: Punchline frames, decoded by [`frame`].
+//! - [`frame::FIRST_TAG`] and above: Punchline frames, decoded by [`frame`]
+//!   through its [`registry`](frame::registry), the one table of frame tags.
 //!
 //! Decoding never panics and never allocates more than the datagram's size.
 

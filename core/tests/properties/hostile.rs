@@ -1,0 +1,144 @@
+//! Strategies: hostile datagrams.
+
+use super::*;
+
+// ---------------------------------------------------------------------------
+// Strategies: hostile datagrams
+// ---------------------------------------------------------------------------
+
+/// One edit of a datagram; positions are taken modulo its length.
+#[derive(Clone, Debug)]
+pub(crate) enum Mutation {
+    Flip { at: usize, bit: u8 },
+    Set { at: usize, byte: u8 },
+    Truncate { to: usize },
+    Extend(Vec<u8>),
+    Insert { at: usize, byte: u8 },
+    Remove { at: usize },
+}
+
+pub(crate) fn mutation() -> impl Strategy<Value = Mutation> + Clone {
+    prop_oneof![
+        3 => (any::<usize>(), 0u8..8).prop_map(|(at, bit)| Mutation::Flip { at, bit }),
+        2 => (any::<usize>(), any::<u8>()).prop_map(|(at, byte)| Mutation::Set { at, byte }),
+        1 => any::<usize>().prop_map(|to| Mutation::Truncate { to }),
+        1 => vec(any::<u8>(), 1..=32).prop_map(Mutation::Extend),
+        1 => (any::<usize>(), any::<u8>()).prop_map(|(at, byte)| Mutation::Insert { at, byte }),
+        1 => any::<usize>().prop_map(|at| Mutation::Remove { at }),
+    ]
+}
+
+pub(crate) fn mutate(mut bytes: Vec<u8>, mutations: &[Mutation]) -> Vec<u8> {
+    for m in mutations {
+        let len = bytes.len();
+        match m {
+            Mutation::Flip { at, bit } if len > 0 => bytes[at % len] ^= 1 << bit,
+            Mutation::Set { at, byte } if len > 0 => bytes[at % len] = *byte,
+            Mutation::Truncate { to } => bytes.truncate(to % (len + 1)),
+            Mutation::Extend(more) => bytes.extend_from_slice(more),
+            Mutation::Insert { at, byte } => bytes.insert(at % (len + 1), *byte),
+            Mutation::Remove { at } if len > 0 => {
+                bytes.remove(at % len);
+            }
+            _ => {}
+        }
+    }
+    bytes
+}
+
+/// A valid frame, encoded (sealed with some key when authenticated), then
+/// edited 1 to 4 times.
+pub(crate) fn mutated_frame() -> impl Strategy<Value = Vec<u8>> + Clone {
+    (any_frame(), any::<SessionKey>(), role(), vec(mutation(), 1..=4)).prop_map(|(frame, key, role, mutations)| {
+        let mut bytes = frame.encode();
+        if frame.is_authenticated() {
+            auth::seal(&mut bytes, &key, role);
+        }
+        mutate(bytes, &mutations)
+    })
+}
+
+/// An assigned tag, usually the right version, then random bytes.
+pub(crate) fn frame_shaped() -> impl Strategy<Value = Vec<u8>> + Clone {
+    (select(ASSIGNED_TAGS.to_vec()), prop_oneof![4 => Just(VERSION), 1 => any::<u8>()], vec(any::<u8>(), 0..1300))
+        .prop_map(|(tag, version, body)| {
+            let mut out = vec![tag, version];
+            out.extend_from_slice(&body);
+            out
+        })
+}
+
+/// A STUN header with the magic cookie and a (usually honest) length, then
+/// attributes of known and random types, sometimes with a valid FINGERPRINT.
+pub(crate) fn stun_shaped() -> impl Strategy<Value = Vec<u8>> + Clone {
+    let message_type =
+        prop_oneof![select(vec![0x0001u16, 0x0101, 0x0111, 0x0011, 0x0002]), any::<u16>().prop_map(|t| t & 0x3fff),];
+    let kind = prop_oneof![
+        select(vec![
+            stun::attr::MAPPED_ADDRESS,
+            stun::attr::XOR_MAPPED_ADDRESS,
+            stun::attr::ERROR_CODE,
+            stun::attr::UNKNOWN_ATTRIBUTES,
+            stun::attr::SOFTWARE,
+            stun::attr::USERNAME,
+            stun::attr::MESSAGE_INTEGRITY,
+            stun::attr::MESSAGE_INTEGRITY_SHA256,
+            stun::attr::ALTERNATE_SERVER,
+            stun::attr::FINGERPRINT,
+            stun::attr::PRIORITY,
+            stun::attr::USE_CANDIDATE,
+        ]),
+        any::<u16>(),
+    ];
+    let value = prop_oneof![
+        vec(any::<u8>(), 0..48),
+        (select(vec![1u8, 2]), vec(any::<u8>(), 18..=18)).prop_map(|(family, rest)| {
+            // An address value: reserved byte, family, port, address.
+            let mut v = vec![0, family];
+            v.extend_from_slice(&rest[..if family == 1 { 6 } else { 18 }]);
+            v
+        })
+    ];
+    let attrs = vec((kind, value), 0..12);
+    (message_type, any::<[u8; 12]>(), attrs, any::<bool>(), any::<bool>(), any::<Option<u16>>()).prop_map(
+        |(message_type, tid, attrs, pad, fingerprint, lie)| {
+            let mut body = Vec::new();
+            for (kind, value) in attrs {
+                body.extend_from_slice(&kind.to_be_bytes());
+                body.extend_from_slice(&(value.len() as u16).to_be_bytes());
+                body.extend_from_slice(&value);
+                while pad && body.len() % 4 != 0 {
+                    body.push(0);
+                }
+            }
+            let extra = if fingerprint { 8 } else { 0 };
+            let length = lie.unwrap_or((body.len() + extra) as u16);
+            let mut out = Vec::new();
+            out.extend_from_slice(&message_type.to_be_bytes());
+            out.extend_from_slice(&length.to_be_bytes());
+            out.extend_from_slice(&stun::MAGIC_COOKIE.to_be_bytes());
+            out.extend_from_slice(&tid);
+            out.extend_from_slice(&body);
+            if fingerprint {
+                let crc = stun::fingerprint(&out);
+                out.extend_from_slice(&stun::attr::FINGERPRINT.to_be_bytes());
+                out.extend_from_slice(&4u16.to_be_bytes());
+                out.extend_from_slice(&crc.to_be_bytes());
+            }
+            out
+        },
+    )
+}
+
+/// Any hostile datagram: random, frame-shaped, STUN-shaped, a mutated valid
+/// frame or a mutated Binding request.
+pub(crate) fn garbage() -> impl Strategy<Value = Vec<u8>> + Clone {
+    prop_oneof![
+        3 => vec(any::<u8>(), 0..1500),
+        2 => frame_shaped(),
+        2 => stun_shaped(),
+        3 => mutated_frame(),
+        1 => (any::<[u8; 12]>(), vec(mutation(), 0..=3))
+            .prop_map(|(tid, m)| mutate(stun::binding_request(stun::TransactionId(tid)), &m)),
+    ]
+}

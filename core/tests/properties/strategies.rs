@@ -1,0 +1,501 @@
+//! Strategies: field values, and frames, one per variant.
+
+use super::*;
+
+// ---------------------------------------------------------------------------
+// Strategies: field values
+// ---------------------------------------------------------------------------
+
+pub(crate) fn u16s() -> impl Strategy<Value = u16> + Clone {
+    prop_oneof![any::<u16>(), 0u16..8, Just(u16::MAX)]
+}
+
+pub(crate) fn u32s() -> impl Strategy<Value = u32> + Clone {
+    prop_oneof![any::<u32>(), 0u32..300, Just(u32::MAX)]
+}
+
+/// u64s biased to varint boundaries: small, any, and the 10-byte maximum.
+pub(crate) fn u64s() -> impl Strategy<Value = u64> + Clone {
+    prop_oneof![any::<u64>(), 0u64..300, Just(u64::MAX)]
+}
+
+pub(crate) fn session_id() -> impl Strategy<Value = SessionId> + Clone {
+    u64s().prop_map(SessionId)
+}
+
+/// IPv4 and IPv6 socket addresses. IPv6 flow info and scope id stay zero:
+/// they are local to a host and are not part of the wire format (serde drops
+/// them).
+pub(crate) fn socket_addr() -> impl Strategy<Value = SocketAddr> + Clone {
+    prop_oneof![
+        (any::<[u8; 4]>(), any::<u16>()).prop_map(|(ip, port)| SocketAddr::new(IpAddr::from(ip), port)),
+        (any::<[u8; 16]>(), any::<u16>()).prop_map(|(ip, port)| SocketAddr::new(IpAddr::from(ip), port)),
+    ]
+}
+
+pub(crate) fn candidates() -> impl Strategy<Value = Vec<SocketAddr>> + Clone {
+    vec(socket_addr(), 0..=MAX_CANDIDATES)
+}
+
+/// 1 to [`MAX_USER_NAME`] bytes of printable, non-space characters: ASCII,
+/// or any Unicode (multi-byte characters make the byte limit bite).
+pub(crate) fn user_name() -> impl Strategy<Value = String> + Clone {
+    let printable = any::<char>().prop_filter("printable and not a space", |c| !c.is_control() && !c.is_whitespace());
+    prop_oneof![
+        "[!-~]{1,64}",
+        vec(printable, 1..=MAX_USER_NAME).prop_map(|chars| {
+            let mut name = String::new();
+            for c in chars {
+                if name.len() + c.len_utf8() > MAX_USER_NAME {
+                    break;
+                }
+                name.push(c);
+            }
+            name
+        }),
+    ]
+}
+
+/// Up to `max` bytes, with the sizes near `max` well represented.
+pub(crate) fn payload(max: usize) -> impl Strategy<Value = Vec<u8>> + Clone {
+    prop_oneof![vec(any::<u8>(), 0..=32), vec(any::<u8>(), 0..=max), vec(any::<u8>(), max - 8..=max)]
+}
+
+pub(crate) fn nat_profile() -> impl Strategy<Value = NatProfile> + Clone {
+    let mapping = prop::option::of(select(vec![
+        MappingBehavior::EndpointIndependent,
+        MappingBehavior::AddressDependent,
+        MappingBehavior::AddressAndPortDependent,
+    ]));
+    let filtering = prop::option::of(select(vec![
+        FilteringBehavior::EndpointIndependent,
+        FilteringBehavior::AddressDependent,
+        FilteringBehavior::AddressAndPortDependent,
+    ]));
+    let ports = prop::option::of(prop_oneof![
+        Just(PortAllocation::Preserving),
+        prop_oneof![any::<i32>(), -2i32..=2, Just(i32::MIN), Just(i32::MAX)]
+            .prop_map(|delta| PortAllocation::Sequential { delta }),
+        Just(PortAllocation::Random),
+    ]);
+    (mapping, filtering, ports, any::<bool>()).prop_map(|(mapping, filtering, ports, public)| NatProfile {
+        mapping,
+        filtering,
+        ports,
+        public,
+    })
+}
+
+pub(crate) fn nat_strategy() -> impl Strategy<Value = NatStrategy> + Clone {
+    select(vec![NatStrategy::Punch, NatStrategy::Predict, NatStrategy::Birthday, NatStrategy::RelayOnly])
+}
+
+pub(crate) fn answer_from() -> impl Strategy<Value = AnswerFrom> + Clone {
+    select(vec![AnswerFrom::Same, AnswerFrom::OtherPort, AnswerFrom::OtherAddress])
+}
+
+pub(crate) fn error_code() -> impl Strategy<Value = ErrorCode> + Clone {
+    select(vec![
+        ErrorCode::UnsupportedVersion,
+        ErrorCode::NotLoggedIn,
+        ErrorCode::UnknownPeer,
+        ErrorCode::PeerOffline,
+        ErrorCode::BadUserName,
+        ErrorCode::RateLimited,
+        ErrorCode::BadRequest,
+    ])
+}
+
+pub(crate) fn close_reason() -> impl Strategy<Value = CloseReason> + Clone {
+    select(vec![
+        CloseReason::Local,
+        CloseReason::Peer,
+        CloseReason::PeerOffline,
+        CloseReason::PeerTimeout,
+        CloseReason::ServerUnreachable,
+    ])
+}
+
+pub(crate) fn message_id() -> impl Strategy<Value = MessageId> + Clone {
+    (u64s(), u64s()).prop_map(|(conversation, seq)| MessageId { conversation, seq })
+}
+
+/// Texts up to [`MAX_TEXT`] bytes, ASCII or multi-byte.
+pub(crate) fn text() -> impl Strategy<Value = String> + Clone {
+    prop_oneof![
+        "[ -~]{0,40}",
+        "[ -~]{990,1000}",
+        vec(any::<char>(), 0..=250).prop_map(|chars| {
+            let mut text = String::new();
+            for c in chars {
+                if text.len() + c.len_utf8() > MAX_TEXT {
+                    break;
+                }
+                text.push(c);
+            }
+            text
+        }),
+    ]
+}
+
+pub(crate) fn text_status() -> impl Strategy<Value = TextStatus> + Clone {
+    select(vec![TextStatus::Delivered, TextStatus::Stored])
+}
+
+pub(crate) fn text_rejection() -> impl Strategy<Value = TextRejection> + Clone {
+    select(vec![
+        TextRejection::TooLarge,
+        TextRejection::UnknownRecipient,
+        TextRejection::RecipientFull,
+        TextRejection::BadRecipient,
+        TextRejection::StoreUnavailable,
+        TextRejection::RateLimited,
+    ])
+}
+
+pub(crate) fn text_send() -> BoxedStrategy<Frame> {
+    (u64s(), message_id(), user_name(), text())
+        .prop_map(|(token, id, to, text)| Frame::TextSend { token, id, to, text })
+        .boxed()
+}
+
+pub(crate) fn text_ack() -> BoxedStrategy<Frame> {
+    (message_id(), text_status()).prop_map(|(id, status)| Frame::TextAck { id, status }).boxed()
+}
+
+pub(crate) fn text_rejected() -> BoxedStrategy<Frame> {
+    (message_id(), text_rejection()).prop_map(|(id, reason)| Frame::TextRejected { id, reason }).boxed()
+}
+
+pub(crate) fn text_deliver() -> BoxedStrategy<Frame> {
+    (user_name(), message_id(), text()).prop_map(|(from, id, text)| Frame::TextDeliver { from, id, text }).boxed()
+}
+
+pub(crate) fn text_deliver_ack() -> BoxedStrategy<Frame> {
+    (u64s(), user_name(), message_id()).prop_map(|(token, from, id)| Frame::TextDeliverAck { token, from, id }).boxed()
+}
+
+pub(crate) fn inbox_sync() -> BoxedStrategy<Frame> {
+    u64s().prop_map(|token| Frame::InboxSync { token }).boxed()
+}
+
+pub(crate) fn inbox_status() -> BoxedStrategy<Frame> {
+    u32s().prop_map(|pending| Frame::InboxStatus { pending }).boxed()
+}
+
+pub(crate) fn role() -> impl Strategy<Value = Role> + Clone {
+    select(vec![Role::Initiator, Role::Responder])
+}
+
+pub(crate) fn stream_message(seq_small: bool) -> impl Strategy<Value = StreamMessage> + Clone {
+    let attempt = if seq_small { (0u16..4).boxed() } else { u16s().boxed() };
+    prop_oneof![
+        payload(MAX_APP_PAYLOAD).prop_map(StreamMessage::App),
+        (attempt.clone(), candidates())
+            .prop_map(|(attempt, candidates)| StreamMessage::Candidates { attempt, candidates }),
+        attempt.clone().prop_map(|attempt| StreamMessage::OpenersOut { attempt }),
+        (attempt.clone(), socket_addr(), any::<i32>(), any::<u16>())
+            .prop_map(|(attempt, base, delta, window)| StreamMessage::Prediction { attempt, base, delta, window }),
+        (attempt, socket_addr(), any::<u16>()).prop_map(|(attempt, at, sockets)| StreamMessage::PoolOpen {
+            attempt,
+            ip: at.ip(),
+            sockets
+        }),
+        (message_id(), text()).prop_map(|(id, text)| StreamMessage::Text { id, text }),
+        message_id().prop_map(|id| StreamMessage::TextAck { id }),
+    ]
+}
+
+/// Session bodies; with `seq_small`, sequence numbers and acknowledgements
+/// stay near the start of a stream so a live session delivers them.
+pub(crate) fn session_body(seq_small: bool) -> impl Strategy<Value = SessionBody> + Clone {
+    let seq = if seq_small { (0u64..12).boxed() } else { u64s().boxed() };
+    prop_oneof![
+        (seq.clone(), stream_message(seq_small)).prop_map(|(seq, message)| SessionBody::Stream { seq, message }),
+        (seq, u64s()).prop_map(|(next, received_after)| SessionBody::Ack { next, received_after }),
+        close_reason().prop_map(|reason| SessionBody::Close { reason }),
+    ]
+}
+
+// ---------------------------------------------------------------------------
+// Strategies: frames, one per variant
+// ---------------------------------------------------------------------------
+
+pub(crate) fn login() -> BoxedStrategy<Frame> {
+    (u32s(), user_name(), candidates())
+        .prop_map(|(request, user, host_candidates)| Frame::Login { request, user, host_candidates })
+        .boxed()
+}
+
+pub(crate) fn login_ok() -> BoxedStrategy<Frame> {
+    (u32s(), u64s(), socket_addr())
+        .prop_map(|(request, token, reflexive)| Frame::LoginOk { request, token, reflexive })
+        .boxed()
+}
+
+pub(crate) fn keepalive() -> BoxedStrategy<Frame> {
+    (u64s(), nat_profile()).prop_map(|(token, profile)| Frame::Keepalive { token, profile }).boxed()
+}
+
+pub(crate) fn keepalive_ack() -> BoxedStrategy<Frame> {
+    socket_addr().prop_map(|reflexive| Frame::KeepaliveAck { reflexive }).boxed()
+}
+
+pub(crate) fn profile() -> BoxedStrategy<Frame> {
+    (u64s(), nat_profile()).prop_map(|(token, profile)| Frame::Profile { token, profile }).boxed()
+}
+
+pub(crate) fn lookup() -> BoxedStrategy<Frame> {
+    (u64s(), u32s(), user_name()).prop_map(|(token, request, user)| Frame::Lookup { token, request, user }).boxed()
+}
+
+pub(crate) fn lookup_reply() -> BoxedStrategy<Frame> {
+    (u32s(), any::<bool>()).prop_map(|(request, online)| Frame::LookupReply { request, online }).boxed()
+}
+
+pub(crate) fn connect() -> BoxedStrategy<Frame> {
+    (u64s(), u32s(), user_name(), nat_profile())
+        .prop_map(|(token, request, peer, profile)| Frame::Connect { token, request, peer, profile })
+        .boxed()
+}
+
+pub(crate) fn offer() -> BoxedStrategy<Frame> {
+    (u32s(), session_id(), any::<SessionKey>(), any::<bool>(), user_name(), candidates(), nat_strategy(), nat_profile())
+        .prop_map(|(request, session, key, initiator, peer, peer_candidates, strategy, peer_profile)| Frame::Offer {
+            request,
+            session,
+            key,
+            initiator,
+            peer,
+            peer_candidates,
+            strategy,
+            peer_profile,
+        })
+        .boxed()
+}
+
+pub(crate) fn offer_ack() -> BoxedStrategy<Frame> {
+    (u64s(), session_id()).prop_map(|(token, session)| Frame::OfferAck { token, session }).boxed()
+}
+
+pub(crate) fn relay() -> BoxedStrategy<Frame> {
+    (u64s(), session_id(), payload(MAX_RELAY_PAYLOAD))
+        .prop_map(|(token, session, payload)| Frame::Relay { token, session, payload })
+        .boxed()
+}
+
+pub(crate) fn relayed() -> BoxedStrategy<Frame> {
+    (session_id(), payload(MAX_RELAY_PAYLOAD))
+        .prop_map(|(session, payload)| Frame::Relayed { session, payload })
+        .boxed()
+}
+
+pub(crate) fn session_ended() -> BoxedStrategy<Frame> {
+    (session_id(), close_reason()).prop_map(|(session, reason)| Frame::SessionEnded { session, reason }).boxed()
+}
+
+pub(crate) fn discover() -> BoxedStrategy<Frame> {
+    (u64s(), answer_from()).prop_map(|(nonce, answer_from)| Frame::Discover { nonce, answer_from }).boxed()
+}
+
+pub(crate) fn discover_reply() -> BoxedStrategy<Frame> {
+    (u64s(), socket_addr()).prop_map(|(nonce, reflexive)| Frame::DiscoverReply { nonce, reflexive }).boxed()
+}
+
+pub(crate) fn logout() -> BoxedStrategy<Frame> {
+    u64s().prop_map(|token| Frame::Logout { token }).boxed()
+}
+
+pub(crate) fn error() -> BoxedStrategy<Frame> {
+    (u32s(), error_code()).prop_map(|(request, code)| Frame::Error { request, code }).boxed()
+}
+
+pub(crate) fn opener() -> BoxedStrategy<Frame> {
+    Just(Frame::Opener).boxed()
+}
+
+pub(crate) fn probe() -> BoxedStrategy<Frame> {
+    (session_id(), u16s(), u64s())
+        .prop_map(|(session, attempt, counter)| Frame::Probe { session, attempt, counter })
+        .boxed()
+}
+
+pub(crate) fn probe_ack() -> BoxedStrategy<Frame> {
+    (session_id(), u16s(), u64s(), u64s(), socket_addr())
+        .prop_map(|(session, attempt, probe_counter, counter, observed)| Frame::ProbeAck {
+            session,
+            attempt,
+            probe_counter,
+            counter,
+            observed,
+        })
+        .boxed()
+}
+
+pub(crate) fn session_frame(seq_small: bool) -> BoxedStrategy<Frame> {
+    (session_id(), u64s(), session_body(seq_small))
+        .prop_map(|(session, counter, body)| Frame::Session { session, counter, body })
+        .boxed()
+}
+
+/// One strategy per variant, in tag order ([`ASSIGNED_TAGS`]).
+pub(crate) fn frame_variants() -> Vec<BoxedStrategy<Frame>> {
+    vec![
+        login(),
+        login_ok(),
+        keepalive(),
+        keepalive_ack(),
+        profile(),
+        lookup(),
+        lookup_reply(),
+        connect(),
+        offer(),
+        offer_ack(),
+        relay(),
+        relayed(),
+        session_ended(),
+        discover(),
+        discover_reply(),
+        logout(),
+        error(),
+        opener(),
+        probe(),
+        probe_ack(),
+        session_frame(false),
+        text_send(),
+        text_ack(),
+        text_rejected(),
+        text_deliver(),
+        text_deliver_ack(),
+        inbox_sync(),
+        inbox_status(),
+    ]
+}
+
+pub(crate) fn any_frame() -> BoxedStrategy<Frame> {
+    Union::new(frame_variants()).boxed()
+}
+
+pub(crate) fn authenticated_frame() -> BoxedStrategy<Frame> {
+    prop_oneof![probe(), probe_ack(), session_frame(false)].boxed()
+}
+
+/// Frames a client sends to the server.
+pub(crate) fn client_to_server_frame() -> BoxedStrategy<Frame> {
+    Union::new(vec![
+        login(),
+        keepalive(),
+        profile(),
+        lookup(),
+        connect(),
+        offer_ack(),
+        relay(),
+        discover(),
+        logout(),
+        text_send(),
+        text_deliver_ack(),
+        inbox_sync(),
+        any_frame(),
+    ])
+    .boxed()
+}
+
+/// Frames the server sends to a client.
+pub(crate) fn server_to_client_frame() -> BoxedStrategy<Frame> {
+    Union::new(vec![
+        login_ok(),
+        keepalive_ack(),
+        lookup_reply(),
+        offer(),
+        relayed(),
+        session_ended(),
+        discover_reply(),
+        error(),
+        text_ack(),
+        text_rejected(),
+        text_deliver(),
+        inbox_status(),
+    ])
+    .boxed()
+}
+
+/// The largest instance of every variant: every variable-length field at its
+/// documented limit, every integer at its longest varint, IPv6 everywhere.
+pub(crate) fn worst_case_frames() -> Vec<Frame> {
+    let name = "\u{e9}".repeat(MAX_USER_NAME / 2); // 64 bytes of two-byte characters
+    assert_eq!(name.len(), MAX_USER_NAME);
+    let v6 = SocketAddr::new(IpAddr::V6(Ipv6Addr::from([0xff; 16])), u16::MAX);
+    let cands = vec![v6; MAX_CANDIDATES];
+    let profile = NatProfile {
+        mapping: Some(MappingBehavior::AddressAndPortDependent),
+        filtering: Some(FilteringBehavior::AddressAndPortDependent),
+        ports: Some(PortAllocation::Sequential { delta: i32::MIN }),
+        public: true,
+    };
+    let session = SessionId(u64::MAX);
+    let mut frames = vec![
+        Frame::Login { request: u32::MAX, user: name.clone(), host_candidates: cands.clone() },
+        Frame::LoginOk { request: u32::MAX, token: u64::MAX, reflexive: v6 },
+        Frame::Keepalive { token: u64::MAX, profile },
+        Frame::KeepaliveAck { reflexive: v6 },
+        Frame::Profile { token: u64::MAX, profile },
+        Frame::Lookup { token: u64::MAX, request: u32::MAX, user: name.clone() },
+        Frame::LookupReply { request: u32::MAX, online: true },
+        Frame::Connect { token: u64::MAX, request: u32::MAX, peer: name.clone(), profile },
+        Frame::Offer {
+            request: u32::MAX,
+            session,
+            key: [0xff; 32],
+            initiator: true,
+            peer: name,
+            peer_candidates: cands.clone(),
+            strategy: NatStrategy::RelayOnly,
+            peer_profile: profile,
+        },
+        Frame::OfferAck { token: u64::MAX, session },
+        Frame::Relay { token: u64::MAX, session, payload: vec![0xff; MAX_RELAY_PAYLOAD] },
+        Frame::Relayed { session, payload: vec![0xff; MAX_RELAY_PAYLOAD] },
+        Frame::SessionEnded { session, reason: CloseReason::ServerUnreachable },
+        Frame::Discover { nonce: u64::MAX, answer_from: AnswerFrom::OtherAddress },
+        Frame::DiscoverReply { nonce: u64::MAX, reflexive: v6 },
+        Frame::Logout { token: u64::MAX },
+        Frame::Error { request: u32::MAX, code: ErrorCode::BadRequest },
+        Frame::Opener,
+        Frame::Probe { session, attempt: u16::MAX, counter: u64::MAX },
+        Frame::ProbeAck { session, attempt: u16::MAX, probe_counter: u64::MAX, counter: u64::MAX, observed: v6 },
+    ];
+    let id = MessageId { conversation: u64::MAX, seq: u64::MAX };
+    let text = "\u{e9}".repeat(MAX_TEXT / 2); // 1000 bytes of two-byte characters
+    let user = "\u{e9}".repeat(MAX_USER_NAME / 2);
+    frames.extend([
+        Frame::TextSend { token: u64::MAX, id, to: user.clone(), text: text.clone() },
+        Frame::TextAck { id, status: TextStatus::Delivered },
+        Frame::TextRejected { id, reason: TextRejection::StoreUnavailable },
+        Frame::TextDeliver { from: user.clone(), id, text: text.clone() },
+        Frame::TextDeliverAck { token: u64::MAX, from: user, id },
+        Frame::InboxSync { token: u64::MAX },
+        Frame::InboxStatus { pending: u32::MAX },
+    ]);
+    let bodies = [
+        SessionBody::Stream { seq: u64::MAX, message: StreamMessage::App(vec![0xff; MAX_APP_PAYLOAD]) },
+        SessionBody::Stream {
+            seq: u64::MAX,
+            message: StreamMessage::Candidates { attempt: u16::MAX, candidates: cands },
+        },
+        SessionBody::Stream { seq: u64::MAX, message: StreamMessage::OpenersOut { attempt: u16::MAX } },
+        SessionBody::Stream {
+            seq: u64::MAX,
+            message: StreamMessage::Prediction { attempt: u16::MAX, base: v6, delta: i32::MIN, window: u16::MAX },
+        },
+        SessionBody::Stream {
+            seq: u64::MAX,
+            message: StreamMessage::PoolOpen { attempt: u16::MAX, ip: v6.ip(), sockets: u16::MAX },
+        },
+        SessionBody::Stream { seq: u64::MAX, message: StreamMessage::Text { id, text } },
+        SessionBody::Stream { seq: u64::MAX, message: StreamMessage::TextAck { id } },
+        SessionBody::Ack { next: u64::MAX, received_after: u64::MAX },
+        SessionBody::Close { reason: CloseReason::ServerUnreachable },
+    ];
+    frames.extend(bodies.into_iter().map(|body| Frame::Session { session, counter: u64::MAX, body }));
+    frames
+}
