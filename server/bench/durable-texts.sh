@@ -10,10 +10,12 @@
 # report gives both rates and their ratio, and this disk's fsync cost.
 #
 # Usage: server/bench/durable-texts.sh [N]   (default 3000; needs strace)
+#        RUNTIME=smol server/bench/durable-texts.sh   (default mio)
 # The store lives under target/ (a real disk, never a tmpfs).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 N=${1:-3000}
+RUNTIME=${RUNTIME:-mio}
 TARGET=$(realpath "${CARGO_TARGET_DIR:-target}")
 cargo build --release -q -p punchline-client -p punchline-server
 BIN="$TARGET/release"
@@ -37,7 +39,7 @@ run() {
     local mode=$1 dir="$WORK/$1"
     mkdir -p "$dir"
     strace -f -qq -c -e trace=fsync,fdatasync -o "$dir/strace" \
-        "$BIN/punchline-server" --listen 127.0.0.1:0 --data "$dir/data" --store-commit "$mode" \
+        "$BIN/punchline-server" --listen 127.0.0.1:0 --data "$dir/data" --store-commit "$mode" --runtime "$RUNTIME" \
         >"$dir/out" 2>"$dir/err" &
     local pid=$!
     for _ in $(seq 100); do grep -q '^listening primary' "$dir/out" 2>/dev/null && break; sleep 0.1; done
@@ -55,11 +57,11 @@ run() {
     wait $pid || true
     local syncs
     syncs=$(awk '$NF == "fsync" || $NF == "fdatasync" {n += $4} END {print n + 0}' "$dir/strace")
-    python3 - "$mode" "$N" "$acked" "$start" "$end" "$syncs" <<'PY'
-import sys
+    RUNTIME=$RUNTIME python3 - "$mode" "$N" "$acked" "$start" "$end" "$syncs" <<'PY'
+import os, sys
 mode, n, acked, start, end, syncs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5]), int(sys.argv[6])
 secs = end - start
-print(f"{mode:6} {acked}/{n} stored in {secs:.2f} s = {acked / secs:8.0f} texts/s; "
+print(f"{mode:6} {os.environ['RUNTIME']:4} {acked}/{n} stored in {secs:.2f} s = {acked / secs:8.0f} texts/s; "
       f"{syncs} fsyncs = {acked / max(syncs, 1):.1f} texts per fsync")
 with open(f"{sys.argv[1]}.rate", "w") as f: f.write(f"{acked / secs}")
 PY

@@ -1,12 +1,13 @@
 //! Sustained rate of durable message commits into the SQLite store.
 //!
 //! `put_commit` stores one message per iteration, each in its own
-//! transaction (as the server does: it acknowledges a message only after its
-//! commit), with `synchronous = FULL` — one fsync of the write-ahead log per
-//! message. `fsync_floor` is the baseline measured in the same run: append a
+//! transaction, with `synchronous = FULL` — one fsync of the write-ahead log
+//! per message. `put_group_64` stores 64 messages per transaction, as group
+//! commit does under a stream of texts (throughput is per message).
+//! `fsync_floor` is the baseline measured in the same run: append a
 //! message-sized record to a file and `fdatasync` it, the least any durable
-//! per-message commit can cost on this disk. The ratio of the two says how
-//! much SQLite adds over the fsync that bounds it.
+//! per-message commit can cost on this disk. The ratios say how much SQLite
+//! adds over the fsync, and how much grouping saves.
 //!
 //! The files live under `PUNCHLINE_BENCH_DIR` when set, otherwise in Cargo's
 //! target temporary directory (on the same disk as the build), never on a
@@ -18,7 +19,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use punchline_core::messaging::{MessageId, MessageStore, StoredMessage};
+use punchline_core::messaging::{MessageId, MessageStore, StoreOp, StoreRequest, StoreRequestId, StoredMessage};
 use punchline_store::SqliteStore;
 
 fn bench_dir() -> PathBuf {
@@ -48,9 +49,33 @@ fn put_commit(c: &mut Criterion) {
                 id: MessageId { conversation: 7, seq },
                 text: text.clone(),
             };
-            store.put(&message, usize::MAX).unwrap()
+            let put =
+                StoreRequest { id: StoreRequestId(seq), op: StoreOp::Put { message, max_per_recipient: usize::MAX } };
+            store.execute(vec![put])
         })
     });
+    group.throughput(Throughput::Elements(64));
+    group.bench_function("put_group_64", |b| {
+        b.iter(|| {
+            let batch = (0..64)
+                .map(|_| {
+                    seq += 1;
+                    let message = StoredMessage {
+                        recipient: format!("user{}", seq % 100),
+                        sender: "alice".into(),
+                        id: MessageId { conversation: 7, seq },
+                        text: text.clone(),
+                    };
+                    StoreRequest {
+                        id: StoreRequestId(seq),
+                        op: StoreOp::Put { message, max_per_recipient: usize::MAX },
+                    }
+                })
+                .collect();
+            store.execute(batch)
+        })
+    });
+    group.throughput(Throughput::Elements(1));
 
     let mut log = OpenOptions::new().create(true).append(true).open(dir.path().join("fsync-floor.log")).unwrap();
     let record = vec![b'x'; text.len() + 64];
