@@ -394,6 +394,34 @@ fn given_a_failing_store_then_nothing_is_acknowledged_until_it_commits() {
 }
 
 #[test]
+fn given_a_commit_in_flight_then_logins_are_answered_and_texts_wait_for_their_commit() {
+    // Given alice online and bob, who exists, offline,
+    let (mut h, alice) = alice_and_absent_bob(41);
+    // when the store's commit is held in flight and alice sends three texts,
+    h.hold_store = true;
+    let ids: Vec<MessageId> = (0..3).map(|k| h.send_text(alice, "bob", &format!("text {k}"))).collect();
+    // and carol logs in meanwhile,
+    let carol_config = h.config("carol");
+    let carol = h.add_public_client(carol_config);
+    h.run_for(secs(5));
+    // then carol is logged in although her login's own storage waits too,
+    assert!(h.clients[carol].client.is_logged_in(), "a login never waits for the store");
+    // and no text is acknowledged before its commit, nor given up on;
+    assert!(acks(&h, alice).is_empty(), "{:?}", acks(&h, alice));
+    assert!(failures(&h, alice).is_empty());
+    assert!(!h.held.is_empty(), "the texts' puts wait for the commit");
+    let sends = sent_to_server(&h, alice, |f| matches!(f, Frame::TextSend { .. }));
+    assert!(sends > 3, "alice retransmitted while she waited ({sends} sends)");
+    // when the commit ends, every text is acknowledged as stored, once.
+    h.release_store();
+    h.run_for(secs(1));
+    let acked = acks(&h, alice);
+    assert_eq!(acked.len(), 3);
+    assert!(ids.iter().all(|id| acked.get(id) == Some(&(TextStatus::Stored, TextPath::Server))), "{acked:?}");
+    assert_eq!(h.server.stats().texts_stored, 3, "retransmissions during the commit were not stored again");
+}
+
+#[test]
 fn given_hostile_text_frames_then_they_are_dropped_and_counted_without_panic() {
     let mut h = Harness::new(50);
     let ac = h.config("alice");
