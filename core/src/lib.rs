@@ -77,7 +77,6 @@
 
 pub mod auth;
 pub mod client;
-pub mod hint;
 mod machine;
 pub mod messaging;
 pub mod nat;

@@ -61,10 +61,7 @@ impl Default for MessagingConfig {
 }
 
 #[derive(Debug)]
-#[repr(C)]
 pub(crate) struct Messaging {
-    /// First, with `inbox`: every `poll_timeout` reads both (see
-    /// [`super::Client`]'s layout).
     outbox: BTreeMap<MessageId, Outgoing>,
     inbox: InboxSync,
     rng: Rng,

@@ -33,7 +33,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tracing::debug;
 
-use crate::hint;
 use crate::machine::{Machine, SocketId, Transmit};
 use crate::messaging::{SendTextError, TextFailure, TextPath};
 use crate::nat::{NatProfile, Strategy};
@@ -274,15 +273,7 @@ pub struct ClientStats {
 }
 
 /// The client's protocol state. See the [module documentation](self).
-///
-/// Laid out by hand (`repr(C)`), the fields every datagram and timeout reads
-/// first: the output queues, the sessions, the timers, the login and the
-/// primary socket share the struct's first few cache lines, and messaging's
-/// deadlines come right after. In a simulation of a thousand clients every
-/// event lands on a client that is cold in cache, and with the compiler's
-/// order these fields were spread over the whole 1.3 KB.
 #[derive(Debug)]
-#[repr(C)]
 pub struct Client {
     out: Out,
     /// Inline, but each session boxed: a session is about 1 KB, and two inline
@@ -426,25 +417,6 @@ impl Client {
     /// The settings.
     pub fn config(&self) -> &ClientConfig {
         &self.config
-    }
-
-    /// Asks the CPU for the cache lines that the client's next call will
-    /// read first (see [`hint`](crate::hint)), and returns at once. For a
-    /// driver of many clients that knows which one it drives next, like the
-    /// simulator: the loads overlap its current work. A hint only; it changes
-    /// nothing the client does.
-    pub fn prefetch(&self) {
-        // The hot head of the struct (see its layout), field by field: each
-        // prefetch brings the line a field starts on.
-        hint::prefetch(&self.out);
-        hint::prefetch(&self.out.peer_texts);
-        hint::prefetch(&self.sessions);
-        hint::prefetch(&self.timers);
-        hint::prefetch(&self.login);
-        hint::prefetch(&self.primary);
-        hint::prefetch(&self.messaging);
-        hint::prefetch(&self.config.server);
-        hint::prefetch(&self.config.session_timeout);
     }
 
     /// The NAT profile measured so far.

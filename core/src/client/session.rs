@@ -109,13 +109,7 @@ struct Attempt {
 }
 
 #[derive(Debug)]
-#[repr(C)]
 pub(crate) struct Session {
-    // Laid out by hand, as `super::Client` is: what every datagram and
-    // timeout of the session reads comes first (its timers, the socket wish
-    // the client polls after every event, the path, the counter, the replay
-    // window and the MAC state), in the first five cache lines of a struct
-    // of about 1 KB.
     timers: Timers<SessionTimer>,
     /// An attempt that wants sockets from the driver: (attempt, count).
     socket_wish: Option<(u16, u16)>,
