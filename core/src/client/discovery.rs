@@ -35,7 +35,7 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use super::{Ctx, Out};
+use super::context::{Ctx, Out};
 use crate::machine::SocketId;
 use crate::nat::{FilteringBehavior, MappingBehavior, NatProfile, PortAllocation};
 use crate::wire::frame::{AnswerFrom, Frame};
