@@ -80,9 +80,9 @@ pub mod client;
 mod machine;
 pub mod messaging;
 pub mod nat;
-pub mod rng;
+mod rng;
 pub mod server;
-pub mod timer;
+mod timer;
 pub mod wire;
 
 pub use machine::{Machine, SocketId, Transmit};
