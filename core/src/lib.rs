@@ -12,10 +12,18 @@
 //! polls. Same seed and same inputs give the same outputs, byte for byte.
 //!
 //! - [`Machine`] is the shape both roles share, and documents the drive loop.
-//! - [`client::Client`] logs in, measures its NAT, opens sessions and punches.
+//! - [`client::Client`] logs in, measures its NAT, opens sessions and punches;
+//!   [`client`]'s module documentation maps its parts (login, discovery,
+//!   connect, messaging, sessions), one module each.
 //! - [`server::Server`] coordinates sessions and relays between members.
 //! - [`messaging`] is text messaging's shared types and the server's storage trait.
 //! - [`wire`] is the codec: STUN (RFC 8489) and Punchline frames.
+//! - [`auth`] seals and checks the frames between session peers; the machines
+//!   use it themselves, and it is public only so tests and fuzzers can build
+//!   (and forge) authenticated frames with the real code.
+//!
+//! Everything else (the seeded generator, the timer sets) is internal: an
+//! embedder chooses a seed and drives the [`Machine`] interface.
 //!
 //! # Example: a server and two clients, driven by hand
 //!

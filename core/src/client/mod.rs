@@ -1,21 +1,23 @@
 //! The client machine.
 //!
 //! A [`Client`] logs in as soon as it is created and keeps its NAT mapping
-//! toward the server alive ([`login`]), measures its NAT ([`discovery`]) and
+//! toward the server alive (`login`), measures its NAT (`discovery`) and
 //! reports the profile. [`Client::connect`] asks the server for a session
-//! with another user ([`connect`]); the session is usable over the server's
+//! with another user (`connect`); the session is usable over the server's
 //! relay after one round trip, and each session then tries to open a direct
-//! path ([`sessions`]): openers first, then authenticated probes, then
+//! path (`sessions`): openers first, then authenticated probes, then
 //! migration, keepalive on the direct path and fallback to the relay when it
 //! dies. Text messages go over a direct session or through the server
-//! ([`messaging`]).
+//! (`messaging`).
 //!
-//! Each of those parts is a module that owns its state and imports none of
-//! the others; this module routes datagrams, timeouts and calls to them, and
+//! Each of those parts is a module that owns its state, and none drives
+//! another: this module routes datagrams, timeouts and calls to them, and
 //! carries what one part hands another (a session's received texts to
-//! messaging, messaging's acknowledgements back to a session). What they all
-//! share, the output queues and the context they send with, is [`context`];
-//! what the client tells its user is [`events`].
+//! messaging, messaging's acknowledgements back to a session). Imports
+//! between the parts run one way only (a session names messaging's
+//! `PeerText`; traversal reuses discovery's arithmetic). What they all
+//! share, the output queues and the context they send with, is `context`;
+//! what the client tells its user is `events`.
 //!
 //! The client starts with one socket, the *primary* socket, which talks to
 //! the server and carries the first punching attempt. It asks its driver for
