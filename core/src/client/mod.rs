@@ -75,18 +75,12 @@ pub struct Client {
     /// more than double the client for the one or two it holds.
     sessions: Sessions<Box<Session>>,
     messaging: Messaging,
-    /// Who asked for the sockets of each request to the driver.
-    socket_requests: BTreeMap<u32, SocketOwner>,
+    /// The session and attempt that asked for the sockets of each request
+    /// to the driver (discovery keeps its own request number).
+    socket_requests: BTreeMap<u32, (SessionId, u16)>,
     next_request: u32,
     rng: Rng,
     stats: ClientStats,
-}
-
-/// Who asked for sockets.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum SocketOwner {
-    Discovery,
-    Session(SessionId, u16),
 }
 
 /// Builds a [`Ctx`] from the client's fields, borrowing only `config`, so
@@ -297,22 +291,19 @@ impl Client {
     /// bind them).
     pub fn sockets_opened(&mut self, now: Instant, request: u32, sockets: &[(SocketId, SocketAddr)]) {
         self.out.now = Some(now);
-        let Some(owner) = self.socket_requests.remove(&request) else {
-            for (socket, _) in sockets {
-                self.out.event(ClientEvent::ReleaseSocket { socket: *socket });
-            }
-            return;
-        };
         let ctx = ctx!(self, now);
-        match owner {
-            SocketOwner::Discovery => match self.discovery.as_mut() {
-                Some(d) => d.socket_opened(&ctx, &mut self.out, sockets.first().copied()),
-                None => sockets.iter().for_each(|(s, _)| self.out.event(ClientEvent::ReleaseSocket { socket: *s })),
-            },
-            SocketOwner::Session(id, attempt) => match self.sessions.get_mut(&id) {
+        let release =
+            |out: &mut Out| sockets.iter().for_each(|(s, _)| out.event(ClientEvent::ReleaseSocket { socket: *s }));
+        if let Some(d) = self.discovery.as_mut().filter(|d| d.awaits_socket(request)) {
+            d.socket_opened(&ctx, &mut self.out, sockets.first().copied());
+        } else if let Some((id, attempt)) = self.socket_requests.remove(&request) {
+            match self.sessions.get_mut(&id) {
                 Some(s) => s.socket_opened(&ctx, &mut self.out, attempt, sockets),
-                None => sockets.iter().for_each(|(s, _)| self.out.event(ClientEvent::ReleaseSocket { socket: *s })),
-            },
+                None => release(&mut self.out),
+            }
+        } else {
+            // Not (or no longer) wanted: the driver closes them again.
+            return release(&mut self.out);
         }
         self.request_sockets();
     }
@@ -618,14 +609,11 @@ impl Client {
                 self.out.event(ClientEvent::ReleaseSocket { socket });
             }
         }
-        self.socket_requests.retain(|_, owner| *owner != SocketOwner::Discovery);
         let nonce_seed = self.rng.next_u64();
         let request = self.fresh_request();
         let ctx = ctx!(self, now);
-        self.socket_requests.insert(request, SocketOwner::Discovery);
         let d = Discovery::start(&ctx, &mut self.out, self.config.server, alt, reflexive, nonce_seed, request);
-        self.discovery = Some(d);
-        if let Some(at) = self.discovery.as_ref().and_then(Discovery::next_timeout) {
+        if let Some(at) = self.discovery.insert(d).next_timeout() {
             self.timers.set(ClientTimer::Discovery, at);
         }
     }
@@ -655,18 +643,14 @@ impl Client {
     fn request_sockets(&mut self) {
         for (id, attempt, count) in self.sessions.take_socket_wishes() {
             let request = self.fresh_request();
-            self.socket_requests.insert(request, SocketOwner::Session(id, attempt));
+            self.socket_requests.insert(request, (id, attempt));
             self.out.event(ClientEvent::OpenSockets { request, count });
         }
         // Discovery's request number is reserved when it starts; the driver
-        // is asked once discovery wants the socket. That is checked first:
-        // this runs after every datagram, and the request table is cold.
+        // is asked once discovery wants the socket.
         if let Some(d) = self.discovery.as_mut().filter(|d| d.wants_socket()) {
-            let request = self.socket_requests.iter().find(|(_, o)| **o == SocketOwner::Discovery).map(|(r, _)| *r);
-            if let Some(request) = request {
-                d.socket_requested();
-                self.out.event(ClientEvent::OpenSockets { request, count: 1 });
-            }
+            let request = d.socket_requested();
+            self.out.event(ClientEvent::OpenSockets { request, count: 1 });
         }
     }
 }
