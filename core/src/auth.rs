@@ -6,6 +6,12 @@
 //! reflected back at its sender does not verify. Counters in every
 //! authenticated frame, checked against a sliding window
 //! ([`ReplayWindow`], as in RFC 4303 §3.4.3), stop replays.
+//!
+//! An embedder never needs this module: the client and the server seal and
+//! check frames themselves. It is public so that tests, fuzzers and
+//! interoperability tools can build frames a real peer would accept (and
+//! forge ones it must refuse) with the same code, rather than a copy that
+//! could drift from it.
 
 use hmac::digest::core_api::CoreWrapper;
 use hmac::digest::KeyInit;

@@ -12,11 +12,19 @@
 //! polls. Same seed and same inputs give the same outputs, byte for byte.
 //!
 //! - [`Machine`] is the shape both roles share, and documents the drive loop.
-//! - [`client::Client`] logs in, measures its NAT, opens sessions and punches.
+//! - [`client::Client`] logs in, measures its NAT, opens sessions and punches;
+//!   [`client`]'s module documentation maps its parts (login, discovery,
+//!   connect, messaging, sessions), one module each.
 //! - [`server::Server`] coordinates sessions and relays between members.
 //! - [`messaging`] is text messaging's shared types, and storage as requests:
 //!   the server asks, its driver's [`messaging::MessageStore`] answers.
 //! - [`wire`] is the codec: STUN (RFC 8489) and Punchline frames.
+//! - [`auth`] seals and checks the frames between session peers; the machines
+//!   use it themselves, and it is public only so tests and fuzzers can build
+//!   (and forge) authenticated frames with the real code.
+//!
+//! Everything else (the seeded generator, the timer sets) is internal: an
+//! embedder chooses a seed and drives the [`Machine`] interface.
 //!
 //! # Example: a server and two clients, driven by hand
 //!
@@ -83,13 +91,12 @@
 
 pub mod auth;
 pub mod client;
-pub mod hint;
 mod machine;
 pub mod messaging;
 pub mod nat;
-pub mod rng;
+mod rng;
 pub mod server;
-pub mod timer;
+mod timer;
 pub mod wire;
 
 pub use machine::{Machine, SocketId, Transmit};

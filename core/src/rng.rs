@@ -3,20 +3,21 @@
 //! The core never asks the operating system for randomness (DESIGN §2). Every
 //! machine takes a seed in its config; each consumer (a session, the token
 //! generator, ...) forks a child generator with a label, so adding a consumer
-//! does not shift the numbers another one sees.
+//! does not shift the numbers another one sees. Private: an embedder only
+//! chooses the seed.
 
 /// xoshiro256** seeded through SplitMix64: small, fast, and good enough for
 /// port choices, identifiers and keys *in a simulation*. Production
 /// deployments pass a seed drawn from the OS by the driver, so session keys
 /// are as unpredictable as that seed.
 #[derive(Clone, Debug)]
-pub struct Rng {
+pub(crate) struct Rng {
     state: [u64; 4],
 }
 
 impl Rng {
     /// A generator for `seed`.
-    pub fn new(seed: u64) -> Self {
+    pub(crate) fn new(seed: u64) -> Self {
         let mut sm = seed;
         let mut next = || {
             sm = sm.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -29,7 +30,7 @@ impl Rng {
     }
 
     /// A child generator named by `label`; forking does not advance `self`.
-    pub fn fork(&self, label: u64) -> Rng {
+    pub(crate) fn fork(&self, label: u64) -> Rng {
         let mix = self.state[0]
             ^ self.state[1].rotate_left(17)
             ^ self.state[2].rotate_left(31)
@@ -38,7 +39,7 @@ impl Rng {
     }
 
     /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
+    pub(crate) fn next_u64(&mut self) -> u64 {
         let s = &mut self.state;
         let result = s[1].wrapping_mul(5).rotate_left(7).wrapping_mul(9);
         let t = s[1] << 17;
@@ -53,7 +54,7 @@ impl Rng {
 
     /// A uniformly distributed number in `0..bound` (`bound > 0`), without
     /// modulo bias (Lemire's method).
-    pub fn below(&mut self, bound: u64) -> u64 {
+    pub(crate) fn below(&mut self, bound: u64) -> u64 {
         debug_assert!(bound > 0);
         let bound = bound.max(1);
         loop {
@@ -65,13 +66,8 @@ impl Rng {
         }
     }
 
-    /// A float in `[0, 1)`.
-    pub fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
     /// Fills `out` with random bytes.
-    pub fn fill(&mut self, out: &mut [u8]) {
+    pub(crate) fn fill(&mut self, out: &mut [u8]) {
         for chunk in out.chunks_mut(8) {
             let bytes = self.next_u64().to_le_bytes();
             chunk.copy_from_slice(&bytes[..chunk.len()]);

@@ -1,7 +1,10 @@
 //! Named deadlines.
 //!
 //! Every timer of a machine has a name (an `Ord` enum), so `poll_timeout` can
-//! say why it wakes, and iteration over timers is in a fixed order.
+//! say why it wakes, and iteration over timers is in a fixed order. The
+//! machines keep `Instant`s; the unit tests below use a `Duration` since an
+//! epoch instead, so they read no clock (the core never does, its tests
+//! included).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
@@ -24,30 +27,30 @@ const INLINE: usize = 4;
 /// kept twice, by name and by (deadline, name). Either way the earliest
 /// timer comes first and ties go in key order.
 #[derive(Clone, Debug)]
-pub struct Timers<K: Ord> {
-    repr: Repr<K>,
+pub(crate) struct Timers<K: Ord, T = Instant> {
+    repr: Repr<K, T>,
 }
 
 #[derive(Clone, Debug)]
-enum Repr<K: Ord> {
+enum Repr<K: Ord, T> {
     /// The first [`INLINE`] inside the owner (no pointer to chase on a
     /// machine that is cold in cache), then on the heap.
-    Small(SmallVec<[(K, Instant); INLINE]>),
+    Small(SmallVec<[(K, T); INLINE]>),
     Large {
-        deadlines: BTreeMap<K, Instant>,
-        by_time: BTreeSet<(Instant, K)>,
+        deadlines: BTreeMap<K, T>,
+        by_time: BTreeSet<(T, K)>,
     },
 }
 
-impl<K: Ord + Clone> Default for Timers<K> {
+impl<K: Ord + Clone, T> Default for Timers<K, T> {
     fn default() -> Self {
         Timers { repr: Repr::Small(SmallVec::new()) }
     }
 }
 
-impl<K: Ord + Clone> Timers<K> {
+impl<K: Ord + Clone, T: Copy + Ord> Timers<K, T> {
     /// Sets (or moves) timer `key` to `at`.
-    pub fn set(&mut self, key: K, at: Instant) {
+    pub(crate) fn set(&mut self, key: K, at: T) {
         match &mut self.repr {
             Repr::Small(timers) => {
                 if let Some(entry) = timers.iter_mut().find(|(k, _)| *k == key) {
@@ -55,7 +58,7 @@ impl<K: Ord + Clone> Timers<K> {
                 } else if timers.len() < SMALL {
                     timers.push((key, at));
                 } else {
-                    let deadlines: BTreeMap<K, Instant> = timers.drain(..).chain([(key, at)]).collect();
+                    let deadlines: BTreeMap<K, T> = timers.drain(..).chain([(key, at)]).collect();
                     let by_time = deadlines.iter().map(|(k, at)| (*at, k.clone())).collect();
                     self.repr = Repr::Large { deadlines, by_time };
                 }
@@ -70,7 +73,7 @@ impl<K: Ord + Clone> Timers<K> {
     }
 
     /// Cancels timer `key`.
-    pub fn stop(&mut self, key: &K) {
+    pub(crate) fn stop(&mut self, key: &K) {
         match &mut self.repr {
             Repr::Small(timers) => timers.retain(|(k, _)| k != key),
             Repr::Large { deadlines, by_time } => {
@@ -82,7 +85,7 @@ impl<K: Ord + Clone> Timers<K> {
     }
 
     /// When `key` fires, if set.
-    pub fn get(&self, key: &K) -> Option<Instant> {
+    pub(crate) fn get(&self, key: &K) -> Option<T> {
         match &self.repr {
             Repr::Small(timers) => timers.iter().find(|(k, _)| k == key).map(|(_, at)| *at),
             Repr::Large { deadlines, .. } => deadlines.get(key).copied(),
@@ -90,7 +93,7 @@ impl<K: Ord + Clone> Timers<K> {
     }
 
     /// The earliest deadline and its name (ties in key order).
-    pub fn next(&self) -> Option<(K, Instant)> {
+    pub(crate) fn next(&self) -> Option<(K, T)> {
         match &self.repr {
             Repr::Small(timers) => timers.iter().min_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0))).cloned(),
             Repr::Large { by_time, .. } => by_time.first().map(|(at, k)| (k.clone(), *at)),
@@ -105,8 +108,8 @@ impl<K: Ord + Clone> Timers<K> {
     /// Collected in a small inline vector, not a `Vec`: a machine wakes for
     /// one or two timers at a time, and two allocations per wake-up were a
     /// visible share of a thousand-client simulation.
-    pub fn expire(&mut self, now: Instant) -> impl Iterator<Item = K> + use<K> {
-        let mut due: SmallVec<[(Instant, K); INLINE]> = SmallVec::new();
+    pub(crate) fn expire(&mut self, now: T) -> impl Iterator<Item = K> + use<K, T> {
+        let mut due: SmallVec<[(T, K); INLINE]> = SmallVec::new();
         match &mut self.repr {
             Repr::Small(timers) => {
                 timers.retain(|(k, at)| {
@@ -131,18 +134,104 @@ impl<K: Ord + Clone> Timers<K> {
         }
         due.into_iter().map(|(_, key)| key)
     }
+}
 
-    /// Removes every timer whose key matches.
-    pub fn retain(&mut self, mut keep: impl FnMut(&K) -> bool) {
-        match &mut self.repr {
-            Repr::Small(timers) => timers.retain(|(k, _)| keep(k)),
-            Repr::Large { deadlines, by_time } => deadlines.retain(|k, at| {
-                let kept = keep(k);
-                if !kept {
-                    by_time.remove(&(*at, k.clone()));
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::Timers;
+
+    #[test]
+    fn the_earliest_timer_comes_first_however_timers_move() {
+        // Given timers set, moved and stopped in a jumbled order,
+        let t0 = Duration::from_secs(1000);
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let mut timers: Timers<_, Duration> = Timers::default();
+        timers.set("c", at(30));
+        timers.set("a", at(10));
+        timers.set("b", at(10));
+        timers.set("d", at(5));
+        timers.set("a", at(40)); // moved later
+        timers.stop(&"d");
+        timers.set("e", at(20));
+        // then the earliest is b (10 ms), then ties and order hold:
+        assert_eq!(timers.next(), Some(("b", at(10))));
+        assert_eq!(timers.get(&"a"), Some(at(40)));
+        assert_eq!(timers.get(&"d"), None);
+        // when time reaches 30 ms, then b, e and c fire in deadline order,
+        assert_eq!(timers.expire(at(30)).collect::<Vec<_>>(), vec!["b", "e", "c"]);
+        // and only a is left.
+        assert_eq!(timers.next(), Some(("a", at(40))));
+        timers.stop(&"a");
+        assert_eq!(timers.next(), None);
+        assert_eq!(timers.expire(at(1000)).next(), None);
+    }
+
+    #[test]
+    fn timers_due_at_the_same_instant_fire_in_key_order() {
+        let t0 = Duration::from_secs(1000);
+        let mut timers: Timers<_, Duration> = Timers::default();
+        for key in [3, 1, 2] {
+            timers.set(key, t0);
+        }
+        assert_eq!(timers.expire(t0).collect::<Vec<_>>(), vec![1, 2, 3]);
+    }
+
+    /// One operation on a set of timers: keys 0..40 and deadlines 0..100 ms, so
+    /// a run crosses the point where the set changes representation (16
+    /// timers) both ways.
+    #[derive(Clone, Debug)]
+    enum Op {
+        Set(u8, u64),
+        Stop(u8),
+        Expire(u64),
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        prop_oneof![
+            6 => (0u8..40, 0u64..100).prop_map(|(k, ms)| Op::Set(k, ms)),
+            2 => (0u8..40).prop_map(Op::Stop),
+            1 => (0u64..100).prop_map(Op::Expire),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Whether a handful or dozens are set, timers behave exactly like a
+        /// plain map of name to deadline read in (deadline, name) order.
+        #[test]
+        fn timers_agree_with_a_plain_map_at_any_size(ops in proptest::collection::vec(op(), 1..300)) {
+            use std::collections::BTreeMap;
+            let t0 = Duration::from_secs(1000);
+            let at = |ms| t0 + Duration::from_millis(ms);
+            let mut timers: Timers<_, Duration> = Timers::default();
+            let mut model: BTreeMap<u8, Duration> = BTreeMap::new();
+            let earliest = |model: &BTreeMap<u8, Duration>| model.iter().map(|(k, t)| (*t, *k)).min();
+            for op in ops {
+                match op {
+                    Op::Set(k, ms) => {
+                        timers.set(k, at(ms));
+                        model.insert(k, at(ms));
+                    }
+                    Op::Stop(k) => {
+                        timers.stop(&k);
+                        model.remove(&k);
+                    }
+                    Op::Expire(ms) => {
+                        let mut due: Vec<(Duration, u8)> =
+                            model.iter().filter(|(_, t)| **t <= at(ms)).map(|(k, t)| (*t, *k)).collect();
+                        due.sort();
+                        model.retain(|_, t| *t > at(ms));
+                        let due: Vec<u8> = due.into_iter().map(|(_, k)| k).collect();
+                        proptest::prop_assert_eq!(timers.expire(at(ms)).collect::<Vec<_>>(), due);
+                    }
                 }
-                kept
-            }),
+                proptest::prop_assert_eq!(timers.next(), earliest(&model).map(|(t, k)| (k, t)));
+                for k in 0..40 {
+                    proptest::prop_assert_eq!(timers.get(&k), model.get(&k).copied());
+                }
+            }
         }
     }
 }

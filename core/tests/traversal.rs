@@ -21,10 +21,13 @@ use std::time::{Duration, Instant};
 use punchline_core::auth::{self, Role};
 use punchline_core::client::{Client, ClientConfig, ClientEvent, PathKind, BIRTHDAY_PORTS};
 use punchline_core::nat::{FilteringBehavior, MappingBehavior, NatProfile, PortAllocation, Strategy};
-use punchline_core::rng::Rng;
 use punchline_core::wire::frame::{AnswerFrom, CloseReason, Frame, SessionBody, SessionId, SessionKey, StreamMessage};
 use punchline_core::wire::{self, stun};
 use punchline_core::{Machine, SocketId, Transmit};
+
+#[path = "harness/rng.rs"]
+mod rng;
+use rng::Rng;
 
 // ---------------------------------------------------------------------------
 // The scene

@@ -82,8 +82,8 @@ pub struct ClientConfig {
     /// with the default pool, 98 % of attempts succeed against a NAT that
     /// picks from 64,512 ports, and a failed attempt is retried with backoff.
     pub birthday_probe_budget: u32,
-    /// Text messaging ([`MessagingConfig`](crate::client::MessagingConfig)).
-    pub messaging: crate::client::MessagingConfig,
+    /// Text messaging.
+    pub messaging: MessagingConfig,
 }
 
 impl ClientConfig {
@@ -115,7 +115,38 @@ impl ClientConfig {
             birthday_pool: 256,
             birthday_probe_rate: 250,
             birthday_probe_budget: 1024,
-            messaging: crate::client::MessagingConfig::default(),
+            messaging: MessagingConfig::default(),
+        }
+    }
+}
+
+/// The client's messaging settings (field `messaging` of [`ClientConfig`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MessagingConfig {
+    /// How long a text sent on a direct path waits for the peer's
+    /// acknowledgement before it also goes through the server. Default 2 s.
+    pub direct_fallback: Duration,
+    /// How long a text is retransmitted before it fails with
+    /// [`TextFailure::Timeout`](crate::messaging::TextFailure::Timeout). Default 5 minutes.
+    pub text_timeout: Duration,
+    /// Most texts awaiting acknowledgement. Default 1,024.
+    pub text_window: usize,
+    /// Acknowledge a received text as soon as it is raised as
+    /// [`ClientEvent::TextReceived`](crate::client::ClientEvent::TextReceived). Default true. An application that must
+    /// not lose a text to its own crash sets it false and calls
+    /// [`Client::ack_text`](crate::client::Client::ack_text) once the text is
+    /// shown or saved: until then the server keeps it and delivers it again
+    /// (to the next process), so a crash can repeat a text but never lose it.
+    pub ack_on_receipt: bool,
+}
+
+impl Default for MessagingConfig {
+    fn default() -> Self {
+        MessagingConfig {
+            direct_fallback: Duration::from_secs(2),
+            text_timeout: Duration::from_secs(300),
+            text_window: 1024,
+            ack_on_receipt: true,
         }
     }
 }

@@ -35,7 +35,7 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use super::{Ctx, Out};
+use super::context::{Ctx, Out};
 use crate::machine::SocketId;
 use crate::nat::{FilteringBehavior, MappingBehavior, NatProfile, PortAllocation};
 use crate::wire::frame::{AnswerFrom, Frame};
@@ -52,6 +52,8 @@ pub(crate) struct Discovery {
     mapping: Phase<MappingStep>,
     filtering: Phase<FilteringStep>,
     filter_socket: SocketState,
+    /// The request number reserved for the filtering socket.
+    socket_request: u32,
     mapping_result: Option<Option<MappingBehavior>>,
     ports_result: Option<PortAllocation>,
     filtering_result: Option<Option<FilteringBehavior>>,
@@ -112,7 +114,7 @@ impl Discovery {
         alt: SocketAddr,
         x1: SocketAddr,
         nonce_seed: u64,
-        _socket_request: u32,
+        socket_request: u32,
     ) -> Self {
         let mut d = Discovery {
             server,
@@ -123,6 +125,7 @@ impl Discovery {
             mapping: Phase::idle(),
             filtering: Phase::idle(),
             filter_socket: SocketState::Wanted,
+            socket_request,
             mapping_result: None,
             ports_result: None,
             filtering_result: None,
@@ -157,8 +160,16 @@ impl Discovery {
         matches!(self.filter_socket, SocketState::Wanted)
     }
 
-    pub(crate) fn socket_requested(&mut self) {
+    /// The driver is asked for the filtering socket; returns the request
+    /// number to quote.
+    pub(crate) fn socket_requested(&mut self) -> u32 {
         self.filter_socket = SocketState::Requested;
+        self.socket_request
+    }
+
+    /// True when `request` is this discovery's, not answered yet.
+    pub(crate) fn awaits_socket(&self, request: u32) -> bool {
+        request == self.socket_request && matches!(self.filter_socket, SocketState::Wanted | SocketState::Requested)
     }
 
     /// Any address the server may answer discovery from.

@@ -5,10 +5,10 @@
 //! a fresh [`MessageId`]. When a session with the recipient is on a direct
 //! path, the text rides that session's reliable stream and the peer
 //! acknowledges it there; if no acknowledgement comes within
-//! [`MessagingConfig::direct_fallback`], the same message (same id) goes to the
+//! [`MessagingConfig::direct_fallback`](crate::client::MessagingConfig::direct_fallback), the same message (same id) goes to the
 //! server as well. On the server path it is retransmitted (1 s, doubling, at
 //! most 8 s apart) until the server acknowledges or refuses it, or
-//! [`MessagingConfig::text_timeout`] passes.
+//! [`MessagingConfig::text_timeout`](crate::client::MessagingConfig::text_timeout) passes.
 //!
 //! Receiving: from the server or a peer, every copy is acknowledged and only
 //! the first raises [`ClientEvent::TextReceived`] ([`SeenIds`]). The server
@@ -21,50 +21,14 @@ use std::time::{Duration, Instant};
 
 use tracing::debug;
 
-use super::session::Session;
-use super::sessions::Sessions;
-use super::{ClientEvent, Ctx, Out, PathKind};
+use super::context::{Ctx, Out};
+use super::events::ClientEvent;
 use crate::messaging::{SeenIds, SendTextError, TextFailure, TextPath, MAX_TEXT};
 use crate::rng::Rng;
-use crate::wire::frame::{Frame, MessageId, SessionId, TextRejection, TextStatus};
-
-/// The client's messaging settings (field `messaging` of
-/// [`ClientConfig`](super::ClientConfig)).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MessagingConfig {
-    /// How long a text sent on a direct path waits for the peer's
-    /// acknowledgement before it also goes through the server. Default 2 s.
-    pub direct_fallback: Duration,
-    /// How long a text is retransmitted before it fails with
-    /// [`TextFailure::Timeout`]. Default 5 minutes.
-    pub text_timeout: Duration,
-    /// Most texts awaiting acknowledgement. Default 1,024.
-    pub text_window: usize,
-    /// Acknowledge a received text as soon as it is raised as
-    /// [`ClientEvent::TextReceived`]. Default true. An application that must
-    /// not lose a text to its own crash sets it false and calls
-    /// [`Client::ack_text`](crate::client::Client::ack_text) once the text is
-    /// shown or saved: until then the server keeps it and delivers it again
-    /// (to the next process), so a crash can repeat a text but never lose it.
-    pub ack_on_receipt: bool,
-}
-
-impl Default for MessagingConfig {
-    fn default() -> Self {
-        MessagingConfig {
-            direct_fallback: Duration::from_secs(2),
-            text_timeout: Duration::from_secs(300),
-            text_window: 1024,
-            ack_on_receipt: true,
-        }
-    }
-}
+use crate::wire::frame::{Frame, MessageId, TextRejection, TextStatus};
 
 #[derive(Debug)]
-#[repr(C)]
 pub(crate) struct Messaging {
-    /// First, with `inbox`: every `poll_timeout` reads both (see
-    /// [`super::Client`]'s layout).
     outbox: BTreeMap<MessageId, Outgoing>,
     inbox: InboxSync,
     rng: Rng,
@@ -126,14 +90,17 @@ impl Messaging {
         self.outbox.len()
     }
 
+    /// Sends `text` to `to`: through the server, or, when `direct` (a
+    /// session with `to` is on a direct path and can take it), as the
+    /// returned [`PeerText`] for the caller to put on that session.
     pub(crate) fn send_text(
         &mut self,
         ctx: &Ctx<'_>,
         out: &mut Out,
-        sessions: &mut Sessions,
         to: &str,
         text: &str,
-    ) -> Result<MessageId, SendTextError> {
+        direct: bool,
+    ) -> Result<(MessageId, Option<PeerText>), SendTextError> {
         if !crate::server::valid_user_name(to) || to == ctx.config.user {
             return Err(SendTextError::BadRecipient);
         }
@@ -158,15 +125,16 @@ impl Messaging {
             direct: false,
             server_sends: 0,
         };
-        if let Some(session) = direct_session(sessions, to, ctx.config.send_window) {
-            session.send_peer_text(ctx, out, PeerText::Text { id, text: message.text.clone() });
+        let mut on_session = None;
+        if direct {
+            on_session = Some(PeerText::Text { id, text: message.text.clone() });
             message.direct = true;
             message.next_action = ctx.now + ctx.config.messaging.direct_fallback;
         } else {
             send_to_server(ctx, out, id, &mut message);
         }
         self.outbox.insert(id, message);
-        Ok(id)
+        Ok((id, on_session))
     }
 
     pub(crate) fn next_timeout(&self) -> Option<Instant> {
@@ -279,24 +247,15 @@ impl Messaging {
     }
 
     /// The application has shown or saved a text: acknowledge it to the
-    /// server and, when a session with the sender is open, to the sender.
-    pub(crate) fn ack_text(
-        &mut self,
-        ctx: &Ctx<'_>,
-        out: &mut Out,
-        sessions: &mut Sessions,
-        from: &str,
-        id: MessageId,
-    ) -> bool {
+    /// server. True when the text waited for it; the caller then sends
+    /// [`PeerText::Ack`] on every session open with the sender.
+    pub(crate) fn ack_text(&mut self, ctx: &Ctx<'_>, out: &mut Out, from: &str, id: MessageId) -> bool {
         if !self.awaiting_app.remove(&(from.to_owned(), id)) {
             return false;
         }
         if let Some(token) = ctx.token {
             let ack = Frame::TextDeliverAck { token, from: from.to_owned(), id };
             out.send_frame(ctx.primary.0, ctx.config.server, None, &ack);
-        }
-        for s in sessions.values_mut().filter(|s| !s.is_closed() && s.info().peer == from) {
-            s.send_peer_text(ctx, out, PeerText::Ack { id });
         }
         true
     }
@@ -317,44 +276,31 @@ impl Messaging {
         }
     }
 
-    /// Handles the texts and acknowledgements sessions just received
-    /// ([`StreamMessage::Text`](crate::wire::frame::StreamMessage::Text),
+    /// A text or an acknowledgement that arrived from `from` on a session's
+    /// stream ([`StreamMessage::Text`](crate::wire::frame::StreamMessage::Text),
     /// [`StreamMessage::TextAck`](crate::wire::frame::StreamMessage::TextAck)).
-    pub(crate) fn on_session_texts(&mut self, ctx: &Ctx<'_>, out: &mut Out, sessions: &mut Sessions) {
-        for (session, text) in std::mem::take(&mut out.peer_texts) {
-            self.on_peer_text(ctx, out, sessions, session, text);
-        }
-    }
-
-    fn on_peer_text(
+    /// Returns the acknowledgement to send back on that session, if any.
+    pub(crate) fn on_peer_text(
         &mut self,
         ctx: &Ctx<'_>,
         out: &mut Out,
-        sessions: &mut Sessions,
-        session: SessionId,
+        from: &str,
         text: PeerText,
-    ) {
+    ) -> Option<PeerText> {
         match text {
             PeerText::Text { id, text } => {
-                let Some(s) = sessions.get_mut(&session) else { return };
-                let from = s.info().peer;
                 // Acknowledge every copy (once the application has, when it
                 // acknowledges itself). Acknowledgements stay outside the
                 // send window: there are no more of them than texts the
                 // peer's own window let through.
-                if self.raise(ctx, out, &from, id, text) {
-                    if let Some(s) = sessions.get_mut(&session) {
-                        s.send_peer_text(ctx, out, PeerText::Ack { id });
-                    }
-                }
+                self.raise(ctx, out, from, id, text).then_some(PeerText::Ack { id })
             }
             PeerText::Ack { id } => {
-                let peer = sessions.get(&session).map(|s| s.info().peer);
-                let ours = self.outbox.get(&id).is_some_and(|m| Some(&m.to) == peer.as_ref());
-                if ours {
+                if self.outbox.get(&id).is_some_and(|m| m.to == from) {
                     self.outbox.remove(&id);
                     out.event(ClientEvent::TextAcked { id, status: TextStatus::Delivered, path: TextPath::Direct });
                 }
+                None
             }
         }
     }
@@ -371,7 +317,9 @@ impl Messaging {
     }
 }
 
-/// A text message or its acknowledgement on a direct session's stream.
+/// A text message or its acknowledgement on a session's stream: what a
+/// session hands to messaging when it receives one, and what messaging asks
+/// a session to send.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum PeerText {
     /// A message.
@@ -386,20 +334,6 @@ pub(crate) enum PeerText {
         /// Its id.
         id: MessageId,
     },
-}
-
-/// A session with `peer` on a direct path that can take another message.
-fn direct_session<'a>(sessions: &'a mut Sessions, peer: &str, send_window: usize) -> Option<&'a mut Session> {
-    sessions
-        .values_mut()
-        .find(|s| {
-            let info = s.info();
-            info.peer == peer
-                && matches!(info.path, PathKind::Direct { .. })
-                && !s.is_closed()
-                && s.unacked_app() < send_window
-        })
-        .map(|s| &mut **s)
 }
 
 fn send_to_server(ctx: &Ctx<'_>, out: &mut Out, id: MessageId, message: &mut Outgoing) {

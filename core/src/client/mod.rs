@@ -1,12 +1,23 @@
-//! The client machine: login, keepalive, NAT discovery, sessions.
+//! The client machine.
 //!
-//! A [`Client`] logs in as soon as it is created, keeps its NAT mapping toward
-//! the server alive, measures its NAT ([`discovery`]) and reports the profile.
-//! [`Client::connect`] asks the server for a session with another user; the
-//! session is usable over the server's relay after one round trip, and each
-//! session then tries to open a direct path ([`session`]): openers first, then
-//! authenticated probes, then migration, keepalive on the direct path and
-//! fallback to the relay when it dies.
+//! A [`Client`] logs in as soon as it is created and keeps its NAT mapping
+//! toward the server alive (`login`), measures its NAT (`discovery`) and
+//! reports the profile. [`Client::connect`] asks the server for a session
+//! with another user (`connect`); the session is usable over the server's
+//! relay after one round trip, and each session then tries to open a direct
+//! path (`sessions`): openers first, then authenticated probes, then
+//! migration, keepalive on the direct path and fallback to the relay when it
+//! dies. Text messages go over a direct session or through the server
+//! (`messaging`).
+//!
+//! Each of those parts is a module that owns its state, and none drives
+//! another: this module routes datagrams, timeouts and calls to them, and
+//! carries what one part hands another (a session's received texts to
+//! messaging, messaging's acknowledgements back to a session). Imports
+//! between the parts run one way only (a session names messaging's
+//! `PeerText`; traversal reuses discovery's arithmetic). What they all
+//! share, the output queues and the context they send with, is `context`;
+//! what the client tells its user is `events`.
 //!
 //! The client starts with one socket, the *primary* socket, which talks to
 //! the server and carries the first punching attempt. It asks its driver for
@@ -15,386 +26,74 @@
 //! [`ClientEvent::ReleaseSocket`].
 
 mod config;
+mod connect;
+mod context;
 mod discovery;
+mod events;
+mod login;
 mod messaging;
-mod session;
 mod sessions;
-mod stream;
-mod traversal;
 
-pub use config::ClientConfig;
-pub use messaging::MessagingConfig;
-pub use traversal::{birthday_success, BIRTHDAY_PORTS};
+pub use config::{ClientConfig, MessagingConfig};
+pub use events::{ClientEvent, ClientStats, ConnectError, ConnectFailure, PathKind, SendError, SessionInfo};
+pub use sessions::{birthday_success, BIRTHDAY_PORTS};
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use bytes::Bytes;
 use tracing::debug;
 
-use crate::hint;
+use crate::auth::Role;
 use crate::machine::{Machine, SocketId, Transmit};
-use crate::messaging::{SendTextError, TextFailure, TextPath};
-use crate::nat::{NatProfile, Strategy};
+use crate::messaging::SendTextError;
+use crate::nat::NatProfile;
 use crate::rng::Rng;
 use crate::timer::Timers;
-use crate::wire::frame::{
-    CloseReason, ErrorCode, Frame, FrameError, MessageId, SessionId, TextStatus, MAX_APP_PAYLOAD,
-};
+use crate::wire::frame::{CloseReason, ErrorCode, Frame, FrameError, MessageId, SessionId, MAX_APP_PAYLOAD};
 use crate::wire::{self, stun};
 
+use connect::Requests;
+use context::{ClientTimer, Ctx, Out};
 use discovery::Discovery;
-use messaging::Messaging;
-use session::Session;
-use sessions::Sessions;
-
-/// Something a user of the client (or its driver) cares about.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ClientEvent {
-    /// The server accepted the login.
-    LoggedIn {
-        /// The address the server sees us at.
-        reflexive: SocketAddr,
-    },
-    /// The server refused the login (bad user name, unsupported version).
-    LoginFailed {
-        /// Why.
-        code: ErrorCode,
-    },
-    /// The server has not answered for [`ClientConfig::server_timeout`]. The
-    /// client keeps trying; direct sessions keep working.
-    ServerUnreachable,
-    /// The NAT now maps us to another address (a rebinding or a reboot).
-    ReflexiveChanged {
-        /// The address before.
-        old: SocketAddr,
-        /// The address now.
-        new: SocketAddr,
-    },
-    /// NAT discovery finished.
-    NatProfile(NatProfile),
-    /// Answer to [`Client::lookup`].
-    LookupResult {
-        /// Who was looked up.
-        user: String,
-        /// Whether they are online.
-        online: bool,
-    },
-    /// A session exists and is usable over the relay.
-    SessionOpened {
-        /// The session.
-        session: SessionId,
-        /// The other member.
-        peer: String,
-        /// True when we asked for it.
-        initiator: bool,
-        /// How it will try for a direct path.
-        strategy: Strategy,
-    },
-    /// Both sides' openers are out; probing starts.
-    PunchStarted {
-        /// The session.
-        session: SessionId,
-        /// Which attempt (0 is the first).
-        attempt: u16,
-    },
-    /// An attempt ended without a direct path.
-    PunchFailed {
-        /// The session.
-        session: SessionId,
-        /// Which attempt.
-        attempt: u16,
-        /// When the next attempt starts, or `None` when the session gave up
-        /// and stays on the relay.
-        retry_in: Option<Duration>,
-    },
-    /// The session now uses a direct path.
-    PathDirect {
-        /// The session.
-        session: SessionId,
-        /// Our socket on the path.
-        socket: SocketId,
-        /// The peer's address on the path.
-        remote: SocketAddr,
-    },
-    /// The direct path stopped answering; the session is back on the relay.
-    PathFellBack {
-        /// The session.
-        session: SessionId,
-    },
-    /// Application data arrived, in order, exactly once.
-    DataReceived {
-        /// The session.
-        session: SessionId,
-        /// The data.
-        data: Bytes,
-    },
-    /// The session ended.
-    SessionClosed {
-        /// The session.
-        session: SessionId,
-        /// Why.
-        reason: CloseReason,
-    },
-    /// A [`Client::connect`] failed before a session existed.
-    ConnectFailed {
-        /// Who we asked for.
-        peer: String,
-        /// Why.
-        reason: ConnectFailure,
-    },
-    /// Driver: bind `count` new UDP sockets and answer with
-    /// [`Client::sockets_opened`] quoting `request`.
-    OpenSockets {
-        /// Quote this in the answer.
-        request: u32,
-        /// How many sockets.
-        count: u16,
-    },
-    /// Driver: the client no longer needs `socket`; close it.
-    ReleaseSocket {
-        /// The socket.
-        socket: SocketId,
-    },
-    /// A text message arrived (the first copy of it: never twice).
-    TextReceived {
-        /// The sender.
-        from: String,
-        /// Its id.
-        id: MessageId,
-        /// The text.
-        text: String,
-    },
-    /// A text sent with [`Client::send_text`] was acknowledged.
-    TextAcked {
-        /// Its id.
-        id: MessageId,
-        /// Delivered to the recipient, or stored durably by the server.
-        status: TextStatus,
-        /// Who acknowledged it: the peer directly, or the server.
-        path: TextPath,
-    },
-    /// A text sent with [`Client::send_text`] failed for good.
-    TextFailed {
-        /// Its id.
-        id: MessageId,
-        /// Why.
-        reason: TextFailure,
-    },
-    /// The server holds no more messages for us: everything stored was
-    /// received and acknowledged (after a login, or after a backlog drained).
-    InboxEmpty,
-}
-
-/// Why a connect failed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ConnectFailure {
-    /// No such user.
-    UnknownPeer,
-    /// The user exists but is offline.
-    PeerOffline,
-    /// The server did not answer.
-    ServerUnreachable,
-    /// The server refused (limits, bad name).
-    Refused(ErrorCode),
-}
-
-/// Errors of [`Client::connect`].
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum ConnectError {
-    /// Not logged in yet.
-    #[error("not logged in")]
-    NotLoggedIn,
-    /// The name cannot be a user.
-    #[error("invalid user name")]
-    BadUserName,
-}
-
-/// Errors of [`Client::send`].
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum SendError {
-    /// No such session (never existed, or closed).
-    #[error("no such session")]
-    UnknownSession,
-    /// Larger than one message may be.
-    #[error("message of {len} bytes exceeds the {max}-byte limit")]
-    TooLarge {
-        /// The message's length.
-        len: usize,
-        /// The limit.
-        max: usize,
-    },
-    /// Too many messages are unacknowledged; wait for acknowledgements.
-    #[error("send window full")]
-    WindowFull,
-}
-
-/// The path a session uses now.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PathKind {
-    /// Through the server's relay.
-    Relay,
-    /// Peer to peer.
-    Direct {
-        /// Our socket.
-        socket: SocketId,
-        /// The peer's address.
-        remote: SocketAddr,
-    },
-}
-
-/// A snapshot of one session, for reports.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SessionInfo {
-    /// The other member.
-    pub peer: String,
-    /// The strategy.
-    pub strategy: Strategy,
-    /// The current path.
-    pub path: PathKind,
-    /// Times the session fell back from direct to the relay.
-    pub fallbacks: u32,
-    /// Probes sent, all attempts together.
-    pub probes_sent: u64,
-    /// Punching attempts started.
-    pub attempts: u16,
-}
-
-/// Counters of what the client dropped.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ClientStats {
-    /// Undecodable datagrams.
-    pub malformed: u64,
-    /// Peer frames with a bad MAC, a replayed counter or an unknown session.
-    pub unauthenticated: u64,
-    /// Frames from an unexpected source (e.g. server frames not from the
-    /// server).
-    pub unexpected: u64,
-}
+use login::Login;
+use messaging::{Messaging, PeerText};
+use sessions::{Session, Sessions};
 
 /// The client's protocol state. See the [module documentation](self).
-///
-/// Laid out by hand (`repr(C)`), the fields every datagram and timeout reads
-/// first: the output queues, the sessions, the timers, the login and the
-/// primary socket share the struct's first few cache lines, and messaging's
-/// deadlines come right after. In a simulation of a thousand clients every
-/// event lands on a client that is cold in cache, and with the compiler's
-/// order these fields were spread over the whole 1.3 KB.
 #[derive(Debug)]
-#[repr(C)]
 pub struct Client {
+    config: ClientConfig,
+    primary: (SocketId, SocketAddr),
     out: Out,
-    /// Inline, but each session boxed: a session is about 1 KB, and two inline
-    /// would more than double the client for the one or two it holds.
-    sessions: Sessions,
     timers: Timers<ClientTimer>,
     login: Login,
-    primary: (SocketId, SocketAddr),
-    socket_requests: BTreeMap<u32, SocketOwner>,
-    next_request: u32,
-    messaging: Messaging,
-    config: ClientConfig,
     discovery: Option<Discovery>,
-    rng: Rng,
     profile: NatProfile,
-    connects: BTreeMap<u32, PendingConnect>,
-    lookups: BTreeMap<u32, String>,
+    requests: Requests,
+    /// Each session boxed: a session is about 1 KB, and two inline would
+    /// more than double the client for the one or two it holds.
+    sessions: Sessions<Box<Session>>,
+    messaging: Messaging,
+    /// The session and attempt that asked for the sockets of each request
+    /// to the driver (discovery keeps its own request number).
+    socket_requests: BTreeMap<u32, (SessionId, u16)>,
+    next_request: u32,
+    rng: Rng,
     stats: ClientStats,
 }
 
-/// Output queues shared by the client and its sub-machines.
-#[derive(Debug, Default)]
-pub(crate) struct Out {
-    pub(crate) transmits: VecDeque<Transmit>,
-    pub(crate) events: VecDeque<ClientEvent>,
-    pub(crate) now: Option<Instant>,
-    /// Texts and their acknowledgements that sessions received, for the
-    /// messaging half ([`messaging::PeerText`]).
-    pub(crate) peer_texts: Vec<(SessionId, messaging::PeerText)>,
-}
-
-impl Out {
-    /// Queues a datagram built elsewhere (a STUN message).
-    pub(crate) fn send(&mut self, socket: SocketId, to: SocketAddr, ttl: Option<u8>, payload: Vec<u8>) {
-        self.push(socket, to, ttl, wire::payload_bytes(payload));
-    }
-    /// Queues `frame`, unsigned.
-    pub(crate) fn send_frame(&mut self, socket: SocketId, to: SocketAddr, ttl: Option<u8>, frame: &Frame) {
-        self.send_sealed(socket, to, ttl, frame, |_| {});
-    }
-    /// Queues `frame` once `seal` has signed its encoding in place.
-    pub(crate) fn send_sealed(
-        &mut self,
-        socket: SocketId,
-        to: SocketAddr,
-        ttl: Option<u8>,
-        frame: &Frame,
-        seal: impl FnOnce(&mut [u8]),
-    ) {
-        self.push(socket, to, ttl, wire::frame_bytes(frame, seal));
-    }
-    fn push(&mut self, socket: SocketId, destination: SocketAddr, ttl: Option<u8>, payload: Bytes) {
-        self.transmits.push_back(Transmit { socket, destination, ttl, payload });
-    }
-    pub(crate) fn event(&mut self, event: ClientEvent) {
-        self.events.push_back(event);
-    }
-}
-
-/// Who asked for sockets.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum SocketOwner {
-    Discovery,
-    Session(SessionId, u16),
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum ClientTimer {
-    Login,
-    Keepalive,
-    Connect(u32),
-    Discovery,
-}
-
-#[derive(Debug)]
-enum Login {
-    Pending { request: u32, sends: u32, since: Instant, reported_unreachable: bool },
-    Failed,
-    Online { token: u64, reflexive: SocketAddr, awaiting_since: Option<Instant>, reported_unreachable: bool },
-    LoggedOut,
-}
-
-#[derive(Debug)]
-struct PendingConnect {
-    peer: String,
-    /// 0 while waiting for the login and NAT discovery to finish.
-    sends: u32,
-    /// The server answered `NotLoggedIn` once and the client logged in
-    /// again; a second time ends the connect.
-    relogged: bool,
-}
-
-/// What a session needs from the client to send.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Ctx<'a> {
-    pub(crate) now: Instant,
-    pub(crate) config: &'a ClientConfig,
-    pub(crate) token: Option<u64>,
-    pub(crate) primary: (SocketId, SocketAddr),
-    /// The primary socket's server-reflexive address, while logged in.
-    pub(crate) reflexive: Option<SocketAddr>,
-}
-
 /// Builds a [`Ctx`] from the client's fields, borrowing only `config`, so
-/// sessions and the output queues stay mutably borrowable beside it.
+/// the parts and the output queues stay mutably borrowable beside it.
 macro_rules! ctx {
     ($client:ident, $now:expr) => {{
-        let (token, reflexive) = match $client.login {
-            Login::Online { token, reflexive, .. } => (Some(token), Some(reflexive)),
-            _ => (None, None),
-        };
-        Ctx { now: $now, config: &$client.config, token, primary: $client.primary, reflexive }
+        Ctx {
+            now: $now,
+            config: &$client.config,
+            token: $client.login.token(),
+            primary: $client.primary,
+            reflexive: $client.login.reflexive(),
+        }
     }};
 }
 
@@ -410,8 +109,7 @@ impl Client {
             login: Login::LoggedOut,
             discovery: None,
             profile: NatProfile::default(),
-            connects: BTreeMap::new(),
-            lookups: BTreeMap::new(),
+            requests: Requests::default(),
             sessions: Sessions::default(),
             next_request: 1,
             socket_requests: BTreeMap::new(),
@@ -428,25 +126,6 @@ impl Client {
         &self.config
     }
 
-    /// Asks the CPU for the cache lines that the client's next call will
-    /// read first (see [`hint`](crate::hint)), and returns at once. For a
-    /// driver of many clients that knows which one it drives next, like the
-    /// simulator: the loads overlap its current work. A hint only; it changes
-    /// nothing the client does.
-    pub fn prefetch(&self) {
-        // The hot head of the struct (see its layout), field by field: each
-        // prefetch brings the line a field starts on.
-        hint::prefetch(&self.out);
-        hint::prefetch(&self.out.peer_texts);
-        hint::prefetch(&self.sessions);
-        hint::prefetch(&self.timers);
-        hint::prefetch(&self.login);
-        hint::prefetch(&self.primary);
-        hint::prefetch(&self.messaging);
-        hint::prefetch(&self.config.server);
-        hint::prefetch(&self.config.session_timeout);
-    }
-
     /// The NAT profile measured so far.
     pub fn nat_profile(&self) -> NatProfile {
         self.profile
@@ -454,15 +133,12 @@ impl Client {
 
     /// Our server-reflexive address, once logged in.
     pub fn reflexive(&self) -> Option<SocketAddr> {
-        match self.login {
-            Login::Online { reflexive, .. } => Some(reflexive),
-            _ => None,
-        }
+        self.login.reflexive()
     }
 
     /// True once the server accepted the login.
     pub fn is_logged_in(&self) -> bool {
-        matches!(self.login, Login::Online { .. })
+        self.login.is_online()
     }
 
     /// Counters of dropped input.
@@ -491,11 +167,11 @@ impl Client {
         if !crate::server::valid_user_name(peer) || peer == self.config.user {
             return Err(ConnectError::BadUserName);
         }
-        if matches!(self.login, Login::Failed | Login::LoggedOut) {
+        if !self.login.is_active() {
             return Err(ConnectError::NotLoggedIn);
         }
         let request = self.fresh_request();
-        self.connects.insert(request, PendingConnect { peer: peer.to_owned(), sends: 0, relogged: false });
+        self.requests.connect(request, peer);
         self.send_waiting_connects(now);
         Ok(())
     }
@@ -504,15 +180,15 @@ impl Client {
     /// [`ClientEvent::LookupResult`]. Sent once: a lost answer is not retried.
     pub fn lookup(&mut self, now: Instant, user: &str) -> Result<(), ConnectError> {
         self.out.now = Some(now);
-        let Login::Online { token, .. } = self.login else {
+        let Some(token) = self.login.token() else {
             return Err(ConnectError::NotLoggedIn);
         };
         if !crate::server::valid_user_name(user) {
             return Err(ConnectError::BadUserName);
         }
         let request = self.fresh_request();
-        self.lookups.insert(request, user.to_owned());
-        self.send_to_server(Frame::Lookup { token, request, user: user.to_owned() });
+        let ctx = ctx!(self, now);
+        self.requests.lookup(&ctx, &mut self.out, token, request, user);
         Ok(())
     }
 
@@ -540,11 +216,16 @@ impl Client {
     /// completes the message waits. See [`crate::messaging`].
     pub fn send_text(&mut self, now: Instant, to: &str, text: &str) -> Result<MessageId, SendTextError> {
         self.out.now = Some(now);
-        if matches!(self.login, Login::Failed | Login::LoggedOut) {
+        if !self.login.is_active() {
             return Err(SendTextError::NotLoggedIn);
         }
         let ctx = ctx!(self, now);
-        self.messaging.send_text(&ctx, &mut self.out, &mut self.sessions, to, text)
+        let mut direct = self.sessions.direct_for_texts(to, self.config.send_window);
+        let (id, on_session) = self.messaging.send_text(&ctx, &mut self.out, to, text, direct.is_some())?;
+        if let (Some(session), Some(text)) = (direct.as_mut(), on_session) {
+            session.send_peer_text(&ctx, &mut self.out, text);
+        }
+        Ok(id)
     }
 
     /// Asks the server how many messages it holds for us; answered by
@@ -554,7 +235,7 @@ impl Client {
     /// completes the request waits for it.
     pub fn sync_inbox(&mut self, now: Instant) -> Result<(), SendTextError> {
         self.out.now = Some(now);
-        if matches!(self.login, Login::Failed | Login::LoggedOut) {
+        if !self.login.is_active() {
             return Err(SendTextError::NotLoggedIn);
         }
         let ctx = ctx!(self, now);
@@ -570,7 +251,13 @@ impl Client {
     pub fn ack_text(&mut self, now: Instant, from: &str, id: MessageId) -> bool {
         self.out.now = Some(now);
         let ctx = ctx!(self, now);
-        self.messaging.ack_text(&ctx, &mut self.out, &mut self.sessions, from, id)
+        if !self.messaging.ack_text(&ctx, &mut self.out, from, id) {
+            return false;
+        }
+        for s in self.sessions.with_peer(from) {
+            s.send_peer_text(&ctx, &mut self.out, PeerText::Ack { id });
+        }
+        true
     }
 
     /// Text messages sent and not yet acknowledged (nor failed).
@@ -594,10 +281,8 @@ impl Client {
         for id in ids {
             self.close(now, id);
         }
-        if let Login::Online { token, .. } = self.login {
-            self.send_to_server(Frame::Logout { token });
-        }
-        self.login = Login::LoggedOut;
+        let ctx = ctx!(self, now);
+        self.login.logout(&ctx, &mut self.out);
         self.timers = Timers::default();
     }
 
@@ -606,22 +291,19 @@ impl Client {
     /// bind them).
     pub fn sockets_opened(&mut self, now: Instant, request: u32, sockets: &[(SocketId, SocketAddr)]) {
         self.out.now = Some(now);
-        let Some(owner) = self.socket_requests.remove(&request) else {
-            for (socket, _) in sockets {
-                self.out.event(ClientEvent::ReleaseSocket { socket: *socket });
-            }
-            return;
-        };
         let ctx = ctx!(self, now);
-        match owner {
-            SocketOwner::Discovery => match self.discovery.as_mut() {
-                Some(d) => d.socket_opened(&ctx, &mut self.out, sockets.first().copied()),
-                None => sockets.iter().for_each(|(s, _)| self.out.event(ClientEvent::ReleaseSocket { socket: *s })),
-            },
-            SocketOwner::Session(id, attempt) => match self.sessions.get_mut(&id) {
+        let release =
+            |out: &mut Out| sockets.iter().for_each(|(s, _)| out.event(ClientEvent::ReleaseSocket { socket: *s }));
+        if let Some(d) = self.discovery.as_mut().filter(|d| d.awaits_socket(request)) {
+            d.socket_opened(&ctx, &mut self.out, sockets.first().copied());
+        } else if let Some((id, attempt)) = self.socket_requests.remove(&request) {
+            match self.sessions.get_mut(&id) {
                 Some(s) => s.socket_opened(&ctx, &mut self.out, attempt, sockets),
-                None => sockets.iter().for_each(|(s, _)| self.out.event(ClientEvent::ReleaseSocket { socket: *s })),
-            },
+                None => release(&mut self.out),
+            }
+        } else {
+            // Not (or no longer) wanted: the driver closes them again.
+            return release(&mut self.out);
         }
         self.request_sockets();
     }
@@ -658,9 +340,18 @@ impl Machine for Client {
         self.out.now = Some(now);
         for timer in self.timers.expire(now) {
             match timer {
-                ClientTimer::Login => self.login_timer(now),
-                ClientTimer::Keepalive => self.keepalive_timer(now),
-                ClientTimer::Connect(request) => self.connect_timer(now, request),
+                ClientTimer::Login => {
+                    let ctx = ctx!(self, now);
+                    self.login.retransmit(&ctx, &mut self.out, &mut self.timers);
+                }
+                ClientTimer::Keepalive => {
+                    let ctx = ctx!(self, now);
+                    self.login.keepalive(&ctx, &mut self.out, &mut self.timers, self.profile);
+                }
+                ClientTimer::Connect(request) => {
+                    let ctx = ctx!(self, now);
+                    self.requests.retransmit(&ctx, &mut self.out, &mut self.timers, request, self.profile);
+                }
                 ClientTimer::Discovery => {
                     let ctx = ctx!(self, now);
                     if let Some(d) = self.discovery.as_mut() {
@@ -671,18 +362,7 @@ impl Machine for Client {
             }
         }
         let ctx = ctx!(self, now);
-        let mut closed = Vec::new();
-        for (id, s) in self.sessions.iter_mut() {
-            if s.next_timeout().is_some_and(|at| at <= now) {
-                s.handle_timeout(&ctx, &mut self.out);
-            }
-            if s.is_closed() {
-                closed.push(*id);
-            }
-        }
-        for id in closed {
-            self.sessions.remove(&id);
-        }
+        self.sessions.handle_timeout(&ctx, &mut self.out);
         if self.messaging.next_timeout().is_some_and(|at| at <= now) {
             self.messaging.handle_timeout(&ctx, &mut self.out);
         }
@@ -703,7 +383,7 @@ impl Machine for Client {
         }
         let timers = self.timers.next().map(|(_, at)| at);
         let discovery = self.discovery.as_ref().and_then(Discovery::next_timeout);
-        let sessions = self.sessions.values().filter_map(|s| s.next_timeout()).min();
+        let sessions = self.sessions.next_timeout();
         [timers, discovery, sessions, self.messaging.next_timeout()].into_iter().flatten().min()
     }
 }
@@ -725,77 +405,18 @@ impl Client {
 
     fn start_login(&mut self, now: Instant) {
         let request = self.fresh_request();
-        self.login = Login::Pending { request, sends: 1, since: now, reported_unreachable: false };
-        self.send_login(request);
-        self.timers.set(ClientTimer::Login, now + retransmit_after(1));
-    }
-
-    fn send_login(&mut self, request: u32) {
-        let mut host_candidates = Vec::new();
-        if !self.primary.1.ip().is_unspecified() {
-            host_candidates.push(self.primary.1);
-        }
-        self.send_to_server(Frame::Login { request, user: self.config.user.clone(), host_candidates });
-    }
-
-    fn login_timer(&mut self, now: Instant) {
-        let Login::Pending { request, sends, since, reported_unreachable } = &mut self.login else { return };
-        *sends += 1;
-        let (request, sends_now) = (*request, *sends);
-        if !*reported_unreachable && now.saturating_duration_since(*since) >= self.config.server_timeout {
-            *reported_unreachable = true;
-            self.out.event(ClientEvent::ServerUnreachable);
-        }
-        self.send_login(request);
-        self.timers.set(ClientTimer::Login, now + retransmit_after(sends_now));
-    }
-
-    fn keepalive_timer(&mut self, now: Instant) {
-        let Login::Online { token, awaiting_since, reported_unreachable, .. } = &mut self.login else { return };
-        let token = *token;
-        let waiting = awaiting_since.map(|since| now.saturating_duration_since(since));
-        if waiting.is_some_and(|w| w >= self.config.server_timeout) && !*reported_unreachable {
-            *reported_unreachable = true;
-            self.out.event(ClientEvent::ServerUnreachable);
-        }
-        awaiting_since.get_or_insert(now);
-        self.send_to_server(Frame::Keepalive { token, profile: self.profile });
-        // While an answer is missing, ask again soon, so a lost keepalive, a
-        // rebinding or a restarted server is noticed quickly.
-        let next = if waiting.is_some() { Duration::from_secs(2) } else { KEEPALIVE_RETRY };
-        self.timers.set(ClientTimer::Keepalive, now + next.min(self.config.keepalive));
+        let ctx = ctx!(self, now);
+        self.login.start(&ctx, &mut self.out, &mut self.timers, request);
     }
 
     /// Sends the connects that waited for the login and NAT discovery.
     fn send_waiting_connects(&mut self, now: Instant) {
-        let Login::Online { token, .. } = self.login else { return };
+        let Some(token) = self.login.token() else { return };
         if self.discovery.is_some() {
             return;
         }
-        let waiting: Vec<u32> = self.connects.iter().filter(|(_, p)| p.sends == 0).map(|(r, _)| *r).collect();
-        for request in waiting {
-            let pending = self.connects.get_mut(&request).expect("collected above");
-            pending.sends = 1;
-            let peer = pending.peer.clone();
-            self.send_to_server(Frame::Connect { token, request, peer, profile: self.profile });
-            self.timers.set(ClientTimer::Connect(request), now + retransmit_after(1));
-        }
-    }
-
-    fn connect_timer(&mut self, now: Instant, request: u32) {
-        let Some(pending) = self.connects.get_mut(&request) else { return };
-        if pending.sends >= CONNECT_SENDS {
-            let pending = self.connects.remove(&request).expect("looked up above");
-            self.out
-                .event(ClientEvent::ConnectFailed { peer: pending.peer, reason: ConnectFailure::ServerUnreachable });
-            return;
-        }
-        pending.sends += 1;
-        let (peer, sends) = (pending.peer.clone(), pending.sends);
-        if let Login::Online { token, .. } = self.login {
-            self.send_to_server(Frame::Connect { token, request, peer, profile: self.profile });
-        }
-        self.timers.set(ClientTimer::Connect(request), now + retransmit_after(sends));
+        let ctx = ctx!(self, now);
+        self.requests.send_waiting(&ctx, &mut self.out, &mut self.timers, token, self.profile);
     }
 
     fn handle_stun(&mut self, now: Instant, socket: SocketId, from: SocketAddr, payload: &[u8]) {
@@ -817,11 +438,7 @@ impl Client {
         let Some(mapped) = message.xor_mapped_address().or_else(|| message.mapped_address()) else { return };
         let ctx = ctx!(self, now);
         let tid = message.transaction_id;
-        for s in self.sessions.values_mut() {
-            if s.on_binding_response(&ctx, &mut self.out, socket, tid, mapped) {
-                return;
-            }
-        }
+        self.sessions.on_binding_response(&ctx, &mut self.out, socket, tid, mapped);
     }
 
     fn handle_frame(&mut self, now: Instant, socket: SocketId, from: SocketAddr, frame: Frame, raw: &[u8]) {
@@ -841,14 +458,10 @@ impl Client {
         }
         match frame {
             Frame::LoginOk { request, token, reflexive } => {
-                let Login::Pending { request: expected, .. } = self.login else { return };
-                if request != expected {
+                let ctx = ctx!(self, now);
+                if !self.login.on_login_ok(&ctx, &mut self.out, &mut self.timers, request, token, reflexive) {
                     return;
                 }
-                self.timers.stop(&ClientTimer::Login);
-                self.login = Login::Online { token, reflexive, awaiting_since: None, reported_unreachable: false };
-                self.timers.set(ClientTimer::Keepalive, now + self.config.keepalive);
-                self.out.event(ClientEvent::LoggedIn { reflexive });
                 if self.config.discover_nat {
                     self.start_discovery(now);
                 }
@@ -856,46 +469,27 @@ impl Client {
                 let ctx = ctx!(self, now);
                 self.messaging.on_logged_in(&ctx, &mut self.out);
             }
-            Frame::KeepaliveAck { reflexive: new } => {
-                let Login::Online { reflexive, awaiting_since, reported_unreachable, .. } = &mut self.login else {
-                    return;
-                };
-                *awaiting_since = None;
-                *reported_unreachable = false;
-                // Back to the regular interval.
-                self.timers.set(ClientTimer::Keepalive, now + self.config.keepalive);
-                if *reflexive != new {
-                    let old = std::mem::replace(reflexive, new);
-                    self.out.event(ClientEvent::ReflexiveChanged { old, new });
-                    if self.config.discover_nat {
-                        self.start_discovery(now);
-                    }
+            Frame::KeepaliveAck { reflexive } => {
+                let ctx = ctx!(self, now);
+                let moved = self.login.on_keepalive_ack(&ctx, &mut self.out, &mut self.timers, reflexive);
+                if moved && self.config.discover_nat {
+                    self.start_discovery(now);
                 }
             }
-            Frame::LookupReply { request, online } => {
-                if let Some(user) = self.lookups.remove(&request) {
-                    self.out.event(ClientEvent::LookupResult { user, online });
-                }
-            }
+            Frame::LookupReply { request, online } => self.requests.on_lookup_reply(&mut self.out, request, online),
             Frame::Offer { request, session, key, initiator, peer, peer_candidates, strategy, peer_profile } => {
-                if let Login::Online { token, .. } = self.login {
+                if let Some(token) = self.login.token() {
                     self.send_to_server(Frame::OfferAck { token, session });
                 }
                 if self.sessions.contains_key(&session) {
                     return;
                 }
-                if initiator {
-                    match self.connects.get(&request) {
-                        Some(p) if p.peer == peer => {
-                            self.connects.remove(&request);
-                            self.timers.stop(&ClientTimer::Connect(request));
-                        }
-                        // An offer for a connect we gave up on, or forged.
-                        _ => return,
-                    }
+                // An offer for a connect we gave up on, or forged, is dropped.
+                if initiator && !self.requests.on_offer(&mut self.timers, request, &peer) {
+                    return;
                 }
                 let ctx = ctx!(self, now);
-                let role = if initiator { crate::auth::Role::Initiator } else { crate::auth::Role::Responder };
+                let role = if initiator { Role::Initiator } else { Role::Responder };
                 let rng = self.rng.fork(session.0);
                 let profiles = (self.profile, peer_profile);
                 let s = Session::new(
@@ -916,7 +510,7 @@ impl Client {
                 // The relay names the session it forwarded for; a payload
                 // that claims another session is dropped before any MAC work.
                 match Frame::decode(&payload) {
-                    Ok(inner) if inner.is_authenticated() && peer_session(&inner) == Some(session) => {
+                    Ok(inner) if inner.is_authenticated() && sessions::session_of(&inner) == Some(session) => {
                         self.handle_peer_frame(now, socket, from, inner, &payload, true);
                     }
                     _ => self.stats.malformed += 1,
@@ -954,42 +548,12 @@ impl Client {
     }
 
     fn handle_error(&mut self, now: Instant, request: u32, code: ErrorCode) {
-        if let Some(pending) = self.connects.get_mut(&request) {
-            self.timers.stop(&ClientTimer::Connect(request));
-            // Online: the login below starts; pending: another connect's
-            // error started it already.
-            let logging_in = matches!(self.login, Login::Online { .. } | Login::Pending { .. });
-            if code == ErrorCode::NotLoggedIn && logging_in && !pending.relogged {
-                // The server forgot our token (it restarted): the connect
-                // waits for the new login, as one made before the first
-                // login does, instead of failing.
-                pending.relogged = true;
-                pending.sends = 0;
-            } else if let Some(pending) = self.connects.remove(&request) {
-                let reason = match code {
-                    ErrorCode::UnknownPeer => ConnectFailure::UnknownPeer,
-                    ErrorCode::PeerOffline => ConnectFailure::PeerOffline,
-                    other => ConnectFailure::Refused(other),
-                };
-                self.out.event(ClientEvent::ConnectFailed { peer: pending.peer, reason });
-                return;
-            }
+        let logging_in = self.login.is_active();
+        if self.requests.on_error(&mut self.out, &mut self.timers, request, code, logging_in) {
+            return;
         }
-        match (&self.login, code) {
-            (Login::Pending { request: r, .. }, ErrorCode::BadUserName | ErrorCode::UnsupportedVersion)
-                if *r == request || request == 0 =>
-            {
-                self.timers.stop(&ClientTimer::Login);
-                self.login = Login::Failed;
-                self.out.event(ClientEvent::LoginFailed { code });
-            }
-            (Login::Online { .. }, ErrorCode::NotLoggedIn) => {
-                // The server forgot us (restart, or our keepalives were lost
-                // for too long): log in again. Direct sessions go on.
-                self.timers.stop(&ClientTimer::Keepalive);
-                self.start_login(now);
-            }
-            _ => debug!(?code, request, "error for no pending request"),
+        if self.login.on_error(&mut self.out, &mut self.timers, request, code) {
+            self.start_login(now);
         }
     }
 
@@ -1002,7 +566,7 @@ impl Client {
         raw: &[u8],
         relayed: bool,
     ) {
-        let Some(session) = peer_session(&frame) else { return };
+        let Some(session) = sessions::session_of(&frame) else { return };
         let ctx = ctx!(self, now);
         let Some(s) = self.sessions.get_mut(&session) else {
             debug!(%session, "peer frame for an unknown session");
@@ -1014,24 +578,30 @@ impl Client {
             self.stats.unauthenticated += 1;
             return;
         }
-        s.handle_frame(&ctx, &mut self.out, socket, from, frame, relayed);
+        let texts = s.handle_frame(&ctx, &mut self.out, socket, from, frame, relayed);
         if s.is_closed() {
             self.sessions.remove(&session);
         }
-        self.messaging.on_session_texts(&ctx, &mut self.out, &mut self.sessions);
+        // Texts are messaging's; its acknowledgements go back on the session
+        // they came on (none once the session closed).
+        for text in texts {
+            let Some(s) = self.sessions.get_mut(&session) else { break };
+            if let Some(reply) = self.messaging.on_peer_text(&ctx, &mut self.out, s.peer(), text) {
+                s.send_peer_text(&ctx, &mut self.out, reply);
+            }
+        }
     }
 
     fn start_discovery(&mut self, now: Instant) {
-        let (Some(alt), Login::Online { reflexive, .. }) = (self.config.alt_server, &self.login) else {
+        let (Some(alt), Some(reflexive)) = (self.config.alt_server, self.login.reflexive()) else {
             // Nothing to measure against: report what is known, so the
             // server does not wait for a profile that never comes.
             self.profile.public = self.reflexive() == Some(self.primary.1);
-            if let Login::Online { token, .. } = self.login {
+            if let Some(token) = self.login.token() {
                 self.send_to_server(Frame::Profile { token, profile: self.profile });
             }
             return;
         };
-        let reflexive = *reflexive;
         // A discovery still running (the address changed again) gives back
         // its socket, or the wish for one, before the new one starts.
         if let Some(old) = self.discovery.take() {
@@ -1039,14 +609,11 @@ impl Client {
                 self.out.event(ClientEvent::ReleaseSocket { socket });
             }
         }
-        self.socket_requests.retain(|_, owner| *owner != SocketOwner::Discovery);
         let nonce_seed = self.rng.next_u64();
         let request = self.fresh_request();
         let ctx = ctx!(self, now);
-        self.socket_requests.insert(request, SocketOwner::Discovery);
         let d = Discovery::start(&ctx, &mut self.out, self.config.server, alt, reflexive, nonce_seed, request);
-        self.discovery = Some(d);
-        if let Some(at) = self.discovery.as_ref().and_then(Discovery::next_timeout) {
+        if let Some(at) = self.discovery.insert(d).next_timeout() {
             self.timers.set(ClientTimer::Discovery, at);
         }
     }
@@ -1064,7 +631,7 @@ impl Client {
         self.timers.stop(&ClientTimer::Discovery);
         self.profile = profile;
         self.out.event(ClientEvent::NatProfile(profile));
-        if let Login::Online { token, .. } = self.login {
+        if let Some(token) = self.login.token() {
             self.send_to_server(Frame::Profile { token, profile });
         }
         if let Some(now) = self.out.now {
@@ -1074,49 +641,16 @@ impl Client {
 
     /// Turns sub-machines' socket wishes into driver events.
     fn request_sockets(&mut self) {
-        let mut wanted: Vec<(SessionId, u16, u16)> = Vec::new();
-        for (id, s) in self.sessions.iter_mut() {
-            if let Some((attempt, count)) = s.take_socket_wish() {
-                wanted.push((*id, attempt, count));
-            }
-        }
-        for (id, attempt, count) in wanted {
+        for (id, attempt, count) in self.sessions.take_socket_wishes() {
             let request = self.fresh_request();
-            self.socket_requests.insert(request, SocketOwner::Session(id, attempt));
+            self.socket_requests.insert(request, (id, attempt));
             self.out.event(ClientEvent::OpenSockets { request, count });
         }
         // Discovery's request number is reserved when it starts; the driver
-        // is asked once discovery wants the socket. That is checked first:
-        // this runs after every datagram, and the request table is cold.
+        // is asked once discovery wants the socket.
         if let Some(d) = self.discovery.as_mut().filter(|d| d.wants_socket()) {
-            let request = self.socket_requests.iter().find(|(_, o)| **o == SocketOwner::Discovery).map(|(r, _)| *r);
-            if let Some(request) = request {
-                d.socket_requested();
-                self.out.event(ClientEvent::OpenSockets { request, count: 1 });
-            }
+            let request = d.socket_requested();
+            self.out.event(ClientEvent::OpenSockets { request, count: 1 });
         }
     }
-}
-
-/// The session an authenticated peer frame belongs to.
-fn peer_session(frame: &Frame) -> Option<SessionId> {
-    match frame {
-        Frame::Probe { session, .. } | Frame::ProbeAck { session, .. } | Frame::Session { session, .. } => {
-            Some(*session)
-        }
-        _ => None,
-    }
-}
-
-/// How soon a keepalive that got no answer is sent again: well inside a
-/// 30 s NAT timeout even after a 25 s keepalive interval.
-const KEEPALIVE_RETRY: Duration = Duration::from_secs(2);
-/// Sends of a connect request before it fails with
-/// [`ConnectFailure::ServerUnreachable`] (about 50 s with the backoff).
-const CONNECT_SENDS: u32 = 16;
-
-/// Retransmission schedule for requests to the server: 500 ms, doubling, at
-/// most 4 s between sends.
-fn retransmit_after(sends: u32) -> Duration {
-    Duration::from_millis(500 * 2u64.pow(sends.saturating_sub(1).min(3)))
 }

@@ -16,10 +16,12 @@ use std::time::{Duration, Instant};
 
 use punchline_core::client::{Client, ClientConfig, ClientEvent};
 use punchline_core::messaging::{MemoryStore, MessageId, MessageStore, StoreRequest};
-use punchline_core::rng::Rng;
 use punchline_core::server::{Server, ServerConfig};
 use punchline_core::wire::frame::Frame;
 use punchline_core::{Machine, SocketId, Transmit};
+
+mod rng;
+pub use rng::Rng;
 
 pub const SERVER: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 10)), 3478);
 pub const ALT: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 11)), 3479);

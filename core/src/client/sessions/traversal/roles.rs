@@ -29,7 +29,7 @@
 //! `k = 1..=W` it announces covers its own openers plus three times the ports
 //! the neighbours are expected to take between the pair and the openers
 //! (their measured rate times that delay), bounded by
-//! [`ClientConfig::prediction_window_min`](super::ClientConfig::prediction_window_min)
+//! [`ClientConfig::prediction_window_min`](crate::client::ClientConfig::prediction_window_min)
 //! and `prediction_window_max`.
 //!
 //! Facing a port-restricted cone, the predicted side opens toward the cone's
@@ -112,14 +112,6 @@ impl PunchRole {
         }
     }
 
-    /// True when I sample my own allocator and announce a window.
-    pub(crate) fn predicts_myself(self) -> Option<i32> {
-        match self {
-            PunchRole::Predicted { delta } | PunchRole::PredictBoth { delta } => Some(delta),
-            _ => None,
-        }
-    }
-
     /// True when I need the peer's window before opening.
     pub(crate) fn needs_peer_prediction(self) -> bool {
         matches!(self, PunchRole::Predicting | PunchRole::PredictBoth { .. })
@@ -183,8 +175,8 @@ impl AllocatorSamples {
 /// pace as the discovery's requests.
 pub(crate) fn refine_delta(profile_delta: i32, samples: Option<&AllocatorSamples>) -> i32 {
     match samples.and_then(AllocatorSamples::burst_step) {
-        Some(step) if step <= super::discovery::MAX_SEQUENTIAL_STEP as u32 => {
-            profile_delta.signum() * super::discovery::gcd(profile_delta.unsigned_abs(), step) as i32
+        Some(step) if step <= crate::client::discovery::MAX_SEQUENTIAL_STEP as u32 => {
+            profile_delta.signum() * crate::client::discovery::gcd(profile_delta.unsigned_abs(), step) as i32
         }
         _ => profile_delta,
     }

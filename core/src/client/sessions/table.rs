@@ -8,7 +8,6 @@
 
 use smallvec::SmallVec;
 
-use super::session::Session;
 use crate::wire::frame::SessionId;
 
 /// Sessions kept inside the client before the table moves to the heap.
@@ -18,7 +17,7 @@ const INLINE: usize = 2;
 /// client uses. Generic over the value so tests can check it against a
 /// `BTreeMap` without building sessions.
 #[derive(Debug)]
-pub(crate) struct Sessions<V = Box<Session>> {
+pub(crate) struct Sessions<V> {
     /// Sorted by id, ids unique.
     entries: SmallVec<[(SessionId, V); INLINE]>,
 }

@@ -1,0 +1,85 @@
+//! What the client's parts share: the output queues they write to, the
+//! context they send with, and the client's named timers.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::config::ClientConfig;
+use super::events::ClientEvent;
+use crate::machine::{SocketId, Transmit};
+use crate::wire::{self, frame::Frame};
+
+/// Output queues shared by the client and its parts, drained by
+/// [`Machine::poll_transmit`](crate::Machine::poll_transmit) and
+/// [`Machine::poll_event`](crate::Machine::poll_event).
+#[derive(Debug, Default)]
+pub(crate) struct Out {
+    pub(crate) transmits: VecDeque<Transmit>,
+    pub(crate) events: VecDeque<ClientEvent>,
+    /// The time of the last input: what `poll_timeout` answers while
+    /// output waits.
+    pub(crate) now: Option<Instant>,
+}
+
+impl Out {
+    /// Queues a datagram built elsewhere (a STUN message).
+    pub(crate) fn send(&mut self, socket: SocketId, to: SocketAddr, ttl: Option<u8>, payload: Vec<u8>) {
+        self.push(socket, to, ttl, wire::payload_bytes(payload));
+    }
+    /// Queues `frame`, unsigned.
+    pub(crate) fn send_frame(&mut self, socket: SocketId, to: SocketAddr, ttl: Option<u8>, frame: &Frame) {
+        self.send_sealed(socket, to, ttl, frame, |_| {});
+    }
+    /// Queues `frame` to the server, from the primary socket.
+    pub(crate) fn send_to_server(&mut self, ctx: &Ctx<'_>, frame: &Frame) {
+        self.send_frame(ctx.primary.0, ctx.config.server, None, frame);
+    }
+    /// Queues `frame` once `seal` has signed its encoding in place.
+    pub(crate) fn send_sealed(
+        &mut self,
+        socket: SocketId,
+        to: SocketAddr,
+        ttl: Option<u8>,
+        frame: &Frame,
+        seal: impl FnOnce(&mut [u8]),
+    ) {
+        self.push(socket, to, ttl, wire::frame_bytes(frame, seal));
+    }
+    fn push(&mut self, socket: SocketId, destination: SocketAddr, ttl: Option<u8>, payload: Bytes) {
+        self.transmits.push_back(Transmit { socket, destination, ttl, payload });
+    }
+    pub(crate) fn event(&mut self, event: ClientEvent) {
+        self.events.push_back(event);
+    }
+}
+
+/// What a part of the client needs to send: the time, the settings, the
+/// primary socket and what the login established.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Ctx<'a> {
+    pub(crate) now: Instant,
+    pub(crate) config: &'a ClientConfig,
+    /// The login's token, while logged in.
+    pub(crate) token: Option<u64>,
+    pub(crate) primary: (SocketId, SocketAddr),
+    /// The primary socket's server-reflexive address, while logged in.
+    pub(crate) reflexive: Option<SocketAddr>,
+}
+
+/// The client's own timers (each session keeps its own).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum ClientTimer {
+    Login,
+    Keepalive,
+    Connect(u32),
+    Discovery,
+}
+
+/// Retransmission schedule for requests to the server: 500 ms, doubling, at
+/// most 4 s between sends.
+pub(crate) fn retransmit_after(sends: u32) -> Duration {
+    Duration::from_millis(500 * 2u64.pow(sends.saturating_sub(1).min(3)))
+}

@@ -1,0 +1,236 @@
+//! What a client tells its user and driver: events, errors, and snapshots
+//! of its state.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::machine::SocketId;
+use crate::messaging::{TextFailure, TextPath};
+use crate::nat::{NatProfile, Strategy};
+use crate::wire::frame::{CloseReason, ErrorCode, MessageId, SessionId, TextStatus};
+
+/// Something a user of the client (or its driver) cares about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientEvent {
+    /// The server accepted the login.
+    LoggedIn {
+        /// The address the server sees us at.
+        reflexive: SocketAddr,
+    },
+    /// The server refused the login (bad user name, unsupported version).
+    LoginFailed {
+        /// Why.
+        code: ErrorCode,
+    },
+    /// The server has not answered for [`ClientConfig::server_timeout`](crate::client::ClientConfig::server_timeout). The
+    /// client keeps trying; direct sessions keep working.
+    ServerUnreachable,
+    /// The NAT now maps us to another address (a rebinding or a reboot).
+    ReflexiveChanged {
+        /// The address before.
+        old: SocketAddr,
+        /// The address now.
+        new: SocketAddr,
+    },
+    /// NAT discovery finished.
+    NatProfile(NatProfile),
+    /// Answer to [`Client::lookup`](crate::client::Client::lookup).
+    LookupResult {
+        /// Who was looked up.
+        user: String,
+        /// Whether they are online.
+        online: bool,
+    },
+    /// A session exists and is usable over the relay.
+    SessionOpened {
+        /// The session.
+        session: SessionId,
+        /// The other member.
+        peer: String,
+        /// True when we asked for it.
+        initiator: bool,
+        /// How it will try for a direct path.
+        strategy: Strategy,
+    },
+    /// Both sides' openers are out; probing starts.
+    PunchStarted {
+        /// The session.
+        session: SessionId,
+        /// Which attempt (0 is the first).
+        attempt: u16,
+    },
+    /// An attempt ended without a direct path.
+    PunchFailed {
+        /// The session.
+        session: SessionId,
+        /// Which attempt.
+        attempt: u16,
+        /// When the next attempt starts, or `None` when the session gave up
+        /// and stays on the relay.
+        retry_in: Option<Duration>,
+    },
+    /// The session now uses a direct path.
+    PathDirect {
+        /// The session.
+        session: SessionId,
+        /// Our socket on the path.
+        socket: SocketId,
+        /// The peer's address on the path.
+        remote: SocketAddr,
+    },
+    /// The direct path stopped answering; the session is back on the relay.
+    PathFellBack {
+        /// The session.
+        session: SessionId,
+    },
+    /// Application data arrived, in order, exactly once.
+    DataReceived {
+        /// The session.
+        session: SessionId,
+        /// The data.
+        data: Bytes,
+    },
+    /// The session ended.
+    SessionClosed {
+        /// The session.
+        session: SessionId,
+        /// Why.
+        reason: CloseReason,
+    },
+    /// A [`Client::connect`](crate::client::Client::connect) failed before a session existed.
+    ConnectFailed {
+        /// Who we asked for.
+        peer: String,
+        /// Why.
+        reason: ConnectFailure,
+    },
+    /// Driver: bind `count` new UDP sockets and answer with
+    /// [`Client::sockets_opened`](crate::client::Client::sockets_opened) quoting `request`.
+    OpenSockets {
+        /// Quote this in the answer.
+        request: u32,
+        /// How many sockets.
+        count: u16,
+    },
+    /// Driver: the client no longer needs `socket`; close it.
+    ReleaseSocket {
+        /// The socket.
+        socket: SocketId,
+    },
+    /// A text message arrived (the first copy of it: never twice).
+    TextReceived {
+        /// The sender.
+        from: String,
+        /// Its id.
+        id: MessageId,
+        /// The text.
+        text: String,
+    },
+    /// A text sent with [`Client::send_text`](crate::client::Client::send_text) was acknowledged.
+    TextAcked {
+        /// Its id.
+        id: MessageId,
+        /// Delivered to the recipient, or stored durably by the server.
+        status: TextStatus,
+        /// Who acknowledged it: the peer directly, or the server.
+        path: TextPath,
+    },
+    /// A text sent with [`Client::send_text`](crate::client::Client::send_text) failed for good.
+    TextFailed {
+        /// Its id.
+        id: MessageId,
+        /// Why.
+        reason: TextFailure,
+    },
+    /// The server holds no more messages for us: everything stored was
+    /// received and acknowledged (after a login, or after a backlog drained).
+    InboxEmpty,
+}
+
+/// Why a connect failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnectFailure {
+    /// No such user.
+    UnknownPeer,
+    /// The user exists but is offline.
+    PeerOffline,
+    /// The server did not answer.
+    ServerUnreachable,
+    /// The server refused (limits, bad name).
+    Refused(ErrorCode),
+}
+
+/// Errors of [`Client::connect`](crate::client::Client::connect).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConnectError {
+    /// Not logged in yet.
+    #[error("not logged in")]
+    NotLoggedIn,
+    /// The name cannot be a user.
+    #[error("invalid user name")]
+    BadUserName,
+}
+
+/// Errors of [`Client::send`](crate::client::Client::send).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SendError {
+    /// No such session (never existed, or closed).
+    #[error("no such session")]
+    UnknownSession,
+    /// Larger than one message may be.
+    #[error("message of {len} bytes exceeds the {max}-byte limit")]
+    TooLarge {
+        /// The message's length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Too many messages are unacknowledged; wait for acknowledgements.
+    #[error("send window full")]
+    WindowFull,
+}
+
+/// The path a session uses now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PathKind {
+    /// Through the server's relay.
+    Relay,
+    /// Peer to peer.
+    Direct {
+        /// Our socket.
+        socket: SocketId,
+        /// The peer's address.
+        remote: SocketAddr,
+    },
+}
+
+/// A snapshot of one session, for reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionInfo {
+    /// The other member.
+    pub peer: String,
+    /// The strategy.
+    pub strategy: Strategy,
+    /// The current path.
+    pub path: PathKind,
+    /// Times the session fell back from direct to the relay.
+    pub fallbacks: u32,
+    /// Probes sent, all attempts together.
+    pub probes_sent: u64,
+    /// Punching attempts started.
+    pub attempts: u16,
+}
+
+/// Counters of what the client dropped.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClientStats {
+    /// Undecodable datagrams.
+    pub malformed: u64,
+    /// Peer frames with a bad MAC, a replayed counter or an unknown session.
+    pub unauthenticated: u64,
+    /// Frames from an unexpected source (e.g. server frames not from the
+    /// server).
+    pub unexpected: u64,
+}

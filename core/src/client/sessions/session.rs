@@ -1,0 +1,279 @@
+//! One session with a peer: the glue between its parts. It routes the
+//! peer's frames and its own timers to the part they concern, and returns
+//! the texts its stream delivers (see [`super`]).
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use tracing::debug;
+
+use super::path::{Channel, Path};
+use super::seal::Seal;
+use super::stream::Stream;
+use super::timers::{SessionTimer, SessionTimers};
+use super::traversal::{PunchRole, Traversal};
+use crate::auth::Role;
+use crate::client::context::{Ctx, Out};
+use crate::client::events::{ClientEvent, PathKind, SessionInfo};
+use crate::client::messaging::PeerText;
+use crate::machine::SocketId;
+use crate::nat::{NatProfile, Strategy};
+use crate::rng::Rng;
+use crate::timer::Timers;
+use crate::wire::frame::{CloseReason, Frame, SessionBody, SessionId, SessionKey, StreamMessage};
+use crate::wire::stun::TransactionId;
+
+#[derive(Debug)]
+pub(crate) struct Session {
+    id: SessionId,
+    peer: String,
+    strategy: Strategy,
+    closed: bool,
+    timers: SessionTimers,
+    path: Path,
+    stream: Stream,
+    traversal: Traversal,
+}
+
+impl Session {
+    /// A session the server offered: it is opened at once, over the relay,
+    /// and its first punching attempt starts.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        ctx: &Ctx<'_>,
+        out: &mut Out,
+        id: SessionId,
+        key: SessionKey,
+        role: Role,
+        peer: String,
+        peer_candidates: Vec<SocketAddr>,
+        strategy: Strategy,
+        profiles: (NatProfile, NatProfile),
+        rng: Rng,
+    ) -> Self {
+        let punch_role = PunchRole::of(strategy, &profiles.0, &profiles.1);
+        let mut s = Session {
+            id,
+            peer: peer.clone(),
+            strategy,
+            closed: false,
+            timers: Timers::default(),
+            path: Path::new(id, Seal::new(&key, role)),
+            stream: Stream::new(),
+            traversal: Traversal::new(id, punch_role, &peer_candidates, rng),
+        };
+        out.event(ClientEvent::SessionOpened { session: id, peer, initiator: role == Role::Initiator, strategy });
+        s.timers.set(SessionTimer::Idle, ctx.now + ctx.config.session_timeout);
+        s.timers.set(SessionTimer::RelayKeepalive, ctx.now + ctx.config.session_keepalive);
+        let (traversal, mut ch) = s.parts();
+        traversal.start(ctx, out, &mut ch, peer_candidates);
+        s
+    }
+
+    pub(crate) fn info(&self) -> SessionInfo {
+        SessionInfo {
+            peer: self.peer.clone(),
+            strategy: self.strategy,
+            path: self.path.kind(),
+            fallbacks: self.path.fallbacks(),
+            probes_sent: self.path.probes_sent(),
+            attempts: self.traversal.attempts_started(),
+        }
+    }
+
+    /// The other member.
+    pub(crate) fn peer(&self) -> &str {
+        &self.peer
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// True when this session can carry a text to `peer` now: it is with
+    /// `peer`, on a direct path, and its send window has room.
+    pub(crate) fn takes_texts_for(&self, peer: &str, send_window: usize) -> bool {
+        self.peer == peer && self.path.is_direct() && !self.closed && self.unacked_app() < send_window
+    }
+
+    pub(crate) fn unacked_app(&self) -> usize {
+        self.stream.unacked_app()
+    }
+
+    pub(crate) fn next_timeout(&self) -> Option<Instant> {
+        self.timers.next().map(|(_, at)| at)
+    }
+
+    /// The attempt that wants sockets from the driver, and how many, once.
+    pub(crate) fn take_socket_wish(&mut self) -> Option<(u16, u16)> {
+        self.traversal.take_socket_wish()
+    }
+
+    pub(crate) fn send_app(&mut self, ctx: &Ctx<'_>, out: &mut Out, data: Vec<u8>) {
+        self.parts().1.send_stream(ctx, out, StreamMessage::App(data));
+    }
+
+    /// Sends a text message or its acknowledgement on the reliable stream.
+    pub(crate) fn send_peer_text(&mut self, ctx: &Ctx<'_>, out: &mut Out, text: PeerText) {
+        let message = match text {
+            PeerText::Text { id, text } => StreamMessage::Text { id, text },
+            PeerText::Ack { id } => StreamMessage::TextAck { id },
+        };
+        self.parts().1.send_stream(ctx, out, message);
+    }
+
+    /// Checks the MAC and the replay window of a frame from the peer.
+    pub(crate) fn authenticate(&mut self, frame: &Frame, raw: &[u8]) -> bool {
+        self.path.open(frame, raw)
+    }
+
+    pub(crate) fn close(&mut self, ctx: &Ctx<'_>, out: &mut Out, reason: CloseReason) {
+        if self.closed {
+            return;
+        }
+        if reason == CloseReason::Local {
+            self.path.send_close(ctx, out);
+        }
+        self.finish(out, reason);
+    }
+
+    pub(crate) fn handle_timeout(&mut self, ctx: &Ctx<'_>, out: &mut Out) {
+        for timer in self.timers.expire(ctx.now) {
+            if self.closed {
+                return;
+            }
+            match timer {
+                SessionTimer::Retransmit => self.parts().1.resend_due(ctx, out),
+                SessionTimer::Binding | SessionTimer::Probe | SessionTimer::AttemptDeadline | SessionTimer::Retry => {
+                    let (traversal, mut ch) = self.parts();
+                    traversal.on_timer(ctx, out, &mut ch, timer);
+                }
+                SessionTimer::DirectKeepalive => {
+                    let attempt = self.traversal.attempt_no();
+                    self.path.direct_keepalive(ctx, out, &mut self.timers, attempt);
+                }
+                SessionTimer::PathDeadline => self.fall_back(ctx, out),
+                SessionTimer::RelayKeepalive => self.path.relay_keepalive(ctx, out, &self.stream, &mut self.timers),
+                SessionTimer::Idle => {
+                    debug!(session = %self.id, "nothing heard from the peer within the session timeout");
+                    self.finish(out, CloseReason::PeerTimeout);
+                }
+            }
+        }
+    }
+
+    /// An authenticated frame from the peer. Returns the texts and text
+    /// acknowledgements its stream delivered, for messaging.
+    pub(crate) fn handle_frame(
+        &mut self,
+        ctx: &Ctx<'_>,
+        out: &mut Out,
+        socket: SocketId,
+        from: SocketAddr,
+        frame: Frame,
+        relayed: bool,
+    ) -> Vec<PeerText> {
+        let mut texts = Vec::new();
+        self.timers.set(SessionTimer::Idle, ctx.now + ctx.config.session_timeout);
+        match frame {
+            Frame::Probe { attempt, counter, .. } if !relayed => {
+                self.path.answer_probe(out, socket, from, attempt, counter);
+                let (traversal, mut ch) = self.parts();
+                traversal.on_probe(out, &mut ch, socket, from);
+            }
+            Frame::ProbeAck { .. } if !relayed => self.on_probe_ack(ctx, out, socket, from),
+            Frame::Session { body, .. } => match body {
+                SessionBody::Stream { seq, message } => {
+                    for message in self.stream.receive(seq, message) {
+                        match message {
+                            StreamMessage::App(data) => {
+                                out.event(ClientEvent::DataReceived { session: self.id, data: data.into() })
+                            }
+                            StreamMessage::Text { id, text } => texts.push(PeerText::Text { id, text }),
+                            StreamMessage::TextAck { id } => texts.push(PeerText::Ack { id }),
+                            announcement => {
+                                let (traversal, mut ch) = self.parts();
+                                traversal.on_announcement(ctx, out, &mut ch, announcement);
+                            }
+                        }
+                        if self.closed {
+                            return texts;
+                        }
+                    }
+                    self.parts().1.acknowledge(ctx, out);
+                }
+                SessionBody::Ack { next, received_after } => self.parts().1.on_ack(ctx, next, received_after),
+                SessionBody::Close { .. } => self.finish(out, CloseReason::Peer),
+            },
+            _ => {}
+        }
+        texts
+    }
+
+    /// A STUN answer; true when it was ours.
+    pub(crate) fn on_binding_response(
+        &mut self,
+        ctx: &Ctx<'_>,
+        out: &mut Out,
+        socket: SocketId,
+        tid: TransactionId,
+        mapped: SocketAddr,
+    ) -> bool {
+        let (traversal, mut ch) = self.parts();
+        traversal.on_binding_response(ctx, out, &mut ch, socket, tid, mapped)
+    }
+
+    /// The driver's answer to this session's socket wish for `attempt`.
+    pub(crate) fn socket_opened(
+        &mut self,
+        ctx: &Ctx<'_>,
+        out: &mut Out,
+        attempt: u16,
+        sockets: &[(SocketId, SocketAddr)],
+    ) {
+        let (traversal, mut ch) = self.parts();
+        traversal.socket_opened(ctx, out, &mut ch, attempt, sockets);
+    }
+
+    /// The traversal, and the channel it sends through.
+    fn parts(&mut self) -> (&mut Traversal, Channel<'_>) {
+        let ch = Channel { path: &mut self.path, stream: &mut self.stream, timers: &mut self.timers };
+        (&mut self.traversal, ch)
+    }
+
+    fn on_probe_ack(&mut self, ctx: &Ctx<'_>, out: &mut Out, socket: SocketId, from: SocketAddr) {
+        if self.path.kind() == (PathKind::Direct { socket, remote: from }) {
+            self.path.confirm(ctx, &mut self.timers);
+            return;
+        }
+        if !self.traversal.adopts(ctx, socket, self.path.is_direct()) {
+            return;
+        }
+        self.traversal.succeeded(&mut self.timers);
+        self.path.go_direct(ctx, &mut self.timers, socket, from);
+        self.traversal.release_unused(out, Some(socket));
+        out.event(ClientEvent::PathDirect { session: self.id, socket, remote: from });
+        self.parts().1.resend_all(ctx, out);
+    }
+
+    fn fall_back(&mut self, ctx: &Ctx<'_>, out: &mut Out) {
+        if !self.path.fall_back(ctx, &mut self.timers) {
+            return;
+        }
+        self.traversal.release_unused(out, None);
+        out.event(ClientEvent::PathFellBack { session: self.id });
+        self.parts().1.resend_all(ctx, out);
+        self.traversal.on_fall_back(ctx, &mut self.timers);
+    }
+
+    fn finish(&mut self, out: &mut Out, reason: CloseReason) {
+        if self.closed {
+            return;
+        }
+        self.closed = true;
+        self.path.forget();
+        self.traversal.stop(out);
+        self.timers = Timers::default();
+        out.event(ClientEvent::SessionClosed { session: self.id, reason });
+    }
+}

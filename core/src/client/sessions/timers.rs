@@ -1,0 +1,29 @@
+//! A session's named timers. One set serves all of the session's parts, so
+//! timers that fall due together fire in deadline order whichever part owns
+//! them, ties in the order below.
+
+use crate::timer::Timers;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum SessionTimer {
+    /// The stream: retransmit what is unacknowledged.
+    Retransmit,
+    /// Traversal: resend a Binding request.
+    Binding,
+    /// Traversal: the next round of probes.
+    Probe,
+    /// Traversal: the attempt failed.
+    AttemptDeadline,
+    /// Traversal: start the next attempt.
+    Retry,
+    /// The path: probe the direct path to keep it open.
+    DirectKeepalive,
+    /// The path: the direct path went silent.
+    PathDeadline,
+    /// The path: keep the relay's session alive.
+    RelayKeepalive,
+    /// The session: nothing heard from the peer for too long.
+    Idle,
+}
+
+pub(crate) type SessionTimers = Timers<SessionTimer>;
