@@ -38,6 +38,8 @@ pub struct Common {
     pub session_timeout: Option<Duration>,
     /// Seeds the client's random choices.
     pub seed: u64,
+    /// Hold every session on the server's relay: never punch.
+    pub relay: bool,
 }
 
 impl Common {
@@ -49,6 +51,7 @@ impl Common {
         if let Some(t) = self.session_timeout {
             config.session_timeout = t;
         }
+        config.punch = !self.relay;
         // A text is acknowledged only once printed: a crash before that
         // makes the server deliver it again instead of losing it.
         config.messaging.ack_on_receipt = false;
@@ -403,6 +406,8 @@ fn print_connect(opts: &Connect, report: &ConnectReport, error: Option<&Failure>
     let mut rtts = report.rtts_ms.clone();
     rtts.sort_by(f64::total_cmp);
     let p50 = (!rtts.is_empty()).then(|| rtts[rtts.len() / 2]);
+    // The nearest-rank 99th percentile.
+    let p99 = (!rtts.is_empty()).then(|| rtts[(rtts.len() * 99).div_ceil(100) - 1]);
     let round = |v: Option<f64>| v.map(|x| (x * 1000.0).round() / 1000.0);
     if opts.json {
         let mut line = json!({
@@ -412,6 +417,7 @@ fn print_connect(opts: &Connect, report: &ConnectReport, error: Option<&Failure>
             "connect_ms": round(report.connect_ms),
             "direct_ms": round(report.direct_ms),
             "rtt_ms_p50": round(p50),
+            "rtt_ms_p99": round(p99),
             "pings_sent": report.pings_sent,
             "pings_answered": rtts.len(),
             "fallbacks": report.fallbacks,
@@ -427,7 +433,13 @@ fn print_connect(opts: &Connect, report: &ConnectReport, error: Option<&Failure>
         println!("strategy    {}", report.strategy.map_or("-", Strategy::name));
         println!("connected   {}", fmt(report.connect_ms));
         println!("direct      {}", fmt(report.direct_ms));
-        println!("pings       {} of {} answered, rtt p50 {}", rtts.len(), report.pings_sent, fmt(p50));
+        println!(
+            "pings       {} of {} answered, rtt p50 {}, p99 {}",
+            rtts.len(),
+            report.pings_sent,
+            fmt(p50),
+            fmt(p99)
+        );
     }
     let _ = std::io::stdout().flush();
 }

@@ -42,6 +42,11 @@ struct Args {
     /// (default 30s).
     #[arg(long, value_name = "DUR", value_parser = humantime::parse_duration)]
     session_timeout: Option<Duration>,
+    /// Hold every session on the server's relay: send no openers or probes
+    /// and answer none, so the path never goes direct (to measure the relay,
+    /// or where direct paths are unwanted).
+    #[arg(long)]
+    relay: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -144,6 +149,7 @@ fn main() -> ExitCode {
         server_timeout: args.server_timeout,
         session_timeout: args.session_timeout,
         seed: os_seed(),
+        relay: args.relay,
     };
     let result = match args.command {
         Command::NatCheck { stun, json } => commands::nat_check(&common, &NatCheck { stun, json }),

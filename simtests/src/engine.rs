@@ -544,6 +544,7 @@ fn apply_config(scenario: &Scenario, peer: usize, config: &mut ClientConfig) -> 
             "discover_nat" => config.discover_nat = boolean()?,
             "discovery_timeout" => config.discovery_timeout = duration()?,
             "opener_ttl" => config.opener_ttl = integer(255)? as u8,
+            "punch" => config.punch = boolean()?,
             "skip_openers" => config.skip_openers = boolean()?,
             "probe_interval" => config.probe_interval = duration()?,
             "punch_timeout" => config.punch_timeout = duration()?,
@@ -562,7 +563,7 @@ fn apply_config(scenario: &Scenario, peer: usize, config: &mut ClientConfig) -> 
             "birthday_probe_budget" => config.birthday_probe_budget = integer(65_535)? as u32,
             _ => {
                 return Err(err("unknown client setting; expected one of keepalive, server_timeout, discover_nat, \
-                     discovery_timeout, opener_ttl, skip_openers, probe_interval, punch_timeout, punch_retry, \
+                     discovery_timeout, opener_ttl, punch, skip_openers, probe_interval, punch_timeout, punch_retry, \
                      punch_retry_max, max_punch_attempts, direct_keepalive, fallback_timeout, session_keepalive, \
                      session_timeout, send_window, prediction_window_min, prediction_window_max, birthday_pool, \
                      birthday_probe_rate, birthday_probe_budget"))

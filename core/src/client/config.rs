@@ -34,6 +34,12 @@ pub struct ClientConfig {
     /// first routers of the internet, long before the peer's NAT. Raise it for
     /// deeper NAT nesting; it never needs to reach the peer.
     pub opener_ttl: u8,
+    /// Try for direct paths. False holds every session on the server's
+    /// relay: no openers or probes are sent, and the peer's probes are not
+    /// answered, so neither side ever proves a direct path. For measuring
+    /// the relay, and for users who want no direct path (it shows their
+    /// address to the peer). Default true.
+    pub punch: bool,
     /// Skip the openers and probe at once. Only for demonstrating the
     /// conntrack race of DESIGN §3; never set it in production. Default false.
     pub skip_openers: bool,
@@ -99,6 +105,7 @@ impl ClientConfig {
             discover_nat: true,
             discovery_timeout: Duration::from_millis(1500),
             opener_ttl: 3,
+            punch: true,
             skip_openers: false,
             probe_interval: Duration::from_millis(100),
             punch_timeout: Duration::from_secs(4),

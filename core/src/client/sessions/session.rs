@@ -51,7 +51,8 @@ impl Session {
         profiles: (NatProfile, NatProfile),
         rng: Rng,
     ) -> Self {
-        let punch_role = PunchRole::of(strategy, &profiles.0, &profiles.1);
+        let punch_role =
+            if ctx.config.punch { PunchRole::of(strategy, &profiles.0, &profiles.1) } else { PunchRole::RelayOnly };
         let mut s = Session {
             id,
             peer: peer.clone(),
@@ -176,6 +177,9 @@ impl Session {
         let mut texts = Vec::new();
         self.timers.set(SessionTimer::Idle, ctx.now + ctx.config.session_timeout);
         match frame {
+            // A client that does not punch proves no direct path, not even
+            // one its peer found.
+            Frame::Probe { .. } | Frame::ProbeAck { .. } if !ctx.config.punch => {}
             Frame::Probe { attempt, counter, .. } if !relayed => {
                 self.path.answer_probe(out, socket, from, attempt, counter);
                 let (traversal, mut ch) = self.parts();
