@@ -18,6 +18,8 @@ pub mod link;
 pub mod matrix;
 pub mod nat;
 pub mod oracle;
+mod prefetch;
 pub mod report;
+pub mod rng;
 pub mod scenario;
 mod small_map;

@@ -57,12 +57,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use punchline_core::hint::prefetch;
 use punchline_core::nat::{FilteringBehavior, MappingBehavior};
-use punchline_core::rng::Rng;
 
 use crate::addr::Addr;
 use crate::fast_map::FastMap;
+use crate::prefetch::prefetch;
+use crate::rng::Rng;
 use crate::small_map::SmallMap;
 
 /// How a NAT picks the external port of a new mapping (RFC 4787 §4.2.2).
@@ -556,7 +556,7 @@ impl Nat {
     }
 
     /// Asks the CPU for the cache lines a packet through the device reads
-    /// first (see [`punchline_core::hint`]), and returns at once. A hint
+    /// first (see `crate::prefetch`), and returns at once. A hint
     /// only; it changes nothing the device does.
     pub fn prefetch(&self) {
         // The hot head of the device, field by field (see its layout), and

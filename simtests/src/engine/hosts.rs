@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use punchline_core::client::{Client, ClientEvent, PathKind};
-use punchline_core::hint::prefetch;
 use punchline_core::nat::Strategy;
 use punchline_core::wire::frame::{CloseReason, MessageId, SessionId};
 use punchline_core::{Machine, SocketId, Transmit};
@@ -28,6 +27,7 @@ use crate::addr::Addr;
 use crate::describe;
 use crate::link::Link;
 use crate::nat::Packet;
+use crate::prefetch::prefetch;
 use crate::scenario::Action;
 
 /// First port the simulator gives a peer's extra sockets.
@@ -279,7 +279,6 @@ impl Hosts {
             prefetch(&peer.timer);
             prefetch(&peer.addr);
             prefetch(&peer.up);
-            peer.client.prefetch();
         }
     }
 

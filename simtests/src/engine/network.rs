@@ -11,7 +11,6 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use punchline_core::hint::prefetch;
 use punchline_core::server::Server;
 use punchline_core::{Machine, Transmit};
 
@@ -26,6 +25,7 @@ use crate::addr::Addr;
 use crate::describe;
 use crate::link::Link;
 use crate::nat::{Nat, NatDecision, Packet};
+use crate::prefetch::prefetch;
 use crate::scenario::Action;
 
 /// An event of the network.

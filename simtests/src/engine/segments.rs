@@ -10,9 +10,8 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv6Addr};
 
-use punchline_core::hint::prefetch;
-
 use crate::fast_map::FastMap;
+use crate::prefetch::prefetch;
 
 /// What sits at one address of a network segment: a peer host or a NAT's
 /// public side (their indices in the simulation).
