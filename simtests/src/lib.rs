@@ -18,7 +18,6 @@ pub mod link;
 pub mod matrix;
 pub mod nat;
 pub mod oracle;
-mod prefetch;
 pub mod report;
 pub mod rng;
 pub mod scenario;

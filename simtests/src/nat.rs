@@ -61,7 +61,6 @@ use punchline_core::nat::{FilteringBehavior, MappingBehavior};
 
 use crate::addr::Addr;
 use crate::fast_map::FastMap;
-use crate::prefetch::prefetch;
 use crate::rng::Rng;
 use crate::small_map::SmallMap;
 
@@ -553,22 +552,6 @@ impl Nat {
             next_expiry: Duration::MAX,
             records_decisions: true,
         }
-    }
-
-    /// Asks the CPU for the cache lines a packet through the device reads
-    /// first (see `crate::prefetch`), and returns at once. A hint
-    /// only; it changes nothing the device does.
-    pub fn prefetch(&self) {
-        // The hot head of the device, field by field (see its layout), and
-        // the settings every packet consults.
-        prefetch(&self.next_expiry);
-        prefetch(&self.mappings);
-        prefetch(&self.by_external);
-        prefetch(&self.tracked);
-        prefetch(&self.spec.blocks_udp);
-        prefetch(&self.spec.mapping);
-        prefetch(&self.spec.filtering);
-        prefetch(&self.spec.timeout);
     }
 
     /// Whether the device writes its decisions to the log its methods take
