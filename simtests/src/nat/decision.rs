@@ -66,7 +66,7 @@ pub enum NatDecision {
     /// No external port (or public IP) was free for a new mapping.
     NoFreePort { nat: Arc<str>, src: SocketAddr, dst: SocketAddr },
     /// Other hosts behind the device opened `flows` new flows since its last
-    /// allocation (see [`NatSpec::background_flows`]).
+    /// allocation (see [`NatSpec::background_flows`](super::NatSpec::background_flows)).
     Background { nat: Arc<str>, flows: u64 },
 }
 
