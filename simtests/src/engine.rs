@@ -21,7 +21,6 @@ use std::time::{Duration, Instant};
 use smallvec::SmallVec;
 
 use punchline_core::client::{ClientConfig, PathKind};
-use punchline_core::rng::Rng;
 use punchline_core::server::{Server, ServerConfig};
 use punchline_core::{SocketId, Transmit};
 
@@ -30,6 +29,7 @@ use crate::describe;
 use crate::link::Link;
 use crate::nat::Nat;
 use crate::report::{Connection, Messages, Outcome, Report};
+use crate::rng::Rng;
 use crate::scenario::{name_index, Action, Scenario, ScenarioError};
 
 mod hosts;

@@ -19,5 +19,6 @@ pub mod matrix;
 pub mod nat;
 pub mod oracle;
 pub mod report;
+pub mod rng;
 pub mod scenario;
 mod small_map;

@@ -24,7 +24,7 @@
 
 use std::time::Duration;
 
-use punchline_core::rng::Rng;
+use crate::rng::Rng;
 
 /// The conditions of one link. The default is an ideal link: no delay, no
 /// loss, unlimited bandwidth.

@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use punchline_core::client::{Client, ClientEvent, PathKind};
-use punchline_core::hint::prefetch;
 use punchline_core::nat::Strategy;
 use punchline_core::wire::frame::{CloseReason, MessageId, SessionId};
 use punchline_core::{Machine, SocketId, Transmit};
@@ -32,8 +31,6 @@ use crate::scenario::Action;
 
 /// First port the simulator gives a peer's extra sockets.
 const FIRST_EXTRA_PORT: u16 = 40000;
-/// The hint of an event that runs on no particular peer.
-const NO_PEER: u32 = u32::MAX;
 
 /// An event of a group of hosts. Peers are numbered within the group.
 #[derive(Debug)]
@@ -167,7 +164,7 @@ pub(super) struct Hosts {
     pub(super) first: usize,
     epoch: Instant,
     now: Duration,
-    queue: Pending<HostEvent, u32>,
+    queue: Pending<HostEvent>,
     pub(super) peers: Vec<PeerHost>,
     /// The scenario's events, by index (only those with a part here are
     /// ever scheduled).
@@ -225,14 +222,13 @@ impl Hosts {
 
     /// Schedules the scenario's `i`-th event here.
     pub(super) fn schedule_action(&mut self, at: Duration, i: usize) {
-        self.queue.push_scenario(at, HostEvent::Scheduled(index(i)), NO_PEER);
+        self.queue.push_scenario(at, HostEvent::Scheduled(index(i)));
     }
 
     /// Takes in the datagrams the network handed over, in its order.
     pub(super) fn receive(&mut self) {
         for (at, event) in self.inbox.drain(..) {
-            let hint = event.peer();
-            self.queue.push(self.network, at, event, hint);
+            self.queue.push(self.network, at, event);
         }
     }
 
@@ -245,7 +241,6 @@ impl Hosts {
     pub(super) fn step(&mut self, end: Duration) -> bool {
         let Some((at, event)) = self.queue.pop_until(end) else { return false };
         self.now = at;
-        self.warm_next();
         self.process(event);
         true
     }
@@ -262,25 +257,7 @@ impl Hosts {
     }
 
     fn schedule(&mut self, at: Duration, event: HostEvent) {
-        let hint = event.peer();
-        self.queue.push(self.part, at, event, hint);
-    }
-
-    /// Asks for the cache lines the next event will read first: its slot and
-    /// the hot state of its peer. They arrive while this event runs; with a
-    /// thousand hosts nearly all of them would otherwise be misses, taken
-    /// one after another. (Callgrind models no prefetch, so its miss counts
-    /// do not show this; wall time does.)
-    fn warm_next(&self) {
-        let Some((peer, slot)) = self.queue.peek_hint() else { return };
-        prefetch(slot);
-        if let Some(peer) = self.peers.get(peer as usize) {
-            prefetch(&peer.sockets);
-            prefetch(&peer.timer);
-            prefetch(&peer.addr);
-            prefetch(&peer.up);
-            peer.client.prefetch();
-        }
+        self.queue.push(self.part, at, event);
     }
 
     fn process(&mut self, event: HostEvent) {
@@ -540,15 +517,5 @@ impl RunTo for Hosts {
     fn run_to(&mut self, end: Duration) {
         self.receive();
         while self.step(end) {}
-    }
-}
-
-impl HostEvent {
-    /// The peer the event runs on, as the queue's prefetch hint.
-    fn peer(&self) -> u32 {
-        match *self {
-            HostEvent::ToPeer(i, _) | HostEvent::Timer(i) => i,
-            HostEvent::Scheduled(_) => NO_PEER,
-        }
     }
 }

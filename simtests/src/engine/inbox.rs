@@ -66,18 +66,18 @@ impl<E> Outbox<E> {
 
 /// One part's pending events: the scenario's, and those each part that
 /// sends here scheduled (its own among them).
-pub(super) struct Pending<E, H> {
+pub(super) struct Pending<E> {
     /// The scenario's events (they come first at their instant).
-    scenario: EventQueue<E, H>,
+    scenario: EventQueue<E>,
     /// By the part that scheduled them, in part order.
-    from: Vec<(Part, EventQueue<E, H>)>,
+    from: Vec<(Part, EventQueue<E>)>,
 }
 
-impl<E, H: Copy> Pending<E, H> {
+impl<E> Pending<E> {
     /// An empty queue for events from the parts `origins`, with room for
     /// `events` from each.
     pub(super) fn new(origins: impl IntoIterator<Item = Part>, events: usize) -> Self {
-        let mut from: Vec<(Part, EventQueue<E, H>)> =
+        let mut from: Vec<(Part, EventQueue<E>)> =
             origins.into_iter().map(|part| (part, EventQueue::with_capacity(events))).collect();
         from.sort_by_key(|&(part, _)| part);
         Pending { scenario: EventQueue::with_capacity(0), from }
@@ -85,15 +85,15 @@ impl<E, H: Copy> Pending<E, H> {
 
     /// Schedules one of the scenario's events (before anything else at
     /// the same instant).
-    pub(super) fn push_scenario(&mut self, at: Duration, event: E, hint: H) {
-        self.scenario.push(at, event, hint);
+    pub(super) fn push_scenario(&mut self, at: Duration, event: E) {
+        self.scenario.push(at, event);
     }
 
     /// Queues an event that part `from` scheduled; each part's events are
     /// queued in the order that part scheduled them.
-    pub(super) fn push(&mut self, from: Part, at: Duration, event: E, hint: H) {
+    pub(super) fn push(&mut self, from: Part, at: Duration, event: E) {
         let queue = self.from.iter_mut().find(|(part, _)| *part == from).map(|(_, queue)| queue);
-        queue.expect("events come only from the parts the queue was made for").push(at, event, hint);
+        queue.expect("events come only from the parts the queue was made for").push(at, event);
     }
 
     /// The time of the next event.
@@ -107,15 +107,6 @@ impl<E, H: Copy> Pending<E, H> {
         match queue {
             None => self.scenario.pop_until(end),
             Some(k) => self.from[k].1.pop_until(end),
-        }
-    }
-
-    /// The next event's hint and slot (see [`EventQueue::peek_hint`]).
-    pub(super) fn peek_hint(&self) -> Option<(H, &impl Sized)> {
-        let (queue, _) = self.next()?;
-        match queue {
-            None => self.scenario.peek_hint(),
-            Some(k) => self.from[k].1.peek_hint(),
         }
     }
 
@@ -138,7 +129,7 @@ impl<E, H: Copy> Pending<E, H> {
 mod tests {
     use super::*;
 
-    fn drain(q: &mut Pending<&'static str, ()>) -> Vec<&'static str> {
+    fn drain(q: &mut Pending<&'static str>) -> Vec<&'static str> {
         std::iter::from_fn(|| q.pop_until(Duration::MAX).map(|(_, e)| e)).collect()
     }
 
@@ -148,13 +139,13 @@ mod tests {
         // Given events from every part, interleaved in time and with ties,
         // queued in an order unlike the parts' order,
         let mut q = Pending::new([2, 0, 1], 0);
-        q.push(2, ms(2), "network 2a", ());
-        q.push(1, ms(2), "other 2", ());
-        q.push_scenario(ms(2), "scenario 2", ());
-        q.push(0, ms(1), "first 1", ());
-        q.push(2, ms(2), "network 2b", ());
-        q.push(0, ms(2), "first 2", ());
-        q.push(2, ms(3), "network 3", ());
+        q.push(2, ms(2), "network 2a");
+        q.push(1, ms(2), "other 2");
+        q.push_scenario(ms(2), "scenario 2");
+        q.push(0, ms(1), "first 1");
+        q.push(2, ms(2), "network 2b");
+        q.push(0, ms(2), "first 2");
+        q.push(2, ms(3), "network 3");
         assert_eq!(q.next_at(), Some(ms(1)));
         // when drained, then time decides, then the scenario, then the
         // parts in order, each in its own order.

@@ -11,7 +11,6 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use punchline_core::hint::prefetch;
 use punchline_core::server::Server;
 use punchline_core::{Machine, Transmit};
 
@@ -46,16 +45,6 @@ pub(super) enum NetEvent {
     Scheduled(u32),
 }
 
-/// Whose state a pending event reads first when it runs: the hint the queue
-/// keeps beside it, so the network can prefetch that state one event ahead.
-#[derive(Clone, Copy, Debug)]
-pub(super) enum Toward {
-    Nat(u32),
-    /// The server (hot: it takes part in much of the traffic), the
-    /// internet, or a scenario event.
-    Elsewhere,
-}
-
 /// Where a peer host sits, as routing needs it.
 pub(super) struct HostPlace {
     pub(super) name: String,
@@ -69,7 +58,7 @@ pub(super) struct Network {
     part: Part,
     epoch: Instant,
     now: Duration,
-    queue: Pending<NetEvent, Toward>,
+    queue: Pending<NetEvent>,
     pub(super) server: Server,
     server_timer: Option<Duration>,
     store: SimStore,
@@ -158,7 +147,7 @@ impl Network {
 
     /// Schedules the scenario's `i`-th event here.
     pub(super) fn schedule_action(&mut self, at: Duration, i: usize) {
-        self.queue.push_scenario(at, NetEvent::Scheduled(index(i)), Toward::Elsewhere);
+        self.queue.push_scenario(at, NetEvent::Scheduled(index(i)));
     }
 
     /// Takes in the datagrams the groups of hosts handed over, each in its
@@ -166,8 +155,7 @@ impl Network {
     pub(super) fn receive(&mut self) {
         for (part, inbox) in self.inboxes.iter_mut().enumerate() {
             for (at, event) in inbox.drain(..) {
-                let hint = event.toward();
-                self.queue.push(part, at, event, hint);
+                self.queue.push(part, at, event);
             }
         }
     }
@@ -181,7 +169,6 @@ impl Network {
     pub(super) fn step(&mut self, end: Duration) -> bool {
         let Some((at, event)) = self.queue.pop_until(end) else { return false };
         self.now = at;
-        self.warm_next();
         self.process(event);
         true
     }
@@ -203,23 +190,7 @@ impl Network {
     }
 
     fn schedule(&mut self, at: Duration, event: NetEvent) {
-        let toward = event.toward();
-        self.queue.push(self.part, at, event, toward);
-    }
-
-    /// Asks for the cache lines the next event will read first: its slot and
-    /// the hot state of its NAT (see `Hosts::warm_next`).
-    fn warm_next(&self) {
-        let Some((toward, slot)) = self.queue.peek_hint() else { return };
-        prefetch(slot);
-        if let Toward::Nat(n) = toward {
-            self.nats[n as usize].prefetch();
-            // Inbound, the packet goes on to the host inside; a home
-            // network's sole host is known without reading the segment.
-            if let Some(peer) = self.on_segment.prefetch(segment_index(Some(n as usize))) {
-                prefetch(&self.down[peer as usize]);
-            }
-        }
+        self.queue.push(self.part, at, event);
     }
 
     /// The (empty) buffer a NAT call logs its decisions into.
@@ -478,17 +449,6 @@ impl RunTo for Network {
     fn run_to(&mut self, end: Duration) {
         self.receive();
         while self.step(end) {}
-    }
-}
-
-impl NetEvent {
-    fn toward(&self) -> Toward {
-        match *self {
-            NetEvent::FromInside(n, _) | NetEvent::FromOutside(n, _) => Toward::Nat(n),
-            NetEvent::Internet(_) | NetEvent::ServerTimer | NetEvent::StoreCommit | NetEvent::Scheduled(_) => {
-                Toward::Elsewhere
-            }
-        }
     }
 }
 

@@ -10,11 +10,6 @@
 //! instruction pair. The heap is 4-ary: a thousand-host world keeps a few
 //! thousand events pending, and a 4-ary heap is half as deep as a binary
 //! one, with a node's four children on at most two cache lines.
-//!
-//! Beside each slot the queue keeps a small hint the scheduler gave (for the
-//! engine, which host the event will run on), in a dense array of its own:
-//! the engine reads the next event's hint right after a pop, while the
-//! event's own slot is still cold, to ask for the lines it will need.
 
 use std::time::Duration;
 
@@ -22,18 +17,16 @@ use std::time::Duration;
 /// keys are renumbered (see [`EventQueue::renumber`]).
 const SEQ_LIMIT: u64 = 1 << 32;
 
-pub(crate) struct EventQueue<E, H> {
+pub(crate) struct EventQueue<E> {
     /// A 4-ary min-heap: the children of `i` are `4i + 1 ..= 4i + 4`.
     heap: Vec<u128>,
     slots: Vec<Slot<E>>,
-    /// `hints[i]` belongs to the event in `slots[i]`.
-    hints: Vec<H>,
     free: Vec<u32>,
     seq: u64,
     seq_limit: u64,
 }
 
-impl<E, H: Copy> EventQueue<E, H> {
+impl<E> EventQueue<E> {
     /// An empty queue.
     #[cfg(test)]
     pub(crate) fn new() -> Self {
@@ -57,46 +50,34 @@ impl<E, H: Copy> EventQueue<E, H> {
         EventQueue {
             heap: Vec::with_capacity(events),
             slots: Vec::with_capacity(events),
-            hints: Vec::with_capacity(events),
             free: Vec::with_capacity(events),
             seq: 0,
             seq_limit,
         }
     }
 
-    /// Schedules `event` at `at`, after every event already scheduled at `at`,
-    /// with its `hint` (see [`EventQueue::peek_hint`]).
+    /// Schedules `event` at `at`, after every event already scheduled at `at`.
     ///
     /// Times are kept in whole nanoseconds up to `u64::MAX` (584 years);
     /// later ones are all treated as that last instant, in scheduling order.
-    pub(crate) fn push(&mut self, at: Duration, event: E, hint: H) {
+    pub(crate) fn push(&mut self, at: Duration, event: E) {
         if self.seq >= self.seq_limit {
             self.renumber();
         }
         let slot = match self.free.pop() {
             Some(slot) => {
                 self.slots[slot as usize] = Slot(Some(event));
-                self.hints[slot as usize] = hint;
                 slot
             }
             None => {
                 let slot = u32::try_from(self.slots.len()).expect("fewer than 2^32 events pending");
                 self.slots.push(Slot(Some(event)));
-                self.hints.push(hint);
                 slot
             }
         };
         let key = (u128::from(nanos(at)) << 64) | (u128::from(self.seq) << 32) | u128::from(slot);
         self.seq += 1;
         self.sift_up(key);
-    }
-
-    /// The first event's hint, and its place in the slab (a reference the
-    /// caller may prefetch; reading through it would read the cold event).
-    pub(crate) fn peek_hint(&self) -> Option<(H, &impl Sized)> {
-        let &first = self.heap.first()?;
-        let slot = first as u32 as usize;
-        Some((self.hints[slot], &self.slots[slot]))
     }
 
     /// The time of the first event, in nanoseconds.
@@ -202,10 +183,10 @@ mod tests {
         // Given events scheduled out of order, two of them at the same time,
         let mut q = EventQueue::new();
         let ms = Duration::from_millis;
-        q.push(ms(5), "late", ());
-        q.push(ms(1), "first at 1", ());
-        q.push(ms(1), "second at 1", ());
-        q.push(ms(3), "middle", ());
+        q.push(ms(5), "late");
+        q.push(ms(1), "first at 1");
+        q.push(ms(1), "second at 1");
+        q.push(ms(3), "middle");
         // when popped up to 4 ms, then only the due ones come, in order,
         let mut out = Vec::new();
         while let Some((at, e)) = q.pop_until(ms(4)) {
@@ -213,7 +194,7 @@ mod tests {
         }
         assert_eq!(out, vec![(ms(1), "first at 1"), (ms(1), "second at 1"), (ms(3), "middle")]);
         // and a slot freed by a pop is reused without disturbing the order.
-        q.push(ms(5), "after late", ());
+        q.push(ms(5), "after late");
         assert_eq!(q.slots.len(), 4, "freed slots are reused");
         assert_eq!(q.pop_until(ms(10)), Some((ms(5), "late")));
         assert_eq!(q.pop_until(ms(10)), Some((ms(5), "after late")));
@@ -223,9 +204,9 @@ mod tests {
     #[test]
     fn times_past_u64_nanoseconds_keep_scheduling_order() {
         let mut q = EventQueue::new();
-        q.push(Duration::MAX, "first", ());
-        q.push(Duration::from_nanos(u64::MAX), "second", ());
-        q.push(Duration::from_secs(1), "soon", ());
+        q.push(Duration::MAX, "first");
+        q.push(Duration::from_nanos(u64::MAX), "second");
+        q.push(Duration::from_secs(1), "soon");
         assert_eq!(q.pop_until(Duration::from_secs(2)), Some((Duration::from_secs(1), "soon")));
         assert_eq!(q.pop_until(Duration::from_secs(2)), None);
         assert_eq!(q.pop_until(Duration::MAX).map(|(_, e)| e), Some("first"));
@@ -246,8 +227,7 @@ mod tests {
         /// Given any interleaving of pushes and pops, with a sequence limit
         /// small enough that renumbering happens many times and any room
         /// made up front, the queue pops
-        /// exactly what a sorted list of (time, scheduling order) would, and
-        /// the hint it shows before each pop is the next event's own.
+        /// exactly what a sorted list of (time, scheduling order) would.
         #[test]
         fn the_heap_pops_in_time_then_scheduling_order(
             ops in prop::collection::vec((any::<bool>(), 0u64..20, 0u64..25), 1..400),
@@ -258,26 +238,19 @@ mod tests {
             let mut reference = Vec::new();
             for (index, (push, time, end)) in ops.into_iter().enumerate() {
                 if push {
-                    q.push(Duration::from_nanos(time), index as u64, !(index as u64));
+                    q.push(Duration::from_nanos(time), index as u64);
                     reference.push((time, index as u64));
                 } else {
-                    let hint = q.peek_hint().map(|(hint, _)| !hint);
                     let got = q.pop_until(Duration::from_nanos(end));
-                    if let Some((_, e)) = got {
-                        prop_assert_eq!(hint, Some(e));
-                    }
                     let want = reference_pop(&mut reference, end);
                     prop_assert_eq!(got.map(|(at, e)| (at.as_nanos() as u64, e)), want);
                 }
             }
             while let Some(want) = reference_pop(&mut reference, u64::MAX) {
-                let hint = q.peek_hint().map(|(hint, _)| !hint);
                 let got = q.pop_until(Duration::MAX).map(|(at, e)| (at.as_nanos() as u64, e));
                 prop_assert_eq!(got, Some(want));
-                prop_assert_eq!(hint, Some(want.1));
             }
             prop_assert!(q.pop_until(Duration::MAX).is_none());
-            prop_assert!(q.peek_hint().is_none());
         }
     }
 }

@@ -10,8 +10,6 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv6Addr};
 
-use punchline_core::hint::prefetch;
-
 use crate::fast_map::FastMap;
 
 /// What sits at one address of a network segment: a peer host or a NAT's
@@ -31,10 +29,6 @@ pub(crate) struct SegmentIndex {
     /// By segment: its nodes inline, or `None` when it has more than
     /// [`INLINE`] (then they are in `large`).
     small: Vec<Option<Inline>>,
-    /// The peer that is a segment's only node, if so (a home network): a
-    /// dense table, read to prefetch that peer's link before a packet for it
-    /// reaches its NAT (see [`SegmentIndex::prefetch`]).
-    sole_peer: Vec<Option<u32>>,
     /// Nodes of the larger segments at IPv4 addresses, by segment and
     /// address packed in one word (see [`v4_key`]): hashing it is one
     /// multiply, where a `(usize, IpAddr)` tuple took several. Only ever
@@ -76,22 +70,7 @@ impl SegmentIndex {
                 }
             }
         }
-        let mut sole_peer = vec![None; segments];
-        for (&(segment, _), &node) in nodes {
-            if let (1, Node::Peer(peer)) = (counts[segment], node) {
-                sole_peer[segment] = Some(peer);
-            }
-        }
-        SegmentIndex { small, sole_peer, large_v4, large_v6 }
-    }
-
-    /// Asks for the line [`SegmentIndex::get`] reads for a small `segment`,
-    /// and returns the segment's sole peer, if it has one and nothing else.
-    pub(crate) fn prefetch(&self, segment: usize) -> Option<u32> {
-        if let Some(entry) = self.small.get(segment) {
-            prefetch(entry);
-        }
-        self.sole_peer.get(segment).copied().flatten()
+        SegmentIndex { small, large_v4, large_v6 }
     }
 
     /// The node at `ip` on `segment`.
@@ -118,23 +97,6 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
-    }
-
-    #[test]
-    fn only_a_segment_whose_one_node_is_a_peer_has_a_sole_peer() {
-        // Given a home network (one peer), a network with a peer and a nested
-        // NAT, one holding only a NAT, one with two peers, and an empty one,
-        let mut nodes = BTreeMap::new();
-        nodes.insert((1, ip("10.0.0.2")), Node::Peer(7));
-        nodes.insert((2, ip("10.0.1.2")), Node::Peer(8));
-        nodes.insert((2, ip("10.0.1.3")), Node::Nat(0));
-        nodes.insert((3, ip("10.0.2.3")), Node::Nat(1));
-        nodes.insert((4, ip("10.0.3.2")), Node::Peer(9));
-        nodes.insert((4, ip("10.0.3.3")), Node::Peer(10));
-        let index = SegmentIndex::new(6, &nodes);
-        // when each is prefetched, then only the home network names its peer.
-        let sole: Vec<Option<u32>> = (0..7).map(|segment| index.prefetch(segment)).collect();
-        assert_eq!(sole, vec![None, Some(7), None, None, None, None, None]);
     }
 
     #[test]
