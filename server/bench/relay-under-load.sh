@@ -25,7 +25,8 @@ BIN="$TARGET/release"
 WORK=$(mktemp -d "$TARGET/relay-under-load.XXXXXX")
 PIDS=()
 cleanup() {
-    for pid in "${PIDS[@]}"; do kill -INT "$pid" 2>/dev/null || true; done
+    # The listener first, then the server.
+    for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do kill -INT "${PIDS[i]}" 2>/dev/null || true; sleep 0.3; done
     wait 2>/dev/null || true
     rm -rf "$WORK"
 }

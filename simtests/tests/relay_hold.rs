@@ -55,6 +55,11 @@ send_text = {{ to = "bob", text = "over the relay" }}
     )
 }
 
+/// Trace lines of datagrams `who` sent whose description contains `kind`.
+fn sent(trace: &[String], who: &str, kind: &str) -> usize {
+    trace.iter().filter(|l| l.contains(&format!("ms {who} ")) && l.contains(" -> ") && l.contains(kind)).count()
+}
+
 #[test]
 fn given_one_side_that_does_not_punch_then_every_pair_stays_on_the_relay() {
     for a in PRESETS {
@@ -72,11 +77,9 @@ fn given_one_side_that_does_not_punch_then_every_pair_stays_on_the_relay() {
                     assert!(c.connect_ms.is_some(), "{case}: the relay is usable");
                     assert_eq!(c.direct_ms, None, "{case}");
                     let silent = if punch_a { "bob" } else { "alice" };
-                    let from_silent = |kind: &str| {
-                        trace.iter().filter(|l| l.contains(&format!(" {silent} ")) && l.contains(kind)).count()
-                    };
-                    assert_eq!(from_silent(" Opener"), 0, "{case}: {silent} sent an opener");
-                    assert_eq!(from_silent(" ProbeAck"), 0, "{case}: {silent} answered a probe");
+                    assert_eq!(sent(&trace, silent, " Opener"), 0, "{case}: {silent} sent an opener");
+                    assert_eq!(sent(&trace, silent, " Probe "), 0, "{case}: {silent} sent a probe");
+                    assert_eq!(sent(&trace, silent, " ProbeAck"), 0, "{case}: {silent} answered a probe");
                     assert_eq!(report.messages.delivered, 1, "{case}: the text went through");
                 }
             }
@@ -89,6 +92,14 @@ fn given_both_sides_punching_then_a_cone_pair_goes_direct() {
     // The control: the same world with both punching ends direct.
     let text = scenario("full-cone", "port-restricted-cone", true, true);
     let scenario = Scenario::from_toml_str(&text, "relay-hold").expect("scenario parses");
-    let (report, _, _) = Simulation::new(scenario, Some(1)).expect("valid").run();
+    let mut sim = Simulation::new(scenario, Some(1)).expect("valid");
+    sim.keep_trace(true);
+    let (report, trace, _) = sim.run();
     assert_eq!(report.connections[0].outcome, Outcome::Direct);
+    // And the trace patterns above do find what a punching side sends.
+    for who in ["alice", "bob"] {
+        assert!(sent(&trace, who, " Opener") > 0, "{who} sent no opener");
+        assert!(sent(&trace, who, " Probe ") > 0, "{who} sent no probe");
+        assert!(sent(&trace, who, " ProbeAck") > 0, "{who} answered no probe");
+    }
 }
