@@ -41,7 +41,8 @@ pl() { "$BIN/punchline" --server "$ADDR" "$@"; }
 # The recipients exist and are offline.
 pl --user dave inbox --timeout 2s >/dev/null
 pl --user frank inbox --timeout 2s >/dev/null
-pl --relay --user bob listen --json >"$WORK/bob.log" 2>&1 &
+# Started directly, not through `pl`: its pid must be the client's own.
+"$BIN/punchline" --server "$ADDR" --relay --user bob listen --json >"$WORK/bob.log" 2>&1 &
 PIDS+=($!)
 for _ in $(seq 100); do grep -q logged-in "$WORK/bob.log" 2>/dev/null && break; sleep 0.1; done
 

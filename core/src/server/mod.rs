@@ -27,6 +27,7 @@ use bytes::Bytes;
 use tracing::debug;
 
 use crate::machine::{Machine, SocketId, Transmit};
+use crate::messaging::{StoreCompletion, StoreRequest};
 use crate::nat::{NatProfile, Strategy};
 use crate::rng::Rng;
 use crate::timer::Timers;
@@ -264,6 +265,35 @@ impl Server {
     /// Sessions with a relay channel now.
     pub fn session_count(&self) -> usize {
         self.sessions.len()
+    }
+
+    /// The next storage request for the driver to carry out. Drain it after
+    /// every input, with [`poll_transmit`](crate::Machine::poll_transmit),
+    /// and hand each completion back in request order through
+    /// [`handle_store_completion`](Self::handle_store_completion).
+    ///
+    /// A driver that batches (group commit) submits everything it polled
+    /// while a commit was in flight as the next transaction:
+    /// [`MessageStore::execute`](crate::messaging::MessageStore::execute).
+    pub fn poll_store_request(&mut self) -> Option<StoreRequest> {
+        self.storage.poll()
+    }
+
+    /// Feeds in the outcome of a request from
+    /// [`poll_store_request`](Self::poll_store_request). A completion for a
+    /// request this machine did not issue is ignored.
+    pub fn handle_store_completion(&mut self, now: Instant, completion: StoreCompletion) {
+        self.last_now = Some(now);
+        let Some(waiting) = self.storage.complete(completion.id) else {
+            debug!(id = completion.id.0, "completion of an unknown store request; ignored");
+            return;
+        };
+        self.resume(now, waiting, completion.result);
+    }
+
+    /// Storage requests issued and not completed yet.
+    pub fn store_requests_outstanding(&self) -> usize {
+        self.storage.outstanding()
     }
 }
 

@@ -3,18 +3,14 @@
 //!
 //! The machine never calls a store. Each operation that needs one is cut in
 //! two: the part before emits a request with a [`Waiting`] continuation, the
-//! part after runs in [`Server::handle_store_completion`]. The driver must
+//! part after runs in [`Server::handle_store_completion`](super::Server::handle_store_completion). The driver must
 //! hand completions back in request order (group commit keeps it).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
-use std::time::Instant;
 
-use tracing::debug;
-
-use super::Server;
 use crate::machine::SocketId;
-use crate::messaging::{StoreCompletion, StoreOp, StoreRequest, StoreRequestId};
+use crate::messaging::{StoreOp, StoreRequest, StoreRequestId};
 use crate::wire::frame::MessageId;
 
 /// Requests not yet polled, and continuations of those not yet completed.
@@ -105,35 +101,14 @@ impl Storage {
     pub(super) fn has_queued(&self) -> bool {
         !self.queued.is_empty()
     }
-}
 
-impl Server {
-    /// The next storage request for the driver to carry out. Drain it after
-    /// every input, with [`poll_transmit`](crate::Machine::poll_transmit),
-    /// and hand each completion back in request order through
-    /// [`handle_store_completion`](Self::handle_store_completion).
-    ///
-    /// A driver that batches (group commit) submits everything it polled
-    /// while a commit was in flight as the next transaction:
-    /// [`MessageStore::execute`](crate::messaging::MessageStore::execute).
-    pub fn poll_store_request(&mut self) -> Option<StoreRequest> {
-        self.storage.queued.pop_front()
+    /// The next request for the driver.
+    pub(super) fn poll(&mut self) -> Option<StoreRequest> {
+        self.queued.pop_front()
     }
 
-    /// Feeds in the outcome of a request from
-    /// [`poll_store_request`](Self::poll_store_request). A completion for a
-    /// request this machine did not issue is ignored.
-    pub fn handle_store_completion(&mut self, now: Instant, completion: StoreCompletion) {
-        self.last_now = Some(now);
-        let Some(waiting) = self.storage.waiting.remove(&completion.id) else {
-            debug!(id = completion.id.0, "completion of an unknown store request; ignored");
-            return;
-        };
-        self.resume(now, waiting, completion.result);
-    }
-
-    /// Storage requests issued and not completed yet.
-    pub fn store_requests_outstanding(&self) -> usize {
-        self.storage.outstanding()
+    /// What waits for request `id`, which completed.
+    pub(super) fn complete(&mut self, id: StoreRequestId) -> Option<Waiting> {
+        self.waiting.remove(&id)
     }
 }
