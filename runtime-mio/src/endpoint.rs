@@ -208,7 +208,9 @@ pub struct Endpoint<M: Role> {
 
 impl<M: Role> Endpoint<M> {
     /// Puts `machine` on already bound UDP sockets, named by the ids the
-    /// machine knows them by.
+    /// machine knows them by. A [`Server`] needs a store: use
+    /// [`with_store`](Self::with_store) (here its storage requests would be
+    /// dropped, with a warning, and its texts never acknowledged).
     pub fn new(machine: M, bound: Vec<(SocketId, std::net::UdpSocket)>) -> io::Result<Self> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
