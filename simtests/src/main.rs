@@ -1,6 +1,6 @@
 //! `punchline-sim`: run NAT scenarios and the preset matrix.
 
-use std::io::{IsTerminal, Write};
+use std::io::{self, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -132,20 +132,23 @@ fn main() -> ExitCode {
                 progress.show(|| format!("run: {:.1} s of {:.1} s simulated", now.as_secs_f64(), end.as_secs_f64()))
             });
             progress.clear();
-            if trace {
-                for line in &lines {
-                    println!("{line}");
+            let written = write_stdout(|out| {
+                if trace {
+                    for line in &lines {
+                        writeln!(out, "{line}")?;
+                    }
                 }
-            }
-            if diagram {
-                print!("{}", mermaid(&arrows, &participants));
-            }
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report).expect("reports serialize"));
-            } else if !trace && !diagram {
-                print!("{}", report.table());
-            }
-            ExitCode::SUCCESS
+                if diagram {
+                    write!(out, "{}", mermaid(&arrows, &participants))?;
+                }
+                if json {
+                    writeln!(out, "{}", serde_json::to_string_pretty(&report).expect("reports serialize"))?;
+                } else if !trace && !diagram {
+                    write!(out, "{}", report.table())?;
+                }
+                Ok(())
+            });
+            written.map_or_else(|code| code, |()| ExitCode::SUCCESS)
         }
         Command::Lab { json, keep, server_bin, client_bin, runtime, nat_only, sim_seeds, verbose } => {
             let opts = lab::LabOptions { keep, server_bin, client_bin, runtime, nat_only, sim_seeds, verbose };
@@ -156,16 +159,34 @@ fn main() -> ExitCode {
             let mut progress = Progress::new(quiet);
             let m = matrix::run(seeds.max(1), |done, total| progress.show(|| format!("matrix: {done}/{total} cells")));
             progress.clear();
-            if json {
-                println!("{}", serde_json::to_string_pretty(&m).expect("reports serialize"));
-            } else {
-                print!("{}", m.grid());
+            let written = write_stdout(|out| {
+                if json {
+                    writeln!(out, "{}", serde_json::to_string_pretty(&m).expect("reports serialize"))
+                } else {
+                    write!(out, "{}", m.grid())
+                }
+            });
+            match written {
+                Err(code) if code != ExitCode::SUCCESS => code,
+                _ if m.mismatches == 0 => ExitCode::SUCCESS,
+                _ => ExitCode::FAILURE,
             }
-            if m.mismatches == 0 {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            }
+        }
+    }
+}
+
+/// Writes the output to stdout, buffered. A reader that went away
+/// (`punchline-sim run … --trace | head`) ends the output quietly, as Unix
+/// tools do: `Err(ExitCode::SUCCESS)`. Any other write error is reported
+/// on stderr: `Err(ExitCode::FAILURE)`.
+fn write_stdout(write: impl FnOnce(&mut dyn Write) -> io::Result<()>) -> Result<(), ExitCode> {
+    let mut out = io::BufWriter::new(io::stdout().lock());
+    match write(&mut out).and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Err(ExitCode::SUCCESS),
+        Err(e) => {
+            eprintln!("error: cannot write the output: {e}");
+            Err(ExitCode::FAILURE)
         }
     }
 }

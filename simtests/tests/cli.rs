@@ -70,3 +70,25 @@ fn the_matrix_agrees_with_the_oracle_and_says_so_in_json() {
     assert_eq!(m["mismatches"], 0);
     assert_eq!(m["cells"].as_array().map(Vec::len), Some(64));
 }
+
+#[test]
+fn a_reader_that_stops_early_ends_the_output_quietly() {
+    use std::io::Read;
+    use std::process::Stdio;
+    // Given a long trace piped to a reader that takes a few bytes and goes
+    // away (`punchline-sim run ... --trace | head -c 100`),
+    let mut child = Command::new(env!("CARGO_BIN_EXE_punchline-sim"))
+        .args(["run", "scenarios/birthday-linux-random.toml", "--trace"])
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("punchline-sim runs");
+    let mut head = [0u8; 100];
+    child.stdout.take().expect("piped").read_exact(&mut head).expect("the trace starts");
+    // (the pipe is closed here, with most of the trace unread)
+    let out = child.wait_with_output().expect("it ends");
+    // then it ends successfully, without a word on stderr (no panic).
+    assert!(out.status.success(), "{:?}: {}", out.status, String::from_utf8_lossy(&out.stderr));
+    assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+}
