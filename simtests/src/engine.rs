@@ -86,6 +86,8 @@ pub struct Simulation {
     /// Run one event at a time even when windows are safe (see
     /// [`Simulation::set_event_by_event`]).
     event_by_event: bool,
+    /// The machines have sent what they queued when built (see `start`).
+    started: bool,
     /// Packet events processed, for benchmarks: each step of a datagram the
     /// engine schedules as an event, plus each datagram the server sends
     /// (defined in `simtests/README.md`, Performance).
@@ -198,6 +200,7 @@ impl Simulation {
             lookahead,
             threads,
             event_by_event: false,
+            started: false,
             packet_events: 0,
             scenario,
         };
@@ -219,14 +222,6 @@ impl Simulation {
             if at_network {
                 sim.network.schedule_action(event.at, i);
             }
-        }
-        // The server's first words, then the peers' (the trace has always
-        // shown them in that order).
-        sim.network.start();
-        sim.take_in_trace();
-        for group in 0..sim.hosts.len() {
-            sim.hosts[group].start();
-            sim.take_in_trace();
         }
         Ok(sim)
     }
@@ -316,6 +311,9 @@ impl Simulation {
 
     /// Processes every event up to `end`.
     pub fn run_until(&mut self, end: Duration) {
+        if !self.started {
+            self.start();
+        }
         if self.runs_event_by_event() {
             self.run_event_by_event(end);
         } else {
@@ -386,6 +384,20 @@ impl Simulation {
     }
 
     /// Hashes (and keeps) the lines every part has traced so far.
+    /// Lets the machines send what they queued when they were built: the
+    /// server's first words, then the peers' (their first `Login`s). It
+    /// runs with the run, not when the world is built, so that the trace's
+    /// and the diagram's settings already hold and these lines are kept too.
+    fn start(&mut self) {
+        self.started = true;
+        self.network.start();
+        self.take_in_trace();
+        for group in 0..self.hosts.len() {
+            self.hosts[group].start();
+            self.take_in_trace();
+        }
+    }
+
     fn take_in_trace(&mut self) {
         let mut groups: Parts<&mut Hosts> = self.hosts.iter_mut().collect();
         take_in(&mut self.trace, &mut groups, &mut self.network);

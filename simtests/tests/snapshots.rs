@@ -182,3 +182,33 @@ fn linux_late_start_without_openers_is_poisoned() {
     assert!(trace.contains("nat home-b: track 198.51.100.1:4000 -> 198.51.100.6:4000"), "bob's NAT is poisoned");
     assert!(trace.contains("nat home-b: 198.51.100.6:4000 -> 198.51.100.1:4000 is held by a tracked entry"));
 }
+
+/// Every datagram is in the trace, the clients' first `Login`s (sent while
+/// the world is built) included, and `--mermaid` draws them too.
+#[test]
+fn every_example_trace_starts_with_each_peers_first_login() {
+    for entry in std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios")).expect("examples") {
+        let path = entry.expect("an entry").path();
+        let scenario = Scenario::load(&path).expect("example parses");
+        let peers: Vec<String> = scenario.peers.iter().map(|p| p.name.clone()).collect();
+        let mut sim = Simulation::new(scenario, None).expect("scenario is valid");
+        sim.keep_trace(true);
+        sim.keep_arrows(true);
+        let (_, trace, arrows) = sim.run();
+        for peer in &peers {
+            let login = format!(" Login {peer}");
+            let first = trace.iter().position(|l| l.contains(&login));
+            assert!(
+                first.is_some_and(|i| trace[i].trim_start().starts_with("0.000ms")),
+                "{}: no Login from {peer} at 0 ms: {:?}",
+                path.display(),
+                &trace[..trace.len().min(4)]
+            );
+            assert!(
+                arrows.iter().any(|a| a.from == *peer && a.at.is_zero()),
+                "{}: no arrow from {peer}",
+                path.display()
+            );
+        }
+    }
+}
