@@ -6,50 +6,42 @@
 //! does not shift the numbers another one sees. Private: an embedder only
 //! chooses the seed.
 
-/// xoshiro256** seeded through SplitMix64: small, fast, and good enough for
-/// port choices, identifiers and keys *in a simulation*. Production
-/// deployments pass a seed drawn from the OS by the driver, so session keys
-/// are as unpredictable as that seed.
+use rand_chacha::rand_core::{RngCore, SeedableRng};
+use rand_chacha::ChaCha20Rng;
+use sha2::{Digest, Sha256};
+
+/// ChaCha20 (RFC 8439) as a deterministic generator: every key, token,
+/// session id and nonce the core makes comes from it. Its outputs do not
+/// reveal its state, so a peer that sees many of them (ids, keys in its own
+/// offers) cannot predict the next ones. The 64-bit seed is expanded to the
+/// 256-bit key by SHA-256; runtimes draw the seed from the operating system
+/// (DESIGN §2).
 #[derive(Clone, Debug)]
 pub(crate) struct Rng {
-    state: [u64; 4],
+    inner: ChaCha20Rng,
 }
 
 impl Rng {
     /// A generator for `seed`.
     pub(crate) fn new(seed: u64) -> Self {
-        let mut sm = seed;
-        let mut next = || {
-            sm = sm.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = sm;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^ (z >> 31)
-        };
-        Rng { state: [next(), next(), next(), next()] }
+        Rng::from_key(derive_key(b"punchline rng seed", &seed.to_le_bytes()))
     }
 
-    /// A child generator named by `label`; forking does not advance `self`.
+    fn from_key(key: [u8; 32]) -> Self {
+        Rng { inner: ChaCha20Rng::from_seed(key) }
+    }
+
+    /// A child generator named by `label`, keyed by a hash of this
+    /// generator's key and the label; forking does not advance `self`.
     pub(crate) fn fork(&self, label: u64) -> Rng {
-        let mix = self.state[0]
-            ^ self.state[1].rotate_left(17)
-            ^ self.state[2].rotate_left(31)
-            ^ self.state[3].rotate_left(47);
-        Rng::new(mix ^ label.wrapping_mul(0xD6E8_FEB8_6659_FD93))
+        let mut input = self.inner.get_seed().to_vec();
+        input.extend_from_slice(&label.to_le_bytes());
+        Rng::from_key(derive_key(b"punchline rng fork", &input))
     }
 
     /// The next 64 random bits.
     pub(crate) fn next_u64(&mut self) -> u64 {
-        let s = &mut self.state;
-        let result = s[1].wrapping_mul(5).rotate_left(7).wrapping_mul(9);
-        let t = s[1] << 17;
-        s[2] ^= s[0];
-        s[3] ^= s[1];
-        s[1] ^= s[2];
-        s[0] ^= s[3];
-        s[2] ^= t;
-        s[3] = s[3].rotate_left(45);
-        result
+        self.inner.next_u64()
     }
 
     /// A uniformly distributed number in `0..bound` (`bound > 0`), without
@@ -68,11 +60,16 @@ impl Rng {
 
     /// Fills `out` with random bytes.
     pub(crate) fn fill(&mut self, out: &mut [u8]) {
-        for chunk in out.chunks_mut(8) {
-            let bytes = self.next_u64().to_le_bytes();
-            chunk.copy_from_slice(&bytes[..chunk.len()]);
-        }
+        self.inner.fill_bytes(out);
     }
+}
+
+/// A 256-bit key from `input`, separated by `domain`.
+fn derive_key(domain: &[u8], input: &[u8]) -> [u8; 32] {
+    let mut hash = Sha256::new();
+    hash.update(domain);
+    hash.update(input);
+    hash.finalize().into()
 }
 
 #[cfg(test)]

@@ -1,10 +1,10 @@
 //! The simulator's deterministic randomness: one seed, a tree of child
 //! generators (NATs, links, and the seeds handed to each core machine).
 //!
-//! The algorithm is the one `punchline_core` uses inside its machines
-//! (xoshiro256** seeded through SplitMix64, children forked by label),
-//! copied here so the simulator does not depend on the core's internals.
-//! Every draw must stay the same: a change here changes which ports NATs
+//! The algorithm is xoshiro256** seeded through SplitMix64, children forked
+//! by label: the one the core used before its machines moved to ChaCha20
+//! for their keys and ids, kept here because it is fast and the simulator
+//! draws only ports, losses and seeds with it. Every draw must stay the same: a change here changes which ports NATs
 //! pick, which packets links lose, and so every trace snapshot. The test
 //! below pins the first numbers.
 
@@ -111,7 +111,7 @@ mod tests {
         assert_eq!(drawn, PINNED);
     }
 
-    /// Recorded from `punchline_core::rng::Rng` when the copy was made
+    /// Recorded from the core's xoshiro generator when the copy was made
     /// (checked then against it for 200 seeds, six labels and every draw).
     const PINNED: (u64, u64, u64, u64) = (0xb3f2_af6d_0fc7_10c5, 0x3b67_9821_1de5_8d08, 41766, 0x3fd0_9c41_a962_d5ea);
 }

@@ -1,8 +1,8 @@
-//! Seeded randomness for tests: the core's own generator is private to it,
-//! so the tests carry a copy of its algorithm (xoshiro256** seeded through
-//! SplitMix64). The same algorithm gives the same numbers for the same
-//! seed, so a test's scenario (which datagrams it loses, which ports a
-//! fake NAT hands out) does not depend on the core's internals.
+//! Seeded randomness for the test world (which datagrams it loses, which
+//! ports a fake NAT hands out): xoshiro256** seeded through SplitMix64, the
+//! simulator's algorithm. The core's own generator (ChaCha20) is private to
+//! it and makes its keys and ids; this one only shapes the test's network,
+//! so a test's scenario does not depend on the core's internals.
 #![allow(dead_code, unreachable_pub)]
 
 #[derive(Clone, Debug)]
