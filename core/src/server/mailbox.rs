@@ -241,7 +241,6 @@ impl Server {
                 }
             }
         }
-        self.arm_mailbox();
     }
 
     fn reject_text(&mut self, (socket, to): ReplyTo, sender: &str, id: MessageId, reason: TextRejection) {
