@@ -52,6 +52,7 @@ impl Common {
             config.session_timeout = t;
         }
         config.punch = !self.relay;
+        config.host_addresses = crate::interfaces::host_addresses(self.bind_addr());
         // A text is acknowledged only once printed: a crash before that
         // makes the server deliver it again instead of losing it.
         config.messaging.ack_on_receipt = false;
@@ -325,6 +326,12 @@ fn run_connect(
                 report.fallbacks += 1;
             }
             ClientEvent::PunchFailed { session: s, retry_in, .. } if s == session => return Ok(retry_in.is_none()),
+            ClientEvent::StrategyChanged { session: s, strategy } if s == session => {
+                // Chosen once both NAT profiles were measured: relay-only
+                // concludes the punching at once.
+                report.strategy = Some(strategy);
+                return Ok(strategy == Strategy::RelayOnly);
+            }
             ClientEvent::DataReceived { session: s, data } if s == session => {
                 if let Some(Ping::Pong(seq)) = Ping::decode(&data) {
                     if let Some(sent) = pending.remove(&seq) {
@@ -520,6 +527,11 @@ impl Printer {
                 self.sessions.insert(*session, (peer.clone(), "relay"));
                 json!({"event": "session-opened", "session": session.to_string(), "peer": peer, "path": "relay",
                     "initiator": initiator, "strategy": strategy.name()})
+            }
+            ClientEvent::StrategyChanged { session, strategy } => {
+                let mut l = self.session_line("strategy-changed", *session);
+                l["strategy"] = strategy.name().into();
+                l
             }
             ClientEvent::PunchStarted { session, attempt } => {
                 let mut l = self.session_line("punch-started", *session);

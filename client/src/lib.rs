@@ -13,6 +13,7 @@
 
 pub mod commands;
 pub mod exit;
+pub mod interfaces;
 pub mod messages;
 pub mod nat;
 pub mod ping;

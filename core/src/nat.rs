@@ -76,6 +76,11 @@ pub enum Strategy {
     Birthday,
     /// No direct path can exist: stay on the relay without probing.
     RelayOnly,
+    /// Not chosen yet: a session the server made before both members' NAT
+    /// profiles were measured. It runs on the relay (and probes LAN host
+    /// candidates only) until its initiator chooses the strategy from both
+    /// profiles and tells the peer.
+    Pending,
 }
 
 impl MappingBehavior {
@@ -110,6 +115,7 @@ impl Strategy {
             Strategy::Predict => "predict",
             Strategy::Birthday => "birthday",
             Strategy::RelayOnly => "relay-only",
+            Strategy::Pending => "pending",
         }
     }
 }

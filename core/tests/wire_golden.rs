@@ -110,6 +110,23 @@ fn golden_frames() -> Vec<(&'static str, Frame)> {
         ("Stream/PoolOpen", stream(4, StreamMessage::PoolOpen { attempt: 3, ip: v6.ip(), sockets: 256 })),
         ("Stream/Text", stream(5, StreamMessage::Text { id: ID, text: "direct".into() })),
         ("Stream/TextAck", stream(6, StreamMessage::TextAck { id: ID })),
+        (
+            "Stream/Profile",
+            stream(
+                7,
+                StreamMessage::Profile {
+                    profile: NatProfile {
+                        mapping: Some(MappingBehavior::AddressAndPortDependent),
+                        filtering: Some(FilteringBehavior::AddressAndPortDependent),
+                        ports: Some(PortAllocation::Sequential { delta: -2 }),
+                        public: false,
+                    },
+                },
+            ),
+        ),
+        ("Stream/Strategy", stream(8, StreamMessage::Strategy { attempt: 2, strategy: Strategy::Predict })),
+        ("Session/Ping", session(12, SessionBody::Ping { nonce: 3 })),
+        ("Session/Pong", session(13, SessionBody::Pong { nonce: 3 })),
         // Every value of the small enums frames carry.
         ("Discover/Same", Frame::Discover { nonce: 6, answer_from: AnswerFrom::Same }),
         ("Discover/OtherAddress", Frame::Discover { nonce: 7, answer_from: AnswerFrom::OtherAddress }),
@@ -158,6 +175,7 @@ fn golden_frames() -> Vec<(&'static str, Frame)> {
         ("Offer/Punch", offer_with(Strategy::Punch)),
         ("Offer/Birthday", offer_with(Strategy::Birthday)),
         ("Offer/RelayOnly", offer_with(Strategy::RelayOnly)),
+        ("Offer/Pending", offer_with(Strategy::Pending)),
     ]
 }
 

@@ -103,9 +103,15 @@ pub fn write_frame<W: Write>(out: &mut W, f: &Frame) -> fmt::Result {
                 }
                 StreamMessage::Text { id, text } => write!(out, "Text seq={seq} id={id} len={}", text.len()),
                 StreamMessage::TextAck { id } => write!(out, "TextAck seq={seq} id={id}"),
+                StreamMessage::Profile { profile } => write!(out, "Profile seq={seq} {}", profile_text(profile)),
+                StreamMessage::Strategy { attempt, strategy } => {
+                    write!(out, "Strategy seq={seq} attempt={attempt} {}", strategy.name())
+                }
             },
             SessionBody::Ack { next, .. } => write!(out, "Ack next={next}"),
             SessionBody::Close { reason } => write!(out, "Close {reason:?}"),
+            SessionBody::Ping { nonce } => write!(out, "Ping nonce={nonce}"),
+            SessionBody::Pong { nonce } => write!(out, "Pong nonce={nonce}"),
         },
     }
 }
@@ -117,13 +123,10 @@ pub fn event(e: &ClientEvent) -> String {
         ClientEvent::LoginFailed { code } => format!("login failed: {code:?}"),
         ClientEvent::ServerUnreachable => "server unreachable".into(),
         ClientEvent::ReflexiveChanged { old, new } => format!("reflexive address changed {old} -> {new}"),
-        ClientEvent::NatProfile(p) => format!(
-            "NAT profile mapping={} filtering={} ports={} public={}",
-            p.mapping.map_or("?".into(), |m| format!("{m:?}")),
-            p.filtering.map_or("?".into(), |f| format!("{f:?}")),
-            p.ports.map_or("?".into(), |x| format!("{x:?}")),
-            p.public
-        ),
+        ClientEvent::NatProfile(p) => format!("NAT profile {}", profile_text(p)),
+        ClientEvent::StrategyChanged { session, strategy } => {
+            format!("session {session}: strategy chosen again: {}", strategy.name())
+        }
         ClientEvent::LookupResult { user, online } => format!("lookup {user}: online={online}"),
         ClientEvent::SessionOpened { session, peer, initiator, strategy } => format!(
             "session {session} with {peer} opened on relay ({}, strategy {})",
@@ -149,4 +152,14 @@ pub fn event(e: &ClientEvent) -> String {
         ClientEvent::TextFailed { id, reason } => format!("text {id} failed: {reason:?}"),
         ClientEvent::InboxEmpty => "inbox empty".into(),
     }
+}
+
+fn profile_text(p: &punchline_core::nat::NatProfile) -> String {
+    format!(
+        "mapping={} filtering={} ports={} public={}",
+        p.mapping.map_or("?".into(), |m| format!("{m:?}")),
+        p.filtering.map_or("?".into(), |f| format!("{f:?}")),
+        p.ports.map_or("?".into(), |x| format!("{x:?}")),
+        p.public
+    )
 }

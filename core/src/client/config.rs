@@ -88,6 +88,13 @@ pub struct ClientConfig {
     /// with the default pool, 98 % of attempts succeed against a NAT that
     /// picks from 64,512 ports, and a failed attempt is retried with backoff.
     pub birthday_probe_budget: u32,
+    /// The machine's own addresses, announced to peers (with the primary
+    /// socket's port) as host candidates beside the primary socket's local
+    /// address, at most [`MAX_HOST_CANDIDATES`](crate::client::MAX_HOST_CANDIDATES)
+    /// in all. A driver whose primary socket is bound to the unspecified
+    /// address fills this from the machine's interfaces, so two peers on one
+    /// LAN find each other. Default empty.
+    pub host_addresses: Vec<std::net::IpAddr>,
     /// Text messaging.
     pub messaging: MessagingConfig,
 }
@@ -122,6 +129,7 @@ impl ClientConfig {
             birthday_pool: 256,
             birthday_probe_rate: 250,
             birthday_probe_budget: 1024,
+            host_addresses: Vec::new(),
             messaging: MessagingConfig::default(),
         }
     }

@@ -22,6 +22,10 @@ pub(crate) struct Out {
     /// The time of the last input: what `poll_timeout` answers while
     /// output waits.
     pub(crate) now: Option<Instant>,
+    /// A session's direct path went quiet: the client should make sure its
+    /// own mapping toward the server still holds (a keepalive now), since a
+    /// NAT reboot breaks both at once.
+    pub(crate) check_server: bool,
 }
 
 impl Out {

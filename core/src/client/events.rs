@@ -54,6 +54,15 @@ pub enum ClientEvent {
         /// How it will try for a direct path.
         strategy: Strategy,
     },
+    /// The session's strategy was chosen again, from both peers' measured
+    /// NAT profiles (the offer's was the server's choice, possibly made
+    /// before they were measured); a new attempt uses it.
+    StrategyChanged {
+        /// The session.
+        session: SessionId,
+        /// The strategy now in use.
+        strategy: Strategy,
+    },
     /// Both sides' openers are out; probing starts.
     PunchStarted {
         /// The session.
@@ -221,6 +230,9 @@ pub struct SessionInfo {
     pub probes_sent: u64,
     /// Punching attempts started.
     pub attempts: u16,
+    /// The smoothed round trip of the direct path's keepalive probes, while
+    /// the path is direct and once measured.
+    pub srtt: Option<Duration>,
 }
 
 /// Counters of what the client dropped.

@@ -26,6 +26,10 @@ use crate::wire::frame::{ErrorCode, Frame};
 /// How soon a keepalive that got no answer is sent again: well inside a
 /// 30 s NAT timeout even after a 25 s keepalive interval.
 const KEEPALIVE_RETRY: Duration = Duration::from_secs(2);
+/// The longest wait between keepalives while the server stays silent.
+const KEEPALIVE_RETRY_MAX: Duration = Duration::from_secs(16);
+/// The shortest spacing of keepalives sent to check the server mapping.
+const CHECK_SPACING: Duration = Duration::from_secs(1);
 
 /// Where the client stands with the server.
 #[derive(Debug)]
@@ -180,9 +184,37 @@ impl Login {
         awaiting_since.get_or_insert(now);
         out.send_to_server(ctx, &Frame::Keepalive { token, profile });
         // While an answer is missing, ask again soon, so a lost keepalive, a
-        // rebinding or a restarted server is noticed quickly.
-        let next = if waiting.is_some() { Duration::from_secs(2) } else { KEEPALIVE_RETRY };
+        // rebinding or a restarted server is noticed quickly; the longer the
+        // server stays silent, the longer the wait (as long as it has been
+        // silent, up to KEEPALIVE_RETRY_MAX), so a fleet of clients does not
+        // hammer a server that is down.
+        let next = waiting.unwrap_or_default().clamp(KEEPALIVE_RETRY, KEEPALIVE_RETRY_MAX);
         timers.set(ClientTimer::Keepalive, now + next.min(ctx.config.keepalive));
+    }
+
+    /// A session's direct path went quiet: make sure our own mapping toward
+    /// the server still holds, now. A keepalive goes unless one went out in
+    /// the last [`CHECK_SPACING`] and is still unanswered; if the NAT
+    /// rebooted, its answer tells us our new address, and the server
+    /// follows us there.
+    pub(crate) fn check_now(
+        &mut self,
+        ctx: &Ctx<'_>,
+        out: &mut Out,
+        timers: &mut Timers<ClientTimer>,
+        profile: NatProfile,
+    ) {
+        let Login::Online { token, awaiting_since, .. } = self else { return };
+        if awaiting_since.is_some_and(|since| ctx.now < since + CHECK_SPACING) {
+            return;
+        }
+        let token = *token;
+        awaiting_since.get_or_insert(ctx.now);
+        out.send_to_server(ctx, &Frame::Keepalive { token, profile });
+        let retry = ctx.now + KEEPALIVE_RETRY.min(ctx.config.keepalive);
+        if timers.get(&ClientTimer::Keepalive).is_none_or(|at| at > retry) {
+            timers.set(ClientTimer::Keepalive, retry);
+        }
     }
 
     /// Tells the server goodbye, when online.
@@ -195,9 +227,29 @@ impl Login {
 }
 
 fn send_login(ctx: &Ctx<'_>, out: &mut Out, request: u32) {
-    let mut host_candidates = Vec::new();
-    if !ctx.primary.1.ip().is_unspecified() {
-        host_candidates.push(ctx.primary.1);
-    }
+    let host_candidates = host_candidates(ctx);
     out.send_to_server(ctx, &Frame::Login { request, user: ctx.config.user.clone(), host_candidates });
 }
+
+/// Our host candidates: the primary socket's local address, then the
+/// configured host addresses with its port; unspecified and repeated
+/// addresses left out, and configured loopback ones (a peer on the same
+/// machine reaches the primary socket's own address), at most
+/// [`MAX_HOST_CANDIDATES`].
+pub(crate) fn host_candidates(ctx: &Ctx<'_>) -> Vec<SocketAddr> {
+    let port = ctx.primary.1.port();
+    let configured =
+        ctx.config.host_addresses.iter().filter(|ip| !ip.is_loopback()).map(|ip| SocketAddr::new(*ip, port));
+    let mut candidates: Vec<SocketAddr> = Vec::new();
+    for c in std::iter::once(ctx.primary.1).chain(configured) {
+        let usable = !c.ip().is_unspecified() && c.port() != 0;
+        if usable && !candidates.contains(&c) && candidates.len() < MAX_HOST_CANDIDATES {
+            candidates.push(c);
+        }
+    }
+    candidates
+}
+
+/// The most host candidates a client announces: the offer carries them and
+/// the reflexive address, [`MAX_CANDIDATES`](crate::wire::frame::MAX_CANDIDATES) in all.
+pub const MAX_HOST_CANDIDATES: usize = crate::wire::frame::MAX_CANDIDATES - 1;

@@ -36,6 +36,7 @@ mod sessions;
 
 pub use config::{ClientConfig, MessagingConfig};
 pub use events::{ClientEvent, ClientStats, ConnectError, ConnectFailure, PathKind, SendError, SessionInfo};
+pub use login::MAX_HOST_CANDIDATES;
 pub use sessions::{birthday_success, BIRTHDAY_PORTS};
 
 use std::collections::BTreeMap;
@@ -70,6 +71,9 @@ pub struct Client {
     login: Login,
     discovery: Option<Discovery>,
     profile: NatProfile,
+    /// The profile was measured (or there is nothing to measure with):
+    /// sessions tell their peers, and the strategy is chosen from it.
+    profile_known: bool,
     requests: Requests,
     /// Each session boxed: a session is about 1 KB, and two inline would
     /// more than double the client for the one or two it holds.
@@ -109,6 +113,7 @@ impl Client {
             login: Login::LoggedOut,
             discovery: None,
             profile: NatProfile::default(),
+            profile_known: false,
             requests: Requests::default(),
             sessions: Sessions::default(),
             next_request: 1,
@@ -159,9 +164,11 @@ impl Client {
     /// Asks the server for a session with `peer`. Answered by
     /// [`ClientEvent::SessionOpened`] or [`ClientEvent::ConnectFailed`].
     ///
-    /// The request waits until the login succeeded and NAT discovery
-    /// finished (at most [`ClientConfig::discovery_timeout`] and a few round
-    /// trips), so the server chooses the strategy from a measured profile.
+    /// The request goes as soon as the login succeeded, whatever NAT
+    /// discovery is doing: the session is usable over the relay one round
+    /// trip later. Its strategy is the server's guess until both peers'
+    /// profiles are measured; then the initiator chooses it again
+    /// ([`ClientEvent::StrategyChanged`]).
     pub fn connect(&mut self, now: Instant, peer: &str) -> Result<(), ConnectError> {
         self.out.now = Some(now);
         if !crate::server::valid_user_name(peer) || peer == self.config.user {
@@ -333,6 +340,7 @@ impl Machine for Client {
             },
             wire::Kind::Unknown => self.stats.malformed += 1,
         }
+        self.check_server_if_asked(now);
         self.request_sockets();
     }
 
@@ -366,6 +374,7 @@ impl Machine for Client {
         if self.messaging.next_timeout().is_some_and(|at| at <= now) {
             self.messaging.handle_timeout(&ctx, &mut self.out);
         }
+        self.check_server_if_asked(now);
         self.request_sockets();
     }
 
@@ -409,12 +418,9 @@ impl Client {
         self.login.start(&ctx, &mut self.out, &mut self.timers, request);
     }
 
-    /// Sends the connects that waited for the login and NAT discovery.
+    /// Sends the connects that waited for the login.
     fn send_waiting_connects(&mut self, now: Instant) {
         let Some(token) = self.login.token() else { return };
-        if self.discovery.is_some() {
-            return;
-        }
         let ctx = ctx!(self, now);
         self.requests.send_waiting(&ctx, &mut self.out, &mut self.timers, token, self.profile);
     }
@@ -464,6 +470,8 @@ impl Client {
                 }
                 if self.config.discover_nat {
                     self.start_discovery(now);
+                } else {
+                    self.profile_measured(now);
                 }
                 self.send_waiting_connects(now);
                 let ctx = ctx!(self, now);
@@ -491,7 +499,7 @@ impl Client {
                 let ctx = ctx!(self, now);
                 let role = if initiator { Role::Initiator } else { Role::Responder };
                 let rng = self.rng.fork(session.0);
-                let profiles = (self.profile, peer_profile);
+                let profiles = (self.profile_known.then_some(self.profile), peer_profile);
                 let s = Session::new(
                     &ctx,
                     &mut self.out,
@@ -600,6 +608,7 @@ impl Client {
             if let Some(token) = self.login.token() {
                 self.send_to_server(Frame::Profile { token, profile: self.profile });
             }
+            self.profile_measured(now);
             return;
         };
         // A discovery still running (the address changed again) gives back
@@ -635,7 +644,26 @@ impl Client {
             self.send_to_server(Frame::Profile { token, profile });
         }
         if let Some(now) = self.out.now {
-            self.send_waiting_connects(now);
+            self.profile_measured(now);
+        }
+    }
+
+    /// The NAT profile is measured (again): every session tells its peer,
+    /// and its initiator chooses the strategy again from both profiles.
+    fn profile_measured(&mut self, now: Instant) {
+        self.profile_known = true;
+        let ctx = ctx!(self, now);
+        for (_, s) in self.sessions.iter_mut() {
+            s.own_profile(&ctx, &mut self.out, self.profile);
+        }
+    }
+
+    /// A session asked (through [`Out::check_server`]) for the server
+    /// mapping to be checked: a keepalive goes now.
+    fn check_server_if_asked(&mut self, now: Instant) {
+        if std::mem::take(&mut self.out.check_server) {
+            let ctx = ctx!(self, now);
+            self.login.check_now(&ctx, &mut self.out, &mut self.timers, self.profile);
         }
     }
 

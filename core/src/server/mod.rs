@@ -194,7 +194,6 @@ struct User {
     profile: NatProfile,
     /// A profile was reported (possibly with unmeasured fields).
     profile_known: bool,
-    logged_in_at: Instant,
     last_seen: Instant,
     sessions: BTreeSet<SessionId>,
     /// Connect requests already answered, so retransmissions get the same
@@ -416,7 +415,10 @@ impl Server {
                 }
             }
             Frame::Connect { token, request, peer, profile } => {
-                if let Some(user) = self.user_by_token(token) {
+                // A connect may leave before the client's NAT discovery ends
+                // (it carries an unmeasured profile then): only a measured
+                // one counts.
+                if let Some(user) = self.user_by_token(token).filter(|_| profile != NatProfile::default()) {
                     user.profile = profile;
                     user.profile_known = true;
                 }
@@ -492,7 +494,6 @@ impl Server {
                 host_candidates,
                 profile: NatProfile::default(),
                 profile_known: false,
-                logged_in_at: now,
                 last_seen: now,
                 sessions: BTreeSet::new(),
                 connects: BTreeMap::new(),
@@ -571,9 +572,6 @@ impl Server {
         self.transmits.push_back(Transmit { socket, destination: to, ttl: None, payload });
     }
 }
-
-/// How long after a user's login a connect to it waits for its NAT profile.
-const PROFILE_GRACE: Duration = Duration::from_secs(5);
 
 /// The sockets a server with these addresses listens on.
 fn server_sockets(primary: SocketAddr, alternate: Option<SocketAddr>) -> Vec<(SocketId, SocketAddr)> {

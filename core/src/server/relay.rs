@@ -10,10 +10,10 @@ use tracing::debug;
 
 use super::limits::Bucket;
 use super::storage::Waiting;
-use super::{valid_user_name, RelaySession, Server, ServerEvent, ServerStats, ServerTimer, User, PROFILE_GRACE};
+use super::{valid_user_name, RelaySession, Server, ServerEvent, ServerStats, ServerTimer, User};
 use crate::machine::SocketId;
 use crate::messaging::StoreOp;
-use crate::nat::choose_strategy;
+use crate::nat::{choose_strategy, Strategy};
 use crate::wire;
 use crate::wire::frame::{CloseReason, ErrorCode, Frame, SessionId};
 
@@ -59,14 +59,6 @@ impl Server {
             }
             return;
         }
-        let responder = self.users.get(&peer).expect("checked above");
-        if !responder.profile_known && now.saturating_duration_since(responder.logged_in_at) < PROFILE_GRACE {
-            // The peer logged in moments ago and is still measuring its NAT:
-            // the strategy depends on it. Stay silent; the initiator's
-            // retransmission comes back after the profile has arrived.
-            debug!(peer = %peer, "connect deferred until the peer's NAT profile is known");
-            return;
-        }
         let too_many = |u: &User| u.sessions.len() >= self.config.max_sessions_per_user;
         if [&name, &peer].into_iter().any(|member| self.users.get(member).is_some_and(too_many)) {
             self.reply(socket, from, Frame::Error { request, code: ErrorCode::RateLimited });
@@ -80,8 +72,17 @@ impl Server {
         };
         let mut key = [0; 32];
         self.rng.fill(&mut key);
-        let profile = |member: &str| self.users.get(member).expect("both members are online").profile;
-        let strategy = choose_strategy(&profile(&name), &profile(&peer));
+        // The session is made at once, whatever the members' NAT discovery
+        // is doing: it is usable over the relay from the offer on. With both
+        // profiles known the strategy is chosen from them; otherwise it is
+        // pending, and the initiator chooses it once both are measured (no
+        // probe is wasted on a pair that turns out to have no direct path).
+        let user = |member: &str| self.users.get(member).expect("both members are online");
+        let strategy = if user(&name).profile_known && user(&peer).profile_known {
+            choose_strategy(&user(&name).profile, &user(&peer).profile)
+        } else {
+            Strategy::Pending
+        };
         self.sessions.insert(
             session,
             RelaySession {

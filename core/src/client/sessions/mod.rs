@@ -6,7 +6,8 @@
 //! made of parts, each its own module:
 //!
 //! - [`seal`]: the MAC, counter and replay window of every frame;
-//! - [`path`]: the path in use and its liveness (keepalives, fallback);
+//! - [`path`]: the path in use (keepalives, migration, fallback);
+//! - [`liveness`]: the rule that says whether a direct path lives;
 //! - [`stream`]: the reliable, ordered stream that rides the path;
 //! - [`traversal`]: the punching attempts, one variant per role.
 //!
@@ -16,6 +17,7 @@
 //! client hands them to messaging. [`table`] keeps a client's sessions by
 //! id; this module asks things of all of them at once.
 
+mod liveness;
 mod path;
 mod seal;
 mod session;

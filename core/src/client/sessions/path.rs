@@ -4,8 +4,11 @@
 //! A session starts on the server's relay. When traversal proves a direct
 //! path the session migrates to it, probes it every
 //! [`ClientConfig::direct_keepalive`] to hold both NATs' mappings open, and
-//! falls back to the relay when no probe has been answered for
-//! [`ClientConfig::fallback_timeout`]. On the relay a keepalive every
+//! falls back to the relay when the path is dead by the rule of
+//! [`super::liveness`] (silent for [`ClientConfig::fallback_timeout`] or
+//! four round trips, ten probes unanswered, and the relay answering). A
+//! peer whose NAT rebinds (a new address on the same path) is followed once
+//! a probe to the new address is answered. On the relay a keepalive every
 //! [`ClientConfig::session_keepalive`] holds the relay's session; on a
 //! direct path that keepalive is parked, not run. Every frame goes out on
 //! the current path, sealed ([`super::seal`]); so do the stream's messages
@@ -21,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use tracing::debug;
 
+use super::liveness::Liveness;
 use super::seal::Seal;
 use super::stream::Stream;
 use super::timers::{SessionTimer, SessionTimers};
@@ -42,12 +46,32 @@ pub(crate) struct Path {
     /// been due: it is taken off the timers (it has nothing to do then) and
     /// put back in the same rhythm on a fall back to the relay.
     relay_keepalive_parked: Option<Instant>,
+    /// While the path is direct: whether it lives.
+    liveness: Option<Liveness>,
+    /// Nonces of relay pings.
+    pings_sent: u64,
+}
+
+/// What a liveness check asks of the session beyond the path itself.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Checked {
+    /// The direct path is dead and the relay answers: fall back.
+    pub(crate) fall_back: bool,
 }
 
 impl Path {
     /// A path on the relay.
     pub(crate) fn new(id: SessionId, seal: Seal) -> Self {
-        Path { id, seal, kind: PathKind::Relay, fallbacks: 0, probes_sent: 0, relay_keepalive_parked: None }
+        Path {
+            id,
+            seal,
+            kind: PathKind::Relay,
+            fallbacks: 0,
+            probes_sent: 0,
+            relay_keepalive_parked: None,
+            liveness: None,
+            pings_sent: 0,
+        }
     }
 
     pub(crate) fn id(&self) -> SessionId {
@@ -83,11 +107,77 @@ impl Path {
         self.seal.open(frame, raw)
     }
 
-    /// Probes `remote` from `socket` for attempt `attempt`.
-    pub(crate) fn send_probe(&mut self, out: &mut Out, socket: SocketId, remote: SocketAddr, attempt: u16) {
+    /// Probes `remote` from `socket` for attempt `attempt`; returns the
+    /// probe's counter, which its ack echoes.
+    pub(crate) fn send_probe(&mut self, out: &mut Out, socket: SocketId, remote: SocketAddr, attempt: u16) -> u64 {
         self.probes_sent += 1;
         let probe = Frame::Probe { session: self.id, attempt, counter: 0 };
-        self.seal.send(out, socket, remote, probe);
+        self.seal.send(out, socket, remote, probe)
+    }
+
+    /// True when `socket` and `from` are the direct path's.
+    pub(crate) fn is_on_path(&self, socket: SocketId, from: SocketAddr) -> bool {
+        self.kind == PathKind::Direct { socket, remote: from }
+    }
+
+    /// An authenticated frame arrived directly on `socket` from `from`: the
+    /// direct path lives if it is the path's.
+    pub(crate) fn heard_direct(&mut self, now: Instant, socket: SocketId, from: SocketAddr) {
+        if self.is_on_path(socket, from) {
+            if let Some(l) = self.liveness.as_mut() {
+                l.heard(now);
+            }
+        }
+    }
+
+    /// A probe ack on the direct path, for the probe stamped `probe_counter`.
+    pub(crate) fn on_path_probe_ack(&mut self, now: Instant, probe_counter: u64) {
+        if let Some(l) = self.liveness.as_mut() {
+            l.on_probe_ack(now, probe_counter);
+        }
+    }
+
+    /// The smoothed round trip of the direct path's probes, once measured.
+    pub(crate) fn srtt(&self) -> Option<Duration> {
+        self.liveness.as_ref().and_then(Liveness::srtt)
+    }
+
+    /// The peer's NAT rebound: the direct path continues to `remote`, which
+    /// a probe ack from it just proved.
+    pub(crate) fn rebind(&mut self, ctx: &Ctx<'_>, remote: SocketAddr) {
+        if let PathKind::Direct { socket, .. } = self.kind {
+            debug!(session = %self.id, %remote, "the peer's address on the direct path changed; following it");
+            self.kind = PathKind::Direct { socket, remote };
+            if let Some(l) = self.liveness.as_mut() {
+                l.heard(ctx.now);
+            }
+        }
+    }
+
+    /// Answers a relayed [`SessionBody::Ping`] over the relay, or a direct
+    /// one where it came from.
+    pub(crate) fn answer_ping(
+        &mut self,
+        ctx: &Ctx<'_>,
+        out: &mut Out,
+        via: Option<(SocketId, SocketAddr)>,
+        nonce: u64,
+    ) {
+        let frame = Frame::Session { session: self.id, counter: 0, body: SessionBody::Pong { nonce } };
+        match via {
+            Some((socket, to)) => {
+                self.seal.send(out, socket, to, frame);
+            }
+            None => self.relay(ctx, out, frame),
+        }
+    }
+
+    /// The relay answered a ping; true when the direct path is dead and the
+    /// session should fall back now.
+    pub(crate) fn on_relay_pong(&mut self, ctx: &Ctx<'_>) -> bool {
+        let Some(l) = self.liveness.as_mut() else { return false };
+        l.relay_answered();
+        l.verdict(ctx.now, ctx.config) == super::liveness::Verdict::Dead
     }
 
     /// Answers a probe where it came from, telling the prober the address
@@ -112,17 +202,21 @@ impl Path {
     fn transmit_via(&mut self, ctx: &Ctx<'_>, out: &mut Out, path: PathKind, body: SessionBody) {
         let frame = Frame::Session { session: self.id, counter: 0, body };
         match path {
-            PathKind::Direct { socket, remote } => self.seal.send(out, socket, remote, frame),
-            PathKind::Relay => {
-                let Some(token) = ctx.token else {
-                    // Not logged in right now: the stream retransmits later.
-                    return;
-                };
-                let payload = self.seal.seal(frame);
-                let relay = Frame::Relay { token, session: self.id, payload };
-                out.send_to_server(ctx, &relay);
+            PathKind::Direct { socket, remote } => {
+                self.seal.send(out, socket, remote, frame);
             }
+            PathKind::Relay => self.relay(ctx, out, frame),
         }
+    }
+
+    fn relay(&mut self, ctx: &Ctx<'_>, out: &mut Out, frame: Frame) {
+        let Some(token) = ctx.token else {
+            // Not logged in right now: the stream retransmits later.
+            return;
+        };
+        let payload = self.seal.seal(frame);
+        let relay = Frame::Relay { token, session: self.id, payload };
+        out.send_to_server(ctx, &relay);
     }
 
     /// Tells the peer we close: on the direct path, if any, and on the
@@ -144,24 +238,20 @@ impl Path {
         remote: SocketAddr,
     ) {
         self.kind = PathKind::Direct { socket, remote };
+        self.liveness = Some(Liveness::new(ctx.now));
         self.park_relay_keepalive(timers);
         timers.set(SessionTimer::DirectKeepalive, ctx.now + ctx.config.direct_keepalive);
-        self.confirm(ctx, timers);
     }
 
-    /// The direct path answered: it lives for another fallback timeout.
-    pub(crate) fn confirm(&self, ctx: &Ctx<'_>, timers: &mut SessionTimers) {
-        timers.set(SessionTimer::PathDeadline, ctx.now + ctx.config.fallback_timeout);
-    }
-
-    /// [`SessionTimer::PathDeadline`]: back to the relay; false when the
-    /// path was the relay already.
+    /// Back to the relay (the direct path is dead); false when the path was
+    /// the relay already.
     pub(crate) fn fall_back(&mut self, ctx: &Ctx<'_>, timers: &mut SessionTimers) -> bool {
         if self.kind == PathKind::Relay {
             return false;
         }
-        debug!(session = %self.id, "direct path silent for the fallback timeout; back to the relay");
+        debug!(session = %self.id, "the direct path is dead and the relay answers; back to the relay");
         self.kind = PathKind::Relay;
+        self.liveness = None;
         self.fallbacks += 1;
         timers.stop(&SessionTimer::DirectKeepalive);
         self.unpark_relay_keepalive(ctx, timers);
@@ -171,14 +261,57 @@ impl Path {
     /// The session closed: whatever the path was, nothing uses it now.
     pub(crate) fn forget(&mut self) {
         self.kind = PathKind::Relay;
+        self.liveness = None;
     }
 
-    /// [`SessionTimer::DirectKeepalive`]: probe the direct path, numbered
-    /// as the attempt that found it.
-    pub(crate) fn direct_keepalive(&mut self, ctx: &Ctx<'_>, out: &mut Out, timers: &mut SessionTimers, attempt: u16) {
+    /// [`SessionTimer::DirectKeepalive`]: checks the direct path's liveness
+    /// ([`super::liveness`]) and does what it asks: probe (numbered as the
+    /// attempt that found the path), ping the relay, and, through `out`,
+    /// have the client check its server mapping.
+    pub(crate) fn direct_keepalive(
+        &mut self,
+        ctx: &Ctx<'_>,
+        out: &mut Out,
+        timers: &mut SessionTimers,
+        attempt: u16,
+    ) -> Checked {
+        let (PathKind::Direct { socket, remote }, Some(liveness)) = (self.kind, self.liveness.as_mut()) else {
+            return Checked::default();
+        };
+        let actions = liveness.check(ctx.now, ctx.config);
+        if actions.fall_back {
+            return Checked { fall_back: true };
+        }
+        if actions.check_server {
+            debug!(session = %self.id, "the direct path is quiet; probing it faster and asking the relay");
+            out.check_server = true;
+        }
+        if actions.probe {
+            let counter = self.send_probe(out, socket, remote, attempt);
+            if let Some(l) = self.liveness.as_mut() {
+                l.probe_sent(ctx.now, counter);
+            }
+        }
+        if actions.ping_relay {
+            self.pings_sent += 1;
+            let ping =
+                Frame::Session { session: self.id, counter: 0, body: SessionBody::Ping { nonce: self.pings_sent } };
+            self.relay(ctx, out, ping);
+        }
+        if let Some(next) = actions.next {
+            timers.set(SessionTimer::DirectKeepalive, next);
+        }
+        Checked::default()
+    }
+
+    /// The peer pinged us over the relay while we are direct: it suspects
+    /// the direct path, so check it now rather than at the next keepalive.
+    pub(crate) fn peer_suspects(&mut self, ctx: &Ctx<'_>, out: &mut Out, attempt: u16) {
         if let PathKind::Direct { socket, remote } = self.kind {
-            self.send_probe(out, socket, remote, attempt);
-            timers.set(SessionTimer::DirectKeepalive, ctx.now + ctx.config.direct_keepalive);
+            let counter = self.send_probe(out, socket, remote, attempt);
+            if let Some(l) = self.liveness.as_mut() {
+                l.probe_sent(ctx.now, counter);
+            }
         }
     }
 
@@ -240,9 +373,16 @@ impl Channel<'_> {
         self.arm_retransmit();
     }
 
-    /// [`SessionTimer::Retransmit`]: resends what is due.
+    /// [`SessionTimer::Retransmit`]: resends what is due. A loss on the
+    /// relay may mean the server no longer knows where we are (our NAT
+    /// rebooted or we moved; it relays only from the address it saw last),
+    /// so the client checks its server mapping too.
     pub(crate) fn resend_due(&mut self, ctx: &Ctx<'_>, out: &mut Out) {
-        for seq in self.stream.due(ctx.now) {
+        let due = self.stream.due(ctx.now);
+        if !due.is_empty() && !self.path.is_direct() {
+            out.check_server = true;
+        }
+        for seq in due {
             self.resend(ctx, out, seq);
         }
         self.arm_retransmit();

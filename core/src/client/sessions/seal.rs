@@ -37,9 +37,11 @@ impl Seal {
     }
 
     /// Queues `frame`, stamped and sealed, from `socket` to `to`.
-    pub(crate) fn send(&mut self, out: &mut Out, socket: SocketId, to: SocketAddr, frame: Frame) {
+    /// Returns the counter the frame was stamped with.
+    pub(crate) fn send(&mut self, out: &mut Out, socket: SocketId, to: SocketAddr, frame: Frame) -> u64 {
         let frame = self.stamp(frame);
         out.send_sealed(socket, to, None, &frame, |bytes| self.mac.seal(bytes, self.role));
+        self.counter
     }
 
     /// `frame`, stamped, encoded and sealed (for the relay to carry).

@@ -14,10 +14,10 @@ use super::timers::{SessionTimer, SessionTimers};
 use super::traversal::{PunchRole, Traversal};
 use crate::auth::Role;
 use crate::client::context::{Ctx, Out};
-use crate::client::events::{ClientEvent, PathKind, SessionInfo};
+use crate::client::events::{ClientEvent, SessionInfo};
 use crate::client::messaging::PeerText;
 use crate::machine::SocketId;
-use crate::nat::{NatProfile, Strategy};
+use crate::nat::{choose_strategy, NatProfile, Strategy};
 use crate::rng::Rng;
 use crate::timer::Timers;
 use crate::wire::frame::{CloseReason, Frame, SessionBody, SessionId, SessionKey, StreamMessage};
@@ -27,7 +27,13 @@ use crate::wire::stun::TransactionId;
 pub(crate) struct Session {
     id: SessionId,
     peer: String,
+    initiator: bool,
     strategy: Strategy,
+    /// Both sides' NAT profiles as far as they are measured: ours from the
+    /// client, the peer's from its [`StreamMessage::Profile`]. The initiator
+    /// chooses the strategy again whenever one changes.
+    mine: Option<NatProfile>,
+    theirs: Option<NatProfile>,
     closed: bool,
     timers: SessionTimers,
     path: Path,
@@ -37,7 +43,9 @@ pub(crate) struct Session {
 
 impl Session {
     /// A session the server offered: it is opened at once, over the relay,
-    /// and its first punching attempt starts.
+    /// and its first punching attempt starts with the server's strategy.
+    /// `mine` is our NAT profile if measured; the offer's profile of the
+    /// peer (`theirs`) stands in for the peer's own word until that comes.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         ctx: &Ctx<'_>,
@@ -48,27 +56,69 @@ impl Session {
         peer: String,
         peer_candidates: Vec<SocketAddr>,
         strategy: Strategy,
-        profiles: (NatProfile, NatProfile),
+        (mine, theirs): (Option<NatProfile>, NatProfile),
         rng: Rng,
     ) -> Self {
-        let punch_role =
-            if ctx.config.punch { PunchRole::of(strategy, &profiles.0, &profiles.1) } else { PunchRole::RelayOnly };
+        let punch_role = punch_role(ctx, strategy, mine.unwrap_or_default(), theirs);
         let mut s = Session {
             id,
             peer: peer.clone(),
+            initiator: role == Role::Initiator,
             strategy,
+            mine,
+            theirs: None,
             closed: false,
             timers: Timers::default(),
             path: Path::new(id, Seal::new(&key, role)),
             stream: Stream::new(),
-            traversal: Traversal::new(id, punch_role, &peer_candidates, rng),
+            traversal: Traversal::new(ctx, id, punch_role, &peer_candidates, rng),
         };
         out.event(ClientEvent::SessionOpened { session: id, peer, initiator: role == Role::Initiator, strategy });
         s.timers.set(SessionTimer::Idle, ctx.now + ctx.config.session_timeout);
         s.timers.set(SessionTimer::RelayKeepalive, ctx.now + ctx.config.session_keepalive);
+        if let Some(profile) = mine {
+            s.parts().1.send_stream(ctx, out, StreamMessage::Profile { profile });
+        }
         let (traversal, mut ch) = s.parts();
         traversal.start(ctx, out, &mut ch, peer_candidates);
         s
+    }
+
+    /// Our NAT was measured (again): the peer learns the profile, and the
+    /// strategy is chosen again from both.
+    pub(crate) fn own_profile(&mut self, ctx: &Ctx<'_>, out: &mut Out, profile: NatProfile) {
+        if self.closed || self.mine == Some(profile) {
+            return;
+        }
+        self.mine = Some(profile);
+        self.parts().1.send_stream(ctx, out, StreamMessage::Profile { profile });
+        self.reconsider_strategy(ctx, out);
+    }
+
+    /// The initiator chooses the strategy from both measured profiles (the
+    /// server's choice at the offer may have been made without them) and,
+    /// when it changes, tells the peer and starts an attempt with it.
+    fn reconsider_strategy(&mut self, ctx: &Ctx<'_>, out: &mut Out) {
+        let (true, Some(mine), Some(theirs)) = (self.initiator, self.mine, self.theirs) else { return };
+        let strategy = choose_strategy(&mine, &theirs);
+        if strategy == self.strategy {
+            return;
+        }
+        let path_is_direct = self.path.is_direct();
+        let attempt = self.traversal.attempt_no().saturating_add(u16::from(!path_is_direct));
+        self.parts().1.send_stream(ctx, out, StreamMessage::Strategy { attempt, strategy });
+        self.switch_strategy(ctx, out, strategy, attempt);
+    }
+
+    /// Traverses with `strategy` from now on; a new attempt `attempt`
+    /// starts with it unless the path is direct.
+    fn switch_strategy(&mut self, ctx: &Ctx<'_>, out: &mut Out, strategy: Strategy, attempt: u16) {
+        debug!(session = %self.id, from = self.strategy.name(), to = strategy.name(), "strategy chosen again");
+        self.strategy = strategy;
+        let role = punch_role(ctx, strategy, self.mine.unwrap_or_default(), self.theirs.unwrap_or_default());
+        out.event(ClientEvent::StrategyChanged { session: self.id, strategy });
+        let (traversal, mut ch) = self.parts();
+        traversal.switch_role(ctx, out, &mut ch, role, attempt);
     }
 
     pub(crate) fn info(&self) -> SessionInfo {
@@ -79,6 +129,7 @@ impl Session {
             fallbacks: self.path.fallbacks(),
             probes_sent: self.path.probes_sent(),
             attempts: self.traversal.attempts_started(),
+            srtt: self.path.srtt(),
         }
     }
 
@@ -145,15 +196,20 @@ impl Session {
             }
             match timer {
                 SessionTimer::Retransmit => self.parts().1.resend_due(ctx, out),
+                SessionTimer::LanProbe => {
+                    let (traversal, mut ch) = self.parts();
+                    traversal.lan_round(ctx, out, &mut ch);
+                }
                 SessionTimer::Binding | SessionTimer::Probe | SessionTimer::AttemptDeadline | SessionTimer::Retry => {
                     let (traversal, mut ch) = self.parts();
                     traversal.on_timer(ctx, out, &mut ch, timer);
                 }
                 SessionTimer::DirectKeepalive => {
                     let attempt = self.traversal.attempt_no();
-                    self.path.direct_keepalive(ctx, out, &mut self.timers, attempt);
+                    if self.path.direct_keepalive(ctx, out, &mut self.timers, attempt).fall_back {
+                        self.fall_back(ctx, out);
+                    }
                 }
-                SessionTimer::PathDeadline => self.fall_back(ctx, out),
                 SessionTimer::RelayKeepalive => self.path.relay_keepalive(ctx, out, &self.stream, &mut self.timers),
                 SessionTimer::Idle => {
                     debug!(session = %self.id, "nothing heard from the peer within the session timeout");
@@ -176,16 +232,26 @@ impl Session {
     ) -> Vec<PeerText> {
         let mut texts = Vec::new();
         self.timers.set(SessionTimer::Idle, ctx.now + ctx.config.session_timeout);
+        if !relayed {
+            self.path.heard_direct(ctx.now, socket, from);
+        }
         match frame {
             // A client that does not punch proves no direct path, not even
             // one its peer found.
             Frame::Probe { .. } | Frame::ProbeAck { .. } if !ctx.config.punch => {}
             Frame::Probe { attempt, counter, .. } if !relayed => {
                 self.path.answer_probe(out, socket, from, attempt, counter);
+                if self.path.socket() == Some(socket) && !self.path.is_on_path(socket, from) {
+                    // The peer's NAT may have rebound: probe the new address
+                    // from the path's socket; its ack moves the path there.
+                    self.path.send_probe(out, socket, from, self.traversal.attempt_no());
+                }
                 let (traversal, mut ch) = self.parts();
                 traversal.on_probe(out, &mut ch, socket, from);
             }
-            Frame::ProbeAck { .. } if !relayed => self.on_probe_ack(ctx, out, socket, from),
+            Frame::ProbeAck { probe_counter, .. } if !relayed => {
+                self.on_probe_ack(ctx, out, socket, from, probe_counter)
+            }
             Frame::Session { body, .. } => match body {
                 SessionBody::Stream { seq, message } => {
                     for message in self.stream.receive(seq, message) {
@@ -195,6 +261,13 @@ impl Session {
                             }
                             StreamMessage::Text { id, text } => texts.push(PeerText::Text { id, text }),
                             StreamMessage::TextAck { id } => texts.push(PeerText::Ack { id }),
+                            StreamMessage::Profile { profile } => {
+                                self.theirs = Some(profile);
+                                self.reconsider_strategy(ctx, out);
+                            }
+                            StreamMessage::Strategy { attempt, strategy } => {
+                                self.on_peer_strategy(ctx, out, attempt, strategy)
+                            }
                             announcement => {
                                 let (traversal, mut ch) = self.parts();
                                 traversal.on_announcement(ctx, out, &mut ch, announcement);
@@ -208,6 +281,18 @@ impl Session {
                 }
                 SessionBody::Ack { next, received_after } => self.parts().1.on_ack(ctx, next, received_after),
                 SessionBody::Close { .. } => self.finish(out, CloseReason::Peer),
+                SessionBody::Ping { nonce } => {
+                    let via = (!relayed).then_some((socket, from));
+                    self.path.answer_ping(ctx, out, via, nonce);
+                    if relayed {
+                        self.path.peer_suspects(ctx, out, self.traversal.attempt_no());
+                    }
+                }
+                SessionBody::Pong { .. } => {
+                    if relayed && self.path.on_relay_pong(ctx) {
+                        self.fall_back(ctx, out);
+                    }
+                }
             },
             _ => {}
         }
@@ -245,9 +330,26 @@ impl Session {
         (&mut self.traversal, ch)
     }
 
-    fn on_probe_ack(&mut self, ctx: &Ctx<'_>, out: &mut Out, socket: SocketId, from: SocketAddr) {
-        if self.path.kind() == (PathKind::Direct { socket, remote: from }) {
-            self.path.confirm(ctx, &mut self.timers);
+    /// The initiator chose the strategy again (see
+    /// [`Session::reconsider_strategy`]). A responder takes it; it is the
+    /// initiator's word, as the offer's strategy was the server's.
+    fn on_peer_strategy(&mut self, ctx: &Ctx<'_>, out: &mut Out, attempt: u16, strategy: Strategy) {
+        if self.initiator || strategy == self.strategy {
+            return;
+        }
+        self.switch_strategy(ctx, out, strategy, attempt);
+    }
+
+    fn on_probe_ack(&mut self, ctx: &Ctx<'_>, out: &mut Out, socket: SocketId, from: SocketAddr, probe_counter: u64) {
+        if self.path.is_on_path(socket, from) {
+            self.path.on_path_probe_ack(ctx.now, probe_counter);
+            return;
+        }
+        if self.path.socket() == Some(socket) {
+            // Our probe to a new address of the peer, from the path's own
+            // socket, was answered: the peer's NAT rebound.
+            self.path.rebind(ctx, from);
+            out.event(ClientEvent::PathDirect { session: self.id, socket, remote: from });
             return;
         }
         if !self.traversal.adopts(ctx, socket, self.path.is_direct()) {
@@ -279,5 +381,14 @@ impl Session {
         self.traversal.stop(out);
         self.timers = Timers::default();
         out.event(ClientEvent::SessionClosed { session: self.id, reason });
+    }
+}
+
+/// Our punching role for `strategy`: none for a client that does not punch.
+fn punch_role(ctx: &Ctx<'_>, strategy: Strategy, mine: NatProfile, theirs: NatProfile) -> PunchRole {
+    if ctx.config.punch {
+        PunchRole::of(strategy, &mine, &theirs)
+    } else {
+        PunchRole::RelayOnly
     }
 }

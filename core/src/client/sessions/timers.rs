@@ -16,10 +16,11 @@ pub(crate) enum SessionTimer {
     AttemptDeadline,
     /// Traversal: start the next attempt.
     Retry,
-    /// The path: probe the direct path to keep it open.
+    /// Traversal: the next round of probes to the peer's LAN addresses.
+    LanProbe,
+    /// The path: probe the direct path to keep it open, and judge whether
+    /// it lives.
     DirectKeepalive,
-    /// The path: the direct path went silent.
-    PathDeadline,
     /// The path: keep the relay's session alive.
     RelayKeepalive,
     /// The session: nothing heard from the peer for too long.

@@ -14,8 +14,7 @@ use super::bounded;
 #[cfg(doc)]
 use super::Frame;
 use super::{FrameError, MAX_APP_PAYLOAD, MAX_CANDIDATES, MAX_TEXT};
-#[cfg(doc)]
-use crate::nat::Strategy;
+use crate::nat::{NatProfile, Strategy};
 
 /// A server-assigned session identifier.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -131,6 +130,24 @@ pub enum StreamMessage {
         /// The message's id.
         id: MessageId,
     },
+    /// My NAT profile, as my latest measurement found it: sent when the
+    /// session opens (if measured by then) and whenever a new measurement
+    /// (after a roam) changes it. The session's strategy is chosen from
+    /// both sides' profiles by the initiator.
+    Profile {
+        /// What I measured.
+        profile: NatProfile,
+    },
+    /// From the initiator: the session now traverses with `strategy`
+    /// (chosen from both profiles as [`crate::nat::choose_strategy`] does);
+    /// a new punching attempt `attempt` starts with it unless the path is
+    /// direct.
+    Strategy {
+        /// The attempt that starts with the strategy.
+        attempt: u16,
+        /// The strategy.
+        strategy: Strategy,
+    },
 }
 
 /// The body of an authenticated session frame.
@@ -155,6 +172,18 @@ pub enum SessionBody {
     Close {
         /// Why.
         reason: CloseReason,
+    },
+    /// Asks the peer to answer with [`SessionBody::Pong`] on the path the
+    /// ping came on: the liveness check of the relay while the direct path
+    /// is suspect (see the client's path module).
+    Ping {
+        /// Echoed in the answer.
+        nonce: u64,
+    },
+    /// The answer to [`SessionBody::Ping`].
+    Pong {
+        /// The ping's nonce.
+        nonce: u64,
     },
 }
 

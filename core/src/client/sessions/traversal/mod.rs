@@ -30,6 +30,7 @@
 //! [`attempt`] holds each role's state in its own variant.
 
 mod attempt;
+mod lan;
 mod roles;
 
 pub(crate) use roles::PunchRole;
@@ -42,6 +43,7 @@ use std::time::Instant;
 use tracing::debug;
 
 use attempt::{birthday_deadline, fresh_transaction, Attempt, POOL_GRACE};
+use lan::LanProbing;
 
 use super::path::Channel;
 use super::timers::{SessionTimer, SessionTimers};
@@ -54,6 +56,10 @@ use crate::wire::stun::TransactionId;
 
 /// The widest prediction window accepted from a peer.
 const MAX_PEER_WINDOW: u16 = 1024;
+/// The wait before the first attempt after a direct path died: long
+/// enough for a rebooted NAT's side to have learnt its new address from
+/// the server, short enough to be direct again well within 10 s.
+const FALLBACK_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
 #[derive(Debug)]
 pub(crate) struct Traversal {
@@ -77,11 +83,19 @@ pub(crate) struct Traversal {
     owned: BTreeSet<SocketId>,
     /// An attempt that wants sockets from the driver: (attempt, count).
     socket_wish: Option<(u16, u16)>,
+    /// The peer's host candidates on our network, probed whatever the role.
+    lan: LanProbing,
 }
 
 impl Traversal {
     /// The traversal of session `id`; [`Traversal::start`] starts it.
-    pub(crate) fn new(id: SessionId, role: PunchRole, peer_candidates: &[SocketAddr], rng: Rng) -> Self {
+    pub(crate) fn new(ctx: &Ctx<'_>, id: SessionId, role: PunchRole, peer_candidates: &[SocketAddr], rng: Rng) -> Self {
+        let ours = crate::client::login::host_candidates(ctx);
+        let lan = if ctx.config.punch {
+            LanProbing::new(&ours, ctx.reflexive.map(|r| r.ip()), peer_candidates)
+        } else {
+            LanProbing::default()
+        };
         Traversal {
             id,
             role,
@@ -94,6 +108,7 @@ impl Traversal {
             failures: 0,
             owned: BTreeSet::new(),
             socket_wish: None,
+            lan,
         }
     }
 
@@ -105,6 +120,7 @@ impl Traversal {
         ch: &mut Channel<'_>,
         peer_candidates: Vec<SocketAddr>,
     ) {
+        self.restart_lan(ctx, ch.timers);
         let Some(mut attempt) = Attempt::new(0, self.role, self.peer_public_ip) else { return };
         self.attempts_started = 1;
         match self.role {
@@ -207,14 +223,68 @@ impl Traversal {
     pub(crate) fn succeeded(&mut self, timers: &mut SessionTimers) {
         self.attempt = None;
         self.failures = 0;
-        for t in [SessionTimer::Probe, SessionTimer::AttemptDeadline, SessionTimer::Retry, SessionTimer::Binding] {
+        self.lan.stop();
+        for t in [
+            SessionTimer::Probe,
+            SessionTimer::AttemptDeadline,
+            SessionTimer::Retry,
+            SessionTimer::Binding,
+            SessionTimer::LanProbe,
+        ] {
             timers.stop(&t);
         }
     }
 
-    /// The direct path died: try again after the retry interval.
-    pub(crate) fn on_fall_back(&self, ctx: &Ctx<'_>, timers: &mut SessionTimers) {
-        timers.set(SessionTimer::Retry, ctx.now + ctx.config.punch_retry);
+    /// The direct path died: try again soon ([`FALLBACK_RETRY`], or the
+    /// retry interval if that is shorter), from fresh sockets, and probe the
+    /// LAN again meanwhile.
+    pub(crate) fn on_fall_back(&mut self, ctx: &Ctx<'_>, timers: &mut SessionTimers) {
+        timers.set(SessionTimer::Retry, ctx.now + ctx.config.punch_retry.min(FALLBACK_RETRY));
+        self.restart_lan(ctx, timers);
+    }
+
+    /// The strategy changed (the initiator chose it again from both
+    /// measured profiles): traverse as `role` from now on. Unless the path
+    /// is direct, attempt `number` starts at once with it, in place of the
+    /// current one.
+    pub(crate) fn switch_role(
+        &mut self,
+        ctx: &Ctx<'_>,
+        out: &mut Out,
+        ch: &mut Channel<'_>,
+        role: PunchRole,
+        number: u16,
+    ) {
+        self.role = role;
+        self.failures = 0;
+        if ch.path.is_direct() {
+            return;
+        }
+        let number = number.max(self.attempt_no);
+        self.start_attempt(ctx, out, ch, number);
+    }
+
+    /// [`SessionTimer::LanProbe`]: a round of probes to the peer's host
+    /// candidates on our network, from the primary socket.
+    pub(crate) fn lan_round(&mut self, ctx: &Ctx<'_>, out: &mut Out, ch: &mut Channel<'_>) {
+        if ch.path.is_direct() {
+            return self.lan.stop();
+        }
+        let Some(targets) = self.lan.next_round() else { return };
+        for target in targets.to_vec() {
+            ch.path.send_probe(out, ctx.primary.0, target, self.attempt_no);
+        }
+        if self.lan.is_active() {
+            ch.timers.set(SessionTimer::LanProbe, ctx.now + ctx.config.probe_interval);
+        }
+    }
+
+    fn restart_lan(&mut self, ctx: &Ctx<'_>, timers: &mut SessionTimers) {
+        let rounds = (ctx.config.punch_timeout.as_nanos() / ctx.config.probe_interval.as_nanos().max(1)).max(1);
+        self.lan.restart(u32::try_from(rounds).unwrap_or(u32::MAX));
+        if self.lan.is_active() {
+            timers.set(SessionTimer::LanProbe, ctx.now);
+        }
     }
 
     /// The session closed: no attempt, and no socket kept.
@@ -271,7 +341,11 @@ impl Traversal {
                     a.on_peer_pool(ip);
                 });
             }
-            StreamMessage::App(_) | StreamMessage::Text { .. } | StreamMessage::TextAck { .. } => {}
+            StreamMessage::App(_)
+            | StreamMessage::Text { .. }
+            | StreamMessage::TextAck { .. }
+            | StreamMessage::Profile { .. }
+            | StreamMessage::Strategy { .. } => {}
         }
     }
 
@@ -366,7 +440,8 @@ impl Traversal {
         }
     }
 
-    /// Starts attempt `number` from fresh sockets, abandoning the current one.
+    /// Starts attempt `number` from fresh sockets, abandoning the current one
+    /// (a role that does not punch starts none, but probes the LAN again).
     fn start_attempt(&mut self, ctx: &Ctx<'_>, out: &mut Out, ch: &mut Channel<'_>, number: u16) {
         self.attempt = None;
         for t in [SessionTimer::Probe, SessionTimer::AttemptDeadline, SessionTimer::Binding] {
@@ -375,8 +450,14 @@ impl Traversal {
         self.release_unused(out, ch.path.socket());
         ch.timers.stop(&SessionTimer::Retry);
         self.attempt_no = number;
-        self.attempts_started = self.attempts_started.saturating_add(1);
+        if !ch.path.is_direct() {
+            self.restart_lan(ctx, ch.timers);
+        }
         self.attempt = Attempt::new(number, self.role, self.peer_public_ip);
+        if self.attempt.is_none() {
+            return;
+        }
+        self.attempts_started = self.attempts_started.saturating_add(1);
         self.arm_attempt_limit(ctx, ch.timers);
         self.socket_wish = Some((number, self.sockets_per_attempt(ctx)));
         debug!(session = %self.id, attempt = number, "starting a punching attempt from a fresh socket");

@@ -100,7 +100,7 @@ impl PunchRole {
     /// My role for `strategy`, from both measured profiles.
     pub(crate) fn of(strategy: Strategy, mine: &NatProfile, peer: &NatProfile) -> PunchRole {
         match strategy {
-            Strategy::RelayOnly => PunchRole::RelayOnly,
+            Strategy::RelayOnly | Strategy::Pending => PunchRole::RelayOnly,
             Strategy::Punch => PunchRole::Punch,
             Strategy::Predict => match (mine.sequential_delta(), peer.sequential_delta()) {
                 (Some(delta), Some(_)) => PunchRole::PredictBoth { delta },
