@@ -28,7 +28,7 @@ use crate::addr::Addr;
 use crate::describe;
 use crate::link::Link;
 use crate::nat::Nat;
-use crate::report::{Connection, Messages, Outcome, Report};
+use crate::report::{Connection, Messages, Outcome, PeerPath, Report};
 use crate::rng::Rng;
 use crate::scenario::{name_index, Action, Scenario, ScenarioError};
 
@@ -42,11 +42,13 @@ mod segments;
 mod sockets;
 mod store;
 mod trace;
+mod views;
 
 use hosts::{GroupParts, Hosts, PeerHost};
 use network::{HostPlace, Network, NetworkParts};
 use parallel::RunTo;
 use trace::Trace;
+use views::{PathView, SessionView};
 
 /// The TTL of a datagram sent without an explicit one.
 pub const DEFAULT_TTL: u8 = 64;
@@ -124,7 +126,7 @@ impl Simulation {
         let epoch = Instant::now();
         let mut server_config = ServerConfig::new(scenario.server.addr, scenario.server.alt_addr);
         server_config.seed = root.fork(1).next_u64();
-        let server = Server::new(server_config, epoch);
+        let server = Server::new(server_config.clone(), epoch);
         let server_addrs: Vec<SocketAddr> = server.sockets().iter().map(|(_, a)| *a).collect();
         let nats: Vec<Nat> =
             (0..scenario.nats.len()).map(|i| Nat::new(scenario.nat_spec(i), root.fork(1000 + i as u64))).collect();
@@ -177,6 +179,8 @@ impl Simulation {
         let network = Network::new(NetworkParts {
             epoch,
             server,
+            server_config,
+            server_seeds: root.fork(1),
             store_latency: scenario.server.store_latency,
             nats,
             nat_names,
@@ -213,7 +217,9 @@ impl Simulation {
                     (Some(peer), false)
                 }
                 Action::Partition { peer } | Action::Heal { peer } | Action::MoveTo { peer, .. } => (Some(peer), true),
-                Action::NatReboot { .. } => (None, true),
+                Action::NatReboot { .. } | Action::ServerDown | Action::ServerUp | Action::ServerRestart => {
+                    (None, true)
+                }
             };
             if let Some(peer) = peer {
                 let p = *sim.peer_names.get(peer).expect("validated by the parser");
@@ -405,8 +411,13 @@ impl Simulation {
 
     /// Peer `i` of the world.
     fn peer(&self, i: usize) -> &PeerHost {
-        let group = self.hosts.partition_point(|g| g.first <= i) - 1;
-        &self.hosts[group].peers[i - self.hosts[group].first]
+        let group = self.group_of(i);
+        &group.peers[i - group.first]
+    }
+
+    /// The group of hosts that holds peer `i` of the world.
+    fn group_of(&self, i: usize) -> &Hosts {
+        &self.hosts[self.hosts.partition_point(|g| g.first <= i) - 1]
     }
 
     fn report(&self) -> Report {
@@ -418,18 +429,38 @@ impl Simulation {
         let connections = started
             .into_iter()
             .map(|c| {
-                let to = peer_names.get(&c.to).copied();
+                let to_index = peer_names.get(&c.to).copied();
+                // Each member's own view of the session (the connecting
+                // peer's and the other's: they may disagree).
+                let view_of = |peer: Option<usize>| {
+                    let (peer, session) = (peer?, c.session?);
+                    self.group_of(peer).views.get(&(peer, session))
+                };
+                let (view_from, view_to) = (view_of(Some(c.from)), view_of(to_index));
+                let both_direct = [view_from, view_to].iter().all(|v| v.is_some_and(|v| v.last() == PathView::Direct));
                 let outcome = if c.never_opened() {
                     Outcome::Failed
                 } else {
                     match c.path {
-                        Some(PathKind::Direct { .. }) => Outcome::Direct,
-                        Some(PathKind::Relay) => Outcome::Relay,
+                        Some(PathKind::Direct { .. }) if both_direct => Outcome::Direct,
+                        Some(_) => Outcome::Relay,
                         None => Outcome::Failed,
                     }
                 };
                 let from = self.peer(c.from);
-                let to = to.map(|t| self.peer(t));
+                let to = to_index.map(|t| self.peer(t));
+                let path_of = |view: Option<&SessionView>| match view.map(SessionView::last) {
+                    Some(PathView::Direct) => PeerPath::Direct,
+                    Some(PathView::Relay) => PeerPath::Relay,
+                    Some(PathView::Closed) => PeerPath::Closed,
+                    None => PeerPath::None,
+                };
+                let paths = BTreeMap::from([(from.name.clone(), path_of(view_from)), (c.to.clone(), path_of(view_to))]);
+                let disagree = match (view_from, view_to) {
+                    (Some(a), Some(b)) => views::disagreement(a, b, self.now),
+                    _ => Duration::ZERO,
+                };
+                let fallbacks = [view_from, view_to].iter().flatten().map(|v| v.fallbacks()).sum();
                 Connection {
                     from: from.name.clone(),
                     to: c.to.clone(),
@@ -437,7 +468,9 @@ impl Simulation {
                     strategy: c.strategy.map(|s| s.name().to_string()),
                     connect_ms: c.connect_at.map(ms),
                     direct_ms: c.direct_at.map(ms),
-                    fallbacks: c.fallbacks,
+                    fallbacks,
+                    paths,
+                    disagree_ms: ms(disagree),
                     packets_from: from.sent,
                     packets_to: to.map_or(0, |t| t.sent),
                     probes_from: from.probes,

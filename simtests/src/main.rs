@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use punchline_sim::engine::Simulation;
 use punchline_sim::lab;
-use punchline_sim::matrix;
+use punchline_sim::matrix::{self, Stress};
 use punchline_sim::report::mermaid;
 use punchline_sim::scenario::Scenario;
 
@@ -60,6 +60,13 @@ enum Command {
         /// Seeds per cell.
         #[arg(long, default_value_t = 10)]
         seeds: u32,
+        /// Sweep one family of trouble over every pair: early (connect at
+        /// 100 ms), reboot (a NAT reboot mid-session), loss (15 % on both
+        /// links), lan (both peers behind one NAT), roam (the connecting
+        /// peer changes networks), outage (the server is down for 30 s),
+        /// or all of them, one after another.
+        #[arg(long, value_name = "NAME", value_parser = ["early", "reboot", "loss", "lan", "roam", "outage", "all"])]
+        stress: Option<String>,
         /// Print the JSON report.
         #[arg(long)]
         json: bool,
@@ -155,20 +162,36 @@ fn main() -> ExitCode {
             lab::cli::lab(&opts, json)
         }
         Command::LabProbe { args } => lab::cli::lab_probe(&args),
-        Command::Matrix { seeds, json, quiet } => {
+        Command::Matrix { seeds, stress, json, quiet } => {
+            // The value parser admits only the families and `all`.
+            let families: Vec<Option<Stress>> = match stress.as_deref() {
+                None => vec![None],
+                Some("all") => Stress::ALL.into_iter().map(Some).collect(),
+                Some(name) => vec![Some(name.parse().expect("clap checked the name"))],
+            };
             let mut progress = Progress::new(quiet);
-            let m = matrix::run(seeds.max(1), |done, total| progress.show(|| format!("matrix: {done}/{total} cells")));
+            let mut matrices = Vec::new();
+            for family in families {
+                let label = family.map_or("matrix".to_string(), |f| format!("matrix --stress {f}"));
+                let m = matrix::run_stress(family, seeds.max(1), |done, total| {
+                    progress.show(|| format!("{label}: {done}/{total} cells"))
+                });
+                matrices.push(m);
+            }
             progress.clear();
             let written = write_stdout(|out| {
-                if json {
-                    writeln!(out, "{}", serde_json::to_string_pretty(&m).expect("reports serialize"))
+                if json && stress.as_deref() == Some("all") {
+                    writeln!(out, "{}", serde_json::to_string_pretty(&matrices).expect("reports serialize"))
+                } else if json {
+                    writeln!(out, "{}", serde_json::to_string_pretty(&matrices[0]).expect("reports serialize"))
                 } else {
-                    write!(out, "{}", m.grid())
+                    let grids: Vec<String> = matrices.iter().map(matrix::Matrix::grid).collect();
+                    write!(out, "{}", grids.join("\n"))
                 }
             });
             match written {
                 Err(code) if code != ExitCode::SUCCESS => code,
-                _ if m.mismatches == 0 => ExitCode::SUCCESS,
+                _ if matrices.iter().all(|m| m.mismatches == 0) => ExitCode::SUCCESS,
                 _ => ExitCode::FAILURE,
             }
         }

@@ -1,6 +1,8 @@
 //! What a run reports: JSON (a public format), a human table and a Mermaid
 //! sequence diagram.
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 
 use crate::engine::Arrow;
@@ -28,6 +30,32 @@ impl Outcome {
     }
 }
 
+/// One peer's view of its connection's path at the end of the run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PeerPath {
+    /// On a direct path.
+    Direct,
+    /// On the relay.
+    Relay,
+    /// The peer closed the session (or learned it was closed).
+    Closed,
+    /// The peer never had the session.
+    None,
+}
+
+impl PeerPath {
+    /// The JSON name.
+    pub fn name(self) -> &'static str {
+        match self {
+            PeerPath::Direct => "direct",
+            PeerPath::Relay => "relay",
+            PeerPath::Closed => "closed",
+            PeerPath::None => "none",
+        }
+    }
+}
+
 /// One `connect` event's result.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Connection {
@@ -35,7 +63,8 @@ pub struct Connection {
     pub from: String,
     /// The peer it asked for.
     pub to: String,
-    /// How it ended.
+    /// How it ended: `direct` only when both peers are on the direct path
+    /// at the end of the run.
     pub outcome: Outcome,
     /// The strategy the server chose (`null` when no session was made).
     pub strategy: Option<String>,
@@ -43,8 +72,16 @@ pub struct Connection {
     pub connect_ms: Option<f64>,
     /// Simulated ms from the connect event to the first direct path.
     pub direct_ms: Option<f64>,
-    /// Times the session fell back to the relay.
+    /// Times the session fell back to the relay, both peers' fallbacks
+    /// together.
     pub fallbacks: u32,
+    /// Each peer's view of the path at the end of the run, by peer name.
+    pub paths: BTreeMap<String, PeerPath>,
+    /// Simulated ms during which one peer was on the direct path and the
+    /// other was not (on the relay, or closed), from the moment both had
+    /// the session. Every migration adds the flight of one message; a side
+    /// that never notices a dead path adds the rest of the run.
+    pub disagree_ms: f64,
     /// Datagrams the connecting peer sent during the whole run.
     pub packets_from: u64,
     /// Datagrams the other peer sent during the whole run.
@@ -53,6 +90,17 @@ pub struct Connection {
     pub probes_from: u64,
     /// Probes the other peer sent.
     pub probes_to: u64,
+}
+
+impl Connection {
+    /// The two views, `from/to` (`direct/relay`), marked `!` when they
+    /// differ about the direct path.
+    pub fn path_pair(&self) -> String {
+        let of = |peer: &str| self.paths.get(peer).copied().unwrap_or(PeerPath::None);
+        let (a, b) = (of(&self.from), of(&self.to));
+        let mark = if (a == PeerPath::Direct) != (b == PeerPath::Direct) { "!" } else { "" };
+        format!("{mark}{}/{}", a.name(), b.name())
+    }
 }
 
 /// The text messages of a run (`send_text` events), counted by message id.
@@ -92,13 +140,23 @@ impl Report {
     pub fn table(&self) -> String {
         let mut out = format!("seed {}  trace {}\n", self.seed, self.trace_hash);
         out.push_str(&format!(
-            "{:<12} {:<12} {:<8} {:<11} {:>10} {:>10} {:>9} {:>8} {:>8}\n",
-            "from", "to", "outcome", "strategy", "connect", "direct", "fallbacks", "packets", "probes"
+            "{:<12} {:<12} {:<8} {:<11} {:>10} {:>10} {:>9} {:>8} {:>8} {:<14} {:>9}\n",
+            "from",
+            "to",
+            "outcome",
+            "strategy",
+            "connect",
+            "direct",
+            "fallbacks",
+            "packets",
+            "probes",
+            "paths",
+            "disagree"
         ));
         for c in &self.connections {
             let time = |t: Option<f64>| t.map_or("-".to_string(), |t| format!("{t:.0}ms"));
             out.push_str(&format!(
-                "{:<12} {:<12} {:<8} {:<11} {:>10} {:>10} {:>9} {:>8} {:>8}\n",
+                "{:<12} {:<12} {:<8} {:<11} {:>10} {:>10} {:>9} {:>8} {:>8} {:<14} {:>9}\n",
                 c.from,
                 c.to,
                 c.outcome.name(),
@@ -108,6 +166,8 @@ impl Report {
                 c.fallbacks,
                 format!("{}/{}", c.packets_from, c.packets_to),
                 format!("{}/{}", c.probes_from, c.probes_to),
+                c.path_pair(),
+                format!("{:.0}ms", c.disagree_ms),
             ));
         }
         if self.connections.is_empty() {

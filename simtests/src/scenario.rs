@@ -184,6 +184,17 @@ pub enum Action {
     NatReboot { nat: String },
     /// `peer` moves behind another NAT (keeping its host address).
     MoveTo { peer: String, nat: String },
+    /// The server's link is cut: every datagram to or from any of its
+    /// addresses (primary, alternate and their crossings) is dropped. The
+    /// server itself keeps running, timers included.
+    ServerDown,
+    /// The server's link is restored.
+    ServerUp,
+    /// The server crashes and starts again at once: a new machine with the
+    /// same config, so every login, session and relay channel is forgotten,
+    /// while its store (the offline texts) is kept. See
+    /// `engine::network` for what happens to store requests in flight.
+    ServerRestart,
 }
 
 /// Why a scenario file was rejected; `Display` is one line.
@@ -353,6 +364,9 @@ struct RawEvent {
     heal: Option<bool>,
     nat_reboot: Option<String>,
     move_to: Option<String>,
+    server_down: Option<bool>,
+    server_up: Option<bool>,
+    server_restart: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -362,7 +376,8 @@ struct RawSendText {
     text: String,
 }
 
-const EVENT_ACTIONS: &str = "connect, disconnect, send_text, partition, heal, nat_reboot, move_to";
+const EVENT_ACTIONS: &str =
+    "connect, disconnect, send_text, partition, heal, nat_reboot, move_to, server_down, server_up, server_restart";
 const BEHAVIOURS: &str = "endpoint-independent, address-dependent, address-and-port-dependent";
 
 // ---------------------------------------------------------------------------
@@ -782,6 +797,9 @@ impl Ctx<'_> {
             ("heal", raw.heal.is_some()),
             ("nat_reboot", raw.nat_reboot.is_some()),
             ("move_to", raw.move_to.is_some()),
+            ("server_down", raw.server_down.is_some()),
+            ("server_up", raw.server_up.is_some()),
+            ("server_restart", raw.server_restart.is_some()),
         ];
         let mut given = actions.iter().filter(|(_, set)| *set).map(|(name, _)| *name);
         let Some(action) = given.next() else {
@@ -809,6 +827,27 @@ impl Ctx<'_> {
                 Err(self.err(&field, format!("unknown NAT {name:?}; {}", nat_names())))
             }
         };
+        let must_be_true = |field: &str, value: Option<bool>| {
+            if value == Some(false) {
+                return Err(
+                    self.err(&path.key(field), format!("must be true (`{field} = true`); omit the event instead"))
+                );
+            }
+            Ok(())
+        };
+        let server_action = match action {
+            "server_down" => Some((Action::ServerDown, raw.server_down)),
+            "server_up" => Some((Action::ServerUp, raw.server_up)),
+            "server_restart" => Some((Action::ServerRestart, raw.server_restart)),
+            _ => None,
+        };
+        if let Some((server_action, value)) = server_action {
+            if raw.peer.is_some() {
+                return Err(self.err(&path.key("peer"), format!("{action} acts on the server and takes no peer")));
+            }
+            must_be_true(action, value)?;
+            return Ok(Event { at, action: server_action, line: self.line(&path) });
+        }
         if action == "nat_reboot" {
             if raw.peer.is_some() {
                 return Err(self.err(&path.key("peer"), "nat_reboot acts on a NAT and takes no peer"));
@@ -826,14 +865,6 @@ impl Ctx<'_> {
                 return Err(self.err(&field, format!("{name:?} is the acting peer itself")));
             }
             Ok(name)
-        };
-        let must_be_true = |field: &str, value: Option<bool>| {
-            if value == Some(false) {
-                return Err(
-                    self.err(&path.key(field), format!("must be true (`{field} = true`); omit the event instead"))
-                );
-            }
-            Ok(())
         };
         let action = match action {
             "connect" => Action::Connect {

@@ -92,3 +92,46 @@ fn a_reader_that_stops_early_ends_the_output_quietly() {
     assert!(out.status.success(), "{:?}: {}", out.status, String::from_utf8_lossy(&out.stderr));
     assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[test]
+fn a_stress_sweep_names_its_family_and_counts_texts_fallbacks_and_disagreement() {
+    // Given one seed per cell, when the outage family runs with --json,
+    let out = sim(&["matrix", "--stress", "outage", "--seeds", "1", "--json", "--quiet"]);
+    let m: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    // then the document names the family, and every cell counts its
+    // fallbacks and the texts it lost or showed twice;
+    assert_eq!(m["stress"], "outage");
+    let cells = m["cells"].as_array().expect("cells");
+    assert_eq!(cells.len(), 64);
+    for c in cells {
+        for key in ["fallbacks", "connect_ms_p50", "disagree_ms_max", "lost", "duplicated"] {
+            assert!(c.get(key).is_some(), "cell key {key}: {c}");
+        }
+    }
+    // and the exit status says whether every cell agreed.
+    assert_eq!(out.status.success(), m["mismatches"] == 0, "{}", m["mismatches"]);
+}
+
+#[test]
+fn the_lan_family_runs_the_diagonal_and_the_plain_matrix_names_no_family() {
+    let lan = sim(&["matrix", "--stress", "lan", "--seeds", "1", "--json", "--quiet"]);
+    let m: serde_json::Value = serde_json::from_slice(&lan.stdout).expect("JSON");
+    let cells = m["cells"].as_array().expect("cells");
+    assert_eq!(cells.len(), 8);
+    assert!(cells.iter().all(|c| c["a"] == c["b"] && c["expected"] == "direct" && c.get("lost").is_none()));
+    let plain = sim(&["matrix", "--seeds", "1", "--json", "--quiet"]);
+    let m: serde_json::Value = serde_json::from_slice(&plain.stdout).expect("JSON");
+    assert!(m.get("stress").is_none());
+    // An unknown family is refused with the list of names.
+    let bad = sim(&["matrix", "--stress", "flood"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("outage"), "{}", String::from_utf8_lossy(&bad.stderr));
+}
+
+#[test]
+fn stress_all_prints_one_document_per_family_in_order() {
+    let out = sim(&["matrix", "--stress", "all", "--seeds", "1", "--json", "--quiet"]);
+    let all: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let names: Vec<&str> = all.as_array().expect("an array").iter().filter_map(|m| m["stress"].as_str()).collect();
+    assert_eq!(names, ["early", "reboot", "loss", "lan", "roam", "outage"]);
+}

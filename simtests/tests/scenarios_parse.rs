@@ -81,15 +81,21 @@ fn every_example_scenario_parses_and_says_what_it_shows() {
         [
             "birthday-linux-random.toml",
             "cgnat-nested.toml",
+            "connect-early.toml",
             "full-cone-pair.toml",
             "linux-late-start.toml",
             "lossy-link.toml",
             "messaging.toml",
+            "nat-reboot-random-port.toml",
             "nat-reboot.toml",
             "path-breaks-and-recovers.toml",
             "peer-moves.toml",
             "predict-chatty-neighbour.toml",
+            "roam-to-symmetric.toml",
+            "same-lan-random.toml",
             "same-nat-no-hairpin.toml",
+            "server-outage.toml",
+            "steady-loss.toml",
             "symmetric-random-pair.toml",
         ]
     );
@@ -185,7 +191,8 @@ fn unknown_field_names_give_file_line_and_field() {
         error(&with("\n[[event]]\nat = \"1s\"\npeer = \"alice\"\nwhen = 2\n")),
         format!(
             "scenarios/x.toml:{}: field `event[0].when`: unknown field `when`, expected one of `at`, `peer`, \
-             `connect`, `disconnect`, `send_text`, `partition`, `heal`, `nat_reboot`, `move_to`",
+             `connect`, `disconnect`, `send_text`, `partition`, `heal`, `nat_reboot`, `move_to`, `server_down`, \
+             `server_up`, `server_restart`",
             NEXT_LINE + 4
         )
     );
@@ -257,7 +264,7 @@ fn an_event_does_exactly_one_thing() {
         error(&with("\n[[event]]\nat = \"1s\"\npeer = \"alice\"\n")),
         format!(
             "scenarios/x.toml:{}: field `event[0]`: no action; expected one of connect, disconnect, send_text, \
-             partition, heal, nat_reboot, move_to",
+             partition, heal, nat_reboot, move_to, server_down, server_up, server_restart",
             NEXT_LINE + 1
         )
     );
@@ -284,6 +291,62 @@ fn an_event_does_exactly_one_thing() {
         format!(
             "scenarios/x.toml:{}: field `event[0].at`: 11s is after the end of the run (duration = \"10s\")",
             NEXT_LINE + 2
+        )
+    );
+}
+
+#[test]
+fn server_events_parse_and_act_on_the_server_alone() {
+    // Given a cut, a restore and a restart of the server, written in any
+    // order,
+    let text = with(
+        "\n[[event]]\nat = \"5s\"\nserver_up = true\n\n[[event]]\nat = \"2s\"\nserver_down = true\n\
+         \n[[event]]\nat = \"8s\"\nserver_restart = true\n",
+    );
+    // when the file is parsed,
+    let s = Scenario::from_toml_str(&text, "scenarios/x.toml").expect("valid");
+    // then they are in time order, with their lines.
+    let got: Vec<(Duration, &Action, usize)> = s.events.iter().map(|e| (e.at, &e.action, e.line)).collect();
+    assert_eq!(
+        got,
+        [
+            (Duration::from_secs(2), &Action::ServerDown, NEXT_LINE + 5),
+            (Duration::from_secs(5), &Action::ServerUp, NEXT_LINE + 1),
+            (Duration::from_secs(8), &Action::ServerRestart, NEXT_LINE + 9),
+        ]
+    );
+}
+
+#[test]
+fn server_events_refuse_a_peer_false_and_a_second_action() {
+    assert_eq!(
+        error(&with("\n[[event]]\nat = \"1s\"\npeer = \"alice\"\nserver_down = true\n")),
+        format!(
+            "scenarios/x.toml:{}: field `event[0].peer`: server_down acts on the server and takes no peer",
+            NEXT_LINE + 3
+        )
+    );
+    assert_eq!(
+        error(&with("\n[[event]]\nat = \"1s\"\nserver_restart = false\n")),
+        format!(
+            "scenarios/x.toml:{}: field `event[0].server_restart`: must be true (`server_restart = true`); omit the \
+             event instead",
+            NEXT_LINE + 3
+        )
+    );
+    assert_eq!(
+        error(&with("\n[[event]]\nat = \"1s\"\nserver_down = true\nserver_up = true\n")),
+        format!(
+            "scenarios/x.toml:{}: field `event[0].server_up`: an event does one thing, and this one already has \
+             `server_down`; split it into two events",
+            NEXT_LINE + 4
+        )
+    );
+    assert_eq!(
+        error(&with("\n[[event]]\nat = \"1s\"\nserver_up = \"yes\"\n")),
+        format!(
+            "scenarios/x.toml:{}: field `event[0].server_up`: invalid type: string \"yes\", expected a boolean",
+            NEXT_LINE + 3
         )
     );
 }

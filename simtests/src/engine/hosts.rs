@@ -22,6 +22,7 @@ use super::network::NetEvent;
 use super::parallel::RunTo;
 use super::parcel::Parcel;
 use super::trace::Lines;
+use super::views::{PathView, SessionView};
 use super::{datagram_line, index, Arrow, Names, DEFAULT_TTL};
 use crate::addr::Addr;
 use crate::describe;
@@ -92,10 +93,9 @@ pub(super) struct ConnectionState {
     pub(super) event: usize,
     pub(super) to: String,
     pub(super) started: Duration,
-    session: Option<SessionId>,
+    pub(super) session: Option<SessionId>,
     pub(super) connect_at: Option<Duration>,
     pub(super) direct_at: Option<Duration>,
-    pub(super) fallbacks: u32,
     pub(super) failed: bool,
     pub(super) strategy: Option<Strategy>,
     pub(super) path: Option<PathKind>,
@@ -112,7 +112,6 @@ impl ConnectionState {
             session: None,
             connect_at: None,
             direct_at: None,
-            fallbacks: 0,
             failed: false,
             strategy: None,
             path: None,
@@ -172,6 +171,10 @@ pub(super) struct Hosts {
     /// The server's addresses, to label arrows.
     server_addrs: Vec<SocketAddr>,
     pub(super) connections: Vec<ConnectionState>,
+    /// Every session of this group's peers as each peer sees it, by (the
+    /// peer's world index, session id): a session's two members may be in
+    /// different groups, and the report joins their views.
+    pub(super) views: BTreeMap<(usize, SessionId), SessionView>,
     /// For each peer, the indices in `connections` of those it started, in
     /// order: finding a connection costs its peer's few, not every host's.
     connections_of: Vec<Vec<usize>>,
@@ -208,6 +211,7 @@ impl Hosts {
             actions: parts.actions,
             server_addrs: parts.server_addrs,
             connections: Vec::new(),
+            views: BTreeMap::new(),
             connections_of: vec![Vec::new(); n],
             peer_names: parts.peer_names,
             nat_names: parts.nat_names,
@@ -338,7 +342,7 @@ impl Hosts {
                 self.peers[p].behind = Some(*self.nat_names.get(&nat).expect("validated by the parser"));
             }
             // Only the network takes part.
-            Action::NatReboot { .. } => {}
+            Action::NatReboot { .. } | Action::ServerDown | Action::ServerUp | Action::ServerRestart => {}
         }
     }
 
@@ -439,7 +443,30 @@ impl Hosts {
         }
     }
 
+    /// Records peer `i`'s view of its sessions (either role).
+    fn track_view(&mut self, i: usize, e: &ClientEvent) {
+        let now = self.now;
+        let key = |session: &SessionId| (self.first + i, *session);
+        let (session, view) = match e {
+            ClientEvent::SessionOpened { session, .. } => {
+                self.views.insert(key(session), SessionView::opened(now));
+                return;
+            }
+            ClientEvent::PathDirect { session, .. } => (session, PathView::Direct),
+            ClientEvent::PathFellBack { session } => (session, PathView::Relay),
+            ClientEvent::SessionClosed { session, .. } => (session, PathView::Closed),
+            _ => return,
+        };
+        if let Some(v) = self.views.get_mut(&key(session)) {
+            match e {
+                ClientEvent::PathFellBack { .. } => v.fell_back(now),
+                _ => v.change(now, view),
+            }
+        }
+    }
+
     fn track_connection(&mut self, i: usize, e: &ClientEvent) {
+        self.track_view(i, e);
         let now = self.now;
         match e {
             ClientEvent::SessionOpened { session, peer, initiator: true, strategy } => {
@@ -463,7 +490,6 @@ impl Hosts {
             }
             ClientEvent::PathFellBack { session } => {
                 if let Some(c) = self.connection_mut(i, *session) {
-                    c.fallbacks += 1;
                     c.path = Some(PathKind::Relay);
                 }
             }

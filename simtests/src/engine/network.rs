@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use punchline_core::server::Server;
+use punchline_core::server::{Server, ServerConfig};
 use punchline_core::{Machine, Transmit};
 
 use super::hosts::HostEvent;
@@ -26,6 +26,7 @@ use crate::addr::Addr;
 use crate::describe;
 use crate::link::Link;
 use crate::nat::{Nat, NatDecision, Packet};
+use crate::rng::Rng;
 use crate::scenario::Action;
 
 /// An event of the network.
@@ -60,6 +61,16 @@ pub(super) struct Network {
     now: Duration,
     queue: Pending<NetEvent>,
     pub(super) server: Server,
+    /// What the server was built from, to build it again on a restart.
+    server_config: ServerConfig,
+    /// The seeds of restarted servers: the `k`-th restart's is its
+    /// `fork(k)`'s first number (a real server seeds from the OS, so a
+    /// restarted one draws new ids, never the old ones again).
+    server_seeds: Rng,
+    /// Restarts so far.
+    server_restarts: u64,
+    /// The server's link is cut (`server_down`).
+    server_down: bool,
     server_timer: Option<Duration>,
     store: SimStore,
     pub(super) nats: Vec<Nat>,
@@ -99,6 +110,8 @@ pub(super) struct Network {
 pub(super) struct NetworkParts {
     pub(super) epoch: Instant,
     pub(super) server: Server,
+    pub(super) server_config: ServerConfig,
+    pub(super) server_seeds: Rng,
     /// How long the server's store takes to commit.
     pub(super) store_latency: Duration,
     pub(super) nats: Vec<Nat>,
@@ -123,6 +136,10 @@ impl Network {
             now: Duration::ZERO,
             queue: Pending::new(0..=parts.groups, parts.events),
             server: parts.server,
+            server_config: parts.server_config,
+            server_seeds: parts.server_seeds,
+            server_restarts: 0,
+            server_down: false,
             server_timer: None,
             store: SimStore::new(parts.store_latency),
             nats: parts.nats,
@@ -263,9 +280,40 @@ impl Network {
                 self.hosts[p].behind = Some(*self.nat_names.get(nat).expect("validated by the parser"));
                 self.index_topology();
             }
+            Action::ServerDown => {
+                self.lines.record(self.now, format_args!("event: the server's link is cut"));
+                self.server_down = true;
+            }
+            Action::ServerUp => {
+                self.lines.record(self.now, format_args!("event: the server's link is restored"));
+                self.server_down = false;
+            }
+            Action::ServerRestart => self.restart_server(),
             // Only the hosts takes part.
             Action::Connect { .. } | Action::Disconnect { .. } | Action::SendText { .. } => {}
         }
+    }
+
+    /// The server crashes and starts again in the same instant: a new
+    /// machine, same config, a new seed; the store keeps what it holds
+    /// (see [`SimStore::crash`]). Its link stays as it was (a restart while
+    /// the link is cut stays cut).
+    fn restart_server(&mut self) {
+        self.server_restarts += 1;
+        let (orphaned, dropped) = self.store.crash();
+        self.lines.record(
+            self.now,
+            format_args!(
+                "event: the server restarts (memory lost, store kept; {orphaned} store request(s) in flight commit \
+                 unanswered, {dropped} not yet submitted are lost)"
+            ),
+        );
+        let mut config = self.server_config.clone();
+        config.seed = self.server_seeds.fork(self.server_restarts).next_u64();
+        self.server = Server::new(config, self.instant());
+        // The old machine's deadline is no one's now.
+        self.server_timer = None;
+        self.drain_server();
     }
 
     fn drain_server(&mut self) {
@@ -309,6 +357,11 @@ impl Network {
         let src = self.server.sockets().iter().find(|(id, _)| *id == t.socket).map(|(_, a)| *a);
         let Some(src) = src else { return };
         self.lines.record_with(self.now, |line| datagram_line(line, "server", src, &t));
+        if self.server_down {
+            self.lines
+                .record(self.now, format_args!("server: link down, lost {} -> {}", Addr(src), Addr(t.destination)));
+            return;
+        }
         if self.lines.keeps_arrows() {
             let to = if self.is_server(t.destination) { "server".to_string() } else { t.destination.to_string() };
             let label = describe::datagram(&t.payload);
@@ -388,6 +441,10 @@ impl Network {
         p.ttl -= hops;
         let server = self.server.sockets().iter().find(|(_, a)| *a == p.dst).map(|(id, _)| *id);
         if let Some(socket) = server {
+            if self.server_down {
+                self.lines.record(self.now, format_args!("server: link down, lost {} -> {}", Addr(p.src), Addr(p.dst)));
+                return;
+            }
             let now = self.instant();
             self.server.handle_datagram(now, socket, p.src, &p.payload);
             self.drain_server();

@@ -22,6 +22,9 @@ pub(super) struct SimStore {
     queued: Vec<StoreRequest>,
     /// The batch being committed, if any.
     committing: Vec<StoreRequest>,
+    /// The batch being committed was asked for by a server that has since
+    /// crashed: it is applied, and nobody hears of it.
+    orphaned: bool,
 }
 
 /// What the network does after handing the store its requests.
@@ -56,9 +59,34 @@ impl SimStore {
         Next::CommitEndsIn(self.latency)
     }
 
-    /// The commit in flight ends: its batch is applied and answered.
+    /// The commit in flight ends: its batch is applied and answered (or,
+    /// when its server crashed meanwhile, applied only).
     pub(super) fn commit_ended(&mut self) -> Vec<StoreCompletion> {
         let batch = mem::take(&mut self.committing);
-        self.memory.execute(batch)
+        let completions = self.memory.execute(batch);
+        if mem::take(&mut self.orphaned) {
+            return Vec::new();
+        }
+        completions
+    }
+
+    /// The server crashed, as a process does, with its store on a disk
+    /// that did not: what is on the disk stays (every text committed
+    /// before). The batch whose commit was in flight had reached the disk,
+    /// so it commits when its commit ends, but the process that asked is
+    /// gone: no completion goes to anyone (the new server never issued
+    /// those requests, and its own request ids start again). The requests
+    /// waiting for the next commit lived only in the dead process's memory:
+    /// they are dropped. Returns how many were (for the trace).
+    ///
+    /// Either way no sender was told its text was stored before it was
+    /// (a server acknowledges a text only after its commit), so a crash
+    /// loses nothing acknowledged; a text in the orphaned batch is stored
+    /// without its sender hearing so, which the sender's retransmission
+    /// must not turn into a duplicate.
+    pub(super) fn crash(&mut self) -> (usize, usize) {
+        self.orphaned = !self.committing.is_empty();
+        let dropped = mem::take(&mut self.queued).len();
+        (self.committing.len(), dropped)
     }
 }
