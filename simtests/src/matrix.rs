@@ -202,10 +202,10 @@ pub fn reboot_plan(seed: u64) -> (u8, u64) {
 /// |---|---|---|---|---|
 /// | plain | `a`, `b` | 3 s | - | 40 s |
 /// | `early` | `a`, `b` | 100 ms | - | 40 s |
-/// | `reboot` | `a`, `b` | 1 s | [`reboot_plan`]: one side's NAT reboots at 15-25 s | 60 s |
-/// | `loss` | `a`, `b`; 15 % loss on both access links | 3 s | - | 60 s |
+/// | `reboot` | `a`, `b` | 1 s | [`reboot_plan`]: one side's NAT reboots at 15-25 s; texts 0.5, 1.5, 2.5, 3.5 s after | 60 s |
+/// | `loss` | `a`, `b`; 15 % loss on both access links | 10 s | texts at 20, 30, 40, 50 s | 70 s |
 /// | `lan` | one NAT of preset `a`, both peers behind it | 3 s | - | 40 s |
-/// | `roam` | `linux`, `a`, `b`; peer-1 starts behind the `linux` one | 3 s | 15 s: peer-1 moves behind `a` | 60 s |
+/// | `roam` | `linux`, `a`, `b`; peer-1 starts behind the `linux` one | 3 s | 15 s: peer-1 moves behind `a`; texts at 15.5-18.5 s | 60 s |
 /// | `outage` | `a`, `b` | 3 s | 15 s server down; texts at 20, 25, 30, 35 s, alternating sides; 45 s server up | 75 s |
 pub fn stress_scenario(stress: Option<Stress>, a: Preset, b: Preset, seed: u64) -> Scenario {
     let loss = if stress == Some(Stress::Loss) { ", loss = 0.15" } else { "" };
@@ -245,29 +245,37 @@ pub fn stress_scenario(stress: Option<Stress>, a: Preset, b: Preset, seed: u64) 
     };
     let event = |at: &str, body: &str| format!("[[event]]\nat = \"{at}\"\n{body}\n");
     let connect = |at: &str| event(at, "peer = \"peer-1\"\nconnect = \"peer-2\"");
+    // Texts both ways, in the thick of the trouble: none may be lost or
+    // shown twice (the cell's oracle).
+    let text = |at_ms: u64, from: u8, to: u8, n: u8| {
+        event(
+            &format!("{at_ms}ms"),
+            &format!("peer = \"peer-{from}\"\nsend_text = {{ to = \"peer-{to}\", text = \"text {n}\" }}"),
+        )
+    };
+    let texts_from = |start_ms: u64, step_ms: u64| -> String {
+        (0..4u8).map(|n| text(start_ms + u64::from(n) * step_ms, 1 + n % 2, 2 - n % 2, n + 1)).collect()
+    };
     let (duration, events) = match stress {
         None | Some(Stress::Lan) => ("40s", connect("3s")),
         Some(Stress::Early) => ("40s", connect("100ms")),
-        Some(Stress::Loss) => ("60s", connect("3s")),
+        // A login can take several seconds at 15 % loss (four lost in a row
+        // puts it at 7.5 s), and a connect to a user the server has never
+        // seen is rightly refused: the family is about the session, so it
+        // connects once both are in and watches it for 60 s.
+        Some(Stress::Loss) => ("70s", connect("10s") + &texts_from(20_000, 10_000)),
         Some(Stress::Reboot) => {
             let (side, at) = reboot_plan(seed);
-            ("60s", connect("1s") + &event(&format!("{at}ms"), &format!("nat_reboot = \"nat-{side}\"")))
+            let reboot = event(&format!("{at}ms"), &format!("nat_reboot = \"nat-{side}\""));
+            ("60s", connect("1s") + &reboot + &texts_from(at + 500, 1_000))
         }
-        Some(Stress::Roam) => ("60s", connect("3s") + "\n" + &event("15s", "peer = \"peer-1\"\nmove_to = \"nat-1\"")),
+        Some(Stress::Roam) => {
+            let moves = event("15s", "peer = \"peer-1\"\nmove_to = \"nat-1\"");
+            ("60s", connect("3s") + "\n" + &moves + &texts_from(15_500, 1_000))
+        }
         Some(Stress::Outage) => {
-            let text = |at: &str, from: u8, to: u8, n: u8| {
-                event(at, &format!("peer = \"peer-{from}\"\nsend_text = {{ to = \"peer-{to}\", text = \"text {n} while the server is down\" }}"))
-            };
-            let events = [
-                connect("3s"),
-                event("15s", "server_down = true"),
-                text("20s", 1, 2, 1),
-                text("25s", 2, 1, 2),
-                text("30s", 1, 2, 3),
-                text("35s", 2, 1, 4),
-                event("45s", "server_up = true"),
-            ];
-            ("75s", events.join("\n"))
+            let events = [connect("3s"), event("15s", "server_down = true"), texts_from(20_000, 5_000)];
+            ("75s", events.join("\n") + &event("45s", "server_up = true"))
         }
     };
     let text = format!(

@@ -66,7 +66,9 @@ pub struct Connection {
     /// How it ended: `direct` only when both peers are on the direct path
     /// at the end of the run.
     pub outcome: Outcome,
-    /// The strategy the server chose (`null` when no session was made).
+    /// The strategy in use at the end, in the connecting peer's session: the
+    /// server's choice, or the one chosen again from both measured profiles
+    /// (`pending` if never chosen; `null` when no session was made).
     pub strategy: Option<String>,
     /// Simulated ms from the connect event to the first usable path.
     pub connect_ms: Option<f64>,

@@ -489,7 +489,12 @@ impl Client {
                 if let Some(token) = self.login.token() {
                     self.send_to_server(Frame::OfferAck { token, session });
                 }
-                if self.sessions.contains_key(&session) {
+                if let Some(s) = self.sessions.get_mut(&session) {
+                    // Offered again: the peer moved, and the server vouches
+                    // for its new address.
+                    if s.peer() == peer {
+                        s.peer_moved(&peer_candidates);
+                    }
                     return;
                 }
                 // An offer for a connect we gave up on, or forged, is dropped.

@@ -211,6 +211,9 @@ struct RelaySession {
     /// Members that have not acknowledged their offer yet.
     unacked: BTreeSet<String>,
     offers_sent: u32,
+    /// Both members acknowledged an offer once: the session lives even if a
+    /// later offer (after a member moved) goes unacknowledged.
+    established: bool,
     relay_bucket: Option<Bucket>,
 }
 
@@ -385,16 +388,23 @@ impl Server {
                 self.login(now, socket, from, request, user, host_candidates)
             }
             Frame::Keepalive { token, profile } => {
-                if let Some(user) = self.user_by_token(token) {
-                    user.last_seen = now;
-                    user.profile = profile;
-                    // A NAT may rebind the mapping: follow the user to its new
-                    // address, so relayed frames keep reaching it.
-                    user.reflexive = from;
-                    user.socket = socket;
-                    self.reply(socket, from, Frame::KeepaliveAck { reflexive: from });
-                } else {
-                    self.not_logged_in(socket, from, 0);
+                let Some((name, user)) = self.users.by_token_mut(token) else {
+                    self.stats.bad_token += 1;
+                    return self.not_logged_in(socket, from, 0);
+                };
+                user.last_seen = now;
+                user.profile = profile;
+                // A NAT may rebind the mapping (or reboot, or the user
+                // moved): follow the user to its new address, so relayed
+                // frames keep reaching it, and tell its peers.
+                let moved = user.reflexive != from;
+                user.reflexive = from;
+                user.socket = socket;
+                let (name, sessions): (String, Vec<SessionId>) =
+                    if moved { (name.to_owned(), user.sessions.iter().copied().collect()) } else { Default::default() };
+                self.reply(socket, from, Frame::KeepaliveAck { reflexive: from });
+                for session in sessions {
+                    self.reoffer_to_peer(now, session, &name);
                 }
             }
             Frame::Profile { token, profile } => {
@@ -432,6 +442,7 @@ impl Server {
                 if let Some(s) = self.sessions.get_mut(&session) {
                     s.unacked.remove(name);
                     if s.unacked.is_empty() {
+                        s.established = true;
                         self.timers.stop(&ServerTimer::Offer(session));
                     }
                 }

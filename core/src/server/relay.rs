@@ -93,6 +93,7 @@ impl Server {
                 request,
                 unacked: [name.clone(), peer.clone()].into_iter().collect(),
                 offers_sent: 1,
+                established: false,
                 relay_bucket: None,
             },
         );
@@ -142,12 +143,37 @@ impl Server {
         self.reply(socket, to, frame);
     }
 
+    /// `mover` is at a new address: offer the session again to its peer,
+    /// with the mover's new candidates, until acknowledged. The peer's
+    /// client takes the offer's reflexive address as the mover's public
+    /// address, the one the server vouches for and the only one it aims
+    /// predicted or birthday probes at.
+    pub(super) fn reoffer_to_peer(&mut self, now: Instant, session: SessionId, mover: &str) {
+        let Some(s) = self.sessions.get_mut(&session) else { return };
+        let peer = if s.initiator == mover { s.responder.clone() } else { s.initiator.clone() };
+        if !self.users.contains(&peer) {
+            return;
+        }
+        s.unacked.insert(peer.clone());
+        s.offers_sent = 1;
+        self.send_offer(session, &peer);
+        self.timers.set(ServerTimer::Offer(session), now + self.config.offer_retransmit);
+    }
+
     pub(super) fn resend_offers(&mut self, now: Instant, session: SessionId) {
         let Some(s) = self.sessions.get_mut(&session) else { return };
         if s.unacked.is_empty() {
             return;
         }
         if s.offers_sent >= self.config.offer_attempts {
+            if s.established {
+                // A re-offer after a move went unheard: the session goes on;
+                // the peer learns the new address from the next move, or
+                // never needs it.
+                debug!(%session, "a re-offer was never acknowledged");
+                s.unacked.clear();
+                return;
+            }
             debug!(%session, "offer never acknowledged; abandoning the session");
             self.end_session(session, CloseReason::PeerOffline);
             return;

@@ -477,6 +477,11 @@ impl Hosts {
                     c.path = Some(PathKind::Relay);
                 }
             }
+            ClientEvent::StrategyChanged { session, strategy } => {
+                if let Some(c) = self.connection_mut(i, *session) {
+                    c.strategy = Some(*strategy);
+                }
+            }
             ClientEvent::ConnectFailed { peer, .. } => {
                 if let Some(c) = self.find_connection(i, |c| &c.to == peer && c.session.is_none()) {
                     c.failed = true;

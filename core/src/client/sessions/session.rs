@@ -34,6 +34,9 @@ pub(crate) struct Session {
     /// chooses the strategy again whenever one changes.
     mine: Option<NatProfile>,
     theirs: Option<NatProfile>,
+    /// The initiator's last decision: both sides' roles under `strategy`
+    /// (ours first), once chosen from measured profiles.
+    decided_roles: Option<(PunchRole, PunchRole)>,
     closed: bool,
     timers: SessionTimers,
     path: Path,
@@ -59,7 +62,7 @@ impl Session {
         (mine, theirs): (Option<NatProfile>, NatProfile),
         rng: Rng,
     ) -> Self {
-        let punch_role = punch_role(ctx, strategy, mine.unwrap_or_default(), theirs);
+        let my_role = punch_role(ctx, strategy, mine.unwrap_or_default(), theirs);
         let mut s = Session {
             id,
             peer: peer.clone(),
@@ -67,11 +70,17 @@ impl Session {
             strategy,
             mine,
             theirs: None,
+            // The server's strategy came with the profiles it was chosen
+            // from: the same roles later are no news.
+            decided_roles: (strategy != Strategy::Pending).then(|| {
+                let mine = mine.unwrap_or_default();
+                (punch_role(ctx, strategy, mine, theirs), punch_role(ctx, strategy, theirs, mine))
+            }),
             closed: false,
             timers: Timers::default(),
             path: Path::new(id, Seal::new(&key, role)),
             stream: Stream::new(),
-            traversal: Traversal::new(ctx, id, punch_role, &peer_candidates, rng),
+            traversal: Traversal::new(ctx, id, my_role, &peer_candidates, rng),
         };
         out.event(ClientEvent::SessionOpened { session: id, peer, initiator: role == Role::Initiator, strategy });
         s.timers.set(SessionTimer::Idle, ctx.now + ctx.config.session_timeout);
@@ -82,6 +91,12 @@ impl Session {
         let (traversal, mut ch) = s.parts();
         traversal.start(ctx, out, &mut ch, peer_candidates);
         s
+    }
+
+    /// The server offered the session again: the peer is at a new address
+    /// (`candidates`, its reflexive one last).
+    pub(crate) fn peer_moved(&mut self, candidates: &[SocketAddr]) {
+        self.traversal.peer_moved(candidates);
     }
 
     /// Our NAT was measured (again): the peer learns the profile, and the
@@ -98,12 +113,19 @@ impl Session {
     /// The initiator chooses the strategy from both measured profiles (the
     /// server's choice at the offer may have been made without them) and,
     /// when it changes, tells the peer and starts an attempt with it.
+    ///
+    /// The strategy's name is not enough: a move can change the roles under
+    /// the same strategy (from `predict` toward one sequential NAT to
+    /// `predict` between two), so the roles both sides would take are
+    /// compared too.
     fn reconsider_strategy(&mut self, ctx: &Ctx<'_>, out: &mut Out) {
         let (true, Some(mine), Some(theirs)) = (self.initiator, self.mine, self.theirs) else { return };
         let strategy = choose_strategy(&mine, &theirs);
-        if strategy == self.strategy {
+        let roles = (punch_role(ctx, strategy, mine, theirs), punch_role(ctx, strategy, theirs, mine));
+        if strategy == self.strategy && Some(roles) == self.decided_roles {
             return;
         }
+        self.decided_roles = Some(roles);
         let path_is_direct = self.path.is_direct();
         let attempt = self.traversal.attempt_no().saturating_add(u16::from(!path_is_direct));
         self.parts().1.send_stream(ctx, out, StreamMessage::Strategy { attempt, strategy });
@@ -334,7 +356,7 @@ impl Session {
     /// [`Session::reconsider_strategy`]). A responder takes it; it is the
     /// initiator's word, as the offer's strategy was the server's.
     fn on_peer_strategy(&mut self, ctx: &Ctx<'_>, out: &mut Out, attempt: u16, strategy: Strategy) {
-        if self.initiator || strategy == self.strategy {
+        if self.initiator {
             return;
         }
         self.switch_strategy(ctx, out, strategy, attempt);

@@ -38,13 +38,14 @@ impl<V> Sessions<V> {
         Some(&self.entries[at].1)
     }
 
+    #[cfg(test)]
+    pub(crate) fn contains_key(&self, id: &SessionId) -> bool {
+        self.find(id).is_ok()
+    }
+
     pub(crate) fn get_mut(&mut self, id: &SessionId) -> Option<&mut V> {
         let at = self.find(id).ok()?;
         Some(&mut self.entries[at].1)
-    }
-
-    pub(crate) fn contains_key(&self, id: &SessionId) -> bool {
-        self.find(id).is_ok()
     }
 
     /// Adds or replaces session `id`, returning the one it replaced.

@@ -143,6 +143,15 @@ impl Traversal {
         }
     }
 
+    /// The peer moved: its public address is now the last of `candidates`,
+    /// as the server saw it.
+    pub(crate) fn peer_moved(&mut self, candidates: &[SocketAddr]) {
+        if let Some(reflexive) = candidates.last() {
+            debug!(session = %self.id, %reflexive, "the server saw the peer at a new address");
+            self.peer_public_ip = Some(reflexive.ip());
+        }
+    }
+
     pub(crate) fn attempts_started(&self) -> u16 {
         self.attempts_started
     }
