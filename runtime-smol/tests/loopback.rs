@@ -92,11 +92,13 @@ fn two_clients_go_direct_and_data_flows_both_ways_even_without_the_server() {
         let to_bob = guard("the session", alice.connect_session("bob")).await.expect("session opens");
         let from_alice = guard("bob's accept", accepting).await.expect("bob accepted");
 
-        // Then both ends see it, with the strategy for two public hosts
+        // Then both ends see it: usable at once, its strategy pending while
+        // the NATs are measured (or, if both profiles were in, the punch
+        // two public hosts need)
         assert_eq!((to_bob.peer(), to_bob.is_initiator()), ("bob", true));
         assert_eq!((from_alice.peer(), from_alice.is_initiator()), ("alice", false));
         assert_eq!(to_bob.id(), from_alice.id());
-        assert_eq!(to_bob.strategy(), Strategy::Punch);
+        assert!(matches!(to_bob.strategy(), Strategy::Pending | Strategy::Punch), "{:?}", to_bob.strategy());
 
         // And the session becomes direct on both sides, between the two
         // clients' own sockets

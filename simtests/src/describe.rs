@@ -125,7 +125,7 @@ pub fn event(e: &ClientEvent) -> String {
         ClientEvent::ReflexiveChanged { old, new } => format!("reflexive address changed {old} -> {new}"),
         ClientEvent::NatProfile(p) => format!("NAT profile {}", profile_text(p)),
         ClientEvent::StrategyChanged { session, strategy } => {
-            format!("session {session}: strategy chosen again: {}", strategy.name())
+            format!("session {session}: strategy chosen: {}", strategy.name())
         }
         ClientEvent::LookupResult { user, online } => format!("lookup {user}: online={online}"),
         ClientEvent::SessionOpened { session, peer, initiator, strategy } => format!(

@@ -120,15 +120,19 @@ fn given_20_percent_loss_then_every_text_arrives_once_over_server_and_session() 
 
 #[test]
 fn given_a_path_switch_from_direct_to_relay_and_back_then_every_text_arrives_once() {
-    // Given a direct session whose path breaks when alice's link is cut from
-    // 10 s to 16 s (fallback to the relay), then recovers to direct; texts
-    // flow both ways all along.
+    // Given a direct session whose path dies when bob's NAT reboots at 10 s
+    // (every mapping gone: both fall back to the relay), then goes direct
+    // again from fresh mappings; texts flow both ways all along.
     let mut events = event("1s", "alice", "connect = \"bob\"");
     events += &texts("alice", "bob", 4000, 700, 30);
     events += &texts("bob", "alice", 4300, 900, 24);
-    events += &event("10s", "alice", "partition = true");
-    events += &event("16s", "alice", "heal = true");
-    let text = scenario("60s", r#"{ latency = "20ms", jitter = "2ms" }"#, &events);
+    events += "\n[[event]]\nat = \"10s\"\nnat_reboot = \"home-b\"\n";
+    // Bob's NAT gives each new mapping a random port, so after the reboot
+    // his packets leave from ports alice's NAT filters.
+    let cone = "name = \"home-b\"\npublic_ips = [\"198.51.100.6\"]\npreset = \"port-restricted-cone\"\n";
+    let template = scenario("60s", r#"{ latency = "20ms", jitter = "2ms" }"#, &events);
+    assert!(template.contains(cone), "the template names bob's NAT so");
+    let text = template.replacen(cone, &format!("{cone}ports = \"random\"\n"), 1);
     for seed in SEEDS {
         let (report, trace) = run(&text, seed);
         // Then the session fell back and came back to direct...

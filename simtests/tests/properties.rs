@@ -63,14 +63,14 @@ fn body(line: &str) -> &str {
     line.split_once("ms ").map_or(line, |(_, rest)| rest)
 }
 
-/// A peer's send line `<peer> <src> -> <dst> [ttl=N] <label>`: (peer, src, label).
-fn send(line: &str) -> Option<(&str, &str, &str)> {
+/// A peer's send line `<peer> <src> -> <dst> [ttl=N] <label>`: (peer, src, dst, label).
+fn send(line: &str) -> Option<(&str, &str, &str, &str)> {
     let t: Vec<&str> = body(line).split_whitespace().collect();
     if t.len() < 5 || t[2] != "->" {
         return None;
     }
     let label = if t[4].starts_with("ttl=") { t.get(5)? } else { t[4] };
-    Some((t[0], t[1], label))
+    Some((t[0], t[1], t[3], label))
 }
 
 /// Checks that every "path direct via socket S to R" event of a peer follows
@@ -87,7 +87,7 @@ fn check_paths_follow_acks(trace: &[String], peers: &[&str]) -> Result<usize, St
         }
         let remote = rest.rsplit(' ').next().unwrap();
         let proven = (0..i).rev().any(|j| {
-            let Some((sender, src, "ProbeAck")) = send(&trace[j]) else { return false };
+            let Some((sender, src, dst, "ProbeAck")) = send(&trace[j]) else { return false };
             if sender == who || !peers.contains(&sender) {
                 return false;
             }
@@ -97,7 +97,9 @@ fn check_paths_follow_acks(trace: &[String], peers: &[&str]) -> Result<usize, St
             for l in &trace[j + 1..i] {
                 let b = body(l);
                 if let Some(after) = b.split_once(": out ").map(|(_, a)| a) {
-                    if let Some(as_) = after.strip_prefix(&format!("{cur} -> ")).and_then(|a| a.split(" as ").nth(1)) {
+                    // The ack's own packet: from where it is now, to where it
+                    // was sent (NATs on the way out translate the source only).
+                    if let Some(as_) = after.strip_prefix(&format!("{cur} -> {dst} as ")) {
                         cur = as_.to_string();
                     }
                 }

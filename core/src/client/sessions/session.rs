@@ -126,8 +126,10 @@ impl Session {
             return;
         }
         self.decided_roles = Some(roles);
-        let path_is_direct = self.path.is_direct();
-        let attempt = self.traversal.attempt_no().saturating_add(u16::from(!path_is_direct));
+        // The first attempt is 0 (the session waited for its strategy);
+        // otherwise the next, unless the path is direct and none starts.
+        let next = u16::from(!self.path.is_direct() && self.traversal.attempts_started() > 0);
+        let attempt = self.traversal.attempt_no().saturating_add(next);
         self.parts().1.send_stream(ctx, out, StreamMessage::Strategy { attempt, strategy });
         self.switch_strategy(ctx, out, strategy, attempt);
     }

@@ -85,6 +85,9 @@ pub(crate) struct Traversal {
     socket_wish: Option<(u16, u16)>,
     /// The peer's host candidates on our network, probed whatever the role.
     lan: LanProbing,
+    /// The peer's candidates from the offer (or the latest re-offer), for an
+    /// attempt 0 that waited for the strategy.
+    offer_candidates: Vec<SocketAddr>,
 }
 
 impl Traversal {
@@ -109,6 +112,7 @@ impl Traversal {
             owned: BTreeSet::new(),
             socket_wish: None,
             lan,
+            offer_candidates: peer_candidates.to_vec(),
         }
     }
 
@@ -149,6 +153,7 @@ impl Traversal {
         if let Some(reflexive) = candidates.last() {
             debug!(session = %self.id, %reflexive, "the server saw the peer at a new address");
             self.peer_public_ip = Some(reflexive.ip());
+            self.offer_candidates = candidates.to_vec();
         }
     }
 
@@ -269,6 +274,12 @@ impl Traversal {
         if ch.path.is_direct() {
             return;
         }
+        if self.attempts_started == 0 {
+            // The session waited for its strategy: its first attempt starts
+            // now as it would have at the offer, from the primary socket
+            // whose candidates the peer already has.
+            return self.start(ctx, out, ch, self.offer_candidates.clone());
+        }
         let number = number.max(self.attempt_no);
         self.start_attempt(ctx, out, ch, number);
     }
@@ -280,7 +291,7 @@ impl Traversal {
             return self.lan.stop();
         }
         let Some(targets) = self.lan.next_round() else { return };
-        for target in targets.to_vec() {
+        for target in targets.iter().copied() {
             ch.path.send_probe(out, ctx.primary.0, target, self.attempt_no);
         }
         if self.lan.is_active() {
