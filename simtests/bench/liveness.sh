@@ -5,10 +5,12 @@
 #    simulated hour, with LOSS on one host's access link, so that each
 #    direction between the peers loses that share of packets. Every
 #    fallback here is false: the path never dies.
-# 2. Time to detect a dead path: two `linux` NATs (or PRESETS), one of them
-#    reboots at a seeded moment 15-25 s into a direct session (every mapping
-#    gone: the path is dead for good); the time from the reboot to each
-#    peer's fallback, and from the fallback to the new direct path.
+# 2. Time to detect a dead path: two `linux` NATs (PRESET_A, PRESET_B) that
+#    give each new mapping a random port; one of them reboots at a seeded
+#    moment 15-25 s into a direct session (every mapping gone, and the new
+#    ones on other ports, which the other NAT filters: the path is dead for
+#    good); the time from the reboot to each peer's fallback, and from the
+#    fallback to the new direct path.
 #
 # Usage: simtests/bench/liveness.sh [SEEDS]   (default 10)
 # Prints medians and maxima; the figures in simtests/README.md come from it.
@@ -74,6 +76,7 @@ alt_addr = "203.0.113.11:3479"
 name = "nat-1"
 public_ips = ["198.51.100.1"]
 preset = "${PRESET_A:-linux}"
+ports = "random"
 [[peer]]
 name = "peer-1"
 addr = "10.0.1.2"
@@ -83,6 +86,7 @@ link = { latency = "20ms", jitter = "3ms" }
 name = "nat-2"
 public_ips = ["198.51.100.2"]
 preset = "${PRESET_B:-linux}"
+ports = "random"
 [[peer]]
 name = "peer-2"
 addr = "10.0.2.2"
@@ -98,7 +102,7 @@ nat_reboot = "nat-$3"
 EOF
 }
 
-echo "== a dead path: ${PRESET_A:-linux} against ${PRESET_B:-linux}, one NAT reboots 15-25 s in, $SEEDS seeds"
+echo "== a dead path: ${PRESET_A:-linux} against ${PRESET_B:-linux}, random ports, one NAT reboots 15-25 s in, $SEEDS seeds"
 : >"$WORK/detect"
 : >"$WORK/regain"
 for seed in $(seq 1 "$SEEDS"); do

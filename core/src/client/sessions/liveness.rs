@@ -23,10 +23,13 @@
 //!   (3 s by default) *and* at least [`DEAD_PROBES`] probes sent since are
 //!   past their RTO unanswered.
 //! - A dead path is left for the relay only when **the relay answered a
-//!   ping** since the suspicion began: the relay is then demonstrably
+//!   ping** since the suspicion began and the direct path stayed silent for
+//!   max(1 s, RTO) after that answer: the relay is then demonstrably
 //!   better. Until it does, the session stays where it is, probing both
-//!   once a second, and falls back the moment the relay answers (or goes
-//!   back to normal the moment the direct path does).
+//!   once a second, and falls back that long after the relay answers (or
+//!   goes back to normal the moment the direct path does). The wait matters
+//!   under bursty loss: when a burst on the access link ends, the relay and
+//!   the direct path come back together, and the direct path answers too.
 //!
 //! At 20 % loss each way a probe's round trip fails with probability 0.36,
 //! so ten unanswered probes in a row happen with probability 0.36^10 ≈
@@ -48,6 +51,11 @@ pub(crate) const DEAD_PROBES: usize = 10;
 const ALARM_PROBES: usize = 3;
 /// The shortest RTO: below it, scheduling jitter alone looks like loss.
 const MIN_RTO: Duration = Duration::from_millis(200);
+/// The shortest wait, after the relay answered, for the direct path to
+/// answer too before the session falls back. Bursty loss (Wi-Fi, a busy
+/// cell) silences both paths at once and lets both through again at once;
+/// ten probes in this second tell a burst that ended from a dead path.
+const CONFIRM_AFTER_RELAY: Duration = Duration::from_secs(1);
 /// How often the relay is pinged while the direct path is suspect.
 const RELAY_PING_INTERVAL: Duration = Duration::from_millis(500);
 /// Probing and pinging while the path is dead and the relay silent.
@@ -97,7 +105,8 @@ pub(crate) struct Liveness {
     suspect_since: Option<Instant>,
     /// [`ALARM_PROBES`] probes went unanswered in this suspicion.
     alarmed: bool,
-    relay_answered: bool,
+    /// When the relay answered a ping in this suspicion.
+    relay_answered: Option<Instant>,
     last_relay_ping: Option<Instant>,
     last_probe: Option<Instant>,
 }
@@ -111,7 +120,7 @@ impl Liveness {
             outstanding: VecDeque::new(),
             suspect_since: None,
             alarmed: false,
-            relay_answered: false,
+            relay_answered: None,
             last_relay_ping: None,
             last_probe: Some(now),
         }
@@ -128,7 +137,7 @@ impl Liveness {
         self.outstanding.clear();
         self.suspect_since = None;
         self.alarmed = false;
-        self.relay_answered = false;
+        self.relay_answered = None;
     }
 
     /// A probe ack for the probe with seal counter `probe_counter` arrived
@@ -154,16 +163,23 @@ impl Liveness {
         self.last_probe = Some(now);
     }
 
-    /// The relay answered a ping.
-    pub(crate) fn relay_answered(&mut self) {
+    /// The relay answered a ping at `now`.
+    pub(crate) fn relay_answered(&mut self, now: Instant) {
         if self.suspect_since.is_some() {
-            self.relay_answered = true;
+            self.relay_answered.get_or_insert(now);
         }
     }
 
     /// The timeout after which an unanswered probe counts as lost.
     pub(crate) fn rto(&self) -> Duration {
         self.srtt.map_or(MIN_RTO, |srtt| (srtt * 2).max(MIN_RTO))
+    }
+
+    /// How long the direct path must stay silent after the relay answered
+    /// before the session falls back: [`CONFIRM_AFTER_RELAY`] or the RTO,
+    /// whichever is longer.
+    pub(crate) fn confirm_after(&self) -> Duration {
+        self.rto().max(CONFIRM_AFTER_RELAY)
     }
 
     /// How long the path must be silent before it can be dead.
@@ -182,11 +198,16 @@ impl Liveness {
             return Verdict::Healthy;
         }
         if silence < self.dead_after(config) || self.overdue(now) < DEAD_PROBES {
-            Verdict::Suspect
-        } else if self.relay_answered {
-            Verdict::Dead
-        } else {
-            Verdict::DeadRelaySilent
+            return Verdict::Suspect;
+        }
+        match self.relay_answered {
+            // The relay answered, and the direct path stayed silent for an
+            // RTO after that: the relay is better. (A burst of loss that
+            // ends lets both through again; the direct path's answer, due
+            // within the RTO, then cancels the fall back.)
+            Some(at) if now >= at + self.confirm_after() => Verdict::Dead,
+            Some(_) => Verdict::Suspect,
+            None => Verdict::DeadRelaySilent,
         }
     }
 
@@ -215,7 +236,7 @@ impl Liveness {
                 }
                 actions.probe = now >= probe_due(config.probe_interval);
                 actions.ping_relay =
-                    self.alarmed && !self.relay_answered && self.relay_ping_due(now, RELAY_PING_INTERVAL);
+                    self.alarmed && self.relay_answered.is_none() && self.relay_ping_due(now, RELAY_PING_INTERVAL);
                 actions.next = Some(now + config.probe_interval);
             }
             Verdict::Dead => actions.fall_back = true,
@@ -289,7 +310,7 @@ mod tests {
                     }
                 }
                 if actions.ping_relay && relay_answers {
-                    liveness.relay_answered();
+                    liveness.relay_answered(now);
                 }
                 next = actions.next.expect("a direct path is always checked again");
             }
@@ -320,9 +341,9 @@ mod tests {
         // when no probe is answered any more,
         let fell = drive(&mut liveness, start, Duration::from_secs(20), Duration::from_millis(40), |_| false, true)
             .expect("a dead path falls back");
-        // then it falls back after the dead time, not before, and well within 5 s.
+        // then it falls back after the dead time, not before, and within 5 s.
         assert!(fell >= liveness.dead_after(&config), "{fell:?}");
-        assert!(fell <= Duration::from_secs(4), "{fell:?}");
+        assert!(fell <= Duration::from_secs(5), "{fell:?}");
     }
 
     #[test]
@@ -335,9 +356,12 @@ mod tests {
         // then the session does not move to a relay that does not answer,
         assert_eq!(fell, None);
         assert_eq!(liveness.verdict(start + Duration::from_secs(20), &config), Verdict::DeadRelaySilent);
-        // and the moment the relay answers, it does.
-        liveness.relay_answered();
-        assert_eq!(liveness.verdict(start + Duration::from_secs(20), &config), Verdict::Dead);
+        // and once the relay answers and the direct path stays silent for
+        // an RTO more, it does.
+        let answered = start + Duration::from_secs(20);
+        liveness.relay_answered(answered);
+        assert_eq!(liveness.verdict(answered, &config), Verdict::Suspect);
+        assert_eq!(liveness.verdict(answered + liveness.confirm_after(), &config), Verdict::Dead);
     }
 
     #[test]

@@ -172,12 +172,15 @@ impl Path {
         }
     }
 
-    /// The relay answered a ping; true when the direct path is dead and the
-    /// session should fall back now.
-    pub(crate) fn on_relay_pong(&mut self, ctx: &Ctx<'_>) -> bool {
-        let Some(l) = self.liveness.as_mut() else { return false };
-        l.relay_answered();
-        l.verdict(ctx.now, ctx.config) == super::liveness::Verdict::Dead
+    /// The relay answered a ping: if the direct path stays silent a while
+    /// more ([`Liveness::confirm_after`]), the next liveness check falls back.
+    pub(crate) fn on_relay_pong(&mut self, ctx: &Ctx<'_>, timers: &mut SessionTimers) {
+        let Some(l) = self.liveness.as_mut() else { return };
+        l.relay_answered(ctx.now);
+        let check = ctx.now + l.confirm_after();
+        if timers.get(&SessionTimer::DirectKeepalive).is_none_or(|at| at > check) {
+            timers.set(SessionTimer::DirectKeepalive, check);
+        }
     }
 
     /// Answers a probe where it came from, telling the prober the address

@@ -265,9 +265,13 @@ impl Session {
             Frame::Probe { .. } | Frame::ProbeAck { .. } if !ctx.config.punch => {}
             Frame::Probe { attempt, counter, .. } if !relayed => {
                 self.path.answer_probe(out, socket, from, attempt, counter);
-                if self.path.socket() == Some(socket) && !self.path.is_on_path(socket, from) {
-                    // The peer's NAT may have rebound: probe the new address
-                    // from the path's socket; its ack moves the path there.
+                let on_relay_and_ours = !self.path.is_direct() && self.traversal.adopts(ctx, socket, false);
+                if (self.path.socket() == Some(socket) && !self.path.is_on_path(socket, from)) || on_relay_and_ours {
+                    // The peer reaches us here directly: probe back (one
+                    // probe per probe received). If its NAT rebound, the ack
+                    // moves the path to its new address; if we are still on
+                    // the relay (our attempt failed, or our acks were lost),
+                    // the ack proves the path and we join the peer on it.
                     self.path.send_probe(out, socket, from, self.traversal.attempt_no());
                 }
                 let (traversal, mut ch) = self.parts();
@@ -313,8 +317,8 @@ impl Session {
                     }
                 }
                 SessionBody::Pong { .. } => {
-                    if relayed && self.path.on_relay_pong(ctx) {
-                        self.fall_back(ctx, out);
+                    if relayed {
+                        self.path.on_relay_pong(ctx, &mut self.timers);
                     }
                 }
             },
