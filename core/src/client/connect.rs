@@ -1,9 +1,10 @@
 //! Asking the server about other users: lookups, and connects that end in a
 //! session (DESIGN §3, "Client ↔ server").
 //!
-//! A connect waits until the login succeeded and NAT discovery finished, so
-//! the server chooses the strategy from a measured profile; then it is
-//! retransmitted (500 ms, doubling, at most 4 s apart) until the server's
+//! A connect waits only for the login, never for NAT discovery (the session
+//! is usable over the relay at once; its strategy is chosen once both
+//! profiles are measured, see [`crate::client::ClientEvent::StrategyChanged`]);
+//! then it is retransmitted (500 ms, doubling, at most 4 s apart) until the server's
 //! offer or error arrives, and fails after [`CONNECT_SENDS`] sends. A lookup
 //! is sent once: a lost answer is not retried.
 
@@ -29,7 +30,7 @@ pub(crate) struct Requests {
 #[derive(Debug)]
 struct PendingConnect {
     peer: String,
-    /// 0 while waiting for the login and NAT discovery to finish.
+    /// 0 while waiting for the login.
     sends: u32,
     /// The server answered `NotLoggedIn` once and the client logged in
     /// again; a second time ends the connect.
@@ -54,7 +55,7 @@ impl Requests {
         }
     }
 
-    /// Sends the connects that waited for the login and NAT discovery.
+    /// Sends the connects that waited for the login.
     pub(crate) fn send_waiting(
         &mut self,
         ctx: &Ctx<'_>,

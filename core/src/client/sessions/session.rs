@@ -359,10 +359,19 @@ impl Session {
     }
 
     /// The initiator chose the strategy again (see
-    /// [`Session::reconsider_strategy`]). A responder takes it; it is the
-    /// initiator's word, as the offer's strategy was the server's.
+    /// [`Session::reconsider_strategy`]). A responder takes it when it is
+    /// what both profiles it knows give (the initiator's came just before in
+    /// the stream): a peer cannot talk us into a strategy, birthday's pool
+    /// of sockets say, that the profiles do not call for. A mismatch means
+    /// our own profile changed meanwhile; the initiator chooses again when
+    /// it hears of it.
     fn on_peer_strategy(&mut self, ctx: &Ctx<'_>, out: &mut Out, attempt: u16, strategy: Strategy) {
         if self.initiator {
+            return;
+        }
+        let (Some(mine), Some(theirs)) = (self.mine, self.theirs) else { return };
+        if choose_strategy(&mine, &theirs) != strategy {
+            debug!(session = %self.id, strategy = strategy.name(), "a strategy the profiles do not give; ignored");
             return;
         }
         self.switch_strategy(ctx, out, strategy, attempt);
