@@ -617,7 +617,9 @@ impl Printer {
             let mut text = line["event"].as_str().unwrap_or("?").to_owned();
             if let Value::Object(fields) = &line {
                 for (k, v) in fields.iter().filter(|(k, v)| *k != "event" && !v.is_null()) {
-                    let v = v.as_str().map_or_else(|| v.to_string(), str::to_owned);
+                    // Names and texts come from the network: escaped for the
+                    // terminal (JSON lines are escaped by their encoder).
+                    let v = v.as_str().map_or_else(|| v.to_string(), |s| crate::display::escaped(s).into_owned());
                     text.push_str(&format!(" {k}={v}"));
                 }
             }

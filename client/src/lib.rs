@@ -12,6 +12,7 @@
 //! - [`exit`]: errors and their exit codes.
 
 pub mod commands;
+pub mod display;
 pub mod exit;
 pub mod interfaces;
 pub mod messages;

@@ -173,7 +173,7 @@ pub fn inbox(common: &Common, opts: &Inbox) -> Result<(), Failure> {
                 if opts.json {
                     println!("{}", json!({"event": "text", "peer": from, "id": id.to_string(), "text": text}));
                 } else {
-                    println!("{from}: {text}");
+                    println!("{}: {}", crate::display::escaped(&from), crate::display::escaped(&text));
                 }
                 // Acknowledged only once shown: a crash before this line
                 // makes the server deliver the text again, never lose it.

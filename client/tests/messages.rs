@@ -133,3 +133,20 @@ fn refused_texts_exit_with_their_code_and_one_clear_line() {
         .collect();
     assert_eq!(shown, ["one", "three"]);
 }
+
+#[test]
+fn a_text_carrying_terminal_escapes_is_shown_escaped() {
+    // Given bob registered, and alice sending him a text that would clear his
+    // screen and reverse what follows,
+    let server = TestServer::start(RuntimeKind::Mio);
+    assert!(server.run("bob", "mio", &["inbox"]).status.success());
+    let hostile = "hi\u{1b}[2J\u{202e}evil";
+    let out = server.run("alice", "mio", &["send", "bob", hostile]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // when bob reads his inbox on a terminal,
+    let out = server.run("bob", "mio", &["inbox"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // then the text is printed with the escape and the override made visible,
+    assert!(stdout.contains("alice: hi\\u{1b}[2J\\u{202e}evil"), "{stdout:?}");
+    assert!(!stdout.contains('\u{1b}') && !stdout.contains('\u{202e}'), "{stdout:?}");
+}

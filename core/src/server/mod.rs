@@ -61,7 +61,8 @@ pub struct ServerConfig {
     pub relay_burst_bytes: u32,
     /// Relayed bytes per second a session may sustain.
     pub relay_rate_bytes: u32,
-    /// Most source addresses tracked by the request limiter.
+    /// Most sources (IPv4 addresses, IPv6 /64s) the request limiter tracks;
+    /// when full, the one idle the longest is forgotten to make room.
     pub max_sources: usize,
     /// Most sessions one user may have open.
     pub max_sessions_per_user: usize,
@@ -599,9 +600,39 @@ fn server_sockets(primary: SocketAddr, alternate: Option<SocketAddr>) -> Vec<(So
     sockets
 }
 
-/// A user name is 1 to 64 bytes of printable characters without spaces.
+/// A user name is 1 to 64 bytes of letters and digits of any script
+/// (Unicode alphanumerics: `alice`, `李雷`, `Zoë2`) and the punctuation
+/// [`USER_NAME_PUNCTUATION`]. Everything else is refused: spaces, control
+/// characters, and the invisible format characters (bidirectional
+/// overrides such as U+202E, zero-width joiners) that would let a name
+/// print as another on a terminal.
 pub fn valid_user_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= wire::frame::MAX_USER_NAME
-        && name.chars().all(|c| !c.is_control() && !c.is_whitespace())
+        && name.chars().all(|c| c.is_alphanumeric() || USER_NAME_PUNCTUATION.contains(c))
+}
+
+/// The punctuation a user name may contain besides letters and digits.
+pub const USER_NAME_PUNCTUATION: &str = "-_.@+";
+
+#[cfg(test)]
+mod tests {
+    use super::valid_user_name;
+
+    #[test]
+    fn names_are_letters_digits_and_a_little_punctuation_of_any_script() {
+        for name in ["alice", "bob-2", "carol.smith@example", "李雷", "Zoë+work", "a_b"] {
+            assert!(valid_user_name(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn names_that_could_print_as_another_are_refused() {
+        // A right-to-left override, a zero-width joiner, an escape sequence,
+        // a space, and nothing at all.
+        for name in ["ali\u{202e}ec", "al\u{200d}ice", "bob\u{1b}[2J", "bob smith", "", "bob!"] {
+            assert!(!valid_user_name(name), "{name:?}");
+        }
+        assert!(!valid_user_name(&"a".repeat(65)));
+    }
 }

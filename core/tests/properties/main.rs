@@ -43,7 +43,7 @@ use punchline_core::auth::{self, Role};
 use punchline_core::client::{Client, ClientConfig, ClientEvent, ClientStats, SendError};
 use punchline_core::messaging::{MemoryStore, MessageStore};
 use punchline_core::nat::{FilteringBehavior, MappingBehavior, NatProfile, PortAllocation, Strategy as NatStrategy};
-use punchline_core::server::{valid_user_name, Server, ServerConfig, ServerStats};
+use punchline_core::server::{valid_user_name, Server, ServerConfig, ServerStats, USER_NAME_PUNCTUATION};
 use punchline_core::wire::frame::{
     AnswerFrom, CloseReason, ErrorCode, Frame, FrameError, MessageId, SessionBody, SessionId, SessionKey,
     StreamMessage, TextRejection, TextStatus, FIRST_TAG, MAC_LEN, MAX_APP_PAYLOAD, MAX_CANDIDATES, MAX_RELAY_PAYLOAD,

@@ -37,19 +37,25 @@ pub(crate) fn candidates() -> impl Strategy<Value = Vec<SocketAddr>> + Clone {
     vec(socket_addr(), 0..=MAX_CANDIDATES)
 }
 
-/// 1 to [`MAX_USER_NAME`] bytes of printable, non-space characters: ASCII,
-/// or any Unicode (multi-byte characters make the byte limit bite).
+/// 1 to [`MAX_USER_NAME`] bytes of the user-name alphabet: ASCII letters,
+/// digits and [`USER_NAME_PUNCTUATION`], or letters and digits of any
+/// script (multi-byte characters make the byte limit bite).
 pub(crate) fn user_name() -> impl Strategy<Value = String> + Clone {
-    let printable = any::<char>().prop_filter("printable and not a space", |c| !c.is_control() && !c.is_whitespace());
+    let unicode = "[\\p{L}\\p{N}@+._-]";
     prop_oneof![
-        "[!-~]{1,64}",
-        vec(printable, 1..=MAX_USER_NAME).prop_map(|chars| {
+        "[A-Za-z0-9@+._-]{1,64}",
+        vec(unicode, 1..=MAX_USER_NAME).prop_map(|chars| {
             let mut name = String::new();
-            for c in chars {
-                if name.len() + c.len_utf8() > MAX_USER_NAME {
+            for c in
+                chars.iter().filter(|c| c.chars().all(|c| c.is_alphanumeric() || USER_NAME_PUNCTUATION.contains(c)))
+            {
+                if name.len() + c.len() > MAX_USER_NAME {
                     break;
                 }
-                name.push(c);
+                name.push_str(c);
+            }
+            if name.is_empty() {
+                name.push('a');
             }
             name
         }),
