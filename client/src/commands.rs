@@ -36,8 +36,9 @@ pub struct Common {
     pub server_timeout: Duration,
     /// A session silent for this long closes (the peer vanished).
     pub session_timeout: Option<Duration>,
-    /// Seeds the client's random choices.
-    pub seed: u64,
+    /// Seeds the client's random choices, its secrets included (OS entropy:
+    /// see `main`).
+    pub seed: punchline_core::Seed,
     /// Hold every session on the server's relay: never punch.
     pub relay: bool,
 }
@@ -114,7 +115,7 @@ pub fn nat_check(common: &Common, opts: &NatCheck) -> Result<(), Failure> {
             let socket = std::net::UdpSocket::bind(probe_bind)?;
             let local = socket.local_addr()?;
             let server = crate::stun::resolve(stun_server, local)?;
-            stun_reflexive = Some((stun_server.clone(), crate::stun::reflexive(&socket, server, common.seed)?));
+            stun_reflexive = Some((stun_server.clone(), crate::stun::reflexive(&socket, server)?));
             drop(socket);
             common.start_on_port(local)?
         }

@@ -9,6 +9,7 @@ use punchline_client::commands::{self, Common, Connect, NatCheck};
 use punchline_client::exit::{Failure, EXIT_CODES_HELP};
 use punchline_client::messages::{self, Inbox, Send};
 use punchline_client::runtime::RuntimeKind;
+use punchline_core::Seed;
 
 /// The Punchline client: checks your NAT, waits for sessions, or opens one
 /// and pings over it (directly when hole punching succeeds, else through the
@@ -140,6 +141,10 @@ fn main() -> ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
         .init();
+    let seed = match os_seed() {
+        Ok(seed) => seed,
+        Err(e) => return fail(&e),
+    };
     let common = Common {
         server: args.server,
         alt_server: args.alt_server,
@@ -148,7 +153,7 @@ fn main() -> ExitCode {
         bind: args.bind,
         server_timeout: args.server_timeout,
         session_timeout: args.session_timeout,
-        seed: os_seed(),
+        seed,
         relay: args.relay,
     };
     let result = match args.command {
@@ -173,11 +178,10 @@ fn fail(e: &Failure) -> ExitCode {
     e.exit_code()
 }
 
-/// 64 bits of OS randomness through std's randomly keyed SipHash.
-fn os_seed() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
-    h.write_u32(std::process::id());
-    h.finish()
+/// 256 bits of OS randomness (`getrandom(2)`): the seed of every key, token
+/// and id the client makes.
+fn os_seed() -> Result<Seed, Failure> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| std::io::Error::other(format!("no OS randomness: {e}")))?;
+    Ok(Seed::from_entropy(bytes))
 }

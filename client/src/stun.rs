@@ -25,12 +25,13 @@ pub fn resolve(server: &str, local: SocketAddr) -> Result<SocketAddr, Failure> {
         .ok_or_else(|| Failure::Usage(format!("STUN server {server:?} has no address of the local socket's family")))
 }
 
-/// Asks `server` for the reflexive address of `socket` with Binding requests
-/// (transaction id from `tid_seed`), retransmitting per RFC 8489 §6.2.1.
-pub fn reflexive(socket: &UdpSocket, server: SocketAddr, tid_seed: u64) -> Result<SocketAddr, Failure> {
+/// Asks `server` for the reflexive address of `socket` with Binding requests,
+/// retransmitting per RFC 8489 §6.2.1. The transaction id is 96 bits from
+/// the OS, as RFC 8489 §5 asks ("cryptographically random"), so an off-path
+/// attacker cannot answer for the server.
+pub fn reflexive(socket: &UdpSocket, server: SocketAddr) -> Result<SocketAddr, Failure> {
     let mut tid = [0u8; 12];
-    tid[..8].copy_from_slice(&tid_seed.to_be_bytes());
-    tid[8..].copy_from_slice(&(tid_seed.rotate_left(29) as u32).to_be_bytes());
+    getrandom::fill(&mut tid).map_err(|e| std::io::Error::other(format!("no OS randomness: {e}")))?;
     let tid = TransactionId(tid);
     let request = stun::binding_request(tid);
     let mut rto = FIRST_RTO;

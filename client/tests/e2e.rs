@@ -33,7 +33,7 @@ impl TestServer {
             Some("127.0.0.2:0".parse().expect("addr")),
             Some(runtime),
             FileConfig::default(),
-            7,
+            7.into(),
         )
         .expect("valid settings");
         let (tx, rx) = mpsc::channel();

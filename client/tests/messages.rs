@@ -25,9 +25,14 @@ struct TestServer {
 impl TestServer {
     fn start(runtime: RuntimeKind) -> TestServer {
         let data = tempfile::tempdir().expect("temp dir");
-        let mut settings =
-            Settings::merge(Some("127.0.0.1:0".parse().expect("addr")), None, Some(runtime), FileConfig::default(), 7)
-                .expect("valid settings");
+        let mut settings = Settings::merge(
+            Some("127.0.0.1:0".parse().expect("addr")),
+            None,
+            Some(runtime),
+            FileConfig::default(),
+            7.into(),
+        )
+        .expect("valid settings");
         settings.data = Some(data.path().to_owned());
         let (tx, rx) = mpsc::channel();
         let thread = thread::spawn(move || {

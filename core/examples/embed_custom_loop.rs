@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use punchline_core::client::{Client, ClientConfig, ClientEvent, ConnectFailure, PathKind};
 use punchline_core::server::{Server, ServerConfig};
-use punchline_core::{Machine, SocketId};
+use punchline_core::{Machine, Seed, SocketId};
 
 /// Longest a loop sleeps without looking at its stop flag or its extra sockets.
 const MAX_WAIT: Duration = Duration::from_millis(20);
@@ -139,10 +139,18 @@ impl Node<Client> {
     }
 }
 
+/// 256 bits from the operating system: what a deployed machine's randomness
+/// (its keys, tokens and ids) must grow from, never a number.
+fn os_seed() -> io::Result<Seed> {
+    let mut entropy = [0u8; 32];
+    getrandom::fill(&mut entropy).map_err(io::Error::other)?;
+    Ok(Seed::from_entropy(entropy))
+}
+
 fn client(user: &str, server: SocketAddr) -> io::Result<Node<Client>> {
     let socket = UdpSocket::bind("127.0.0.1:0")?;
     let local = socket.local_addr()?;
-    let config = ClientConfig { seed: u64::from(local.port()), ..ClientConfig::new(user, server) };
+    let config = ClientConfig { seed: os_seed()?, ..ClientConfig::new(user, server) };
     Ok(Node::new(Client::new(config, (SocketId(0), local), Instant::now()), socket))
 }
 
@@ -154,7 +162,9 @@ pub fn run() -> Result<String, String> {
     // The server: one socket on loopback, any free port.
     let server_socket = UdpSocket::bind("127.0.0.1:0").map_err(io_err)?;
     let server_addr = server_socket.local_addr().map_err(io_err)?;
-    let mut server = Node::new(Server::new(ServerConfig::new(server_addr, None), Instant::now()), server_socket);
+    let server_config =
+        ServerConfig { seed: os_seed().map_err(|e| e.to_string())?, ..ServerConfig::new(server_addr, None) };
+    let mut server = Node::new(Server::new(server_config, Instant::now()), server_socket);
     let server_stop = Arc::clone(&stop);
     let server_thread = thread::spawn(move || -> io::Result<()> {
         while !server_stop.load(Ordering::SeqCst) {

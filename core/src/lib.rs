@@ -100,3 +100,4 @@ mod timer;
 pub mod wire;
 
 pub use machine::{Machine, SocketId, Transmit};
+pub use rng::Seed;

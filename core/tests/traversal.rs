@@ -135,7 +135,7 @@ impl Rig {
         let start = Instant::now();
         let mut config = ClientConfig::new("alice", SERVER);
         config.alt_server = Some(ALT);
-        config.seed = seed;
+        config.seed = seed.into();
         let mut rig = Rig {
             client: Client::new(config, PRIMARY, start),
             start,

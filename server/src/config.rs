@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use punchline_core::server::ServerConfig;
+use punchline_core::Seed;
 use serde::Deserialize;
 
 /// Which runtime drives the server machine.
@@ -48,7 +49,7 @@ pub enum StoreCommit {
 /// listen = "0.0.0.0:3478"
 /// alt_listen = "198.51.100.2:3479"
 /// runtime = "mio"                 # or "smol"
-/// seed = 42                       # default: fresh randomness at every start
+/// seed = 42                       # default: 256 fresh bits from the OS at every start
 /// user_timeout = "75s"
 /// offer_retransmit = "500ms"
 /// offer_attempts = 20
@@ -189,7 +190,7 @@ impl Settings {
         alt_listen: Option<SocketAddr>,
         runtime: Option<RuntimeKind>,
         file: FileConfig,
-        fresh_seed: u64,
+        fresh_seed: Seed,
     ) -> Result<Settings, ConfigError> {
         let primary = listen.or(file.listen).ok_or(ConfigError::NoListen)?;
         let alternate = alt_listen.or(file.alt_listen);
@@ -199,7 +200,7 @@ impl Settings {
             }
         }
         let mut server = ServerConfig::new(primary, alternate);
-        server.seed = file.seed.unwrap_or(fresh_seed);
+        server.seed = file.seed.map(Seed::from).unwrap_or(fresh_seed);
         macro_rules! set {
             ($($field:ident),*) => { $( if let Some(v) = file.$field { server.$field = v; } )* };
         }
@@ -229,15 +230,13 @@ impl Settings {
     }
 }
 
-/// 64 bits from the operating system's randomness, through std's randomly
-/// keyed SipHash (the standard library seeds `RandomState` from the OS), so
-/// session keys and tokens differ at every start without another dependency.
-pub fn os_seed() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
-    h.write_u32(std::process::id());
-    h.finish()
+/// 256 bits from the operating system's randomness (`getrandom(2)`), the
+/// seed of every token, session id and key the server makes. Without it the
+/// server cannot run safely, so it stops.
+pub fn os_seed() -> std::io::Result<Seed> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| std::io::Error::other(format!("no OS randomness: {e}")))?;
+    Ok(Seed::from_entropy(bytes))
 }
 
 #[cfg(test)]
@@ -252,22 +251,23 @@ mod tests {
         )
         .expect("valid file");
         // When the command line overrides the primary address only.
-        let s = Settings::merge(Some("127.0.0.1:5000".parse().unwrap()), None, None, file, 9).expect("valid");
+        let s = Settings::merge(Some("127.0.0.1:5000".parse().unwrap()), None, None, file, 9.into()).expect("valid");
         // Then the flag wins, the rest comes from the file, the seed from the caller.
         assert_eq!(s.server.primary, "127.0.0.1:5000".parse().unwrap());
         assert_eq!(s.server.alternate, Some("127.0.0.2:4001".parse().unwrap()));
         assert_eq!(s.runtime, RuntimeKind::Smol);
         assert_eq!(s.server.user_timeout, Duration::from_secs(20));
-        assert_eq!(s.server.seed, 9);
+        assert_eq!(s.server.seed, 9.into());
     }
 
     #[test]
     fn store_and_text_limits_come_from_the_file() {
         let file = FileConfig::parse("store_commit = \"each\"\ntext_burst = 5000\ntext_rate = 20000\n").expect("valid");
-        let s = Settings::merge(Some("127.0.0.1:5000".parse().unwrap()), None, None, file, 9).expect("valid");
+        let s = Settings::merge(Some("127.0.0.1:5000".parse().unwrap()), None, None, file, 9.into()).expect("valid");
         assert_eq!(s.store_commit, StoreCommit::Each);
         assert_eq!((s.server.mailbox.text_burst, s.server.mailbox.text_rate), (5000, 20000));
-        let default = Settings::merge(Some("127.0.0.1:5000".parse().unwrap()), None, None, FileConfig::default(), 9);
+        let default =
+            Settings::merge(Some("127.0.0.1:5000".parse().unwrap()), None, None, FileConfig::default(), 9.into());
         assert_eq!(default.expect("valid").store_commit, StoreCommit::Group);
     }
 
@@ -281,7 +281,7 @@ mod tests {
 
     #[test]
     fn a_listen_address_is_required() {
-        let err = Settings::merge(None, None, None, FileConfig::default(), 0).unwrap_err();
+        let err = Settings::merge(None, None, None, FileConfig::default(), 0.into()).unwrap_err();
         assert!(matches!(err, ConfigError::NoListen));
     }
 }

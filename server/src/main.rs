@@ -67,7 +67,17 @@ fn main() -> ExitCode {
         Ok(file) => file.unwrap_or_default(),
         Err(e) => return usage_error(&e),
     };
-    let mut settings = match Settings::merge(args.listen, args.alt_listen, args.runtime, file, os_seed()) {
+    let seed = match os_seed() {
+        Ok(seed) => seed,
+        Err(e) => {
+            eprintln!("punchline-server: error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if file.seed.is_some() {
+        tracing::warn!("the config file sets `seed`: tokens, session ids and keys are predictable; for tests only");
+    }
+    let mut settings = match Settings::merge(args.listen, args.alt_listen, args.runtime, file, seed) {
         Ok(s) => s,
         Err(e) => return usage_error(&e),
     };

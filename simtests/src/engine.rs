@@ -125,7 +125,7 @@ impl Simulation {
         let root = Rng::new(seed);
         let epoch = Instant::now();
         let mut server_config = ServerConfig::new(scenario.server.addr, scenario.server.alt_addr);
-        server_config.seed = root.fork(1).next_u64();
+        server_config.seed = root.fork(1).next_u64().into();
         let server = Server::new(server_config.clone(), epoch);
         let server_addrs: Vec<SocketAddr> = server.sockets().iter().map(|(_, a)| *a).collect();
         let nats: Vec<Nat> =
@@ -137,7 +137,7 @@ impl Simulation {
         for (i, spec) in scenario.peers.iter().enumerate() {
             let mut config = ClientConfig::new(spec.name.clone(), scenario.server.addr);
             config.alt_server = scenario.server.alt_addr;
-            config.seed = root.fork(2000 + i as u64).next_u64();
+            config.seed = root.fork(2000 + i as u64).next_u64().into();
             apply_config(&scenario, i, &mut config)?;
             let behind = spec.behind.as_ref().map(|n| *nat_names.get(n).expect("validated by the parser"));
             let local = SocketAddr::new(spec.addr, 4000);

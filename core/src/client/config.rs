@@ -15,8 +15,10 @@ pub struct ClientConfig {
     /// The server's alternate address, for NAT behaviour discovery. Without it
     /// the profile's mapping and filtering stay unmeasured.
     pub alt_server: Option<SocketAddr>,
-    /// Seeds every random choice the client makes.
-    pub seed: u64,
+    /// Seeds every random choice the client makes, its secrets included:
+    /// OS entropy when deployed ([`Seed::from_entropy`](crate::Seed::from_entropy)),
+    /// a number for reproducible runs. Default `Seed::from(0)`.
+    pub seed: crate::Seed,
     /// Interval between keepalives to the server. Default 25 s: inside the
     /// 30 s that the shortest common NAT timeouts allow (RFC 4787 REQ-5 asks
     /// for at least 2 minutes, but many NATs use 30 s).
@@ -106,7 +108,7 @@ impl ClientConfig {
             user: user.into(),
             server,
             alt_server: None,
-            seed: 0,
+            seed: crate::Seed::from(0),
             keepalive: Duration::from_secs(25),
             server_timeout: Duration::from_secs(10),
             discover_nat: true,

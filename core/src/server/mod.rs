@@ -45,8 +45,10 @@ pub struct ServerConfig {
     /// The alternate address for NAT behaviour discovery. With a different IP
     /// *and* port, the server also listens on the crossed combinations.
     pub alternate: Option<SocketAddr>,
-    /// Seeds tokens, session ids and session keys.
-    pub seed: u64,
+    /// Seeds tokens, session ids and session keys: OS entropy when deployed
+    /// ([`Seed::from_entropy`](crate::Seed::from_entropy)), a number for
+    /// reproducible runs. Default `Seed::from(0)`.
+    pub seed: crate::Seed,
     /// A user not heard from for this long is offline.
     pub user_timeout: Duration,
     /// How often an unacknowledged session offer is sent again.
@@ -76,7 +78,7 @@ impl ServerConfig {
         ServerConfig {
             primary,
             alternate,
-            seed: 0,
+            seed: crate::Seed::from(0),
             user_timeout: Duration::from_secs(75),
             offer_retransmit: Duration::from_millis(500),
             offer_attempts: 20,

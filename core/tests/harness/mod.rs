@@ -187,7 +187,7 @@ impl Harness {
     pub fn new(seed: u64) -> Self {
         let start = Instant::now();
         let mut config = ServerConfig::new(SERVER, Some(ALT));
-        config.seed = seed;
+        config.seed = seed.into();
         Harness {
             start,
             now: start,
@@ -215,7 +215,7 @@ impl Harness {
     pub fn config(&self, name: &str) -> ClientConfig {
         let mut c = ClientConfig::new(name, SERVER);
         c.alt_server = Some(ALT);
-        c.seed = self.clients.len() as u64 + 100;
+        c.seed = (self.clients.len() as u64 + 100).into();
         c
     }
 

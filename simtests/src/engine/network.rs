@@ -309,7 +309,7 @@ impl Network {
             ),
         );
         let mut config = self.server_config.clone();
-        config.seed = self.server_seeds.fork(self.server_restarts).next_u64();
+        config.seed = self.server_seeds.fork(self.server_restarts).next_u64().into();
         self.server = Server::new(config, self.instant());
         // The old machine's deadline is no one's now.
         self.server_timer = None;
