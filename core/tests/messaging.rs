@@ -577,6 +577,40 @@ fn given_an_inbox_sync_then_inbox_empty_comes_only_after_every_stored_message_ar
     assert!(empty[1].0 - before < Duration::from_millis(100));
 }
 
+/// Datagrams and bytes the server sent to `to` (from the harness's log).
+fn sent_to(h: &Harness, to: std::net::SocketAddr) -> (usize, usize) {
+    let lines: Vec<&String> = h.log.iter().filter(|l| l.contains(&format!(" server -> {to} "))).collect();
+    let bytes = lines.iter().map(|l| l.rsplit_once('[').map_or(0, |(_, list)| list.matches(", ").count() + 1)).sum();
+    (lines.len(), bytes)
+}
+
+#[test]
+fn a_login_from_a_spoofed_source_gets_nothing_back_but_its_answer() {
+    // Given stored texts for bob, who is away,
+    let (mut h, alice) = alice_and_absent_bob(11);
+    for n in 0..40 {
+        h.send_text(alice, "bob", &format!("a long enough message, number {n}, to make delivery worth aiming"));
+    }
+    h.run_for(secs(2));
+    // when an attacker logs in as bob with a victim's address as the source,
+    // and (not receiving there) never follows up,
+    let victim: std::net::SocketAddr = "198.51.100.99:4000".parse().expect("address");
+    let login = Frame::Login { request: 1, user: "bob".into(), host_candidates: vec![] }.encode();
+    h.inject(victim, SERVER, login.clone());
+    h.run_for(secs(30));
+    // then the victim got the login's one answer and nothing else: no
+    // stored text, at most a few times the size of the 10-byte login.
+    let (datagrams, bytes) = sent_to(&h, victim);
+    assert_eq!(datagrams, 1, "only the LoginOk");
+    assert!(bytes <= 3 * login.len(), "{bytes} bytes for a {}-byte login", login.len());
+    assert!(h.log.iter().filter(|l| l.contains(&format!(" server -> {victim} "))).all(|l| !l.contains("TextDeliver")));
+
+    // When the real bob logs in from where he receives, then his texts come.
+    let bob = bob_returns(&mut h);
+    h.run_for(secs(5));
+    assert_eq!(h.texts(bob).len(), 40, "the stored texts reach the address that proved it receives");
+}
+
 mod server_with_many_users {
     use std::net::{Ipv4Addr, SocketAddr};
     use std::time::{Duration, Instant};
@@ -586,8 +620,10 @@ mod server_with_many_users {
     use punchline_core::wire::frame::{Frame, TextStatus};
     use punchline_core::{Machine, SocketId};
 
+    /// User `i`'s address: a host of its own, so fifty users' logins and
+    /// keepalives do not share one source's request limit.
     fn addr(i: u16) -> SocketAddr {
-        SocketAddr::from((Ipv4Addr::new(192, 0, 2, 1), 10_000 + i))
+        SocketAddr::from((Ipv4Addr::new(192, 0, 2, 1 + i as u8), 10_000 + i))
     }
 
     /// Feeds `frame` from `addr(i)`, carries out the storage requests at
@@ -611,15 +647,19 @@ mod server_with_many_users {
             .collect()
     }
 
+    /// Logs user `i` in and proves its address (the keepalive a client
+    /// sends at once), as a client does.
     fn login(server: &mut Server, now: Instant, i: u16) -> u64 {
         let login = Frame::Login { request: 1, user: format!("user-{i}"), host_candidates: Vec::new() };
-        exchange(server, now, i, login)
+        let token = exchange(server, now, i, login)
             .into_iter()
             .find_map(|(to, f)| match f {
                 Frame::LoginOk { token, .. } if to == addr(i) => Some(token),
                 _ => None,
             })
-            .expect("a login answer")
+            .expect("a login answer");
+        exchange(server, now, i, Frame::Keepalive { token, profile: Default::default() });
+        token
     }
 
     #[test]

@@ -110,12 +110,15 @@ impl User {
         frames
     }
 
+    /// Logs in, then proves the address with a keepalive (as a client
+    /// does at once): the server touches the store for a user only then.
     fn login(&mut self, name: &str) {
         self.send(&Frame::Login { request: 1, user: name.into(), host_candidates: vec![] });
         self.token = self.expect("LoginOk", LIMIT, |f| match f {
             Frame::LoginOk { token, .. } => Some(token),
             _ => None,
         });
+        self.send(&Frame::Keepalive { token: self.token, profile: Default::default() });
     }
 }
 

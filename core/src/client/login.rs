@@ -79,6 +79,12 @@ impl Login {
     }
 
     /// The server accepted login `request`; false when it was not ours.
+    ///
+    /// A keepalive goes back at once: it carries the token, which proves to
+    /// the server that we receive at this address. Until it has that proof
+    /// the server sends us nothing else (no stored texts, no offers), so a
+    /// login from a spoofed address cannot aim traffic at a victim.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn on_login_ok(
         &mut self,
         ctx: &Ctx<'_>,
@@ -87,14 +93,16 @@ impl Login {
         request: u32,
         token: u64,
         reflexive: SocketAddr,
+        profile: NatProfile,
     ) -> bool {
         let Login::Pending { request: expected, .. } = *self else { return false };
         if request != expected {
             return false;
         }
         timers.stop(&ClientTimer::Login);
-        *self = Login::Online { token, reflexive, awaiting_since: None, reported_unreachable: false };
-        timers.set(ClientTimer::Keepalive, ctx.now + ctx.config.keepalive);
+        *self = Login::Online { token, reflexive, awaiting_since: Some(ctx.now), reported_unreachable: false };
+        out.send_to_server(ctx, &Frame::Keepalive { token, profile });
+        timers.set(ClientTimer::Keepalive, ctx.now + KEEPALIVE_RETRY.min(ctx.config.keepalive));
         out.event(ClientEvent::LoggedIn { reflexive });
         true
     }

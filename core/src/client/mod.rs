@@ -465,7 +465,8 @@ impl Client {
         match frame {
             Frame::LoginOk { request, token, reflexive } => {
                 let ctx = ctx!(self, now);
-                if !self.login.on_login_ok(&ctx, &mut self.out, &mut self.timers, request, token, reflexive) {
+                let profile = self.profile;
+                if !self.login.on_login_ok(&ctx, &mut self.out, &mut self.timers, request, token, reflexive, profile) {
                     return;
                 }
                 if self.config.discover_nat {

@@ -227,8 +227,7 @@ impl Server {
             PutOutcome::Stored => {
                 self.stats.texts_stored += 1;
                 let window = self.config.mailbox.delivery_window;
-                let online = self.users.contains(&to);
-                if online && self.mailbox.in_flight_count(&to) < window {
+                if self.reachable(&to) && self.mailbox.in_flight_count(&to) < window {
                     // The recipient is online and everything older is in
                     // flight already: forward now, and let the sender's
                     // acknowledgement wait briefly for the recipient's.
@@ -444,7 +443,7 @@ impl Server {
         messages: Vec<StoredMessage>,
         total: usize,
     ) {
-        if self.users.contains(recipient) {
+        if self.reachable(recipient) {
             let room = self.config.mailbox.delivery_window.saturating_sub(self.mailbox.in_flight_count(recipient));
             let sent = self.mailbox.in_flight.get(recipient);
             let removing = &self.mailbox.removing;
@@ -478,7 +477,7 @@ impl Server {
     }
 
     fn deliver(&mut self, now: Instant, recipient: &str, sender: String, id: MessageId, text: String) {
-        if !self.users.contains(recipient) {
+        if !self.reachable(recipient) {
             return;
         }
         let in_flight = self.mailbox.in_flight.entry(recipient.to_owned()).or_default();

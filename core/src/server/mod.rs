@@ -197,6 +197,9 @@ struct User {
     profile: NatProfile,
     /// A profile was reported (possibly with unmeasured fields).
     profile_known: bool,
+    /// The user sent a frame with its token from its address: it receives
+    /// there (see `Server::note_proof`).
+    proven: bool,
     last_seen: Instant,
     sessions: BTreeSet<SessionId>,
     /// Connect requests already answered, so retransmissions get the same
@@ -386,6 +389,9 @@ impl Server {
             self.stats.rate_limited += 1;
             return;
         }
+        if let Some(token) = frame.token() {
+            self.note_proof(token, from);
+        }
         match frame {
             Frame::Login { request, user, host_candidates } => {
                 self.login(now, socket, from, request, user, host_candidates)
@@ -497,6 +503,8 @@ impl Server {
             self.go_offline(&name);
         }
         let token = self.fresh_token();
+        // Known for this run (a text to the name is stored, not refused);
+        // written to the store only once the address is proved.
         self.known_users.insert(name.clone());
         self.users.insert(
             name.clone(),
@@ -508,6 +516,7 @@ impl Server {
                 host_candidates,
                 profile: NatProfile::default(),
                 profile_known: false,
+                proven: false,
                 last_seen: now,
                 sessions: BTreeSet::new(),
                 connects: BTreeMap::new(),
@@ -515,7 +524,31 @@ impl Server {
         );
         self.events.push_back(ServerEvent::UserOnline { user: name.clone(), reflexive: from });
         self.reply(socket, from, Frame::LoginOk { request, token, reflexive: from });
+        // Stored texts wait for the proof that this address receives (see
+        // `note_proof`): the client's first frame with its token.
+    }
+
+    /// A frame bearing `token` came from `from`. The token went out only in
+    /// the `LoginOk` sent to the address the login came from, and it is
+    /// drawn from 256 bits of entropy: a sender that knows it received
+    /// there. Until a user has proved that, the server sends it nothing but
+    /// the `LoginOk` (no stored texts, offers or relayed frames), so a login
+    /// from a spoofed source cannot aim traffic at a victim (issue 20,
+    /// amplification). The proof also makes the name durable: a login that
+    /// never completes leaves nothing in the store.
+    fn note_proof(&mut self, token: u64, from: SocketAddr) {
+        let Some((name, user)) = self.users.by_token_mut(token) else { return };
+        if user.proven || user.reflexive != from {
+            return;
+        }
+        user.proven = true;
+        let name = name.to_owned();
         self.mailbox_login(&name);
+    }
+
+    /// True when `user` is online and has proved it receives at its address.
+    fn reachable(&self, user: &str) -> bool {
+        self.users.get(user).is_some_and(|u| u.proven)
     }
 
     fn sweep(&mut self, now: Instant) {

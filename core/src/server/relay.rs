@@ -59,6 +59,13 @@ impl Server {
             }
             return;
         }
+        if !self.reachable(&peer) {
+            // The peer logged in moments ago and has not yet shown that it
+            // receives at its address: no offer goes there until it has.
+            // Stay silent; the initiator's retransmission comes back.
+            debug!(peer = %peer, "connect deferred until the peer proves its address");
+            return;
+        }
         let too_many = |u: &User| u.sessions.len() >= self.config.max_sessions_per_user;
         if [&name, &peer].into_iter().any(|member| self.users.get(member).is_some_and(too_many)) {
             self.reply(socket, from, Frame::Error { request, code: ErrorCode::RateLimited });
@@ -207,8 +214,8 @@ impl Server {
         } else {
             return refuse(&mut self.stats, "not a member");
         };
-        let Some(peer) = self.users.get(other) else {
-            return refuse(&mut self.stats, "peer offline");
+        let Some(peer) = self.users.get(other).filter(|p| p.proven) else {
+            return refuse(&mut self.stats, "peer offline, or not yet proved to receive at its address");
         };
         let (burst, rate) = (self.config.relay_burst_bytes as f64, self.config.relay_rate_bytes as f64);
         let bucket = s.relay_bucket.get_or_insert_with(|| Bucket::full(burst, now));

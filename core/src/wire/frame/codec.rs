@@ -54,6 +54,23 @@ impl Frame {
         self.frame_type().authenticated
     }
 
+    /// The login token of a frame a logged-in client sends its server.
+    pub fn token(&self) -> Option<u64> {
+        match self {
+            Frame::Keepalive { token, .. }
+            | Frame::Profile { token, .. }
+            | Frame::Lookup { token, .. }
+            | Frame::Connect { token, .. }
+            | Frame::OfferAck { token, .. }
+            | Frame::Relay { token, .. }
+            | Frame::Logout { token }
+            | Frame::TextSend { token, .. }
+            | Frame::TextDeliverAck { token, .. }
+            | Frame::InboxSync { token } => Some(*token),
+            _ => None,
+        }
+    }
+
     /// Encodes the frame. Authenticated frames get a zeroed MAC; use
     /// [`crate::auth::seal`] instead to sign them.
     pub fn encode(&self) -> Vec<u8> {
