@@ -75,7 +75,8 @@ enum Command {
         quiet: bool,
     },
     /// Run the real binaries behind real Linux NATs (network namespaces,
-    /// nftables; needs root) and compare every pair with the simulator.
+    /// nftables, conntrack; needs root) and compare every pair, a NAT reboot
+    /// and a same-LAN pair with the simulator.
     Lab {
         /// Print the JSON report.
         #[arg(long)]
@@ -95,6 +96,10 @@ enum Command {
         /// Only measure the kernel NATs (no Punchline binaries needed).
         #[arg(long)]
         nat_only: bool,
+        /// Skip the ordered pairs: the NAT measurements, the NAT reboot and
+        /// same-LAN checks only.
+        #[arg(long, conflicts_with = "nat_only")]
+        no_pairs: bool,
         /// Simulator seeds per pair.
         #[arg(long, default_value_t = 5)]
         sim_seeds: u32,
@@ -157,8 +162,9 @@ fn main() -> ExitCode {
             });
             written.map_or_else(|code| code, |()| ExitCode::SUCCESS)
         }
-        Command::Lab { json, keep, server_bin, client_bin, runtime, nat_only, sim_seeds, verbose } => {
-            let opts = lab::LabOptions { keep, server_bin, client_bin, runtime, nat_only, sim_seeds, verbose };
+        Command::Lab { json, keep, server_bin, client_bin, runtime, nat_only, no_pairs, sim_seeds, verbose } => {
+            let opts =
+                lab::LabOptions { keep, server_bin, client_bin, runtime, nat_only, no_pairs, sim_seeds, verbose };
             lab::cli::lab(&opts, json)
         }
         Command::LabProbe { args } => lab::cli::lab_probe(&args),

@@ -18,8 +18,10 @@ const SIM: &str = env!("CARGO_BIN_EXE_punchline-sim");
 
 /// Fails the test, naming what is missing, unless the lab can run here: an
 /// ignored test that was asked to run must not pass without running.
-fn require_machine() {
-    match host::check_machine() {
+/// `sessions`: the test runs the binaries' sessions (and so needs
+/// `conntrack` too), not only `--nat-only`.
+fn require_machine(sessions: bool) {
+    match host::check_machine(sessions) {
         Ok(()) => {}
         Err(LabError::Missing(missing)) => panic!("this test needs {}", missing.join(", ")),
         Err(e) => panic!("{e}"),
@@ -71,7 +73,7 @@ fn nat<'a>(report: &'a Value, profile: &str) -> &'a Value {
 #[test]
 #[ignore = "needs root, iproute2 and nftables"]
 fn the_kernel_nats_measure_as_their_presets_and_the_lab_leaves_nothing_behind() {
-    require_machine();
+    require_machine(false);
     // Given the lab's topology, when it measures each NAT with its own probe,
     let (code, report, suffix) = run_lab(&["--nat-only", "--json"]);
     // then masquerade preserves ports with endpoint-independent mapping and
@@ -112,7 +114,7 @@ fn the_kernel_nats_measure_as_their_presets_and_the_lab_leaves_nothing_behind() 
 #[test]
 #[ignore = "needs root, iproute2 and nftables"]
 fn ctrl_c_removes_every_namespace_of_the_lab() {
-    require_machine();
+    require_machine(false);
     // Given a lab that has built its topology,
     let mut child = Command::new(SIM)
         .args(["lab", "--nat-only", "-v"])
@@ -136,7 +138,7 @@ fn ctrl_c_removes_every_namespace_of_the_lab() {
 #[test]
 #[ignore = "needs root, iproute2 and nftables"]
 fn keep_leaves_the_namespaces_and_says_how_to_remove_them() {
-    require_machine();
+    require_machine(false);
     // Given a lab run with --keep,
     let (code, _, suffix) = run_lab(&["--nat-only", "--keep", "--json"]);
     assert_eq!(code, Some(0));
@@ -153,9 +155,9 @@ fn keep_leaves_the_namespaces_and_says_how_to_remove_them() {
 }
 
 #[test]
-#[ignore = "needs root, iproute2 and nftables"]
+#[ignore = "needs root, iproute2, nftables and conntrack"]
 fn every_pair_agrees_with_the_simulator_in_the_kernel_lab() {
-    require_machine();
+    require_machine(true);
     build_binaries();
     // Given the real binaries behind every ordered pair of kernel NATs,
     let (code, report, suffix) = run_lab(&["--json"]);
@@ -180,6 +182,48 @@ fn every_pair_agrees_with_the_simulator_in_the_kernel_lab() {
     }
     // every NAT is classified as built, the lab exits 0, and cleans up.
     assert_eq!((report["disagreements"].as_u64(), report["nat_mismatches"].as_u64()), (Some(0), Some(0)));
+    assert_eq!(code, Some(0));
+    assert_eq!(lab_namespaces(&suffix), Vec::<String>::new());
+}
+
+#[test]
+#[ignore = "needs root, iproute2, nftables and conntrack"]
+fn after_a_nat_reboot_and_on_one_lan_the_kernel_ends_direct_as_the_simulator_predicts() {
+    require_machine(true);
+    build_binaries();
+    // Given the real binaries in direct sessions behind kernel NATs, when
+    // the lab flushes the connecting side's conntrack table in the middle
+    // of each, and puts two hosts on one segment behind one fully-random NAT,
+    let (code, report, suffix) = run_lab(&["--no-pairs", "--json"]);
+    // then no ordered pair ran,
+    assert_eq!(report["pairs"].as_array().map(Vec::len), Some(0));
+    // every reboot case ends with both peers direct, as in the simulator,
+    let reboots = report["reboots"].as_array().unwrap();
+    assert_eq!(reboots.len(), 3);
+    for r in reboots {
+        let case = format!("{} -> {}: {r}", r["a"], r["b"]);
+        assert_eq!((&r["sim"], &r["kernel"]), (&Value::from("direct"), &Value::from("direct")), "{case}");
+        assert_eq!((&r["connector"], &r["listener"]), (&Value::from("direct"), &Value::from("direct")), "{case}");
+        assert_ne!(r["after_flush"], "lost", "{case}");
+        // and no ping is lost across the reboot;
+        assert_eq!(r["pings_answered"], r["pings_sent"], "{case}");
+    }
+    // a fully-random NAT gives the rebooted side a new port, and the
+    // listener follows it to the new address.
+    let random = reboots.iter().find(|r| r["a"] == "linux-random").expect("a fully-random reboot case");
+    assert_ne!(random["remote_before"], random["remote_after"], "{random}");
+    assert!(random["regained_ms"].is_number(), "{random}");
+    // The two LAN peers behind masquerade fully-random end direct, over the
+    // connector's host address on the segment, as the simulator says;
+    let lan = report["lan"].as_array().unwrap();
+    assert_eq!(lan.len(), 1);
+    let row = &lan[0];
+    let direct = Value::from("direct");
+    assert_eq!(row["nat"], "linux-random");
+    assert_eq!((&row["sim"], &row["kernel"]), (&direct, &direct), "{row}");
+    assert_eq!(row["remote"].as_str().and_then(|r| r.split(':').next()), Some("10.0.1.2"), "{row}");
+    // the lab counts no disagreement, exits 0, and leaves nothing behind.
+    assert_eq!(report["disagreements"], 0);
     assert_eq!(code, Some(0));
     assert_eq!(lab_namespaces(&suffix), Vec::<String>::new());
 }

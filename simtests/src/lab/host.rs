@@ -1,5 +1,5 @@
-//! What the lab needs from the machine: root, `ip`, `nft`, and the two
-//! Punchline binaries. Every missing piece is named in the error.
+//! What the lab needs from the machine: root, `ip`, `nft`, `conntrack`, and
+//! the two Punchline binaries. Every missing piece is named in the error.
 
 use std::path::{Path, PathBuf};
 
@@ -46,14 +46,17 @@ impl Binaries {
     }
 }
 
-/// Checks root and the `ip` and `nft` tools; `turnserver` and
+/// Checks root and the `ip` and `nft` tools, and with `sessions` (the
+/// pairs, reboot and same-LAN checks, as opposed to `--nat-only`) the
+/// `conntrack` tool that flushes a NAT's table; `turnserver` and
 /// `turnutils_natdiscovery` are optional (their column stays empty).
-pub fn check_machine() -> Result<(), LabError> {
+pub fn check_machine(sessions: bool) -> Result<(), LabError> {
     let mut missing = Vec::new();
     if effective_uid() != Some(0) {
         missing.push("root (network namespaces and nftables need CAP_NET_ADMIN; run as root)".to_owned());
     }
-    for (tool, package) in [("ip", "iproute2"), ("nft", "nftables")] {
+    let conntrack = sessions.then_some(("conntrack", "conntrack"));
+    for (tool, package) in [("ip", "iproute2"), ("nft", "nftables")].into_iter().chain(conntrack) {
         if find_in_path(tool).is_none() {
             missing.push(format!("`{tool}` (apt-get install -y {package})"));
         }

@@ -14,7 +14,13 @@
 //!    `listen` behind the second NAT and a `connect` from behind the first;
 //!    the outcome is compared with [`crate::matrix::run_cell`] for the same
 //!    presets.
-//! 3. **Cleanup** ([`cleanup`]): everything is removed on exit, on failure
+//! 3. **A NAT reboot** ([`reboot`]): the connecting side's conntrack table
+//!    flushed during a direct session; the real binaries must regain a
+//!    direct path, as the simulator does under its `nat_reboot` event.
+//! 4. **Same LAN** ([`lan`]): two hosts on one segment behind one
+//!    `masquerade fully-random` NAT end direct over their host candidates,
+//!    as `matrix --stress lan` predicts.
+//! 5. **Cleanup** ([`cleanup`]): everything is removed on exit, on failure
 //!    (`Drop`) and on Ctrl-C; `--keep` leaves the namespaces and prints how to
 //!    remove them.
 //!
@@ -25,11 +31,14 @@
 
 pub mod cleanup;
 pub mod cli;
+pub mod clients;
 pub mod host;
+pub mod lan;
 pub mod nat_check;
 pub mod pairs;
 pub mod probe;
 pub mod process;
+pub mod reboot;
 pub mod topology;
 
 use std::fmt::Write as _;
@@ -115,8 +124,12 @@ pub struct LabOptions {
     /// Passed to both binaries as `--runtime`.
     pub runtime: Option<String>,
     /// Only the kernel NAT measurements and `nat-check` (when the binaries
-    /// are there): no pairs, and no binaries needed.
+    /// are there): no pairs, no reboot or same-LAN checks, and no binaries
+    /// needed.
     pub nat_only: bool,
+    /// Everything but the ordered pairs: the NAT measurements, the reboot
+    /// and the same-LAN checks.
+    pub no_pairs: bool,
     /// Simulator seeds per pair.
     pub sim_seeds: u32,
     /// Progress lines on stderr.
@@ -145,7 +158,12 @@ pub struct LabReport {
     pub nat_mismatches: u32,
     /// Every ordered pair.
     pub pairs: Vec<pairs::PairRow>,
-    /// Pairs where the simulator and the kernel disagree.
+    /// The NAT reboot checks.
+    pub reboots: Vec<reboot::RebootRow>,
+    /// The same-LAN checks.
+    pub lan: Vec<lan::LanRow>,
+    /// Pairs, reboot checks and same-LAN checks where the simulator and the
+    /// kernel disagree.
     pub disagreements: u32,
 }
 
@@ -164,10 +182,21 @@ impl LabReport {
             out.push('\n');
             out.push_str(&pairs::table(&self.pairs));
         }
+        if !self.reboots.is_empty() {
+            out.push('\n');
+            out.push_str(&reboot::table(&self.reboots));
+        }
+        if !self.lan.is_empty() {
+            out.push('\n');
+            out.push_str(&lan::table(&self.lan));
+        }
         let _ = writeln!(
             out,
-            "\ndisagreements: {} pair(s), {} NAT classification(s)",
-            self.disagreements, self.nat_mismatches
+            "\ndisagreements: {} pair(s), {} reboot check(s), {} same-LAN check(s), {} NAT classification(s)",
+            self.pairs.iter().filter(|r| !r.agree).count(),
+            self.reboots.iter().filter(|r| !r.agree).count(),
+            self.lan.iter().filter(|r| !r.agree).count(),
+            self.nat_mismatches
         );
         out
     }
@@ -175,7 +204,7 @@ impl LabReport {
 
 /// Runs the lab.
 pub fn run(opts: &LabOptions) -> Result<LabReport, LabError> {
-    host::check_machine()?;
+    host::check_machine(!opts.nat_only)?;
     // --nat-only runs nat-check too when the binaries are there, and skips
     // only the pairs; without it, missing binaries stop the lab here.
     let located = Binaries::locate(opts.server_bin.clone(), opts.client_bin.clone());
@@ -301,26 +330,49 @@ pub fn run(opts: &LabOptions) -> Result<LabReport, LabError> {
     let nat_mismatches = nats.iter().filter(|n| n.classified_as_built == Some(false)).count() as u32;
 
     let mut rows = Vec::new();
-    if let (Some(b), false) = (&binaries, opts.nat_only) {
+    if let (Some(b), false, false) = (&binaries, opts.nat_only, opts.no_pairs) {
         for (i, (a, bp)) in Profile::ALL.iter().flat_map(|a| Profile::ALL.iter().map(move |b| (*a, *b))).enumerate() {
             log(&format!("pair {} -> {}", a.name(), bp.name()));
             let site_a = topo.add_site(Slot::One, a)?;
             let site_b = topo.add_site(Slot::Two, bp)?;
             let row = pairs::run_pair(&site_a, &site_b, b, opts, &format!("{suffix}-{i}"))?;
-            // --keep leaves the last pair's sites for inspection.
-            if !(opts.keep && i + 1 == Profile::ALL.len() * Profile::ALL.len()) {
-                topo.remove_site(site_a);
-                topo.remove_site(site_b);
-            }
+            // The reboot checks reuse the slots: --keep leaves the same-LAN
+            // site, the last one built.
+            topo.remove_site(site_a);
+            topo.remove_site(site_b);
             rows.push(row);
         }
     }
-    let disagreements = rows.iter().filter(|r| !r.agree).count() as u32;
+    let (mut reboots, mut lan) = (Vec::new(), Vec::new());
+    if let (Some(b), false) = (&binaries, opts.nat_only) {
+        for (i, (a, bp)) in reboot::CASES.into_iter().enumerate() {
+            log(&format!("reboot {} -> {}: flushing {}'s conntrack", a.name(), bp.name(), a.name()));
+            let site_a = topo.add_site(Slot::One, a)?;
+            let site_b = topo.add_site(Slot::Two, bp)?;
+            let row = reboot::run_reboot(&site_a, &site_b, b, opts, &format!("{suffix}-{i}"))?;
+            topo.remove_site(site_a);
+            topo.remove_site(site_b);
+            reboots.push(row);
+        }
+        for (i, profile) in lan::PROFILES.into_iter().enumerate() {
+            log(&format!("same LAN behind {}", profile.name()));
+            let site = topo.add_lan_site(Slot::One, profile)?;
+            let row = lan::run_lan(&site, b, opts, &format!("{suffix}-{i}"))?;
+            // --keep leaves the last site for inspection.
+            if !(opts.keep && i + 1 == lan::PROFILES.len()) {
+                topo.remove_site(site);
+            }
+            lan.push(row);
+        }
+    }
+    let disagreements = (rows.iter().filter(|r| !r.agree).count()
+        + reboots.iter().filter(|r| !r.agree).count()
+        + lan.iter().filter(|r| !r.agree).count()) as u32;
     drop(server);
     drop(coturn);
     drop(echo);
     drop(topo);
-    Ok(LabReport { suffix, nats, nat_mismatches, pairs: rows, disagreements })
+    Ok(LabReport { suffix, nats, nat_mismatches, pairs: rows, reboots, lan, disagreements })
 }
 
 fn ready(p: &Spawned, wanted: impl Fn(&str) -> bool) -> Result<(), LabError> {

@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use super::clients::{client_args, LISTEN_READY};
 use super::host::Binaries;
 use super::process::Spawned;
-use super::topology::{Site, ALT_SERVER, SERVER};
+use super::topology::Site;
 use super::{LabError, LabOptions};
 use crate::matrix;
 
@@ -21,8 +22,6 @@ const CONNECT_TIMEOUT: &str = "20s";
 /// birthday attempt (about 5 s), the retry backoff (5 s) and a second attempt,
 /// as the simulator's 40 s runs allow retries too.
 const DIRECT_WAIT: &str = "20s";
-/// How long the lab waits for `listen` to report itself online.
-const LISTEN_READY: Duration = Duration::from_secs(15);
 
 /// One ordered pair (`punchline-sim lab --json` → `pairs`).
 #[derive(Clone, Debug, Serialize)]
@@ -152,22 +151,6 @@ pub fn sim_outcome(cell: &matrix::Cell) -> String {
     } else {
         format!("mixed {}/{}/{}", cell.direct, cell.relay, cell.failed)
     }
-}
-
-fn client_args(user: &str, opts: &LabOptions, command: &[&str]) -> Vec<String> {
-    let mut args: Vec<String> = vec![
-        "--server".into(),
-        SERVER.to_string(),
-        "--alt-server".into(),
-        ALT_SERVER.to_string(),
-        "--user".into(),
-        user.into(),
-    ];
-    if let Some(rt) = &opts.runtime {
-        args.extend(["--runtime".to_owned(), rt.clone()]);
-    }
-    args.extend(command.iter().map(|s| s.to_string()));
-    args
 }
 
 /// The pair table: one line per ordered pair.

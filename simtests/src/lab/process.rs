@@ -19,7 +19,9 @@ pub struct Spawned {
     /// What it is, for messages (`server`, `listen b-3`, ...).
     pub name: String,
     child: Child,
-    lines: Receiver<String>,
+    /// Each stdout line with the moment the reader thread got it, so that
+    /// a caller busy elsewhere (flushing a NAT) still learns when it came.
+    lines: Receiver<(Instant, String)>,
     pending: Vec<String>,
     stderr: Arc<Mutex<String>>,
 }
@@ -41,7 +43,7 @@ impl Spawned {
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
+                if tx.send((Instant::now(), line)).is_err() {
                     break;
                 }
             }
@@ -65,12 +67,24 @@ impl Spawned {
     pub fn wait_for_line(&self, timeout: Duration, wanted: impl Fn(&str) -> bool) -> Option<String> {
         let deadline = Instant::now() + timeout;
         loop {
-            let left = deadline.checked_duration_since(Instant::now())?;
-            let line = self.lines.recv_timeout(left).ok()?;
+            let (_, line) = self.next_line(deadline)?;
             if wanted(&line) {
                 return Some(line);
             }
         }
+    }
+
+    /// The next stdout line and when it was read, unless `deadline` passes
+    /// (or the process closed its stdout) first.
+    pub fn next_line(&self, deadline: Instant) -> Option<(Instant, String)> {
+        let left = deadline.checked_duration_since(Instant::now())?;
+        self.lines.recv_timeout(left).ok()
+    }
+
+    /// Every stdout line already read, with when it was read, without
+    /// waiting.
+    pub fn lines_so_far(&self) -> Vec<(Instant, String)> {
+        self.lines.try_iter().collect()
     }
 
     /// Waits for the process to exit (at most `timeout`, then it is killed)
@@ -84,7 +98,7 @@ impl Spawned {
                 Ok(None) if Instant::now() < deadline => {
                     // Wait on the output channel rather than a fixed sleep:
                     // a line or the closed pipe wakes us at once.
-                    if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(50)) {
+                    if let Ok((_, line)) = self.lines.recv_timeout(Duration::from_millis(50)) {
                         self.pending.push(line);
                     }
                 }
@@ -96,7 +110,7 @@ impl Spawned {
         };
         let mut lines = std::mem::take(&mut self.pending);
         // The reader thread ends at EOF, which follows the exit.
-        while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(500)) {
+        while let Ok((_, line)) = self.lines.recv_timeout(Duration::from_millis(500)) {
             lines.push(line);
         }
         (code, lines, self.stderr())

@@ -6,6 +6,9 @@
 //!                       srv 203.0.113.10 and .11
 //! ```
 //!
+//! A LAN site ([`Topology::add_lan_site`]) puts a second host, `host1b` at
+//! 10.0.1.3, on `host1`'s segment: the NAT router bridges both.
+//!
 //! `r1` and `r2` are the internet: two routers between any two NATs, so a
 //! packet leaving a host with TTL 3 (the client's default `opener_ttl`)
 //! crosses its own NAT (TTL 2) and `r1` (TTL 1) and dies in `r2`, before the
@@ -70,6 +73,12 @@ impl Slot {
     pub fn host_ip(self) -> Ipv4Addr {
         Ipv4Addr::new(10, 0, self.index(), 2)
     }
+
+    /// The private address of a LAN site's second host, on the first
+    /// host's segment.
+    pub fn neighbour_ip(self) -> Ipv4Addr {
+        Ipv4Addr::new(10, 0, self.index(), 3)
+    }
 }
 
 /// A client site: a host namespace behind a NAT router namespace.
@@ -83,6 +92,9 @@ pub struct Site {
     pub host_ns: String,
     /// The NAT router's namespace.
     pub nat_ns: String,
+    /// A LAN site's second host ([`Topology::add_lan_site`]): on the first
+    /// host's segment, behind the same NAT; `None` for a one-host site.
+    pub neighbour_ns: Option<String>,
 }
 
 /// The lab's namespaces; dropping it removes them (unless kept).
@@ -130,21 +142,33 @@ impl Topology {
     pub fn add_site(&mut self, slot: Slot, profile: Profile) -> Result<Site, LabError> {
         let i = slot.index();
         let host_ns = self.add_namespace(&format!("host{i}"))?;
-        let nat_ns = self.add_namespace(&format!("nat{i}"))?;
-        let router = self.ns(slot.router());
-        let site_dev = format!("site{i}");
-        veth(&router, &site_dev, &nat_ns, "wan")?;
-        addr(&router, &format!("{}/28", slot.router_ip()), &site_dev)?;
-        addr(&nat_ns, &format!("{}/28", slot.public_ip()), "wan")?;
-        run("ip", &["-n", &nat_ns, "route", "add", "default", "via", &slot.router_ip().to_string()])?;
+        let nat_ns = self.add_nat(slot, profile)?;
         veth(&nat_ns, "lan", &host_ns, "eth0")?;
         addr(&nat_ns, &format!("10.0.{i}.1/24"), "lan")?;
-        addr(&host_ns, &format!("{}/24", slot.host_ip()), "eth0")?;
-        run("ip", &["-n", &host_ns, "route", "add", "default", "via", &format!("10.0.{i}.1")])?;
-        forwarding(&nat_ns)?;
-        let rules = profile.nft_rules(slot.public_ip(), slot.host_ip());
-        run_with_input("ip", &["netns", "exec", &nat_ns, "nft", "-f", "-"], Some(&rules))?;
-        Ok(Site { slot, profile, host_ns, nat_ns })
+        lan_host(&host_ns, slot.host_ip(), i)?;
+        Ok(Site { slot, profile, host_ns, nat_ns, neighbour_ns: None })
+    }
+
+    /// Builds a site in `slot` with two hosts on one LAN segment behind a
+    /// NAT of `profile`: the NAT router bridges `lan1` (to `host{i}`,
+    /// [`Slot::host_ip`]) and `lan2` (to `host{i}b`, [`Slot::neighbour_ip`])
+    /// into its `lan` bridge, so the hosts reach each other at layer 2,
+    /// never through the NAT. A full cone forwards everything to the first
+    /// host.
+    pub fn add_lan_site(&mut self, slot: Slot, profile: Profile) -> Result<Site, LabError> {
+        let i = slot.index();
+        let host_ns = self.add_namespace(&format!("host{i}"))?;
+        let neighbour_ns = self.add_namespace(&format!("host{i}b"))?;
+        let nat_ns = self.add_nat(slot, profile)?;
+        run("ip", &["-n", &nat_ns, "link", "add", "dev", "lan", "type", "bridge"])?;
+        run("ip", &["-n", &nat_ns, "link", "set", "dev", "lan", "up"])?;
+        addr(&nat_ns, &format!("10.0.{i}.1/24"), "lan")?;
+        for (port, ns, ip) in [("lan1", &host_ns, slot.host_ip()), ("lan2", &neighbour_ns, slot.neighbour_ip())] {
+            veth(&nat_ns, port, ns, "eth0")?;
+            run("ip", &["-n", &nat_ns, "link", "set", "dev", port, "master", "lan"])?;
+            lan_host(ns, ip, i)?;
+        }
+        Ok(Site { slot, profile, host_ns, nat_ns, neighbour_ns: Some(neighbour_ns) })
     }
 
     /// Removes a site (its namespaces, and with them its veths and conntrack).
@@ -154,10 +178,27 @@ impl Topology {
         // the next site can reuse its name at once.
         let router = self.ns(site.slot.router());
         let _ = run("ip", &["-n", &router, "link", "del", "dev", &format!("site{}", site.slot.index())]);
-        for ns in [site.host_ns, site.nat_ns] {
+        for ns in [Some(site.host_ns), site.neighbour_ns, Some(site.nat_ns)].into_iter().flatten() {
             cleanup::delete_namespace(&ns);
             self.namespaces.retain(|n| *n != ns);
         }
+    }
+
+    /// The NAT router of a site: its `wan` toward the slot's internet
+    /// router, its rules; the LAN side is the caller's.
+    fn add_nat(&mut self, slot: Slot, profile: Profile) -> Result<String, LabError> {
+        let i = slot.index();
+        let nat_ns = self.add_namespace(&format!("nat{i}"))?;
+        let router = self.ns(slot.router());
+        let site_dev = format!("site{i}");
+        veth(&router, &site_dev, &nat_ns, "wan")?;
+        addr(&router, &format!("{}/28", slot.router_ip()), &site_dev)?;
+        addr(&nat_ns, &format!("{}/28", slot.public_ip()), "wan")?;
+        run("ip", &["-n", &nat_ns, "route", "add", "default", "via", &slot.router_ip().to_string()])?;
+        forwarding(&nat_ns)?;
+        let rules = profile.nft_rules(slot.public_ip(), slot.host_ip());
+        run_with_input("ip", &["netns", "exec", &nat_ns, "nft", "-f", "-"], Some(&rules))?;
+        Ok(nat_ns)
     }
 
     fn add_namespace(&mut self, role: &str) -> Result<String, LabError> {
@@ -199,6 +240,12 @@ fn veth(ns_a: &str, dev_a: &str, ns_b: &str, dev_b: &str) -> Result<(), LabError
     run("ip", &["-n", ns_a, "link", "set", "dev", dev_a, "up"])?;
     run("ip", &["-n", ns_b, "link", "set", "dev", dev_b, "up"])?;
     Ok(())
+}
+
+/// A host's address on site `i`'s segment and its default route via the NAT.
+fn lan_host(ns: &str, ip: Ipv4Addr, i: u8) -> Result<(), LabError> {
+    addr(ns, &format!("{ip}/24"), "eth0")?;
+    run("ip", &["-n", ns, "route", "add", "default", "via", &format!("10.0.{i}.1")]).map(drop)
 }
 
 fn addr(ns: &str, cidr: &str, dev: &str) -> Result<(), LabError> {
