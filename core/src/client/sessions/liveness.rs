@@ -201,10 +201,10 @@ impl Liveness {
             return Verdict::Suspect;
         }
         match self.relay_answered {
-            // The relay answered, and the direct path stayed silent for an
-            // RTO after that: the relay is better. (A burst of loss that
-            // ends lets both through again; the direct path's answer, due
-            // within the RTO, then cancels the fall back.)
+            // The relay answered, and the direct path stayed silent for
+            // `confirm_after` more: the relay is better. (A burst of loss
+            // that ends lets both through again; the direct path's answer
+            // then comes within that wait and cancels the fall back.)
             Some(at) if now >= at + self.confirm_after() => Verdict::Dead,
             Some(_) => Verdict::Suspect,
             None => Verdict::DeadRelaySilent,
