@@ -60,8 +60,10 @@ impl Common {
         config
     }
 
+    /// `--bind`, or any port on the unspecified address of the server's
+    /// family: an IPv4 socket cannot talk to an IPv6 server (issue 24).
     fn bind_addr(&self) -> SocketAddr {
-        self.bind.unwrap_or_else(|| SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), 0))
+        self.bind.unwrap_or_else(|| unspecified_for(self.server))
     }
 
     pub(crate) fn start(&self) -> Result<Box<dyn ClientRuntime>, Failure> {
@@ -101,6 +103,15 @@ pub struct Connect {
 }
 
 /// `nat-check`: logs in, measures the NAT, prints the profile.
+/// Any port on the unspecified address of `server`'s family.
+fn unspecified_for(server: SocketAddr) -> SocketAddr {
+    let ip: std::net::IpAddr = match server {
+        SocketAddr::V4(_) => std::net::Ipv4Addr::UNSPECIFIED.into(),
+        SocketAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
+    };
+    SocketAddr::new(ip, 0)
+}
+
 pub fn nat_check(common: &Common, opts: &NatCheck) -> Result<(), Failure> {
     let mut stun_reflexive = None;
     let rt = match &opts.stun {

@@ -24,15 +24,13 @@ struct TestServer {
 
 impl TestServer {
     fn start(runtime: RuntimeKind) -> TestServer {
+        Self::start_on(runtime, "127.0.0.1:0".parse().expect("addr"))
+    }
+
+    fn start_on(runtime: RuntimeKind, listen: SocketAddr) -> TestServer {
         let data = tempfile::tempdir().expect("temp dir");
-        let mut settings = Settings::merge(
-            Some("127.0.0.1:0".parse().expect("addr")),
-            None,
-            Some(runtime),
-            FileConfig::default(),
-            7.into(),
-        )
-        .expect("valid settings");
+        let mut settings = Settings::merge(Some(listen), None, Some(runtime), FileConfig::default(), 7.into())
+            .expect("valid settings");
         settings.data = Some(data.path().to_owned());
         let (tx, rx) = mpsc::channel();
         let thread = thread::spawn(move || {
@@ -154,4 +152,25 @@ fn a_text_carrying_terminal_escapes_is_shown_escaped() {
     // then the text is printed with the escape and the override made visible,
     assert!(stdout.contains("alice: hi\\u{1b}[2J\\u{202e}evil"), "{stdout:?}");
     assert!(!stdout.contains('\u{1b}') && !stdout.contains('\u{202e}'), "{stdout:?}");
+}
+
+#[test]
+#[ignore = "needs IPv6 on loopback"]
+fn a_client_talks_to_a_server_on_ipv6() {
+    // Given a server listening on [::1] only (each runtime in turn),
+    for runtime in [RuntimeKind::Mio, RuntimeKind::Smol] {
+        let server = TestServer::start_on(runtime, "[::1]:0".parse().expect("addr"));
+        assert!(server.primary.is_ipv6());
+        // when bob registers and alice writes to him, then both reach it: the
+        // client binds a socket of the server's family by itself.
+        for client_rt in ["mio", "smol"] {
+            let out = server.run("bob", client_rt, &["inbox"]);
+            assert!(out.status.success(), "{runtime:?}/{client_rt}: {}", String::from_utf8_lossy(&out.stderr));
+            let out = server.run("alice", client_rt, &["send", "bob", "over IPv6", "--json"]);
+            assert!(out.status.success(), "{runtime:?}/{client_rt}: {}", String::from_utf8_lossy(&out.stderr));
+            let shown = json_lines(&server.run("bob", client_rt, &["inbox", "--json"]));
+            assert_eq!(shown.len(), 1, "{runtime:?}/{client_rt}: {shown:?}");
+            assert_eq!(shown[0]["text"], "over IPv6");
+        }
+    }
 }
