@@ -179,7 +179,8 @@ impl Server {
             debug!(outstanding = self.storage.outstanding(), "store saturated; text refused");
             return self.reject_text(reply_to, &sender, id, TextRejection::StoreUnavailable);
         }
-        if self.known_users.contains(&to) {
+        // Online (proved or about to) or known to the store: a recipient.
+        if self.users.contains(&to) || self.known_users.contains(&to) {
             self.put_text(reply_to, sender, id, to, text);
         } else {
             let user = to.clone();

@@ -11,6 +11,7 @@
 //! member logged in from, to the other member. Everything else is dropped and
 //! counted in [`ServerStats`].
 
+mod known;
 mod limits;
 mod mailbox;
 mod relay;
@@ -34,6 +35,7 @@ use crate::timer::Timers;
 use crate::wire::frame::{AnswerFrom, CloseReason, ErrorCode, Frame, FrameError, SessionId, SessionKey};
 use crate::wire::{self, stun};
 
+use known::KnownNames;
 use limits::{Bucket, SourceLimits};
 use users::Users;
 
@@ -166,7 +168,7 @@ pub struct Server {
     sockets: Vec<(SocketId, SocketAddr)>,
     rng: Rng,
     users: Users<User>,
-    known_users: BTreeSet<String>,
+    known_users: KnownNames,
     sessions: BTreeMap<SessionId, RelaySession>,
     limits: SourceLimits,
     timers: Timers<ServerTimer>,
@@ -240,7 +242,7 @@ impl Server {
             config,
             sockets,
             users: Users::new(),
-            known_users: BTreeSet::new(),
+            known_users: KnownNames::new(known::MAX_KNOWN_NAMES),
             sessions: BTreeMap::new(),
             timers,
             transmits: VecDeque::new(),
@@ -503,9 +505,6 @@ impl Server {
             self.go_offline(&name);
         }
         let token = self.fresh_token();
-        // Known for this run (a text to the name is stored, not refused);
-        // written to the store only once the address is proved.
-        self.known_users.insert(name.clone());
         self.users.insert(
             name.clone(),
             token,
@@ -543,6 +542,7 @@ impl Server {
         }
         user.proven = true;
         let name = name.to_owned();
+        self.known_users.insert(name.clone());
         self.mailbox_login(&name);
     }
 
@@ -555,11 +555,16 @@ impl Server {
         let silent: Vec<String> = self
             .users
             .iter()
-            .filter(|(_, u)| now.saturating_duration_since(u.last_seen) >= self.config.user_timeout)
+            .filter(|(_, u)| {
+                // A login that never proved its address (spoofed, or its
+                // client gone at once) is forgotten sooner.
+                let timeout = if u.proven { self.config.user_timeout } else { UNPROVEN_TIMEOUT };
+                now.saturating_duration_since(u.last_seen) >= timeout
+            })
             .map(|(n, _)| n.to_owned())
             .collect();
         for name in silent {
-            debug!(user = %name, "no keepalive within the user timeout");
+            debug!(user = %name, "no keepalive within the user timeout (or no proof of its address)");
             self.go_offline(&name);
         }
         self.limits.forget_idle(now, Duration::from_secs(60));
@@ -646,6 +651,11 @@ pub fn valid_user_name(name: &str) -> bool {
         && name.len() <= wire::frame::MAX_USER_NAME
         && name.chars().all(|c| c.is_alphanumeric() || USER_NAME_PUNCTUATION.contains(c))
 }
+
+/// How long a login may wait for the proof of its address (see
+/// `Server::note_proof`) before it is forgotten: clients prove at once, and
+/// retry their keepalive within 2 s.
+const UNPROVEN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The punctuation a user name may contain besides letters and digits.
 pub const USER_NAME_PUNCTUATION: &str = "-_.@+";
