@@ -163,7 +163,7 @@ impl Sockets {
         std_socket.set_nonblocking(true)?;
         let local = std_socket.local_addr()?;
         let mut socket = UdpSocket::from_std(std_socket);
-        let default_ttl = socket.ttl()?;
+        let default_ttl = hop_limit(&socket, local)?;
         self.registry.register(&mut socket, Token(id.0 as usize), Interest::READABLE)?;
         self.next_id = self.next_id.max(id.0.saturating_add(1));
         self.open.insert(id, Bound { socket, local, default_ttl });
@@ -179,7 +179,7 @@ impl Sockets {
         };
         let ttl_override = t.ttl.map(u32::from).filter(|ttl| *ttl != bound.default_ttl);
         if let Some(ttl) = ttl_override {
-            if let Err(e) = bound.socket.set_ttl(ttl) {
+            if let Err(e) = set_hop_limit(&bound.socket, bound.local, ttl) {
                 debug!(error = %e, ttl, "cannot set TTL; sending with the default");
             }
         }
@@ -187,10 +187,32 @@ impl Sockets {
             debug!(error = %e, to = %t.destination, "send failed; datagram dropped");
         }
         if ttl_override.is_some() {
-            if let Err(e) = bound.socket.set_ttl(bound.default_ttl) {
+            if let Err(e) = set_hop_limit(&bound.socket, bound.local, bound.default_ttl) {
                 warn!(error = %e, "cannot restore the socket's TTL");
             }
         }
+    }
+}
+
+/// The socket's TTL (IPv4) or unicast hop limit (IPv6, `IPV6_UNICAST_HOPS`):
+/// an IPv6 packet ignores `IP_TTL`, so a low-TTL opener on an IPv6 socket
+/// needs the hop limit (issue 24).
+fn hop_limit(socket: &UdpSocket, local: SocketAddr) -> io::Result<u32> {
+    let sock = socket2::SockRef::from(socket);
+    if local.is_ipv4() {
+        sock.ttl()
+    } else {
+        sock.unicast_hops_v6()
+    }
+}
+
+/// Sets what [`hop_limit`] reads.
+fn set_hop_limit(socket: &UdpSocket, local: SocketAddr, ttl: u32) -> io::Result<()> {
+    let sock = socket2::SockRef::from(socket);
+    if local.is_ipv4() {
+        sock.set_ttl(ttl)
+    } else {
+        sock.set_unicast_hops_v6(ttl)
     }
 }
 
@@ -369,4 +391,36 @@ impl<M: Role> Endpoint<M> {
 fn round_up_to_millis(d: Duration) -> Duration {
     let millis = d.as_nanos().div_ceil(1_000_000);
     Duration::from_millis(u64::try_from(millis).unwrap_or(u64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bound(addr: &str) -> Option<(UdpSocket, SocketAddr)> {
+        let socket = std::net::UdpSocket::bind(addr).ok()?;
+        let local = socket.local_addr().ok()?;
+        Some((UdpSocket::from_std(socket), local))
+    }
+
+    #[test]
+    fn an_ipv4_socket_takes_the_ttl() {
+        let (socket, local) = bound("127.0.0.1:0").expect("IPv4 loopback");
+        set_hop_limit(&socket, local, 3).expect("set");
+        assert_eq!(hop_limit(&socket, local).expect("get"), 3);
+        assert_eq!(socket.ttl().expect("IP_TTL"), 3);
+    }
+
+    #[test]
+    #[ignore = "needs IPv6 on loopback"]
+    fn an_ipv6_socket_takes_the_unicast_hop_limit() {
+        // Given an IPv6 socket, when an opener's TTL is set, then it is the
+        // hop limit IPv6 packets leave with (IP_TTL would change nothing).
+        let (socket, local) = bound("[::1]:0").expect("IPv6 on loopback");
+        let default = hop_limit(&socket, local).expect("get");
+        set_hop_limit(&socket, local, 3).expect("set");
+        assert_eq!(socket2::SockRef::from(&socket).unicast_hops_v6().expect("IPV6_UNICAST_HOPS"), 3);
+        set_hop_limit(&socket, local, default).expect("restore");
+        assert_eq!(hop_limit(&socket, local).expect("get"), default);
+    }
 }
