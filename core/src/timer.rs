@@ -7,9 +7,30 @@
 //! included).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Instant;
+use std::ops::Add;
+use std::time::{Duration, Instant};
 
 use smallvec::SmallVec;
+
+/// A point in time as the core's clock-driven parts see it: an `Instant` in
+/// the machines. Their unit tests use a `Duration` since some epoch, so they
+/// read no clock (the core never does, its tests included).
+pub(crate) trait Moment: Copy + Ord + Add<Duration, Output = Self> {
+    /// The time from `earlier` to `self`, zero if `earlier` is later.
+    fn saturating_duration_since(self, earlier: Self) -> Duration;
+}
+
+impl Moment for Instant {
+    fn saturating_duration_since(self, earlier: Self) -> Duration {
+        Instant::saturating_duration_since(&self, earlier)
+    }
+}
+
+impl Moment for Duration {
+    fn saturating_duration_since(self, earlier: Self) -> Duration {
+        self.saturating_sub(earlier)
+    }
+}
 
 /// Up to this many timers are kept in one small vector; past it, in two
 /// ordered indexes. A client or a session holds a handful of timers and

@@ -22,36 +22,25 @@ SIM=${CARGO_TARGET_DIR:-target}/release/punchline-sim
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 
+header() { # seed duration
+	printf 'seed = %s\nduration = "%s"\n[server]\naddr = "203.0.113.10:3478"\nalt_addr = "203.0.113.11:3479"\n' "$1" "$2"
+}
+
+side() { # i preset addr extra-nat-line extra-link-fields
+	printf '[[nat]]\nname = "nat-%s"\npublic_ips = ["198.51.100.%s"]\npreset = "%s"\n%s\n' "$1" "$1" "$2" "$4"
+	printf '[[peer]]\nname = "peer-%s"\naddr = "%s"\nbehind = "nat-%s"\n' "$1" "$3" "$1"
+	printf 'link = { latency = "20ms", jitter = "3ms"%s }\n' "$5"
+}
+
+connect_at() { # time
+	printf '[[event]]\nat = "%s"\npeer = "peer-1"\nconnect = "peer-2"\n' "$1"
+}
+
 public_pair() { # seed loss duration
-	cat <<EOF
-seed = $1
-duration = "$3"
-[server]
-addr = "203.0.113.10:3478"
-alt_addr = "203.0.113.11:3479"
-[[nat]]
-name = "nat-1"
-public_ips = ["198.51.100.1"]
-preset = "open"
-[[peer]]
-name = "peer-1"
-addr = "198.51.100.1"
-behind = "nat-1"
-link = { latency = "20ms", jitter = "3ms", loss = $2 }
-[[nat]]
-name = "nat-2"
-public_ips = ["198.51.100.2"]
-preset = "open"
-[[peer]]
-name = "peer-2"
-addr = "198.51.100.2"
-behind = "nat-2"
-link = { latency = "20ms", jitter = "3ms" }
-[[event]]
-at = "3s"
-peer = "peer-1"
-connect = "peer-2"
-EOF
+	header "$1" "$3"
+	side 1 open 198.51.100.1 "" ", loss = $2"
+	side 2 open 198.51.100.2 "" ""
+	connect_at 3s
 }
 
 echo "== false fallbacks: one simulated hour per seed, $SEEDS seeds per loss rate"
@@ -66,40 +55,11 @@ for loss in 0.05 0.10 0.20; do
 done
 
 reboot_pair() { # seed reboot_ms side
-	cat <<EOF
-seed = $1
-duration = "60s"
-[server]
-addr = "203.0.113.10:3478"
-alt_addr = "203.0.113.11:3479"
-[[nat]]
-name = "nat-1"
-public_ips = ["198.51.100.1"]
-preset = "${PRESET_A:-linux}"
-ports = "random"
-[[peer]]
-name = "peer-1"
-addr = "10.0.1.2"
-behind = "nat-1"
-link = { latency = "20ms", jitter = "3ms" }
-[[nat]]
-name = "nat-2"
-public_ips = ["198.51.100.2"]
-preset = "${PRESET_B:-linux}"
-ports = "random"
-[[peer]]
-name = "peer-2"
-addr = "10.0.2.2"
-behind = "nat-2"
-link = { latency = "20ms", jitter = "3ms" }
-[[event]]
-at = "1s"
-peer = "peer-1"
-connect = "peer-2"
-[[event]]
-at = "${2}ms"
-nat_reboot = "nat-$3"
-EOF
+	header "$1" 60s
+	side 1 "${PRESET_A:-linux}" 10.0.1.2 'ports = "random"' ""
+	side 2 "${PRESET_B:-linux}" 10.0.2.2 'ports = "random"' ""
+	connect_at 1s
+	printf '[[event]]\nat = "%sms"\nnat_reboot = "nat-%s"\n' "$2" "$3"
 }
 
 echo "== a dead path: ${PRESET_A:-linux} against ${PRESET_B:-linux}, random ports, one NAT reboots 15-25 s in, $SEEDS seeds"

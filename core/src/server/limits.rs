@@ -5,20 +5,22 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
+use crate::timer::Moment;
+
 /// A token bucket: `capacity` tokens, refilled at `rate` per second.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Bucket {
+pub(crate) struct Bucket<T = Instant> {
     tokens: f64,
-    updated: Instant,
+    updated: T,
 }
 
-impl Bucket {
-    pub(crate) fn full(capacity: f64, now: Instant) -> Self {
+impl<T: Moment> Bucket<T> {
+    pub(crate) fn full(capacity: f64, now: T) -> Self {
         Bucket { tokens: capacity, updated: now }
     }
 
     /// Takes `cost` tokens if there are enough.
-    pub(crate) fn take(&mut self, now: Instant, capacity: f64, rate: f64, cost: f64) -> bool {
+    pub(crate) fn take(&mut self, now: T, capacity: f64, rate: f64, cost: f64) -> bool {
         let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();
         self.tokens = (self.tokens + elapsed * rate).min(capacity);
         self.updated = now;
@@ -30,7 +32,7 @@ impl Bucket {
         }
     }
 
-    fn idle_since(&self) -> Instant {
+    fn idle_since(&self) -> T {
         self.updated
     }
 }
@@ -43,16 +45,16 @@ impl Bucket {
 /// (its next request starts with a full bucket, as it would after a minute
 /// of silence anyway): a flood of new sources can never lock newcomers out.
 #[derive(Debug)]
-pub(crate) struct SourceLimits {
-    buckets: BTreeMap<IpAddr, Bucket>,
+pub(crate) struct SourceLimits<T = Instant> {
+    buckets: BTreeMap<IpAddr, Bucket<T>>,
     /// The same sources by when their bucket was last used, oldest first.
-    by_age: BTreeSet<(Instant, IpAddr)>,
+    by_age: BTreeSet<(T, IpAddr)>,
     capacity: f64,
     rate: f64,
     max_sources: usize,
 }
 
-impl SourceLimits {
+impl<T: Moment> SourceLimits<T> {
     pub(crate) fn new(capacity: u32, rate: u32, max_sources: usize) -> Self {
         SourceLimits {
             buckets: BTreeMap::new(),
@@ -64,7 +66,7 @@ impl SourceLimits {
     }
 
     /// True when a request from `ip` is allowed now.
-    pub(crate) fn allow(&mut self, now: Instant, ip: IpAddr) -> bool {
+    pub(crate) fn allow(&mut self, now: T, ip: IpAddr) -> bool {
         let (capacity, rate) = (self.capacity, self.rate);
         let source = source_of(ip);
         if let Some(bucket) = self.buckets.get_mut(&source) {
@@ -86,7 +88,7 @@ impl SourceLimits {
 
     /// Forgets sources whose bucket has refilled and that were idle for
     /// `idle`: they would start full anyway.
-    pub(crate) fn forget_idle(&mut self, now: Instant, idle: Duration) {
+    pub(crate) fn forget_idle(&mut self, now: T, idle: Duration) {
         // A zero rate never refills: such buckets are never "full again".
         let refill = Duration::try_from_secs_f64(self.capacity / self.rate).unwrap_or(Duration::MAX);
         let keep = refill.max(idle);
@@ -129,8 +131,8 @@ mod tests {
     #[test]
     fn every_address_of_one_ipv6_slash_64_shares_one_bucket() {
         // Given a burst of 2 and no refill,
-        let now = Instant::now();
-        let mut limits = SourceLimits::new(2, 0, 100);
+        let now = Duration::ZERO;
+        let mut limits: SourceLimits<Duration> = SourceLimits::new(2, 0, 100);
         // when two addresses of one /64 ask, then a third,
         assert!(limits.allow(now, ip("2001:db8:1:2::1")));
         assert!(limits.allow(now, ip("2001:db8:1:2:ffff::9")));
@@ -146,8 +148,8 @@ mod tests {
     #[test]
     fn a_full_table_forgets_the_longest_idle_source_and_admits_the_newcomer() {
         // Given a table of three sources, the first idle the longest,
-        let t0 = Instant::now();
-        let mut limits = SourceLimits::new(1, 0, 3);
+        let t0 = Duration::ZERO;
+        let mut limits: SourceLimits<Duration> = SourceLimits::new(1, 0, 3);
         let later = |ms| t0 + Duration::from_millis(ms);
         assert!(limits.allow(later(0), ip("198.51.100.1")));
         assert!(limits.allow(later(1), ip("198.51.100.2")));
@@ -164,8 +166,8 @@ mod tests {
 
     #[test]
     fn idle_sources_whose_buckets_refilled_are_forgotten() {
-        let t0 = Instant::now();
-        let mut limits = SourceLimits::new(4, 4, 10);
+        let t0 = Duration::ZERO;
+        let mut limits: SourceLimits<Duration> = SourceLimits::new(4, 4, 10);
         assert!(limits.allow(t0, ip("198.51.100.1")));
         assert!(limits.allow(t0 + Duration::from_secs(5), ip("198.51.100.2")));
         limits.forget_idle(t0 + Duration::from_secs(6), Duration::from_secs(2));

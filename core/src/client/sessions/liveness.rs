@@ -42,6 +42,8 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use crate::timer::Moment;
+
 use crate::client::ClientConfig;
 
 /// Probes past their RTO without an answer before a silent path is dead.
@@ -80,8 +82,8 @@ pub(crate) enum Verdict {
 }
 
 /// What the path must do after a liveness check (see [`Liveness::check`]).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct Actions {
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Actions<T = Instant> {
     /// Send a keepalive probe on the direct path now.
     pub(crate) probe: bool,
     /// Ping the peer over the relay now.
@@ -91,29 +93,29 @@ pub(crate) struct Actions {
     /// Leave the direct path for the relay.
     pub(crate) fall_back: bool,
     /// When to check again.
-    pub(crate) next: Option<Instant>,
+    pub(crate) next: Option<T>,
 }
 
 /// The liveness of one direct path. See the [module documentation](self).
 #[derive(Debug)]
-pub(crate) struct Liveness {
-    last_heard: Instant,
+pub(crate) struct Liveness<T = Instant> {
+    last_heard: T,
     srtt: Option<Duration>,
     /// Probes sent since `last_heard` (their seal counter and send time),
     /// oldest first.
-    outstanding: VecDeque<(u64, Instant)>,
-    suspect_since: Option<Instant>,
+    outstanding: VecDeque<(u64, T)>,
+    suspect_since: Option<T>,
     /// [`ALARM_PROBES`] probes went unanswered in this suspicion.
     alarmed: bool,
     /// When the relay answered a ping in this suspicion.
-    relay_answered: Option<Instant>,
-    last_relay_ping: Option<Instant>,
-    last_probe: Option<Instant>,
+    relay_answered: Option<T>,
+    last_relay_ping: Option<T>,
+    last_probe: Option<T>,
 }
 
-impl Liveness {
+impl<T: Moment> Liveness<T> {
     /// A path that was proved at `now`.
-    pub(crate) fn new(now: Instant) -> Self {
+    pub(crate) fn new(now: T) -> Self {
         Liveness {
             last_heard: now,
             srtt: None,
@@ -132,7 +134,7 @@ impl Liveness {
     }
 
     /// An authenticated frame arrived on the path.
-    pub(crate) fn heard(&mut self, now: Instant) {
+    pub(crate) fn heard(&mut self, now: T) {
         self.last_heard = now;
         self.outstanding.clear();
         self.suspect_since = None;
@@ -142,7 +144,7 @@ impl Liveness {
 
     /// A probe ack for the probe with seal counter `probe_counter` arrived
     /// on the path: a round-trip sample when it answers one we remember.
-    pub(crate) fn on_probe_ack(&mut self, now: Instant, probe_counter: u64) {
+    pub(crate) fn on_probe_ack(&mut self, now: T, probe_counter: u64) {
         if let Some(&(_, sent)) = self.outstanding.iter().find(|(c, _)| *c == probe_counter) {
             let sample = now.saturating_duration_since(sent);
             // RFC 6298 §2: SRTT <- 7/8 SRTT + 1/8 R'.
@@ -155,7 +157,7 @@ impl Liveness {
     }
 
     /// A probe with seal counter `counter` left on the path.
-    pub(crate) fn probe_sent(&mut self, now: Instant, counter: u64) {
+    pub(crate) fn probe_sent(&mut self, now: T, counter: u64) {
         if self.outstanding.len() == MAX_OUTSTANDING {
             self.outstanding.pop_front();
         }
@@ -164,7 +166,7 @@ impl Liveness {
     }
 
     /// The relay answered a ping at `now`.
-    pub(crate) fn relay_answered(&mut self, now: Instant) {
+    pub(crate) fn relay_answered(&mut self, now: T) {
         if self.suspect_since.is_some() {
             self.relay_answered.get_or_insert(now);
         }
@@ -192,7 +194,7 @@ impl Liveness {
     }
 
     /// The path's state at `now`.
-    pub(crate) fn verdict(&self, now: Instant, config: &ClientConfig) -> Verdict {
+    pub(crate) fn verdict(&self, now: T, config: &ClientConfig) -> Verdict {
         let silence = now.saturating_duration_since(self.last_heard);
         if silence < self.suspect_after(config) {
             return Verdict::Healthy;
@@ -214,9 +216,10 @@ impl Liveness {
     /// Checks the path at `now` (its keepalive timer fired) and says what to
     /// do: probe, ping the relay, check the server, fall back, and when to
     /// check next.
-    pub(crate) fn check(&mut self, now: Instant, config: &ClientConfig) -> Actions {
+    pub(crate) fn check(&mut self, now: T, config: &ClientConfig) -> Actions<T> {
         let verdict = self.verdict(now, config);
-        let mut actions = Actions::default();
+        let mut actions =
+            Actions { probe: false, ping_relay: false, check_server: false, fall_back: false, next: None };
         let probe_due = |interval: Duration| self.last_probe.map_or(now, |at| at + interval);
         match verdict {
             Verdict::Healthy => {
@@ -254,12 +257,12 @@ impl Liveness {
     }
 
     /// Probes sent since the path was last heard whose RTO has passed.
-    fn overdue(&self, now: Instant) -> usize {
+    fn overdue(&self, now: T) -> usize {
         let rto = self.rto();
         self.outstanding.iter().filter(|(_, sent)| now >= *sent + rto).count()
     }
 
-    fn relay_ping_due(&self, now: Instant, interval: Duration) -> bool {
+    fn relay_ping_due(&self, now: T, interval: Duration) -> bool {
         match self.last_relay_ping {
             // A ping from an earlier suspicion does not count.
             Some(at) if Some(at) >= self.suspect_since => now.saturating_duration_since(at) >= interval,
@@ -280,8 +283,8 @@ mod tests {
     /// answering each probe after `rtt` when `answer(i)` says so; returns
     /// when it fell back, if it did.
     fn drive(
-        liveness: &mut Liveness,
-        start: Instant,
+        liveness: &mut Liveness<Duration>,
+        start: Duration,
         span: Duration,
         rtt: Duration,
         mut answer: impl FnMut(u64) -> bool,
@@ -290,7 +293,7 @@ mod tests {
         let config = config();
         let mut now = start;
         let mut counter = 0;
-        let mut acks: VecDeque<(Instant, u64)> = VecDeque::new();
+        let mut acks: VecDeque<(Duration, u64)> = VecDeque::new();
         let mut next = start;
         while now < start + span {
             while acks.front().is_some_and(|(at, _)| *at <= now) {
@@ -322,8 +325,8 @@ mod tests {
     #[test]
     fn a_path_that_answers_every_probe_stays_healthy_and_measures_its_rtt() {
         // Given a path proved now, answering every probe after 50 ms,
-        let start = Instant::now();
-        let mut liveness = Liveness::new(start);
+        let start = Duration::ZERO;
+        let mut liveness: Liveness<Duration> = Liveness::new(start);
         // when it runs for a minute,
         let fell = drive(&mut liveness, start, Duration::from_secs(60), Duration::from_millis(50), |_| true, true);
         // then it never falls back, and its SRTT is the round trip.
@@ -335,8 +338,8 @@ mod tests {
     #[test]
     fn a_path_that_dies_is_declared_dead_within_the_dead_time_when_the_relay_answers() {
         // Given a path that answered and then goes silent,
-        let start = Instant::now();
-        let mut liveness = Liveness::new(start);
+        let start = Duration::ZERO;
+        let mut liveness: Liveness<Duration> = Liveness::new(start);
         let config = config();
         // when no probe is answered any more,
         let fell = drive(&mut liveness, start, Duration::from_secs(20), Duration::from_millis(40), |_| false, true)
@@ -349,8 +352,8 @@ mod tests {
     #[test]
     fn a_dead_path_stays_while_the_relay_is_silent_too() {
         // Given a path and a relay that both went silent,
-        let start = Instant::now();
-        let mut liveness = Liveness::new(start);
+        let start = Duration::ZERO;
+        let mut liveness: Liveness<Duration> = Liveness::new(start);
         let config = config();
         let fell = drive(&mut liveness, start, Duration::from_secs(20), Duration::from_millis(40), |_| false, false);
         // then the session does not move to a relay that does not answer,
@@ -369,8 +372,8 @@ mod tests {
         // Given a path that loses 20 % of probes and 20 % of acks (a seeded
         // generator decides which), with a 100 ms round trip,
         let mut rng = crate::rng::Rng::new(7);
-        let start = Instant::now();
-        let mut liveness = Liveness::new(start);
+        let start = Duration::ZERO;
+        let mut liveness: Liveness<Duration> = Liveness::new(start);
         // when it runs for an hour,
         let fell = drive(
             &mut liveness,

@@ -52,13 +52,6 @@ pub(crate) struct Path {
     pings_sent: u64,
 }
 
-/// What a liveness check asks of the session beyond the path itself.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct Checked {
-    /// The direct path is dead and the relay answers: fall back.
-    pub(crate) fall_back: bool,
-}
-
 impl Path {
     /// A path on the relay.
     pub(crate) fn new(id: SessionId, seal: Seal) -> Self {
@@ -270,20 +263,21 @@ impl Path {
     /// [`SessionTimer::DirectKeepalive`]: checks the direct path's liveness
     /// ([`super::liveness`]) and does what it asks: probe (numbered as the
     /// attempt that found the path), ping the relay, and, through `out`,
-    /// have the client check its server mapping.
+    /// have the client check its server mapping. True when the path is dead
+    /// and the relay answers: the session falls back.
     pub(crate) fn direct_keepalive(
         &mut self,
         ctx: &Ctx<'_>,
         out: &mut Out,
         timers: &mut SessionTimers,
         attempt: u16,
-    ) -> Checked {
+    ) -> bool {
         let (PathKind::Direct { socket, remote }, Some(liveness)) = (self.kind, self.liveness.as_mut()) else {
-            return Checked::default();
+            return false;
         };
         let actions = liveness.check(ctx.now, ctx.config);
         if actions.fall_back {
-            return Checked { fall_back: true };
+            return true;
         }
         if actions.check_server {
             debug!(session = %self.id, "the direct path is quiet; probing it faster and asking the relay");
@@ -304,7 +298,7 @@ impl Path {
         if let Some(next) = actions.next {
             timers.set(SessionTimer::DirectKeepalive, next);
         }
-        Checked::default()
+        false
     }
 
     /// The peer pinged us over the relay while we are direct: it suspects

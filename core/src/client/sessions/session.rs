@@ -74,7 +74,7 @@ impl Session {
             // from: the same roles later are no news.
             decided_roles: (strategy != Strategy::Pending).then(|| {
                 let mine = mine.unwrap_or_default();
-                (punch_role(ctx, strategy, mine, theirs), punch_role(ctx, strategy, theirs, mine))
+                both_roles(ctx, strategy, mine, theirs)
             }),
             closed: false,
             timers: Timers::default(),
@@ -121,7 +121,7 @@ impl Session {
     fn reconsider_strategy(&mut self, ctx: &Ctx<'_>, out: &mut Out) {
         let (true, Some(mine), Some(theirs)) = (self.initiator, self.mine, self.theirs) else { return };
         let strategy = choose_strategy(&mine, &theirs);
-        let roles = (punch_role(ctx, strategy, mine, theirs), punch_role(ctx, strategy, theirs, mine));
+        let roles = both_roles(ctx, strategy, mine, theirs);
         if strategy == self.strategy && Some(roles) == self.decided_roles {
             return;
         }
@@ -230,7 +230,7 @@ impl Session {
                 }
                 SessionTimer::DirectKeepalive => {
                     let attempt = self.traversal.attempt_no();
-                    if self.path.direct_keepalive(ctx, out, &mut self.timers, attempt).fall_back {
+                    if self.path.direct_keepalive(ctx, out, &mut self.timers, attempt) {
                         self.fall_back(ctx, out);
                     }
                 }
@@ -419,6 +419,11 @@ impl Session {
         self.timers = Timers::default();
         out.event(ClientEvent::SessionClosed { session: self.id, reason });
     }
+}
+
+/// Our role and the peer's under `strategy`, ours first.
+fn both_roles(ctx: &Ctx<'_>, strategy: Strategy, mine: NatProfile, theirs: NatProfile) -> (PunchRole, PunchRole) {
+    (punch_role(ctx, strategy, mine, theirs), punch_role(ctx, strategy, theirs, mine))
 }
 
 /// Our punching role for `strategy`: none for a client that does not punch.

@@ -9,9 +9,9 @@
 //! is lost in a migration.
 
 use std::collections::BTreeMap;
-use std::ops::Add;
 use std::time::{Duration, Instant};
 
+use crate::timer::Moment;
 use crate::wire::frame::StreamMessage;
 
 /// The smallest retransmission timeout.
@@ -23,26 +23,6 @@ const MAX_RTO: Duration = Duration::from_secs(3);
 const INITIAL_RTO: Duration = Duration::from_millis(500);
 /// Most out-of-order messages buffered by the receiver.
 const MAX_REORDER: u64 = 1024;
-
-/// A point in time as the stream sees it: an `Instant` in the client. The
-/// unit tests use a `Duration` since some epoch, so they read no clock
-/// (the core never does, its tests included).
-pub(crate) trait Moment: Copy + Ord + Add<Duration, Output = Self> {
-    /// The time from `earlier` to `self`, zero if `earlier` is later.
-    fn saturating_duration_since(self, earlier: Self) -> Duration;
-}
-
-impl Moment for Instant {
-    fn saturating_duration_since(self, earlier: Self) -> Duration {
-        Instant::saturating_duration_since(&self, earlier)
-    }
-}
-
-impl Moment for Duration {
-    fn saturating_duration_since(self, earlier: Self) -> Duration {
-        self.saturating_sub(earlier)
-    }
-}
 
 #[derive(Debug)]
 struct Pending<T> {

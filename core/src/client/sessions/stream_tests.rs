@@ -1,5 +1,5 @@
 //! Tests of the reliable stream. Time is a `Duration` since an arbitrary
-//! epoch (see [`Moment`]): like the stream, the tests read no clock.
+//! epoch (see [`Moment`](crate::timer::Moment)): like the stream, the tests read no clock.
 
 use super::*;
 
