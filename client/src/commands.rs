@@ -41,6 +41,12 @@ pub struct Common {
     pub seed: punchline_core::Seed,
     /// Hold every session on the server's relay: never punch.
     pub relay: bool,
+    /// The user's identity key.
+    pub identity: punchline_core::secure::StaticKey,
+    /// The server's key: pinned, or `None` to learn it on first contact.
+    pub server_key: Option<punchline_core::secure::PublicKey>,
+    /// Where a learned server key is pinned (`None` with `--server-key`).
+    pub known_servers: Option<crate::identity::KnownServers>,
 }
 
 impl Common {
@@ -48,6 +54,8 @@ impl Common {
         let mut config = ClientConfig::new(self.user.clone(), self.server);
         config.alt_server = self.alt_server;
         config.seed = self.seed;
+        config.identity = self.identity.clone();
+        config.server_key = self.server_key;
         config.server_timeout = self.server_timeout;
         if let Some(t) = self.session_timeout {
             config.session_timeout = t;
@@ -67,11 +75,29 @@ impl Common {
     }
 
     pub(crate) fn start(&self) -> Result<Box<dyn ClientRuntime>, Failure> {
-        Ok(runtime::start(self.runtime, self.client_config(), self.bind_addr())?)
+        self.start_on_port(self.bind_addr())
     }
 
     fn start_on_port(&self, bind: SocketAddr) -> Result<Box<dyn ClientRuntime>, Failure> {
-        Ok(runtime::start(self.runtime, self.client_config(), bind)?)
+        let rt = runtime::start(self.runtime, self.client_config(), bind)?;
+        Ok(match (&self.known_servers, self.server_key) {
+            (Some(known), None) => Box::new(runtime::Pinning::new(rt, known.clone(), self.server)),
+            _ => rt,
+        })
+    }
+
+    /// Why the login stopped, from the event that says so.
+    pub(crate) fn login_failure(&self, event: &ClientEvent) -> Option<Failure> {
+        match event {
+            ClientEvent::LoginFailed { code: ErrorCode::KeyMismatch } => Some(Failure::NameTaken(self.user.clone())),
+            ClientEvent::LoginFailed { code } => Some(Failure::Refused(login_refusal(*code))),
+            ClientEvent::ServerKeyChanged { pinned, offered } => Some(Failure::ServerKeyChanged {
+                pinned: pinned.to_string(),
+                offered: offered.to_string(),
+                pins: self.known_servers.as_ref().map_or("--server-key".into(), |k| k.path().display().to_string()),
+            }),
+            _ => None,
+        }
     }
 }
 
@@ -220,6 +246,9 @@ pub fn listen(common: &Common, json_out: bool) -> Result<(), Failure> {
             }
         }
         printer.event(&event);
+        if let Some(failure) = common.login_failure(&event) {
+            return Err(failure);
+        }
         if let ClientEvent::TextReceived { from, id, .. } = &event {
             let _ = std::io::stdout().flush();
             rt.ack_text(from, *id)?;
@@ -287,7 +316,9 @@ fn run_connect(
     let session = loop {
         match rt.next_event(open_deadline) {
             Next::Event(ClientEvent::LoggedIn { .. }) => logged_in = true,
-            Next::Event(ClientEvent::LoginFailed { code }) => return Err(Failure::Refused(login_refusal(code))),
+            Next::Event(e) if common.login_failure(&e).is_some() => {
+                return Err(common.login_failure(&e).expect("checked"))
+            }
             Next::Event(ClientEvent::ServerUnreachable) if !logged_in => {
                 return Err(Failure::ServerUnreachable(common.server))
             }
@@ -472,7 +503,9 @@ pub(crate) fn wait_logged_in(
     loop {
         match rt.next_event(deadline) {
             Next::Event(ClientEvent::LoggedIn { reflexive }) => return Ok(reflexive),
-            Next::Event(ClientEvent::LoginFailed { code }) => return Err(Failure::Refused(login_refusal(code))),
+            Next::Event(e) if common.login_failure(&e).is_some() => {
+                return Err(common.login_failure(&e).expect("checked"))
+            }
             Next::Event(ClientEvent::ServerUnreachable) | Next::Idle => {
                 return Err(Failure::ServerUnreachable(common.server))
             }
@@ -487,6 +520,7 @@ fn login_refusal(code: ErrorCode) -> String {
         ErrorCode::BadUserName => "invalid user name".into(),
         ErrorCode::UnsupportedVersion => "the server speaks another protocol version".into(),
         ErrorCode::RateLimited => "rate limited".into(),
+        ErrorCode::KeyMismatch => "the user name belongs to another key on this server".into(),
         other => format!("login refused ({other:?})"),
     }
 }
@@ -605,6 +639,11 @@ impl Printer {
             ClientEvent::LoginFailed { code } => {
                 json!({"event": "login-failed", "peer": null, "path": null, "reason": login_refusal(*code)})
             }
+            ClientEvent::ServerKeyLearned { key } => {
+                json!({"event": "server-key-pinned", "peer": null, "path": null, "key": key.to_string()})
+            }
+            ClientEvent::ServerKeyChanged { pinned, offered } => json!({"event": "server-key-changed", "peer": null,
+                "path": null, "pinned": pinned.to_string(), "offered": offered.to_string()}),
             ClientEvent::TextReceived { from, id, text } => json!({"event": "text", "peer": from, "path": null,
                 "id": id.to_string(), "text": text}),
             ClientEvent::TextAcked { .. } | ClientEvent::TextFailed { .. } | ClientEvent::InboxEmpty => return,

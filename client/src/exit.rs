@@ -46,6 +46,25 @@ pub enum Failure {
     /// invalid recipient).
     #[error("message refused: {0}")]
     TextRefused(String),
+    /// The server binds the name to another key: someone else holds it.
+    #[error("the name {0:?} belongs to another key on this server (is this the right identity file?)")]
+    NameTaken(String),
+    /// The server's key is not the pinned one.
+    #[error(
+        "THE SERVER'S KEY HAS CHANGED: pinned {pinned}, offered {offered}. Someone may be impersonating the \
+         server, or its operator replaced the key; if you trust the new key, remove the old pin from {pins}"
+    )]
+    ServerKeyChanged {
+        /// The pinned key.
+        pinned: String,
+        /// The key offered.
+        offered: String,
+        /// Where the pin lives.
+        pins: String,
+    },
+    /// A key file that is unsafe (readable by others) or not a key.
+    #[error("key file refused: {0}")]
+    UnsafeKeyFile(String),
 }
 
 /// The exit codes, as `--help` lists them.
@@ -61,7 +80,10 @@ Exit codes:
   7  session closed by the peer or lost (peer vanished)
   8  refused by the server (login or request)
   9  STUN server did not answer (nat-check --stun)
- 10  message refused (too large, recipient's store full, invalid recipient)";
+ 10  message refused (too large, recipient's store full, invalid recipient)
+ 11  the user name belongs to another key on this server
+ 12  the server's key is not the pinned one (possible impersonation)
+ 13  key file refused (readable by others, or not a key)";
 
 impl Failure {
     /// The process exit code.
@@ -77,6 +99,9 @@ impl Failure {
             Failure::Refused(_) => 8,
             Failure::StunUnreachable(_) => 9,
             Failure::TextRefused(_) => 10,
+            Failure::NameTaken(_) => 11,
+            Failure::ServerKeyChanged { .. } => 12,
+            Failure::UnsafeKeyFile(_) => 13,
         }
     }
 

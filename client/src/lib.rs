@@ -9,11 +9,13 @@
 //!   `punchline-smol`;
 //! - [`nat`]: RFC 4787 names and the nearest simulator preset;
 //! - [`stun`]: reflexive discovery against a standard STUN server;
+//! - [`identity`]: the user's key file and the pinned server keys;
 //! - [`exit`]: errors and their exit codes.
 
 pub mod commands;
 pub mod display;
 pub mod exit;
+pub mod identity;
 pub mod interfaces;
 pub mod messages;
 pub mod nat;

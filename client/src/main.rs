@@ -1,14 +1,17 @@
 //! `punchline --server ADDR [--alt-server ADDR] --user NAME [--runtime mio|smol] COMMAND`
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use punchline_client::commands::{self, Common, Connect, NatCheck};
 use punchline_client::exit::{Failure, EXIT_CODES_HELP};
+use punchline_client::identity;
 use punchline_client::messages::{self, Inbox, Send};
 use punchline_client::runtime::RuntimeKind;
+use punchline_core::secure::PublicKey;
 use punchline_core::Seed;
 
 /// The Punchline client: checks your NAT, waits for sessions, or opens one
@@ -48,12 +51,34 @@ struct Args {
     /// or where direct paths are unwanted).
     #[arg(long)]
     relay: bool,
+    /// The user's identity key file (created, mode 0600, on first use).
+    /// Default: identity/<user>.key in the configuration directory
+    /// ($PUNCHLINE_HOME, else $XDG_CONFIG_HOME/punchline, else
+    /// ~/.config/punchline).
+    #[arg(long, value_name = "FILE")]
+    identity: Option<PathBuf>,
+    /// The server's key fingerprint (as `punchline-server` prints it at
+    /// start): pinned for this run; the known_servers file is neither read
+    /// nor written.
+    #[arg(long, value_name = "FINGERPRINT")]
+    server_key: Option<String>,
+    /// Server keys pinned on first contact, one `ADDRESS FINGERPRINT` per
+    /// line. Default: known_servers in the configuration directory.
+    #[arg(long, value_name = "FILE")]
+    known_servers: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Print this user's key fingerprint (creating the identity on first
+    /// use), for others to compare with what they pinned. Sends nothing.
+    Whoami {
+        /// One JSON object: user, fingerprint, identity.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the reflexive address and the NAT profile (mapping, filtering,
     /// port allocation, nearest simulator preset).
     NatCheck {
@@ -145,6 +170,37 @@ fn main() -> ExitCode {
         Ok(seed) => seed,
         Err(e) => return fail(&e),
     };
+    let identity_path = args.identity.clone().unwrap_or_else(|| identity::default_identity(&args.user));
+    if !punchline_core::server::valid_user_name(&args.user) {
+        return fail(&Failure::Usage(format!("{:?} is not a valid user name", args.user)));
+    }
+    let identity = match identity::load_or_create(&identity_path) {
+        Ok(identity) => identity,
+        Err(e) => return fail(&e),
+    };
+    if let Command::Whoami { json } = args.command {
+        let fingerprint = identity.public().to_string();
+        if json {
+            let out = serde_json::json!({"user": args.user, "fingerprint": fingerprint,
+                "identity": identity_path.display().to_string()});
+            println!("{out}");
+        } else {
+            println!("{} {fingerprint}", args.user);
+        }
+        return ExitCode::SUCCESS;
+    }
+    let known_servers =
+        identity::KnownServers::at(args.known_servers.clone().unwrap_or_else(identity::default_known_servers));
+    let (server_key, known_servers) = match &args.server_key {
+        Some(text) => match PublicKey::parse(text) {
+            Some(key) => (Some(key), None),
+            None => return fail(&Failure::Usage(format!("--server-key {text:?} is not a key fingerprint"))),
+        },
+        None => match known_servers.lookup(args.server) {
+            Ok(pinned) => (pinned, Some(known_servers)),
+            Err(e) => return fail(&e),
+        },
+    };
     let common = Common {
         server: args.server,
         alt_server: args.alt_server,
@@ -155,6 +211,9 @@ fn main() -> ExitCode {
         session_timeout: args.session_timeout,
         seed,
         relay: args.relay,
+        identity,
+        server_key,
+        known_servers,
     };
     let result = match args.command {
         Command::NatCheck { stun, json } => commands::nat_check(&common, &NatCheck { stun, json }),
@@ -166,6 +225,7 @@ fn main() -> ExitCode {
             messages::send(&common, &Send { peer, text, timeout, json })
         }
         Command::Inbox { timeout, json } => messages::inbox(&common, &Inbox { timeout, json }),
+        Command::Whoami { .. } => unreachable!("answered above"),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

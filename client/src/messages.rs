@@ -141,8 +141,8 @@ pub fn send(common: &Common, opts: &Send) -> Result<(), Failure> {
                     first_failure.get_or_insert(failure);
                 }
             }
-            Next::Event(ClientEvent::LoginFailed { code }) => {
-                return Err(Failure::Refused(format!("login refused on reconnect ({code:?})")))
+            Next::Event(e) if common.login_failure(&e).is_some() => {
+                return Err(common.login_failure(&e).expect("checked"))
             }
             Next::Event(_) | Next::Idle => {}
             Next::Stopped => return Err(std::io::Error::other("the client stopped unexpectedly").into()),

@@ -54,6 +54,58 @@ pub trait ClientRuntime {
     fn shutdown(self: Box<Self>) -> io::Result<()>;
 }
 
+/// A runtime that pins the server's key when the client learns it (trust on
+/// first use, see [`crate::identity`]).
+pub struct Pinning {
+    inner: Box<dyn ClientRuntime>,
+    known: crate::identity::KnownServers,
+    server: SocketAddr,
+}
+
+impl Pinning {
+    /// `inner`, pinning into `known` the key of `server`.
+    pub fn new(inner: Box<dyn ClientRuntime>, known: crate::identity::KnownServers, server: SocketAddr) -> Self {
+        Pinning { inner, known, server }
+    }
+}
+
+impl ClientRuntime for Pinning {
+    fn local_addr(&self) -> SocketAddr {
+        self.inner.local_addr()
+    }
+    fn connect(&self, peer: &str) -> io::Result<Result<(), ConnectError>> {
+        self.inner.connect(peer)
+    }
+    fn send(&self, session: SessionId, data: &[u8]) -> io::Result<Result<(), SendError>> {
+        self.inner.send(session, data)
+    }
+    fn close(&self, session: SessionId) -> io::Result<()> {
+        self.inner.close(session)
+    }
+    fn send_text(&self, to: &str, text: &str) -> io::Result<Result<MessageId, SendTextError>> {
+        self.inner.send_text(to, text)
+    }
+    fn ack_text(&self, from: &str, id: MessageId) -> io::Result<bool> {
+        self.inner.ack_text(from, id)
+    }
+    fn sync_inbox(&self) -> io::Result<Result<(), SendTextError>> {
+        self.inner.sync_inbox()
+    }
+    fn next_event(&self, deadline: Instant) -> Next {
+        let next = self.inner.next_event(deadline);
+        if let Next::Event(ClientEvent::ServerKeyLearned { key }) = &next {
+            match self.known.pin(self.server, *key) {
+                Ok(()) => eprintln!("punchline: pinned the key of server {} on first contact: {key}", self.server),
+                Err(e) => eprintln!("punchline: warning: could not pin the server's key: {e}"),
+            }
+        }
+        next
+    }
+    fn shutdown(self: Box<Self>) -> io::Result<()> {
+        self.inner.shutdown()
+    }
+}
+
 /// Starts a client on `kind`, its primary socket bound at `bind`.
 pub fn start(kind: RuntimeKind, config: ClientConfig, bind: SocketAddr) -> io::Result<Box<dyn ClientRuntime>> {
     Ok(match kind {

@@ -4,7 +4,8 @@
 //! It starts a server and two clients on loopback, each on its own thread
 //! and each driven by the same thirty-line loop ([`Node::turn`]): wait for a
 //! datagram at most until the machine's deadline, feed what happened in,
-//! drain transmits and events. Alice connects to Bob, waits for the direct
+//! drain transmits and events; the server's loop also carries out its
+//! storage requests (an in-memory store here). Alice connects to Bob, waits for the direct
 //! path, sends "hello" and waits for Bob's echo.
 //!
 //! ```text
@@ -23,6 +24,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use punchline_core::client::{Client, ClientConfig, ClientEvent, ConnectFailure, PathKind};
+use punchline_core::messaging::{MemoryStore, MessageStore};
 use punchline_core::server::{Server, ServerConfig};
 use punchline_core::{Machine, Seed, SocketId};
 
@@ -167,8 +169,19 @@ pub fn run() -> Result<String, String> {
     let mut server = Node::new(Server::new(server_config, Instant::now()), server_socket);
     let server_stop = Arc::clone(&stop);
     let server_thread = thread::spawn(move || -> io::Result<()> {
+        // The server's storage is the driver's too: logins bind names to
+        // keys, and texts wait there. In memory here; a deployment runs a
+        // durable store (punchline-store) on a thread of its own.
+        let mut store = MemoryStore::new();
         while !server_stop.load(Ordering::SeqCst) {
             server.turn()?;
+            let batch: Vec<_> = std::iter::from_fn(|| server.machine.poll_store_request()).collect();
+            if !batch.is_empty() {
+                for done in store.execute(batch) {
+                    server.machine.handle_store_completion(Instant::now(), done);
+                }
+                server.drain(&mut Vec::new())?;
+            }
         }
         Ok(())
     });

@@ -95,6 +95,7 @@ mod machine;
 pub mod messaging;
 pub mod nat;
 mod rng;
+pub mod secure;
 pub mod server;
 mod timer;
 pub mod wire;

@@ -61,6 +61,12 @@ pub struct Transmit {
     pub ttl: Option<u8>,
     /// The datagram, at most [`MAX_DATAGRAM`](crate::wire::MAX_DATAGRAM) bytes.
     pub payload: Bytes,
+    /// For a datagram of the client–server channel (a Hello, a Welcome, a
+    /// sealed frame): the frame inside, in the clear, so that a trace, a
+    /// test or a debugging driver can show what the machine said, as
+    /// TLS key logging lets Wireshark show it. `None` for datagrams sent in
+    /// the clear. Never send it: a driver sends `payload` only.
+    pub plaintext: Option<Bytes>,
 }
 
 /// What every protocol role offers its driver. Runtimes and the simulator are

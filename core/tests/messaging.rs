@@ -14,6 +14,7 @@ use punchline_core::messaging::{
     MemoryStore, MessageId, MessageStore, PutOutcome, SendTextError, StoreError, StoredMessage, TextFailure, TextPath,
     MAX_TEXT,
 };
+use punchline_core::secure::{HelloSent, PublicKey};
 use punchline_core::wire::frame::{Frame, TextRejection, TextStatus};
 use punchline_core::Machine;
 
@@ -47,7 +48,7 @@ fn sent_to_server(h: &Harness, i: usize, pick: impl Fn(&Frame) -> bool) -> usize
     h.captured
         .iter()
         .filter(|(c, p)| *c == i && p.dst == SERVER)
-        .filter(|(_, p)| Frame::decode(&p.payload).is_ok_and(|f| pick(&f)))
+        .filter(|(_, p)| p.frame().is_some_and(|f| pick(&f)))
         .count()
 }
 
@@ -362,11 +363,11 @@ impl MessageStore for SharedStore {
     fn load_queue(&mut self, r: &str, limit: usize) -> Result<(Vec<StoredMessage>, usize), StoreError> {
         self.0.lock().unwrap().load_queue(r, limit)
     }
-    fn read_user(&mut self, u: &str) -> Result<bool, StoreError> {
+    fn read_user(&mut self, u: &str) -> Result<Option<PublicKey>, StoreError> {
         self.0.lock().unwrap().read_user(u)
     }
-    fn write_user(&mut self, u: &str) -> Result<(), StoreError> {
-        self.0.lock().unwrap().write_user(u)
+    fn write_user(&mut self, u: &str, key: &PublicKey) -> Result<PublicKey, StoreError> {
+        self.0.lock().unwrap().write_user(u, key)
     }
 }
 
@@ -376,9 +377,9 @@ fn given_a_failing_store_then_nothing_is_acknowledged_until_it_commits() {
     // Restart the server over a store the test can break, carrying over
     // that bob exists.
     let mut old = h.crash_server();
-    assert!(old.read_user("bob").unwrap());
+    let bob_key = old.read_user("bob").unwrap().expect("bob's name is bound to his key");
     let shared = SharedStore::default();
-    shared.0.lock().unwrap().write_user("bob").unwrap();
+    shared.0.lock().unwrap().write_user("bob", &bob_key).unwrap();
     h.start_server(Box::new(shared.clone()));
     h.run_for(secs(10));
     shared.0.lock().unwrap().set_failing(true);
@@ -592,17 +593,20 @@ fn a_login_from_a_spoofed_source_gets_nothing_back_but_its_answer() {
         h.send_text(alice, "bob", &format!("a long enough message, number {n}, to make delivery worth aiming"));
     }
     h.run_for(secs(2));
-    // when an attacker logs in as bob with a victim's address as the source,
-    // and (not receiving there) never follows up,
+    // when an attacker replays a Hello of bob's (made with his very key)
+    // with a victim's address as the source, and (not receiving there)
+    // never follows up,
     let victim: std::net::SocketAddr = "198.51.100.99:4000".parse().expect("address");
     let login = Frame::Login { request: 1, user: "bob".into(), host_candidates: vec![] }.encode();
-    h.inject(victim, SERVER, login.clone());
+    let (bob_identity, server_key) = (h.config("bob").identity, h.server_config.key.public());
+    let (_, hello) = HelloSent::start(&bob_identity, &server_key, &login, None, 99.into());
+    h.inject(victim, SERVER, hello.clone());
     h.run_for(secs(30));
-    // then the victim got the login's one answer and nothing else: no
-    // stored text, at most a few times the size of the 10-byte login.
+    // then the victim got the handshake's one answer and nothing else: no
+    // stored text, and fewer bytes than the Hello.
     let (datagrams, bytes) = sent_to(&h, victim);
-    assert_eq!(datagrams, 1, "only the LoginOk");
-    assert!(bytes <= 3 * login.len(), "{bytes} bytes for a {}-byte login", login.len());
+    assert_eq!(datagrams, 1, "only the Welcome");
+    assert!(bytes <= hello.len(), "{bytes} bytes for a {}-byte hello", hello.len());
     assert!(h.log.iter().filter(|l| l.contains(&format!(" server -> {victim} "))).all(|l| !l.contains("TextDeliver")));
 
     // When the real bob logs in from where he receives, then his texts come.
@@ -616,6 +620,7 @@ mod server_with_many_users {
     use std::time::{Duration, Instant};
 
     use punchline_core::messaging::{MemoryStore, MessageId, MessageStore};
+    use punchline_core::secure::{ChannelEnd, HelloSent, StaticKey};
     use punchline_core::server::{Server, ServerConfig};
     use punchline_core::wire::frame::{Frame, TextStatus};
     use punchline_core::{Machine, SocketId};
@@ -626,12 +631,12 @@ mod server_with_many_users {
         SocketAddr::from((Ipv4Addr::new(192, 0, 2, 1 + i as u8), 10_000 + i))
     }
 
-    /// Feeds `frame` from `addr(i)`, carries out the storage requests at
-    /// once, and returns what the server answered (its events are drained
-    /// and dropped).
-    fn exchange(server: &mut Server, now: Instant, i: u16, frame: Frame) -> Vec<(SocketAddr, Frame)> {
+    /// Feeds `datagram` from `addr(i)`, carries out the storage requests at
+    /// once, and returns what the server sent: (destination, datagram,
+    /// frame inside). Its events are drained and dropped.
+    fn exchange(server: &mut Server, now: Instant, i: u16, datagram: &[u8]) -> Vec<(SocketAddr, Vec<u8>, Frame)> {
         thread_local!(static STORE: std::cell::RefCell<MemoryStore> = Default::default());
-        server.handle_datagram(now, SocketId(0), addr(i), &frame.encode());
+        server.handle_datagram(now, SocketId(0), addr(i), datagram);
         STORE.with_borrow_mut(|store| loop {
             let batch: Vec<_> = std::iter::from_fn(|| server.poll_store_request()).collect();
             if batch.is_empty() {
@@ -643,23 +648,29 @@ mod server_with_many_users {
         });
         while server.poll_event().is_some() {}
         std::iter::from_fn(|| server.poll_transmit())
-            .map(|t| (t.destination, Frame::decode(&t.payload).expect("the server sends frames")))
+            .map(|t| {
+                let frame =
+                    Frame::decode(t.plaintext.as_deref().unwrap_or(&t.payload)).expect("the server sends frames");
+                (t.destination, t.payload.to_vec(), frame)
+            })
             .collect()
     }
 
-    /// Logs user `i` in and proves its address (the keepalive a client
-    /// sends at once), as a client does.
-    fn login(server: &mut Server, now: Instant, i: u16) -> u64 {
-        let login = Frame::Login { request: 1, user: format!("user-{i}"), host_candidates: Vec::new() };
-        let token = exchange(server, now, i, login)
-            .into_iter()
-            .find_map(|(to, f)| match f {
-                Frame::LoginOk { token, .. } if to == addr(i) => Some(token),
-                _ => None,
-            })
-            .expect("a login answer");
-        exchange(server, now, i, Frame::Keepalive { token, profile: Default::default() });
-        token
+    /// Logs user `i` in with a handshake and proves its address (the
+    /// keepalive a client sends at once), as a client does.
+    fn login(server: &mut Server, now: Instant, i: u16) -> (u64, ChannelEnd) {
+        let name = format!("user-{i}");
+        let identity = StaticKey::derive(7.into(), &name);
+        let login = Frame::Login { request: 1, user: name, host_candidates: Vec::new() }.encode();
+        let (hello, datagram) = HelloSent::start(&identity, &server.public_key(), &login, None, u64::from(i).into());
+        let welcome =
+            exchange(server, now, i, &datagram).into_iter().find(|(to, ..)| *to == addr(i)).expect("a welcome");
+        let (payload, finished) = hello.finish(&welcome.1).expect("the welcome authenticates");
+        let Ok(Frame::LoginOk { token, .. }) = Frame::decode(&payload) else { panic!("not logged in: {payload:?}") };
+        let channel = finished.into_channel(token).expect("a channel");
+        let keepalive = Frame::Keepalive { token, profile: Default::default() }.encode();
+        exchange(server, now, i, &channel.seal(&keepalive).expect("sealed"));
+        (token, channel)
     }
 
     #[test]
@@ -667,24 +678,25 @@ mod server_with_many_users {
         // Given fifty users online, with nothing to deliver,
         let now = Instant::now();
         let mut server = Server::new(ServerConfig::new(SocketAddr::from((Ipv4Addr::LOCALHOST, 3478)), None), now);
-        let tokens: Vec<u64> = (0..50).map(|i| login(&mut server, now, i)).collect();
+        let users: Vec<(u64, ChannelEnd)> = (0..50).map(|i| login(&mut server, now, i)).collect();
         // then the server's next deadline is its periodic sweep, no mailbox timer;
         let sweep = server.poll_timeout().expect("the sweep is always armed");
         assert!(sweep >= now + Duration::from_secs(1), "{:?}", sweep - now);
         // when one sends another a text, it is forwarded at once and the
         // server now waits on that delivery,
         let id = MessageId { conversation: 7, seq: 1 };
-        let text = Frame::TextSend { token: tokens[0], id, to: "user-1".to_owned(), text: "hi".to_owned() };
-        let out = exchange(&mut server, now, 0, text);
-        assert!(out.iter().any(|(to, f)| *to == addr(1) && matches!(f, Frame::TextDeliver { .. })), "{out:?}");
+        let text = Frame::TextSend { token: users[0].0, id, to: "user-1".to_owned(), text: "hi".to_owned() };
+        let out = exchange(&mut server, now, 0, &users[0].1.seal(&text.encode()).expect("sealed"));
+        assert!(out.iter().any(|(to, _, f)| *to == addr(1) && matches!(f, Frame::TextDeliver { .. })), "{out:?}");
         assert!(server.poll_timeout().expect("armed") < sweep);
         // and once the recipient acknowledges it, the sender hears
         // "delivered", the recipient that nothing is pending, and the
         // mailbox has nothing left to wait for.
-        let ack = Frame::TextDeliverAck { token: tokens[1], from: "user-0".to_owned(), id };
-        let out = exchange(&mut server, now, 1, ack);
-        assert!(out.contains(&(addr(0), Frame::TextAck { id, status: TextStatus::Delivered })), "{out:?}");
-        assert!(out.contains(&(addr(1), Frame::InboxStatus { pending: 0 })), "{out:?}");
+        let ack = Frame::TextDeliverAck { token: users[1].0, from: "user-0".to_owned(), id };
+        let out = exchange(&mut server, now, 1, &users[1].1.seal(&ack.encode()).expect("sealed"));
+        let frames: Vec<(SocketAddr, Frame)> = out.into_iter().map(|(to, _, f)| (to, f)).collect();
+        assert!(frames.contains(&(addr(0), Frame::TextAck { id, status: TextStatus::Delivered })), "{frames:?}");
+        assert!(frames.contains(&(addr(1), Frame::InboxStatus { pending: 0 })), "{frames:?}");
         assert_eq!(server.stats().texts_delivered, 1);
         assert_eq!(server.poll_timeout(), Some(sweep));
     }

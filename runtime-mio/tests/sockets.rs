@@ -76,7 +76,13 @@ fn opens_256_sockets_beside_the_primary_and_releases_them() {
     let to = receiver.local_addr().expect("addr");
     for (id, _) in &opened[..8] {
         let payload = Bytes::from(id.0.to_string());
-        endpoint.machine_mut().transmits.push_back(Transmit { socket: *id, destination: to, ttl: None, payload });
+        endpoint.machine_mut().transmits.push_back(Transmit {
+            socket: *id,
+            destination: to,
+            ttl: None,
+            payload,
+            plaintext: None,
+        });
     }
     endpoint.flush(Instant::now(), &mut |_| {});
     let mut buf = [0u8; 16];

@@ -103,6 +103,7 @@ fn count_ttls_inside() {
             destination: to,
             ttl,
             payload: Bytes::from_static(payload.as_bytes()),
+            plaintext: None,
         });
     }
     endpoint.flush(Instant::now(), &mut |()| {});

@@ -167,7 +167,13 @@ mod tests {
             assert_ne!(default, 2);
 
             // When it sends a transmit with TTL 2
-            let t = Transmit { socket: SocketId(0), destination: b.local, ttl: Some(2), payload: Bytes::from("x") };
+            let t = Transmit {
+                socket: SocketId(0),
+                destination: b.local,
+                ttl: Some(2),
+                payload: Bytes::from("x"),
+                plaintext: None,
+            };
             a.send(&t).await.unwrap();
 
             // Then the datagram arrives (loopback has no hops) and the socket's

@@ -60,6 +60,7 @@ pub enum StoreCommit {
 /// max_sources = 100000
 /// max_sessions_per_user = 64
 /// data = "/var/lib/punchline"     # the message store's directory
+/// key = "/var/lib/punchline/server.key"  # the static key (default: in data)
 /// store_commit = "group"          # or "each" (one fsync per text)
 /// text_burst = 4096               # text frames one user may burst
 /// text_rate = 16384               # text frames per second one user may sustain
@@ -98,6 +99,8 @@ pub struct FileConfig {
     pub max_sessions_per_user: Option<usize>,
     /// The directory of the durable message store (`--data`).
     pub data: Option<PathBuf>,
+    /// The server's static key file (`--key`).
+    pub key: Option<PathBuf>,
     /// How the store commits (`--store-commit`).
     pub store_commit: Option<StoreCommit>,
     /// See [`punchline_core::server::MailboxConfig::text_burst`].

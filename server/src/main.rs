@@ -2,7 +2,7 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -14,7 +14,8 @@ use tracing::info;
 /// The Punchline server: signaling, presence, NAT discovery and relay over UDP.
 ///
 /// At start it prints one line per bound socket on stdout,
-/// `listening <primary|alternate|crossed> <ADDR>`, then logs to stderr
+/// `listening <primary|alternate|crossed> <ADDR>`, then `key <FINGERPRINT>`
+/// (the public key clients pin), then logs to stderr
 /// (set RUST_LOG, e.g. RUST_LOG=debug; default info). SIGINT or SIGTERM stop
 /// it cleanly (exit 0).
 ///
@@ -22,7 +23,7 @@ use tracing::info;
 /// directory; the server acknowledges a text only once it is committed.
 ///
 /// Exit codes: 0 stopped by a signal; 1 a socket could not be bound or
-/// failed; 2 bad flags or config file; 3 the message store cannot be used
+/// failed; 2 bad flags, config file or key file; 3 the message store cannot be used
 /// (directory not creatable or writable, file corrupt or not ours).
 #[derive(Parser, Debug)]
 #[command(name = "punchline-server", version)]
@@ -47,7 +48,12 @@ struct Args {
     /// text alone (one fsync per text: the baseline for measurements).
     #[arg(long, value_enum, value_name = "HOW")]
     store_commit: Option<StoreCommit>,
-    /// A TOML file with any of: listen, alt_listen, runtime, seed,
+    /// The server's static key file, created (mode 0600) on first start.
+    /// Clients pin its public half; its fingerprint is printed at start.
+    /// [default: server.key in the --data directory]
+    #[arg(long, value_name = "FILE")]
+    key: Option<PathBuf>,
+    /// A TOML file with any of: listen, alt_listen, runtime, seed, key,
     /// user_timeout, offer_retransmit, offer_attempts, request_burst,
     /// request_rate, relay_burst_bytes, relay_rate_bytes, max_sources,
     /// max_sessions_per_user, data, store_commit, text_burst, text_rate.
@@ -74,6 +80,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let key_file = args.key.clone().or(file.key.clone());
     if file.seed.is_some() {
         tracing::warn!("the config file sets `seed`: tokens, session ids and keys are predictable; for tests only");
     }
@@ -83,6 +90,12 @@ fn main() -> ExitCode {
     };
     settings.data = Some(args.data.or(settings.data).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)));
     settings.store_commit = args.store_commit.unwrap_or(settings.store_commit);
+    let key_file = key_file.unwrap_or_else(|| settings.data.as_deref().unwrap_or(Path::new(".")).join("server.key"));
+    settings.server.key = match punchline_store::keyfile::load_or_create(&key_file) {
+        Ok(key) => key,
+        Err(e) => return usage_error(&e),
+    };
+    let fingerprint = settings.server.key.public();
     // Handlers go in before the addresses are printed: whoever reads those
     // lines may signal at once.
     let mut signals = match signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) {
@@ -104,6 +117,9 @@ fn main() -> ExitCode {
         for (id, addr) in addrs {
             let _ = writeln!(out, "listening {} {addr}", punchline_server::socket_role(*id));
         }
+        // Clients pin this (`punchline --server-key`): compare it out of
+        // band on first contact.
+        let _ = writeln!(out, "key {fingerprint}");
         let _ = out.flush();
         info!(runtime = runtime.name(), sockets = addrs.len(), "serving");
     });

@@ -121,6 +121,10 @@ pub fn event(e: &ClientEvent) -> String {
     match e {
         ClientEvent::LoggedIn { reflexive } => format!("logged in as {reflexive}"),
         ClientEvent::LoginFailed { code } => format!("login failed: {code:?}"),
+        ClientEvent::ServerKeyLearned { key } => format!("pins the server key {key}"),
+        ClientEvent::ServerKeyChanged { pinned, offered } => {
+            format!("server key changed: pinned {pinned}, offered {offered}")
+        }
         ClientEvent::ServerUnreachable => "server unreachable".into(),
         ClientEvent::ReflexiveChanged { old, new } => format!("reflexive address changed {old} -> {new}"),
         ClientEvent::NatProfile(p) => format!("NAT profile {}", profile_text(p)),

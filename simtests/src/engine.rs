@@ -557,7 +557,7 @@ fn datagram_line(line: &mut String, who: &str, src: SocketAddr, t: &Transmit) ->
         write!(line, " ttl={ttl}")?;
     }
     line.push(' ');
-    describe::write_datagram(line, &t.payload)
+    describe::write_datagram(line, t.plaintext.as_deref().unwrap_or(&t.payload))
 }
 
 fn ms(d: Duration) -> f64 {

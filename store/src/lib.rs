@@ -49,6 +49,7 @@
 //! starts empty over a file it could not read: that would silently lose
 //! every stored message.
 
+pub mod keyfile;
 mod worker;
 pub use worker::{CommitEach, StoreWorker, MAX_BATCH};
 

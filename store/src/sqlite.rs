@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use punchline_core::messaging::{MessageId, MessageStore, PutOutcome, StoreError, StoredMessage};
+use punchline_core::secure::PublicKey;
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
@@ -13,7 +14,7 @@ pub const STORE_FILE: &str = "messages.sqlite3";
 /// `PRAGMA application_id` of a Punchline store: "PLMS".
 pub const APPLICATION_ID: i32 = 0x504c_4d53;
 /// The schema version (`PRAGMA user_version`) this crate writes.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 
 /// Why a store could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -101,6 +102,7 @@ impl SqliteStore {
         match (app, version) {
             (0, 0) if tables == 0 => create_schema(&conn).map_err(sqlite)?,
             (APPLICATION_ID, SCHEMA_VERSION) => {}
+            (APPLICATION_ID, 1) => migrate_from_1(&conn).map_err(sqlite)?,
             (APPLICATION_ID, v) => {
                 return Err(corrupt(format!("schema version {v}; this server reads {SCHEMA_VERSION}")))
             }
@@ -139,8 +141,19 @@ fn create_schema(conn: &Connection) -> rusqlite::Result<()> {
              UNIQUE (recipient, sender, conversation, seq)
          );
          CREATE INDEX messages_by_recipient ON messages (recipient, commit_no);
-         CREATE TABLE users (name TEXT PRIMARY KEY) WITHOUT ROWID;
+         CREATE TABLE users (name TEXT PRIMARY KEY, key BLOB) WITHOUT ROWID;
          PRAGMA application_id = {APPLICATION_ID};
+         PRAGMA user_version = {SCHEMA_VERSION};
+         COMMIT;"
+    ))
+}
+
+/// Schema 1 knew names without keys: they gain a key column, empty until
+/// each name's next login binds it.
+fn migrate_from_1(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(&format!(
+        "BEGIN IMMEDIATE;
+         ALTER TABLE users ADD COLUMN key BLOB;
          PRAGMA user_version = {SCHEMA_VERSION};
          COMMIT;"
     ))
@@ -247,20 +260,27 @@ impl MessageStore for SqliteStore {
         Ok((messages, self.count(recipient)?))
     }
 
-    fn read_user(&mut self, user: &str) -> Result<bool, StoreError> {
-        self.conn
-            .prepare_cached("SELECT 1 FROM users WHERE name = ?1")
-            .and_then(|mut s| s.query_row(params![user], |_| Ok(())).optional())
-            .map(|found| found.is_some())
-            .map_err(store_error)
+    fn read_user(&mut self, user: &str) -> Result<Option<PublicKey>, StoreError> {
+        // A name recorded before keys existed (schema 1) has no key: it is
+        // bound by its next login, and until then it is no recipient.
+        let key: Option<Option<Vec<u8>>> = self
+            .conn
+            .prepare_cached("SELECT key FROM users WHERE name = ?1")
+            .and_then(|mut s| s.query_row(params![user], |r| r.get(0)).optional())
+            .map_err(store_error)?;
+        Ok(key.flatten().and_then(|bytes| Some(PublicKey(bytes.try_into().ok()?))))
     }
 
-    fn write_user(&mut self, user: &str) -> Result<(), StoreError> {
+    fn write_user(&mut self, user: &str, key: &PublicKey) -> Result<PublicKey, StoreError> {
+        // Bind the name unless it is bound: a name keeps its first key.
         self.conn
-            .prepare_cached("INSERT OR IGNORE INTO users (name) VALUES (?1)")
-            .and_then(|mut s| s.execute(params![user]))
+            .prepare_cached(
+                "INSERT INTO users (name, key) VALUES (?1, ?2)
+                 ON CONFLICT (name) DO UPDATE SET key = excluded.key WHERE users.key IS NULL",
+            )
+            .and_then(|mut s| s.execute(params![user, &key.0[..]]))
             .map_err(store_error)?;
-        Ok(())
+        self.read_user(user)?.ok_or_else(|| StoreError(format!("user {user:?} has no key after binding it")))
     }
 }
 

@@ -16,6 +16,7 @@ use std::thread::JoinHandle;
 use punchline_core::messaging::{
     MessageId, MessageStore, PutOutcome, StoreCompletion, StoreError, StoreRequest, StoredMessage,
 };
+use punchline_core::secure::PublicKey;
 
 /// Most requests in one transaction. Bounds the time one commit holds the
 /// completions of its first request back; far above what arrives during one
@@ -102,11 +103,11 @@ impl<S: MessageStore> MessageStore for CommitEach<S> {
     fn load_queue(&mut self, recipient: &str, limit: usize) -> Result<(Vec<StoredMessage>, usize), StoreError> {
         self.0.load_queue(recipient, limit)
     }
-    fn read_user(&mut self, user: &str) -> Result<bool, StoreError> {
+    fn read_user(&mut self, user: &str) -> Result<Option<PublicKey>, StoreError> {
         self.0.read_user(user)
     }
-    fn write_user(&mut self, user: &str) -> Result<(), StoreError> {
-        self.0.write_user(user)
+    fn write_user(&mut self, user: &str, key: &PublicKey) -> Result<PublicKey, StoreError> {
+        self.0.write_user(user, key)
     }
     fn execute(&mut self, batch: Vec<StoreRequest>) -> Vec<StoreCompletion> {
         batch.into_iter().flat_map(|request| self.0.execute(vec![request])).collect()

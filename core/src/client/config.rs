@@ -3,6 +3,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::secure::{PublicKey, StaticKey};
+
 /// The client's settings. Every field has a documented default
 /// ([`ClientConfig::new`]); the simulator's scenario files set them by these
 /// field names (`config = { keepalive = "25s", opener_ttl = 3 }`).
@@ -19,6 +21,19 @@ pub struct ClientConfig {
     /// OS entropy when deployed ([`Seed::from_entropy`](crate::Seed::from_entropy)),
     /// a number for reproducible runs. Default `Seed::from(0)`.
     pub seed: crate::Seed,
+    /// The user's static key: every login proves it, and the server binds
+    /// the name to it at the first login (issue 20). [`ClientConfig::new`]
+    /// derives one from `Seed::from(0)` and the user name, for tests; a
+    /// deployment loads the user's own (`punchline --identity`).
+    pub identity: StaticKey,
+    /// The server's public key, pinned. `None`: the client asks the server
+    /// for its key before logging in, trusts the first answer, and reports
+    /// it ([`ClientEvent::ServerKeyLearned`](crate::client::ClientEvent::ServerKeyLearned))
+    /// so the application can pin it for next time, as SSH does with
+    /// `known_hosts`. A pinned key the server no longer has is refused
+    /// loudly ([`ClientEvent::ServerKeyChanged`](crate::client::ClientEvent::ServerKeyChanged)).
+    /// Default `None`.
+    pub server_key: Option<PublicKey>,
     /// Interval between keepalives to the server. Default 25 s: inside the
     /// 30 s that the shortest common NAT timeouts allow (RFC 4787 REQ-5 asks
     /// for at least 2 minutes, but many NATs use 30 s).
@@ -104,8 +119,11 @@ pub struct ClientConfig {
 impl ClientConfig {
     /// Defaults for `user` logging in to `server`.
     pub fn new(user: impl Into<String>, server: SocketAddr) -> Self {
+        let user = user.into();
         ClientConfig {
-            user: user.into(),
+            identity: StaticKey::derive(crate::Seed::from(0), &user),
+            server_key: None,
+            user,
             server,
             alt_server: None,
             seed: crate::Seed::from(0),

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use super::config::ClientConfig;
 use super::events::ClientEvent;
 use crate::machine::{SocketId, Transmit};
+use crate::secure::ChannelEnd;
 use crate::wire::{self, frame::Frame};
 
 /// Output queues shared by the client and its parts, drained by
@@ -37,9 +38,20 @@ impl Out {
     pub(crate) fn send_frame(&mut self, socket: SocketId, to: SocketAddr, ttl: Option<u8>, frame: &Frame) {
         self.send_sealed(socket, to, ttl, frame, |_| {});
     }
-    /// Queues `frame` to the server, from the primary socket.
+    /// Queues `frame` to the server, from the primary socket, sealed in
+    /// the channel; dropped while there is none (not logged in: every
+    /// caller sends again once it is).
     pub(crate) fn send_to_server(&mut self, ctx: &Ctx<'_>, frame: &Frame) {
-        self.send_frame(ctx.primary.0, ctx.config.server, None, frame);
+        self.send_to_server_at(ctx, ctx.primary.0, ctx.config.server, frame);
+    }
+    /// Queues `frame`, sealed in the channel, to one of the server's
+    /// addresses from `socket` (NAT discovery asks several).
+    pub(crate) fn send_to_server_at(&mut self, ctx: &Ctx<'_>, socket: SocketId, to: SocketAddr, frame: &Frame) {
+        let plain = frame.encode();
+        match ctx.channel.and_then(|channel| channel.seal(&plain)) {
+            Some(sealed) => self.send_carrying(socket, to, sealed, plain),
+            None => tracing::debug!(tag = frame.tag(), "no channel to the server; not sent"),
+        }
     }
     /// Queues `frame` once `seal` has signed its encoding in place.
     pub(crate) fn send_sealed(
@@ -53,7 +65,19 @@ impl Out {
         self.push(socket, to, ttl, wire::frame_bytes(frame, seal));
     }
     fn push(&mut self, socket: SocketId, destination: SocketAddr, ttl: Option<u8>, payload: Bytes) {
-        self.transmits.push_back(Transmit { socket, destination, ttl, payload });
+        self.transmits.push_back(Transmit { socket, destination, ttl, payload, plaintext: None });
+    }
+    /// Queues a datagram of the server channel that carries `frame` (see
+    /// [`Transmit::plaintext`]).
+    pub(crate) fn send_carrying(
+        &mut self,
+        socket: SocketId,
+        destination: SocketAddr,
+        payload: Vec<u8>,
+        frame: Vec<u8>,
+    ) {
+        let (payload, plaintext) = (wire::payload_bytes(payload), Some(Bytes::from(frame)));
+        self.transmits.push_back(Transmit { socket, destination, ttl: None, payload, plaintext });
     }
     pub(crate) fn event(&mut self, event: ClientEvent) {
         self.events.push_back(event);
@@ -68,6 +92,8 @@ pub(crate) struct Ctx<'a> {
     pub(crate) config: &'a ClientConfig,
     /// The login's token, while logged in.
     pub(crate) token: Option<u64>,
+    /// The channel every frame to the server is sealed in, while logged in.
+    pub(crate) channel: Option<&'a ChannelEnd>,
     pub(crate) primary: (SocketId, SocketAddr),
     /// The primary socket's server-reflexive address, while logged in.
     pub(crate) reflexive: Option<SocketAddr>,

@@ -182,12 +182,6 @@ impl Discovery {
         request == self.socket_request && matches!(self.filter_socket, SocketState::Wanted | SocketState::Requested)
     }
 
-    /// Any address the server may answer discovery from.
-    pub(crate) fn is_server_addr(&self, addr: SocketAddr) -> bool {
-        [self.server, self.alt, self.crossed_alt_ip(), SocketAddr::new(self.server.ip(), self.alt.port())]
-            .contains(&addr)
-    }
-
     pub(crate) fn socket_opened(&mut self, ctx: &Ctx<'_>, out: &mut Out, socket: Option<(SocketId, SocketAddr)>) {
         match socket {
             Some((id, _)) => {
@@ -332,7 +326,7 @@ impl Discovery {
             MappingStep::Fourth { .. } => SocketAddr::new(self.server.ip(), self.alt.port()),
         };
         let frame = Frame::Discover { nonce: self.mapping.nonce, answer_from: AnswerFrom::Same };
-        out.send_frame(self.primary.0, to, None, &frame);
+        out.send_to_server_at(ctx, self.primary.0, to, &frame);
         self.mapping.sends += 1;
         self.mapping.next_send = Some(ctx.now + ctx.config.discovery_timeout / SENDS_PER_REQUEST);
     }
@@ -356,10 +350,10 @@ impl Discovery {
             FilteringStep::OtherPort => AnswerFrom::OtherPort,
         };
         let frame = Frame::Discover { nonce: self.filtering.nonce, answer_from };
-        out.send_frame(socket, self.server, None, &frame);
+        out.send_to_server_at(ctx, socket, self.server, &frame);
         if let FilteringStep::OtherAddress { other_port: Some(nonce), port_answered: false } = step {
             let frame = Frame::Discover { nonce, answer_from: AnswerFrom::OtherPort };
-            out.send_frame(socket, self.server, None, &frame);
+            out.send_to_server_at(ctx, socket, self.server, &frame);
         }
         self.filtering.sends += 1;
         self.filtering.next_send = Some(ctx.now + ctx.config.discovery_timeout / SENDS_PER_REQUEST);

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use crate::machine::SocketId;
 use crate::messaging::{TextFailure, TextPath};
 use crate::nat::{NatProfile, Strategy};
+use crate::secure::PublicKey;
 use crate::wire::frame::{CloseReason, ErrorCode, MessageId, SessionId, TextStatus};
 
 /// Something a user of the client (or its driver) cares about.
@@ -19,10 +20,28 @@ pub enum ClientEvent {
         /// The address the server sees us at.
         reflexive: SocketAddr,
     },
-    /// The server refused the login (bad user name, unsupported version).
+    /// The server refused the login: a bad user name, or
+    /// [`ErrorCode::KeyMismatch`] when the name belongs to another key.
+    /// The client stops trying.
     LoginFailed {
         /// Why.
         code: ErrorCode,
+    },
+    /// No server key was pinned; the server said this is its key, and the
+    /// client trusts it from now on (trust on first use). Pin it, so that
+    /// a changed key is noticed next time.
+    ServerKeyLearned {
+        /// The server's public key.
+        key: PublicKey,
+    },
+    /// The server answers with another key than the pinned one: someone
+    /// may be impersonating it, or its operator replaced the key. The
+    /// client stops trying; nothing was sent to it but a key request.
+    ServerKeyChanged {
+        /// The key pinned.
+        pinned: PublicKey,
+        /// The key the server now offers.
+        offered: PublicKey,
     },
     /// The server has not answered for [`ClientConfig::server_timeout`](crate::client::ClientConfig::server_timeout). The
     /// client keeps trying; direct sessions keep working.

@@ -1,13 +1,28 @@
-//! The login and the keepalive that holds it (DESIGN §3, "Client ↔ server").
+//! The login and the keepalive that holds it (DESIGN §3, "Client ↔ server";
+//! §7 for the channel).
 //!
-//! A login is retransmitted (500 ms, doubling, at most 4 s apart) until the
-//! server accepts or refuses it; after [`ClientConfig::server_timeout`]
-//! without an answer the client reports [`ClientEvent::ServerUnreachable`]
-//! and keeps trying. Once online, a keepalive every
-//! [`ClientConfig::keepalive`] holds the NAT mapping toward the server open
-//! and tells the client its reflexive address; a keepalive without an answer
-//! is repeated after [`KEEPALIVE_RETRY`]. A server that forgot the login
-//! (it restarted) answers `NotLoggedIn`, and the client logs in again.
+//! A login is a Noise IK handshake with the server's static key (issue 20):
+//! a Hello carries the `Login` frame, encrypted to the server and proving
+//! our identity key; the server's Welcome carries `LoginOk` and opens the
+//! channel that seals every later frame in both directions. A Hello that
+//! goes unanswered is replaced by a fresh one (new ephemeral key, new
+//! index) 500 ms later, doubling, at most 4 s apart; after
+//! [`ClientConfig::server_timeout`] without an answer the client reports
+//! [`ClientEvent::ServerUnreachable`] and keeps trying.
+//!
+//! Without a pinned server key the client first asks the server for it
+//! (a key request) and trusts the answer ([`ClientEvent::ServerKeyLearned`]).
+//! With a pinned key, a server that leaves [`KEY_CHECK_AFTER`] Hellos
+//! unanswered is asked for its key as well: if it has another, the login
+//! stops with [`ClientEvent::ServerKeyChanged`] rather than retrying for
+//! ever against an impostor (or a re-keyed server).
+//!
+//! Once online, a keepalive every [`ClientConfig::keepalive`] holds the NAT
+//! mapping toward the server open and tells the client its reflexive
+//! address; a keepalive without an answer is repeated after
+//! [`KEEPALIVE_RETRY`]. A server that forgot the login (it restarted)
+//! answers `NotLoggedIn` outside any channel; the client believes that
+//! only while a keepalive waits for its answer, and logs in again.
 //!
 //! [`ClientConfig::server_timeout`]: crate::client::ClientConfig::server_timeout
 //! [`ClientConfig::keepalive`]: crate::client::ClientConfig::keepalive
@@ -15,12 +30,15 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::context::{retransmit_after, ClientTimer, Ctx, Out};
 use super::events::ClientEvent;
 use crate::nat::NatProfile;
+use crate::rng::Rng;
+use crate::secure::{ChannelEnd, HelloSent, MacKeys, PublicKey, COOKIE_LIFETIME};
 use crate::timer::Timers;
+use crate::wire::channel::{self as layout, MAC_LEN};
 use crate::wire::frame::{ErrorCode, Frame};
 
 /// How soon a keepalive that got no answer is sent again: well inside a
@@ -30,13 +48,31 @@ const KEEPALIVE_RETRY: Duration = Duration::from_secs(2);
 const KEEPALIVE_RETRY_MAX: Duration = Duration::from_secs(16);
 /// The shortest spacing of keepalives sent to check the server mapping.
 const CHECK_SPACING: Duration = Duration::from_secs(1);
+/// Unanswered Hellos after which a client with a pinned key asks the
+/// server which key it has.
+pub(crate) const KEY_CHECK_AFTER: u32 = 3;
 
-/// Where the client stands with the server.
+/// Where the client stands with the server, and what it knows of it.
 #[derive(Debug)]
-pub(crate) enum Login {
-    /// Sent, not answered yet.
-    Pending { request: u32, sends: u32, since: Instant, reported_unreachable: bool },
-    /// Refused for good (bad user name, unsupported version).
+pub(crate) struct Login {
+    state: State,
+    /// The server's key: pinned in the config, or learned.
+    server_key: Option<PublicKey>,
+    /// The keys of mac1 and cookie replies, for `server_key`.
+    mac_keys: Option<MacKeys>,
+    /// The last cookie a loaded server gave us, and when.
+    cookie: Option<([u8; MAC_LEN], Instant)>,
+    rng: Rng,
+}
+
+#[derive(Debug)]
+enum State {
+    /// Asking the server for its key (nothing pinned).
+    FetchingKey { request: u32, nonce: u64, sends: u32, since: Instant, reported_unreachable: bool },
+    /// A Hello sent, not answered yet.
+    Pending { request: u32, sends: u32, since: Instant, reported_unreachable: bool, hello: Attempt },
+    /// Refused for good (bad user name, a name bound to another key, a
+    /// changed server key).
     Failed,
     /// Accepted; `awaiting_since` is when the oldest unanswered keepalive
     /// went out.
@@ -45,66 +81,207 @@ pub(crate) enum Login {
     LoggedOut,
 }
 
+/// The last Hello sent.
+#[derive(Debug)]
+struct Attempt {
+    hello: HelloSent,
+    /// A key request sent beside it, to tell a changed server key.
+    key_check: Option<u64>,
+}
+
 impl Login {
+    pub(crate) fn new(server_key: Option<PublicKey>, rng: Rng) -> Login {
+        Login {
+            state: State::LoggedOut,
+            mac_keys: server_key.as_ref().map(MacKeys::for_server),
+            server_key,
+            cookie: None,
+            rng,
+        }
+    }
+
     /// The server's token, while online.
     pub(crate) fn token(&self) -> Option<u64> {
-        match self {
-            Login::Online { token, .. } => Some(*token),
+        match &self.state {
+            State::Online { token, .. } => Some(*token),
             _ => None,
         }
     }
 
     /// Our server-reflexive address, while online.
     pub(crate) fn reflexive(&self) -> Option<SocketAddr> {
-        match self {
-            Login::Online { reflexive, .. } => Some(*reflexive),
+        match &self.state {
+            State::Online { reflexive, .. } => Some(*reflexive),
             _ => None,
         }
     }
 
     pub(crate) fn is_online(&self) -> bool {
-        matches!(self, Login::Online { .. })
+        matches!(self.state, State::Online { .. })
     }
 
     /// Online, or on the way there.
     pub(crate) fn is_active(&self) -> bool {
-        matches!(self, Login::Online { .. } | Login::Pending { .. })
+        matches!(self.state, State::Online { .. } | State::Pending { .. } | State::FetchingKey { .. })
     }
 
-    /// (Re)starts logging in with request number `request`.
+    /// (Re)starts logging in with request number `request`: a Hello, or
+    /// first a key request when no key is pinned.
     pub(crate) fn start(&mut self, ctx: &Ctx<'_>, out: &mut Out, timers: &mut Timers<ClientTimer>, request: u32) {
-        *self = Login::Pending { request, sends: 1, since: ctx.now, reported_unreachable: false };
-        send_login(ctx, out, request);
+        if self.server_key.is_none() {
+            let nonce = self.rng.next_u64();
+            self.state = State::FetchingKey { request, nonce, sends: 1, since: ctx.now, reported_unreachable: false };
+            out.send(ctx.primary.0, ctx.config.server, None, layout::key_request(nonce));
+        } else {
+            let hello = self.send_hello(ctx, out, request, None);
+            self.state = State::Pending { request, sends: 1, since: ctx.now, reported_unreachable: false, hello };
+        }
         timers.set(ClientTimer::Login, ctx.now + retransmit_after(1));
     }
 
-    /// The server accepted login `request`; false when it was not ours.
-    ///
-    /// A keepalive goes back at once: it carries the token, which proves to
-    /// the server that we receive at this address. Until it has that proof
-    /// the server sends us nothing else (no stored texts, no offers), so a
-    /// login from a spoofed address cannot aim traffic at a victim.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn on_login_ok(
+    /// A fresh Hello for login `request`, sent.
+    fn send_hello(&mut self, ctx: &Ctx<'_>, out: &mut Out, request: u32, key_check: Option<u64>) -> Attempt {
+        let server_key = self.server_key.expect("a hello is sent once the key is known");
+        let mac_keys = self.mac_keys.get_or_insert_with(|| MacKeys::for_server(&server_key));
+        let login = Frame::Login { request, user: ctx.config.user.clone(), host_candidates: host_candidates(ctx) };
+        let payload = login.encode();
+        let cookie = self.cookie.filter(|(_, at)| ctx.now.saturating_duration_since(*at) < COOKIE_LIFETIME);
+        let (hello, datagram) = HelloSent::start_with(
+            &ctx.config.identity,
+            &server_key,
+            mac_keys,
+            &payload,
+            cookie.as_ref().map(|(c, _)| c),
+            &mut self.rng,
+        );
+        out.send_carrying(ctx.primary.0, ctx.config.server, datagram, payload);
+        Attempt { hello, key_check }
+    }
+
+    /// A key reply from the server. Returns true when it moved the login
+    /// on (a learned key: the Hello went out).
+    pub(crate) fn on_key_reply(
         &mut self,
         ctx: &Ctx<'_>,
         out: &mut Out,
         timers: &mut Timers<ClientTimer>,
-        request: u32,
-        token: u64,
-        reflexive: SocketAddr,
-        profile: NatProfile,
-    ) -> bool {
-        let Login::Pending { request: expected, .. } = *self else { return false };
-        if request != expected {
-            return false;
+        datagram: &[u8],
+    ) {
+        let Some((nonce, key)) = layout::parse_key_reply(datagram) else { return };
+        let offered = PublicKey(key);
+        match &self.state {
+            State::FetchingKey { request, nonce: expected, since, .. } if *expected == nonce => {
+                let (request, since) = (*request, *since);
+                self.server_key = Some(offered);
+                self.mac_keys = Some(MacKeys::for_server(&offered));
+                out.event(ClientEvent::ServerKeyLearned { key: offered });
+                let hello = self.send_hello(ctx, out, request, None);
+                self.state = State::Pending { request, sends: 1, since, reported_unreachable: false, hello };
+                timers.set(ClientTimer::Login, ctx.now + retransmit_after(1));
+            }
+            State::Pending { hello: Attempt { key_check: Some(expected), .. }, .. } if *expected == nonce => {
+                let pinned = self.server_key.expect("a hello was sent");
+                if pinned != offered {
+                    warn!(%pinned, %offered, "the server offers another key than the pinned one; not logging in");
+                    timers.stop(&ClientTimer::Login);
+                    self.state = State::Failed;
+                    out.event(ClientEvent::ServerKeyChanged { pinned, offered });
+                }
+            }
+            _ => debug!("a key reply nobody asked for"),
         }
-        timers.stop(&ClientTimer::Login);
-        *self = Login::Online { token, reflexive, awaiting_since: Some(ctx.now), reported_unreachable: false };
-        out.send_to_server(ctx, &Frame::Keepalive { token, profile });
-        timers.set(ClientTimer::Keepalive, ctx.now + KEEPALIVE_RETRY.min(ctx.config.keepalive));
-        out.event(ClientEvent::LoggedIn { reflexive });
-        true
+    }
+
+    /// A cookie reply: the server is under load and wants our Hello again
+    /// with the cookie's mac2. It is sent at once.
+    pub(crate) fn on_cookie_reply(&mut self, ctx: &Ctx<'_>, out: &mut Out, datagram: &[u8]) {
+        let Some((receiver, nonce, sealed)) = layout::parse_cookie_reply(datagram) else { return };
+        let State::Pending { request, hello, .. } = &self.state else { return };
+        if hello.hello.sender() != receiver {
+            return;
+        }
+        let (request, key_check) = (*request, hello.key_check);
+        let mac1 = hello.hello.mac1();
+        let Some(cookie) = self.mac_keys.as_ref().and_then(|keys| keys.open_cookie(&sealed, &nonce, mac1)) else {
+            debug!("a cookie reply that does not open");
+            return;
+        };
+        self.cookie = Some((cookie, ctx.now));
+        let new = self.send_hello(ctx, out, request, key_check);
+        if let State::Pending { hello, .. } = &mut self.state {
+            *hello = new;
+        }
+    }
+
+    /// A Welcome: the server's half of the handshake. Returns the frame it
+    /// carries (`LoginOk` or `Error`) once the handshake completed, and
+    /// with `LoginOk` the channel it opened (the login is then online, and
+    /// its first keepalive went out in the channel). A Welcome that names
+    /// our Hello but does not authenticate spoils the handshake: a fresh
+    /// Hello goes at once.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn on_welcome(
+        &mut self,
+        ctx: &Ctx<'_>,
+        out: &mut Out,
+        timers: &mut Timers<ClientTimer>,
+        datagram: &[u8],
+        profile: NatProfile,
+    ) -> Option<(Frame, Option<ChannelEnd>)> {
+        let (receiver, _) = layout::parse_welcome(datagram)?;
+        let State::Pending { hello, .. } = &self.state else { return None };
+        if hello.hello.sender() != receiver {
+            return None;
+        }
+        let State::Pending { request, sends, since, reported_unreachable, hello } =
+            std::mem::replace(&mut self.state, State::LoggedOut)
+        else {
+            unreachable!("matched above")
+        };
+        let key_check = hello.key_check;
+        let finished = hello.hello.finish(datagram).and_then(|(payload, finished)| {
+            let frame = Frame::decode(&payload).ok()?;
+            Some((frame, finished))
+        });
+        let Some((frame, finished)) = finished else {
+            debug!("a welcome that does not authenticate; a fresh hello goes");
+            let hello = self.send_hello(ctx, out, request, key_check);
+            self.state = State::Pending { request, sends, since, reported_unreachable, hello };
+            return None;
+        };
+        match frame {
+            Frame::LoginOk { request: answered, token, reflexive } if answered == request => {
+                let Some(channel) = finished.into_channel(token) else {
+                    self.state = State::Failed;
+                    return None;
+                };
+                timers.stop(&ClientTimer::Login);
+                // A keepalive goes back at once: the server keeps the login
+                // pending, and sends nothing else, until a sealed frame
+                // proves we received its Welcome at this address.
+                let keepalive = Frame::Keepalive { token, profile }.encode();
+                if let Some(sealed) = channel.seal(&keepalive) {
+                    out.send_carrying(ctx.primary.0, ctx.config.server, sealed, keepalive);
+                }
+                self.state =
+                    State::Online { token, reflexive, awaiting_since: Some(ctx.now), reported_unreachable: false };
+                timers.set(ClientTimer::Keepalive, ctx.now + KEEPALIVE_RETRY.min(ctx.config.keepalive));
+                out.event(ClientEvent::LoggedIn { reflexive });
+                Some((frame, Some(channel)))
+            }
+            Frame::Error { code, .. } => {
+                timers.stop(&ClientTimer::Login);
+                self.state = State::Failed;
+                out.event(ClientEvent::LoginFailed { code });
+                Some((frame, None))
+            }
+            _ => {
+                debug!("a welcome carrying neither LoginOk nor an error for our request");
+                let hello = self.send_hello(ctx, out, request, key_check);
+                self.state = State::Pending { request, sends, since, reported_unreachable, hello };
+                None
+            }
+        }
     }
 
     /// The server answered a keepalive, seeing us at `new`; true when that
@@ -116,7 +293,9 @@ impl Login {
         timers: &mut Timers<ClientTimer>,
         new: SocketAddr,
     ) -> bool {
-        let Login::Online { reflexive, awaiting_since, reported_unreachable, .. } = self else { return false };
+        let State::Online { reflexive, awaiting_since, reported_unreachable, .. } = &mut self.state else {
+            return false;
+        };
         *awaiting_since = None;
         *reported_unreachable = false;
         // Back to the regular interval.
@@ -129,8 +308,8 @@ impl Login {
         true
     }
 
-    /// An error the server answered `request` with; true when the server
-    /// forgot the login and the client must log in again.
+    /// An error the server answered inside the channel; true when the
+    /// client must log in again.
     pub(crate) fn on_error(
         &mut self,
         out: &mut Out,
@@ -138,18 +317,15 @@ impl Login {
         request: u32,
         code: ErrorCode,
     ) -> bool {
-        match (&*self, code) {
-            (Login::Pending { request: r, .. }, ErrorCode::BadUserName | ErrorCode::UnsupportedVersion)
-                if *r == request || request == 0 =>
-            {
-                timers.stop(&ClientTimer::Login);
-                *self = Login::Failed;
+        match (&self.state, code) {
+            (State::Online { .. }, ErrorCode::KeyMismatch) => {
+                // A concurrent first login under our name won the binding.
+                timers.stop(&ClientTimer::Keepalive);
+                self.state = State::Failed;
                 out.event(ClientEvent::LoginFailed { code });
                 false
             }
-            (Login::Online { .. }, ErrorCode::NotLoggedIn) => {
-                // The server forgot us (restart, or our keepalives were lost
-                // for too long): log in again. Direct sessions go on.
+            (State::Online { .. }, ErrorCode::NotLoggedIn) => {
                 timers.stop(&ClientTimer::Keepalive);
                 true
             }
@@ -160,16 +336,55 @@ impl Login {
         }
     }
 
-    /// [`ClientTimer::Login`]: the login went unanswered; send it again.
-    pub(crate) fn retransmit(&mut self, ctx: &Ctx<'_>, out: &mut Out, timers: &mut Timers<ClientTimer>) {
-        let Login::Pending { request, sends, since, reported_unreachable } = self else { return };
-        *sends += 1;
-        let (request, sends_now) = (*request, *sends);
-        if !*reported_unreachable && ctx.now.saturating_duration_since(*since) >= ctx.config.server_timeout {
-            *reported_unreachable = true;
-            out.event(ClientEvent::ServerUnreachable);
+    /// `NotLoggedIn` outside any channel: the server does not know our
+    /// channel (it restarted, or forgot us). Anyone can send that, so it is
+    /// believed only while a keepalive waits for its answer; true when the
+    /// client must log in again.
+    pub(crate) fn on_unsealed_not_logged_in(&mut self, timers: &mut Timers<ClientTimer>) -> bool {
+        match &self.state {
+            State::Online { awaiting_since: Some(_), .. } => {
+                timers.stop(&ClientTimer::Keepalive);
+                true
+            }
+            _ => {
+                debug!("an unsealed NotLoggedIn while the server answers; ignored");
+                false
+            }
         }
-        send_login(ctx, out, request);
+    }
+
+    /// [`ClientTimer::Login`]: the key request or the Hello went
+    /// unanswered; send a fresh one.
+    pub(crate) fn retransmit(&mut self, ctx: &Ctx<'_>, out: &mut Out, timers: &mut Timers<ClientTimer>) {
+        let sends_now = match &mut self.state {
+            State::FetchingKey { nonce, sends, since, reported_unreachable, .. } => {
+                *sends += 1;
+                let sends_now = *sends;
+                report_unreachable(ctx, out, since, reported_unreachable);
+                out.send(ctx.primary.0, ctx.config.server, None, layout::key_request(*nonce));
+                sends_now
+            }
+            State::Pending { request, sends, since, reported_unreachable, hello } => {
+                *sends += 1;
+                let (request, sends_now) = (*request, *sends);
+                report_unreachable(ctx, out, since, reported_unreachable);
+                let mut key_check = hello.key_check;
+                if sends_now > KEY_CHECK_AFTER {
+                    let nonce = match key_check {
+                        Some(nonce) => nonce,
+                        None => self.rng.next_u64(),
+                    };
+                    key_check = Some(nonce);
+                    out.send(ctx.primary.0, ctx.config.server, None, layout::key_request(nonce));
+                }
+                let new = self.send_hello(ctx, out, request, key_check);
+                if let State::Pending { hello, .. } = &mut self.state {
+                    *hello = new;
+                }
+                sends_now
+            }
+            _ => return,
+        };
         timers.set(ClientTimer::Login, ctx.now + retransmit_after(sends_now));
     }
 
@@ -182,7 +397,7 @@ impl Login {
         profile: NatProfile,
     ) {
         let now = ctx.now;
-        let Login::Online { token, awaiting_since, reported_unreachable, .. } = self else { return };
+        let State::Online { token, awaiting_since, reported_unreachable, .. } = &mut self.state else { return };
         let token = *token;
         let waiting = awaiting_since.map(|since| now.saturating_duration_since(since));
         if waiting.is_some_and(|w| w >= ctx.config.server_timeout) && !*reported_unreachable {
@@ -212,7 +427,7 @@ impl Login {
         timers: &mut Timers<ClientTimer>,
         profile: NatProfile,
     ) {
-        let Login::Online { token, awaiting_since, .. } = self else { return };
+        let State::Online { token, awaiting_since, .. } = &mut self.state else { return };
         if awaiting_since.is_some_and(|since| ctx.now < since + CHECK_SPACING) {
             return;
         }
@@ -227,16 +442,18 @@ impl Login {
 
     /// Tells the server goodbye, when online.
     pub(crate) fn logout(&mut self, ctx: &Ctx<'_>, out: &mut Out) {
-        if let Login::Online { token, .. } = *self {
+        if let State::Online { token, .. } = self.state {
             out.send_to_server(ctx, &Frame::Logout { token });
         }
-        *self = Login::LoggedOut;
+        self.state = State::LoggedOut;
     }
 }
 
-fn send_login(ctx: &Ctx<'_>, out: &mut Out, request: u32) {
-    let host_candidates = host_candidates(ctx);
-    out.send_to_server(ctx, &Frame::Login { request, user: ctx.config.user.clone(), host_candidates });
+fn report_unreachable(ctx: &Ctx<'_>, out: &mut Out, since: &Instant, reported: &mut bool) {
+    if !*reported && ctx.now.saturating_duration_since(*since) >= ctx.config.server_timeout {
+        *reported = true;
+        out.event(ClientEvent::ServerUnreachable);
+    }
 }
 
 /// Our host candidates: the primary socket's local address, then the

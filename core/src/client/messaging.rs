@@ -219,7 +219,7 @@ impl Messaging {
         if !self.raise(ctx, out, &from, id, text) {
             return;
         }
-        out.send_frame(ctx.primary.0, ctx.config.server, None, &ack);
+        out.send_to_server(ctx, &ack);
     }
 
     /// Raises a received text once; true when it may be acknowledged now
@@ -255,7 +255,7 @@ impl Messaging {
         }
         if let Some(token) = ctx.token {
             let ack = Frame::TextDeliverAck { token, from: from.to_owned(), id };
-            out.send_frame(ctx.primary.0, ctx.config.server, None, &ack);
+            out.send_to_server(ctx, &ack);
         }
         true
     }
@@ -312,7 +312,7 @@ impl Messaging {
             return;
         };
         self.inbox.sends += 1;
-        out.send_frame(ctx.primary.0, ctx.config.server, None, &Frame::InboxSync { token });
+        out.send_to_server(ctx, &Frame::InboxSync { token });
         self.inbox.next_sync = Some(ctx.now + retransmit_after(self.inbox.sends));
     }
 }
@@ -345,7 +345,7 @@ fn send_to_server(ctx: &Ctx<'_>, out: &mut Out, id: MessageId, message: &mut Out
         return;
     };
     let frame = Frame::TextSend { token, id, to: message.to.clone(), text: message.text.clone() };
-    out.send_frame(ctx.primary.0, ctx.config.server, None, &frame);
+    out.send_to_server(ctx, &frame);
 }
 
 /// 1 s, doubling, at most 8 s.

@@ -50,9 +50,10 @@ use crate::machine::{Machine, SocketId, Transmit};
 use crate::messaging::SendTextError;
 use crate::nat::NatProfile;
 use crate::rng::Rng;
+use crate::secure::{ChannelEnd, OpenError};
 use crate::timer::Timers;
 use crate::wire::frame::{CloseReason, ErrorCode, Frame, FrameError, MessageId, SessionId, MAX_APP_PAYLOAD};
-use crate::wire::{self, stun};
+use crate::wire::{self, channel as layout, stun};
 
 use connect::Requests;
 use context::{ClientTimer, Ctx, Out};
@@ -69,6 +70,9 @@ pub struct Client {
     out: Out,
     timers: Timers<ClientTimer>,
     login: Login,
+    /// The channel to the server, from the last completed handshake: every
+    /// frame to the server is sealed in it while the login is online.
+    channel: Option<ChannelEnd>,
     discovery: Option<Discovery>,
     profile: NatProfile,
     /// The profile was measured (or there is nothing to measure with):
@@ -95,6 +99,7 @@ macro_rules! ctx {
             now: $now,
             config: &$client.config,
             token: $client.login.token(),
+            channel: if $client.login.is_online() { $client.channel.as_ref() } else { None },
             primary: $client.primary,
             reflexive: $client.login.reflexive(),
         }
@@ -106,11 +111,12 @@ impl Client {
     /// id and local address).
     pub fn new(config: ClientConfig, primary: (SocketId, SocketAddr), now: Instant) -> Self {
         let mut client = Client {
+            login: Login::new(config.server_key, Rng::new(config.seed).fork(0x10_6141)),
             messaging: Messaging::new(Rng::new(config.seed).fork(0x7e47_3e55)),
             rng: Rng::new(config.seed).fork(0x00c1_1e47),
             config,
             primary,
-            login: Login::LoggedOut,
+            channel: None,
             discovery: None,
             profile: NatProfile::default(),
             profile_known: false,
@@ -327,6 +333,9 @@ impl Machine for Client {
         }
         match wire::classify(payload) {
             wire::Kind::Stun => self.handle_stun(now, socket, from, payload),
+            wire::Kind::Punchline if layout::is_channel_tag(payload[0]) => {
+                self.handle_channel(now, socket, from, payload)
+            }
             wire::Kind::Punchline => match Frame::decode(payload) {
                 Ok(frame) => self.handle_frame(now, socket, from, frame, payload),
                 Err(FrameError::UnsupportedVersion(v)) => {
@@ -404,8 +413,9 @@ impl Client {
         r
     }
 
-    fn send_to_server(&mut self, frame: Frame) {
-        self.out.send_frame(self.primary.0, self.config.server, None, &frame);
+    fn send_to_server(&mut self, now: Instant, frame: Frame) {
+        let ctx = ctx!(self, now);
+        self.out.send_to_server(&ctx, &frame);
     }
 
     fn is_server(&self, addr: SocketAddr) -> bool {
@@ -447,37 +457,91 @@ impl Client {
         self.sessions.on_binding_response(&ctx, &mut self.out, socket, tid, mapped);
     }
 
+    /// A frame outside the server's channel: a peer frame (authenticated
+    /// by its session), or a server's `NotLoggedIn` hint. Nothing else is
+    /// believed outside the channel: a forged `TextDeliver` or `Offer`
+    /// from a spoofed server address is dropped here.
     fn handle_frame(&mut self, now: Instant, socket: SocketId, from: SocketAddr, frame: Frame, raw: &[u8]) {
         if frame.is_authenticated() {
             return self.handle_peer_frame(now, socket, from, frame, raw, false);
         }
-        if matches!(frame, Frame::Opener) {
+        match frame {
             // Openers are not meant to arrive; one that does (a peer on the
             // same LAN) carries nothing.
+            Frame::Opener => {}
+            Frame::Error { code: ErrorCode::NotLoggedIn, .. } if self.is_server(from) => {
+                if self.login.on_unsealed_not_logged_in(&mut self.timers) {
+                    self.start_login(now);
+                }
+            }
+            other => {
+                debug!(%from, tag = other.tag(), "a signaling frame outside the server's channel; dropped");
+                self.stats.unauthenticated += 1;
+            }
+        }
+    }
+
+    /// A datagram of the server's channel: the handshake's answers, or a
+    /// sealed frame.
+    fn handle_channel(&mut self, now: Instant, socket: SocketId, from: SocketAddr, payload: &[u8]) {
+        if payload[0] == layout::tag::SEALED {
+            // Sealed frames authenticate themselves, whichever server
+            // address sent them (discovery asks several).
+            let opened = match self.channel.as_mut().filter(|_| self.login.is_online()) {
+                Some(channel) => channel.open_checked(payload),
+                None => Err(OpenError::Forged),
+            };
+            let frame = match opened {
+                Ok(plain) => Frame::decode(&plain),
+                Err(error) => {
+                    debug!(%from, ?error, "a sealed frame that does not open");
+                    self.stats.unauthenticated += 1;
+                    return;
+                }
+            };
+            match frame {
+                Ok(frame) => self.handle_server_frame(now, socket, frame),
+                Err(_) => self.stats.malformed += 1,
+            }
             return;
         }
-        let from_server = self.is_server(from) || self.discovery.as_ref().is_some_and(|d| d.is_server_addr(from));
-        if !from_server {
-            debug!(%from, "server frame from a source that is not the server");
+        if !self.is_server(from) {
+            debug!(%from, "a handshake datagram from a source that is not the server");
             self.stats.unexpected += 1;
             return;
         }
-        match frame {
-            Frame::LoginOk { request, token, reflexive } => {
-                let ctx = ctx!(self, now);
+        let ctx = ctx!(self, now);
+        match payload[0] {
+            layout::tag::WELCOME => {
                 let profile = self.profile;
-                if !self.login.on_login_ok(&ctx, &mut self.out, &mut self.timers, request, token, reflexive, profile) {
-                    return;
+                let answer = self.login.on_welcome(&ctx, &mut self.out, &mut self.timers, payload, profile);
+                if let Some((Frame::LoginOk { .. }, channel)) = answer {
+                    self.channel = channel;
+                    self.logged_in(now);
                 }
-                if self.config.discover_nat {
-                    self.start_discovery(now);
-                } else {
-                    self.profile_measured(now);
-                }
-                self.send_waiting_connects(now);
-                let ctx = ctx!(self, now);
-                self.messaging.on_logged_in(&ctx, &mut self.out);
             }
+            layout::tag::COOKIE_REPLY => self.login.on_cookie_reply(&ctx, &mut self.out, payload),
+            layout::tag::KEY_REPLY => self.login.on_key_reply(&ctx, &mut self.out, &mut self.timers, payload),
+            _ => self.stats.unexpected += 1,
+        }
+    }
+
+    /// The login succeeded: measure the NAT, send what waited.
+    fn logged_in(&mut self, now: Instant) {
+        if self.config.discover_nat {
+            self.start_discovery(now);
+        } else {
+            self.profile_measured(now);
+        }
+        self.send_waiting_connects(now);
+        let ctx = ctx!(self, now);
+        self.messaging.on_logged_in(&ctx, &mut self.out);
+    }
+
+    /// A frame from the server, opened from its channel.
+    fn handle_server_frame(&mut self, now: Instant, socket: SocketId, frame: Frame) {
+        let from = self.config.server;
+        match frame {
             Frame::KeepaliveAck { reflexive } => {
                 let ctx = ctx!(self, now);
                 let moved = self.login.on_keepalive_ack(&ctx, &mut self.out, &mut self.timers, reflexive);
@@ -488,7 +552,7 @@ impl Client {
             Frame::LookupReply { request, online } => self.requests.on_lookup_reply(&mut self.out, request, online),
             Frame::Offer { request, session, key, initiator, peer, peer_candidates, strategy, peer_profile } => {
                 if let Some(token) = self.login.token() {
-                    self.send_to_server(Frame::OfferAck { token, session });
+                    self.send_to_server(now, Frame::OfferAck { token, session });
                 }
                 if let Some(s) = self.sessions.get_mut(&session) {
                     // Offered again: the peer moved, and the server vouches
@@ -612,7 +676,7 @@ impl Client {
             // server does not wait for a profile that never comes.
             self.profile.public = self.reflexive() == Some(self.primary.1);
             if let Some(token) = self.login.token() {
-                self.send_to_server(Frame::Profile { token, profile: self.profile });
+                self.send_to_server(now, Frame::Profile { token, profile: self.profile });
             }
             self.profile_measured(now);
             return;
@@ -646,10 +710,10 @@ impl Client {
         self.timers.stop(&ClientTimer::Discovery);
         self.profile = profile;
         self.out.event(ClientEvent::NatProfile(profile));
-        if let Some(token) = self.login.token() {
-            self.send_to_server(Frame::Profile { token, profile });
-        }
         if let Some(now) = self.out.now {
+            if let Some(token) = self.login.token() {
+                self.send_to_server(now, Frame::Profile { token, profile });
+            }
             self.profile_measured(now);
         }
     }

@@ -16,8 +16,9 @@
 //! the server relies on it (a queue loaded after a delete never shows the
 //! deleted message).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
+use crate::secure::PublicKey;
 use crate::wire::frame::MessageId;
 
 /// A message held for an offline (or not yet acknowledging) recipient.
@@ -76,16 +77,21 @@ pub enum StoreOp {
         /// Most messages to return.
         limit: usize,
     },
-    /// Does a user record exist? Answered with [`StoreReply::UserKnown`].
+    /// Which key is `user` bound to? Answered with [`StoreReply::UserKey`].
     ReadUser {
         /// The user's name.
         user: String,
     },
-    /// Record that `user` exists (has logged in), so texts to it are
-    /// accepted after a restart. Answered with [`StoreReply::UserWritten`].
+    /// Bind `user` to `key` unless it is bound already (trust on first
+    /// use, issue 20): a user exists once it completed a login, and texts
+    /// to it are accepted after a restart. Answered with
+    /// [`StoreReply::UserBound`] and the key the name is bound to now,
+    /// which is another when a concurrent first login won.
     WriteUser {
         /// The user's name.
         user: String,
+        /// The key its login proved.
+        key: PublicKey,
     },
 }
 
@@ -110,10 +116,11 @@ pub enum StoreReply {
         /// How many the recipient holds in all.
         total: usize,
     },
-    /// For [`StoreOp::ReadUser`]: true when the user was recorded.
-    UserKnown(bool),
-    /// For [`StoreOp::WriteUser`].
-    UserWritten,
+    /// For [`StoreOp::ReadUser`]: the user's key, or `None` when no login
+    /// ever completed under that name.
+    UserKey(Option<PublicKey>),
+    /// For [`StoreOp::WriteUser`]: the key the name is bound to.
+    UserBound(PublicKey),
 }
 
 /// A request's outcome, handed back to the server.
@@ -174,10 +181,10 @@ pub trait MessageStore: std::fmt::Debug + Send {
     fn load_queue(&mut self, recipient: &str, limit: usize) -> Result<(Vec<StoredMessage>, usize), StoreError>;
 
     /// See [`StoreOp::ReadUser`].
-    fn read_user(&mut self, user: &str) -> Result<bool, StoreError>;
+    fn read_user(&mut self, user: &str) -> Result<Option<PublicKey>, StoreError>;
 
     /// See [`StoreOp::WriteUser`].
-    fn write_user(&mut self, user: &str) -> Result<(), StoreError>;
+    fn write_user(&mut self, user: &str, key: &PublicKey) -> Result<PublicKey, StoreError>;
 
     /// Carries out `batch` in order as one transaction and returns one
     /// completion per request, in the same order.
@@ -209,8 +216,8 @@ pub trait MessageStore: std::fmt::Debug + Send {
             StoreOp::LoadQueue { recipient, limit } => {
                 self.load_queue(&recipient, limit).map(|(messages, total)| StoreReply::Queue { messages, total })
             }
-            StoreOp::ReadUser { user } => self.read_user(&user).map(StoreReply::UserKnown),
-            StoreOp::WriteUser { user } => self.write_user(&user).map(|()| StoreReply::UserWritten),
+            StoreOp::ReadUser { user } => self.read_user(&user).map(StoreReply::UserKey),
+            StoreOp::WriteUser { user, key } => self.write_user(&user, &key).map(StoreReply::UserBound),
         }
     }
 }
@@ -234,11 +241,11 @@ impl<S: MessageStore + ?Sized> MessageStore for Box<S> {
     fn load_queue(&mut self, recipient: &str, limit: usize) -> Result<(Vec<StoredMessage>, usize), StoreError> {
         (**self).load_queue(recipient, limit)
     }
-    fn read_user(&mut self, user: &str) -> Result<bool, StoreError> {
+    fn read_user(&mut self, user: &str) -> Result<Option<PublicKey>, StoreError> {
         (**self).read_user(user)
     }
-    fn write_user(&mut self, user: &str) -> Result<(), StoreError> {
-        (**self).write_user(user)
+    fn write_user(&mut self, user: &str, key: &PublicKey) -> Result<PublicKey, StoreError> {
+        (**self).write_user(user, key)
     }
     fn execute(&mut self, batch: Vec<StoreRequest>) -> Vec<StoreCompletion> {
         (**self).execute(batch)
@@ -258,7 +265,7 @@ pub struct MemoryStore {
     messages: BTreeMap<String, BTreeMap<u64, StoredMessage>>,
     /// (recipient, sender, id) → commit number.
     index: BTreeMap<(String, String, MessageId), u64>,
-    users: BTreeSet<String>,
+    users: BTreeMap<String, PublicKey>,
     next_commit: u64,
     failing: bool,
 }
@@ -346,14 +353,13 @@ impl MessageStore for MemoryStore {
         Ok((queue.values().take(limit).cloned().collect(), queue.len()))
     }
 
-    fn read_user(&mut self, user: &str) -> Result<bool, StoreError> {
+    fn read_user(&mut self, user: &str) -> Result<Option<PublicKey>, StoreError> {
         self.check()?;
-        Ok(self.users.contains(user))
+        Ok(self.users.get(user).copied())
     }
 
-    fn write_user(&mut self, user: &str) -> Result<(), StoreError> {
+    fn write_user(&mut self, user: &str, key: &PublicKey) -> Result<PublicKey, StoreError> {
         self.check()?;
-        self.users.insert(user.to_owned());
-        Ok(())
+        Ok(*self.users.entry(user.to_owned()).or_insert(*key))
     }
 }

@@ -32,6 +32,7 @@ use super::storage::{QueueStatus, ReplyTo, Waiting};
 use super::{valid_user_name, Server, ServerEvent, ServerTimer};
 use crate::machine::SocketId;
 use crate::messaging::{PutOutcome, StoreError, StoreOp, StoreReply, StoredMessage};
+use crate::secure::PublicKey;
 use crate::wire::frame::ErrorCode;
 use crate::wire::frame::{Frame, MessageId, TextRejection, TextStatus, MAX_TEXT};
 
@@ -295,9 +296,11 @@ impl Server {
         self.load_queue(&user, QueueStatus::Count((socket, from)));
     }
 
-    /// A user logged in: remember it durably and start delivering.
-    pub(super) fn mailbox_login(&mut self, user: &str) {
-        self.storage.request(StoreOp::WriteUser { user: user.to_owned() }, Waiting::UserWrite);
+    /// A user logged in: bind its name to its key durably (if it is not
+    /// yet) and start delivering.
+    pub(super) fn mailbox_login(&mut self, user: &str, key: PublicKey) {
+        let op = StoreOp::WriteUser { user: user.to_owned(), key };
+        self.storage.request(op, Waiting::UserWrite { user: user.to_owned() });
         self.refill(user, QueueStatus::Silent);
     }
 
@@ -338,25 +341,23 @@ impl Server {
                 self.text_put_done(now, key, text, outcome);
             }
             (Waiting::TextRecipient { reply_to, sender, id, to, text }, result) => match known(result) {
-                Ok(true) => {
-                    self.known_users.insert(to.clone());
+                Ok(Some(key)) => {
+                    self.known_users.insert(to.clone(), key);
                     self.put_text(reply_to, sender, id, to, text);
                 }
-                Ok(false) => self.reject_text(reply_to, &sender, id, TextRejection::UnknownRecipient),
+                Ok(None) => self.reject_text(reply_to, &sender, id, TextRejection::UnknownRecipient),
                 Err(error) => {
                     self.store_failed(error);
                     self.reject_text(reply_to, &sender, id, TextRejection::StoreUnavailable);
                 }
             },
             (Waiting::ConnectPeer { reply_to, request, peer }, result) => {
-                let known = known(result).unwrap_or_else(|error| {
+                let known = known(result).map(|key| key.map(|key| self.known_users.insert(peer, key)).is_some());
+                let known = known.unwrap_or_else(|error| {
                     // Offline either way; whether they exist cannot be told.
                     self.store_failed(error);
                     true
                 });
-                if known {
-                    self.known_users.insert(peer);
-                }
                 let code = if known { ErrorCode::PeerOffline } else { ErrorCode::UnknownPeer };
                 self.reply(reply_to.0, reply_to.1, Frame::Error { request, code });
             }
@@ -378,10 +379,19 @@ impl Server {
                     Err(error) => self.store_failed(error),
                 }
             }
-            (Waiting::UserWrite, result) => match result {
-                Ok(StoreReply::UserWritten) => {}
+            (Waiting::UserWrite { user }, result) => match result {
+                Ok(StoreReply::UserBound(key)) => self.user_bound(&user, key),
                 Ok(other) => self.store_failed(mismatched(&other)),
                 Err(error) => self.store_failed(error),
+            },
+            (Waiting::Hello(wait), result) => match known(result) {
+                Ok(bound) => self.hello_binding_read(now, *wait, bound),
+                Err(error) => {
+                    // The binding cannot be told: no login now (the client
+                    // sends its Hello again).
+                    self.store_failed(error);
+                    self.hello_dropped();
+                }
             },
         }
         self.arm_mailbox();
@@ -489,7 +499,7 @@ impl Server {
         self.send_to_user(recipient, Frame::TextDeliver { from: sender, id, text });
     }
 
-    fn send_to_user(&mut self, user: &str, frame: Frame) {
+    pub(super) fn send_to_user(&mut self, user: &str, frame: Frame) {
         if let Some(u) = self.users.get(user) {
             let (socket, to) = (u.socket, u.reflexive);
             self.reply(socket, to, frame);
@@ -510,10 +520,10 @@ impl Server {
     }
 }
 
-/// A user lookup's answer.
-fn known(result: Result<StoreReply, StoreError>) -> Result<bool, StoreError> {
+/// A user lookup's answer: the key the name is bound to, if any.
+fn known(result: Result<StoreReply, StoreError>) -> Result<Option<PublicKey>, StoreError> {
     match result? {
-        StoreReply::UserKnown(known) => Ok(known),
+        StoreReply::UserKey(key) => Ok(key),
         other => Err(mismatched(&other)),
     }
 }

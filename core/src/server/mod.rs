@@ -11,6 +11,7 @@
 //! member logged in from, to the other member. Everything else is dropped and
 //! counted in [`ServerStats`].
 
+mod handshake;
 mod known;
 mod limits;
 mod mailbox;
@@ -31,9 +32,10 @@ use crate::machine::{Machine, SocketId, Transmit};
 use crate::messaging::{StoreCompletion, StoreRequest};
 use crate::nat::{NatProfile, Strategy};
 use crate::rng::Rng;
+use crate::secure::{ChannelEnd, CookieJar, MacKeys, PublicKey, StaticKey};
 use crate::timer::Timers;
 use crate::wire::frame::{AnswerFrom, CloseReason, ErrorCode, Frame, FrameError, SessionId, SessionKey};
-use crate::wire::{self, stun};
+use crate::wire::{self, channel as layout, stun};
 
 use known::KnownNames;
 use limits::{Bucket, SourceLimits};
@@ -51,6 +53,16 @@ pub struct ServerConfig {
     /// ([`Seed::from_entropy`](crate::Seed::from_entropy)), a number for
     /// reproducible runs. Default `Seed::from(0)`.
     pub seed: crate::Seed,
+    /// The server's static key: clients pin its public half, and every
+    /// login is a Noise IK handshake with it. [`ServerConfig::new`] derives
+    /// one from `Seed::from(0)` for tests; a deployment loads its own
+    /// (`punchline-server --key`).
+    pub key: StaticKey,
+    /// Handshakes per second above which the server is *under load*: it
+    /// then spends a Diffie–Hellman only on Hellos that echo a cookie for
+    /// their source address, and answers others with one (WireGuard's
+    /// mac2). Default 1,000.
+    pub handshakes_per_second: u32,
     /// A user not heard from for this long is offline.
     pub user_timeout: Duration,
     /// How often an unacknowledged session offer is sent again.
@@ -81,6 +93,8 @@ impl ServerConfig {
             primary,
             alternate,
             seed: crate::Seed::from(0),
+            key: StaticKey::derive(crate::Seed::from(0), "server"),
+            handshakes_per_second: 1_000,
             user_timeout: Duration::from_secs(75),
             offer_retransmit: Duration::from_millis(500),
             offer_attempts: 20,
@@ -151,6 +165,20 @@ pub struct ServerStats {
     pub stun_answered: u64,
     /// Frames that need a login but carried an unknown token.
     pub bad_token: u64,
+    /// Handshakes completed (a Welcome sent with `LoginOk`).
+    pub handshakes: u64,
+    /// Hellos refused: bad mac1, undecryptable, no login inside, or no
+    /// room to wait for the store.
+    pub handshakes_refused: u64,
+    /// Cookie replies sent, under load.
+    pub cookies_sent: u64,
+    /// Logins refused because the name is bound to another key.
+    pub key_mismatches: u64,
+    /// Sealed frames refused as replays.
+    pub replayed: u64,
+    /// Frames that did not authenticate: forged sealed frames, and
+    /// signaling frames sent outside a channel.
+    pub unauthenticated: u64,
     /// Text messages committed to the store.
     pub texts_stored: u64,
     /// Stored text messages the recipient acknowledged (and that were deleted).
@@ -168,6 +196,18 @@ pub struct Server {
     sockets: Vec<(SocketId, SocketAddr)>,
     rng: Rng,
     users: Users<User>,
+    /// Completed handshakes waiting for their first sealed frame, by token.
+    pending: BTreeMap<u64, handshake::PendingLogin>,
+    /// Hellos waiting for the store to say which key their name has.
+    hellos_awaiting_store: usize,
+    /// Which online user is at an address: whose channel seals a frame sent
+    /// there.
+    at_addr: BTreeMap<SocketAddr, u64>,
+    /// While a sealed frame is handled: its channel's token and source, so
+    /// that the answer is sealed for it whatever the address.
+    current: Option<(u64, SocketAddr)>,
+    mac_keys: MacKeys,
+    cookies: CookieJar,
     known_users: KnownNames,
     sessions: BTreeMap<SessionId, RelaySession>,
     limits: SourceLimits,
@@ -192,16 +232,16 @@ enum ServerTimer {
 
 #[derive(Debug)]
 struct User {
-    login_request: u32,
+    /// The static key its handshake proved.
+    key: PublicKey,
+    /// The channel its frames are sealed in.
+    channel: ChannelEnd,
     reflexive: SocketAddr,
     socket: SocketId,
     host_candidates: Vec<SocketAddr>,
     profile: NatProfile,
     /// A profile was reported (possibly with unmeasured fields).
     profile_known: bool,
-    /// The user sent a frame with its token from its address: it receives
-    /// there (see `Server::note_proof`).
-    proven: bool,
     last_seen: Instant,
     sessions: BTreeSet<SessionId>,
     /// Connect requests already answered, so retransmissions get the same
@@ -236,9 +276,16 @@ impl Server {
         let sockets = server_sockets(config.primary, config.alternate);
         let mut timers = Timers::default();
         timers.set(ServerTimer::Sweep, now + Duration::from_secs(5));
+        let rng = Rng::new(config.seed).fork(0x005e_7ee5);
         Server {
             limits: SourceLimits::new(config.request_burst, config.request_rate, config.max_sources),
-            rng: Rng::new(config.seed).fork(0x005e_7ee5),
+            pending: BTreeMap::new(),
+            hellos_awaiting_store: 0,
+            at_addr: BTreeMap::new(),
+            current: None,
+            mac_keys: MacKeys::for_server(&config.key.public()),
+            cookies: CookieJar::new(rng.fork(0xc00c_1e), now),
+            rng,
             config,
             sockets,
             users: Users::new(),
@@ -260,6 +307,11 @@ impl Server {
     /// and ports both differ).
     pub fn sockets(&self) -> &[(SocketId, SocketAddr)] {
         &self.sockets
+    }
+
+    /// The server's public key, which clients pin.
+    pub fn public_key(&self) -> PublicKey {
+        self.config.key.public()
     }
 
     /// Counters of what the server did and refused.
@@ -329,13 +381,33 @@ impl Machine for Server {
                     self.stats.malformed += 1;
                 }
             }
+            wire::Kind::Punchline if layout::is_channel_tag(payload[0]) => match payload[0] {
+                layout::tag::SEALED => self.sealed(now, socket, from, payload),
+                layout::tag::HELLO if self.limits.allow(now, from.ip()) => self.hello(now, socket, from, payload),
+                layout::tag::KEY_REQUEST if self.limits.allow(now, from.ip()) => {
+                    self.key_request(socket, from, payload)
+                }
+                layout::tag::HELLO | layout::tag::KEY_REQUEST => self.stats.rate_limited += 1,
+                _ => {
+                    debug!(%from, tag = payload[0], "a channel datagram a server does not accept");
+                    self.stats.malformed += 1;
+                }
+            },
             wire::Kind::Punchline => match Frame::decode(payload) {
-                Ok(frame) => self.handle_frame(now, socket, from, frame),
+                Ok(frame) => {
+                    // Signaling travels only inside a channel.
+                    debug!(%from, tag = frame.tag(), "a signaling frame outside any channel");
+                    self.stats.unauthenticated += 1;
+                }
                 Err(FrameError::UnsupportedVersion(v)) => {
                     debug!(%from, version = v, "frame of an unsupported version");
                     self.stats.malformed += 1;
                     if self.limits.allow(now, from.ip()) {
-                        self.reply(socket, from, Frame::Error { request: 0, code: ErrorCode::UnsupportedVersion });
+                        self.reply_plain(
+                            socket,
+                            from,
+                            Frame::Error { request: 0, code: ErrorCode::UnsupportedVersion },
+                        );
                     }
                 }
                 Err(error) => {
@@ -391,13 +463,7 @@ impl Server {
             self.stats.rate_limited += 1;
             return;
         }
-        if let Some(token) = frame.token() {
-            self.note_proof(token, from);
-        }
         match frame {
-            Frame::Login { request, user, host_candidates } => {
-                self.login(now, socket, from, request, user, host_candidates)
-            }
             Frame::Keepalive { token, profile } => {
                 let Some((name, user)) = self.users.by_token_mut(token) else {
                     self.stats.bad_token += 1;
@@ -409,8 +475,14 @@ impl Server {
                 // moved): follow the user to its new address, so relayed
                 // frames keep reaching it, and tell its peers.
                 let moved = user.reflexive != from;
-                user.reflexive = from;
+                let old = std::mem::replace(&mut user.reflexive, from);
                 user.socket = socket;
+                if moved {
+                    if self.at_addr.get(&old) == Some(&token) {
+                        self.at_addr.remove(&old);
+                    }
+                    self.at_addr.insert(from, token);
+                }
                 let (name, sessions): (String, Vec<SessionId>) =
                     if moved { (name.to_owned(), user.sessions.iter().copied().collect()) } else { Default::default() };
                 self.reply(socket, from, Frame::KeepaliveAck { reflexive: from });
@@ -481,97 +553,34 @@ impl Server {
         }
     }
 
-    fn login(
-        &mut self,
-        now: Instant,
-        socket: SocketId,
-        from: SocketAddr,
-        request: u32,
-        name: String,
-        host_candidates: Vec<SocketAddr>,
-    ) {
-        if !valid_user_name(&name) {
-            self.reply(socket, from, Frame::Error { request, code: ErrorCode::BadUserName });
-            return;
-        }
-        if let Some((token, existing)) = self.users.get_with_token_mut(&name) {
-            if existing.reflexive == from && existing.login_request == request {
-                // A retransmitted login: same answer.
-                existing.last_seen = now;
-                self.reply(socket, from, Frame::LoginOk { request, token, reflexive: from });
-                return;
-            }
-            // A new login replaces the old one; its sessions are stale.
-            self.go_offline(&name);
-        }
-        let token = self.fresh_token();
-        self.users.insert(
-            name.clone(),
-            token,
-            User {
-                login_request: request,
-                reflexive: from,
-                socket,
-                host_candidates,
-                profile: NatProfile::default(),
-                profile_known: false,
-                proven: false,
-                last_seen: now,
-                sessions: BTreeSet::new(),
-                connects: BTreeMap::new(),
-            },
-        );
-        self.events.push_back(ServerEvent::UserOnline { user: name.clone(), reflexive: from });
-        self.reply(socket, from, Frame::LoginOk { request, token, reflexive: from });
-        // Stored texts wait for the proof that this address receives (see
-        // `note_proof`): the client's first frame with its token.
-    }
-
-    /// A frame bearing `token` came from `from`. The token went out only in
-    /// the `LoginOk` sent to the address the login came from, and it is
-    /// drawn from 256 bits of entropy: a sender that knows it received
-    /// there. Until a user has proved that, the server sends it nothing but
-    /// the `LoginOk` (no stored texts, offers or relayed frames), so a login
-    /// from a spoofed source cannot aim traffic at a victim (issue 20,
-    /// amplification). The proof also makes the name durable: a login that
-    /// never completes leaves nothing in the store.
-    fn note_proof(&mut self, token: u64, from: SocketAddr) {
-        let Some((name, user)) = self.users.by_token_mut(token) else { return };
-        if user.proven || user.reflexive != from {
-            return;
-        }
-        user.proven = true;
-        let name = name.to_owned();
-        self.known_users.insert(name.clone());
-        self.mailbox_login(&name);
-    }
-
-    /// True when `user` is online and has proved it receives at its address.
+    /// True when `user` is online: it completed a handshake and proved it
+    /// receives at its address (see `handshake`).
     fn reachable(&self, user: &str) -> bool {
-        self.users.get(user).is_some_and(|u| u.proven)
+        self.users.contains(user)
     }
 
     fn sweep(&mut self, now: Instant) {
         let silent: Vec<String> = self
             .users
             .iter()
-            .filter(|(_, u)| {
-                // A login that never proved its address (spoofed, or its
-                // client gone at once) is forgotten sooner.
-                let timeout = if u.proven { self.config.user_timeout } else { UNPROVEN_TIMEOUT };
-                now.saturating_duration_since(u.last_seen) >= timeout
-            })
+            .filter(|(_, u)| now.saturating_duration_since(u.last_seen) >= self.config.user_timeout)
             .map(|(n, _)| n.to_owned())
             .collect();
         for name in silent {
             debug!(user = %name, "no keepalive within the user timeout (or no proof of its address)");
             self.go_offline(&name);
         }
+        // A login that never proved its address (spoofed, or its client
+        // gone at once) is forgotten sooner.
+        self.pending.retain(|_, p| now.saturating_duration_since(p.since) < UNPROVEN_TIMEOUT);
         self.limits.forget_idle(now, Duration::from_secs(60));
     }
 
     fn go_offline(&mut self, name: &str) {
-        let Some((_, user)) = self.users.remove(name) else { return };
+        let Some((token, user)) = self.users.remove(name) else { return };
+        if self.at_addr.get(&user.reflexive) == Some(&token) {
+            self.at_addr.remove(&user.reflexive);
+        }
         self.mailbox.forget_user(name);
         for session in user.sessions {
             self.end_session(session, CloseReason::PeerOffline);
@@ -594,7 +603,7 @@ impl Server {
     fn fresh_token(&mut self) -> u64 {
         loop {
             let t = self.rng.next_u64();
-            if t != 0 && !self.users.holds_token(t) {
+            if t != 0 && !self.users.holds_token(t) && !self.pending.contains_key(&t) {
                 return t;
             }
         }
@@ -616,12 +625,42 @@ impl Server {
         self.sockets.iter().find(|(_, a)| *a == wanted).map(|(id, _)| *id)
     }
 
+    /// Sends `frame` sealed in the channel of whoever is at `to`: the
+    /// sender of the sealed frame being handled, when `to` is its source,
+    /// else the online user at that address. With no channel there,
+    /// nothing is sent: the server answers no signaling outside a channel.
     fn reply(&mut self, socket: SocketId, to: SocketAddr, frame: Frame) {
+        let token = match self.current {
+            Some((token, from)) if from == to => Some(token),
+            _ => self.at_addr.get(&to).copied(),
+        };
+        let Some((_, user)) = token.and_then(|t| self.users.by_token(t)) else {
+            debug!(%to, tag = frame.tag(), "no channel to send a frame in; dropped");
+            return;
+        };
+        let plain = frame.encode();
+        let Some(datagram) = user.channel.seal(&plain) else {
+            debug!(%to, "a channel's counter is exhausted");
+            return;
+        };
+        self.send_carrying(socket, to, datagram, plain);
+    }
+
+    /// Sends `frame` outside any channel: only the tiny errors that say a
+    /// request cannot be understood (smaller than it).
+    fn reply_plain(&mut self, socket: SocketId, to: SocketAddr, frame: Frame) {
         self.send(socket, to, wire::frame_bytes(&frame, |_| {}));
     }
 
     fn send(&mut self, socket: SocketId, to: SocketAddr, payload: Bytes) {
-        self.transmits.push_back(Transmit { socket, destination: to, ttl: None, payload });
+        self.transmits.push_back(Transmit { socket, destination: to, ttl: None, payload, plaintext: None });
+    }
+
+    /// Queues a datagram of the channel that carries `frame` (see
+    /// [`Transmit::plaintext`]).
+    fn send_carrying(&mut self, socket: SocketId, to: SocketAddr, payload: Vec<u8>, frame: Vec<u8>) {
+        let (payload, plaintext) = (wire::payload_bytes(payload), Some(Bytes::from(frame)));
+        self.transmits.push_back(Transmit { socket, destination: to, ttl: None, payload, plaintext });
     }
 }
 
@@ -652,8 +691,9 @@ pub fn valid_user_name(name: &str) -> bool {
         && name.chars().all(|c| c.is_alphanumeric() || USER_NAME_PUNCTUATION.contains(c))
 }
 
-/// How long a login may wait for the proof of its address (see
-/// `Server::note_proof`) before it is forgotten: clients prove at once, and
+/// How long a completed handshake may wait for the proof of its address
+/// (its first sealed frame, see `handshake`) before it is forgotten:
+/// clients prove at once, and
 /// retry their keepalive within 2 s.
 const UNPROVEN_TIMEOUT: Duration = Duration::from_secs(10);
 

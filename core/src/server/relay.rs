@@ -214,7 +214,7 @@ impl Server {
         } else {
             return refuse(&mut self.stats, "not a member");
         };
-        let Some(peer) = self.users.get(other).filter(|p| p.proven) else {
+        let Some(peer) = self.users.get(other) else {
             return refuse(&mut self.stats, "peer offline, or not yet proved to receive at its address");
         };
         let (burst, rate) = (self.config.relay_burst_bytes as f64, self.config.relay_rate_bytes as f64);

@@ -68,8 +68,14 @@ pub(super) enum Waiting {
         /// (recipient, sender, id).
         key: (String, String, MessageId),
     },
-    /// A [`StoreOp::WriteUser`]: only a failure needs handling.
-    UserWrite,
+    /// A [`StoreOp::WriteUser`]: the name's binding, which may be another
+    /// login's if two first logins raced.
+    UserWrite {
+        /// The name.
+        user: String,
+    },
+    /// A Hello whose name's binding is read.
+    Hello(Box<super::handshake::HelloWait>),
 }
 
 /// Whether, and how, a queue load is answered with an `InboxStatus`.

@@ -125,13 +125,6 @@ impl<U> Users<U> {
         Some(&mut self.online_mut(slot).user)
     }
 
-    /// `name`'s record and the token they hold.
-    pub(super) fn get_with_token_mut(&mut self, name: &str) -> Option<(u64, &mut U)> {
-        let slot = self.slot_of(name)?;
-        let online = self.online_mut(slot);
-        Some((online.token, &mut online.user))
-    }
-
     /// The user holding `token`, with their name.
     pub(super) fn by_token(&self, token: u64) -> Option<(&str, &U)> {
         let online = self.online(*self.by_token.get(&token)?);
@@ -228,7 +221,9 @@ mod tests {
                     let want = reference.get(&name).map(|&(_, user)| user);
                     prop_assert_eq!(users.get(&name).copied(), want);
                     prop_assert_eq!(users.contains(&name), want.is_some());
-                    prop_assert_eq!(users.get_with_token_mut(&name).map(|(t, &mut u)| (t, u)), reference.get(&name).copied());
+                    if let Some(&(token, user)) = reference.get(&name) {
+                        prop_assert_eq!(users.by_token(token).map(|(n, &u)| (n.to_owned(), u)), Some((name.clone(), user)));
+                    }
                 }
             }
         }

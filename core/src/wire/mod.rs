@@ -8,6 +8,7 @@
 //!
 //! Decoding never panics and never allocates more than the datagram's size.
 
+pub mod channel;
 pub mod frame;
 pub mod stun;
 

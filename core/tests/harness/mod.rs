@@ -37,6 +37,17 @@ pub struct Packet {
     pub dst: SocketAddr,
     pub ttl: u8,
     pub payload: Vec<u8>,
+    /// The frame inside a datagram of the client–server channel, as the
+    /// sender's `Transmit::plaintext` showed it.
+    pub plaintext: Option<Vec<u8>>,
+}
+
+impl Packet {
+    /// The frame this packet carries: the one sealed inside, or the
+    /// datagram itself.
+    pub fn frame(&self) -> Option<Frame> {
+        Frame::decode(self.plaintext.as_deref().unwrap_or(&self.payload)).ok()
+    }
 }
 
 #[derive(Debug)]
@@ -216,6 +227,7 @@ impl Harness {
         let mut c = ClientConfig::new(name, SERVER);
         c.alt_server = Some(ALT);
         c.seed = (self.clients.len() as u64 + 100).into();
+        c.server_key = Some(self.server_config.key.public());
         c
     }
 
@@ -366,7 +378,7 @@ impl Harness {
 
     /// Puts a raw packet on the internet now, as if `src` had sent it.
     pub fn inject(&mut self, src: SocketAddr, dst: SocketAddr, payload: Vec<u8>) {
-        let p = Packet { src, dst, ttl: DEFAULT_TTL, payload };
+        let p = Packet { src, dst, ttl: DEFAULT_TTL, payload, plaintext: None };
         self.schedule(self.now, Stage::Internet, p);
     }
 
@@ -428,7 +440,7 @@ impl Harness {
                     self.direct_packets += 1;
                 }
                 let mut delay = self.latency;
-                if p.src.ip() == SERVER.ip() && matches!(Frame::decode(&p.payload), Ok(Frame::Offer { .. })) {
+                if p.src.ip() == SERVER.ip() && matches!(p.frame(), Some(Frame::Offer { .. })) {
                     if let Some(i) = self.client_by_public_ip(p.dst.ip()) {
                         delay += self.offer_delay.get(&i).copied().unwrap_or_default();
                     }
@@ -493,7 +505,13 @@ impl Harness {
         while let Some(t) = self.server.poll_transmit() {
             self.log.push(format!("{:?} server -> {} {:02x?}", self.elapsed(), t.destination, &t.payload[..]));
             let src = self.server.sockets().iter().find(|(id, _)| *id == t.socket).expect("server socket").1;
-            let p = Packet { src, dst: t.destination, ttl: t.ttl.unwrap_or(DEFAULT_TTL), payload: t.payload.to_vec() };
+            let p = Packet {
+                src,
+                dst: t.destination,
+                ttl: t.ttl.unwrap_or(DEFAULT_TTL),
+                payload: t.payload.to_vec(),
+                plaintext: t.plaintext.map(|p| p.to_vec()),
+            };
             self.schedule(self.now, Stage::Internet, p);
         }
         while self.server.poll_event().is_some() {}
@@ -558,6 +576,7 @@ impl Harness {
             dst: t.destination,
             ttl: t.ttl.unwrap_or(DEFAULT_TTL),
             payload: t.payload.to_vec(),
+            plaintext: t.plaintext.map(|p| p.to_vec()),
         };
         self.captured.push((i, p.clone()));
         if host.nat.is_some() {

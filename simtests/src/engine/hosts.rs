@@ -388,7 +388,7 @@ impl Hosts {
         let src = SocketAddr::new(peer.addr, port);
         let name = &self.peers[i].name;
         self.lines.record_with(self.now, |line| datagram_line(line, name, src, &t));
-        self.arrow(i, t.destination, &t.payload);
+        self.arrow(i, t.destination, t.plaintext.as_deref().unwrap_or(&t.payload));
         let size = t.payload.len() + 28;
         let p = Packet { src, dst: t.destination, ttl: t.ttl.unwrap_or(DEFAULT_TTL), payload: t.payload };
         let arrivals = self.peers[i].up.transmit(self.now, size);

@@ -55,6 +55,9 @@ pub enum ErrorCode {
     RateLimited,
     /// The request was malformed.
     BadRequest,
+    /// The name is bound to another key: someone else holds it (issue 20,
+    /// trust on first use).
+    KeyMismatch,
 }
 
 /// Why a session ended.

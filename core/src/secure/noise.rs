@@ -1,0 +1,112 @@
+//! The Noise handshake (Noise Protocol Framework, revision 34) through the
+//! `snow` crate, with the core's own generator as its randomness.
+//!
+//! `snow` asks its resolver for a random source each time it builds a
+//! handshake; ours hands it a child of the machine's seeded ChaCha20
+//! generator ([`Rng`]), so ephemeral keys, like everything else, come from
+//! the seed: OS entropy in a deployment, a number in the simulator, where
+//! traces stay byte-identical run to run.
+
+use snow::params::NoiseParams;
+use snow::resolvers::{BoxedCryptoResolver, CryptoResolver, DefaultResolver};
+use snow::types::{Cipher, Dh, Hash, Random};
+use snow::{Builder, HandshakeState, StatelessTransportState};
+
+use super::keys::{PublicKey, StaticKey};
+use crate::rng::Rng;
+
+/// The client–server pattern: IK, so that the client's first message
+/// already proves its identity (the server's key is known beforehand), and
+/// the handshake costs the one round trip a login always took.
+pub(crate) const CLIENT_SERVER: &str = "Noise_IK_25519_ChaChaPoly_BLAKE2s";
+
+/// Bound into every client–server handshake hash (Noise §6), so a
+/// transcript of another protocol (or another version) never verifies.
+const CLIENT_SERVER_PROLOGUE: &[u8] = b"punchline/1 client-server";
+
+/// The tag Noise adds to each encrypted payload.
+pub(crate) const TAG_LEN: usize = 16;
+
+/// Bytes the IK pattern adds to message 1's payload: `e`, encrypted `s`
+/// with its tag, and the payload's tag.
+pub(crate) const IK_MESSAGE_1_OVERHEAD: usize = 32 + 32 + TAG_LEN + TAG_LEN;
+/// Bytes the IK pattern adds to message 2's payload: `e` and the tag.
+pub(crate) const IK_MESSAGE_2_OVERHEAD: usize = 32 + TAG_LEN;
+
+/// A handshake in progress, either side. Prints nothing secret.
+pub(crate) struct Handshake(pub(crate) HandshakeState);
+
+impl std::fmt::Debug for Handshake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Handshake(..)")
+    }
+}
+
+/// The client's side of an IK handshake with the server whose key is
+/// `server`.
+pub(crate) fn client_handshake(identity: &StaticKey, server: &PublicKey, rng: Rng) -> Handshake {
+    let built = builder(rng)
+        .local_private_key(identity.secret())
+        .and_then(|b| b.remote_public_key(&server.0))
+        .and_then(|b| b.prologue(CLIENT_SERVER_PROLOGUE))
+        .and_then(|b| b.build_initiator())
+        .expect("a 32-byte X25519 key pair and a known pattern always build");
+    Handshake(built)
+}
+
+/// The server's side of an IK handshake.
+pub(crate) fn server_handshake(key: &StaticKey, rng: Rng) -> Handshake {
+    let built = builder(rng)
+        .local_private_key(key.secret())
+        .and_then(|b| b.prologue(CLIENT_SERVER_PROLOGUE))
+        .and_then(|b| b.build_responder())
+        .expect("a 32-byte X25519 key pair and a known pattern always build");
+    Handshake(built)
+}
+
+impl Handshake {
+    /// The peer's static key, once the handshake has read it.
+    pub(crate) fn remote_static(&self) -> Option<PublicKey> {
+        let bytes: [u8; 32] = self.0.get_remote_static()?.try_into().ok()?;
+        Some(PublicKey(bytes))
+    }
+
+    /// Finishes into transport keys, once both messages went through.
+    pub(crate) fn into_transport(self) -> Option<StatelessTransportState> {
+        self.0.into_stateless_transport_mode().ok()
+    }
+}
+
+fn builder(rng: Rng) -> Builder<'static> {
+    let params: NoiseParams = CLIENT_SERVER.parse().expect("a pattern snow knows");
+    Builder::with_resolver(params, Box::new(SeededResolver(std::sync::Mutex::new(Some(rng)))) as BoxedCryptoResolver)
+}
+
+/// `snow`'s own primitives, with our generator as the random source.
+struct SeededResolver(std::sync::Mutex<Option<Rng>>);
+
+impl CryptoResolver for SeededResolver {
+    fn resolve_rng(&self) -> Option<Box<dyn Random>> {
+        // Each handshake builds one resolver and asks once.
+        let rng = self.0.lock().ok()?.take()?;
+        Some(Box::new(SeededRandom(rng)))
+    }
+    fn resolve_dh(&self, choice: &snow::params::DHChoice) -> Option<Box<dyn Dh>> {
+        DefaultResolver.resolve_dh(choice)
+    }
+    fn resolve_hash(&self, choice: &snow::params::HashChoice) -> Option<Box<dyn Hash>> {
+        DefaultResolver.resolve_hash(choice)
+    }
+    fn resolve_cipher(&self, choice: &snow::params::CipherChoice) -> Option<Box<dyn Cipher>> {
+        DefaultResolver.resolve_cipher(choice)
+    }
+}
+
+struct SeededRandom(Rng);
+
+impl Random for SeededRandom {
+    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), snow::Error> {
+        self.0.fill(dest);
+        Ok(())
+    }
+}
