@@ -396,17 +396,25 @@ fn given_a_failing_store_then_nothing_is_acknowledged_until_it_commits() {
 
 #[test]
 fn given_a_commit_in_flight_then_logins_are_answered_and_texts_wait_for_their_commit() {
-    // Given alice online and bob, who exists, offline,
+    // Given alice online, bob, who exists, offline, and carol, who was
+    // online once, gone too,
     let (mut h, alice) = alice_and_absent_bob(41);
+    let carol_config = h.config("carol");
+    let first_carol = h.add_public_client(carol_config.clone());
+    h.run_for(secs(1));
+    let now = h.now;
+    h.clients[first_carol].client.logout(now);
+    h.run_for(secs(1));
+    h.clients[first_carol].dead = true;
     // when the store's commit is held in flight and alice sends three texts,
     h.hold_store = true;
     let ids: Vec<MessageId> = (0..3).map(|k| h.send_text(alice, "bob", &format!("text {k}"))).collect();
-    // and carol logs in meanwhile,
-    let carol_config = h.config("carol");
+    // and carol logs in again meanwhile,
     let carol = h.add_public_client(carol_config);
     h.run_for(secs(5));
-    // then carol is logged in although her login's own storage waits too,
-    assert!(h.clients[carol].client.is_logged_in(), "a login never waits for the store");
+    // then carol is logged in although her login's own storage waits too
+    // (a name whose key the server knows never waits for a store read),
+    assert!(h.clients[carol].client.is_logged_in(), "a known name's login never waits for the store");
     // and no text is acknowledged before its commit, nor given up on;
     assert!(acks(&h, alice).is_empty(), "{:?}", acks(&h, alice));
     assert!(failures(&h, alice).is_empty());
@@ -428,14 +436,17 @@ fn given_hostile_text_frames_then_they_are_dropped_and_counted_without_panic() {
     let ac = h.config("alice");
     let alice = h.add_public_client(ac);
     h.run_for(secs(2));
-    let from = h.public_addr(alice);
+    // Mallory logs in by hand, to send what no client would, sealed in her
+    // own channel.
+    let from: std::net::SocketAddr = "192.0.2.66:6666".parse().unwrap();
+    let (token, mallory) = h.hand_login(from, "mallory");
     let id = MessageId { conversation: 1, seq: 1 };
     let malformed_before = h.server.stats().malformed;
     // An oversized text (the frame's size limit), a truncated frame, a text
     // whose length prefix lies, and invalid UTF-8.
-    let mut oversized = Frame::TextSend { token: 1, id, to: "bob".into(), text: "x".repeat(MAX_TEXT) }.encode();
-    oversized.extend(std::iter::repeat_n(b'x', 200));
-    let full = Frame::TextSend { token: 1, id, to: "bob".into(), text: "hello".into() }.encode();
+    let mut oversized = Frame::TextSend { token, id, to: "bob".into(), text: "x".repeat(MAX_TEXT) }.encode();
+    oversized.extend(std::iter::repeat_n(b'x', 30));
+    let full = Frame::TextSend { token, id, to: "bob".into(), text: "hello".into() }.encode();
     let truncated = full[..full.len() - 3].to_vec();
     let mut lying = full.clone();
     let len_at = lying.len() - 6;
@@ -444,25 +455,36 @@ fn given_hostile_text_frames_then_they_are_dropped_and_counted_without_panic() {
     let last = not_utf8.len() - 1;
     not_utf8[last] = 0xff;
     for payload in [oversized, truncated, lying, not_utf8] {
-        h.inject(from, SERVER, payload);
+        h.inject(from, SERVER, mallory.seal(&payload).expect("sealed"));
     }
     h.run_for(secs(1));
     assert_eq!(h.server.stats().malformed - malformed_before, 4);
     assert_eq!(h.server.stats().texts_stored, 0);
 
-    // A delivery that does not come from the server is not shown.
+    // The same text in the clear is not even read: signaling travels only
+    // inside a channel.
+    let unauthenticated_before = h.server.stats().unauthenticated;
+    h.inject(from, SERVER, full.clone());
+    h.run_for(secs(1));
+    assert_eq!(h.server.stats().unauthenticated - unauthenticated_before, 1);
+
+    // A delivery that does not come sealed from the server is not shown,
+    // whether it claims the server's address or not.
     let client_addr = h.clients[alice].client.reflexive().unwrap();
     let forged = Frame::TextDeliver { from: "mallory".into(), id, text: "trust me".into() }.encode();
-    h.inject("198.51.100.99:5000".parse().unwrap(), client_addr, forged);
+    h.inject("198.51.100.99:5000".parse().unwrap(), client_addr, forged.clone());
+    h.inject(SERVER, client_addr, forged);
     h.run_for(secs(1));
     assert!(h.texts(alice).is_empty());
-    assert_eq!(h.clients[alice].client.stats().unexpected, 1);
+    assert_eq!(h.clients[alice].client.stats().unauthenticated, 2);
 
-    // Text frames with a stale token get "log in again", never a store.
-    h.inject(from, SERVER, Frame::TextSend { token: 12345, id, to: "alice".into(), text: "x".into() }.encode());
+    // A text naming another channel's token (alice's, say) is refused.
+    let bad_token_before = h.server.stats().bad_token;
+    let stolen = Frame::TextSend { token: token ^ 1, id, to: "alice".into(), text: "x".into() }.encode();
+    h.inject(from, SERVER, mallory.seal(&stolen).expect("sealed"));
     h.run_for(secs(1));
     assert_eq!(h.server.stats().texts_stored, 0);
-    assert!(h.server.stats().bad_token >= 1);
+    assert_eq!(h.server.stats().bad_token - bad_token_before, 1);
 }
 
 #[test]

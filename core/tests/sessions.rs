@@ -327,7 +327,6 @@ fn a_client_that_is_not_a_member_cannot_push_a_frame_through_the_relay() {
     let mut h = Harness::new(8);
     let a = h.add_public_client(h.config("alice"));
     let b = h.add_public_client(h.config("bob"));
-    let c = h.add_public_client(h.config("mallory"));
     h.drop_direct = true;
     h.run_until(Duration::from_secs(5));
     h.connect(a, "bob");
@@ -336,40 +335,42 @@ fn a_client_that_is_not_a_member_cannot_push_a_frame_through_the_relay() {
     h.run_for(Duration::from_secs(1));
     let session = h.clients[a].client.sessions().next().unwrap();
 
-    // Mallory learned alice's relay frame (with alice's token) and her own
-    // token (from her own keepalive).
-    let alice_relay = h
+    // Mallory, logged in with her own channel, captured alice's sealed relay
+    // datagram; she knows alice's token (it travels in the clear in each
+    // sealed header) but not alice's channel keys.
+    let (alice_relay, alice_token, inner) = h
         .captured
         .iter()
-        .find(|(i, p)| *i == a && matches!(Frame::decode(&p.payload), Ok(Frame::Relay { .. })))
-        .map(|(_, p)| p.payload.clone())
-        .unwrap();
-    let Ok(Frame::Relay { token: alice_token, payload: inner, .. }) = Frame::decode(&alice_relay) else { panic!() };
-    h.run_for(Duration::from_secs(30));
-    let mallory_token = h
-        .captured
-        .iter()
-        .find_map(|(i, p)| match Frame::decode(&p.payload) {
-            Ok(Frame::Keepalive { token, .. }) if *i == c => Some(token),
+        .find_map(|(i, p)| match p.frame() {
+            Some(Frame::Relay { token, payload, .. }) if *i == a => Some((p.payload.clone(), token, payload)),
             _ => None,
         })
         .unwrap();
-    let mallory = h.public_addr(c);
+    let mallory: std::net::SocketAddr = "192.0.2.66:6666".parse().unwrap();
+    let (mallory_token, channel) = h.hand_login(mallory, "mallory");
     let server = harness::SERVER;
-    let before = h.server.stats().relay_refused;
+    let stats = h.server.stats().clone();
     let bob_frames_before = h.received(b).len();
 
-    // When mallory sends relay frames for the session: alice's frame
-    // replayed, alice's token with her own payload, her own token, and a
-    // made-up token.
+    // When mallory replays alice's datagram, seals relay frames in her own
+    // channel naming alice's token and her own, and sends one in the clear,
     h.inject(mallory, server, alice_relay);
-    for token in [alice_token, mallory_token, 12345] {
-        h.inject(mallory, server, Frame::Relay { token, session, payload: inner.clone() }.encode());
+    for token in [alice_token, mallory_token] {
+        let relay = Frame::Relay { token, session, payload: inner.clone() }.encode();
+        h.inject(mallory, server, channel.seal(&relay).unwrap());
     }
+    h.inject(mallory, server, Frame::Relay { token: alice_token, session, payload: inner.clone() }.encode());
     h.run_for(ms(100));
 
-    // Then the server refused all four, and bob got nothing new.
-    assert_eq!(h.server.stats().relay_refused - before, 4);
+    // then the server refused each, for its own reason: a replay, a token
+    // not her channel's, not a member, not authenticated; and bob got
+    // nothing new.
+    let after = h.server.stats();
+    assert_eq!(after.replayed - stats.replayed, 1);
+    assert_eq!(after.bad_token - stats.bad_token, 1);
+    assert_eq!(after.relay_refused - stats.relay_refused, 1);
+    assert_eq!(after.unauthenticated - stats.unauthenticated, 1);
+    assert_eq!(after.relayed, stats.relayed);
     assert_eq!(h.received(b).len(), bob_frames_before);
     assert_eq!(h.clients[b].client.stats().unauthenticated, 0);
 }

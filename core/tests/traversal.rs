@@ -5,11 +5,12 @@
 //! Each test drives a single real [`Client`] by hand. A fake server answers
 //! its login and NAT discovery the way the server would behind the NAT kind
 //! the test picks (a port-restricted cone, or a symmetric NAT with random
-//! ports), so the client measures its own profile; then the fake server
-//! offers a session with a key the test knows, and the test plays the peer:
-//! it seals stream messages as the session's initiator and delivers them
-//! wrapped in `Relayed` from the server's address, exactly as the relay
-//! would.
+//! ports), so the client measures its own profile; it completes the real
+//! handshake with a key of its own and keeps the server's end of the
+//! channel. Then the fake server offers a session with a key the test
+//! knows, and the test plays the peer: it seals stream messages as the
+//! session's initiator and delivers them wrapped in `Relayed`, sealed in
+//! the channel, exactly as the relay would.
 //!
 //! The core never reads the clock: time starts at one `Instant::now()` and
 //! only moves by the durations the tests add.
@@ -21,6 +22,8 @@ use std::time::{Duration, Instant};
 use punchline_core::auth::{self, Role};
 use punchline_core::client::{Client, ClientConfig, ClientEvent, PathKind, BIRTHDAY_PORTS};
 use punchline_core::nat::{FilteringBehavior, MappingBehavior, NatProfile, PortAllocation, Strategy};
+use punchline_core::secure::{ChannelEnd, HelloReceived, StaticKey};
+use punchline_core::wire::channel::{self as layout, Hello};
 use punchline_core::wire::frame::{AnswerFrom, CloseReason, Frame, SessionBody, SessionId, SessionKey, StreamMessage};
 use punchline_core::wire::{self, stun};
 use punchline_core::{Machine, SocketId, Transmit};
@@ -119,6 +122,10 @@ struct Rig {
     live: BTreeMap<SocketId, SocketAddr>,
     next_socket: u32,
     token: u64,
+    /// The fake server's key, and its end of the channel once the client
+    /// logged in.
+    server_key: StaticKey,
+    server_end: Option<ChannelEnd>,
     /// Every datagram the client sent, with the time since the start.
     sent: Vec<(Duration, Transmit)>,
     /// Every event, with the time since the start.
@@ -136,7 +143,11 @@ impl Rig {
         let mut config = ClientConfig::new("alice", SERVER);
         config.alt_server = Some(ALT);
         config.seed = seed.into();
+        let server_key = StaticKey::derive(seed.into(), "fake server");
+        config.server_key = Some(server_key.public());
         let mut rig = Rig {
+            server_key,
+            server_end: None,
             client: Client::new(config, PRIMARY, start),
             start,
             now: start,
@@ -185,7 +196,7 @@ impl Rig {
             strategy,
             peer_profile,
         };
-        self.deliver(PRIMARY.0, SERVER, offer.encode());
+        self.from_server(offer);
         let opened = self.events.iter().any(|(_, e)| {
             matches!(e, ClientEvent::SessionOpened { session, strategy: s, .. } if *session == SESSION && *s == strategy)
         });
@@ -199,7 +210,13 @@ impl Rig {
         let body = SessionBody::Stream { seq: self.peer_seq, message };
         self.peer_seq += 1;
         let payload = self.sealed(Frame::Session { session: SESSION, counter: self.peer_counter, body });
-        self.deliver(PRIMARY.0, SERVER, Frame::Relayed { session: SESSION, payload }.encode());
+        self.from_server(Frame::Relayed { session: SESSION, payload });
+    }
+
+    /// `frame` from the server, sealed in the channel.
+    fn from_server(&mut self, frame: Frame) {
+        let sealed = self.server_end.as_ref().and_then(|end| end.seal(&frame.encode())).expect("logged in");
+        self.deliver(PRIMARY.0, SERVER, sealed);
     }
 
     /// An authenticated peer frame (its counter is overwritten), encoded and
@@ -277,18 +294,31 @@ impl Rig {
                 Ok(m) if m.class == stun::Class::Request => Some(stun::binding_success(m.transaction_id, mapped)),
                 _ => None,
             },
-            _ => match Frame::decode(&t.payload) {
-                Ok(Frame::Login { request, .. }) => {
-                    Some(Frame::LoginOk { request, token: self.token, reflexive: mapped }.encode())
-                }
-                Ok(Frame::Keepalive { .. }) => Some(Frame::KeepaliveAck { reflexive: mapped }.encode()),
-                // Answers from another address or port are unsolicited:
-                // both NATs here filter them (port-restricted).
-                Ok(Frame::Discover { nonce, answer_from: AnswerFrom::Same }) => {
-                    Some(Frame::DiscoverReply { nonce, reflexive: mapped }.encode())
-                }
-                _ => None,
-            },
+            _ if t.payload[0] == layout::tag::HELLO => {
+                let hello = Hello::parse(&t.payload).expect("the client sends well-formed hellos");
+                let received = HelloReceived::read(&self.server_key, hello.sender, hello.noise, 1.into())
+                    .expect("the hello is for the fake server's key");
+                let Ok(Frame::Login { request, .. }) = Frame::decode(received.payload()) else {
+                    panic!("a hello without a login")
+                };
+                let login_ok = Frame::LoginOk { request, token: self.token, reflexive: mapped };
+                let (welcome, end) = received.answer(&login_ok.encode(), self.token).expect("an answer");
+                self.server_end = Some(end);
+                Some(welcome)
+            }
+            _ => {
+                let end = self.server_end.as_mut().expect("sealed frames come after the handshake");
+                let answer = match end.open(&t.payload).and_then(|plain| Frame::decode(&plain).ok()) {
+                    Some(Frame::Keepalive { .. }) => Frame::KeepaliveAck { reflexive: mapped },
+                    // Answers from another address or port are unsolicited:
+                    // both NATs here filter them (port-restricted).
+                    Some(Frame::Discover { nonce, answer_from: AnswerFrom::Same }) => {
+                        Frame::DiscoverReply { nonce, reflexive: mapped }
+                    }
+                    _ => return,
+                };
+                end.seal(&answer.encode())
+            }
         };
         if let Some(bytes) = answer {
             self.inbox.push((t.socket, t.destination, bytes));
@@ -374,7 +404,10 @@ fn relayed_stream(sent: &[(Duration, Transmit)]) -> Vec<(usize, StreamMessage)> 
     sent.iter()
         .enumerate()
         .filter_map(|(i, (_, t))| {
-            let Ok(Frame::Relay { session, payload, .. }) = Frame::decode(&t.payload) else { return None };
+            let Ok(Frame::Relay { session, payload, .. }) = Frame::decode(t.plaintext.as_deref().unwrap_or(&t.payload))
+            else {
+                return None;
+            };
             assert_eq!((t.destination, session), (SERVER, SESSION), "relay frames go to the server");
             assert!(auth::verify(&payload, &KEY, Role::Responder), "relayed frames are sealed by the client");
             match Frame::decode(&payload) {

@@ -21,8 +21,11 @@
 //! mapping toward the server open and tells the client its reflexive
 //! address; a keepalive without an answer is repeated after
 //! [`KEEPALIVE_RETRY`]. A server that forgot the login (it restarted)
-//! answers `NotLoggedIn` outside any channel; the client believes that
-//! only while a keepalive waits for its answer, and logs in again.
+//! answers `NotLoggedIn` outside any channel. Anyone can forge that, so the
+//! client believes it only when the channel has been quiet: no sealed
+//! frame from the server for [`HINT_QUIET`], or a keepalive waiting for
+//! its answer. A forger can then at worst make the client log in again
+//! while the server is silent anyway.
 //!
 //! [`ClientConfig::server_timeout`]: crate::client::ClientConfig::server_timeout
 //! [`ClientConfig::keepalive`]: crate::client::ClientConfig::keepalive
@@ -48,6 +51,9 @@ const KEEPALIVE_RETRY: Duration = Duration::from_secs(2);
 const KEEPALIVE_RETRY_MAX: Duration = Duration::from_secs(16);
 /// The shortest spacing of keepalives sent to check the server mapping.
 const CHECK_SPACING: Duration = Duration::from_secs(1);
+/// How long the server's channel must have been silent before a plain
+/// `NotLoggedIn` is believed.
+pub(crate) const HINT_QUIET: Duration = Duration::from_secs(1);
 /// Unanswered Hellos after which a client with a pinned key asks the
 /// server which key it has.
 pub(crate) const KEY_CHECK_AFTER: u32 = 3;
@@ -62,6 +68,8 @@ pub(crate) struct Login {
     mac_keys: Option<MacKeys>,
     /// The last cookie a loaded server gave us, and when.
     cookie: Option<([u8; MAC_LEN], Instant)>,
+    /// When a sealed frame from the server last opened.
+    last_heard: Option<Instant>,
     rng: Rng,
 }
 
@@ -96,6 +104,7 @@ impl Login {
             mac_keys: server_key.as_ref().map(MacKeys::for_server),
             server_key,
             cookie: None,
+            last_heard: None,
             rng,
         }
     }
@@ -336,13 +345,19 @@ impl Login {
         }
     }
 
+    /// A sealed frame from the server opened now.
+    pub(crate) fn heard(&mut self, now: Instant) {
+        self.last_heard = Some(now);
+    }
+
     /// `NotLoggedIn` outside any channel: the server does not know our
     /// channel (it restarted, or forgot us). Anyone can send that, so it is
-    /// believed only while a keepalive waits for its answer; true when the
-    /// client must log in again.
-    pub(crate) fn on_unsealed_not_logged_in(&mut self, timers: &mut Timers<ClientTimer>) -> bool {
+    /// believed only when the channel is quiet (see the module
+    /// documentation); true when the client must log in again.
+    pub(crate) fn on_unsealed_not_logged_in(&mut self, now: Instant, timers: &mut Timers<ClientTimer>) -> bool {
+        let quiet = self.last_heard.is_none_or(|at| now.saturating_duration_since(at) >= HINT_QUIET);
         match &self.state {
-            State::Online { awaiting_since: Some(_), .. } => {
+            State::Online { awaiting_since, .. } if awaiting_since.is_some() || quiet => {
                 timers.stop(&ClientTimer::Keepalive);
                 true
             }

@@ -470,7 +470,7 @@ impl Client {
             // same LAN) carries nothing.
             Frame::Opener => {}
             Frame::Error { code: ErrorCode::NotLoggedIn, .. } if self.is_server(from) => {
-                if self.login.on_unsealed_not_logged_in(&mut self.timers) {
+                if self.login.on_unsealed_not_logged_in(now, &mut self.timers) {
                     self.start_login(now);
                 }
             }
@@ -500,7 +500,10 @@ impl Client {
                 }
             };
             match frame {
-                Ok(frame) => self.handle_server_frame(now, socket, frame),
+                Ok(frame) => {
+                    self.login.heard(now);
+                    self.handle_server_frame(now, socket, frame)
+                }
                 Err(_) => self.stats.malformed += 1,
             }
             return;

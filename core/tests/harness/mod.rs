@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use punchline_core::client::{Client, ClientConfig, ClientEvent};
 use punchline_core::messaging::{MemoryStore, MessageId, MessageStore, StoreRequest};
+use punchline_core::secure::{ChannelEnd, HelloSent, StaticKey};
 use punchline_core::server::{Server, ServerConfig};
 use punchline_core::wire::frame::Frame;
 use punchline_core::{Machine, SocketId, Transmit};
@@ -177,6 +178,8 @@ pub struct Harness {
     pub direct_packets: u64,
     /// Every datagram a client sent: (client, source socket's address, packet).
     pub captured: Vec<(usize, Packet)>,
+    /// Every datagram the server sent.
+    pub server_sent: Vec<Packet>,
     /// Probability that a packet crossing the internet is lost.
     pub loss: f64,
     /// Decides losses; seeded from the harness seed.
@@ -220,6 +223,7 @@ impl Harness {
             log: Vec::new(),
             direct_packets: 0,
             captured: Vec::new(),
+            server_sent: Vec::new(),
         }
     }
 
@@ -382,6 +386,27 @@ impl Harness {
         self.schedule(self.now, Stage::Internet, p);
     }
 
+    /// Logs `user` in by hand from `from` (an address no client holds):
+    /// a real handshake with the server's key, proved with a sealed
+    /// keepalive. Returns the token and the channel, to seal what the test
+    /// sends as that user.
+    pub fn hand_login(&mut self, from: SocketAddr, user: &str) -> (u64, ChannelEnd) {
+        let identity = StaticKey::derive(self.server_config.seed, user);
+        let login = Frame::Login { request: 1, user: user.into(), host_candidates: Vec::new() }.encode();
+        let (hello, datagram) = HelloSent::start(&identity, &self.server_config.key.public(), &login, None, 1.into());
+        let sent_before = self.server_sent.len();
+        self.inject(from, SERVER, datagram);
+        self.run_for(Duration::from_millis(100));
+        let welcome = self.server_sent[sent_before..].iter().find(|p| p.dst == from).expect("a welcome").clone();
+        let (payload, finished) = hello.finish(&welcome.payload).expect("the welcome authenticates");
+        let Ok(Frame::LoginOk { token, .. }) = Frame::decode(&payload) else { panic!("refused: {payload:?}") };
+        let channel = finished.into_channel(token).expect("a channel");
+        let keepalive = Frame::Keepalive { token, profile: Default::default() }.encode();
+        self.inject(from, SERVER, channel.seal(&keepalive).expect("sealed"));
+        self.run_for(Duration::from_millis(100));
+        (token, channel)
+    }
+
     /// The public address a client's socket maps to toward the server.
     pub fn public_addr(&self, i: usize) -> SocketAddr {
         self.clients[i].client.reflexive().expect("logged in")
@@ -512,6 +537,7 @@ impl Harness {
                 payload: t.payload.to_vec(),
                 plaintext: t.plaintext.map(|p| p.to_vec()),
             };
+            self.server_sent.push(p.clone());
             self.schedule(self.now, Stage::Internet, p);
         }
         while self.server.poll_event().is_some() {}
