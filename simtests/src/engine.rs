@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use smallvec::SmallVec;
 
 use punchline_core::client::{ClientConfig, PathKind};
+use punchline_core::secure::StaticKey;
 use punchline_core::server::{Server, ServerConfig};
 use punchline_core::{SocketId, Transmit};
 
@@ -126,6 +127,10 @@ impl Simulation {
         let epoch = Instant::now();
         let mut server_config = ServerConfig::new(scenario.server.addr, scenario.server.alt_addr);
         server_config.seed = root.fork(1).next_u64().into();
+        // Every key grows from the scenario's seed, so traces stay
+        // byte-identical run to run; the clients have the server's key
+        // pinned, as after a first contact.
+        server_config.key = StaticKey::derive(root.fork(4).next_u64().into(), "server");
         let server = Server::new(server_config.clone(), epoch);
         let server_addrs: Vec<SocketAddr> = server.sockets().iter().map(|(_, a)| *a).collect();
         let nats: Vec<Nat> =
@@ -138,6 +143,8 @@ impl Simulation {
             let mut config = ClientConfig::new(spec.name.clone(), scenario.server.addr);
             config.alt_server = scenario.server.alt_addr;
             config.seed = root.fork(2000 + i as u64).next_u64().into();
+            config.identity = StaticKey::derive(root.fork(5).next_u64().into(), &spec.name);
+            config.server_key = Some(server_config.key.public());
             apply_config(&scenario, i, &mut config)?;
             let behind = spec.behind.as_ref().map(|n| *nat_names.get(n).expect("validated by the parser"));
             let local = SocketAddr::new(spec.addr, 4000);

@@ -100,10 +100,12 @@ fn given_partitions_on_both_sides_then_every_text_arrives_once() {
 
 #[test]
 fn given_20_percent_loss_then_every_text_arrives_once_over_server_and_session() {
-    // Given 20 % loss on both links, texts before the session exists (server
-    // path) and after it went direct (session stream).
+    // Given 20 % loss on both links, texts before the session is direct
+    // (server path) and after it went direct (session stream). They start
+    // once bob's first login has surely completed: until then his name is
+    // bound to no key, and a text to it is refused as to an unknown user.
     let mut events = event("1s", "alice", "connect = \"bob\"");
-    events += &texts("alice", "bob", 500, 400, 20);
+    events += &texts("alice", "bob", 2500, 400, 20);
     events += &texts("bob", "alice", 15_000, 300, 20);
     let text = scenario("120s", r#"{ latency = "30ms", jitter = "5ms", loss = 0.2 }"#, &events);
     let mut direct_acks = 0;

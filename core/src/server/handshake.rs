@@ -39,6 +39,11 @@ pub(super) struct PendingLogin {
     pub(super) name: String,
     pub(super) key: PublicKey,
     pub(super) channel: ChannelEnd,
+    /// Where the Hello came from, and so the Welcome went: the address
+    /// the proof vouches for, whichever address the first sealed frame
+    /// comes from (NAT discovery seals frames on another socket).
+    pub(super) socket: SocketId,
+    pub(super) reflexive: SocketAddr,
     pub(super) host_candidates: Vec<SocketAddr>,
     pub(super) since: Instant,
 }
@@ -178,7 +183,15 @@ impl Server {
         }
         self.pending.insert(
             token,
-            PendingLogin { name: wait.name, key: wait.key, channel, host_candidates: wait.host_candidates, since: now },
+            PendingLogin {
+                name: wait.name,
+                key: wait.key,
+                channel,
+                socket: wait.socket,
+                reflexive: wait.from,
+                host_candidates: wait.host_candidates,
+                since: now,
+            },
         );
         self.stats.handshakes += 1;
         self.send_carrying(wait.socket, wait.from, welcome, login_ok);
@@ -251,7 +264,7 @@ impl Server {
             self.stats.bad_token += 1;
             return;
         }
-        if self.pending.contains_key(&receiver) && !self.prove(now, receiver, socket, from) {
+        if self.pending.contains_key(&receiver) && !self.prove(now, receiver) {
             return;
         }
         self.current = Some((receiver, from));
@@ -261,14 +274,15 @@ impl Server {
 
     /// The pending login `token` proved its address: it goes online. False
     /// when it was refused instead (its name got bound to another key).
-    fn prove(&mut self, now: Instant, token: u64, socket: SocketId, from: SocketAddr) -> bool {
+    fn prove(&mut self, now: Instant, token: u64) -> bool {
         let Some(pending) = self.pending.remove(&token) else { return false };
+        let (socket, reflexive) = (pending.socket, pending.reflexive);
         if self.binding(&pending.name).is_some_and(|key| key != pending.key) {
             // Another first login under this name won the race.
             self.stats.key_mismatches += 1;
             let error = Frame::Error { request: 0, code: ErrorCode::KeyMismatch }.encode();
             if let Some(datagram) = pending.channel.seal(&error) {
-                self.send_carrying(socket, from, datagram, error);
+                self.send_carrying(socket, reflexive, datagram, error);
             }
             return false;
         }
@@ -284,7 +298,7 @@ impl Server {
             User {
                 key: pending.key,
                 channel: pending.channel,
-                reflexive: from,
+                reflexive,
                 socket,
                 host_candidates: pending.host_candidates,
                 profile: NatProfile::default(),
@@ -294,8 +308,8 @@ impl Server {
                 connects: Default::default(),
             },
         );
-        self.at_addr.insert(from, token);
-        self.events.push_back(ServerEvent::UserOnline { user: name.clone(), reflexive: from });
+        self.at_addr.insert(reflexive, token);
+        self.events.push_back(ServerEvent::UserOnline { user: name.clone(), reflexive });
         self.mailbox_login(&name, pending.key);
         true
     }
