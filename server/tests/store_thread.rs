@@ -48,11 +48,15 @@ impl MessageStore for GatedStore {
     fn load_queue(&mut self, r: &str, limit: usize) -> Result<(Vec<StoredMessage>, usize), StoreError> {
         self.inner.load_queue(r, limit)
     }
-    fn read_user(&mut self, u: &str) -> Result<bool, StoreError> {
+    fn read_user(&mut self, u: &str) -> Result<Option<punchline_core::secure::PublicKey>, StoreError> {
         self.inner.read_user(u)
     }
-    fn write_user(&mut self, u: &str) -> Result<(), StoreError> {
-        self.inner.write_user(u)
+    fn write_user(
+        &mut self,
+        u: &str,
+        key: &punchline_core::secure::PublicKey,
+    ) -> Result<punchline_core::secure::PublicKey, StoreError> {
+        self.inner.write_user(u, key)
     }
     fn execute(&mut self, batch: Vec<StoreRequest>) -> Vec<StoreCompletion> {
         let _ = self.batches.send(batch.len());

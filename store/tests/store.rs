@@ -10,6 +10,7 @@ use punchline_core::messaging::{
     MessageId, MessageStore, PutOutcome, StoreCompletion, StoreOp, StoreReply, StoreRequest, StoreRequestId,
     StoredMessage,
 };
+use punchline_core::secure::{ChannelEnd, HelloSent, PublicKey, StaticKey};
 use punchline_core::server::{Server, ServerConfig};
 use punchline_core::wire::frame::{Frame, TextStatus};
 use punchline_core::{Machine, SocketId};
@@ -22,6 +23,51 @@ fn message(recipient: &str, sender: &str, seq: u64, text: &str) -> StoredMessage
         id: MessageId { conversation: u64::MAX - 7, seq },
         text: text.into(),
     }
+}
+
+
+/// Bob's public key, as his first login proved it.
+const BOB_KEY: PublicKey = PublicKey([0xb0; 32]);
+
+#[test]
+fn a_name_keeps_the_first_key_it_was_bound_to() {
+    // Given bob bound to his key,
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = SqliteStore::open_dir(dir.path()).unwrap();
+    assert_eq!(store.write_user("bob", &BOB_KEY).unwrap(), BOB_KEY);
+    // when a login with another key asks to bind the name, then the store
+    // answers with bob's key and keeps it, across a reopen too.
+    let mallory = PublicKey([0x66; 32]);
+    assert_eq!(store.write_user("bob", &mallory).unwrap(), BOB_KEY);
+    drop(store);
+    let mut reopened = SqliteStore::open_dir(dir.path()).unwrap();
+    assert_eq!(reopened.read_user("bob").unwrap(), Some(BOB_KEY));
+}
+
+#[test]
+fn a_schema_1_store_gains_keys_and_its_names_are_bound_at_their_next_login() {
+    // Given a store of schema 1, which knew names without keys,
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(STORE_FILE);
+    {
+        let mut store = SqliteStore::open_dir(dir.path()).unwrap();
+        store.put(&message("bob", "alice", 1, "kept"), 10).unwrap();
+    }
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch(
+        "DROP TABLE users; CREATE TABLE users (name TEXT PRIMARY KEY) WITHOUT ROWID;
+         INSERT INTO users VALUES ('bob'); PRAGMA user_version = 1;",
+    )
+    .unwrap();
+    drop(conn);
+    // when it is opened, then it is migrated: bob has no key yet (no
+    // recipient until his next login binds one), his texts are kept,
+    let mut store = SqliteStore::open_dir(dir.path()).unwrap();
+    assert_eq!(store.read_user("bob").unwrap(), None);
+    assert_eq!(store.count("bob").unwrap(), 1);
+    // and his next login binds his key.
+    assert_eq!(store.write_user("bob", &BOB_KEY).unwrap(), BOB_KEY);
+    assert_eq!(store.read_user("bob").unwrap(), Some(BOB_KEY));
 }
 
 #[test]
@@ -69,7 +115,7 @@ fn given_a_committed_store_when_it_is_reopened_then_messages_and_users_are_still
     let dir = tempfile::tempdir().unwrap();
     {
         let mut store = SqliteStore::open_dir(dir.path()).unwrap();
-        store.write_user("bob").unwrap();
+        assert_eq!(store.write_user("bob", &BOB_KEY).unwrap(), BOB_KEY);
         for seq in 1..=100 {
             store.put(&message("bob", "alice", seq, &format!("m{seq}")), 1000).unwrap();
         }
@@ -77,8 +123,8 @@ fn given_a_committed_store_when_it_is_reopened_then_messages_and_users_are_still
         // Dropped without any shutdown step beyond what a crash leaves.
     }
     let mut store = SqliteStore::open_dir(dir.path()).unwrap();
-    assert!(store.read_user("bob").unwrap());
-    assert!(!store.read_user("mallory").unwrap());
+    assert_eq!(store.read_user("bob").unwrap(), Some(BOB_KEY));
+    assert_eq!(store.read_user("mallory").unwrap(), None);
     let pending = store.load_queue("bob", 1000).unwrap().0;
     assert_eq!(pending.len(), 99);
     assert_eq!(pending.first().unwrap().text, "m2");
@@ -176,17 +222,24 @@ fn addr(s: &str) -> SocketAddr {
     s.parse().unwrap()
 }
 
-/// Feeds `frame` from `from`, carries out the server's storage requests on
-/// `store` as its driver would (one batch, one commit), and returns what the
-/// server answers.
-fn exchange(
+/// A client logged in by hand: its address and its end of the channel.
+struct Conn {
+    from: &'static str,
+    channel: ChannelEnd,
+}
+
+/// Feeds `datagram` from `from`, carries out the server's storage requests
+/// on `store` as its driver would (one batch, one commit), and returns what
+/// the server sent: each destination with the frame (sealed inside, or in
+/// the clear) and the datagram.
+fn deliver(
     server: &mut Server,
     store: &mut SqliteStore,
     now: Instant,
     from: &str,
-    frame: Frame,
-) -> Vec<(SocketAddr, Frame)> {
-    server.handle_datagram(now, SocketId(0), addr(from), &frame.encode());
+    datagram: &[u8],
+) -> Vec<(SocketAddr, Frame, Vec<u8>)> {
+    server.handle_datagram(now, SocketId(0), addr(from), datagram);
     loop {
         let batch: Vec<StoreRequest> = std::iter::from_fn(|| server.poll_store_request()).collect();
         if batch.is_empty() {
@@ -198,33 +251,47 @@ fn exchange(
     }
     let mut out = Vec::new();
     while let Some(t) = server.poll_transmit() {
-        out.push((t.destination, Frame::decode(&t.payload).unwrap()));
+        let frame = Frame::decode(t.plaintext.as_deref().unwrap_or(&t.payload)).unwrap();
+        out.push((t.destination, frame, t.payload.to_vec()));
     }
     while server.poll_event().is_some() {}
     out
 }
 
+/// Sends `frame` sealed in `conn`'s channel; returns the frames the server
+/// answered, by destination.
+fn exchange(
+    server: &mut Server,
+    store: &mut SqliteStore,
+    now: Instant,
+    conn: &Conn,
+    frame: Frame,
+) -> Vec<(SocketAddr, Frame)> {
+    let sealed = conn.channel.seal(&frame.encode()).unwrap();
+    deliver(server, store, now, conn.from, &sealed).into_iter().map(|(to, f, _)| (to, f)).collect()
+}
+
+/// Logs `user` in from `from` with a real handshake (its key derived from
+/// its name), and proves the address with the keepalive a client sends at
+/// once: only then does the server bind the name and deliver its stored
+/// texts, which are among the answers returned.
 fn login(
     server: &mut Server,
     store: &mut SqliteStore,
     now: Instant,
-    from: &str,
+    from: &'static str,
     user: &str,
-) -> (u64, Vec<(SocketAddr, Frame)>) {
-    let answers =
-        exchange(server, store, now, from, Frame::Login { request: 1, user: user.into(), host_candidates: vec![] });
-    let token = answers
-        .iter()
-        .find_map(|(_, f)| match f {
-            Frame::LoginOk { token, .. } => Some(*token),
-            _ => None,
-        })
-        .expect("logged in");
-    // The keepalive a client sends at once proves its address: only then
-    // does the server write the user and deliver its stored texts.
-    let mut answers = answers;
-    answers.extend(exchange(server, store, now, from, Frame::Keepalive { token, profile: Default::default() }));
-    (token, answers)
+) -> (u64, Conn, Vec<(SocketAddr, Frame)>) {
+    let identity = StaticKey::derive(1.into(), user);
+    let login = Frame::Login { request: 1, user: user.into(), host_candidates: vec![] }.encode();
+    let (hello, datagram) = HelloSent::start(&identity, &server.public_key(), &login, None, 2.into());
+    let answers = deliver(server, store, now, from, &datagram);
+    let welcome = answers.iter().find(|(to, ..)| *to == addr(from)).expect("a welcome");
+    let (payload, finished) = hello.finish(&welcome.2).expect("the welcome authenticates");
+    let Ok(Frame::LoginOk { token, .. }) = Frame::decode(&payload) else { panic!("refused: {payload:?}") };
+    let conn = Conn { from, channel: finished.into_channel(token).unwrap() };
+    let answers = exchange(server, store, now, &conn, Frame::Keepalive { token, profile: Default::default() });
+    (token, conn, answers)
 }
 
 #[test]
@@ -236,14 +303,14 @@ fn given_a_message_acknowledged_as_stored_when_the_server_crashes_then_the_resta
     {
         let mut store = SqliteStore::open_dir(dir.path()).unwrap();
         let mut server = Server::new(config.clone(), now);
-        let (bob, _) = login(&mut server, &mut store, now, BOB, "bob");
-        exchange(&mut server, &mut store, now, BOB, Frame::Logout { token: bob });
-        let (alice, _) = login(&mut server, &mut store, now, ALICE, "alice");
+        let (bob, bob_conn, _) = login(&mut server, &mut store, now, BOB, "bob");
+        exchange(&mut server, &mut store, now, &bob_conn, Frame::Logout { token: bob });
+        let (alice, alice_conn, _) = login(&mut server, &mut store, now, ALICE, "alice");
         let answers = exchange(
             &mut server,
             &mut store,
             now,
-            ALICE,
+            &alice_conn,
             Frame::TextSend { token: alice, id, to: "bob".into(), text: "hi".into() },
         );
         assert_eq!(answers, [(addr(ALICE), Frame::TextAck { id, status: TextStatus::Stored })]);
@@ -254,11 +321,11 @@ fn given_a_message_acknowledged_as_stored_when_the_server_crashes_then_the_resta
     let mut store = SqliteStore::open_dir(dir.path()).unwrap();
     let mut server = Server::new(config, now + Duration::from_secs(1));
     let later = now + Duration::from_secs(2);
-    let (bob, answers) = login(&mut server, &mut store, later, BOB, "bob");
+    let (bob, bob_conn, answers) = login(&mut server, &mut store, later, BOB, "bob");
     let delivered = Frame::TextDeliver { from: "alice".into(), id, text: "hi".into() };
     assert!(answers.contains(&(addr(BOB), delivered)), "{answers:?}");
     let answers =
-        exchange(&mut server, &mut store, later, BOB, Frame::TextDeliverAck { token: bob, from: "alice".into(), id });
+        exchange(&mut server, &mut store, later, &bob_conn, Frame::TextDeliverAck { token: bob, from: "alice".into(), id });
     assert_eq!(answers, [(addr(BOB), Frame::InboxStatus { pending: 0 })]);
     assert_eq!(store.count("bob").unwrap(), 0, "deleted only after the recipient's ack");
 }
@@ -275,13 +342,13 @@ fn given_a_restarted_server_then_a_user_known_before_the_crash_can_still_receive
     }
     let mut store = SqliteStore::open_dir(dir.path()).unwrap();
     let mut server = Server::new(config, now);
-    let (alice, _) = login(&mut server, &mut store, now, ALICE, "alice");
+    let (alice, alice_conn, _) = login(&mut server, &mut store, now, ALICE, "alice");
     let id = MessageId { conversation: 1, seq: 1 };
     let answers = exchange(
         &mut server,
         &mut store,
         now,
-        ALICE,
+        &alice_conn,
         Frame::TextSend { token: alice, id, to: "bob".into(), text: "x".into() },
     );
     assert_eq!(answers, [(addr(ALICE), Frame::TextAck { id, status: TextStatus::Stored })]);
@@ -290,7 +357,7 @@ fn given_a_restarted_server_then_a_user_known_before_the_crash_can_still_receive
         &mut server,
         &mut store,
         now,
-        ALICE,
+        &alice_conn,
         Frame::TextSend { token: alice, id: id2, to: "nobody".into(), text: "x".into() },
     );
     assert_eq!(
@@ -317,7 +384,7 @@ fn given_a_batch_then_it_commits_as_one_transaction_and_answers_in_order() {
     let mut store = SqliteStore::open_dir(dir.path()).unwrap();
     let mut batch: Vec<StoreRequest> = (1..=4).map(|n| put_request(n, "bob")).collect();
     batch.push(StoreRequest { id: StoreRequestId(5), op: StoreOp::LoadQueue { recipient: "bob".into(), limit: 10 } });
-    batch.push(StoreRequest { id: StoreRequestId(6), op: StoreOp::WriteUser { user: "bob".into() } });
+    batch.push(StoreRequest { id: StoreRequestId(6), op: StoreOp::WriteUser { user: "bob".into(), key: BOB_KEY } });
     batch.push(StoreRequest { id: StoreRequestId(7), op: StoreOp::ReadUser { user: "bob".into() } });
     let done = store.execute(batch);
     let ids: Vec<u64> = done.iter().map(|c| c.id.0).collect();
@@ -334,11 +401,12 @@ fn given_a_batch_then_it_commits_as_one_transaction_and_answers_in_order() {
     );
     let StoreReply::Queue { messages, total } = &replies[4] else { panic!("{:?}", replies[4]) };
     assert_eq!((messages.len(), *total), (3, 3), "a read sees the writes before it in its batch");
-    assert_eq!(replies[6], StoreReply::UserKnown(true));
+    assert_eq!(replies[5], StoreReply::UserBound(BOB_KEY));
+    assert_eq!(replies[6], StoreReply::UserKey(Some(BOB_KEY)));
     drop(store);
     let mut reopened = SqliteStore::open_dir(dir.path()).unwrap();
     assert_eq!(reopened.count("bob").unwrap(), 3, "the batch was committed");
-    assert!(reopened.read_user("bob").unwrap());
+    assert_eq!(reopened.read_user("bob").unwrap(), Some(BOB_KEY));
 }
 
 #[test]
@@ -376,11 +444,11 @@ fn given_a_worker_when_requests_arrive_during_a_commit_then_they_form_the_next_b
         ) -> Result<(Vec<StoredMessage>, usize), punchline_core::messaging::StoreError> {
             self.inner.load_queue(r, limit)
         }
-        fn read_user(&mut self, u: &str) -> Result<bool, punchline_core::messaging::StoreError> {
+        fn read_user(&mut self, u: &str) -> Result<Option<PublicKey>, punchline_core::messaging::StoreError> {
             self.inner.read_user(u)
         }
-        fn write_user(&mut self, u: &str) -> Result<(), punchline_core::messaging::StoreError> {
-            self.inner.write_user(u)
+        fn write_user(&mut self, u: &str, key: &PublicKey) -> Result<PublicKey, punchline_core::messaging::StoreError> {
+            self.inner.write_user(u, key)
         }
         fn execute(&mut self, batch: Vec<StoreRequest>) -> Vec<StoreCompletion> {
             self.batches.send(batch.len()).unwrap();
