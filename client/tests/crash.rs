@@ -102,9 +102,15 @@ fn kill_points(seed: u64) -> Vec<usize> {
     (0..KILLS).map(|k| k * part + 1 + rng.below(part as u64 - 1) as usize).collect()
 }
 
+/// `punchline` as `user`. Its identity and pins live in a home of this
+/// test process, never the user's own (the server keeps its key across the
+/// kills, so the pin made on first contact holds).
 fn client(server: SocketAddr, user: &str) -> Command {
+    static HOME: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    let home = HOME.get_or_init(|| tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("temp dir"));
     let mut c = Command::new(PUNCHLINE);
-    c.args(["--server", &server.to_string(), "--user", user, "--server-timeout", "30s"]);
+    c.args(["--server", &server.to_string(), "--user", user, "--server-timeout", "30s"])
+        .env("PUNCHLINE_HOME", home.path());
     c
 }
 

@@ -24,6 +24,8 @@ struct TestServer {
     alternate: SocketAddr,
     stopper: Option<Stopper>,
     thread: Option<thread::JoinHandle<Result<(), punchline_server::RunError>>>,
+    /// The clients' identity files and pins: never the user's own.
+    home: tempfile::TempDir,
 }
 
 impl TestServer {
@@ -43,7 +45,8 @@ impl TestServer {
             })
         });
         let (addrs, stopper) = rx.recv_timeout(Duration::from_secs(120)).expect("server binds");
-        TestServer { primary: addrs[0].1, alternate: addrs[1].1, stopper: Some(stopper), thread: Some(thread) }
+        let home = tempfile::tempdir().expect("temp dir");
+        TestServer { primary: addrs[0].1, alternate: addrs[1].1, stopper: Some(stopper), thread: Some(thread), home }
     }
 
     /// Stops the server: its sockets close; clients get no goodbye.
@@ -57,9 +60,11 @@ impl TestServer {
     }
 
     fn args(&self, user: &str, runtime: &str) -> Vec<String> {
+        let identity = self.home.path().join(format!("{user}.key")).display().to_string();
+        let pins = self.home.path().join("known_servers").display().to_string();
         ["--server", &self.primary.to_string(), "--alt-server", &self.alternate.to_string(), "--user", user]
             .into_iter()
-            .chain(["--runtime", runtime])
+            .chain(["--runtime", runtime, "--identity", &identity, "--known-servers", &pins])
             .map(str::to_owned)
             .collect()
     }
@@ -325,6 +330,8 @@ fn errors_have_distinct_exit_codes() {
     // No server at all: 3.
     let silent = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
     let dead = silent.local_addr().expect("addr").to_string();
+    let identity = server.home.path().join("alice.key").display().to_string();
+    let pins = server.home.path().join("known_servers").display().to_string();
     for runtime in ["mio", "smol"] {
         let out = run(&strings(&[
             "--server",
@@ -335,6 +342,10 @@ fn errors_have_distinct_exit_codes() {
             runtime,
             "--server-timeout",
             "1s",
+            "--identity",
+            &identity,
+            "--known-servers",
+            &pins,
             "connect",
             "bob",
         ]));

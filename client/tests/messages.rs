@@ -20,6 +20,8 @@ struct TestServer {
     stopper: Option<punchline_server::Stopper>,
     thread: Option<thread::JoinHandle<Result<(), punchline_server::RunError>>>,
     _data: tempfile::TempDir,
+    /// The clients' identity files and pins: never the user's own.
+    home: tempfile::TempDir,
 }
 
 impl TestServer {
@@ -39,15 +41,19 @@ impl TestServer {
             })
         });
         let (primary, stopper) = rx.recv_timeout(Duration::from_secs(60)).expect("server binds");
-        TestServer { primary, stopper: Some(stopper), thread: Some(thread), _data: data }
+        let home = tempfile::tempdir().expect("temp dir");
+        TestServer { primary, stopper: Some(stopper), thread: Some(thread), _data: data, home }
     }
 
     fn run(&self, user: &str, runtime: &str, args: &[&str]) -> Output {
-        Command::new(PUNCHLINE)
-            .args(["--server", &self.primary.to_string(), "--user", user, "--runtime", runtime])
-            .args(args)
-            .output()
-            .expect("punchline runs")
+        self.command(user).args(["--runtime", runtime]).args(args).output().expect("punchline runs")
+    }
+
+    /// `punchline` as `user` against this server, with the test's own home.
+    fn command(&self, user: &str) -> Command {
+        let mut c = Command::new(PUNCHLINE);
+        c.args(["--server", &self.primary.to_string(), "--user", user]).env("PUNCHLINE_HOME", self.home.path());
+        c
     }
 }
 
@@ -112,8 +118,9 @@ fn refused_texts_exit_with_their_code_and_one_clear_line() {
     assert!(stderr.contains("unknown peer \"nobody\""), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     // Streaming: the bad line is reported, the good ones are stored (exit 10).
-    let mut child = Command::new(PUNCHLINE)
-        .args(["--server", &server.primary.to_string(), "--user", "alice", "send", "bob", "--stdin", "--json"])
+    let mut child = server
+        .command("alice")
+        .args(["send", "bob", "--stdin", "--json"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

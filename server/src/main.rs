@@ -2,7 +2,7 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -90,7 +90,16 @@ fn main() -> ExitCode {
     };
     settings.data = Some(args.data.or(settings.data).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)));
     settings.store_commit = args.store_commit.unwrap_or(settings.store_commit);
-    let key_file = key_file.unwrap_or_else(|| settings.data.as_deref().unwrap_or(Path::new(".")).join("server.key"));
+    let data = settings.data.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+    if key_file.is_none() {
+        // The key's default home is the data directory: an unusable one is
+        // reported as such (exit 3), before any key is made.
+        if let Err(e) = punchline_store::SqliteStore::open_dir(&data) {
+            eprintln!("punchline-server: {}", RunError::Store(e));
+            return ExitCode::from(3);
+        }
+    }
+    let key_file = key_file.unwrap_or_else(|| data.join("server.key"));
     settings.server.key = match punchline_store::keyfile::load_or_create(&key_file) {
         Ok(key) => key,
         Err(e) => return usage_error(&e),

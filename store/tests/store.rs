@@ -25,7 +25,6 @@ fn message(recipient: &str, sender: &str, seq: u64, text: &str) -> StoredMessage
     }
 }
 
-
 /// Bob's public key, as his first login proved it.
 const BOB_KEY: PublicKey = PublicKey([0xb0; 32]);
 
@@ -324,8 +323,13 @@ fn given_a_message_acknowledged_as_stored_when_the_server_crashes_then_the_resta
     let (bob, bob_conn, answers) = login(&mut server, &mut store, later, BOB, "bob");
     let delivered = Frame::TextDeliver { from: "alice".into(), id, text: "hi".into() };
     assert!(answers.contains(&(addr(BOB), delivered)), "{answers:?}");
-    let answers =
-        exchange(&mut server, &mut store, later, &bob_conn, Frame::TextDeliverAck { token: bob, from: "alice".into(), id });
+    let answers = exchange(
+        &mut server,
+        &mut store,
+        later,
+        &bob_conn,
+        Frame::TextDeliverAck { token: bob, from: "alice".into(), id },
+    );
     assert_eq!(answers, [(addr(BOB), Frame::InboxStatus { pending: 0 })]);
     assert_eq!(store.count("bob").unwrap(), 0, "deleted only after the recipient's ack");
 }

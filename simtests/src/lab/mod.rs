@@ -289,6 +289,10 @@ pub fn run(opts: &LabOptions) -> Result<LabReport, LabError> {
     // The server's message store lives in a directory of this run's own,
     // removed when the run ends.
     let data = TempDir(std::env::temp_dir().join(format!("punchline-lab-{suffix}-data")));
+    // So do the clients' identity keys and pinned server keys: the lab
+    // never touches the user's own.
+    let home = TempDir(std::env::temp_dir().join(format!("punchline-lab-{suffix}-home")));
+    process::set_client_home(&home.0);
     let server = match &binaries {
         Some(b) => {
             let mut args = vec![

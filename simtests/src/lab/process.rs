@@ -13,6 +13,24 @@ use nix::unistd::Pid;
 use super::cleanup;
 use super::LabError;
 
+/// The `PUNCHLINE_HOME` every process the lab starts gets: the clients'
+/// identity keys and pins live there (issue 20), never in the user's own
+/// configuration directory.
+static CLIENT_HOME: Mutex<Option<std::path::PathBuf>> = Mutex::new(None);
+
+/// Sets the directory of [`CLIENT_HOME`] for this lab run.
+pub fn set_client_home(dir: &std::path::Path) {
+    *CLIENT_HOME.lock().expect("client home") = Some(dir.to_owned());
+}
+
+/// Gives `command` the lab's client home.
+fn with_home(command: &mut Command) -> &mut Command {
+    if let Some(home) = CLIENT_HOME.lock().expect("client home").as_ref() {
+        command.env("PUNCHLINE_HOME", home);
+    }
+    command
+}
+
 /// A running process inside a namespace. Dropping it stops it: SIGTERM,
 /// then SIGKILL if it has not exited within a second.
 pub struct Spawned {
@@ -30,7 +48,7 @@ impl Spawned {
     /// Starts `program args` in namespace `ns`.
     pub fn start(name: &str, ns: &str, program: &str, args: &[String]) -> Result<Spawned, LabError> {
         let mut child = cleanup::spawn(
-            Command::new("ip")
+            with_home(&mut Command::new("ip"))
                 .args(["netns", "exec", ns, program])
                 .args(args)
                 .stdin(Stdio::null())
@@ -161,7 +179,7 @@ pub fn run(program: &str, args: &[&str]) -> Result<String, LabError> {
 /// [`run`] with `input` written to stdin (for `nft -f -`).
 pub fn run_with_input(program: &str, args: &[&str], input: Option<&str>) -> Result<String, LabError> {
     use std::io::Write;
-    let mut child = Command::new(program)
+    let mut child = with_home(&mut Command::new(program))
         .args(args)
         .stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
