@@ -30,10 +30,24 @@ impl TestServer {
     }
 
     fn start_on(runtime: RuntimeKind, listen: SocketAddr) -> TestServer {
+        Self::start_keyed(runtime, listen, None, tempfile::tempdir().expect("temp dir"))
+    }
+
+    /// A server at `listen` with `key` (default: the one derived from
+    /// seed 0) whose clients live in `home`.
+    fn start_keyed(
+        runtime: RuntimeKind,
+        listen: SocketAddr,
+        key: Option<punchline_core::secure::StaticKey>,
+        home: tempfile::TempDir,
+    ) -> TestServer {
         let data = tempfile::tempdir().expect("temp dir");
         let mut settings = Settings::merge(Some(listen), None, Some(runtime), FileConfig::default(), 7.into())
             .expect("valid settings");
         settings.data = Some(data.path().to_owned());
+        if let Some(key) = key {
+            settings.server.key = key;
+        }
         let (tx, rx) = mpsc::channel();
         let thread = thread::spawn(move || {
             punchline_server::run(settings, |addrs, stopper| {
@@ -41,7 +55,6 @@ impl TestServer {
             })
         });
         let (primary, stopper) = rx.recv_timeout(Duration::from_secs(60)).expect("server binds");
-        let home = tempfile::tempdir().expect("temp dir");
         TestServer { primary, stopper: Some(stopper), thread: Some(thread), _data: data, home }
     }
 
@@ -57,14 +70,27 @@ impl TestServer {
     }
 }
 
-impl Drop for TestServer {
-    fn drop(&mut self) {
+impl TestServer {
+    /// Stops the server; its clients' home is handed back.
+    fn stop(mut self) -> tempfile::TempDir {
+        self.halt();
+        let home = tempfile::tempdir().expect("temp dir");
+        std::mem::replace(&mut self.home, home)
+    }
+
+    fn halt(&mut self) {
         if let Some(stopper) = self.stopper.take() {
             stopper.stop();
         }
         if let Some(thread) = self.thread.take() {
             thread.join().expect("server thread").expect("server ran cleanly");
         }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.halt();
     }
 }
 
@@ -179,5 +205,62 @@ fn a_client_talks_to_a_server_on_ipv6() {
             assert_eq!(shown.len(), 1, "{runtime:?}/{client_rt}: {shown:?}");
             assert_eq!(shown[0]["text"], "over IPv6");
         }
+    }
+}
+
+#[test]
+fn whoami_prints_the_fingerprint_of_a_key_made_once_with_mode_600() {
+    let home = tempfile::tempdir().expect("temp dir");
+    let whoami = || {
+        Command::new(PUNCHLINE)
+            .args(["--server", "127.0.0.1:9", "--user", "alice", "whoami", "--json"])
+            .env("PUNCHLINE_HOME", home.path())
+            .output()
+            .expect("runs")
+    };
+    // Given no identity yet, when alice asks who she is, twice,
+    let (first, second) = (whoami(), whoami());
+    // then the key is made once (mode 0600) and both show its fingerprint,
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    let shown: Value = serde_json::from_slice(&first.stdout).expect("JSON");
+    assert_eq!(shown, serde_json::from_slice::<Value>(&second.stdout).expect("JSON"));
+    let fingerprint = shown["fingerprint"].as_str().expect("fingerprint");
+    assert!(punchline_core::secure::PublicKey::parse(fingerprint).is_some(), "{shown}");
+    let file = home.path().join("identity").join("alice.key");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&file).expect("the key file").permissions().mode() & 0o777, 0o600);
+    // and a key file others may read is refused, with exit 13.
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let out = whoami();
+    assert_eq!(out.status.code(), Some(13), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("chmod 600"));
+}
+
+#[test]
+fn another_key_for_a_taken_name_exits_11_and_a_changed_server_key_exits_12() {
+    let server = TestServer::start(RuntimeKind::Mio);
+    // Given bob, who logged in once (the server bound his name to his key
+    // and he pinned the server's key),
+    let out = server.run("bob", "mio", &["inbox"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let pins = std::fs::read_to_string(server.home.path().join("known_servers")).expect("a pin was written");
+    assert!(pins.contains(&server.primary.to_string()), "{pins}");
+    // when someone logs in as bob with another identity file,
+    let other = server.home.path().join("not-bob.key");
+    let out = server.command("bob").args(["--identity"]).arg(&other).args(["inbox"]).output().expect("runs");
+    // then the server refuses, with exit 11.
+    assert_eq!(out.status.code(), Some(11), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("belongs to another key"));
+
+    // When the server at that address comes back with another key,
+    let (listen, home) = (server.primary, server.stop());
+    let other_key = punchline_core::secure::StaticKey::derive(99.into(), "another server");
+    let server = TestServer::start_keyed(RuntimeKind::Smol, listen, Some(other_key), home);
+    // then bob refuses to log in, loudly, with exit 12, for either runtime.
+    for runtime in ["mio", "smol"] {
+        let out = server.run("bob", runtime, &["--server-timeout", "20s", "inbox"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(12), "{stderr}");
+        assert!(stderr.contains("THE SERVER'S KEY HAS CHANGED"), "{stderr}");
     }
 }

@@ -81,10 +81,12 @@ fn an_impostor_with_another_key_is_refused_online_offline_and_after_a_restart() 
     // and a text for alice waits for her, not for them.
     let id = h.send_text(bob, "alice", "still for alice");
     h.run_for(secs(5));
-    assert!(h.find(bob, |e| matches!(e, ClientEvent::TextAcked { id: i, status: TextStatus::Stored, .. } if *i == id)
-        .then_some(()))
-    .len()
-        == 1);
+    assert!(
+        h.find(bob, |e| matches!(e, ClientEvent::TextAcked { id: i, status: TextStatus::Stored, .. } if *i == id)
+            .then_some(()))
+            .len()
+            == 1
+    );
     assert!(h.texts(second).is_empty() && h.texts(third).is_empty());
     assert!(h.server.stats().key_mismatches >= 1);
 }
