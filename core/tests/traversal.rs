@@ -196,7 +196,7 @@ impl Rig {
             strategy,
             peer_profile,
         };
-        self.from_server(offer);
+        self.server_sends(offer);
         let opened = self.events.iter().any(|(_, e)| {
             matches!(e, ClientEvent::SessionOpened { session, strategy: s, .. } if *session == SESSION && *s == strategy)
         });
@@ -210,11 +210,11 @@ impl Rig {
         let body = SessionBody::Stream { seq: self.peer_seq, message };
         self.peer_seq += 1;
         let payload = self.sealed(Frame::Session { session: SESSION, counter: self.peer_counter, body });
-        self.from_server(Frame::Relayed { session: SESSION, payload });
+        self.server_sends(Frame::Relayed { session: SESSION, payload });
     }
 
     /// `frame` from the server, sealed in the channel.
-    fn from_server(&mut self, frame: Frame) {
+    fn server_sends(&mut self, frame: Frame) {
         let sealed = self.server_end.as_ref().and_then(|end| end.seal(&frame.encode())).expect("logged in");
         self.deliver(PRIMARY.0, SERVER, sealed);
     }

@@ -78,7 +78,7 @@ enum State {
     /// Asking the server for its key (nothing pinned).
     FetchingKey { request: u32, nonce: u64, sends: u32, since: Instant, reported_unreachable: bool },
     /// A Hello sent, not answered yet.
-    Pending { request: u32, sends: u32, since: Instant, reported_unreachable: bool, hello: Attempt },
+    Pending { request: u32, sends: u32, since: Instant, reported_unreachable: bool, hello: Box<Attempt> },
     /// Refused for good (bad user name, a name bound to another key, a
     /// changed server key).
     Failed,
@@ -89,7 +89,8 @@ enum State {
     LoggedOut,
 }
 
-/// The last Hello sent.
+/// The last Hello sent (boxed in the state: a handshake in progress is
+/// nearly a kilobyte).
 #[derive(Debug)]
 struct Attempt {
     hello: HelloSent,
@@ -149,7 +150,7 @@ impl Login {
     }
 
     /// A fresh Hello for login `request`, sent.
-    fn send_hello(&mut self, ctx: &Ctx<'_>, out: &mut Out, request: u32, key_check: Option<u64>) -> Attempt {
+    fn send_hello(&mut self, ctx: &Ctx<'_>, out: &mut Out, request: u32, key_check: Option<u64>) -> Box<Attempt> {
         let server_key = self.server_key.expect("a hello is sent once the key is known");
         let mac_keys = self.mac_keys.get_or_insert_with(|| MacKeys::for_server(&server_key));
         let login = Frame::Login { request, user: ctx.config.user.clone(), host_candidates: host_candidates(ctx) };
@@ -164,7 +165,7 @@ impl Login {
             &mut self.rng,
         );
         out.send_carrying(ctx.primary.0, ctx.config.server, datagram, payload);
-        Attempt { hello, key_check }
+        Box::new(Attempt { hello, key_check })
     }
 
     /// A key reply from the server. Returns true when it moved the login
@@ -188,7 +189,7 @@ impl Login {
                 self.state = State::Pending { request, sends: 1, since, reported_unreachable: false, hello };
                 timers.set(ClientTimer::Login, ctx.now + retransmit_after(1));
             }
-            State::Pending { hello: Attempt { key_check: Some(expected), .. }, .. } if *expected == nonce => {
+            State::Pending { hello, .. } if hello.key_check == Some(nonce) => {
                 let pinned = self.server_key.expect("a hello was sent");
                 if pinned != offered {
                     warn!(%pinned, %offered, "the server offers another key than the pinned one; not logging in");

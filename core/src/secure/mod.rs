@@ -23,5 +23,4 @@ pub use keys::{PublicKey, StaticKey};
 
 pub(crate) use channel::OpenError;
 pub(crate) use cookie::{same, CookieJar, MacKeys, COOKIE_LIFETIME};
-#[cfg(test)]
 pub(crate) use noise::IK_MESSAGE_1_OVERHEAD;

@@ -284,7 +284,7 @@ impl Server {
             at_addr: BTreeMap::new(),
             current: None,
             mac_keys: MacKeys::for_server(&config.key.public()),
-            cookies: CookieJar::new(rng.fork(0xc00c_1e), now),
+            cookies: CookieJar::new(rng.fork(0x00c0_0c1e), now),
             rng,
             config,
             sockets,
