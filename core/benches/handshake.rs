@@ -50,7 +50,9 @@ fn handshake(c: &mut Criterion) {
     };
     let mut group = c.benchmark_group("frame");
     for (name, frame) in [("keepalive", keepalive), ("200-byte text", text)] {
-        group.bench_function(format!("{name}: encode in the clear (baseline)"), |b| b.iter(|| black_box(&frame).encode()));
+        group.bench_function(format!("{name}: encode in the clear (baseline)"), |b| {
+            b.iter(|| black_box(&frame).encode())
+        });
         group.bench_function(format!("{name}: encode, seal and open"), |b| {
             b.iter(|| {
                 let sealed = client_end.seal(&black_box(&frame).encode()).expect("sealed");

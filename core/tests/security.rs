@@ -297,3 +297,34 @@ fn under_a_flood_of_handshakes_the_server_asks_for_cookies_and_clients_still_log
     assert!(h.server.stats().handshakes - handshakes <= 3);
     assert!(Hello::parse(&flood[0]).is_some());
 }
+
+#[test]
+fn a_full_server_refuses_newcomers_without_evicting_anyone_and_they_get_in_later() {
+    // Given a server for two users online at once, with two online,
+    let mut h = Harness::new(8);
+    h.server_config.max_users = 2;
+    let store = h.crash_server();
+    h.start_server(store);
+    let alice = h.add_public_client(h.config("alice"));
+    let bob = h.add_public_client(h.config("bob"));
+    h.run_for(secs(2));
+    // when a third logs in,
+    let carol = h.add_public_client(h.config("carol"));
+    h.run_for(secs(3));
+    // then she is refused (the handshake's answer says the server is
+    // full: she never thinks she is logged in), and alice and bob stay
+    // online;
+    let online: Vec<&str> = h.server.online_users().collect();
+    assert_eq!(online, ["alice", "bob"]);
+    assert!(h.server.stats().rate_limited >= 1);
+    assert!(h.find(carol, |e| matches!(e, ClientEvent::LoggedIn { .. }).then_some(())).is_empty());
+    assert!(h.clients[alice].client.is_logged_in() && h.clients[bob].client.is_logged_in());
+    // and once bob leaves, carol's next try gets her in.
+    let now = h.now;
+    h.clients[bob].client.logout(now);
+    h.run_for(Duration::from_millis(100));
+    h.clients[bob].dead = true;
+    h.run_for(secs(10));
+    assert!(h.clients[carol].client.is_logged_in());
+    assert_eq!(h.server.online_users().collect::<Vec<_>>(), ["alice", "carol"]);
+}

@@ -59,6 +59,7 @@ pub enum StoreCommit {
 /// relay_rate_bytes = 2097152
 /// max_sources = 100000
 /// max_sessions_per_user = 64
+/// max_users = 1000000            # online at once; a login beyond is refused (RateLimited)
 /// data = "/var/lib/punchline"     # the message store's directory
 /// key = "/var/lib/punchline/server.key"  # the static key (default: in data)
 /// store_commit = "group"          # or "each" (one fsync per text)
@@ -97,6 +98,8 @@ pub struct FileConfig {
     pub max_sources: Option<usize>,
     /// See [`ServerConfig::max_sessions_per_user`].
     pub max_sessions_per_user: Option<usize>,
+    /// See [`ServerConfig::max_users`].
+    pub max_users: Option<usize>,
     /// The directory of the durable message store (`--data`).
     pub data: Option<PathBuf>,
     /// The server's static key file (`--key`).
@@ -216,7 +219,8 @@ impl Settings {
             relay_burst_bytes,
             relay_rate_bytes,
             max_sources,
-            max_sessions_per_user
+            max_sessions_per_user,
+            max_users
         );
         if let Some(burst) = file.text_burst {
             server.mailbox.text_burst = burst;

@@ -54,6 +54,9 @@ const CHECK_SPACING: Duration = Duration::from_secs(1);
 /// How long the server's channel must have been silent before a plain
 /// `NotLoggedIn` is believed.
 pub(crate) const HINT_QUIET: Duration = Duration::from_secs(1);
+/// How long a client waits before logging in again when the server was
+/// full (`RateLimited` right after its handshake).
+pub(crate) const FULL_SERVER_BACKOFF: Duration = Duration::from_secs(5);
 /// Unanswered Hellos after which a client with a pinned key asks the
 /// server which key it has.
 pub(crate) const KEY_CHECK_AFTER: u32 = 3;
@@ -85,6 +88,9 @@ enum State {
     /// Accepted; `awaiting_since` is when the oldest unanswered keepalive
     /// went out.
     Online { token: u64, reflexive: SocketAddr, awaiting_since: Option<Instant>, reported_unreachable: bool },
+    /// The server was full: log in again (request `request`) when the
+    /// login timer fires.
+    Backoff { request: u32 },
     /// Before the first login, and after a logout.
     LoggedOut,
 }
@@ -279,6 +285,13 @@ impl Login {
                 out.event(ClientEvent::LoggedIn { reflexive });
                 Some((frame, Some(channel)))
             }
+            Frame::Error { code: ErrorCode::RateLimited, .. } => {
+                // The server is full, or busy: try again later.
+                debug!("the server refused the login for now; again in {FULL_SERVER_BACKOFF:?}");
+                self.state = State::Backoff { request };
+                timers.set(ClientTimer::Login, ctx.now + FULL_SERVER_BACKOFF);
+                Some((frame, None))
+            }
             Frame::Error { code, .. } => {
                 timers.stop(&ClientTimer::Login);
                 self.state = State::Failed;
@@ -322,12 +335,22 @@ impl Login {
     /// client must log in again.
     pub(crate) fn on_error(
         &mut self,
+        ctx: &Ctx<'_>,
         out: &mut Out,
         timers: &mut Timers<ClientTimer>,
         request: u32,
         code: ErrorCode,
     ) -> bool {
         match (&self.state, code) {
+            (State::Online { .. }, ErrorCode::RateLimited) if request == 0 => {
+                // The server is full: it dropped the login it just
+                // accepted. Try again later, not at once.
+                debug!("the server is full; logging in again in {FULL_SERVER_BACKOFF:?}");
+                timers.stop(&ClientTimer::Keepalive);
+                self.state = State::Backoff { request: 0 };
+                timers.set(ClientTimer::Login, ctx.now + FULL_SERVER_BACKOFF);
+                false
+            }
             (State::Online { .. }, ErrorCode::KeyMismatch) => {
                 // A concurrent first login under our name won the binding.
                 timers.stop(&ClientTimer::Keepalive);
@@ -373,6 +396,10 @@ impl Login {
     /// unanswered; send a fresh one.
     pub(crate) fn retransmit(&mut self, ctx: &Ctx<'_>, out: &mut Out, timers: &mut Timers<ClientTimer>) {
         let sends_now = match &mut self.state {
+            State::Backoff { request } => {
+                let request = *request;
+                return self.start(ctx, out, timers, request);
+            }
             State::FetchingKey { nonce, sends, since, reported_unreachable, .. } => {
                 *sends += 1;
                 let sends_now = *sends;

@@ -633,7 +633,8 @@ impl Client {
         if self.requests.on_error(&mut self.out, &mut self.timers, request, code, logging_in) {
             return;
         }
-        if self.login.on_error(&mut self.out, &mut self.timers, request, code) {
+        let ctx = ctx!(self, now);
+        if self.login.on_error(&ctx, &mut self.out, &mut self.timers, request, code) {
             self.start_login(now);
         }
     }

@@ -169,6 +169,11 @@ impl Server {
             self.stats.key_mismatches += 1;
             return self.refuse_hello(wait, ErrorCode::KeyMismatch);
         }
+        if !self.users.contains(&wait.name) && self.users.len() >= self.config.max_users {
+            debug!(user = %wait.name, "the server is full; a login refused");
+            self.stats.rate_limited += 1;
+            return self.refuse_hello(wait, ErrorCode::RateLimited);
+        }
         let token = self.fresh_token();
         let login_ok = Frame::LoginOk { request: wait.request, token, reflexive: wait.from };
         let Some((welcome, channel)) = self.welcome(wait.hello, token, wait.hello_len, &login_ok) else {
@@ -287,6 +292,16 @@ impl Server {
             return false;
         }
         let name = pending.name.clone();
+        if !self.users.contains(&name) && self.users.len() >= self.config.max_users {
+            // Filled up since its Hello was answered.
+            debug!(user = %name, "the server is full; a login refused");
+            self.stats.rate_limited += 1;
+            let error = Frame::Error { request: 0, code: ErrorCode::RateLimited }.encode();
+            if let Some(datagram) = pending.channel.seal(&error) {
+                self.send_carrying(socket, reflexive, datagram, error);
+            }
+            return false;
+        }
         if self.users.contains(&name) {
             // A new login replaces the old one; its sessions are stale.
             self.go_offline(&name);

@@ -82,6 +82,11 @@ pub struct ServerConfig {
     pub max_sources: usize,
     /// Most sessions one user may have open.
     pub max_sessions_per_user: usize,
+    /// Most users online at once. A login that proves its address when the
+    /// server is full is refused with `RateLimited` (the client retries
+    /// later); online users are never evicted for newcomers. Default
+    /// 1,000,000.
+    pub max_users: usize,
     /// Text messaging: limits and retransmission ([`MailboxConfig`]).
     pub mailbox: MailboxConfig,
 }
@@ -104,6 +109,7 @@ impl ServerConfig {
             relay_rate_bytes: 2 * 1024 * 1024,
             max_sources: 100_000,
             max_sessions_per_user: 64,
+            max_users: 1_000_000,
             mailbox: MailboxConfig::default(),
         }
     }

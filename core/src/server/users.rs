@@ -108,6 +108,11 @@ impl<U> Users<U> {
         Some((online.token, online.user))
     }
 
+    /// How many users are online.
+    pub(super) fn len(&self) -> usize {
+        self.by_name.len()
+    }
+
     pub(super) fn contains(&self, name: &str) -> bool {
         self.slot_of(name).is_some()
     }
