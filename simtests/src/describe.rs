@@ -4,7 +4,7 @@ use std::fmt::{self, Write};
 
 use punchline_core::client::ClientEvent;
 use punchline_core::wire::frame::{Frame, SessionBody, StreamMessage};
-use punchline_core::wire::{self, stun};
+use punchline_core::wire::{self, channel as layout, stun};
 
 use crate::addr::Addr;
 
@@ -29,6 +29,41 @@ pub fn write_datagram<W: Write>(out: &mut W, payload: &[u8]) -> fmt::Result {
             Err(e) => write!(out, "malformed ({e})"),
         },
         wire::Kind::Unknown => out.write_str("unknown datagram"),
+    }
+}
+
+/// A short description of a datagram a machine sent: a datagram of the
+/// client–server channel is shown by the frame inside (`plaintext`,
+/// [`Transmit::plaintext`](punchline_core::Transmit::plaintext)): a sealed
+/// frame as that frame, the handshake as `Hello[...]` and `Welcome[...]`.
+pub fn transmit(payload: &[u8], plaintext: Option<&[u8]>) -> String {
+    let mut out = String::new();
+    let _ = write_transmit(&mut out, payload, plaintext);
+    out
+}
+
+/// Writes [`transmit`]'s description into `out`.
+pub fn write_transmit<W: Write>(out: &mut W, payload: &[u8], plaintext: Option<&[u8]>) -> fmt::Result {
+    let inner = |out: &mut W| match plaintext {
+        Some(plain) => write_datagram(out, plain),
+        None => out.write_str("?"),
+    };
+    match payload.first().copied() {
+        Some(layout::tag::SEALED) => inner(out),
+        Some(layout::tag::HELLO) => {
+            out.write_str("Hello[")?;
+            inner(out)?;
+            out.write_str("]")
+        }
+        Some(layout::tag::WELCOME) => {
+            out.write_str("Welcome[")?;
+            inner(out)?;
+            out.write_str("]")
+        }
+        Some(layout::tag::KEY_REQUEST) => out.write_str("KeyRequest"),
+        Some(layout::tag::KEY_REPLY) => out.write_str("KeyReply"),
+        Some(layout::tag::COOKIE_REPLY) => out.write_str("CookieReply"),
+        _ => write_datagram(out, payload),
     }
 }
 

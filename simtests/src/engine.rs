@@ -564,7 +564,7 @@ fn datagram_line(line: &mut String, who: &str, src: SocketAddr, t: &Transmit) ->
         write!(line, " ttl={ttl}")?;
     }
     line.push(' ');
-    describe::write_datagram(line, t.plaintext.as_deref().unwrap_or(&t.payload))
+    describe::write_transmit(line, &t.payload, t.plaintext.as_deref())
 }
 
 fn ms(d: Duration) -> f64 {

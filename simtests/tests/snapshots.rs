@@ -293,7 +293,7 @@ fn every_example_trace_starts_with_each_peers_first_login() {
         sim.keep_arrows(true);
         let (_, trace, arrows) = sim.run();
         for peer in &peers {
-            let login = format!(" Login {peer}");
+            let login = format!(" Hello[Login {peer}]");
             let first = trace.iter().position(|l| l.contains(&login));
             assert!(
                 first.is_some_and(|i| trace[i].trim_start().starts_with("0.000ms")),

@@ -388,7 +388,7 @@ impl Hosts {
         let src = SocketAddr::new(peer.addr, port);
         let name = &self.peers[i].name;
         self.lines.record_with(self.now, |line| datagram_line(line, name, src, &t));
-        self.arrow(i, t.destination, t.plaintext.as_deref().unwrap_or(&t.payload));
+        self.arrow(i, t.destination, &t.payload, t.plaintext.as_deref());
         let size = t.payload.len() + 28;
         let p = Packet { src, dst: t.destination, ttl: t.ttl.unwrap_or(DEFAULT_TTL), payload: t.payload };
         let arrivals = self.peers[i].up.transmit(self.now, size);
@@ -533,11 +533,11 @@ impl Hosts {
 
     /// Keeps a datagram sent by peer `from` for the Mermaid diagram, when
     /// asked to.
-    fn arrow(&mut self, from: usize, to: SocketAddr, payload: &[u8]) {
+    fn arrow(&mut self, from: usize, to: SocketAddr, payload: &[u8], plaintext: Option<&[u8]>) {
         if !self.lines.keeps_arrows() {
             return;
         }
-        let label = describe::datagram(payload);
+        let label = describe::transmit(payload, plaintext);
         let from = self.peers[from].name.clone();
         let to = if self.server_addrs.contains(&to) { "server".to_string() } else { to.to_string() };
         self.lines.push_arrow(Arrow { at: self.now, from, to, label });

@@ -364,7 +364,7 @@ impl Network {
         }
         if self.lines.keeps_arrows() {
             let to = if self.is_server(t.destination) { "server".to_string() } else { t.destination.to_string() };
-            let label = describe::datagram(t.plaintext.as_deref().unwrap_or(&t.payload));
+            let label = describe::transmit(&t.payload, t.plaintext.as_deref());
             self.lines.push_arrow(Arrow { at: self.now, from: "server".to_string(), to, label });
         }
         let p = Packet { src, dst: t.destination, ttl: t.ttl.unwrap_or(DEFAULT_TTL), payload: t.payload };
