@@ -6,24 +6,23 @@ use super::*;
 // Bugs found: focused reproducers
 // ---------------------------------------------------------------------------
 
-/// BUG: `Client::start_discovery` replaces a running discovery without
-/// releasing the filtering socket the old one holds, so every restart while
-/// one runs (a `KeepaliveAck` with a new reflexive address, which anyone can
-/// spoof from the server's address, or a re-login) leaks a socket.
+/// BUG (fixed): `Client::start_discovery` replaced a running discovery
+/// without releasing the filtering socket the old one held, so every restart
+/// while one ran (a `KeepaliveAck` with a new reflexive address, or a
+/// re-login) leaked a socket.
 #[test]
 fn a_restarted_nat_discovery_releases_the_previous_socket() {
     // Given a client with an alternate server, just logged in: NAT discovery
     // runs and its filtering socket (the only socket it asked for) is open.
     let now = Instant::now();
-    let mut d = logged_in_client(now, true);
+    let mut d = logged_in_client(now, true, 0x1234_5678_9abc_def0);
     let first: Vec<SocketId> = d.opened.iter().copied().collect();
     assert_eq!(first.len(), 1, "discovery opened its filtering socket");
-    // When keepalive answers from the server's address report new reflexive
-    // addresses (a NAT rebinding; or anyone spoofing the server) 20 times,
-    // each restarting discovery.
+    // When keepalive answers, sealed in the channel, report new reflexive
+    // addresses (a NAT rebinding) 20 times, each restarting discovery.
     for i in 0..20u16 {
         let ack = Frame::KeepaliveAck { reflexive: SocketAddr::new(addr("192.0.2.200:1").ip(), 1000 + i) };
-        d.feed(SocketId(0), server_primary(), &ack.encode());
+        d.feed_sealed(&ack.encode());
     }
     // And ten minutes pass without any answer.
     d.idle(Duration::from_secs(600));

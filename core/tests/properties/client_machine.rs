@@ -1,4 +1,8 @@
-//! A logged-in client under attack from the server's address (3).
+//! A logged-in client under attack from the server's address (3). The test
+//! plays the server: it answers the client's Hello itself and holds the
+//! server's end of the channel, so that what the server really says (offers
+//! with known keys, relayed peer frames) arrives sealed, while forgeries
+//! come plain, from strangers, mutated or replayed.
 
 use super::*;
 
@@ -65,6 +69,22 @@ enum Honest {
     },
 }
 
+/// How a server frame reaches the client.
+#[derive(Clone, Debug)]
+enum Source {
+    /// Sealed in the channel by the server's end, from the server's address:
+    /// what the server says.
+    Sealed,
+    /// Sealed by the server's end, but from another address (sealed frames
+    /// authenticate themselves, whoever forwards them).
+    SealedVia(SocketAddr),
+    /// In the clear from the server's address: a forgery, or a server that
+    /// forgot the channel.
+    Plain,
+    /// In the clear from a stranger.
+    Stranger(SocketAddr),
+}
+
 #[derive(Clone, Debug)]
 enum ClientOp {
     /// Arbitrary bytes from one of the server's addresses.
@@ -73,12 +93,22 @@ enum ClientOp {
         socket: usize,
         bytes: Vec<u8>,
     },
-    /// A server frame with random fields, maybe mutated; from the server, or
-    /// from a stranger.
+    /// A server frame with random fields, maybe mutated (before it is
+    /// sealed), from `source`.
     ServerFrame {
         frame: Frame,
         mutations: Vec<Mutation>,
-        stranger: Option<SocketAddr>,
+        source: Source,
+    },
+    /// A sealed datagram the client was fed before, again (counted back from
+    /// the most recent).
+    Replay {
+        back: usize,
+    },
+    /// The server answers the client's latest Hello (after it lost its
+    /// login) with `LoginOk` and this token, opening a new channel.
+    AnswerHello {
+        token: u64,
     },
     /// An offer for a known-key session.
     Offer {
@@ -179,14 +209,30 @@ fn peer_frame() -> BoxedStrategy<Frame> {
     .boxed()
 }
 
+fn server_source() -> impl Strategy<Value = Source> + Clone {
+    prop_oneof![
+        6 => Just(Source::Sealed),
+        1 => select(peer_pool().to_vec()).prop_map(Source::SealedVia),
+        2 => Just(Source::Plain),
+        2 => select(peer_pool().to_vec()).prop_map(Source::Stranger),
+    ]
+}
+
+/// Tokens a server hands out: random, so mostly 9- or 10-byte varints,
+/// sometimes small.
+pub(crate) fn token() -> impl Strategy<Value = u64> + Clone {
+    prop_oneof![1 => 1u64..300, 3 => (1u64 << 56)..=u64::MAX]
+}
+
 fn client_op() -> impl Strategy<Value = ClientOp> + Clone {
     let mutations = prop_oneof![3 => Just(vec![]), 1 => vec(mutation(), 1..=3)];
-    let stranger = prop_oneof![3 => Just(None), 1 => select(peer_pool().to_vec()).prop_map(Some)];
     prop_oneof![
         2 => (0usize..4, any::<usize>(), garbage())
             .prop_map(|(from, socket, bytes)| ClientOp::Garbage { from, socket, bytes }),
-        3 => (server_to_client_frame(), mutations.clone(), stranger)
-            .prop_map(|(frame, mutations, stranger)| ClientOp::ServerFrame { frame, mutations, stranger }),
+        4 => (server_to_client_frame(), mutations.clone(), server_source())
+            .prop_map(|(frame, mutations, source)| ClientOp::ServerFrame { frame, mutations, source }),
+        1 => (0usize..8).prop_map(|back| ClientOp::Replay { back }),
+        1 => token().prop_map(|token| ClientOp::AnswerHello { token }),
         2 => (0..SLOTS, 0u32..8, prop_oneof![3 => Just(false), 1 => Just(true)], select(NAMES.to_vec()),
               vec(peer_source(), 0..=MAX_CANDIDATES), prop_oneof![4 => Just(NatStrategy::Punch), 1 => nat_strategy()])
             .prop_map(|(slot, request, initiator, peer, peer_candidates, strategy)| ClientOp::Offer {
@@ -206,38 +252,97 @@ fn client_op() -> impl Strategy<Value = ClientOp> + Clone {
     ]
 }
 
-/// A client logged in to a real server through an in-memory network that
-/// delivers every datagram at once; the loop stops as soon as the client is
-/// logged in (with an alternate server, NAT discovery is under way then).
-pub(crate) fn logged_in_client(now: Instant, with_alt: bool) -> ClientDriver {
-    let mut server = Server::new(ServerConfig::new(server_primary(), Some(server_alt())), now);
+/// The client's reflexive address, as the test's server reports it: its
+/// primary socket's (it is not behind a NAT).
+fn reflexive() -> SocketAddr {
+    addr("198.51.100.1:4000")
+}
+
+/// A client logged in to the test, which plays the server: the client has
+/// the server's key pinned, its Hello is answered with `LoginOk` carrying
+/// `token`, and the driver keeps the server's end of the channel. With an
+/// alternate server, NAT discovery is under way then.
+pub(crate) fn logged_in_client(now: Instant, with_alt: bool, token: u64) -> ClientDriver {
     let mut config = ClientConfig::new("alice", server_primary());
+    config.server_key = Some(server_key().public());
     if with_alt {
         config.alt_server = Some(server_alt());
     }
     let mut d = ClientDriver::new(config, now);
-    for _ in 0..64 {
-        if d.client.is_logged_in() {
-            break;
-        }
-        for t in d.take_sent() {
-            let from = d.live[&t.socket];
-            if let Some(&(socket, _)) = server.sockets().iter().find(|(_, a)| *a == t.destination) {
-                server.handle_datagram(now, socket, from, &t.payload);
-            }
-        }
-        while server.poll_event().is_some() {}
-        while let Some(t) = server.poll_transmit() {
-            let from = server.sockets().iter().find(|(id, _)| *id == t.socket).expect("the server's own socket").1;
-            if let Some((&socket, _)) = d.live.iter().find(|(_, a)| **a == t.destination) {
-                d.feed(socket, from, &t.payload);
-            }
-        }
-    }
-    assert!(d.client.is_logged_in(), "the client logs in over a perfect network");
+    assert!(answer_hello(&mut d, token), "a client with a pinned key sends a Hello at once");
+    assert!(d.client.is_logged_in(), "the client logs in with the test's Welcome");
     let _ = d.take_sent();
     d.events.clear();
     d
+}
+
+/// Plays the server's side of a handshake: reads the latest Hello the
+/// client sent (checking that it is sound: mac1 for the server's key, the
+/// client's identity proved, its Login inside), answers it with `LoginOk`
+/// carrying `token` and keeps the new channel's server end. False when the
+/// client sent no Hello since the sent datagrams were last taken (the
+/// Hellos are taken now).
+fn answer_hello(d: &mut ClientDriver, token: u64) -> bool {
+    let Some(t) = d.sent.iter().rev().find(|t| t.payload.first() == Some(&layout::tag::HELLO)).cloned() else {
+        return false;
+    };
+    d.sent.retain(|t| t.payload.first() != Some(&layout::tag::HELLO));
+    let key = server_key();
+    assert_eq!(t.destination, server_primary(), "Hellos go to the primary address");
+    assert_eq!(t.socket, d.primary.0, "Hellos leave from the primary socket");
+    let hello = Hello::parse(&t.payload).expect("the driver checked the layout");
+    assert!(mac1_valid(&key.public(), &hello), "the client's mac1 is keyed by the pinned server key");
+    let received = HelloReceived::read(&key, hello.sender, hello.noise, Seed::from(token))
+        .expect("the client's Hello opens with the server's key");
+    assert_eq!(received.client_key(), d.client.config().identity.public(), "the Hello proves the client's identity");
+    assert_eq!(Some(received.payload()), t.plaintext.as_deref(), "the Hello carries its plaintext");
+    let Ok(Frame::Login { request, user, host_candidates }) = Frame::decode(received.payload()) else {
+        panic!("a Hello without a Login inside");
+    };
+    assert_eq!((user.as_str(), host_candidates), ("alice", vec![d.primary.1]));
+    let login_ok = Frame::LoginOk { request, token, reflexive: reflexive() }.encode();
+    let (welcome, end) = received.answer(&login_ok, token).expect("the server's end answers");
+    let (sent, stats, online) = (d.sent.len(), d.client.stats().clone(), d.client.is_logged_in());
+    let old_end = d.server_end.replace(end);
+    d.feed(t.socket, server_primary(), &welcome);
+    // A Welcome is never counted: it completes the client's handshake, or
+    // (not the one it waits for: logged in already, or a Hello sent since)
+    // it is ignored.
+    assert_eq!(d.client.stats(), &stats);
+    if online || !d.client.is_logged_in() {
+        assert_eq!(d.sent.len(), sent, "an ignored Welcome made the client send");
+        d.server_end = old_end;
+        return true;
+    }
+    // The client proves at once that it received the Welcome: a keepalive
+    // sealed in the new channel (the driver opened it with the server's end).
+    let proof = d.sent[sent..].iter().find(|t| t.payload.first() == Some(&layout::tag::SEALED));
+    let proof = proof.and_then(sent_frame);
+    assert!(matches!(proof, Some(Frame::Keepalive { token: t, .. }) if t == token), "the proof is {proof:?}");
+    true
+}
+
+/// Whether the client takes `addr` for its server's.
+fn is_server(d: &ClientDriver, addr: SocketAddr) -> bool {
+    addr == d.client.config().server || Some(addr) == d.client.config().alt_server
+}
+
+/// True for the frames a client takes from its server inside the channel.
+fn taken_from_server(frame: &Frame) -> bool {
+    matches!(
+        frame,
+        Frame::KeepaliveAck { .. }
+            | Frame::LookupReply { .. }
+            | Frame::Offer { .. }
+            | Frame::Relayed { .. }
+            | Frame::SessionEnded { .. }
+            | Frame::DiscoverReply { .. }
+            | Frame::Error { .. }
+            | Frame::TextAck { .. }
+            | Frame::TextRejected { .. }
+            | Frame::TextDeliver { .. }
+            | Frame::InboxStatus { .. }
+    )
 }
 
 /// The honest peer's side of one known-key session.
@@ -257,6 +362,19 @@ fn client_role(events: &[ClientEvent], session: SessionId) -> Option<Role> {
     })
 }
 
+/// The session a peer frame names.
+fn session_of(frame: &Frame) -> SessionId {
+    match frame {
+        Frame::Probe { session, .. } | Frame::ProbeAck { session, .. } | Frame::Session { session, .. } => *session,
+        _ => unreachable!("peer frames are authenticated frames"),
+    }
+}
+
+/// The `back`-th most recent of `items`, wrapping around.
+fn recent<T: Clone>(items: &[T], back: usize) -> Option<T> {
+    (!items.is_empty()).then(|| items[items.len() - 1 - back % items.len()].clone())
+}
+
 fn set_session(frame: &mut Frame, id: SessionId) {
     match frame {
         Frame::Probe { session, .. } | Frame::ProbeAck { session, .. } | Frame::Session { session, .. } => {
@@ -266,17 +384,19 @@ fn set_session(frame: &mut Frame, id: SessionId) {
     }
 }
 
-/// Delivers a sealed peer frame directly or through the relay.
-fn deliver_peer(d: &mut ClientDriver, session: SessionId, bytes: Vec<u8>, via: &Via) {
+/// Delivers a sealed peer frame directly or through the relay (sealed in
+/// the channel); returns the datagram.
+fn deliver_peer(d: &mut ClientDriver, session: SessionId, bytes: Vec<u8>, via: &Via) -> Vec<u8> {
     match via {
         Via::Direct { socket, raw, from } => {
             let sockets: Vec<SocketId> = d.live.keys().copied().collect();
             let socket = raw.map(SocketId).unwrap_or(sockets[socket % sockets.len()]);
             d.feed(socket, *from, &bytes);
+            bytes
         }
         Via::Relayed => {
             let wrapped = Frame::Relayed { session, payload: bytes };
-            d.feed(d.primary.0, server_primary(), &wrapped.encode());
+            d.feed_sealed(&wrapped.encode())
         }
     }
 }
@@ -292,29 +412,126 @@ fn run_client_ops(d: &mut ClientDriver, ops: &[ClientOp]) -> Result<(), TestCase
                 // When garbage arrives from one of the server's addresses.
                 let sockets: Vec<SocketId> = d.live.keys().copied().collect();
                 d.feed(sockets[socket % sockets.len()], servers[*from], bytes);
-                // Then undecodable bytes are counted once as malformed.
+                // Then undecodable bytes are counted once, as malformed (or,
+                // for the channel's datagrams, as their first byte says).
                 if undecodable(bytes) {
-                    prop_assert_eq!(d.client.stats(), &ClientStats { malformed: before.malformed + 1, ..before });
+                    let expected = client_after_undecodable(&before, bytes, is_server(d, servers[*from]));
+                    prop_assert_eq!(d.client.stats(), &expected);
                 }
             }
-            ClientOp::ServerFrame { frame, mutations, stranger } => {
-                // When a server frame with random fields arrives.
-                let bytes = mutate(frame.encode(), mutations);
-                d.feed(d.primary.0, stranger.unwrap_or(servers[0]), &bytes);
-                let stats = d.client.stats();
+            ClientOp::ServerFrame { frame, mutations, source } => {
+                // When a server frame with random fields arrives, maybe
+                // mutated, sealed or not.
+                let inner = mutate(frame.encode(), mutations);
+                let online = d.client.is_logged_in();
+                let sent = d.sent.len();
+                let (from, bytes) = match source {
+                    Source::Sealed => (server_primary(), d.feed_sealed(&inner)),
+                    Source::SealedVia(via) => {
+                        let end = d.server_end.as_ref().expect("the test plays the server");
+                        let sealed = end.seal(&inner).expect("counters left");
+                        d.feed(d.primary.0, *via, &sealed);
+                        (*via, sealed)
+                    }
+                    Source::Plain => {
+                        d.feed(d.primary.0, servers[0], &inner);
+                        (servers[0], inner.clone())
+                    }
+                    Source::Stranger(stranger) => {
+                        d.feed(d.primary.0, *stranger, &inner);
+                        (*stranger, inner.clone())
+                    }
+                };
+                let stats = d.client.stats().clone();
+                let quiet = d.events.len() == seen && d.sent.len() == sent;
+                let decoded = Frame::decode(&inner);
+                let count = |field: fn(&mut ClientStats) -> &mut u64| {
+                    let mut expected = before.clone();
+                    *field(&mut expected) += 1;
+                    expected
+                };
                 if undecodable(&bytes) {
-                    // Then a broken one is malformed.
-                    prop_assert_eq!(stats, &ClientStats { malformed: before.malformed + 1, ..before });
-                } else if let (Some(_), Ok(decoded)) = (stranger, Frame::decode(&bytes)) {
-                    // And a server frame from a stranger is unexpected.
-                    if !decoded.is_authenticated() && decoded != Frame::Opener {
-                        prop_assert_eq!(stats, &ClientStats { unexpected: before.unexpected + 1, ..before });
+                    // Then undecodable bytes (a sealed frame too large for a
+                    // datagram among them) are counted once.
+                    prop_assert_eq!(&stats, &client_after_undecodable(&before, &bytes, is_server(d, from)));
+                } else if matches!(source, Source::Sealed | Source::SealedVia(_)) {
+                    if !online {
+                        // Then nothing opens while the client is logged out.
+                        prop_assert_eq!(&stats, &count(|s| &mut s.unauthenticated));
+                        prop_assert!(quiet, "a sealed frame moved a logged-out client");
+                    } else if let Ok(decoded) = decoded {
+                        if !taken_from_server(&decoded) {
+                            // And a frame a server does not send is unexpected.
+                            prop_assert_eq!(&stats, &count(|s| &mut s.unexpected));
+                            prop_assert!(quiet, "a {:?} from the server moved the client", decoded);
+                        } else if let Frame::Relayed { session, payload } = decoded {
+                            // And a relayed payload that is no peer frame of
+                            // the session it is relayed for is malformed.
+                            let peer = Frame::decode(&payload).ok().filter(|f| f.is_authenticated());
+                            if peer.is_none_or(|f| session_of(&f) != session) {
+                                prop_assert_eq!(&stats, &count(|s| &mut s.malformed));
+                            }
+                        }
+                    } else {
+                        // And a sealed undecodable frame is malformed.
+                        prop_assert_eq!(&stats, &count(|s| &mut s.malformed));
+                        prop_assert!(quiet);
                     }
-                } else if let Ok(Frame::Relayed { payload, .. }) = Frame::decode(&bytes) {
-                    // And a relayed payload that is no peer frame is malformed.
-                    if !Frame::decode(&payload).is_ok_and(|f| f.is_authenticated()) {
-                        prop_assert_eq!(stats, &ClientStats { malformed: before.malformed + 1, ..before });
+                } else if let Ok(decoded) = decoded {
+                    // A plain frame (no mutation made a channel datagram of
+                    // it: those decode as no frame).
+                    let hint =
+                        matches!(decoded, Frame::Error { code: ErrorCode::NotLoggedIn, .. }) && is_server(d, from);
+                    if decoded == Frame::Opener {
+                        // Then a stray opener carries nothing.
+                        prop_assert_eq!(&stats, &before);
+                        prop_assert!(quiet);
+                    } else if hint {
+                        // Then the server's hint that it forgot the channel is
+                        // counted nowhere: believed (a fresh Hello goes) only
+                        // while a keepalive awaits its answer, else ignored.
+                        prop_assert_eq!(&stats, &before);
+                        let hello = d.sent[sent..].iter().any(|t| t.payload.first() == Some(&layout::tag::HELLO));
+                        prop_assert!(hello || quiet, "an ignored NotLoggedIn caused {:?}", &d.events[seen..]);
+                        prop_assert_eq!(hello, online && !d.client.is_logged_in());
+                    } else if !decoded.is_authenticated() {
+                        // Then any other signaling frame outside the channel,
+                        // from the server's address or not, is dropped as
+                        // unauthenticated and changes nothing.
+                        prop_assert_eq!(&stats, &count(|s| &mut s.unauthenticated));
+                        prop_assert!(quiet, "a plain {:?} caused {:?}", decoded, &d.events[seen..]);
                     }
+                }
+            }
+            ClientOp::Replay { back } => {
+                // When a sealed datagram the client took before comes again.
+                if let Some(old) = recent(&d.sealed_fed, *back) {
+                    let sent = d.sent.len();
+                    d.feed(d.primary.0, server_primary(), &old);
+                    // Then it is refused as unauthenticated (or malformed again,
+                    // if it never fitted a datagram) and changes nothing.
+                    if old.len() > MAX_DATAGRAM {
+                        prop_assert_eq!(d.client.stats(), &ClientStats { malformed: before.malformed + 1, ..before });
+                    } else {
+                        prop_assert_eq!(
+                            d.client.stats(),
+                            &ClientStats { unauthenticated: before.unauthenticated + 1, ..before }
+                        );
+                    }
+                    prop_assert_eq!(d.events.len(), seen, "a replay caused {:?}", &d.events[seen..]);
+                    prop_assert_eq!(d.sent.len(), sent, "a replay made the client send");
+                }
+            }
+            ClientOp::AnswerHello { token } => {
+                // When the server answers the client's latest Hello (if it lost
+                // its login and sent one since the last look).
+                let waiting = !d.client.is_logged_in();
+                let answered = answer_hello(d, *token);
+                // Then a client that waited for it is logged in again, in the
+                // new channel (checked in `answer_hello`).
+                if answered && waiting && d.client.is_logged_in() {
+                    let logged_in = d.events[seen..].iter().any(|e| matches!(e, ClientEvent::LoggedIn { .. }));
+                    prop_assert!(logged_in, "logged in again without a LoggedIn event");
                 }
             }
             ClientOp::Offer { slot, request, initiator, peer, peer_candidates, strategy } => {
@@ -329,7 +546,7 @@ fn run_client_ops(d: &mut ClientDriver, ops: &[ClientOp]) -> Result<(), TestCase
                     strategy: *strategy,
                     peer_profile: NatProfile::default(),
                 };
-                d.feed(d.primary.0, servers[0], &offer.encode());
+                d.feed_sealed(&offer.encode());
                 let opened = d.events[seen..]
                     .iter()
                     .any(|e| matches!(e, ClientEvent::SessionOpened { session: s, .. } if *s == session));
@@ -379,10 +596,15 @@ fn run_client_ops(d: &mut ClientDriver, ops: &[ClientOp]) -> Result<(), TestCase
                 }
                 let bytes = mutate(bytes, mutations);
                 let forged = !matches!(seal, Seal::Right) && mutations.is_empty();
-                deliver_peer(d, session, bytes, via);
-                // Then a forged one is counted once as unauthenticated and
-                // changes nothing else.
-                if forged {
+                let online = d.client.is_logged_in();
+                let delivered = deliver_peer(d, session, bytes, via);
+                if delivered.len() > MAX_DATAGRAM {
+                    // Then one that does not fit a datagram (relayed, so
+                    // sealed again) is malformed.
+                    prop_assert_eq!(d.client.stats(), &ClientStats { malformed: before.malformed + 1, ..before });
+                } else if forged || (matches!(via, Via::Relayed) && !online) {
+                    // Then a forged one (or any relayed while logged out) is
+                    // counted once as unauthenticated and changes nothing else.
                     prop_assert_eq!(
                         d.client.stats(),
                         &ClientStats { unauthenticated: before.unauthenticated + 1, ..before }
@@ -448,11 +670,16 @@ proptest! {
     #![proptest_config(config(1536))]
 
     #[test]
-    fn a_logged_in_client_survives_a_hostile_server_address(with_alt in any::<bool>(), ops in client_ops()) {
-        // Given a client logged in to a real server (NAT discovery under way
-        // when the server has an alternate address).
+    fn a_logged_in_client_survives_a_hostile_server_address(
+        with_alt in any::<bool>(),
+        token in token(),
+        ops in client_ops(),
+    ) {
+        // Given a client logged in with a real handshake to the test, which
+        // plays the server (NAT discovery under way when the server has an
+        // alternate address).
         let now = Instant::now();
-        let mut d = logged_in_client(now, with_alt);
+        let mut d = logged_in_client(now, with_alt, token);
         // When it is fed garbage, forged and mutated server frames, offers
         // with known keys, honest and forged peer frames, with time passing.
         run_client_ops(&mut d, &ops)?;
@@ -464,11 +691,11 @@ proptest! {
     }
 
     #[test]
-    fn an_idle_client_without_nat_discovery_holds_no_extra_socket(ops in client_ops()) {
+    fn an_idle_client_without_nat_discovery_holds_no_extra_socket(token in token(), ops in client_ops()) {
         // Given a logged-in client without an alternate server, after any
         // of the above.
         let now = Instant::now();
-        let mut d = logged_in_client(now, false);
+        let mut d = logged_in_client(now, false, token);
         run_client_ops(&mut d, &ops)?;
         // When ten minutes pass without input.
         d.idle(Duration::from_secs(600));
@@ -481,10 +708,10 @@ proptest! {
     #![proptest_config(config(512))]
 
     #[test]
-    fn an_idle_client_with_nat_discovery_holds_no_extra_socket(ops in client_ops()) {
+    fn an_idle_client_with_nat_discovery_holds_no_extra_socket(token in token(), ops in client_ops()) {
         // Given a logged-in client whose NAT discovery is under way.
         let now = Instant::now();
-        let mut d = logged_in_client(now, true);
+        let mut d = logged_in_client(now, true, token);
         run_client_ops(&mut d, &ops)?;
         // When ten minutes pass without input.
         d.idle(Duration::from_secs(600));

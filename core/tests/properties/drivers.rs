@@ -23,6 +23,11 @@ pub(crate) struct ClientDriver {
     pub(crate) next_socket: u32,
     pub(crate) sent: Vec<Transmit>,
     pub(crate) events: Vec<ClientEvent>,
+    /// The server's end of the client's channel, when the test plays the
+    /// server (see [`logged_in_client`]).
+    pub(crate) server_end: Option<ChannelEnd>,
+    /// Every datagram [`ClientDriver::feed_sealed`] fed, for replays.
+    pub(crate) sealed_fed: Vec<Vec<u8>>,
 }
 
 impl ClientDriver {
@@ -38,9 +43,22 @@ impl ClientDriver {
             next_socket: 100,
             sent: Vec::new(),
             events: Vec::new(),
+            server_end: None,
+            sealed_fed: Vec::new(),
         };
         d.drain();
         d
+    }
+
+    /// Feeds `frame` (an encoded frame, or any bytes) sealed in the
+    /// client's channel by the server's end, from the server's primary
+    /// address to the primary socket; returns the datagram.
+    pub(crate) fn feed_sealed(&mut self, frame: &[u8]) -> Vec<u8> {
+        let end = self.server_end.as_ref().expect("the test plays the server");
+        let datagram = end.seal(frame).expect("a channel this young never runs out of counters");
+        self.feed(self.primary.0, server_primary(), &datagram);
+        self.sealed_fed.push(datagram.clone());
+        datagram
     }
 
     pub(crate) fn feed(&mut self, socket: SocketId, from: SocketAddr, payload: &[u8]) {
@@ -85,6 +103,15 @@ impl ClientDriver {
         for _ in 0..64 {
             while let Some(t) = self.client.poll_transmit() {
                 assert_well_formed("the client", &t);
+                if let (Some(end), Some(_)) = (self.server_end.as_mut(), layout::parse_sealed(&t.payload)) {
+                    // What the client seals is what its plaintext says, in
+                    // the channel the test's server holds.
+                    assert_eq!(
+                        end.open(&t.payload).as_deref(),
+                        t.plaintext.as_deref(),
+                        "a sealed frame that does not open to its plaintext"
+                    );
+                }
                 assert!(
                     self.live.contains_key(&t.socket),
                     "the client sent from {:?}, not held by its driver",
@@ -143,8 +170,18 @@ pub(crate) struct ServerDriver {
     pub(crate) now: Instant,
     pub(crate) fed_sockets: BTreeSet<SocketId>,
     pub(crate) heard_from: BTreeSet<SocketAddr>,
-    /// Tokens from `LoginOk`s, with the address they were sent to.
+    /// Tokens from `LoginOk`s (in Welcomes), with the address they were
+    /// sent to.
     pub(crate) tokens: Vec<(u64, SocketAddr)>,
+    /// The clients' ends of the channels the test holds, by the clients'
+    /// indexes (the receiver of the server's sealed frames): every sealed
+    /// frame the server sends is opened with its end and must be what its
+    /// plaintext says.
+    pub(crate) ends: BTreeMap<u64, ChannelEnd>,
+    /// The user name each of those channels logged in, by the same index.
+    pub(crate) owners: BTreeMap<u64, String>,
+    /// The members of each session, from `SessionCreated` events.
+    pub(crate) session_members: BTreeMap<SessionId, [String; 2]>,
     /// Sessions from `Offer`s.
     pub(crate) sessions: Vec<SessionId>,
     /// Each `Offer` as (session, member address).
@@ -164,6 +201,9 @@ impl ServerDriver {
             tokens: Vec::new(),
             sessions: Vec::new(),
             members: Vec::new(),
+            ends: BTreeMap::new(),
+            owners: BTreeMap::new(),
+            session_members: BTreeMap::new(),
             sent: Vec::new(),
             store: MemoryStore::new(),
         }
@@ -215,15 +255,50 @@ impl ServerDriver {
                 self.server.handle_store_completion(self.now, completion);
             }
         }
+        while let Some(event) = self.server.poll_event() {
+            if let ServerEvent::SessionCreated { session, initiator, responder, .. } = event {
+                self.session_members.insert(session, [initiator, responder]);
+            }
+        }
         while let Some(t) = self.server.poll_transmit() {
             assert_well_formed("the server", &t);
             let own = self.server.sockets().iter().any(|(id, _)| *id == t.socket);
             assert!(own || self.fed_sockets.contains(&t.socket), "the server sent from unknown {:?}", t.socket);
             assert!(self.heard_from.contains(&t.destination), "the server sent to {}, never heard from", t.destination);
             assert_eq!(t.ttl, None, "the server sends with the default TTL");
-            match Frame::decode(&t.payload) {
-                Ok(Frame::LoginOk { token, .. }) => self.tokens.push((token, t.destination)),
-                Ok(Frame::Offer { session, .. }) => {
+            if let Some((receiver, _, _)) = layout::parse_sealed(&t.payload) {
+                let end = self.ends.get_mut(&receiver);
+                let end = end.unwrap_or_else(|| panic!("the server sealed a frame in a channel no client holds"));
+                assert_eq!(
+                    end.open(&t.payload).as_deref(),
+                    t.plaintext.as_deref(),
+                    "a sealed frame that does not open to its plaintext"
+                );
+                // What concerns a session (its offer with its key, relayed
+                // frames, its end) is sealed only in its members' channels,
+                // and an offer names the other member.
+                let owner = &self.owners[&receiver];
+                let session = match sent_frame(&t) {
+                    Some(Frame::Offer { session, ref peer, .. }) => {
+                        let members = self.session_members.get(&session);
+                        assert!(members.is_some_and(|m| m.contains(peer) && peer != owner), "{owner} offered {peer}");
+                        Some(session)
+                    }
+                    Some(Frame::Relayed { session, .. } | Frame::SessionEnded { session, .. }) => Some(session),
+                    _ => None,
+                };
+                if let Some(session) = session {
+                    let members = self.session_members.get(&session);
+                    assert!(
+                        members.is_some_and(|m| m.contains(owner)),
+                        "{:?} sealed in {owner}'s channel, not a member of {members:?}",
+                        sent_frame(&t)
+                    );
+                }
+            }
+            match sent_frame(&t) {
+                Some(Frame::LoginOk { token, .. }) => self.tokens.push((token, t.destination)),
+                Some(Frame::Offer { session, .. }) => {
                     self.sessions.push(session);
                     self.members.push((session, t.destination));
                 }
@@ -231,7 +306,6 @@ impl ServerDriver {
             }
             self.sent.push(t);
         }
-        while self.server.poll_event().is_some() {}
     }
 
     pub(crate) fn take_sent(&mut self) -> Vec<Transmit> {

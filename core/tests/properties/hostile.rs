@@ -130,14 +130,73 @@ pub(crate) fn stun_shaped() -> impl Strategy<Value = Vec<u8>> + Clone {
     )
 }
 
-/// Any hostile datagram: random, frame-shaped, STUN-shaped, a mutated valid
-/// frame or a mutated Binding request.
+/// A channel tag, usually the right version, then random bytes: mostly
+/// near the sizes the layouts accept (a key request's 64 bytes, a cookie
+/// reply's 66, the header and tag of a sealed frame, a Hello's MACs).
+pub(crate) fn channel_shaped() -> impl Strategy<Value = Vec<u8>> + Clone {
+    let tags = select((layout::tag::HELLO..=layout::tag::KEY_REPLY).collect::<Vec<u8>>());
+    (
+        tags,
+        prop_oneof![4 => Just(VERSION), 1 => any::<u8>()],
+        prop_oneof![3 => vec(any::<u8>(), 0..=130), 1 => vec(any::<u8>(), 0..1300)],
+    )
+        .prop_map(|(tag, version, body)| {
+            let mut out = vec![tag, version];
+            out.extend_from_slice(&body);
+            out
+        })
+}
+
+/// Real Hellos to the test server's key, logging in each of [`NAMES`] (and
+/// one more) with its own key: made once, their Diffie–Hellmans are not
+/// cheap.
+pub(crate) fn real_hellos() -> &'static [Vec<u8>] {
+    static HELLOS: std::sync::OnceLock<Vec<Vec<u8>>> = std::sync::OnceLock::new();
+    HELLOS.get_or_init(|| {
+        let server = server_key().public();
+        ["alice", "bob", "carol", "mallory"]
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                let identity = StaticKey::derive(Seed::from(0), name);
+                let login =
+                    Frame::Login { request: 1, user: (*name).to_owned(), host_candidates: vec![client_pool()[i]] };
+                HelloSent::start(&identity, &server, &login.encode(), None, Seed::from(i as u64 + 77)).1
+            })
+            .collect()
+    })
+}
+
+/// A valid datagram of the channel's layouts (a real Hello, a Welcome- or
+/// sealed-shaped one with random contents, a key request or reply, a cookie
+/// reply), then edited 0 to 3 times.
+pub(crate) fn mutated_channel() -> impl Strategy<Value = Vec<u8>> + Clone {
+    let datagram = prop_oneof![
+        2 => (0..real_hellos().len()).prop_map(|i| real_hellos()[i].clone()),
+        1 => (u64s(), vec(any::<u8>(), 1..=200)).prop_map(|(receiver, noise)| layout::welcome(receiver, &noise)),
+        1 => (u64s(), any::<[u8; 24]>(), any::<[u8; 32]>())
+            .prop_map(|(receiver, nonce, cookie)| layout::cookie_reply(receiver, &nonce, &cookie)),
+        3 => (u64s(), u64s(), vec(any::<u8>(), 16..=300)).prop_map(|(receiver, counter, ciphertext)| {
+            let mut datagram = layout::sealed_buffer(receiver, counter, ciphertext.len());
+            datagram[layout::SEALED_HEADER..].copy_from_slice(&ciphertext);
+            datagram
+        }),
+        1 => u64s().prop_map(layout::key_request),
+        1 => (u64s(), any::<[u8; 32]>()).prop_map(|(nonce, key)| layout::key_reply(nonce, &key)),
+    ];
+    (datagram, vec(mutation(), 0..=3)).prop_map(|(datagram, mutations)| mutate(datagram, &mutations))
+}
+
+/// Any hostile datagram: random, frame-shaped, STUN-shaped, channel-shaped,
+/// a mutated valid frame, channel datagram or Binding request.
 pub(crate) fn garbage() -> impl Strategy<Value = Vec<u8>> + Clone {
     prop_oneof![
         3 => vec(any::<u8>(), 0..1500),
         2 => frame_shaped(),
         2 => stun_shaped(),
+        2 => channel_shaped(),
         3 => mutated_frame(),
+        2 => mutated_channel(),
         1 => (any::<[u8; 12]>(), vec(mutation(), 0..=3))
             .prop_map(|(tid, m)| mutate(stun::binding_request(stun::TransactionId(tid)), &m)),
     ]

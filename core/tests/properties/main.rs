@@ -33,6 +33,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use blake2::digest::consts::U16;
+use blake2::digest::{FixedOutput, KeyInit, Update};
+use blake2::{Blake2s256, Blake2sMac, Digest};
+use chacha20poly1305::aead::{Aead, Payload};
+use chacha20poly1305::XChaCha20Poly1305;
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::sample::select;
@@ -43,14 +48,16 @@ use punchline_core::auth::{self, Role};
 use punchline_core::client::{Client, ClientConfig, ClientEvent, ClientStats, SendError};
 use punchline_core::messaging::{MemoryStore, MessageStore};
 use punchline_core::nat::{FilteringBehavior, MappingBehavior, NatProfile, PortAllocation, Strategy as NatStrategy};
-use punchline_core::server::{valid_user_name, Server, ServerConfig, ServerStats, USER_NAME_PUNCTUATION};
+use punchline_core::secure::{ChannelEnd, HelloReceived, HelloSent, PublicKey, StaticKey};
+use punchline_core::server::{valid_user_name, Server, ServerConfig, ServerEvent, ServerStats, USER_NAME_PUNCTUATION};
+use punchline_core::wire::channel::{self as layout, Hello, SEALED_OVERHEAD};
 use punchline_core::wire::frame::{
     AnswerFrom, CloseReason, ErrorCode, Frame, FrameError, MessageId, SessionBody, SessionId, SessionKey,
     StreamMessage, TextRejection, TextStatus, FIRST_TAG, MAC_LEN, MAX_APP_PAYLOAD, MAX_CANDIDATES, MAX_RELAY_PAYLOAD,
     MAX_TEXT, MAX_USER_NAME, VERSION,
 };
 use punchline_core::wire::{self, stun, MAX_DATAGRAM};
-use punchline_core::{Machine, SocketId, Transmit};
+use punchline_core::{Machine, Seed, SocketId, Transmit};
 
 // The sections below, one file each; the shared ones are brought in whole.
 mod bugs;
@@ -115,8 +122,72 @@ fn config(cases: u32) -> ProptestConfig {
     ProptestConfig { cases, failure_persistence: None, max_shrink_iters: 4096, ..ProptestConfig::default() }
 }
 
-/// True when no decoder accepts `payload`, so a machine must drop it as
-/// malformed before looking at its content.
+/// What Noise IK adds to the payload of its first message (`e`, the
+/// encrypted `s` with its tag, the payload's tag) and of its second (`e`
+/// and the payload's tag): the Noise specification's, not the core's
+/// constants.
+const IK_MESSAGE_1_OVERHEAD: usize = 32 + 32 + 16 + 16;
+const IK_MESSAGE_2_OVERHEAD: usize = 32 + 16;
+
+/// The server's static key in these tests: the one [`ServerConfig::new`]
+/// derives.
+fn server_key() -> StaticKey {
+    StaticKey::derive(Seed::from(0), "server")
+}
+
+/// A key of the MACs toward `server`: BLAKE2s-256 of `label` and its
+/// public key (WireGuard's, which the channel follows: an independent
+/// implementation of DESIGN §7, not the core's).
+fn mac_key(label: &[u8], server: &PublicKey) -> [u8; 32] {
+    let mut hash = Blake2s256::new();
+    Digest::update(&mut hash, label);
+    Digest::update(&mut hash, server.0);
+    hash.finalize().into()
+}
+
+/// A keyed BLAKE2s-128.
+fn keyed_mac(key: &[u8], covered: &[u8]) -> [u8; layout::MAC_LEN] {
+    let mut m = <Blake2sMac<U16> as KeyInit>::new_from_slice(key).expect("a key of at most 32 bytes");
+    Update::update(&mut m, covered);
+    m.finalize_fixed().into()
+}
+
+/// True when `hello`'s mac1 is the one `server`'s key gives.
+fn mac1_valid(server: &PublicKey, hello: &Hello<'_>) -> bool {
+    keyed_mac(&mac_key(b"mac1----", server), hello.before_mac1) == hello.mac1
+}
+
+/// The cookie in `reply`, a cookie reply from `server` to the Hello whose
+/// mac1 was `mac1`.
+fn open_cookie(server: &PublicKey, reply: &[u8], mac1: &[u8; layout::MAC_LEN]) -> Option<[u8; layout::MAC_LEN]> {
+    let (_, nonce, sealed) = layout::parse_cookie_reply(reply)?;
+    let cipher = XChaCha20Poly1305::new(&mac_key(b"cookie--", server).into());
+    cipher.decrypt(&nonce.into(), Payload { msg: &sealed, aad: mac1 }).ok()?.try_into().ok()
+}
+
+/// True when the first byte of `payload` is one of the channel's (a Hello,
+/// a Welcome, a sealed frame...): its own fixed layout, not a [`Frame`].
+fn is_channel(payload: &[u8]) -> bool {
+    payload.first().is_some_and(|b| layout::is_channel_tag(*b))
+}
+
+/// True when the layout of the channel datagram `payload` (see
+/// [`is_channel`]) parses.
+fn channel_layout_ok(payload: &[u8]) -> bool {
+    match payload[0] {
+        layout::tag::HELLO => Hello::parse(payload).is_some(),
+        layout::tag::WELCOME => layout::parse_welcome(payload).is_some(),
+        layout::tag::COOKIE_REPLY => layout::parse_cookie_reply(payload).is_some(),
+        layout::tag::SEALED => layout::parse_sealed(payload).is_some(),
+        layout::tag::KEY_REQUEST => layout::parse_key_request(payload).is_some(),
+        layout::tag::KEY_REPLY => layout::parse_key_reply(payload).is_some(),
+        other => unreachable!("{other:#04x} is not a channel tag"),
+    }
+}
+
+/// True when no decoder accepts `payload` (for a channel datagram: its
+/// layout does not parse), so a machine must drop it before looking at its
+/// content.
 fn undecodable(payload: &[u8]) -> bool {
     if payload.len() > MAX_DATAGRAM {
         return true;
@@ -124,30 +195,119 @@ fn undecodable(payload: &[u8]) -> bool {
     match wire::classify(payload) {
         wire::Kind::Unknown => true,
         wire::Kind::Stun => stun::Message::decode(payload).is_err(),
+        wire::Kind::Punchline if is_channel(payload) => !channel_layout_ok(payload),
         wire::Kind::Punchline => Frame::decode(payload).is_err(),
     }
 }
 
-/// Every datagram a machine sends must fit [`MAX_DATAGRAM`] and decode.
+/// What a client's counters must be after it dropped the
+/// [`undecodable`] `payload`, from one of its server's addresses or not:
+/// one more malformed datagram, but for the channel's datagrams, which it
+/// tells apart by their first byte before parsing them: a broken sealed
+/// frame does not open (unauthenticated, whoever sent it); a handshake
+/// datagram from anyone but the server, or one only a server receives (a
+/// Hello, a key request), is unexpected; and a broken Welcome, cookie
+/// reply or key reply from the server's address is dropped uncounted.
+fn client_after_undecodable(before: &ClientStats, payload: &[u8], from_server: bool) -> ClientStats {
+    let mut after = before.clone();
+    if payload.len() > MAX_DATAGRAM || !is_channel(payload) {
+        after.malformed += 1;
+        return after;
+    }
+    match payload[0] {
+        layout::tag::SEALED => after.unauthenticated += 1,
+        _ if !from_server => after.unexpected += 1,
+        layout::tag::HELLO | layout::tag::KEY_REQUEST => after.unexpected += 1,
+        _ => {}
+    }
+    after
+}
+
+/// The server's counters after it dropped the [`undecodable`] `payload`:
+/// one more malformed datagram, with everything else unchanged; but what it
+/// limits per source before reading it (STUN, a Hello, a key request) may be
+/// refused by the limit instead (or, for STUN, answered).
+fn assert_server_dropped(before: &ServerStats, after: &ServerStats, payload: &[u8]) -> Result<(), TestCaseError> {
+    let limited_first = payload.len() <= MAX_DATAGRAM
+        && (wire::classify(payload) == wire::Kind::Stun
+            || matches!(payload.first(), Some(&layout::tag::HELLO | &layout::tag::KEY_REQUEST)));
+    if limited_first {
+        let absorbed = ServerStats {
+            malformed: after.malformed,
+            rate_limited: after.rate_limited,
+            stun_answered: after.stun_answered,
+            ..before.clone()
+        };
+        prop_assert_eq!(after, &absorbed);
+        prop_assert_eq!(stats_sum(after), stats_sum(before) + 1);
+    } else {
+        prop_assert_eq!(after, &ServerStats { malformed: before.malformed + 1, ..before.clone() });
+    }
+    Ok(())
+}
+
+/// Every datagram a machine sends must fit [`MAX_DATAGRAM`] and parse: a
+/// frame or STUN message decodes, and carries no plaintext; a channel
+/// datagram parses by its layout, and a Hello, Welcome or sealed frame shows
+/// the signaling frame it carries in [`Transmit::plaintext`], which decodes
+/// and accounts for the datagram's length exactly.
 fn assert_well_formed(who: &str, t: &Transmit) {
     assert!(
         t.payload.len() <= MAX_DATAGRAM,
-        "{who} sent {} bytes to {} (limit {MAX_DATAGRAM}): {:02x?}",
+        "{who} sent {} bytes to {} (limit {MAX_DATAGRAM}): {:02x?}, carrying {:?}",
         t.payload.len(),
         t.destination,
-        &t.payload[..t.payload.len().min(16)]
+        &t.payload[..t.payload.len().min(16)],
+        t.plaintext.as_deref().map(Frame::decode),
     );
     match wire::classify(&t.payload) {
+        wire::Kind::Punchline if is_channel(&t.payload) => {
+            let tag = t.payload[0];
+            assert!(channel_layout_ok(&t.payload), "{who} sent a broken channel datagram: {:02x?}", &t.payload[..]);
+            let overhead = match tag {
+                layout::tag::HELLO => layout::HELLO_HEADER + IK_MESSAGE_1_OVERHEAD + 2 * layout::MAC_LEN,
+                layout::tag::WELCOME => layout::WELCOME_HEADER + IK_MESSAGE_2_OVERHEAD,
+                layout::tag::SEALED => SEALED_OVERHEAD,
+                _ => {
+                    assert_eq!(t.plaintext, None, "{who} sent a {tag:#04x} that carries no frame, with plaintext");
+                    return;
+                }
+            };
+            let plain = t.plaintext.as_ref().unwrap_or_else(|| panic!("{who} sent a {tag:#04x} without its plaintext"));
+            assert!(plain.len() <= MAX_DATAGRAM);
+            assert_eq!(t.payload.len(), plain.len() + overhead, "{who}'s {tag:#04x} is not its plaintext's size");
+            let frame = Frame::decode(plain);
+            let Ok(frame) = frame else { panic!("{who} sealed an undecodable frame ({frame:?}): {:02x?}", &plain[..]) };
+            assert!(!frame.is_authenticated() && frame != Frame::Opener, "{who} sent a peer frame in the channel");
+            match tag {
+                layout::tag::HELLO => assert!(matches!(frame, Frame::Login { .. }), "a Hello carrying {frame:?}"),
+                layout::tag::WELCOME => {
+                    assert!(
+                        matches!(frame, Frame::LoginOk { .. } | Frame::Error { .. }),
+                        "a Welcome carrying {frame:?}"
+                    )
+                }
+                _ => assert!(!matches!(frame, Frame::Login { .. }), "a Login sealed in a channel"),
+            }
+        }
         wire::Kind::Punchline => {
             let frame = Frame::decode(&t.payload);
             assert!(frame.is_ok(), "{who} sent an undecodable frame ({frame:?}): {:02x?}", &t.payload[..]);
+            assert_eq!(t.plaintext, None, "{who} sent a plain frame with a plaintext");
         }
         wire::Kind::Stun => {
             let m = stun::Message::decode(&t.payload);
             assert!(m.is_ok(), "{who} sent an undecodable STUN message ({m:?}): {:02x?}", &t.payload[..]);
+            assert_eq!(t.plaintext, None, "{who} sent a STUN message with a plaintext");
         }
         wire::Kind::Unknown => {
             panic!("{who} sent a datagram that is neither STUN nor a frame: {:02x?}", &t.payload[..])
         }
     }
+}
+
+/// The frame a datagram a machine sent carries: the one sealed inside (its
+/// plaintext), or the datagram itself.
+fn sent_frame(t: &Transmit) -> Option<Frame> {
+    Frame::decode(t.plaintext.as_deref().unwrap_or(&t.payload)).ok()
 }
