@@ -155,6 +155,163 @@ proptest! {
 }
 
 // ---------------------------------------------------------------------------
+// 1b. The channel: its tags, a handshake, sealed frames
+// ---------------------------------------------------------------------------
+
+#[test]
+fn channel_tags_are_no_frame_tags() {
+    // Given every possible first byte.
+    for byte in 0..=u8::MAX {
+        // Then exactly 0x70..=0x75 are the channel's: Punchline's by the
+        // demultiplexer, but no frame's, so the frame decoder calls them
+        // unknown.
+        let channel = (0x70..=0x75).contains(&byte);
+        assert_eq!(layout::is_channel_tag(byte), channel, "{byte:#04x}");
+        if channel {
+            assert!(!ASSIGNED_TAGS.contains(&byte) && Frame::max_size(byte).is_none(), "{byte:#04x}");
+            assert_eq!(wire::classify(&[byte, VERSION]), wire::Kind::Punchline);
+            assert_eq!(Frame::decode(&[byte, VERSION, 0, 0]), Err(FrameError::UnknownTag(byte)));
+        }
+    }
+    let tags = [
+        layout::tag::HELLO,
+        layout::tag::WELCOME,
+        layout::tag::COOKIE_REPLY,
+        layout::tag::SEALED,
+        layout::tag::KEY_REQUEST,
+        layout::tag::KEY_REPLY,
+    ];
+    assert_eq!(tags, [0x70, 0x71, 0x72, 0x73, 0x74, 0x75]);
+}
+
+#[test]
+fn every_answer_before_a_proof_is_smaller_than_its_request() {
+    // Given the smallest Hello a client sends (the shortest Login inside)
+    // and the largest Welcome a server answers (a worst-case LoginOk or
+    // Error inside).
+    let login = Frame::Login { request: 0, user: "a".to_owned(), host_candidates: vec![] }.encode();
+    let smallest_hello = layout::HELLO_HEADER + login.len() + IK_MESSAGE_1_OVERHEAD + 2 * layout::MAC_LEN;
+    let answers = [wire::frame::tag::LOGIN_OK, wire::frame::tag::ERROR];
+    let largest_answer = answers.iter().map(|t| Frame::max_size(*t).expect("assigned")).max().expect("two");
+    let largest_welcome = layout::WELCOME_HEADER + largest_answer + IK_MESSAGE_2_OVERHEAD;
+    // Then no answer a server sends before the sender proved its address
+    // aims more bytes at it than it sent.
+    assert!(largest_welcome < smallest_hello, "{largest_welcome} >= {smallest_hello}");
+    assert!(layout::COOKIE_REPLY_LEN < smallest_hello);
+    const { assert!(layout::KEY_REPLY_LEN < layout::KEY_REQUEST_LEN) };
+    assert_eq!(layout::key_request(1).len(), layout::KEY_REQUEST_LEN);
+}
+
+#[test]
+fn every_signaling_frame_fits_a_datagram_sealed() {
+    // Given the worst case of every frame that travels in the channel but
+    // the relay's two (their limit is the datagram's own: a maximal one
+    // sealed would not fit).
+    for frame in worst_case_frames() {
+        if frame.is_authenticated() || matches!(frame, Frame::Opener | Frame::Relay { .. } | Frame::Relayed { .. }) {
+            continue;
+        }
+        // Then, sealed, it still fits a datagram.
+        let sealed = frame.encode().len() + SEALED_OVERHEAD;
+        assert!(sealed <= MAX_DATAGRAM, "{:#04x} sealed is {sealed} bytes", frame.tag());
+    }
+}
+
+proptest! {
+    #![proptest_config(config(256))]
+
+    #[test]
+    fn a_handshake_opens_a_channel_that_seals_both_ways(
+        login in login(),
+        (token, reflexive) in (u64s(), socket_addr()),
+        cookie in prop::option::of(any::<[u8; 16]>()),
+        seeds in any::<(u64, u64, u64)>(),
+        to_server in vec(client_to_server_frame(), 1..4),
+        to_client in vec(server_to_client_frame(), 1..4),
+        flip in any::<prop::sample::Index>(),
+        bit in 0u8..8,
+    ) {
+        // Given a client that starts a handshake with the server's key,
+        // carrying its Login (and a cookie's mac2, when it has one).
+        let identity = StaticKey::derive(Seed::from(seeds.0), "client");
+        let server = server_key();
+        let payload = login.encode();
+        let (hello, datagram) = HelloSent::start(&identity, &server.public(), &payload, cookie.as_ref(), seeds.1.into());
+        // Then the Hello is its layout: the Noise message 1 of its payload,
+        // mac1 keyed by the server's key, mac2 by the cookie or zero.
+        let parsed = Hello::parse(&datagram).expect("a Hello");
+        prop_assert_eq!(datagram.len(), layout::HELLO_HEADER + payload.len() + IK_MESSAGE_1_OVERHEAD + 32);
+        prop_assert_eq!((parsed.sender, &parsed.mac1), (hello.sender(), hello.mac1()));
+        prop_assert!(mac1_valid(&server.public(), &parsed));
+        let mac2 = cookie.map_or([0; 16], |c| keyed_mac(&c, parsed.before_mac2));
+        prop_assert_eq!(parsed.mac2, mac2);
+        // And only the server's key reads it: who sent it, and the Login.
+        let other = StaticKey::derive(Seed::from(seeds.0), "another server");
+        prop_assert!(HelloReceived::read(&other, parsed.sender, parsed.noise, seeds.2.into()).is_none());
+        let received = HelloReceived::read(&server, parsed.sender, parsed.noise, seeds.2.into());
+        let received = received.expect("the server reads a Hello to its key");
+        prop_assert_eq!(received.client_key(), identity.public());
+        prop_assert_eq!(received.payload(), &payload[..]);
+        // When the server answers with LoginOk, and the client reads it.
+        let login_ok = Frame::LoginOk { request: 1, token, reflexive }.encode();
+        let (welcome, mut server_end) = received.answer(&login_ok, token).expect("an answer");
+        prop_assert_eq!(welcome.len(), layout::WELCOME_HEADER + login_ok.len() + IK_MESSAGE_2_OVERHEAD);
+        prop_assert_eq!(layout::parse_welcome(&welcome).map(|(receiver, _)| receiver), Some(hello.sender()));
+        let (inside, finished) = hello.finish(&welcome).expect("the Welcome to our Hello");
+        prop_assert_eq!(&inside, &login_ok);
+        let mut client_end = finished.into_channel(token).expect("a channel");
+        // Then each frame sealed at one end is the frame plus the overhead,
+        // names the other end's index and the next counter, and opens there
+        // once: not reflected, not with a bit flipped, not replayed.
+        for (ends, frames, receiver) in [(0, &to_server, token), (1, &to_client, parsed.sender)] {
+            let (from, to) = if ends == 0 { (&mut client_end, &mut server_end) } else { (&mut server_end, &mut client_end) };
+            let mut sealed = Vec::new();
+            for (counter, frame) in frames.iter().enumerate() {
+                let plain = frame.encode();
+                let datagram = from.seal(&plain).expect("counters left");
+                prop_assert_eq!(datagram.len(), plain.len() + SEALED_OVERHEAD);
+                let header = layout::parse_sealed(&datagram).map(|(r, c, _)| (r, c));
+                prop_assert_eq!(header, Some((receiver, counter as u64)));
+                if token != parsed.sender {
+                    prop_assert_eq!(from.open(&datagram), None, "a reflected frame opened");
+                }
+                let mut flipped = datagram.clone();
+                flipped[flip.index(datagram.len())] ^= 1 << bit;
+                prop_assert_eq!(to.open(&flipped), None, "a frame with a bit flipped opened");
+                sealed.push((datagram, plain));
+            }
+            // (In any order, as datagrams arrive.)
+            for (datagram, plain) in sealed.iter().rev() {
+                prop_assert_eq!(to.open(datagram), Some(plain.clone()));
+                prop_assert_eq!(to.open(datagram), None, "a replay opened");
+            }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(config(64))]
+
+    #[test]
+    fn a_tampered_welcome_finishes_nothing(seed in any::<u64>(), flip in any::<prop::sample::Index>(), bit in 0u8..8) {
+        // Given a handshake up to the server's Welcome.
+        let identity = StaticKey::derive(Seed::from(seed), "client");
+        let server = server_key();
+        let login = Frame::Login { request: 1, user: "alice".to_owned(), host_candidates: vec![] }.encode();
+        let (hello, datagram) = HelloSent::start(&identity, &server.public(), &login, None, seed.into());
+        let parsed = Hello::parse(&datagram).expect("a Hello");
+        let received = HelloReceived::read(&server, parsed.sender, parsed.noise, seed.into()).expect("read");
+        let login_ok = Frame::LoginOk { request: 1, token: 7, reflexive: server_primary() }.encode();
+        let (mut welcome, _) = received.answer(&login_ok, 7).expect("an answer");
+        // When any bit of it is flipped; then the client's Hello is not
+        // finished by it.
+        let at = flip.index(welcome.len());
+        welcome[at] ^= 1 << bit;
+        prop_assert!(hello.finish(&welcome).is_none(), "a Welcome with bit {} of byte {} flipped finished", bit, at);
+    }
+}
+
+// ---------------------------------------------------------------------------
 // 2. Hostile bytes never panic the decoders or the machines
 // ---------------------------------------------------------------------------
 
@@ -198,6 +355,53 @@ fn check_decoders(bytes: &[u8]) -> Result<(), TestCaseError> {
         prop_assert_eq!(&m.transaction_id.0[..], &bytes[8..20]);
     }
     let _ = stun::answer_binding(bytes, server_primary());
+    check_channel_parsers(bytes)
+}
+
+/// What the channel's parsers say about `bytes` must be exactly what their
+/// layouts allow (DESIGN §7; `wire::channel`): its tag, our version, and a
+/// length at least (or, for the fixed-size ones, exactly) the layout's.
+fn check_channel_parsers(bytes: &[u8]) -> Result<(), TestCaseError> {
+    let shaped = |tag: u8| bytes.len() >= 2 && bytes[0] == tag && bytes[1] == VERSION;
+    let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
+    let hello = Hello::parse(bytes);
+    prop_assert_eq!(hello.is_some(), shaped(layout::tag::HELLO) && bytes.len() > layout::HELLO_HEADER + 32);
+    if let Some(hello) = &hello {
+        let len = bytes.len();
+        prop_assert_eq!(hello.sender, u64_at(2));
+        prop_assert_eq!(hello.noise, &bytes[layout::HELLO_HEADER..len - 32]);
+        prop_assert_eq!((hello.before_mac1, hello.before_mac2), (&bytes[..len - 32], &bytes[..len - 16]));
+        prop_assert_eq!((&hello.mac1[..], &hello.mac2[..]), (&bytes[len - 32..len - 16], &bytes[len - 16..]));
+    }
+    let welcome = layout::parse_welcome(bytes);
+    prop_assert_eq!(welcome.is_some(), shaped(layout::tag::WELCOME) && bytes.len() > layout::WELCOME_HEADER);
+    if let Some((receiver, noise)) = welcome {
+        prop_assert_eq!((receiver, noise), (u64_at(2), &bytes[layout::WELCOME_HEADER..]));
+    }
+    let cookie = layout::parse_cookie_reply(bytes);
+    prop_assert_eq!(cookie.is_some(), shaped(layout::tag::COOKIE_REPLY) && bytes.len() == layout::COOKIE_REPLY_LEN);
+    if let Some((receiver, nonce, sealed)) = cookie {
+        prop_assert_eq!((receiver, &nonce[..], &sealed[..]), (u64_at(2), &bytes[10..34], &bytes[34..]));
+    }
+    let sealed = layout::parse_sealed(bytes);
+    prop_assert_eq!(sealed.is_some(), shaped(layout::tag::SEALED) && bytes.len() >= SEALED_OVERHEAD);
+    if let Some((receiver, counter, ciphertext)) = sealed {
+        prop_assert_eq!((receiver, counter, ciphertext), (u64_at(2), u64_at(10), &bytes[layout::SEALED_HEADER..]));
+    }
+    let request = layout::parse_key_request(bytes);
+    prop_assert_eq!(request.is_some(), shaped(layout::tag::KEY_REQUEST) && bytes.len() >= layout::KEY_REQUEST_LEN);
+    if let Some(nonce) = request {
+        prop_assert_eq!(nonce, u64_at(2));
+    }
+    let reply = layout::parse_key_reply(bytes);
+    prop_assert_eq!(reply.is_some(), shaped(layout::tag::KEY_REPLY) && bytes.len() == layout::KEY_REPLY_LEN);
+    if let Some((nonce, key)) = reply {
+        prop_assert_eq!((nonce, &key[..]), (u64_at(2), &bytes[10..]));
+    }
+    // And only a channel tag has a layout, and no frame has one.
+    let parsed = [hello.is_some(), welcome.is_some(), cookie.is_some(), sealed.is_some()];
+    let any = parsed.into_iter().chain([request.is_some(), reply.is_some()]).any(|p| p);
+    prop_assert!(!any || (is_channel(bytes) && Frame::decode(bytes).is_err()));
     Ok(())
 }
 
@@ -217,7 +421,7 @@ proptest! {
 
     #[test]
     fn shaped_and_mutated_datagrams_never_panic_the_decoders(
-        bytes in prop_oneof![frame_shaped(), stun_shaped(), mutated_frame()],
+        bytes in prop_oneof![frame_shaped(), stun_shaped(), mutated_frame(), channel_shaped(), mutated_channel()],
     ) {
         check_decoders(&bytes)?;
     }
