@@ -132,7 +132,7 @@ fn pick() -> impl Strategy<Value = Pick> + Clone {
 }
 
 fn wrap() -> impl Strategy<Value = Wrap> + Clone {
-    prop_oneof![6 => Just(Wrap::Own), 1 => (0usize..4).prop_map(Wrap::Other), 2 => Just(Wrap::Plain)]
+    prop_oneof![8 => Just(Wrap::Own), 1 => (0usize..4).prop_map(Wrap::Other), 2 => Just(Wrap::Plain)]
 }
 
 fn server_op() -> impl Strategy<Value = ServerOp> + Clone {
@@ -145,6 +145,7 @@ fn server_op() -> impl Strategy<Value = ServerOp> + Clone {
         3 => relay(),
         1 => offer_ack(),
         1 => keepalive(),
+        1 => text_send(),
     ];
     prop_oneof![
         2 => (socket_id(), from(), garbage()).prop_map(|(socket, from, bytes)| ServerOp::Raw { socket, from, bytes }),
@@ -157,15 +158,15 @@ fn server_op() -> impl Strategy<Value = ServerOp> + Clone {
         1 => (0usize..6).prop_map(|back| ServerOp::Replay { back }),
         // Mostly each name from its own address, so logins do not keep
         // replacing each other.
-        2 => (0..NAMES.len(), prop_oneof![4 => Just(None), 1 => (0usize..5).prop_map(Some)], 0u32..2,
+        3 => (0..NAMES.len(), prop_oneof![4 => Just(None), 1 => (0usize..5).prop_map(Some)], 0u32..2,
               prop_oneof![1 => Just(None), 3 => nat_profile().prop_map(Some)],
               prop_oneof![6 => Just(false), 1 => Just(true)])
             .prop_map(|(name, from, request, profile, impostor)| {
                 ServerOp::Login { name, from: from.unwrap_or(name), request, profile, impostor }
             }),
-        3 => (0usize..3, 0..NAMES.len(), 0u32..3)
+        4 => (0usize..3, 0..NAMES.len(), 0u32..3)
             .prop_map(|(token, peer, request)| ServerOp::HonestConnect { token, peer, request }),
-        3 => (any::<usize>(), payload(MAX_RELAY_PAYLOAD))
+        4 => (any::<usize>(), payload(MAX_RELAY_PAYLOAD))
             .prop_map(|(member, payload)| ServerOp::HonestRelay { member, payload }),
         1 => (0usize..2, 65usize..=100, flood)
             .prop_map(|(from, count, kind)| ServerOp::Flood { from, count, kind }),
@@ -222,6 +223,11 @@ fn patch(frame: &mut Frame, pick: &Pick, tokens: &[(u64, SocketAddr)], sessions:
             *token = tok.unwrap_or(*token);
             *session = sid.unwrap_or(*session);
         }
+        Frame::TextSend { token, to: user, .. } | Frame::TextDeliverAck { token, from: user, .. } => {
+            *token = tok.unwrap_or(*token);
+            *user = name.unwrap_or_else(|| user.clone());
+        }
+        Frame::InboxSync { token } => *token = tok.unwrap_or(*token),
         _ => {}
     }
     learned.map(|(_, owner)| owner)
