@@ -130,9 +130,10 @@ const IK_MESSAGE_1_OVERHEAD: usize = 32 + 32 + 16 + 16;
 const IK_MESSAGE_2_OVERHEAD: usize = 32 + 16;
 
 /// The server's static key in these tests: the one [`ServerConfig::new`]
-/// derives.
+/// derives (once: it costs a scalar multiplication).
 fn server_key() -> StaticKey {
-    StaticKey::derive(Seed::from(0), "server")
+    static KEY: std::sync::OnceLock<StaticKey> = std::sync::OnceLock::new();
+    KEY.get_or_init(|| StaticKey::derive(Seed::from(0), "server")).clone()
 }
 
 /// A key of the MACs toward `server`: BLAKE2s-256 of `label` and its
