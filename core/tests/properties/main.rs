@@ -1,28 +1,44 @@
-//! Property tests for the wire codec, frame authentication and both machines'
-//! robustness against hostile input (DESIGN §2, "Hostile input never panics";
-//! DESIGN §3, "Wire").
+//! Property tests for the wire codec, frame authentication, the
+//! client–server channel and both machines' robustness against hostile
+//! input (DESIGN §2, "Hostile input never panics"; DESIGN §3, "Wire";
+//! DESIGN §7, the channel).
 //!
-//! 1. Every [`Frame`] variant round-trips through `encode`/`decode` and stays
-//!    within its tag's [`Frame::max_size`], and `encode_into_slice` writes the
-//!    same bytes or refuses a short buffer; worst-case instances of every
-//!    variant (every field at its documented limit) fit too. Sealed frames
-//!    verify for their sender's role only.
-//! 2. Arbitrary bytes, frame- and STUN-shaped bytes and mutations of valid
-//!    frames never panic the decoders, a [`Client`] or a [`Server`]; every
-//!    datagram either machine sends is at most [`MAX_DATAGRAM`] bytes and
-//!    decodes; undecodable input is counted exactly once.
-//! 3. A logged-in client fed garbage and forged or mutated frames *from the
-//!    server's address* (including offers whose session keys the test knows,
-//!    so authenticated peer traffic reaches deep into the session machine)
-//!    never panics and counts what it drops.
-//! 4. The decoder's rejections carry exact error values.
+//! - (1) Every [`Frame`] variant round-trips through `encode`/`decode` and stays
+//!   within its tag's [`Frame::max_size`], and `encode_into_slice` writes the
+//!   same bytes or refuses a short buffer; worst-case instances of every
+//!   variant (every field at its documented limit) fit too. Sealed frames
+//!   verify for their sender's role only.
+//! - (1b) The channel's datagrams (tags `0x70..=0x75`, no frame's) parse exactly
+//!   as their layouts say; a real Noise IK handshake carries the Login and
+//!   the LoginOk, its MACs check (by an independent implementation), and the
+//!   channel it opens seals frames both ways that open once, in any order,
+//!   and never reflected, replayed or altered. Answers before a proof are
+//!   smaller than their requests.
+//! - (2) Arbitrary bytes, frame-, channel- and STUN-shaped bytes and mutations
+//!   of valid frames and channel datagrams never panic the decoders, a
+//!   [`Client`] or a [`Server`]; every datagram either machine sends is at
+//!   most [`MAX_DATAGRAM`] bytes and parses, and a Hello, Welcome or sealed
+//!   frame shows the frame inside in its `plaintext`, which is what it
+//!   really carries; undecodable input is counted exactly once; signaling
+//!   frames outside a channel are believed by neither machine.
+//! - (2b) A server whose clients log in with real handshakes (and cookies under
+//!   load) is fed frames sealed in their own channels, in others' and in
+//!   none, forged and replayed sealed datagrams and floods, each refusal
+//!   counted exactly; it forgets idle users, and what concerns a session is
+//!   sealed only for its members.
+//! - (3) A logged-in client whose server the test plays (holding the server's
+//!   end of the channel) is fed garbage, sealed, plain, mutated and
+//!   replayed server frames, offers whose session keys the test knows (so
+//!   authenticated peer traffic reaches deep into the session machine) and
+//!   peer frames; it never panics and counts what it drops.
+//! - (4) The decoder's rejections carry exact error values.
 //!
 //! Bugs these tests found are shown by focused reproducers near the end
-//! ("Bugs found"); they fail until the core is fixed.
+//! ("Bugs found"), kept as regression tests once the core is fixed.
 //!
 //! Files: `strategies.rs` and `hostile.rs` build frames and hostile
 //! datagrams, `drivers.rs` runs a client or a server on them; `codec.rs`
-//! holds 1, 2 (decoders) and 4, `fresh_machines.rs` 2 (machines),
+//! holds 1, 1b, 2 (decoders) and 4, `fresh_machines.rs` 2 (machines),
 //! `server_machine.rs` 2b, `client_machine.rs` 3 and `bugs.rs` the
 //! reproducers. Shared fixtures stay here.
 //!
