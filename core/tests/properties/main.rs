@@ -217,33 +217,48 @@ fn undecodable(payload: &[u8]) -> bool {
     }
 }
 
-/// What a client's counters must be after it dropped the
-/// [`undecodable`] `payload`, from one of its server's addresses or not:
-/// one more malformed datagram, but for the channel's datagrams, which it
+/// What a client's counters must be after `payload`, from one of its
+/// server's addresses or not, when it must drop it before reading its
+/// content; `None` when it reads it. An [`undecodable`] datagram is one
+/// more malformed one, but for the channel's datagrams, which the client
 /// tells apart by their first byte before parsing them: a broken sealed
 /// frame does not open (unauthenticated, whoever sent it); a handshake
 /// datagram from anyone but the server, or one only a server receives (a
-/// Hello, a key request), is unexpected; and a broken Welcome, cookie
-/// reply or key reply from the server's address is dropped uncounted.
-fn client_after_undecodable(before: &ClientStats, payload: &[u8], from_server: bool) -> ClientStats {
+/// Hello, a key request), is unexpected, whatever its layout; and a broken
+/// Welcome, cookie reply or key reply from the server's address is dropped
+/// uncounted.
+fn client_after_unread(before: &ClientStats, payload: &[u8], from_server: bool) -> Option<ClientStats> {
     let mut after = before.clone();
+    let handshake = is_channel(payload) && payload[0] != layout::tag::SEALED;
+    let foreign = !from_server || matches!(payload.first(), Some(&layout::tag::HELLO | &layout::tag::KEY_REQUEST));
+    if payload.len() <= MAX_DATAGRAM && handshake && foreign {
+        after.unexpected += 1;
+        return Some(after);
+    }
+    if !undecodable(payload) {
+        return None;
+    }
     if payload.len() > MAX_DATAGRAM || !is_channel(payload) {
         after.malformed += 1;
-        return after;
+    } else if payload[0] == layout::tag::SEALED {
+        after.unauthenticated += 1;
     }
-    match payload[0] {
-        layout::tag::SEALED => after.unauthenticated += 1,
-        _ if !from_server => after.unexpected += 1,
-        layout::tag::HELLO | layout::tag::KEY_REQUEST => after.unexpected += 1,
-        _ => {}
-    }
-    after
+    Some(after)
 }
 
-/// The server's counters after it dropped the [`undecodable`] `payload`:
-/// one more malformed datagram, with everything else unchanged; but what it
-/// limits per source before reading it (STUN, a Hello, a key request) may be
-/// refused by the limit instead (or, for STUN, answered).
+/// True when the server must drop `payload` before reading its content:
+/// it is [`undecodable`], or a channel datagram only a client receives (a
+/// Welcome, a cookie reply, a key reply).
+fn server_drops_unread(payload: &[u8]) -> bool {
+    let for_clients = [layout::tag::WELCOME, layout::tag::COOKIE_REPLY, layout::tag::KEY_REPLY];
+    undecodable(payload) || (payload.len() <= MAX_DATAGRAM && payload.first().is_some_and(|b| for_clients.contains(b)))
+}
+
+/// The server's counters after it dropped `payload` unread (see
+/// [`server_drops_unread`]): one more malformed datagram, with everything
+/// else unchanged; but what it limits per source before reading it (STUN, a
+/// Hello, a key request) may be refused by the limit instead (or, for STUN,
+/// answered).
 fn assert_server_dropped(before: &ServerStats, after: &ServerStats, payload: &[u8]) -> Result<(), TestCaseError> {
     let limited_first = payload.len() <= MAX_DATAGRAM
         && (wire::classify(payload) == wire::Kind::Stun
