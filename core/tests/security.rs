@@ -328,3 +328,35 @@ fn a_full_server_refuses_newcomers_without_evicting_anyone_and_they_get_in_later
     assert!(h.clients[carol].client.is_logged_in());
     assert_eq!(h.server.online_users().collect::<Vec<_>>(), ["alice", "carol"]);
 }
+
+#[test]
+fn two_users_behind_one_address_each_get_their_own_frames_in_their_own_channel() {
+    // Given bob and carol logged in from one address (a NAT that reused a
+    // port, or a test that does it on purpose),
+    let mut h = Harness::new(9);
+    let shared: SocketAddr = "192.0.2.50:5000".parse().unwrap();
+    let (bob, mut bob_end) = h.hand_login(shared, "bob");
+    let (_, mut carol_end) = h.hand_login(shared, "carol");
+    // when bob asks for a session with carol,
+    let since = h.server_sent.len();
+    let connect = Frame::Connect { token: bob, request: 7, peer: "carol".into(), profile: Default::default() };
+    h.inject(shared, SERVER, bob_end.seal(&connect.encode()).unwrap());
+    h.run_for(Duration::from_millis(10));
+    // then each offer opens only in its member's channel, naming the other.
+    let mut offers = Vec::new();
+    for p in h.server_sent[since..].iter().filter(|p| p.dst == shared) {
+        match (bob_end.open(&p.payload), carol_end.open(&p.payload)) {
+            (Some(f), None) => offers.push(("bob", Frame::decode(&f).unwrap())),
+            (None, Some(f)) => offers.push(("carol", Frame::decode(&f).unwrap())),
+            other => panic!("a datagram for both or neither: {other:?}"),
+        }
+    }
+    let peers: Vec<(&str, String)> = offers
+        .iter()
+        .filter_map(|(who, f)| match f {
+            Frame::Offer { peer, .. } => Some((*who, peer.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(peers, [("bob", "carol".to_owned()), ("carol", "bob".to_owned())], "{offers:?}");
+}

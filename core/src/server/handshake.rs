@@ -272,7 +272,7 @@ impl Server {
         if self.pending.contains_key(&receiver) && !self.prove(now, receiver) {
             return;
         }
-        self.current = Some((receiver, from));
+        self.current = Some(receiver);
         self.handle_frame(now, socket, from, frame);
         self.current = None;
     }
@@ -323,7 +323,6 @@ impl Server {
                 connects: Default::default(),
             },
         );
-        self.at_addr.insert(reflexive, token);
         self.events.push_back(ServerEvent::UserOnline { user: name.clone(), reflexive });
         self.mailbox_login(&name, pending.key);
         true

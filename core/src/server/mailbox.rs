@@ -115,8 +115,7 @@ struct InFlight {
 
 #[derive(Debug)]
 struct Awaiting {
-    socket: SocketId,
-    sender_addr: SocketAddr,
+    reply_to: ReplyTo,
     deadline: Instant,
 }
 
@@ -158,7 +157,7 @@ impl Server {
         text: String,
     ) {
         let Some(sender) = self.text_user(now, socket, from, token) else { return };
-        let reply_to = (socket, from);
+        let reply_to = (socket, from, token);
         if !self.take_text_token(now, &sender) {
             self.stats.rate_limited += 1;
             return self.reject_text(reply_to, &sender, id, TextRejection::RateLimited);
@@ -221,9 +220,9 @@ impl Server {
                 let key = (to, sender, id);
                 if let Some(waiting) = self.mailbox.awaiting.get_mut(&key) {
                     // The answer is coming; send it where the sender is now.
-                    (waiting.socket, waiting.sender_addr) = reply_to;
+                    waiting.reply_to = reply_to;
                 } else {
-                    self.reply(reply_to.0, reply_to.1, Frame::TextAck { id, status: TextStatus::Stored });
+                    self.reply_in(reply_to, Frame::TextAck { id, status: TextStatus::Stored });
                 }
             }
             PutOutcome::Stored => {
@@ -235,19 +234,18 @@ impl Server {
                     // acknowledgement wait briefly for the recipient's.
                     self.deliver(now, &to, sender.clone(), id, text);
                     let deadline = now + self.config.mailbox.delivered_wait;
-                    let (socket, sender_addr) = reply_to;
-                    self.mailbox.awaiting.insert((to, sender, id), Awaiting { socket, sender_addr, deadline });
+                    self.mailbox.awaiting.insert((to, sender, id), Awaiting { reply_to, deadline });
                 } else {
-                    self.reply(reply_to.0, reply_to.1, Frame::TextAck { id, status: TextStatus::Stored });
+                    self.reply_in(reply_to, Frame::TextAck { id, status: TextStatus::Stored });
                 }
             }
         }
     }
 
-    fn reject_text(&mut self, (socket, to): ReplyTo, sender: &str, id: MessageId, reason: TextRejection) {
+    fn reject_text(&mut self, reply_to: ReplyTo, sender: &str, id: MessageId, reason: TextRejection) {
         debug!(%sender, %id, ?reason, "text refused");
         self.stats.texts_rejected += 1;
-        self.reply(socket, to, Frame::TextRejected { id, reason });
+        self.reply_in(reply_to, Frame::TextRejected { id, reason });
     }
 
     /// Recipient → server: [`Frame::TextDeliverAck`].
@@ -278,10 +276,10 @@ impl Server {
             }
         }
         if let Some(waiting) = self.mailbox.awaiting.remove(&(recipient.clone(), sender, id)) {
-            self.reply(waiting.socket, waiting.sender_addr, Frame::TextAck { id, status: TextStatus::Delivered });
+            self.reply_in(waiting.reply_to, Frame::TextAck { id, status: TextStatus::Delivered });
         }
-        if !self.refill(&recipient, QueueStatus::IfDrained((socket, from))) {
-            self.queue_status(&recipient, QueueStatus::IfDrained((socket, from)), 0);
+        if !self.refill(&recipient, QueueStatus::IfDrained((socket, from, token))) {
+            self.queue_status(&recipient, QueueStatus::IfDrained((socket, from, token)), 0);
         }
         self.arm_mailbox();
     }
@@ -293,7 +291,7 @@ impl Server {
             self.stats.rate_limited += 1;
             return;
         }
-        self.load_queue(&user, QueueStatus::Count((socket, from)));
+        self.load_queue(&user, QueueStatus::Count((socket, from, token)));
     }
 
     /// A user logged in: bind its name to its key durably (if it is not
@@ -325,7 +323,7 @@ impl Server {
         for key in expired {
             let waiting = self.mailbox.awaiting.remove(&key).expect("collected from the map above");
             let id = key.2;
-            self.reply(waiting.socket, waiting.sender_addr, Frame::TextAck { id, status: TextStatus::Stored });
+            self.reply_in(waiting.reply_to, Frame::TextAck { id, status: TextStatus::Stored });
         }
         self.arm_mailbox();
     }
@@ -359,7 +357,7 @@ impl Server {
                     true
                 });
                 let code = if known { ErrorCode::PeerOffline } else { ErrorCode::UnknownPeer };
-                self.reply(reply_to.0, reply_to.1, Frame::Error { request, code });
+                self.reply_in(reply_to, Frame::Error { request, code });
             }
             (Waiting::Queue { recipient, status }, result) => match result {
                 Ok(StoreReply::Queue { messages, total }) => {
@@ -475,14 +473,14 @@ impl Server {
     fn queue_status(&mut self, recipient: &str, status: QueueStatus, pending: usize) {
         match status {
             QueueStatus::Silent => {}
-            QueueStatus::IfDrained((socket, to)) => {
+            QueueStatus::IfDrained(reply_to) => {
                 if self.mailbox.in_flight_count(recipient) == 0 {
-                    self.reply(socket, to, Frame::InboxStatus { pending: 0 });
+                    self.reply_in(reply_to, Frame::InboxStatus { pending: 0 });
                 }
             }
-            QueueStatus::Count((socket, to)) => {
+            QueueStatus::Count(reply_to) => {
                 let pending = u32::try_from(pending).unwrap_or(u32::MAX);
-                self.reply(socket, to, Frame::InboxStatus { pending });
+                self.reply_in(reply_to, Frame::InboxStatus { pending });
             }
         }
     }
@@ -499,10 +497,11 @@ impl Server {
         self.send_to_user(recipient, Frame::TextDeliver { from: sender, id, text });
     }
 
+    /// Sends `frame` to `user`, sealed in its own channel, at its address.
     pub(super) fn send_to_user(&mut self, user: &str, frame: Frame) {
-        if let Some(u) = self.users.get(user) {
+        if let Some((token, u)) = self.users.get_with_token(user) {
             let (socket, to) = (u.socket, u.reflexive);
-            self.reply(socket, to, frame);
+            self.send_in(token, socket, to, frame);
         }
     }
 

@@ -206,12 +206,9 @@ pub struct Server {
     pending: BTreeMap<u64, handshake::PendingLogin>,
     /// Hellos waiting for the store to say which key their name has.
     hellos_awaiting_store: usize,
-    /// Which online user is at an address: whose channel seals a frame sent
-    /// there.
-    at_addr: BTreeMap<SocketAddr, u64>,
-    /// While a sealed frame is handled: its channel's token and source, so
-    /// that the answer is sealed for it whatever the address.
-    current: Option<(u64, SocketAddr)>,
+    /// While a sealed frame is handled: its channel's token, in which
+    /// [`Server::reply`] seals the answer.
+    current: Option<u64>,
     mac_keys: MacKeys,
     cookies: CookieJar,
     known_users: KnownNames,
@@ -287,7 +284,6 @@ impl Server {
             limits: SourceLimits::new(config.request_burst, config.request_rate, config.max_sources),
             pending: BTreeMap::new(),
             hellos_awaiting_store: 0,
-            at_addr: BTreeMap::new(),
             current: None,
             mac_keys: MacKeys::for_server(&config.key.public()),
             cookies: CookieJar::new(rng.fork(0x00c0_0c1e), now),
@@ -481,14 +477,8 @@ impl Server {
                 // moved): follow the user to its new address, so relayed
                 // frames keep reaching it, and tell its peers.
                 let moved = user.reflexive != from;
-                let old = std::mem::replace(&mut user.reflexive, from);
+                user.reflexive = from;
                 user.socket = socket;
-                if moved {
-                    if self.at_addr.get(&old) == Some(&token) {
-                        self.at_addr.remove(&old);
-                    }
-                    self.at_addr.insert(from, token);
-                }
                 let (name, sessions): (String, Vec<SessionId>) =
                     if moved { (name.to_owned(), user.sessions.iter().copied().collect()) } else { Default::default() };
                 self.reply(socket, from, Frame::KeepaliveAck { reflexive: from });
@@ -583,10 +573,7 @@ impl Server {
     }
 
     fn go_offline(&mut self, name: &str) {
-        let Some((token, user)) = self.users.remove(name) else { return };
-        if self.at_addr.get(&user.reflexive) == Some(&token) {
-            self.at_addr.remove(&user.reflexive);
-        }
+        let Some((_, user)) = self.users.remove(name) else { return };
         self.mailbox.forget_user(name);
         for session in user.sessions {
             self.end_session(session, CloseReason::PeerOffline);
@@ -631,17 +618,29 @@ impl Server {
         self.sockets.iter().find(|(_, a)| *a == wanted).map(|(id, _)| *id)
     }
 
-    /// Sends `frame` sealed in the channel of whoever is at `to`: the
-    /// sender of the sealed frame being handled, when `to` is its source,
-    /// else the online user at that address. With no channel there,
+    /// Answers the sealed frame being handled: `frame` goes to `to` (its
+    /// source, or for NAT discovery another of the sender's sockets) sealed
+    /// in the channel it came in. Outside the handling of a sealed frame
     /// nothing is sent: the server answers no signaling outside a channel.
     fn reply(&mut self, socket: SocketId, to: SocketAddr, frame: Frame) {
-        let token = match self.current {
-            Some((token, from)) if from == to => Some(token),
-            _ => self.at_addr.get(&to).copied(),
-        };
-        let Some((_, user)) = token.and_then(|t| self.users.by_token(t)) else {
-            debug!(%to, tag = frame.tag(), "no channel to send a frame in; dropped");
+        match self.current {
+            Some(token) => self.send_in(token, socket, to, frame),
+            None => debug!(%to, tag = frame.tag(), "an answer outside any channel; dropped"),
+        }
+    }
+
+    /// Answers a request that waited (for the store, or a recipient's
+    /// acknowledgement): to where it came from, in the channel it came in.
+    fn reply_in(&mut self, (socket, to, token): storage::ReplyTo, frame: Frame) {
+        self.send_in(token, socket, to, frame);
+    }
+
+    /// Sends `frame` to `to` sealed in the channel of the user holding
+    /// `token`: never chosen by address, which two users behind one NAT may
+    /// share. Nothing is sent once that user is gone.
+    fn send_in(&mut self, token: u64, socket: SocketId, to: SocketAddr, frame: Frame) {
+        let Some((_, user)) = self.users.by_token(token) else {
+            debug!(%to, tag = frame.tag(), "the channel is gone; a frame dropped");
             return;
         };
         let plain = frame.encode();

@@ -53,7 +53,7 @@ impl Server {
                 self.reply(socket, from, Frame::Error { request, code: ErrorCode::PeerOffline });
             } else {
                 // Offline; whether the user exists at all, the store knows.
-                let reply_to = (socket, from);
+                let reply_to = (socket, from, token);
                 let user = peer.clone();
                 self.storage.request(StoreOp::ReadUser { user }, Waiting::ConnectPeer { reply_to, request, peer });
             }
@@ -147,7 +147,8 @@ impl Server {
             peer_profile: peer.profile,
         };
         let (socket, to) = (user.socket, user.reflexive);
-        self.reply(socket, to, frame);
+        let Some((token, _)) = self.users.get_with_token(member) else { return };
+        self.send_in(token, socket, to, frame);
     }
 
     /// `mover` is at a new address: offer the session again to its peer,
@@ -214,19 +215,19 @@ impl Server {
         } else {
             return refuse(&mut self.stats, "not a member");
         };
-        let Some(peer) = self.users.get(other) else {
+        if !self.users.contains(other) {
             return refuse(&mut self.stats, "peer offline, or not yet proved to receive at its address");
-        };
+        }
         let (burst, rate) = (self.config.relay_burst_bytes as f64, self.config.relay_rate_bytes as f64);
         let bucket = s.relay_bucket.get_or_insert_with(|| Bucket::full(burst, now));
         if !bucket.take(now, burst, rate, payload.len() as f64) {
             self.stats.relay_throttled += 1;
             return;
         }
-        let (socket, to) = (peer.socket, peer.reflexive);
+        let other = other.clone();
         self.users.by_token_mut(token).expect("checked above").1.last_seen = now;
         self.stats.relayed += 1;
-        self.reply(socket, to, Frame::Relayed { session, payload });
+        self.send_to_user(&other, Frame::Relayed { session, payload });
     }
 
     /// Removes a session and tells the members still online.
@@ -236,8 +237,7 @@ impl Server {
         for member in [&s.initiator, &s.responder] {
             if let Some(user) = self.users.get_mut(member) {
                 user.sessions.remove(&session);
-                let (socket, to) = (user.socket, user.reflexive);
-                self.reply(socket, to, Frame::SessionEnded { session, reason });
+                self.send_to_user(member, Frame::SessionEnded { session, reason });
             }
         }
         self.events.push_back(ServerEvent::SessionEnded { session });

@@ -21,8 +21,9 @@ pub(super) struct Storage {
     waiting: BTreeMap<StoreRequestId, Waiting>,
 }
 
-/// Where an answer goes: the socket and address a request came from.
-pub(super) type ReplyTo = (SocketId, SocketAddr);
+/// Where an answer goes: the socket and address a request came from, and
+/// the token of the channel it came in (the answer is sealed in it).
+pub(super) type ReplyTo = (SocketId, SocketAddr, u64);
 
 /// What a request's completion resumes.
 #[derive(Debug)]

@@ -113,6 +113,12 @@ impl<U> Users<U> {
         self.by_name.len()
     }
 
+    /// `name`'s record and the token of its channel.
+    pub(super) fn get_with_token(&self, name: &str) -> Option<(u64, &U)> {
+        let online = self.online(self.slot_of(name)?);
+        Some((online.token, &online.user))
+    }
+
     pub(super) fn contains(&self, name: &str) -> bool {
         self.slot_of(name).is_some()
     }

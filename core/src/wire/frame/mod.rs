@@ -46,7 +46,10 @@ pub const MAX_USER_NAME: usize = 64;
 /// Most candidates one side announces.
 pub const MAX_CANDIDATES: usize = 8;
 /// Largest payload a relay frame carries.
-pub const MAX_RELAY_PAYLOAD: usize = MAX_DATAGRAM - 32;
+pub const MAX_RELAY_PAYLOAD: usize = MAX_RELAY_FRAME - 32;
+/// Largest relay frame (`Relay`, `Relayed`): what fits a datagram once
+/// sealed in the client–server channel.
+pub const MAX_RELAY_FRAME: usize = MAX_DATAGRAM - crate::wire::channel::SEALED_OVERHEAD;
 /// Largest application payload in one session message: what fits a relay
 /// frame after the peer frame's own header and tag.
 pub const MAX_APP_PAYLOAD: usize = MAX_RELAY_PAYLOAD - 64;

@@ -18,14 +18,17 @@
 //! A field written `name <= LIMIT` is a string or list decoded with at most
 //! `LIMIT` bytes or elements, refused before any memory is reserved.
 //! Tags start at [`FIRST_TAG`] (lower first bytes are STUN's, RFC 8489 §5);
-//! `0x41..=0x5f` are client-server frames and `0x60..` peer frames.
+//! `0x41..=0x5f` are client-server frames (which travel sealed in the
+//! channel, so each fits a datagram with the sealing's overhead) and
+//! `0x60..` peer frames; `0x70..=0x75` are the channel's own datagrams
+//! ([`crate::wire::channel`]), outside this registry.
 
 use postcard::de_flavors::Slice;
 use postcard::Deserializer;
 use serde::{Deserialize, Serialize};
 
 use super::bounded::Bounded;
-use super::{Frame, FIRST_TAG, MAC_LEN, MAX_CANDIDATES, MAX_RELAY_PAYLOAD, MAX_TEXT, MAX_USER_NAME};
+use super::{Frame, FIRST_TAG, MAC_LEN, MAX_CANDIDATES, MAX_RELAY_FRAME, MAX_RELAY_PAYLOAD, MAX_TEXT, MAX_USER_NAME};
 use crate::wire::MAX_DATAGRAM;
 
 /// One frame type: a row of the registry.
@@ -139,9 +142,9 @@ registry! {
         };
     OFFER_ACK = 0x4a, plain, max 24
         => OfferAck { token, session };
-    RELAY = 0x4b, plain, max MAX_DATAGRAM
+    RELAY = 0x4b, plain, max MAX_RELAY_FRAME
         => Relay { token, session, payload <= MAX_RELAY_PAYLOAD };
-    RELAYED = 0x4c, plain, max MAX_DATAGRAM
+    RELAYED = 0x4c, plain, max MAX_RELAY_FRAME
         => Relayed { session, payload <= MAX_RELAY_PAYLOAD };
     SESSION_ENDED = 0x4d, plain, max 16
         => SessionEnded { session, reason };
@@ -195,6 +198,11 @@ const BY_TAG: [u8; 256] = {
         assert!(by_tag[frame_type.tag as usize] == UNREGISTERED, "two frame types share a tag");
         assert!(row == 0 || FRAME_TYPES[row - 1].tag < frame_type.tag, "the rows are not in tag order");
         assert!(frame_type.max_size <= MAX_DATAGRAM, "a frame type's limit exceeds a datagram");
+        // Client–server frames travel sealed in the channel.
+        assert!(
+            frame_type.tag >= 0x60 || frame_type.max_size + crate::wire::channel::SEALED_OVERHEAD <= MAX_DATAGRAM,
+            "a client-server frame type's limit exceeds a datagram once sealed"
+        );
         by_tag[frame_type.tag as usize] = row as u8;
         row += 1;
     }
