@@ -257,11 +257,16 @@ pub struct SessionInfo {
 /// Counters of what the client dropped.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ClientStats {
-    /// Undecodable datagrams.
+    /// Undecodable datagrams, and sealed server frames whose inside does
+    /// not decode.
     pub malformed: u64,
-    /// Peer frames with a bad MAC, a replayed counter or an unknown session.
+    /// Frames that do not authenticate: peer frames with a bad MAC, a
+    /// replayed counter or an unknown session; server datagrams that do not
+    /// open in the channel (forged, replayed); signaling frames in the
+    /// clear.
     pub unauthenticated: u64,
-    /// Frames from an unexpected source (e.g. server frames not from the
-    /// server).
+    /// Datagrams that are not expected here or now: the handshake's
+    /// answers from another source, stale or not for our Hello, and server
+    /// frames a client does not take.
     pub unexpected: u64,
 }

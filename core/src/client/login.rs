@@ -174,16 +174,16 @@ impl Login {
         Box::new(Attempt { hello, key_check })
     }
 
-    /// A key reply from the server. Returns true when it moved the login
-    /// on (a learned key: the Hello went out).
+    /// A key reply from the server; false when it answers nothing we
+    /// asked.
     pub(crate) fn on_key_reply(
         &mut self,
         ctx: &Ctx<'_>,
         out: &mut Out,
         timers: &mut Timers<ClientTimer>,
         datagram: &[u8],
-    ) {
-        let Some((nonce, key)) = layout::parse_key_reply(datagram) else { return };
+    ) -> bool {
+        let Some((nonce, key)) = layout::parse_key_reply(datagram) else { return false };
         let offered = PublicKey(key);
         match &self.state {
             State::FetchingKey { request, nonce: expected, since, .. } if *expected == nonce => {
@@ -194,6 +194,7 @@ impl Login {
                 let hello = self.send_hello(ctx, out, request, None);
                 self.state = State::Pending { request, sends: 1, since, reported_unreachable: false, hello };
                 timers.set(ClientTimer::Login, ctx.now + retransmit_after(1));
+                true
             }
             State::Pending { hello, .. } if hello.key_check == Some(nonce) => {
                 let pinned = self.server_key.expect("a hello was sent");
@@ -203,30 +204,36 @@ impl Login {
                     self.state = State::Failed;
                     out.event(ClientEvent::ServerKeyChanged { pinned, offered });
                 }
+                true
             }
-            _ => debug!("a key reply nobody asked for"),
+            _ => {
+                debug!("a key reply nobody asked for");
+                false
+            }
         }
     }
 
     /// A cookie reply: the server is under load and wants our Hello again
-    /// with the cookie's mac2. It is sent at once.
-    pub(crate) fn on_cookie_reply(&mut self, ctx: &Ctx<'_>, out: &mut Out, datagram: &[u8]) {
-        let Some((receiver, nonce, sealed)) = layout::parse_cookie_reply(datagram) else { return };
-        let State::Pending { request, hello, .. } = &self.state else { return };
+    /// with the cookie's mac2. It is sent at once. False when it answers
+    /// no Hello of ours, or does not open.
+    pub(crate) fn on_cookie_reply(&mut self, ctx: &Ctx<'_>, out: &mut Out, datagram: &[u8]) -> bool {
+        let Some((receiver, nonce, sealed)) = layout::parse_cookie_reply(datagram) else { return false };
+        let State::Pending { request, hello, .. } = &self.state else { return false };
         if hello.hello.sender() != receiver {
-            return;
+            return false;
         }
         let (request, key_check) = (*request, hello.key_check);
         let mac1 = hello.hello.mac1();
         let Some(cookie) = self.mac_keys.as_ref().and_then(|keys| keys.open_cookie(&sealed, &nonce, mac1)) else {
             debug!("a cookie reply that does not open");
-            return;
+            return false;
         };
         self.cookie = Some((cookie, ctx.now));
         let new = self.send_hello(ctx, out, request, key_check);
         if let State::Pending { hello, .. } = &mut self.state {
             *hello = new;
         }
+        true
     }
 
     /// A Welcome: the server's half of the handshake. Returns the frame it

@@ -485,8 +485,9 @@ impl Client {
     /// sealed frame.
     fn handle_channel(&mut self, now: Instant, socket: SocketId, from: SocketAddr, payload: &[u8]) {
         if payload[0] == layout::tag::SEALED {
-            // Sealed frames authenticate themselves, whichever server
-            // address sent them (discovery asks several).
+            // Sealed frames authenticate themselves, whatever their source
+            // address: discovery's answers come from the server's other
+            // addresses, and only the server holds the channel's keys.
             let opened = match self.channel.as_mut().filter(|_| self.login.is_online()) {
                 Some(channel) => channel.open_checked(payload),
                 None => Err(OpenError::Forged),
@@ -517,14 +518,26 @@ impl Client {
         match payload[0] {
             layout::tag::WELCOME => {
                 let profile = self.profile;
-                let answer = self.login.on_welcome(&ctx, &mut self.out, &mut self.timers, payload, profile);
-                if let Some((Frame::LoginOk { .. }, channel)) = answer {
-                    self.channel = channel;
-                    self.logged_in(now);
+                match self.login.on_welcome(&ctx, &mut self.out, &mut self.timers, payload, profile) {
+                    Some((Frame::LoginOk { .. }, channel)) => {
+                        self.channel = channel;
+                        self.logged_in(now);
+                    }
+                    Some(_) => {}
+                    // Stale, for another Hello, or not authentic.
+                    None => self.stats.unexpected += 1,
                 }
             }
-            layout::tag::COOKIE_REPLY => self.login.on_cookie_reply(&ctx, &mut self.out, payload),
-            layout::tag::KEY_REPLY => self.login.on_key_reply(&ctx, &mut self.out, &mut self.timers, payload),
+            layout::tag::COOKIE_REPLY => {
+                if !self.login.on_cookie_reply(&ctx, &mut self.out, payload) {
+                    self.stats.unexpected += 1;
+                }
+            }
+            layout::tag::KEY_REPLY => {
+                if !self.login.on_key_reply(&ctx, &mut self.out, &mut self.timers, payload) {
+                    self.stats.unexpected += 1;
+                }
+            }
             _ => self.stats.unexpected += 1,
         }
     }

@@ -222,16 +222,16 @@ fn undecodable(payload: &[u8]) -> bool {
 /// content; `None` when it reads it. An [`undecodable`] datagram is one
 /// more malformed one, but for the channel's datagrams, which the client
 /// tells apart by their first byte before parsing them: a broken sealed
-/// frame does not open (unauthenticated, whoever sent it); a handshake
-/// datagram from anyone but the server, or one only a server receives (a
-/// Hello, a key request), is unexpected, whatever its layout; and a broken
-/// Welcome, cookie reply or key reply from the server's address is dropped
-/// uncounted.
-fn client_after_unread(before: &ClientStats, payload: &[u8], from_server: bool) -> Option<ClientStats> {
+/// frame does not open (unauthenticated, whoever sent it); and a handshake
+/// datagram is unexpected, whatever its layout: from anyone but the server,
+/// one only a server receives (a Hello, a key request), and from the server
+/// a Welcome, cookie reply or key reply that answers no Hello or key
+/// request of the client's (hostile bytes never do: they would have to
+/// guess a 64-bit index or nonce).
+fn client_after_unread(before: &ClientStats, payload: &[u8], _from_server: bool) -> Option<ClientStats> {
     let mut after = before.clone();
     let handshake = is_channel(payload) && payload[0] != layout::tag::SEALED;
-    let foreign = !from_server || matches!(payload.first(), Some(&layout::tag::HELLO | &layout::tag::KEY_REQUEST));
-    if payload.len() <= MAX_DATAGRAM && handshake && foreign {
+    if payload.len() <= MAX_DATAGRAM && handshake {
         after.unexpected += 1;
         return Some(after);
     }
