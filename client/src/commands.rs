@@ -47,6 +47,8 @@ pub struct Common {
     pub server_key: Option<punchline_core::secure::PublicKey>,
     /// Where a learned server key is pinned (`None` with `--server-key`).
     pub known_servers: Option<crate::identity::KnownServers>,
+    /// Contacts' keys pinned by `whois`.
+    pub known_peers: crate::identity::KnownPeers,
 }
 
 impl Common {
@@ -215,6 +217,58 @@ pub fn nat_check(common: &Common, opts: &NatCheck) -> Result<(), Failure> {
             None => println!("ports      {ports}"),
         }
         println!("preset     {}", text(&report["preset"]));
+    }
+    Ok(())
+}
+
+/// `whois PEER`: the key the server's directory binds `peer`'s name to,
+/// pinned in `known_peers` the first time and checked against the pin after.
+pub fn whois(common: &Common, peer: &str, json_out: bool) -> Result<(), Failure> {
+    if !punchline_core::server::valid_user_name(peer) {
+        return Err(Failure::Usage(format!("{peer:?} is not a valid user name")));
+    }
+    let rt = common.start()?;
+    let deadline = Instant::now() + common.server_timeout;
+    wait_logged_in(rt.as_ref(), common, deadline)?;
+    if let Err(e) = rt.lookup(peer)? {
+        return Err(Failure::Refused(e.to_string()));
+    }
+    let (online, key) = loop {
+        match rt.next_event(deadline) {
+            Next::Event(ClientEvent::LookupResult { user, online, key }) if user == peer => break (online, key),
+            Next::Event(e) if common.login_failure(&e).is_some() => {
+                return Err(common.login_failure(&e).expect("checked"))
+            }
+            Next::Event(_) => {}
+            Next::Idle => return Err(Failure::ServerUnreachable(common.server)),
+            Next::Stopped => return Err(std::io::Error::other("the client stopped unexpectedly").into()),
+        }
+    };
+    rt.shutdown()?;
+    let Some(key) = key else { return Err(Failure::UnknownPeer(peer.to_owned())) };
+    let pins = &common.known_peers;
+    let pinned = pins.lookup(common.server, peer)?;
+    match pinned {
+        Some(pinned) if pinned != key => {
+            return Err(Failure::ContactKeyChanged {
+                peer: peer.to_owned(),
+                pinned: pinned.to_string(),
+                offered: key.to_string(),
+                pins: pins.path().display().to_string(),
+            })
+        }
+        Some(_) => {}
+        None => pins.pin(common.server, peer, key)?,
+    }
+    if json_out {
+        println!(
+            "{}",
+            json!({"peer": peer, "fingerprint": key.to_string(), "online": online,
+            "pinned_before": pinned.is_some()})
+        );
+    } else {
+        let state = if pinned.is_some() { "matches the pin" } else { "pinned now, on first use" };
+        println!("{} {key} ({state})", crate::display::escaped(peer));
     }
     Ok(())
 }

@@ -62,6 +62,21 @@ pub enum Failure {
         /// Where the pin lives.
         pins: String,
     },
+    /// The directory gives a contact another key than the pinned one.
+    #[error(
+        "THE KEY OF {peer:?} HAS CHANGED: pinned {pinned}, the server now says {offered}. Someone may be \
+         impersonating them, or the server substitutes keys; if they confirm the new key, remove the old pin from {pins}"
+    )]
+    ContactKeyChanged {
+        /// The contact.
+        peer: String,
+        /// The pinned key.
+        pinned: String,
+        /// The key the directory gives now.
+        offered: String,
+        /// Where the pin lives.
+        pins: String,
+    },
     /// A key file that is unsafe (readable by others) or not a key.
     #[error("key file refused: {0}")]
     UnsafeKeyFile(String),
@@ -83,7 +98,8 @@ Exit codes:
  10  message refused (too large, recipient's store full, invalid recipient)
  11  the user name belongs to another key on this server
  12  the server's key is not the pinned one (possible impersonation)
- 13  key file refused (readable by others, or not a key)";
+ 13  key file refused (readable by others, or not a key)
+ 14  a contact's key is not the pinned one (whois)";
 
 impl Failure {
     /// The process exit code.
@@ -102,6 +118,7 @@ impl Failure {
             Failure::NameTaken(_) => 11,
             Failure::ServerKeyChanged { .. } => 12,
             Failure::UnsafeKeyFile(_) => 13,
+            Failure::ContactKeyChanged { .. } => 14,
         }
     }
 

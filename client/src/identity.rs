@@ -12,6 +12,9 @@
 //!   `known_hosts`: the key each server address showed on first contact.
 //!   `--known-servers FILE` names another file; `--server-key FINGERPRINT`
 //!   pins a key for this run without reading or writing the file.
+//! - `known_peers`: `SERVER-ADDRESS NAME FINGERPRINT` per line: the key the
+//!   server's directory gave for a contact the first time `whois` asked.
+//!   `--known-peers FILE` names another file.
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
@@ -52,16 +55,18 @@ pub fn load_or_create(path: &Path) -> Result<StaticKey, Failure> {
     punchline_store::keyfile::load_or_create(path).map_err(|e| Failure::UnsafeKeyFile(e.to_string()))
 }
 
-/// The server keys pinned on first contact.
+/// A file of pins, one per line: the fields that name what is pinned,
+/// then its key's fingerprint. Lines that do not parse are skipped; the
+/// first pin of a name wins (a pin is never silently replaced).
 #[derive(Debug, Clone)]
-pub struct KnownServers {
+pub struct Pins {
     path: PathBuf,
 }
 
-impl KnownServers {
+impl Pins {
     /// The pins in `path` (which need not exist yet).
     pub fn at(path: PathBuf) -> Self {
-        KnownServers { path }
+        Pins { path }
     }
 
     /// The file.
@@ -69,32 +74,87 @@ impl KnownServers {
         &self.path
     }
 
-    /// The key pinned for `server`, if any. A line that does not parse is
-    /// skipped.
-    pub fn lookup(&self, server: SocketAddr) -> Result<Option<PublicKey>, Failure> {
+    /// The key pinned for `name` (space-separated fields, as [`Pins::pin`]
+    /// wrote them), if any.
+    fn lookup(&self, name: &str) -> Result<Option<PublicKey>, Failure> {
         let text = match fs::read_to_string(&self.path) {
             Ok(text) => text,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e.into()),
         };
         Ok(text.lines().find_map(|line| {
-            let mut fields = line.split_whitespace();
-            let addr: SocketAddr = fields.next()?.parse().ok()?;
-            let key = PublicKey::parse(fields.next()?)?;
-            (addr == server).then_some(key)
+            let (pinned, key) = line.trim().rsplit_once(' ')?;
+            (pinned.split_whitespace().collect::<Vec<_>>().join(" ") == name).then(|| PublicKey::parse(key)).flatten()
         }))
     }
 
-    /// Pins `key` for `server`.
-    pub fn pin(&self, server: SocketAddr, key: PublicKey) -> Result<(), Failure> {
+    fn pin(&self, name: &str, key: PublicKey) -> Result<(), Failure> {
         if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             fs::create_dir_all(dir)?;
         }
         let mut file = OpenOptions::new().append(true).create(true).mode(0o600).open(&self.path)?;
-        writeln!(file, "{server} {key}")?;
+        writeln!(file, "{name} {key}")?;
         file.sync_all()?;
         Ok(())
     }
+}
+
+/// The server keys pinned on first contact: `ADDRESS FINGERPRINT` lines.
+#[derive(Debug, Clone)]
+pub struct KnownServers(Pins);
+
+impl KnownServers {
+    /// The pins in `path` (which need not exist yet).
+    pub fn at(path: PathBuf) -> Self {
+        KnownServers(Pins::at(path))
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        self.0.path()
+    }
+
+    /// The key pinned for `server`, if any.
+    pub fn lookup(&self, server: SocketAddr) -> Result<Option<PublicKey>, Failure> {
+        self.0.lookup(&server.to_string())
+    }
+
+    /// Pins `key` for `server`.
+    pub fn pin(&self, server: SocketAddr, key: PublicKey) -> Result<(), Failure> {
+        self.0.pin(&server.to_string(), key)
+    }
+}
+
+/// Contacts' keys pinned on first use: `SERVER-ADDRESS NAME FINGERPRINT`
+/// lines (a name is a user of one server).
+#[derive(Debug, Clone)]
+pub struct KnownPeers(Pins);
+
+impl KnownPeers {
+    /// The pins in `path` (which need not exist yet).
+    pub fn at(path: PathBuf) -> Self {
+        KnownPeers(Pins::at(path))
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        self.0.path()
+    }
+
+    /// The key pinned for `peer` on `server`, if any.
+    pub fn lookup(&self, server: SocketAddr, peer: &str) -> Result<Option<PublicKey>, Failure> {
+        self.0.lookup(&format!("{server} {peer}"))
+    }
+
+    /// Pins `key` for `peer` on `server`.
+    pub fn pin(&self, server: SocketAddr, peer: &str, key: PublicKey) -> Result<(), Failure> {
+        self.0.pin(&format!("{server} {peer}"), key)
+    }
+}
+
+/// The default file of contacts' pins.
+pub fn default_known_peers() -> PathBuf {
+    config_dir().join("known_peers")
 }
 
 #[cfg(test)]
@@ -111,5 +171,18 @@ mod tests {
         known.pin(b, PublicKey([2; 32])).unwrap();
         assert_eq!(known.lookup(a).unwrap(), Some(PublicKey([1; 32])));
         assert_eq!(known.lookup(b).unwrap(), Some(PublicKey([2; 32])));
+    }
+
+    #[test]
+    fn contacts_are_pinned_per_server_and_name_and_the_first_pin_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let peers = KnownPeers::at(dir.path().join("known_peers"));
+        let (a, b): (SocketAddr, SocketAddr) = ("127.0.0.1:1".parse().unwrap(), "127.0.0.1:2".parse().unwrap());
+        peers.pin(a, "bob", PublicKey([1; 32])).unwrap();
+        peers.pin(b, "bob", PublicKey([2; 32])).unwrap();
+        peers.pin(a, "bob", PublicKey([3; 32])).unwrap();
+        assert_eq!(peers.lookup(a, "bob").unwrap(), Some(PublicKey([1; 32])));
+        assert_eq!(peers.lookup(b, "bob").unwrap(), Some(PublicKey([2; 32])));
+        assert_eq!(peers.lookup(a, "bo").unwrap(), None);
     }
 }

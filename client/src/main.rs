@@ -66,12 +66,27 @@ struct Args {
     /// line. Default: known_servers in the configuration directory.
     #[arg(long, value_name = "FILE")]
     known_servers: Option<PathBuf>,
+    /// Contacts' keys pinned by `whois`, one `SERVER-ADDRESS NAME
+    /// FINGERPRINT` per line. Default: known_peers in the configuration
+    /// directory.
+    #[arg(long, value_name = "FILE")]
+    known_peers: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Ask the server's directory for PEER's key fingerprint, pin it on
+    /// first use in known_peers, and check it against the pin after (exit
+    /// 14 when it changed). Compare it with what PEER's `whoami` prints.
+    Whois {
+        /// The contact.
+        peer: String,
+        /// One JSON object: peer, fingerprint, online, pinned_before.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print this user's key fingerprint (creating the identity on first
     /// use), for others to compare with what they pinned. Sends nothing.
     Whoami {
@@ -214,6 +229,7 @@ fn main() -> ExitCode {
         identity,
         server_key,
         known_servers,
+        known_peers: identity::KnownPeers::at(args.known_peers.clone().unwrap_or_else(identity::default_known_peers)),
     };
     let result = match args.command {
         Command::NatCheck { stun, json } => commands::nat_check(&common, &NatCheck { stun, json }),
@@ -226,6 +242,7 @@ fn main() -> ExitCode {
         }
         Command::Inbox { timeout, json } => messages::inbox(&common, &Inbox { timeout, json }),
         Command::Whoami { .. } => unreachable!("answered above"),
+        Command::Whois { peer, json } => commands::whois(&common, &peer, json),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

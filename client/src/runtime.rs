@@ -48,6 +48,9 @@ pub trait ClientRuntime {
     fn ack_text(&self, from: &str, id: MessageId) -> io::Result<bool>;
     /// Asks for every stored text until `InboxEmpty`.
     fn sync_inbox(&self) -> io::Result<Result<(), SendTextError>>;
+    /// Asks the server about `user`: online, and the key its name is bound
+    /// to (a `LookupResult` event).
+    fn lookup(&self, user: &str) -> io::Result<Result<(), ConnectError>>;
     /// The next event, waiting until `deadline` at most.
     fn next_event(&self, deadline: Instant) -> Next;
     /// Logs out and stops.
@@ -90,6 +93,9 @@ impl ClientRuntime for Pinning {
     }
     fn sync_inbox(&self) -> io::Result<Result<(), SendTextError>> {
         self.inner.sync_inbox()
+    }
+    fn lookup(&self, user: &str) -> io::Result<Result<(), ConnectError>> {
+        self.inner.lookup(user)
     }
     fn next_event(&self, deadline: Instant) -> Next {
         let next = self.inner.next_event(deadline);
@@ -139,6 +145,10 @@ impl ClientRuntime for punchline_mio::ClientHandle {
         punchline_mio::ClientHandle::sync_inbox(self)
     }
 
+    fn lookup(&self, user: &str) -> io::Result<Result<(), ConnectError>> {
+        punchline_mio::ClientHandle::lookup(self, user)
+    }
+
     fn ack_text(&self, from: &str, id: MessageId) -> io::Result<bool> {
         punchline_mio::ClientHandle::ack_text(self, from, id)
     }
@@ -181,6 +191,10 @@ impl ClientRuntime for punchline_smol::Client {
 
     fn sync_inbox(&self) -> io::Result<Result<(), SendTextError>> {
         Ok(smol::block_on(punchline_smol::Client::sync_inbox(self)))
+    }
+
+    fn lookup(&self, user: &str) -> io::Result<Result<(), ConnectError>> {
+        Ok(smol::block_on(punchline_smol::Client::lookup(self, user)))
     }
 
     fn ack_text(&self, from: &str, id: MessageId) -> io::Result<bool> {

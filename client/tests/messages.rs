@@ -264,3 +264,36 @@ fn another_key_for_a_taken_name_exits_11_and_a_changed_server_key_exits_12() {
         assert!(stderr.contains("THE SERVER'S KEY HAS CHANGED"), "{stderr}");
     }
 }
+
+#[test]
+fn whois_pins_a_contacts_key_on_first_use_and_refuses_a_changed_one_with_exit_14() {
+    let server = TestServer::start(RuntimeKind::Smol);
+    // Given bob, who logged in once, and the fingerprint he would read out,
+    assert!(server.run("bob", "mio", &["inbox"]).status.success());
+    let whoami = server.run("bob", "mio", &["whoami", "--json"]);
+    let bobs: Value = serde_json::from_slice(&whoami.stdout).expect("JSON");
+    // when alice asks the directory who bob is, twice,
+    let first = server.run("alice", "mio", &["whois", "bob", "--json"]);
+    let second = server.run("alice", "smol", &["whois", "bob", "--json"]);
+    // then both show bob's own fingerprint, pinned the first time,
+    for (out, pinned_before) in [(&first, false), (&second, true)] {
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let shown: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        assert_eq!(shown["fingerprint"], bobs["fingerprint"], "{shown}");
+        assert_eq!(shown["pinned_before"], pinned_before, "{shown}");
+    }
+    // a name nobody ever logged in as is unknown (exit 4),
+    let out = server.run("alice", "mio", &["whois", "nobody"]);
+    assert_eq!(out.status.code(), Some(4), "{}", String::from_utf8_lossy(&out.stderr));
+    // and when the pin and the directory disagree (here the pin is made to
+    // differ), whois refuses loudly with exit 14.
+    let pins = server.home.path().join("known_peers");
+    let text = std::fs::read_to_string(&pins).expect("a pin was written");
+    let other = punchline_core::secure::StaticKey::derive(5.into(), "not bob").public();
+    let fingerprint = bobs["fingerprint"].as_str().expect("a fingerprint");
+    std::fs::write(&pins, text.replace(fingerprint, &other.to_string())).expect("rewrite the pin");
+    let out = server.run("alice", "mio", &["whois", "bob"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(14), "{stderr}");
+    assert!(stderr.contains("HAS CHANGED"), "{stderr}");
+}

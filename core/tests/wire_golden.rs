@@ -59,7 +59,8 @@ fn golden_frames() -> Vec<(&'static str, Frame)> {
         ("KeepaliveAck", Frame::KeepaliveAck { reflexive: v6 }),
         ("Profile", Frame::Profile { token: 77, profile: measured_profile(PortAllocation::Sequential { delta: -2 }) }),
         ("Lookup", Frame::Lookup { token: 77, request: 2, user: "bob".into() }),
-        ("LookupReply", Frame::LookupReply { request: 2, online: true }),
+        ("LookupReply", Frame::LookupReply { request: 2, online: true, key: Some([0x6b; 32]) }),
+        ("LookupReply/unknown", Frame::LookupReply { request: 3, online: false, key: None }),
         (
             "Connect",
             Frame::Connect {

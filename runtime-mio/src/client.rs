@@ -130,6 +130,13 @@ impl ClientHandle {
         self.call(|client, now| client.sync_inbox(now))
     }
 
+    /// Asks the server whether `user` is online and which key its name is
+    /// bound to: answered by [`ClientEvent::LookupResult`].
+    pub fn lookup(&self, user: &str) -> io::Result<Result<(), ConnectError>> {
+        let user = user.to_owned();
+        self.call(move |c, now| c.lookup(now, &user))
+    }
+
     /// Asks for a session with `peer`: answered by
     /// [`ClientEvent::SessionOpened`] or [`ClientEvent::ConnectFailed`].
     pub fn connect(&self, peer: &str) -> io::Result<Result<(), ConnectError>> {

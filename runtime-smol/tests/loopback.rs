@@ -442,13 +442,13 @@ fn lookup_and_inspect_see_the_machine() {
         // When Alice looks up Bob, then Alice
         alice.lookup("bob").await.expect("lookup sent");
         let bob_online = next_matching(&alice, "bob's lookup", |e| match e {
-            ClientEvent::LookupResult { user, online } if user == "bob" => Some(online),
+            ClientEvent::LookupResult { user, online, .. } if user == "bob" => Some(online),
             _ => None,
         })
         .await;
         alice.lookup("alice").await.expect("lookup sent");
         let alice_online = next_matching(&alice, "alice's lookup", |e| match e {
-            ClientEvent::LookupResult { user, online } if user == "alice" => Some(online),
+            ClientEvent::LookupResult { user, online, .. } if user == "alice" => Some(online),
             _ => None,
         })
         .await;

@@ -146,7 +146,10 @@ impl User {
         let (_, key) = layout::parse_key_reply(&reply).expect("a key reply");
         let identity = StaticKey::derive(3.into(), name);
         let login = Frame::Login { request: 1, user: name.into(), host_candidates: vec![] }.encode();
-        let (hello, datagram) = HelloSent::start(&identity, &PublicKey(key), &login, None, 4.into());
+        // A fresh seed for each login, as a real client's generator moves
+        // on: the same Hello twice would be a replay, and dropped.
+        let seed = u64::from(self.socket.local_addr().expect("bound").port());
+        let (hello, datagram) = HelloSent::start(&identity, &PublicKey(key), &login, None, seed.into());
         self.socket.send_to(&datagram, self.server).expect("send");
         let welcome = self.receive(LIMIT).expect("a welcome");
         let (payload, finished) = hello.finish(&welcome).expect("the welcome authenticates");

@@ -166,7 +166,7 @@ pub fn event(e: &ClientEvent) -> String {
         ClientEvent::StrategyChanged { session, strategy } => {
             format!("session {session}: strategy chosen: {}", strategy.name())
         }
-        ClientEvent::LookupResult { user, online } => format!("lookup {user}: online={online}"),
+        ClientEvent::LookupResult { user, online, .. } => format!("lookup {user}: online={online}"),
         ClientEvent::SessionOpened { session, peer, initiator, strategy } => format!(
             "session {session} with {peer} opened on relay ({}, strategy {})",
             if *initiator { "initiator" } else { "responder" },

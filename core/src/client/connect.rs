@@ -49,9 +49,9 @@ impl Requests {
         out.send_to_server(ctx, &Frame::Lookup { token, request, user: user.to_owned() });
     }
 
-    pub(crate) fn on_lookup_reply(&mut self, out: &mut Out, request: u32, online: bool) {
+    pub(crate) fn on_lookup_reply(&mut self, out: &mut Out, request: u32, online: bool, key: Option<[u8; 32]>) {
         if let Some(user) = self.lookups.remove(&request) {
-            out.event(ClientEvent::LookupResult { user, online });
+            out.event(ClientEvent::LookupResult { user, online, key: key.map(crate::secure::PublicKey) });
         }
     }
 

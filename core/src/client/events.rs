@@ -61,6 +61,10 @@ pub enum ClientEvent {
         user: String,
         /// Whether they are online.
         online: bool,
+        /// The key the server's directory binds the name to (`None`: no
+        /// login under it ever completed). Compare it with a pin, or with
+        /// what the user says out of band (`punchline whois`).
+        key: Option<PublicKey>,
     },
     /// A session exists and is usable over the relay.
     SessionOpened {

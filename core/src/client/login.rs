@@ -138,7 +138,10 @@ impl Login {
 
     /// Online, or on the way there.
     pub(crate) fn is_active(&self) -> bool {
-        matches!(self.state, State::Online { .. } | State::Pending { .. } | State::FetchingKey { .. })
+        matches!(
+            self.state,
+            State::Online { .. } | State::Pending { .. } | State::FetchingKey { .. } | State::Backoff { .. }
+        )
     }
 
     /// (Re)starts logging in with request number `request`: a Hello, or

@@ -565,7 +565,9 @@ impl Client {
                     self.start_discovery(now);
                 }
             }
-            Frame::LookupReply { request, online } => self.requests.on_lookup_reply(&mut self.out, request, online),
+            Frame::LookupReply { request, online, key } => {
+                self.requests.on_lookup_reply(&mut self.out, request, online, key)
+            }
             Frame::Offer { request, session, key, initiator, peer, peer_candidates, strategy, peer_profile } => {
                 if let Some(token) = self.login.token() {
                     self.send_to_server(now, Frame::OfferAck { token, session });

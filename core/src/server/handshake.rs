@@ -18,6 +18,7 @@
 //! binding is known (online, cached or read from the store), and again at
 //! the proof, for a race between two first logins.
 
+use std::collections::{BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -30,7 +31,7 @@ use crate::messaging::StoreOp;
 use crate::nat::NatProfile;
 use crate::secure::{self, ChannelEnd, HelloReceived, OpenError, PublicKey};
 use crate::wire;
-use crate::wire::channel::{self as layout, Hello};
+use crate::wire::channel::{self as layout, Hello, MAC_LEN};
 use crate::wire::frame::{ErrorCode, Frame};
 
 /// A completed handshake waiting for its client's first sealed frame.
@@ -59,6 +60,36 @@ pub(super) struct HelloWait {
     name: String,
     key: PublicKey,
     host_candidates: Vec<SocketAddr>,
+}
+
+/// The mac1 of the last [`MAX_SEEN_HELLOS`] Hellos the server spent a
+/// Diffie–Hellman on: a copy of one of them (a replay) is dropped before
+/// its DH, and makes no pending login. At 1,000 handshakes a second that is
+/// the last minute; an older replay costs one DH and a pending login that
+/// is forgotten in 10 s.
+#[derive(Debug, Default)]
+pub(super) struct SeenHellos {
+    seen: BTreeSet<[u8; MAC_LEN]>,
+    order: VecDeque<[u8; MAC_LEN]>,
+}
+
+/// How many Hellos [`SeenHellos`] remembers.
+pub(super) const MAX_SEEN_HELLOS: usize = 65_536;
+
+impl SeenHellos {
+    /// True the first time `mac1` is seen (among the last remembered).
+    fn insert(&mut self, mac1: [u8; MAC_LEN]) -> bool {
+        if !self.seen.insert(mac1) {
+            return false;
+        }
+        self.order.push_back(mac1);
+        if self.order.len() > MAX_SEEN_HELLOS {
+            if let Some(oldest) = self.order.pop_front() {
+                self.seen.remove(&oldest);
+            }
+        }
+        true
+    }
 }
 
 /// The most completed handshakes waiting for their proof, and the most
@@ -98,6 +129,13 @@ impl Server {
             let sealed = self.mac_keys.seal_cookie(&cookie, &nonce, &hello.mac1);
             self.stats.cookies_sent += 1;
             self.send(socket, from, wire::payload_bytes(layout::cookie_reply(hello.sender, &nonce, &sealed)));
+            return;
+        }
+        if !self.seen_hellos.insert(hello.mac1) {
+            // A replay: a client's retransmission is a fresh Hello (new
+            // ephemeral key, new mac1), so only a copy repeats one.
+            debug!(%from, "a replayed hello");
+            self.stats.replayed += 1;
             return;
         }
         self.cookies.count_handshake(now);
@@ -246,6 +284,8 @@ impl Server {
             self.stats.bad_token += 1;
             if self.limits.allow(now, from.ip()) {
                 self.reply_plain(socket, from, Frame::Error { request: 0, code: ErrorCode::NotLoggedIn });
+            } else {
+                self.stats.rate_limited += 1;
             }
             return;
         };

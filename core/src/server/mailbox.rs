@@ -382,6 +382,18 @@ impl Server {
                 Ok(other) => self.store_failed(mismatched(&other)),
                 Err(error) => self.store_failed(error),
             },
+            (Waiting::Lookup { reply_to, request, user }, result) => {
+                let key = known(result).unwrap_or_else(|error| {
+                    // Unknown either way: the asker may ask again.
+                    self.store_failed(error);
+                    None
+                });
+                if let Some(key) = key {
+                    self.known_users.insert(user.clone(), key);
+                }
+                let online = self.users.contains(&user);
+                self.reply_in(reply_to, Frame::LookupReply { request, online, key: key.map(|k| k.0) });
+            }
             (Waiting::Hello(wait), result) => match known(result) {
                 Ok(bound) => self.hello_binding_read(now, *wait, bound),
                 Err(error) => {

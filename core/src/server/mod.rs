@@ -180,7 +180,7 @@ pub struct ServerStats {
     pub cookies_sent: u64,
     /// Logins refused because the name is bound to another key.
     pub key_mismatches: u64,
-    /// Sealed frames refused as replays.
+    /// Sealed frames and Hellos refused as replays.
     pub replayed: u64,
     /// Frames that did not authenticate: forged sealed frames, and
     /// signaling frames sent outside a channel.
@@ -211,6 +211,7 @@ pub struct Server {
     current: Option<u64>,
     mac_keys: MacKeys,
     cookies: CookieJar,
+    seen_hellos: handshake::SeenHellos,
     known_users: KnownNames,
     sessions: BTreeMap<SessionId, RelaySession>,
     limits: SourceLimits,
@@ -287,6 +288,7 @@ impl Server {
             current: None,
             mac_keys: MacKeys::for_server(&config.key.public()),
             cookies: CookieJar::new(rng.fork(0x00c0_0c1e), now),
+            seen_hellos: handshake::SeenHellos::default(),
             rng,
             config,
             sockets,
@@ -496,11 +498,21 @@ impl Server {
                 }
             }
             Frame::Lookup { token, request, user } => {
-                if self.user_by_token(token).is_some() {
-                    let online = self.users.contains(&user);
-                    self.reply(socket, from, Frame::LookupReply { request, online });
-                } else {
-                    self.not_logged_in(socket, from, request);
+                if self.user_by_token(token).is_none() {
+                    return self.not_logged_in(socket, from, request);
+                }
+                let online = self.users.contains(&user);
+                match self.users.get(&user).map(|u| u.key).or_else(|| self.known_users.key(&user)) {
+                    Some(key) => self.reply(socket, from, Frame::LookupReply { request, online, key: Some(key.0) }),
+                    None if !valid_user_name(&user) => {
+                        self.reply(socket, from, Frame::LookupReply { request, online, key: None })
+                    }
+                    None => {
+                        // Which key, if any, the store knows.
+                        let waiting =
+                            storage::Waiting::Lookup { reply_to: (socket, from, token), request, user: user.clone() };
+                        self.storage.request(crate::messaging::StoreOp::ReadUser { user }, waiting);
+                    }
                 }
             }
             Frame::Connect { token, request, peer, profile } => {

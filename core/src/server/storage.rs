@@ -75,6 +75,16 @@ pub(super) enum Waiting {
         /// The name.
         user: String,
     },
+    /// A lookup of a name neither online nor cached: which key is it bound
+    /// to?
+    Lookup {
+        /// Where the asker is.
+        reply_to: ReplyTo,
+        /// The lookup's request number.
+        request: u32,
+        /// The name looked up.
+        user: String,
+    },
     /// A Hello whose name's binding is read.
     Hello(Box<super::handshake::HelloWait>),
 }

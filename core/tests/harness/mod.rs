@@ -393,7 +393,11 @@ impl Harness {
     pub fn hand_login(&mut self, from: SocketAddr, user: &str) -> (u64, ChannelEnd) {
         let identity = StaticKey::derive(self.server_config.seed, user);
         let login = Frame::Login { request: 1, user: user.into(), host_candidates: Vec::new() }.encode();
-        let (hello, datagram) = HelloSent::start(&identity, &self.server_config.key.public(), &login, None, 1.into());
+        // A fresh seed for each login, as a real client's generator moves
+        // on: the same Hello twice would be a replay, and dropped.
+        let seed = (u64::from(from.port()) << 32) | self.server_sent.len() as u64;
+        let (hello, datagram) =
+            HelloSent::start(&identity, &self.server_config.key.public(), &login, None, seed.into());
         let sent_before = self.server_sent.len();
         self.inject(from, SERVER, datagram);
         self.run_for(Duration::from_millis(100));

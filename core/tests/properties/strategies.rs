@@ -256,7 +256,9 @@ pub(crate) fn lookup() -> BoxedStrategy<Frame> {
 }
 
 pub(crate) fn lookup_reply() -> BoxedStrategy<Frame> {
-    (u32s(), any::<bool>()).prop_map(|(request, online)| Frame::LookupReply { request, online }).boxed()
+    (u32s(), any::<bool>(), proptest::option::of(any::<[u8; 32]>()))
+        .prop_map(|(request, online, key)| Frame::LookupReply { request, online, key })
+        .boxed()
 }
 
 pub(crate) fn connect() -> BoxedStrategy<Frame> {
@@ -446,7 +448,7 @@ pub(crate) fn worst_case_frames() -> Vec<Frame> {
         Frame::KeepaliveAck { reflexive: v6 },
         Frame::Profile { token: u64::MAX, profile },
         Frame::Lookup { token: u64::MAX, request: u32::MAX, user: name.clone() },
-        Frame::LookupReply { request: u32::MAX, online: true },
+        Frame::LookupReply { request: u32::MAX, online: true, key: Some([0xff; 32]) },
         Frame::Connect { token: u64::MAX, request: u32::MAX, peer: name.clone(), profile },
         Frame::Offer {
             request: u32::MAX,

@@ -124,6 +124,9 @@ pub enum Frame {
         request: u32,
         /// Whether the user is online.
         online: bool,
+        /// The static public key the name is bound to (the server's
+        /// directory), or `None` when no login under it ever completed.
+        key: Option<[u8; 32]>,
     },
     /// client → server: open a session with `peer` (DESIGN §3 step 4).
     Connect {

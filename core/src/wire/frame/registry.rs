@@ -131,8 +131,8 @@ registry! {
         => Profile { token, profile };
     LOOKUP = 0x46, plain, max 24 + MAX_USER_NAME
         => Lookup { token, request, user <= MAX_USER_NAME };
-    LOOKUP_REPLY = 0x47, plain, max 16
-        => LookupReply { request, online };
+    LOOKUP_REPLY = 0x47, plain, max 16 + 33
+        => LookupReply { request, online, key };
     CONNECT = 0x48, plain, max 40 + MAX_USER_NAME
         => Connect { token, request, peer <= MAX_USER_NAME, profile };
     OFFER = 0x49, plain, max 80 + MAX_USER_NAME + MAX_CANDIDATES * 24
