@@ -297,6 +297,13 @@ impl Client {
         let ctx = ctx!(self, now);
         self.login.logout(&ctx, &mut self.out);
         self.timers = Timers::default();
+        // NAT discovery ends with the login (found by fuzzing: it kept its
+        // past deadline with no timer to serve it, and a driver spun).
+        if let Some(d) = self.discovery.take() {
+            if let Some(socket) = d.socket() {
+                self.out.event(ClientEvent::ReleaseSocket { socket });
+            }
+        }
     }
 
     /// The driver's answer to [`ClientEvent::OpenSockets`]: the new sockets'
@@ -309,6 +316,9 @@ impl Client {
             |out: &mut Out| sockets.iter().for_each(|(s, _)| out.event(ClientEvent::ReleaseSocket { socket: *s }));
         if let Some(d) = self.discovery.as_mut().filter(|d| d.awaits_socket(request)) {
             d.socket_opened(&ctx, &mut self.out, sockets.first().copied());
+            // The phase the socket starts has its own deadline: arm the
+            // timer for it (found by fuzzing: a late answer left it unarmed).
+            self.finish_discovery();
         } else if let Some((id, attempt)) = self.socket_requests.remove(&request) {
             match self.sessions.get_mut(&id) {
                 Some(s) => s.socket_opened(&ctx, &mut self.out, attempt, sockets),

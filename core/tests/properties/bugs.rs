@@ -47,3 +47,23 @@ fn a_server_with_a_zero_request_rate_survives_its_sweep() {
     // Then it is still serving.
     assert_eq!(server.poll_timeout(), Some(now + Duration::from_secs(10)));
 }
+
+/// BUG (fixed, found by the `client_machine` fuzz target): `Client::logout`
+/// dropped every timer but kept a running NAT discovery, whose deadline
+/// `poll_timeout` still reported: in the past, served by no timer, so a
+/// driver sleeping until it spun.
+#[test]
+fn a_logout_during_nat_discovery_leaves_no_deadline_in_the_past() {
+    // Given a client whose NAT discovery runs, with its filtering socket open,
+    let now = Instant::now();
+    let mut d = logged_in_client(now, true, 0x0bad_cafe);
+    assert_eq!(d.opened.len(), 1, "discovery opened its filtering socket");
+    // when it logs out,
+    d.client.logout(d.now);
+    d.drain();
+    // then its socket is given back, and time passes with nothing due in
+    // the past (the driver's `advance` fails on a deadline that stays due).
+    assert_eq!(d.opened, BTreeSet::new());
+    d.advance(Duration::from_secs(5));
+    d.idle(Duration::from_secs(60));
+}
