@@ -73,10 +73,7 @@ fn alice_and_absent_bob(seed: u64) -> (Harness, usize) {
     let bob_config = h.config("bob");
     let bob = h.add_public_client(bob_config);
     h.run_for(secs(1));
-    let now = h.now;
-    h.clients[bob].client.logout(now);
-    h.run_for(Duration::from_millis(100));
-    h.clients[bob].dead = true;
+    h.leave(bob, Duration::from_millis(100));
     let alice_config = h.config("alice");
     let alice = h.add_public_client(alice_config);
     h.run_for(secs(3));
@@ -402,10 +399,7 @@ fn given_a_commit_in_flight_then_logins_are_answered_and_texts_wait_for_their_co
     let carol_config = h.config("carol");
     let first_carol = h.add_public_client(carol_config.clone());
     h.run_for(secs(1));
-    let now = h.now;
-    h.clients[first_carol].client.logout(now);
-    h.run_for(secs(1));
-    h.clients[first_carol].dead = true;
+    h.leave(first_carol, secs(1));
     // when the store's commit is held in flight and alice sends three texts,
     h.hold_store = true;
     let ids: Vec<MessageId> = (0..3).map(|k| h.send_text(alice, "bob", &format!("text {k}"))).collect();

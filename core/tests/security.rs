@@ -66,10 +66,7 @@ fn an_impostor_with_another_key_is_refused_online_offline_and_after_a_restart() 
     assert!(h.texts(first).is_empty());
 
     // When alice is gone, and even after the server restarts over its store,
-    let now = h.now;
-    h.clients[alice].client.logout(now);
-    h.run_for(secs(1));
-    h.clients[alice].dead = true;
+    h.leave(alice, secs(1));
     let second = impostor(&mut h, 2);
     let store = h.crash_server();
     h.start_server(store);
@@ -214,10 +211,7 @@ fn no_unauthenticated_request_gets_more_bytes_back_than_it_carried() {
     let mut h = Harness::new(6);
     let bob = h.add_public_client(h.config("bob"));
     h.run_for(secs(1));
-    let now = h.now;
-    h.clients[bob].client.logout(now);
-    h.run_for(secs(1));
-    h.clients[bob].dead = true;
+    h.leave(bob, secs(1));
     let alice = h.add_public_client(h.config("alice"));
     h.run_for(secs(1));
     for n in 0..20 {
@@ -324,10 +318,7 @@ fn a_full_server_refuses_newcomers_without_evicting_anyone_and_they_get_in_later
     assert!(h.find(carol, |e| matches!(e, ClientEvent::LoggedIn { .. }).then_some(())).is_empty());
     assert!(h.clients[alice].client.is_logged_in() && h.clients[bob].client.is_logged_in());
     // and once bob leaves, carol's next try gets her in.
-    let now = h.now;
-    h.clients[bob].client.logout(now);
-    h.run_for(Duration::from_millis(100));
-    h.clients[bob].dead = true;
+    h.leave(bob, Duration::from_millis(100));
     h.run_for(secs(10));
     assert!(h.clients[carol].client.is_logged_in());
     assert_eq!(h.server.online_users().collect::<Vec<_>>(), ["alice", "carol"]);
@@ -387,10 +378,7 @@ fn the_directory_gives_each_name_its_bound_key_online_offline_and_after_a_restar
     // when alice looks bob up while he is online, after he left, and after
     // a restart (the server then asks its store),
     let online = look(&mut h, "bob");
-    let now = h.now;
-    h.clients[bob].client.logout(now);
-    h.run_for(Duration::from_millis(100));
-    h.clients[bob].dead = true;
+    h.leave(bob, Duration::from_millis(100));
     let offline = look(&mut h, "bob");
     let store = h.crash_server();
     h.start_server(store);

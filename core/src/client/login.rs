@@ -66,9 +66,7 @@ pub(crate) const KEY_CHECK_AFTER: u32 = 3;
 pub(crate) struct Login {
     state: State,
     /// The server's key: pinned in the config, or learned.
-    server_key: Option<PublicKey>,
-    /// The keys of mac1 and cookie replies, for `server_key`.
-    mac_keys: Option<MacKeys>,
+    server: Option<ServerKey>,
     /// The last cookie a loaded server gave us, and when.
     cookie: Option<([u8; MAC_LEN], Instant)>,
     /// When a sealed frame from the server last opened.
@@ -95,6 +93,20 @@ enum State {
     LoggedOut,
 }
 
+/// The server's public key and the mac1 and cookie keys derived from it,
+/// so the two never disagree.
+#[derive(Debug)]
+struct ServerKey {
+    key: PublicKey,
+    macs: MacKeys,
+}
+
+impl ServerKey {
+    fn new(key: PublicKey) -> ServerKey {
+        ServerKey { macs: MacKeys::for_server(&key), key }
+    }
+}
+
 /// The last Hello sent (boxed in the state: a handshake in progress is
 /// nearly a kilobyte).
 #[derive(Debug)]
@@ -106,14 +118,7 @@ struct Attempt {
 
 impl Login {
     pub(crate) fn new(server_key: Option<PublicKey>, rng: Rng) -> Login {
-        Login {
-            state: State::LoggedOut,
-            mac_keys: server_key.as_ref().map(MacKeys::for_server),
-            server_key,
-            cookie: None,
-            last_heard: None,
-            rng,
-        }
+        Login { state: State::LoggedOut, server: server_key.map(ServerKey::new), cookie: None, last_heard: None, rng }
     }
 
     /// The server's token, while online.
@@ -147,7 +152,7 @@ impl Login {
     /// (Re)starts logging in with request number `request`: a Hello, or
     /// first a key request when no key is pinned.
     pub(crate) fn start(&mut self, ctx: &Ctx<'_>, out: &mut Out, timers: &mut Timers<ClientTimer>, request: u32) {
-        if self.server_key.is_none() {
+        if self.server.is_none() {
             let nonce = self.rng.next_u64();
             self.state = State::FetchingKey { request, nonce, sends: 1, since: ctx.now, reported_unreachable: false };
             out.send(ctx.primary.0, ctx.config.server, None, layout::key_request(nonce));
@@ -160,15 +165,14 @@ impl Login {
 
     /// A fresh Hello for login `request`, sent.
     fn send_hello(&mut self, ctx: &Ctx<'_>, out: &mut Out, request: u32, key_check: Option<u64>) -> Box<Attempt> {
-        let server_key = self.server_key.expect("a hello is sent once the key is known");
-        let mac_keys = self.mac_keys.get_or_insert_with(|| MacKeys::for_server(&server_key));
+        let server = self.server.as_ref().expect("a hello is sent once the key is known");
         let login = Frame::Login { request, user: ctx.config.user.clone(), host_candidates: host_candidates(ctx) };
         let payload = login.encode();
         let cookie = self.cookie.filter(|(_, at)| ctx.now.saturating_duration_since(*at) < COOKIE_LIFETIME);
         let (hello, datagram) = HelloSent::start_with(
             &ctx.config.identity,
-            &server_key,
-            mac_keys,
+            &server.key,
+            &server.macs,
             &payload,
             cookie.as_ref().map(|(c, _)| c),
             &mut self.rng,
@@ -191,8 +195,7 @@ impl Login {
         match &self.state {
             State::FetchingKey { request, nonce: expected, since, .. } if *expected == nonce => {
                 let (request, since) = (*request, *since);
-                self.server_key = Some(offered);
-                self.mac_keys = Some(MacKeys::for_server(&offered));
+                self.server = Some(ServerKey::new(offered));
                 out.event(ClientEvent::ServerKeyLearned { key: offered });
                 let hello = self.send_hello(ctx, out, request, None);
                 self.state = State::Pending { request, sends: 1, since, reported_unreachable: false, hello };
@@ -200,7 +203,7 @@ impl Login {
                 true
             }
             State::Pending { hello, .. } if hello.key_check == Some(nonce) => {
-                let pinned = self.server_key.expect("a hello was sent");
+                let pinned = self.server.as_ref().expect("a hello was sent").key;
                 if pinned != offered {
                     warn!(%pinned, %offered, "the server offers another key than the pinned one; not logging in");
                     timers.stop(&ClientTimer::Login);
@@ -227,7 +230,7 @@ impl Login {
         }
         let (request, key_check) = (*request, hello.key_check);
         let mac1 = hello.hello.mac1();
-        let Some(cookie) = self.mac_keys.as_ref().and_then(|keys| keys.open_cookie(&sealed, &nonce, mac1)) else {
+        let Some(cookie) = self.server.as_ref().and_then(|s| s.macs.open_cookie(&sealed, &nonce, mac1)) else {
             debug!("a cookie reply that does not open");
             return false;
         };

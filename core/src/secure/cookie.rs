@@ -21,6 +21,8 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use crate::timer::Moment;
+
 use blake2::digest::consts::U16;
 use blake2::digest::{FixedOutput, KeyInit, Update};
 use blake2::{Blake2s256, Blake2sMac, Digest};
@@ -91,28 +93,30 @@ pub(crate) fn same(a: &[u8; MAC_LEN], b: &[u8; MAC_LEN]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// The server's cookie secrets and its measure of load.
+/// The server's cookie secrets and its measure of load, over the
+/// machine's `Instant`s (a `Duration` since an epoch in the unit tests,
+/// which read no clock).
 #[derive(Debug)]
-pub(crate) struct CookieJar {
+pub(crate) struct CookieJar<T: Moment = Instant> {
     rng: Rng,
     secret: [u8; 32],
     /// The secret before the current one: a cookie handed out just before
     /// a rotation still works.
     previous: [u8; 32],
-    rotated_at: Instant,
+    rotated_at: T,
     /// Handshakes (DHs spent) in the current one-second window.
-    window_start: Instant,
+    window_start: T,
     in_window: u32,
 }
 
-impl CookieJar {
-    pub(crate) fn new(mut rng: Rng, now: Instant) -> CookieJar {
+impl<T: Moment> CookieJar<T> {
+    pub(crate) fn new(mut rng: Rng, now: T) -> CookieJar<T> {
         let mut secret = [0; 32];
         rng.fill(&mut secret);
         CookieJar { rng, secret, previous: secret, rotated_at: now, window_start: now, in_window: 0 }
     }
 
-    fn rotate(&mut self, now: Instant) {
+    fn rotate(&mut self, now: T) {
         if now.saturating_duration_since(self.rotated_at) >= COOKIE_LIFETIME {
             self.previous = self.secret;
             self.rng.fill(&mut self.secret);
@@ -121,14 +125,14 @@ impl CookieJar {
     }
 
     /// The cookie for `source`, under the current secret.
-    pub(crate) fn cookie(&mut self, now: Instant, source: SocketAddr) -> [u8; MAC_LEN] {
+    pub(crate) fn cookie(&mut self, now: T, source: SocketAddr) -> [u8; MAC_LEN] {
         self.rotate(now);
         cookie_for(&self.secret, source)
     }
 
     /// True when `mac2` is keyed by a current (or just rotated) cookie of
     /// `source`.
-    pub(crate) fn mac2_valid(&mut self, now: Instant, source: SocketAddr, covered: &[u8], mac2: &[u8; 16]) -> bool {
+    pub(crate) fn mac2_valid(&mut self, now: T, source: SocketAddr, covered: &[u8], mac2: &[u8; 16]) -> bool {
         self.rotate(now);
         [self.secret, self.previous].iter().any(|secret| same(&mac(&cookie_for(secret, source), covered), mac2))
     }
@@ -142,12 +146,12 @@ impl CookieJar {
 
     /// Counts one handshake about to be spent; true when more than `limit`
     /// were spent in the current second (the server is under load).
-    pub(crate) fn under_load(&self, now: Instant, limit: u32) -> bool {
+    pub(crate) fn under_load(&self, now: T, limit: u32) -> bool {
         now.saturating_duration_since(self.window_start) < Duration::from_secs(1) && self.in_window >= limit
     }
 
     /// Counts a handshake spent now.
-    pub(crate) fn count_handshake(&mut self, now: Instant) {
+    pub(crate) fn count_handshake(&mut self, now: T) {
         if now.saturating_duration_since(self.window_start) >= Duration::from_secs(1) {
             self.window_start = now;
             self.in_window = 0;
@@ -182,7 +186,7 @@ mod tests {
 
     #[test]
     fn mac2_holds_for_its_source_across_one_rotation_only() {
-        let t0 = Instant::now();
+        let t0 = Duration::from_secs(1_000);
         let mut jar = CookieJar::new(Rng::new(1), t0);
         let alice: SocketAddr = "198.51.100.1:4000".parse().unwrap();
         let cookie = jar.cookie(t0, alice);
@@ -196,7 +200,7 @@ mod tests {
 
     #[test]
     fn load_is_the_handshakes_of_the_current_second() {
-        let t0 = Instant::now();
+        let t0 = Duration::from_secs(1_000);
         let mut jar = CookieJar::new(Rng::new(1), t0);
         for _ in 0..3 {
             assert!(!jar.under_load(t0, 3));

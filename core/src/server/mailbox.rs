@@ -509,14 +509,6 @@ impl Server {
         self.send_to_user(recipient, Frame::TextDeliver { from: sender, id, text });
     }
 
-    /// Sends `frame` to `user`, sealed in its own channel, at its address.
-    pub(super) fn send_to_user(&mut self, user: &str, frame: Frame) {
-        if let Some((token, u)) = self.users.get_with_token(user) {
-            let (socket, to) = (u.socket, u.reflexive);
-            self.send_in(token, socket, to, frame);
-        }
-    }
-
     pub(super) fn store_failed(&mut self, error: StoreError) {
         debug!(%error, "message store failed");
         self.stats.store_errors += 1;

@@ -647,6 +647,14 @@ impl Server {
         self.send_in(token, socket, to, frame);
     }
 
+    /// Sends `frame` to `user`, sealed in its own channel, at its address.
+    fn send_to_user(&mut self, user: &str, frame: Frame) {
+        if let Some((token, u)) = self.users.get_with_token(user) {
+            let (socket, to) = (u.socket, u.reflexive);
+            self.send_in(token, socket, to, frame);
+        }
+    }
+
     /// Sends `frame` to `to` sealed in the channel of the user holding
     /// `token`: never chosen by address, which two users behind one NAT may
     /// share. Nothing is sent once that user is gone.

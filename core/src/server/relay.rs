@@ -215,19 +215,19 @@ impl Server {
         } else {
             return refuse(&mut self.stats, "not a member");
         };
-        if !self.users.contains(other) {
+        let Some((peer_token, peer)) = self.users.get_with_token(other) else {
             return refuse(&mut self.stats, "peer offline, or not yet proved to receive at its address");
-        }
+        };
+        let (socket, to) = (peer.socket, peer.reflexive);
         let (burst, rate) = (self.config.relay_burst_bytes as f64, self.config.relay_rate_bytes as f64);
         let bucket = s.relay_bucket.get_or_insert_with(|| Bucket::full(burst, now));
         if !bucket.take(now, burst, rate, payload.len() as f64) {
             self.stats.relay_throttled += 1;
             return;
         }
-        let other = other.clone();
         self.users.by_token_mut(token).expect("checked above").1.last_seen = now;
         self.stats.relayed += 1;
-        self.send_to_user(&other, Frame::Relayed { session, payload });
+        self.send_in(peer_token, socket, to, Frame::Relayed { session, payload });
     }
 
     /// Removes a session and tells the members still online.

@@ -386,6 +386,15 @@ impl Harness {
         self.schedule(self.now, Stage::Internet, p);
     }
 
+    /// Client `i` logs out, the logout has `linger` to reach the server,
+    /// then its host vanishes.
+    pub fn leave(&mut self, i: usize, linger: Duration) {
+        let now = self.now;
+        self.clients[i].client.logout(now);
+        self.run_for(linger);
+        self.clients[i].dead = true;
+    }
+
     /// Logs `user` in by hand from `from` (an address no client holds):
     /// a real handshake with the server's key, proved with a sealed
     /// keepalive. Returns the token and the channel, to seal what the test
