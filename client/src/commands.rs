@@ -52,8 +52,9 @@ pub struct Common {
 }
 
 impl Common {
-    fn client_config(&self) -> ClientConfig {
+    fn client_config(&self) -> Result<ClientConfig, Failure> {
         let mut config = ClientConfig::new(self.user.clone(), self.server);
+        config.peer_keys = self.known_peers.for_server(self.server)?;
         config.alt_server = self.alt_server;
         config.seed = self.seed;
         config.identity = self.identity.clone();
@@ -67,7 +68,7 @@ impl Common {
         // A text is acknowledged only once printed: a crash before that
         // makes the server deliver it again instead of losing it.
         config.messaging.ack_on_receipt = false;
-        config
+        Ok(config)
     }
 
     /// `--bind`, or any port on the unspecified address of the server's
@@ -81,11 +82,24 @@ impl Common {
     }
 
     fn start_on_port(&self, bind: SocketAddr) -> Result<Box<dyn ClientRuntime>, Failure> {
-        let rt = runtime::start(self.runtime, self.client_config(), bind)?;
-        Ok(match (&self.known_servers, self.server_key) {
-            (Some(known), None) => Box::new(runtime::Pinning::new(rt, known.clone(), self.server)),
-            _ => rt,
-        })
+        let rt = runtime::start(self.runtime, self.client_config()?, bind)?;
+        let known_servers = self.known_servers.clone().filter(|_| self.server_key.is_none());
+        Ok(Box::new(runtime::Pinning::new(rt, known_servers, self.known_peers.clone(), self.server)))
+    }
+
+    /// The failure of a contact whose key is not the pinned one (exit 14).
+    pub(crate) fn contact_key_changed(
+        &self,
+        peer: &str,
+        pinned: punchline_core::secure::PublicKey,
+        offered: punchline_core::secure::PublicKey,
+    ) -> Failure {
+        Failure::ContactKeyChanged {
+            peer: peer.to_owned(),
+            pinned: pinned.to_string(),
+            offered: offered.to_string(),
+            pins: self.known_peers.path().display().to_string(),
+        }
     }
 
     /// Why the login stopped, from the event that says so.
@@ -249,14 +263,7 @@ pub fn whois(common: &Common, peer: &str, json_out: bool) -> Result<(), Failure>
     let pins = &common.known_peers;
     let pinned = pins.lookup(common.server, peer)?;
     match pinned {
-        Some(pinned) if pinned != key => {
-            return Err(Failure::ContactKeyChanged {
-                peer: peer.to_owned(),
-                pinned: pinned.to_string(),
-                offered: key.to_string(),
-                pins: pins.path().display().to_string(),
-            })
-        }
+        Some(pinned) if pinned != key => return Err(common.contact_key_changed(peer, pinned, key)),
         Some(_) => {}
         None => pins.pin(common.server, peer, key)?,
     }
@@ -382,7 +389,11 @@ fn run_connect(
                     ConnectFailure::PeerOffline => Failure::PeerOffline(opts.peer.clone()),
                     ConnectFailure::ServerUnreachable => Failure::ServerUnreachable(common.server),
                     ConnectFailure::Refused(code) => Failure::Refused(format!("{code:?}")),
+                    ConnectFailure::PeerKeyChanged => Failure::Refused("the peer's key is not the one pinned".into()),
                 })
+            }
+            Next::Event(ClientEvent::PeerKeyChanged { peer, pinned, offered }) if peer == opts.peer => {
+                return Err(common.contact_key_changed(&peer, pinned, offered))
             }
             Next::Event(ClientEvent::SessionOpened { session, peer, initiator: true, strategy })
                 if peer == opts.peer =>
@@ -697,6 +708,11 @@ impl Printer {
                 json!({"event": "server-key-pinned", "peer": null, "path": null, "key": key.to_string()})
             }
             ClientEvent::ServerKeyChanged { pinned, offered } => json!({"event": "server-key-changed", "peer": null,
+                "path": null, "pinned": pinned.to_string(), "offered": offered.to_string()}),
+            ClientEvent::PeerKeyLearned { peer, key } => {
+                json!({"event": "peer-key-pinned", "peer": peer, "path": null, "key": key.to_string()})
+            }
+            ClientEvent::PeerKeyChanged { peer, pinned, offered } => json!({"event": "peer-key-changed", "peer": peer,
                 "path": null, "pinned": pinned.to_string(), "offered": offered.to_string()}),
             ClientEvent::TextReceived { from, id, text } => json!({"event": "text", "peer": from, "path": null,
                 "id": id.to_string(), "text": text}),

@@ -16,6 +16,7 @@
 //!   server's directory gave for a contact the first time `whois` asked.
 //!   `--known-peers FILE` names another file.
 
+use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::net::SocketAddr;
@@ -149,6 +150,28 @@ impl KnownPeers {
     /// Pins `key` for `peer` on `server`.
     pub fn pin(&self, server: SocketAddr, peer: &str, key: PublicKey) -> Result<(), Failure> {
         self.0.pin(&format!("{server} {peer}"), key)
+    }
+
+    /// Every contact pinned on `server`, each with its first pin.
+    pub fn for_server(&self, server: SocketAddr) -> Result<BTreeMap<String, PublicKey>, Failure> {
+        let text = match fs::read_to_string(self.path()) {
+            Ok(text) => text,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let server = server.to_string();
+        let mut pins = BTreeMap::new();
+        for line in text.lines() {
+            let mut fields = line.split_whitespace();
+            if let (Some(at), Some(name), Some(key), None) =
+                (fields.next(), fields.next(), fields.next(), fields.next())
+            {
+                if let (true, Some(key)) = (at == server, PublicKey::parse(key)) {
+                    pins.entry(name.to_owned()).or_insert(key);
+                }
+            }
+        }
+        Ok(pins)
     }
 }
 

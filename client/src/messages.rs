@@ -141,6 +141,10 @@ pub fn send(common: &Common, opts: &Send) -> Result<(), Failure> {
                     first_failure.get_or_insert(failure);
                 }
             }
+            Next::Event(ClientEvent::PeerKeyChanged { peer, pinned, offered }) if peer == opts.peer => {
+                rt.shutdown()?;
+                return Err(common.contact_key_changed(&peer, pinned, offered));
+            }
             Next::Event(e) if common.login_failure(&e).is_some() => {
                 return Err(common.login_failure(&e).expect("checked"))
             }
@@ -246,6 +250,7 @@ fn text_failure(peer: &str, reason: TextFailure) -> Failure {
     match reason {
         TextFailure::Rejected(TextRejection::UnknownRecipient) => Failure::UnknownPeer(peer.to_owned()),
         TextFailure::Rejected(r) => Failure::TextRefused(r.to_string()),
+        TextFailure::PeerKeyChanged => Failure::TextRefused(reason.to_string()),
         TextFailure::Timeout => Failure::Timeout {
             after: "the client's text timeout".into(),
             waiting_for: "no acknowledgement (the server may still hold the message)".into(),

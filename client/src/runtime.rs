@@ -57,18 +57,26 @@ pub trait ClientRuntime {
     fn shutdown(self: Box<Self>) -> io::Result<()>;
 }
 
-/// A runtime that pins the server's key when the client learns it (trust on
-/// first use, see [`crate::identity`]).
+/// A runtime that pins keys when the client learns them (trust on first
+/// use, see [`crate::identity`]): the server's in `known_servers`, and
+/// contacts' in `known_peers`.
 pub struct Pinning {
     inner: Box<dyn ClientRuntime>,
-    known: crate::identity::KnownServers,
+    /// `None` when the server's key was given (`--server-key`).
+    known_servers: Option<crate::identity::KnownServers>,
+    known_peers: crate::identity::KnownPeers,
     server: SocketAddr,
 }
 
 impl Pinning {
-    /// `inner`, pinning into `known` the key of `server`.
-    pub fn new(inner: Box<dyn ClientRuntime>, known: crate::identity::KnownServers, server: SocketAddr) -> Self {
-        Pinning { inner, known, server }
+    /// `inner`, pinning what it learns of `server` and its users.
+    pub fn new(
+        inner: Box<dyn ClientRuntime>,
+        known_servers: Option<crate::identity::KnownServers>,
+        known_peers: crate::identity::KnownPeers,
+        server: SocketAddr,
+    ) -> Self {
+        Pinning { inner, known_servers, known_peers, server }
     }
 }
 
@@ -99,11 +107,27 @@ impl ClientRuntime for Pinning {
     }
     fn next_event(&self, deadline: Instant) -> Next {
         let next = self.inner.next_event(deadline);
-        if let Next::Event(ClientEvent::ServerKeyLearned { key }) = &next {
-            match self.known.pin(self.server, *key) {
-                Ok(()) => eprintln!("punchline: pinned the key of server {} on first contact: {key}", self.server),
-                Err(e) => eprintln!("punchline: warning: could not pin the server's key: {e}"),
+        match &next {
+            Next::Event(ClientEvent::ServerKeyLearned { key }) => {
+                let Some(known) = &self.known_servers else { return next };
+                match known.pin(self.server, *key) {
+                    Ok(()) => eprintln!("punchline: pinned the key of server {} on first contact: {key}", self.server),
+                    Err(e) => eprintln!("punchline: warning: could not pin the server's key: {e}"),
+                }
             }
+            Next::Event(ClientEvent::PeerKeyLearned { peer, key }) => {
+                let shown = crate::display::escaped(peer);
+                match self.known_peers.pin(self.server, peer, *key) {
+                    Ok(()) => eprintln!("punchline: pinned the key of {shown} on first use: {key}"),
+                    Err(e) => eprintln!("punchline: warning: could not pin {shown}'s key: {e}"),
+                }
+            }
+            Next::Event(ClientEvent::PeerKeyChanged { peer, pinned, offered }) => eprintln!(
+                "punchline: THE KEY OF {} HAS CHANGED: pinned {pinned}, the server now says {offered}; \
+                 nothing was sent to the new key",
+                crate::display::escaped(peer)
+            ),
+            _ => {}
         }
         next
     }

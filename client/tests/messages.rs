@@ -9,6 +9,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
+use punchline_core::messaging::MAX_TEXT;
 use punchline_server::config::{FileConfig, RuntimeKind, Settings};
 use serde_json::Value;
 
@@ -131,13 +132,15 @@ fn refused_texts_exit_with_their_code_and_one_clear_line() {
     let server = TestServer::start(RuntimeKind::Mio);
     assert!(server.run("bob", "mio", &["inbox"]).status.success());
     // An oversized text: refused before it leaves (exit 10).
-    let big = "x".repeat(1001);
+    let big = "x".repeat(MAX_TEXT + 1);
     let out = server.run("alice", "mio", &["send", "bob", &big]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(10), "{stderr}");
-    assert!(stderr.contains("message refused: text of 1001 bytes exceeds the 1000-byte limit"), "{stderr}");
+    let expected = format!("message refused: text of {} bytes exceeds the {MAX_TEXT}-byte limit", MAX_TEXT + 1);
+    assert!(stderr.contains(&expected), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    // A recipient who never logged in: refused by the server (exit 4).
+    // A recipient who never logged in: refused by the server's directory,
+    // which has no key for it (exit 4).
     let out = server.run("alice", "mio", &["send", "nobody", "hello?"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(4), "{stderr}");
@@ -161,7 +164,7 @@ fn refused_texts_exit_with_their_code_and_one_clear_line() {
     let lines = json_lines(&out);
     let by_line = |n: u64| lines.iter().find(|l| l["line"] == n).unwrap_or_else(|| panic!("line {n}: {lines:?}"));
     assert_eq!(by_line(1)["status"], "stored");
-    assert!(by_line(2)["error"].as_str().expect("error").contains("1001 bytes"));
+    assert!(by_line(2)["error"].as_str().expect("error").contains(&format!("{} bytes", MAX_TEXT + 1)));
     assert_eq!(by_line(3)["status"], "stored");
     let shown: Vec<String> = json_lines(&server.run("bob", "mio", &["inbox", "--json"]))
         .iter()

@@ -19,9 +19,10 @@
 //! - [`messaging`] is text messaging's shared types, and storage as requests:
 //!   the server asks, its driver's [`messaging::MessageStore`] answers.
 //! - [`wire`] is the codec: STUN (RFC 8489) and Punchline frames.
-//! - [`auth`] seals and checks the frames between session peers; the machines
-//!   use it themselves, and it is public only so tests and fuzzers can build
-//!   (and forge) authenticated frames with the real code.
+//! - [`secure`] is identity and encryption: the client–server channel and
+//!   sessions sealed end to end. The machines use it themselves; its parts
+//!   are public so tests, fuzzers and tools can play either side (and forge
+//!   what must be refused) with the real code.
 //!
 //! Everything else (the seeded generator, the timer sets) is internal: an
 //! embedder chooses a seed and drives the [`Machine`] interface.
@@ -89,7 +90,6 @@
 //! assert!(events.iter().any(|(who, e)| *who == "bob" && matches!(e, ClientEvent::SessionOpened { .. })));
 //! ```
 
-pub mod auth;
 pub mod client;
 mod machine;
 pub mod messaging;

@@ -65,14 +65,16 @@ fn natted_pair(seed: u64, track: bool) -> (Harness, usize, usize) {
 }
 
 #[test]
-fn two_public_clients_are_on_the_relay_after_one_round_trip_and_direct_after_one_probe_round_trip() {
+fn two_public_clients_are_on_the_relay_after_one_round_trip_and_direct_after_their_keys_and_one_probe_round_trip() {
     // Given two public clients, logged in, 10 ms from everything.
     let (mut h, a, b) = public_pair(1);
     assert!(h.clients[a].client.is_logged_in() && h.clients[b].client.is_logged_in());
     let t0 = h.elapsed();
 
-    // When alice connects to bob.
+    // When alice connects to bob, and sends as soon as the session opens.
     h.connect(a, "bob");
+    h.run_for(ms(20));
+    h.send(a, b"first");
     h.run_for(Duration::from_secs(2));
 
     // Then both have the session after one server round trip (20 ms)...
@@ -82,16 +84,21 @@ fn two_public_clients_are_on_the_relay_after_one_round_trip_and_direct_after_one
     assert_eq!(a_open[0].0 - t0, ms(20), "alice: one round trip to the server");
     assert_eq!(b_open[0].0 - t0, ms(20), "bob: at the same moment (DESIGN §3 step 4)");
     assert_eq!(a_open[0].1, b_open[0].1, "same session id on both sides");
-    // ... data flows over the relay at once ...
-    // ... and the path is direct after the openers' announcements cross the
-    // relay (20 ms) and one probe round trip (20 ms).
+    // ... alice's first bytes reach bob over the relay once bob's end-to-end
+    // hello has crossed it (20 ms) and they have (20 ms) ...
+    let first = h.log.iter().position(|l| l.contains("DataReceived")).expect("bob received");
+    assert!(h.log[first].starts_with(&format!("{:?}", t0 + ms(20 + 20 + 20))), "{}", h.log[first]);
+    assert_eq!(h.received(b), [b"first".to_vec()]);
+    // ... and the path is direct once both hold keys (bob when alice's
+    // welcome arrives, 20 ms after his hello reached her), his announcements
+    // reached her over the relay and one probe round trip went through.
     let a_direct = h.find(a, direct);
     let b_direct = h.find(b, direct);
     assert_eq!(a_direct.len(), 1);
-    assert_eq!(a_direct[0].0 - t0, ms(20 + 20 + 20));
+    assert_eq!(b_direct[0].0 - t0, ms(20 + 20 + 20 + 20));
+    assert_eq!(a_direct[0].0 - t0, ms(20 + 20 + 20 + 30));
     assert_eq!(a_direct[0].1, h.public_addr(b));
     assert_eq!(b_direct[0].1, h.public_addr(a));
-    assert_eq!(b_direct[0].0 - t0, ms(20 + 20 + 20));
     let session = a_open[0].1;
     let info = h.clients[a].client.session_info(session).unwrap();
     assert_eq!(info.path, PathKind::Direct { socket: punchline_core::SocketId(0), remote: h.public_addr(b) });
@@ -274,9 +281,21 @@ fn a_direct_path_wakes_no_client_for_nothing_and_the_relay_keepalive_keeps_its_r
     assert!(h.clients[a].wakes.contains(&(next_beat + beat, true)));
 }
 
+/// An end of `session` whose keys came from another handshake than the
+/// members': what an attacker who knows the session id can seal.
+fn attackers_cipher(session: SessionId) -> punchline_core::secure::SessionCipher {
+    use punchline_core::secure::{PeerHelloReceived, PeerHelloSent, StaticKey};
+    use punchline_core::Seed;
+    let (mallory, eve) = (StaticKey::derive(Seed::from(66), "mallory"), StaticKey::derive(Seed::from(66), "eve"));
+    let now = std::time::Instant::now();
+    let (mut hello, datagram) = PeerHelloSent::start(&mallory, &eve.public(), session, Seed::from(1));
+    let (welcome, _) =
+        PeerHelloReceived::answer(&eve, &mallory.public(), session, &datagram, now, Seed::from(2)).unwrap();
+    hello.finish(&welcome, now).unwrap()
+}
+
 #[test]
 fn forged_and_replayed_probes_never_change_the_path() {
-    use punchline_core::auth::{seal, Role};
     let (mut h, a, b) = public_pair(7);
     h.connect(a, "bob");
     h.run_for(Duration::from_secs(1));
@@ -290,34 +309,29 @@ fn forged_and_replayed_probes_never_change_the_path() {
     let genuine = h
         .captured
         .iter()
-        .find(|(i, p)| *i == b && matches!(Frame::decode(&p.payload), Ok(Frame::ProbeAck { .. })))
+        .find(|(i, p)| *i == b && matches!(p.frame(), Some(Frame::ProbeAck { .. })) && p.plaintext.is_some())
         .map(|(_, p)| p.payload.clone())
         .expect("bob acked a probe");
-    // The same ack with one field changed (the MAC no longer matches).
+    // The same ack with one byte of its ciphertext changed.
     let mut tampered = genuine.clone();
-    tampered[4] ^= 0x01;
-    // An ack sealed with the wrong key.
-    let mut wrong_key =
-        Frame::ProbeAck { session, attempt: 0, probe_counter: 1, counter: 1_000_000, observed: attacker }.encode();
-    seal(&mut wrong_key, &[9; 32], Role::Responder);
-    // A well-signed-looking ack for another session.
-    let mut other_session = Frame::ProbeAck {
-        session: SessionId(session.0 ^ 1),
-        attempt: 0,
-        probe_counter: 1,
-        counter: 5,
-        observed: attacker,
-    }
-    .encode();
-    seal(&mut other_session, &[9; 32], Role::Responder);
+    let last = tampered.len() - 1;
+    tampered[last] ^= 0x01;
+    // An ack for this session sealed in keys from another handshake.
+    let mut mallory = attackers_cipher(session);
+    let ack = |session| Frame::ProbeAck { session, attempt: 0, probe_counter: 1, counter: 5, observed: attacker };
+    let (wrong_key, _) = mallory.seal(std::time::Instant::now(), &ack(session).encode()).unwrap();
+    // One for another session, and one in the clear.
+    let mut other = attackers_cipher(SessionId(session.0 ^ 1));
+    let (other_session, _) = other.seal(std::time::Instant::now(), &ack(SessionId(session.0 ^ 1)).encode()).unwrap();
+    let clear = ack(session).encode();
 
     let before = h.clients[a].client.stats().unauthenticated;
-    for payload in [genuine, tampered, wrong_key, other_session] {
+    for payload in [genuine, tampered, wrong_key, other_session, clear] {
         h.inject(attacker, alice, payload);
     }
     h.run_for(ms(100));
 
-    assert_eq!(h.clients[a].client.stats().unauthenticated - before, 4);
+    assert_eq!(h.clients[a].client.stats().unauthenticated - before, 5);
     assert_eq!(h.clients[a].client.session_info(session).unwrap().path, path_before);
     assert_eq!(h.find(a, direct).len(), 1, "no new path");
 }

@@ -7,10 +7,10 @@
 //! the test picks (a port-restricted cone, or a symmetric NAT with random
 //! ports), so the client measures its own profile; it completes the real
 //! handshake with a key of its own and keeps the server's end of the
-//! channel. Then the fake server offers a session with a key the test
-//! knows, and the test plays the peer: it seals stream messages as the
-//! session's initiator and delivers them wrapped in `Relayed`, sealed in
-//! the channel, exactly as the relay would.
+//! channel. Then the fake server offers a session with bob's key, which the
+//! test holds, and the test plays bob: it answers the client's end-to-end
+//! hello, seals stream messages in the session's keys and delivers them
+//! wrapped in `Relayed`, sealed in the channel, exactly as the relay would.
 //!
 //! The core never reads the clock: time starts at one `Instant::now()` and
 //! only moves by the durations the tests add.
@@ -19,12 +19,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use punchline_core::auth::{self, Role};
 use punchline_core::client::{Client, ClientConfig, ClientEvent, PathKind, BIRTHDAY_PORTS};
 use punchline_core::nat::{FilteringBehavior, MappingBehavior, NatProfile, PortAllocation, Strategy};
-use punchline_core::secure::{ChannelEnd, HelloReceived, StaticKey};
+use punchline_core::secure::{ChannelEnd, HelloReceived, PeerHelloReceived, SessionCipher, StaticKey};
 use punchline_core::wire::channel::{self as layout, Hello};
-use punchline_core::wire::frame::{AnswerFrom, CloseReason, Frame, SessionBody, SessionId, SessionKey, StreamMessage};
+use punchline_core::wire::frame::{AnswerFrom, CloseReason, Frame, SessionBody, SessionId, StreamMessage};
 use punchline_core::wire::{self, stun};
 use punchline_core::{Machine, SocketId, Transmit};
 
@@ -52,7 +51,6 @@ const PEER_REFLEXIVE: SocketAddr = SocketAddr::new(PEER_PUBLIC_IP, 40_000);
 const THIRD_PARTY: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 66));
 
 const SESSION: SessionId = SessionId(0x5e55_1011);
-const KEY: SessionKey = [0x4b; 32];
 
 fn peer_candidates() -> Vec<SocketAddr> {
     vec![PEER_HOST, PEER_REFLEXIVE]
@@ -132,6 +130,9 @@ struct Rig {
     events: Vec<(Duration, ClientEvent)>,
     /// Datagrams on their way to the client: (socket, source, bytes).
     inbox: Vec<(SocketId, SocketAddr, Vec<u8>)>,
+    /// Bob's key, and his end of the session once the client's hello came.
+    peer_key: StaticKey,
+    peer_end: Option<SessionCipher>,
     peer_counter: u64,
     peer_seq: u64,
 }
@@ -158,6 +159,8 @@ impl Rig {
             sent: Vec::new(),
             events: Vec::new(),
             inbox: Vec::new(),
+            peer_key: StaticKey::derive(seed.into(), "bob"),
+            peer_end: None,
             peer_counter: 0,
             peer_seq: 0,
         };
@@ -189,7 +192,7 @@ impl Rig {
         let offer = Frame::Offer {
             request: 0,
             session: SESSION,
-            key: KEY,
+            peer_key: self.peer_key.public().0,
             initiator: false,
             peer: "bob".to_owned(),
             peer_candidates: peer_candidates(),
@@ -201,9 +204,10 @@ impl Rig {
             matches!(e, ClientEvent::SessionOpened { session, strategy: s, .. } if *session == SESSION && *s == strategy)
         });
         assert!(opened, "the offer opens the session with strategy {strategy:?}");
+        assert!(self.peer_end.is_some(), "the client's hello reached bob, who answered it");
     }
 
-    /// The peer sends `message` on its stream, sealed as the initiator,
+    /// The peer sends `message` on its stream, sealed in the session's keys,
     /// through the relay.
     fn peer_says(&mut self, message: StreamMessage) {
         self.peer_counter += 1;
@@ -219,18 +223,17 @@ impl Rig {
         self.deliver(PRIMARY.0, SERVER, sealed);
     }
 
-    /// An authenticated peer frame (its counter is overwritten), encoded and
-    /// sealed as the initiator.
+    /// A peer frame (its counter is overwritten), encoded and sealed in
+    /// bob's end of the session.
     fn sealed(&mut self, mut frame: Frame) -> Vec<u8> {
         match &mut frame {
             Frame::Probe { counter, .. } | Frame::ProbeAck { counter, .. } | Frame::Session { counter, .. } => {
                 *counter = self.peer_counter
             }
-            _ => unreachable!("peer frames are authenticated"),
+            _ => unreachable!("only peer frames are sealed end to end"),
         }
-        let mut bytes = frame.encode();
-        auth::seal(&mut bytes, &KEY, Role::Initiator);
-        bytes
+        let end = self.peer_end.as_mut().expect("the session's handshake is done");
+        end.seal(self.now, &frame.encode()).expect("a fresh session seals").0
     }
 
     fn deliver(&mut self, socket: SocketId, from: SocketAddr, bytes: Vec<u8>) {
@@ -310,6 +313,24 @@ impl Rig {
                 let end = self.server_end.as_mut().expect("sealed frames come after the handshake");
                 let answer = match end.open(&t.payload).and_then(|plain| Frame::decode(&plain).ok()) {
                     Some(Frame::Keepalive { .. }) => Frame::KeepaliveAck { reflexive: mapped },
+                    Some(Frame::Relay { session, payload, .. }) if payload[0] == layout::tag::PEER_HELLO => {
+                        // The client (the session's responder) opens the
+                        // handshake; bob answers it, as the relay would
+                        // carry his welcome.
+                        let alice = self.client.config().identity.public();
+                        let (welcome, end) =
+                            PeerHelloReceived::answer(&self.peer_key, &alice, session, &payload, self.now, 3.into())
+                                .expect("the client's hello proves alice's key");
+                        self.peer_end = Some(end);
+                        Frame::Relayed { session, payload: welcome }
+                    }
+                    Some(Frame::Relay { payload, .. }) => {
+                        // Everything else the client relays is sealed in the
+                        // session's keys, and bob opens it.
+                        let end = self.peer_end.as_mut().expect("no peer frame before the handshake");
+                        assert!(end.open(self.now, &payload).is_ok(), "a relayed frame bob cannot open");
+                        return;
+                    }
                     // Answers from another address or port are unsolicited:
                     // both NATs here filter them (port-restricted).
                     Some(Frame::Discover { nonce, answer_from: AnswerFrom::Same }) => {
@@ -384,7 +405,7 @@ fn released_sockets(events: &[ClientEvent]) -> Vec<SocketId> {
 /// The probes among `sent`: (time, source socket, destination, attempt).
 fn probes(sent: &[(Duration, Transmit)]) -> Vec<(Duration, SocketId, SocketAddr, u16)> {
     sent.iter()
-        .filter_map(|(at, t)| match Frame::decode(&t.payload) {
+        .filter_map(|(at, t)| match Frame::decode(t.plaintext.as_deref().unwrap_or(&t.payload)) {
             Ok(Frame::Probe { session, attempt, .. }) if session == SESSION => {
                 Some((*at, t.socket, t.destination, attempt))
             }
@@ -398,8 +419,8 @@ fn openers(sent: &[(Duration, Transmit)]) -> Vec<&Transmit> {
     sent.iter().map(|(_, t)| t).filter(|t| Frame::decode(&t.payload) == Ok(Frame::Opener)).collect()
 }
 
-/// The stream messages the client sent through the relay (checked to be
-/// sealed by the responder with the session key).
+/// The stream messages the client sent through the relay (each checked to
+/// open in bob's end of the session as it passed the fake server).
 fn relayed_stream(sent: &[(Duration, Transmit)]) -> Vec<(usize, StreamMessage)> {
     sent.iter()
         .enumerate()
@@ -409,7 +430,6 @@ fn relayed_stream(sent: &[(Duration, Transmit)]) -> Vec<(usize, StreamMessage)> 
                 return None;
             };
             assert_eq!((t.destination, session), (SERVER, SESSION), "relay frames go to the server");
-            assert!(auth::verify(&payload, &KEY, Role::Responder), "relayed frames are sealed by the client");
             match Frame::decode(&payload) {
                 Ok(Frame::Session { body: SessionBody::Stream { message, .. }, .. }) => Some((i, message)),
                 _ => None,

@@ -226,8 +226,12 @@ fn login_answered_during_a_held_commit_and_texts_acknowledged_after_theirs(runti
     // when the store closes and alice's first text is a commit held in flight,
     closed.store(true, Ordering::SeqCst);
     let ids: Vec<MessageId> = (1..=101).map(|seq| MessageId { conversation: 9, seq }).collect();
-    let text =
-        |id: MessageId| Frame::TextSend { token: alice.token, id, to: "bob".into(), text: format!("t{}", id.seq) };
+    let text = |id: MessageId| Frame::TextSend {
+        token: alice.token,
+        id,
+        to: "bob".into(),
+        sealed: format!("t{}", id.seq).into_bytes(),
+    };
     alice.send(&text(ids[0]));
     let first = batches.recv_timeout(LIMIT).expect("alice's text reaches the store");
     assert_eq!(first, 1);

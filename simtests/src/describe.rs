@@ -24,6 +24,12 @@ pub fn write_datagram<W: Write>(out: &mut W, payload: &[u8]) -> fmt::Result {
             Ok(m) => write!(out, "STUN {:?}", m.class),
             Err(_) => out.write_str("STUN (malformed)"),
         },
+        // A session's datagrams, end to end: what is inside, only the two
+        // members can read (a client's own sends are shown by their
+        // plaintext, see [`transmit`]).
+        wire::Kind::Punchline if payload[0] == layout::tag::PEER_SEALED => out.write_str("sealed"),
+        wire::Kind::Punchline if payload[0] == layout::tag::PEER_HELLO => out.write_str("PeerHello"),
+        wire::Kind::Punchline if payload[0] == layout::tag::PEER_WELCOME => out.write_str("PeerWelcome"),
         wire::Kind::Punchline => match Frame::decode(payload) {
             Ok(f) => write_frame(out, &f),
             Err(e) => write!(out, "malformed ({e})"),
@@ -49,7 +55,7 @@ pub fn write_transmit<W: Write>(out: &mut W, payload: &[u8], plaintext: Option<&
         None => out.write_str("?"),
     };
     match payload.first().copied() {
-        Some(layout::tag::SEALED) => inner(out),
+        Some(layout::tag::SEALED | layout::tag::PEER_SEALED) => inner(out),
         Some(layout::tag::HELLO) => {
             out.write_str("Hello[")?;
             inner(out)?;
@@ -89,6 +95,7 @@ pub fn write_frame<W: Write>(out: &mut W, f: &Frame) -> fmt::Result {
             write!(out, "Offer session={session} peer={peer} strategy={}", strategy.name())
         }
         Frame::OfferAck { .. } => out.write_str("OfferAck"),
+        Frame::Leave { .. } => out.write_str("Leave"),
         Frame::Relay { payload, .. } => {
             out.write_str("Relay[")?;
             write_datagram(out, payload)?;
@@ -104,10 +111,10 @@ pub fn write_frame<W: Write>(out: &mut W, f: &Frame) -> fmt::Result {
         Frame::DiscoverReply { reflexive, .. } => write!(out, "DiscoverReply reflexive={}", Addr(*reflexive)),
         Frame::Logout { .. } => out.write_str("Logout"),
         Frame::Error { code, .. } => write!(out, "Error {code:?}"),
-        Frame::TextSend { id, to, text, .. } => write!(out, "TextSend {id} to={to} len={}", text.len()),
+        Frame::TextSend { id, to, sealed, .. } => write!(out, "TextSend {id} to={to} sealed={}", sealed.len()),
         Frame::TextAck { id, status } => write!(out, "TextAck {id} {status:?}"),
         Frame::TextRejected { id, reason } => write!(out, "TextRejected {id} {reason:?}"),
-        Frame::TextDeliver { from, id, text } => write!(out, "TextDeliver {id} from={from} len={}", text.len()),
+        Frame::TextDeliver { from, id, sealed } => write!(out, "TextDeliver {id} from={from} sealed={}", sealed.len()),
         Frame::TextDeliverAck { from, id, .. } => write!(out, "TextDeliverAck {id} from={from}"),
         Frame::InboxSync { .. } => out.write_str("InboxSync"),
         Frame::InboxStatus { pending } => write!(out, "InboxStatus pending={pending}"),
@@ -159,6 +166,10 @@ pub fn event(e: &ClientEvent) -> String {
         ClientEvent::ServerKeyLearned { key } => format!("pins the server key {key}"),
         ClientEvent::ServerKeyChanged { pinned, offered } => {
             format!("server key changed: pinned {pinned}, offered {offered}")
+        }
+        ClientEvent::PeerKeyLearned { peer, key } => format!("pins {peer}'s key {key}"),
+        ClientEvent::PeerKeyChanged { peer, pinned, offered } => {
+            format!("{peer}'s key changed: pinned {pinned}, offered {offered}")
         }
         ClientEvent::ServerUnreachable => "server unreachable".into(),
         ClientEvent::ReflexiveChanged { old, new } => format!("reflexive address changed {old} -> {new}"),

@@ -14,7 +14,7 @@ pub const STORE_FILE: &str = "messages.sqlite3";
 /// `PRAGMA application_id` of a Punchline store: "PLMS".
 pub const APPLICATION_ID: i32 = 0x504c_4d53;
 /// The schema version (`PRAGMA user_version`) this crate writes.
-pub const SCHEMA_VERSION: i32 = 2;
+pub const SCHEMA_VERSION: i32 = 3;
 
 /// Why a store could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -102,7 +102,11 @@ impl SqliteStore {
         match (app, version) {
             (0, 0) if tables == 0 => create_schema(&conn).map_err(sqlite)?,
             (APPLICATION_ID, SCHEMA_VERSION) => {}
-            (APPLICATION_ID, 1) => migrate_from_1(&conn).map_err(sqlite)?,
+            (APPLICATION_ID, 1) => {
+                migrate_from_1(&conn).map_err(sqlite)?;
+                migrate_from_2(&conn).map_err(sqlite)?
+            }
+            (APPLICATION_ID, 2) => migrate_from_2(&conn).map_err(sqlite)?,
             (APPLICATION_ID, v) => {
                 return Err(corrupt(format!("schema version {v}; this server reads {SCHEMA_VERSION}")))
             }
@@ -137,7 +141,7 @@ fn create_schema(conn: &Connection) -> rusqlite::Result<()> {
              sender       TEXT    NOT NULL,
              conversation INTEGER NOT NULL,
              seq          INTEGER NOT NULL,
-             text         TEXT    NOT NULL,
+             sealed       BLOB    NOT NULL,
              UNIQUE (recipient, sender, conversation, seq)
          );
          CREATE INDEX messages_by_recipient ON messages (recipient, commit_no);
@@ -151,12 +155,44 @@ fn create_schema(conn: &Connection) -> rusqlite::Result<()> {
 /// Schema 1 knew names without keys: they gain a key column, empty until
 /// each name's next login binds it.
 fn migrate_from_1(conn: &Connection) -> rusqlite::Result<()> {
-    conn.execute_batch(&format!(
+    conn.execute_batch(
         "BEGIN IMMEDIATE;
          ALTER TABLE users ADD COLUMN key BLOB;
+         PRAGMA user_version = 2;
+         COMMIT;",
+    )
+}
+
+/// Schema 2 stored texts in plaintext, which no client accepts any more
+/// (texts through the server are sealed to their recipient). They are not
+/// deleted, and never delivered: they move to `plaintext_messages_v2`, for
+/// the operator to export or drop, and the count is logged.
+fn migrate_from_2(conn: &Connection) -> rusqlite::Result<()> {
+    let kept: i64 = conn.query_row("SELECT count(*) FROM messages", [], |r| r.get(0))?;
+    conn.execute_batch(&format!(
+        "BEGIN IMMEDIATE;
+         ALTER TABLE messages RENAME TO plaintext_messages_v2;
+         DROP INDEX messages_by_recipient;
+         CREATE TABLE messages (
+             commit_no    INTEGER PRIMARY KEY AUTOINCREMENT,
+             recipient    TEXT    NOT NULL,
+             sender       TEXT    NOT NULL,
+             conversation INTEGER NOT NULL,
+             seq          INTEGER NOT NULL,
+             sealed       BLOB    NOT NULL,
+             UNIQUE (recipient, sender, conversation, seq)
+         );
+         CREATE INDEX messages_by_recipient ON messages (recipient, commit_no);
          PRAGMA user_version = {SCHEMA_VERSION};
          COMMIT;"
-    ))
+    ))?;
+    if kept > 0 {
+        tracing::warn!(
+            kept,
+            "texts stored in plaintext by an older server are kept in table plaintext_messages_v2 and not delivered"
+        );
+    }
+    Ok(())
 }
 
 fn store_error(e: rusqlite::Error) -> StoreError {
@@ -211,7 +247,7 @@ impl MessageStore for SqliteStore {
         // leaves the rest of the batch intact.
         self.conn
             .prepare_cached(
-                "INSERT INTO messages (recipient, sender, conversation, seq, text) VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO messages (recipient, sender, conversation, seq, sealed) VALUES (?1, ?2, ?3, ?4, ?5)",
             )
             .and_then(|mut s| {
                 s.execute(params![
@@ -219,7 +255,7 @@ impl MessageStore for SqliteStore {
                     message.sender,
                     sql_u64(id.conversation),
                     sql_u64(id.seq),
-                    message.text
+                    message.sealed
                 ])
             })
             .map_err(store_error)?;
@@ -241,7 +277,7 @@ impl MessageStore for SqliteStore {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT sender, conversation, seq, text FROM messages WHERE recipient = ?1 ORDER BY commit_no LIMIT ?2",
+                "SELECT sender, conversation, seq, sealed FROM messages WHERE recipient = ?1 ORDER BY commit_no LIMIT ?2",
             )
             .map_err(store_error)?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
@@ -251,7 +287,7 @@ impl MessageStore for SqliteStore {
                     recipient: recipient.to_owned(),
                     sender: r.get(0)?,
                     id: MessageId { conversation: r.get::<_, i64>(1)? as u64, seq: r.get::<_, i64>(2)? as u64 },
-                    text: r.get(3)?,
+                    sealed: r.get(3)?,
                 })
             })
             .map_err(store_error)?;

@@ -21,7 +21,7 @@ fn message(recipient: &str, sender: &str, seq: u64, text: &str) -> StoredMessage
         recipient: recipient.into(),
         sender: sender.into(),
         id: MessageId { conversation: u64::MAX - 7, seq },
-        text: text.into(),
+        sealed: text.as_bytes().to_vec(),
     }
 }
 
@@ -43,30 +43,56 @@ fn a_name_keeps_the_first_key_it_was_bound_to() {
     assert_eq!(reopened.read_user("bob").unwrap(), Some(BOB_KEY));
 }
 
-#[test]
-fn a_schema_1_store_gains_keys_and_its_names_are_bound_at_their_next_login() {
-    // Given a store of schema 1, which knew names without keys,
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join(STORE_FILE);
-    {
-        let mut store = SqliteStore::open_dir(dir.path()).unwrap();
-        store.put(&message("bob", "alice", 1, "kept"), 10).unwrap();
-    }
-    let conn = rusqlite::Connection::open(&path).unwrap();
-    conn.execute_batch(
-        "DROP TABLE users; CREATE TABLE users (name TEXT PRIMARY KEY) WITHOUT ROWID;
-         INSERT INTO users VALUES ('bob'); PRAGMA user_version = 1;",
-    )
+/// A store as an older server left it: schema `version`, one plaintext
+/// text for bob, and bob's name (with a key column from schema 2 on).
+fn old_store(path: &std::path::Path, version: i32) {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    let users = if version == 1 { "name TEXT PRIMARY KEY" } else { "name TEXT PRIMARY KEY, key BLOB" };
+    conn.execute_batch(&format!(
+        "PRAGMA journal_mode = WAL;
+         CREATE TABLE messages (
+             commit_no INTEGER PRIMARY KEY AUTOINCREMENT, recipient TEXT NOT NULL, sender TEXT NOT NULL,
+             conversation INTEGER NOT NULL, seq INTEGER NOT NULL, text TEXT NOT NULL,
+             UNIQUE (recipient, sender, conversation, seq));
+         CREATE INDEX messages_by_recipient ON messages (recipient, commit_no);
+         CREATE TABLE users ({users}) WITHOUT ROWID;
+         INSERT INTO users (name) VALUES ('bob');
+         INSERT INTO messages (recipient, sender, conversation, seq, text) VALUES ('bob', 'alice', 1, 1, 'kept');
+         PRAGMA application_id = {};
+         PRAGMA user_version = {version};",
+        punchline_store::APPLICATION_ID
+    ))
     .unwrap();
-    drop(conn);
-    // when it is opened, then it is migrated: bob has no key yet (no
-    // recipient until his next login binds one), his texts are kept,
-    let mut store = SqliteStore::open_dir(dir.path()).unwrap();
-    assert_eq!(store.read_user("bob").unwrap(), None);
-    assert_eq!(store.count("bob").unwrap(), 1);
-    // and his next login binds his key.
-    assert_eq!(store.write_user("bob", &BOB_KEY).unwrap(), BOB_KEY);
-    assert_eq!(store.read_user("bob").unwrap(), Some(BOB_KEY));
+}
+
+#[test]
+fn an_older_store_gains_keys_and_sets_its_plaintext_texts_aside() {
+    for version in [1, 2] {
+        // Given a store of schema 1 (names without keys) or 2 (texts in
+        // plaintext),
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(STORE_FILE);
+        old_store(&path, version);
+        // when it is opened, then it is migrated: bob has no key yet (no
+        // recipient until his next login binds one), and his plaintext text
+        // is never delivered (no client accepts one) but kept aside for the
+        // operator,
+        let mut store = SqliteStore::open_dir(dir.path()).unwrap();
+        assert_eq!(store.read_user("bob").unwrap(), None, "schema {version}");
+        assert_eq!(store.count("bob").unwrap(), 0, "schema {version}");
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let aside: String =
+            conn.query_row("SELECT text FROM plaintext_messages_v2 WHERE recipient = 'bob'", [], |r| r.get(0)).unwrap();
+        assert_eq!(aside, "kept");
+        // and his next login binds his key; new texts are stored sealed.
+        assert_eq!(store.write_user("bob", &BOB_KEY).unwrap(), BOB_KEY);
+        assert_eq!(store.read_user("bob").unwrap(), Some(BOB_KEY));
+        assert_eq!(store.put(&message("bob", "alice", 2, "sealed"), 10).unwrap(), PutOutcome::Stored);
+        assert_eq!(store.count("bob").unwrap(), 1);
+        drop(store);
+        let reopened = SqliteStore::open_dir(dir.path()).unwrap();
+        assert_eq!(reopened.len().unwrap(), 1, "schema {version}: opened again, nothing migrates twice");
+    }
 }
 
 #[test]
@@ -80,8 +106,8 @@ fn given_messages_then_they_come_back_in_commit_order_once_and_go_on_removal() {
     assert_eq!(store.put(&message("bob", "alice", 2, "second"), 10).unwrap(), PutOutcome::AlreadyStored);
 
     let pending = store.load_queue("bob", 10).unwrap().0;
-    let texts: Vec<&str> = pending.iter().map(|m| m.text.as_str()).collect();
-    assert_eq!(texts, ["second", "first"], "commit order, not id order");
+    let texts: Vec<&[u8]> = pending.iter().map(|m| m.sealed.as_slice()).collect();
+    assert_eq!(texts, [b"second".as_slice(), b"first"], "commit order, not id order");
     assert_eq!(pending[0], message("bob", "alice", 2, "second"), "ids survive the signed-integer column");
     assert_eq!(store.load_queue("bob", 1).unwrap().0.len(), 1);
     assert_eq!(store.count("bob").unwrap(), 2);
@@ -126,8 +152,8 @@ fn given_a_committed_store_when_it_is_reopened_then_messages_and_users_are_still
     assert_eq!(store.read_user("mallory").unwrap(), None);
     let pending = store.load_queue("bob", 1000).unwrap().0;
     assert_eq!(pending.len(), 99);
-    assert_eq!(pending.first().unwrap().text, "m2");
-    assert_eq!(pending.last().unwrap().text, "m100");
+    assert_eq!(pending.first().unwrap().sealed, b"m2");
+    assert_eq!(pending.last().unwrap().sealed, b"m100");
 }
 
 #[test]
@@ -310,7 +336,7 @@ fn given_a_message_acknowledged_as_stored_when_the_server_crashes_then_the_resta
             &mut store,
             now,
             &alice_conn,
-            Frame::TextSend { token: alice, id, to: "bob".into(), text: "hi".into() },
+            Frame::TextSend { token: alice, id, to: "bob".into(), sealed: b"hi".to_vec() },
         );
         assert_eq!(answers, [(addr(ALICE), Frame::TextAck { id, status: TextStatus::Stored })]);
         // SIGKILL: the machine and its connection vanish without a goodbye.
@@ -321,7 +347,7 @@ fn given_a_message_acknowledged_as_stored_when_the_server_crashes_then_the_resta
     let mut server = Server::new(config, now + Duration::from_secs(1));
     let later = now + Duration::from_secs(2);
     let (bob, bob_conn, answers) = login(&mut server, &mut store, later, BOB, "bob");
-    let delivered = Frame::TextDeliver { from: "alice".into(), id, text: "hi".into() };
+    let delivered = Frame::TextDeliver { from: "alice".into(), id, sealed: b"hi".to_vec() };
     assert!(answers.contains(&(addr(BOB), delivered)), "{answers:?}");
     let answers = exchange(
         &mut server,
@@ -353,7 +379,7 @@ fn given_a_restarted_server_then_a_user_known_before_the_crash_can_still_receive
         &mut store,
         now,
         &alice_conn,
-        Frame::TextSend { token: alice, id, to: "bob".into(), text: "x".into() },
+        Frame::TextSend { token: alice, id, to: "bob".into(), sealed: b"x".to_vec() },
     );
     assert_eq!(answers, [(addr(ALICE), Frame::TextAck { id, status: TextStatus::Stored })]);
     let id2 = MessageId { conversation: 1, seq: 2 };
@@ -362,7 +388,7 @@ fn given_a_restarted_server_then_a_user_known_before_the_crash_can_still_receive
         &mut store,
         now,
         &alice_conn,
-        Frame::TextSend { token: alice, id: id2, to: "nobody".into(), text: "x".into() },
+        Frame::TextSend { token: alice, id: id2, to: "nobody".into(), sealed: b"x".to_vec() },
     );
     assert_eq!(
         answers,

@@ -34,6 +34,14 @@ pub struct ClientConfig {
     /// loudly ([`ClientEvent::ServerKeyChanged`](crate::client::ClientEvent::ServerKeyChanged)).
     /// Default `None`.
     pub server_key: Option<PublicKey>,
+    /// Contacts' public keys, pinned (the application keeps them, as
+    /// `punchline` does in `known_peers`). A session with a pinned contact
+    /// is made only if the server's directory names the pinned key; another
+    /// key is refused loudly ([`ClientEvent::PeerKeyChanged`](crate::client::ClientEvent::PeerKeyChanged)).
+    /// A contact without a pin is pinned at its first session (trust on
+    /// first use, reported as [`ClientEvent::PeerKeyLearned`](crate::client::ClientEvent::PeerKeyLearned)).
+    /// Default empty.
+    pub peer_keys: std::collections::BTreeMap<String, PublicKey>,
     /// Interval between keepalives to the server. Default 25 s: inside the
     /// 30 s that the shortest common NAT timeouts allow (RFC 4787 REQ-5 asks
     /// for at least 2 minutes, but many NATs use 30 s).
@@ -123,6 +131,7 @@ impl ClientConfig {
         ClientConfig {
             identity: StaticKey::derive(crate::Seed::from(0), &user),
             server_key: None,
+            peer_keys: Default::default(),
             user,
             server,
             alt_server: None,

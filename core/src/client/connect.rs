@@ -25,6 +25,8 @@ const CONNECT_SENDS: u32 = 16;
 pub(crate) struct Requests {
     connects: BTreeMap<u32, PendingConnect>,
     lookups: BTreeMap<u32, String>,
+    /// Lookups for a recipient's key that texts wait for, by request.
+    key_lookups: BTreeMap<u32, String>,
 }
 
 #[derive(Debug)]
@@ -49,10 +51,34 @@ impl Requests {
         out.send_to_server(ctx, &Frame::Lookup { token, request, user: user.to_owned() });
     }
 
-    pub(crate) fn on_lookup_reply(&mut self, out: &mut Out, request: u32, online: bool, key: Option<[u8; 32]>) {
-        if let Some(user) = self.lookups.remove(&request) {
-            out.event(ClientEvent::LookupResult { user, online, key: key.map(crate::secure::PublicKey) });
+    /// Asks the server's directory for `user`'s key, for texts that wait
+    /// for it. A lost answer is asked again when the texts are retransmitted
+    /// (at most once a second): the new request replaces the old.
+    pub(crate) fn lookup_key(&mut self, ctx: &Ctx<'_>, out: &mut Out, token: u64, request: u32, user: &str) {
+        self.key_lookups.retain(|_, u| u != user);
+        // Bounded by the text window: texts wait for at most that many keys.
+        if self.key_lookups.len() >= ctx.config.messaging.text_window {
+            let oldest = *self.key_lookups.keys().next().expect("the map is full");
+            self.key_lookups.remove(&oldest);
         }
+        self.key_lookups.insert(request, user.to_owned());
+        out.send_to_server(ctx, &Frame::Lookup { token, request, user: user.to_owned() });
+    }
+
+    /// The directory answered lookup `request`: a user lookup is reported;
+    /// a key lookup is returned (the user, and its key if it has one).
+    pub(crate) fn on_lookup_reply(
+        &mut self,
+        out: &mut Out,
+        request: u32,
+        online: bool,
+        key: Option<[u8; 32]>,
+    ) -> Option<(String, Option<crate::secure::PublicKey>)> {
+        let key = key.map(crate::secure::PublicKey);
+        if let Some(user) = self.lookups.remove(&request) {
+            out.event(ClientEvent::LookupResult { user, online, key });
+        }
+        self.key_lookups.remove(&request).map(|user| (user, key))
     }
 
     /// Sends the connects that waited for the login.

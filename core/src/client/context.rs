@@ -53,6 +53,17 @@ impl Out {
             None => tracing::debug!(tag = frame.tag(), "no channel to the server; not sent"),
         }
     }
+    /// Queues `frame` to the server as [`Out::send_to_server`] does, with
+    /// `shown` as its [`Transmit::plaintext`]: a relay frame shown with the
+    /// peer frame its sealed payload carries, for traces (the server sees
+    /// only the sealed bytes).
+    pub(crate) fn send_to_server_showing(&mut self, ctx: &Ctx<'_>, frame: &Frame, shown: Vec<u8>) {
+        let plain = frame.encode();
+        match ctx.channel.and_then(|channel| channel.seal(&plain)) {
+            Some(sealed) => self.send_carrying(ctx.primary.0, ctx.config.server, sealed, shown),
+            None => tracing::debug!(tag = frame.tag(), "no channel to the server; not sent"),
+        }
+    }
     /// Queues `frame` once `seal` has signed its encoding in place.
     pub(crate) fn send_sealed(
         &mut self,

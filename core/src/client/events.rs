@@ -43,6 +43,27 @@ pub enum ClientEvent {
         /// The key the server now offers.
         offered: PublicKey,
     },
+    /// A contact's key, pinned now: its first session (or sealed text)
+    /// named it. The application keeps it, so that a change is noticed next
+    /// time ([`ClientConfig::peer_keys`](crate::client::ClientConfig::peer_keys)).
+    PeerKeyLearned {
+        /// The contact.
+        peer: String,
+        /// Its public key, as the server's directory named it.
+        key: PublicKey,
+    },
+    /// The server's directory names another key for a pinned contact: the
+    /// contact replaced its identity, or the server is substituting keys.
+    /// Nothing is sent to that key, and a connect to the contact fails
+    /// ([`ConnectFailure::PeerKeyChanged`]).
+    PeerKeyChanged {
+        /// The contact.
+        peer: String,
+        /// The key pinned.
+        pinned: PublicKey,
+        /// The key the directory now names.
+        offered: PublicKey,
+    },
     /// The server has not answered for [`ClientConfig::server_timeout`](crate::client::ClientConfig::server_timeout). The
     /// client keeps trying; direct sessions keep working.
     ServerUnreachable,
@@ -192,6 +213,9 @@ pub enum ConnectFailure {
     ServerUnreachable,
     /// The server refused (limits, bad name).
     Refused(ErrorCode),
+    /// The server's directory names another key than the one pinned for the
+    /// peer ([`ClientEvent::PeerKeyChanged`]).
+    PeerKeyChanged,
 }
 
 /// Errors of [`Client::connect`](crate::client::Client::connect).

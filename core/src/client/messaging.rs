@@ -25,6 +25,7 @@ use super::context::{Ctx, Out};
 use super::events::ClientEvent;
 use crate::messaging::{SeenIds, SendTextError, TextFailure, TextPath, MAX_TEXT};
 use crate::rng::Rng;
+use crate::secure::seal_text_with;
 use crate::wire::frame::{Frame, MessageId, TextRejection, TextStatus};
 
 #[derive(Debug)]
@@ -38,7 +39,22 @@ pub(crate) struct Messaging {
     /// Texts raised to the application and not yet acknowledged by it
     /// (`ack_on_receipt = false`), at most [`MAX_AWAITING_APP`].
     awaiting_app: BTreeSet<(String, MessageId)>,
+    /// Recipients whose key a text waits for: the client asks the server's
+    /// directory ([`Messaging::take_wanted_keys`]).
+    wanted_keys: BTreeSet<String>,
+    /// Recipients whose pinned key the server's directory confirmed during
+    /// this run (at an offer, a lookup, or a text they sealed): texts to
+    /// them are sealed at once; to others, after a lookup, so that a
+    /// changed key is noticed before a text is sealed to a stale one.
+    confirmed: BTreeSet<String>,
 }
+
+/// How often texts waiting for their recipient's key ask the directory.
+const KEY_RETRY: Duration = Duration::from_secs(1);
+
+/// Most recipients remembered as confirmed; past it the set starts over (a
+/// lookup each confirms them again).
+const MAX_CONFIRMED: usize = 4096;
 
 /// Most texts waiting for the application's acknowledgement; beyond it a
 /// new text is neither raised nor acknowledged (the server delivers it again).
@@ -60,6 +76,9 @@ struct Outgoing {
     next_action: Instant,
     direct: bool,
     server_sends: u32,
+    /// The text sealed to the recipient, once its key is known: every
+    /// send through the server carries the same bytes.
+    sealed: Option<Vec<u8>>,
 }
 
 /// Asking the server for our stored messages until it says none are left.
@@ -81,6 +100,8 @@ impl Messaging {
             outbox: BTreeMap::new(),
             seen: SeenIds::new(),
             awaiting_app: BTreeSet::new(),
+            wanted_keys: BTreeSet::new(),
+            confirmed: BTreeSet::new(),
             inbox: InboxSync::default(),
         }
     }
@@ -124,6 +145,7 @@ impl Messaging {
             next_action: ctx.now,
             direct: false,
             server_sends: 0,
+            sealed: None,
         };
         let mut on_session = None;
         if direct {
@@ -131,7 +153,7 @@ impl Messaging {
             message.direct = true;
             message.next_action = ctx.now + ctx.config.messaging.direct_fallback;
         } else {
-            send_to_server(ctx, out, id, &mut message);
+            self.send_to_server(ctx, out, id, &mut message);
         }
         self.outbox.insert(id, message);
         Ok((id, on_session))
@@ -150,13 +172,14 @@ impl Messaging {
             self.outbox.remove(&id);
             out.event(ClientEvent::TextFailed { id, reason: TextFailure::Timeout });
         }
-        for (id, message) in self.outbox.iter_mut() {
-            if message.next_action <= now {
-                if message.direct {
-                    debug!(%id, "no direct acknowledgement; sending through the server");
-                }
-                send_to_server(ctx, out, *id, message);
+        let due: Vec<MessageId> = self.outbox.iter().filter(|(_, m)| m.next_action <= now).map(|(id, _)| *id).collect();
+        for id in due {
+            let mut message = self.outbox.remove(&id).expect("collected from the outbox above");
+            if message.direct {
+                debug!(%id, "no direct acknowledgement; sending through the server");
             }
+            self.send_to_server(ctx, out, id, &mut message);
+            self.outbox.insert(id, message);
         }
         if self.inbox.next_sync.is_some_and(|at| at <= now) {
             self.sync(ctx, out);
@@ -181,10 +204,48 @@ impl Messaging {
         if wanted {
             self.sync(ctx, out);
         }
-        for (id, message) in self.outbox.iter_mut() {
-            if !message.direct {
-                send_to_server(ctx, out, *id, message);
+        let waiting: Vec<MessageId> = self.outbox.iter().filter(|(_, m)| !m.direct).map(|(id, _)| *id).collect();
+        for id in waiting {
+            let mut message = self.outbox.remove(&id).expect("collected from the outbox above");
+            self.send_to_server(ctx, out, id, &mut message);
+            self.outbox.insert(id, message);
+        }
+    }
+
+    /// The recipients whose keys texts wait for, once each: the client
+    /// looks them up in the server's directory.
+    pub(crate) fn take_wanted_keys(&mut self) -> BTreeSet<String> {
+        std::mem::take(&mut self.wanted_keys)
+    }
+
+    /// `user`'s pinned key is the one the server's directory names.
+    pub(crate) fn confirm_key(&mut self, user: &str) {
+        if self.confirmed.len() >= MAX_CONFIRMED {
+            self.confirmed.clear();
+        }
+        self.confirmed.insert(user.to_owned());
+    }
+
+    /// The directory answered for `user`: its texts go out sealed to its
+    /// key (`Ok`, confirmed or pinned now), or fail: sent to an unknown
+    /// recipient (no login under the name ever completed), or to a key that
+    /// is not the pinned one.
+    pub(crate) fn on_recipient_key(&mut self, ctx: &Ctx<'_>, out: &mut Out, user: &str, key: Result<(), TextFailure>) {
+        if key.is_ok() {
+            self.confirm_key(user);
+        }
+        let waiting: Vec<MessageId> =
+            self.outbox.iter().filter(|(_, m)| m.to == user && m.sealed.is_none()).map(|(id, _)| *id).collect();
+        for id in waiting {
+            let mut message = self.outbox.remove(&id).expect("collected from the outbox above");
+            if let Err(reason) = key {
+                out.event(ClientEvent::TextFailed { id, reason });
+                continue;
             }
+            if !message.direct {
+                self.send_to_server(ctx, out, id, &mut message);
+            }
+            self.outbox.insert(id, message);
         }
     }
 
@@ -209,15 +270,27 @@ impl Messaging {
         }
     }
 
-    /// A text delivered by the server.
-    pub(crate) fn on_server_text(&mut self, ctx: &Ctx<'_>, out: &mut Out, from: String, id: MessageId, text: String) {
+    /// A text delivered by the server, opened: `text` is `None` when it
+    /// did not open, or was sealed by another key than the sender's pinned
+    /// one. Such a text is acknowledged unseen, so the server stops
+    /// delivering it.
+    pub(crate) fn on_server_text(
+        &mut self,
+        ctx: &Ctx<'_>,
+        out: &mut Out,
+        from: String,
+        id: MessageId,
+        text: Option<String>,
+    ) {
         let Some(token) = ctx.token else {
             // Not logged in: the server delivers again.
             return;
         };
         let ack = Frame::TextDeliverAck { token, from: from.clone(), id };
-        if !self.raise(ctx, out, &from, id, text) {
-            return;
+        if let Some(text) = text {
+            if !self.raise(ctx, out, &from, id, text) {
+                return;
+            }
         }
         out.send_to_server(ctx, &ack);
     }
@@ -336,16 +409,35 @@ pub(crate) enum PeerText {
     },
 }
 
-fn send_to_server(ctx: &Ctx<'_>, out: &mut Out, id: MessageId, message: &mut Outgoing) {
-    message.direct = false;
-    message.server_sends += 1;
-    message.next_action = ctx.now + retransmit_after(message.server_sends);
-    let Some(token) = ctx.token else {
-        // Not logged in: sent again on login.
-        return;
-    };
-    let frame = Frame::TextSend { token, id, to: message.to.clone(), text: message.text.clone() };
-    out.send_to_server(ctx, &frame);
+impl Messaging {
+    /// Sends `message` through the server, sealed to its recipient; when
+    /// the recipient's key is not known yet, asks for it first (the text
+    /// goes out once the directory answers, or on its next retransmission).
+    fn send_to_server(&mut self, ctx: &Ctx<'_>, out: &mut Out, id: MessageId, message: &mut Outgoing) {
+        message.direct = false;
+        if message.sealed.is_none() {
+            let key = ctx.config.peer_keys.get(&message.to).filter(|_| self.confirmed.contains(&message.to));
+            let Some(key) = key else {
+                // Asked again every second until the directory answers; the
+                // text's own backoff starts when it is sent.
+                self.wanted_keys.insert(message.to.clone());
+                message.next_action = ctx.now + KEY_RETRY;
+                return;
+            };
+            let names = (ctx.config.user.as_str(), message.to.as_str(), id);
+            let label = self.rng.next_u64();
+            let rng = self.rng.fork(label);
+            message.sealed = Some(seal_text_with(&ctx.config.identity, key, names, &message.text, rng));
+        }
+        message.server_sends += 1;
+        message.next_action = ctx.now + retransmit_after(message.server_sends);
+        let (Some(token), Some(sealed)) = (ctx.token, message.sealed.clone()) else {
+            // Not logged in: sent again on login.
+            return;
+        };
+        let frame = Frame::TextSend { token, id, to: message.to.clone(), sealed };
+        out.send_to_server(ctx, &frame);
+    }
 }
 
 /// 1 s, doubling, at most 8 s.

@@ -45,14 +45,15 @@ use std::time::Instant;
 
 use tracing::debug;
 
-use crate::auth::Role;
 use crate::machine::{Machine, SocketId, Transmit};
-use crate::messaging::SendTextError;
+use crate::messaging::{SendTextError, TextFailure};
 use crate::nat::NatProfile;
 use crate::rng::Rng;
-use crate::secure::{ChannelEnd, OpenError};
+use crate::secure::{ChannelEnd, OpenError, PublicKey};
 use crate::timer::Timers;
-use crate::wire::frame::{CloseReason, ErrorCode, Frame, FrameError, MessageId, SessionId, MAX_APP_PAYLOAD};
+use crate::wire::frame::{
+    CloseReason, ErrorCode, Frame, FrameError, MessageId, SessionId, TextRejection, MAX_APP_PAYLOAD,
+};
 use crate::wire::{self, channel as layout, stun};
 
 use connect::Requests;
@@ -238,6 +239,7 @@ impl Client {
         if let (Some(session), Some(text)) = (direct.as_mut(), on_session) {
             session.send_peer_text(&ctx, &mut self.out, text);
         }
+        self.ask_wanted_keys(now);
         Ok(id)
     }
 
@@ -346,8 +348,16 @@ impl Machine for Client {
             wire::Kind::Punchline if layout::is_channel_tag(payload[0]) => {
                 self.handle_channel(now, socket, from, payload)
             }
+            wire::Kind::Punchline if payload[0] == layout::tag::PEER_SEALED => {
+                self.handle_peer_datagram(now, socket, from, payload, false)
+            }
+            wire::Kind::Punchline if layout::is_peer_tag(payload[0]) => {
+                // A session's handshake travels only through the relay.
+                debug!(%from, "a peer handshake outside the relay; dropped");
+                self.stats.unauthenticated += 1;
+            }
             wire::Kind::Punchline => match Frame::decode(payload) {
-                Ok(frame) => self.handle_frame(now, socket, from, frame, payload),
+                Ok(frame) => self.handle_frame(now, from, frame),
                 Err(FrameError::UnsupportedVersion(v)) => {
                     debug!(%from, version = v, "frame of an unsupported version");
                     self.stats.malformed += 1;
@@ -393,6 +403,7 @@ impl Machine for Client {
         if self.messaging.next_timeout().is_some_and(|at| at <= now) {
             self.messaging.handle_timeout(&ctx, &mut self.out);
         }
+        self.ask_wanted_keys(now);
         self.check_server_if_asked(now);
         self.request_sockets();
     }
@@ -426,6 +437,45 @@ impl Client {
     fn send_to_server(&mut self, now: Instant, frame: Frame) {
         let ctx = ctx!(self, now);
         self.out.send_to_server(&ctx, &frame);
+    }
+
+    /// Looks up the keys that texts wait for (once logged in: the texts
+    /// ask again at the login).
+    fn ask_wanted_keys(&mut self, now: Instant) {
+        let Some(token) = self.login.token() else { return };
+        let wanted = self.messaging.take_wanted_keys();
+        for user in wanted {
+            let request = self.fresh_request();
+            let ctx = ctx!(self, now);
+            self.requests.lookup_key(&ctx, &mut self.out, token, request, &user);
+        }
+    }
+
+    /// Checks the key the server's directory names for `peer` against our
+    /// pin, and pins it when there is none (trust on first use). False when
+    /// it differs from the pin: nothing goes to that key.
+    fn check_peer_key(&mut self, peer: &str, key: PublicKey) -> bool {
+        let confirmed = self.check_pin(peer, key);
+        if confirmed {
+            self.messaging.confirm_key(peer);
+        }
+        confirmed
+    }
+
+    fn check_pin(&mut self, peer: &str, key: PublicKey) -> bool {
+        match self.config.peer_keys.get(peer) {
+            Some(pinned) if *pinned == key => true,
+            Some(&pinned) => {
+                tracing::warn!(peer, %pinned, offered = %key, "the directory names another key for a pinned contact");
+                self.out.event(ClientEvent::PeerKeyChanged { peer: peer.to_owned(), pinned, offered: key });
+                false
+            }
+            None => {
+                self.config.peer_keys.insert(peer.to_owned(), key);
+                self.out.event(ClientEvent::PeerKeyLearned { peer: peer.to_owned(), key });
+                true
+            }
+        }
     }
 
     fn is_server(&self, addr: SocketAddr) -> bool {
@@ -467,14 +517,11 @@ impl Client {
         self.sessions.on_binding_response(&ctx, &mut self.out, socket, tid, mapped);
     }
 
-    /// A frame outside the server's channel: a peer frame (authenticated
-    /// by its session), or a server's `NotLoggedIn` hint. Nothing else is
-    /// believed outside the channel: a forged `TextDeliver` or `Offer`
-    /// from a spoofed server address is dropped here.
-    fn handle_frame(&mut self, now: Instant, socket: SocketId, from: SocketAddr, frame: Frame, raw: &[u8]) {
-        if frame.is_authenticated() {
-            return self.handle_peer_frame(now, socket, from, frame, raw, false);
-        }
+    /// A frame in the clear: an opener, or a server's `NotLoggedIn` hint.
+    /// Nothing else is believed outside a channel: a forged `TextDeliver`
+    /// or `Offer` from a spoofed server address, or a peer frame that
+    /// skipped its session's encryption, is dropped here.
+    fn handle_frame(&mut self, now: Instant, from: SocketAddr, frame: Frame) {
         match frame {
             // Openers are not meant to arrive; one that does (a peer on the
             // same LAN) carries nothing.
@@ -562,6 +609,7 @@ impl Client {
         self.send_waiting_connects(now);
         let ctx = ctx!(self, now);
         self.messaging.on_logged_in(&ctx, &mut self.out);
+        self.ask_wanted_keys(now);
     }
 
     /// A frame from the server, opened from its channel.
@@ -576,9 +624,20 @@ impl Client {
                 }
             }
             Frame::LookupReply { request, online, key } => {
-                self.requests.on_lookup_reply(&mut self.out, request, online, key)
+                if let Some((user, key)) = self.requests.on_lookup_reply(&mut self.out, request, online, key) {
+                    // Keys that texts waited for: pinned (or checked against
+                    // the pin), then the texts go out sealed to them.
+                    let key = match key {
+                        None => Err(TextFailure::Rejected(TextRejection::UnknownRecipient)),
+                        Some(key) if self.check_peer_key(&user, key) => Ok(()),
+                        Some(_) => Err(TextFailure::PeerKeyChanged),
+                    };
+                    let ctx = ctx!(self, now);
+                    self.messaging.on_recipient_key(&ctx, &mut self.out, &user, key);
+                    self.ask_wanted_keys(now);
+                }
             }
-            Frame::Offer { request, session, key, initiator, peer, peer_candidates, strategy, peer_profile } => {
+            Frame::Offer { request, session, peer_key, initiator, peer, peer_candidates, strategy, peer_profile } => {
                 if let Some(token) = self.login.token() {
                     self.send_to_server(now, Frame::OfferAck { token, session });
                 }
@@ -594,16 +653,23 @@ impl Client {
                 if initiator && !self.requests.on_offer(&mut self.timers, request, &peer) {
                     return;
                 }
+                let peer_key = PublicKey(peer_key);
+                if !self.check_peer_key(&peer, peer_key) {
+                    if initiator {
+                        let reason = ConnectFailure::PeerKeyChanged;
+                        self.out.event(ClientEvent::ConnectFailed { peer, reason });
+                    }
+                    return;
+                }
                 let ctx = ctx!(self, now);
-                let role = if initiator { Role::Initiator } else { Role::Responder };
                 let rng = self.rng.fork(session.0);
                 let profiles = (self.profile_known.then_some(self.profile), peer_profile);
                 let s = Session::new(
                     &ctx,
                     &mut self.out,
                     session,
-                    key,
-                    role,
+                    peer_key,
+                    initiator,
                     peer,
                     peer_candidates,
                     strategy,
@@ -614,12 +680,26 @@ impl Client {
             }
             Frame::Relayed { session, payload } => {
                 // The relay names the session it forwarded for; a payload
-                // that claims another session is dropped before any MAC work.
-                match Frame::decode(&payload) {
-                    Ok(inner) if inner.is_authenticated() && sessions::session_of(&inner) == Some(session) => {
-                        self.handle_peer_frame(now, socket, from, inner, &payload, true);
+                // that claims another session is dropped before any AEAD.
+                if layout::peer_session(&payload) != Some(session.0) {
+                    self.stats.malformed += 1;
+                } else if payload[0] == layout::tag::PEER_SEALED {
+                    self.handle_peer_datagram(now, socket, from, &payload, true);
+                } else {
+                    let ctx = ctx!(self, now);
+                    let Some(s) = self.sessions.get_mut(&session) else {
+                        debug!(%session, "a handshake for an unknown session");
+                        self.stats.unauthenticated += 1;
+                        return;
+                    };
+                    if !s.on_handshake(&ctx, &mut self.out, &payload) {
+                        debug!(%session, "a session handshake that is not ours, stale or not authentic");
+                        self.stats.unauthenticated += 1;
                     }
-                    _ => self.stats.malformed += 1,
+                    // What the peer sent before our keys existed, now.
+                    for early in s.take_early() {
+                        self.handle_peer_datagram(now, early.socket, early.from, &early.datagram, early.relayed);
+                    }
                 }
             }
             Frame::SessionEnded { session, reason } => {
@@ -638,7 +718,19 @@ impl Client {
             Frame::Error { request, code } => self.handle_error(now, request, code),
             Frame::TextAck { id, status } => self.messaging.on_server_answer(&mut self.out, id, Ok(status)),
             Frame::TextRejected { id, reason } => self.messaging.on_server_answer(&mut self.out, id, Err(reason)),
-            Frame::TextDeliver { from, id, text } => {
+            Frame::TextDeliver { from, id, sealed } => {
+                // Sealed to us by `from`: it opens only with our key, and
+                // says which key sealed it, which must be `from`'s.
+                let names = (from.as_str(), self.config.user.as_str(), id);
+                let text = match crate::secure::open_text(&self.config.identity, names, &sealed) {
+                    Some((key, text)) if self.check_peer_key(&from, key) => Some(text),
+                    Some(_) => None,
+                    None => {
+                        debug!(%from, %id, "a stored text that does not open; acknowledged unseen");
+                        self.stats.unauthenticated += 1;
+                        None
+                    }
+                };
                 let ctx = ctx!(self, now);
                 self.messaging.on_server_text(&ctx, &mut self.out, from, id, text);
             }
@@ -664,27 +756,34 @@ impl Client {
         }
     }
 
-    fn handle_peer_frame(
+    /// A `PeerSealed` datagram, direct or relayed: opened in its session's
+    /// keys, then handled by the session.
+    fn handle_peer_datagram(
         &mut self,
         now: Instant,
         socket: SocketId,
         from: SocketAddr,
-        frame: Frame,
-        raw: &[u8],
+        datagram: &[u8],
         relayed: bool,
     ) {
-        let Some(session) = sessions::session_of(&frame) else { return };
+        let Some(session) = layout::peer_session(datagram).map(SessionId) else {
+            self.stats.malformed += 1;
+            return;
+        };
         let ctx = ctx!(self, now);
         let Some(s) = self.sessions.get_mut(&session) else {
-            debug!(%session, "peer frame for an unknown session");
+            debug!(%session, "peer datagram for an unknown session");
             self.stats.unauthenticated += 1;
             return;
         };
-        if !s.authenticate(&frame, raw) {
-            debug!(%session, %from, "peer frame failed authentication or replay check");
-            self.stats.unauthenticated += 1;
+        let Some(frame) = s.open(now, datagram) else {
+            let early = sessions::Early { socket, from, datagram: datagram.to_vec(), relayed };
+            if !s.hold_early(early) {
+                debug!(%session, %from, "peer datagram failed authentication or replay check");
+                self.stats.unauthenticated += 1;
+            }
             return;
-        }
+        };
         let texts = s.handle_frame(&ctx, &mut self.out, socket, from, frame, relayed);
         if s.is_closed() {
             self.sessions.remove(&session);

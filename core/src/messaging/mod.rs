@@ -34,7 +34,7 @@ pub use store::{
     StoreRequestId, StoredMessage,
 };
 
-pub use crate::wire::frame::{MessageId, TextRejection, TextStatus, MAX_TEXT};
+pub use crate::wire::frame::{MessageId, TextRejection, TextStatus, MAX_SEALED_TEXT, MAX_TEXT};
 
 /// The path that carried a message to whoever acknowledged it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,12 +65,17 @@ pub enum TextFailure {
     /// may still have stored it (only its acknowledgement may have been
     /// lost): the message may yet be delivered, exactly once.
     Timeout,
+    /// The server's directory names another key for the recipient than the
+    /// one pinned ([`ClientEvent::PeerKeyChanged`](crate::client::ClientEvent::PeerKeyChanged)):
+    /// nothing was sealed to it.
+    PeerKeyChanged,
 }
 
 impl std::fmt::Display for TextFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             TextFailure::Rejected(reason) => write!(f, "refused by the server: {reason}"),
+            TextFailure::PeerKeyChanged => f.write_str("the recipient's key is not the one pinned"),
             TextFailure::Timeout => f.write_str("no acknowledgement in time (it may still be delivered)"),
         }
     }

@@ -30,8 +30,9 @@ pub struct StoredMessage {
     pub sender: String,
     /// The sender's id for it.
     pub id: MessageId,
-    /// The text.
-    pub text: String,
+    /// The text, sealed to the recipient ([`crate::secure::seal_text`]): the
+    /// server stores and forwards it and cannot read it.
+    pub sealed: Vec<u8>,
 }
 
 /// Names one request, so its completion can find what waits for it. Ids

@@ -15,7 +15,7 @@ use std::cell::Cell;
 use snow::StatelessTransportState;
 
 use super::noise::TAG_LEN;
-use crate::auth::ReplayWindow;
+use super::replay::ReplayWindow;
 use crate::wire::channel::{parse_sealed, sealed_buffer, SEALED_HEADER};
 
 /// One side of an established client–server channel.
@@ -38,7 +38,7 @@ impl std::fmt::Debug for Channel {
 
 /// Why a sealed datagram was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum OpenError {
+pub enum OpenError {
     /// Not a sealed datagram.
     Malformed,
     /// Its counter was seen already or fell out of the window.

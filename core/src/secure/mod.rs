@@ -7,6 +7,10 @@
 //!   handshake, with RFC 6479 replay protection.
 //! - [`hello`](HelloSent): the client's half of the handshake as values,
 //!   public for tests, fuzzers and tools.
+//! - [`peer`](SessionCipher): sessions between users, end to end: their
+//!   IK handshake, their transport and its rekeying.
+//! - [`sealed_text`](seal_text): offline texts sealed to their recipient
+//!   (Noise X), which the server stores and cannot read.
 //! - `cookie`: mac1 and the cookie (mac2) a loaded server asks for, before
 //!   it spends a Diffie–Hellman.
 //!
@@ -17,10 +21,21 @@ mod cookie;
 mod hello;
 mod keys;
 mod noise;
+mod peer;
+mod replay;
+mod sealed_text;
 
 pub use hello::{ChannelEnd, Finished, HelloReceived, HelloSent};
 pub use keys::{PublicKey, StaticKey};
+pub use noise::X_OVERHEAD;
+pub use peer::{
+    PeerHelloReceived, PeerHelloSent, SessionCipher, PREVIOUS_KEY_LIFETIME, REKEY_AFTER_MESSAGES, REKEY_AFTER_TIME,
+};
+pub use replay::ReplayWindow;
+pub(crate) use sealed_text::seal_text_with;
+pub use sealed_text::{open_text, seal_text};
 
-pub(crate) use channel::OpenError;
+pub use crate::timer::Moment;
+pub use channel::OpenError;
 pub(crate) use cookie::{same, CookieJar, MacKeys, COOKIE_LIFETIME};
 pub(crate) use noise::IK_MESSAGE_1_OVERHEAD;

@@ -15,10 +15,14 @@ use snow::{Builder, HandshakeState, StatelessTransportState};
 use super::keys::{PublicKey, StaticKey};
 use crate::rng::Rng;
 
-/// The client–server pattern: IK, so that the client's first message
-/// already proves its identity (the server's key is known beforehand), and
-/// the handshake costs the one round trip a login always took.
-pub(crate) const CLIENT_SERVER: &str = "Noise_IK_25519_ChaChaPoly_BLAKE2s";
+/// IK, for the client–server channel (the client's first message already
+/// proves its identity, the server's key being known beforehand, so the
+/// handshake costs the one round trip a login always took) and for sessions
+/// between peers.
+const IK: &str = "Noise_IK_25519_ChaChaPoly_BLAKE2s";
+/// X: one message from a sender whose key travels inside it to a recipient
+/// whose key the sender knows (Noise §7.4): offline texts.
+const X: &str = "Noise_X_25519_ChaChaPoly_BLAKE2s";
 
 /// Bound into every client–server handshake hash (Noise §6), so a
 /// transcript of another protocol (or another version) never verifies.
@@ -32,6 +36,9 @@ pub(crate) const TAG_LEN: usize = 16;
 pub(crate) const IK_MESSAGE_1_OVERHEAD: usize = 32 + 32 + TAG_LEN + TAG_LEN;
 /// Bytes the IK pattern adds to message 2's payload: `e` and the tag.
 pub(crate) const IK_MESSAGE_2_OVERHEAD: usize = 32 + TAG_LEN;
+/// Bytes the X pattern adds to its one payload: `e`, encrypted `s` with its
+/// tag, and the payload's tag.
+pub const X_OVERHEAD: usize = 32 + 32 + TAG_LEN + TAG_LEN;
 
 /// A handshake in progress, either side. Prints nothing secret.
 pub(crate) struct Handshake(pub(crate) HandshakeState);
@@ -45,20 +52,52 @@ impl std::fmt::Debug for Handshake {
 /// The client's side of an IK handshake with the server whose key is
 /// `server`.
 pub(crate) fn client_handshake(identity: &StaticKey, server: &PublicKey, rng: Rng) -> Handshake {
-    let built = builder(rng)
+    ik_initiator(identity, server, CLIENT_SERVER_PROLOGUE, rng)
+}
+
+/// The server's side of an IK handshake.
+pub(crate) fn server_handshake(key: &StaticKey, rng: Rng) -> Handshake {
+    ik_responder(key, CLIENT_SERVER_PROLOGUE, rng)
+}
+
+/// The initiator of an IK handshake with `remote`, bound to `prologue`.
+pub(crate) fn ik_initiator(identity: &StaticKey, remote: &PublicKey, prologue: &[u8], rng: Rng) -> Handshake {
+    let built = builder(IK, rng)
         .local_private_key(identity.secret())
-        .and_then(|b| b.remote_public_key(&server.0))
-        .and_then(|b| b.prologue(CLIENT_SERVER_PROLOGUE))
+        .and_then(|b| b.remote_public_key(&remote.0))
+        .and_then(|b| b.prologue(prologue))
         .and_then(|b| b.build_initiator())
         .expect("a 32-byte X25519 key pair and a known pattern always build");
     Handshake(built)
 }
 
-/// The server's side of an IK handshake.
-pub(crate) fn server_handshake(key: &StaticKey, rng: Rng) -> Handshake {
-    let built = builder(rng)
-        .local_private_key(key.secret())
-        .and_then(|b| b.prologue(CLIENT_SERVER_PROLOGUE))
+/// The responder of an IK handshake, bound to `prologue`.
+pub(crate) fn ik_responder(identity: &StaticKey, prologue: &[u8], rng: Rng) -> Handshake {
+    let built = builder(IK, rng)
+        .local_private_key(identity.secret())
+        .and_then(|b| b.prologue(prologue))
+        .and_then(|b| b.build_responder())
+        .expect("a 32-byte X25519 key pair and a known pattern always build");
+    Handshake(built)
+}
+
+/// The sender of a one-way X message to `recipient`, bound to `prologue`.
+pub(crate) fn x_sender(identity: &StaticKey, recipient: &PublicKey, prologue: &[u8], rng: Rng) -> Handshake {
+    let built = builder(X, rng)
+        .local_private_key(identity.secret())
+        .and_then(|b| b.remote_public_key(&recipient.0))
+        .and_then(|b| b.prologue(prologue))
+        .and_then(|b| b.build_initiator())
+        .expect("a 32-byte X25519 key pair and a known pattern always build");
+    Handshake(built)
+}
+
+/// The recipient of a one-way X message, bound to `prologue`.
+pub(crate) fn x_recipient(identity: &StaticKey, prologue: &[u8]) -> Handshake {
+    // A recipient draws no randomness: X's only ephemeral is the sender's.
+    let built = builder(X, Rng::new(crate::Seed::from(0)))
+        .local_private_key(identity.secret())
+        .and_then(|b| b.prologue(prologue))
         .and_then(|b| b.build_responder())
         .expect("a 32-byte X25519 key pair and a known pattern always build");
     Handshake(built)
@@ -75,10 +114,18 @@ impl Handshake {
     pub(crate) fn into_transport(self) -> Option<StatelessTransportState> {
         self.0.into_stateless_transport_mode().ok()
     }
+
+    /// Finishes into the raw keys of Noise's `Split()` (§5.2): the
+    /// initiator's sending key first. Sessions between peers keep their
+    /// own cipher states, to rekey (§11.3) while keeping the previous key
+    /// for datagrams in flight, which `snow`'s transport cannot.
+    pub(crate) fn raw_split(&mut self) -> Option<([u8; 32], [u8; 32])> {
+        self.0.is_handshake_finished().then(|| self.0.dangerously_get_raw_split())
+    }
 }
 
-fn builder(rng: Rng) -> Builder<'static> {
-    let params: NoiseParams = CLIENT_SERVER.parse().expect("a pattern snow knows");
+fn builder(pattern: &str, rng: Rng) -> Builder<'static> {
+    let params: NoiseParams = pattern.parse().expect("a pattern snow knows");
     Builder::with_resolver(params, Box::new(SeededResolver(std::sync::Mutex::new(Some(rng)))) as BoxedCryptoResolver)
 }
 

@@ -32,7 +32,7 @@ use super::storage::{QueueStatus, ReplyTo, Waiting};
 use super::{valid_user_name, Server, ServerEvent, ServerTimer};
 use crate::machine::SocketId;
 use crate::messaging::{PutOutcome, StoreError, StoreOp, StoreReply, StoredMessage};
-use crate::secure::PublicKey;
+use crate::secure::{PublicKey, X_OVERHEAD};
 use crate::wire::frame::ErrorCode;
 use crate::wire::frame::{Frame, MessageId, TextRejection, TextStatus, MAX_TEXT};
 
@@ -108,7 +108,7 @@ pub(super) struct Mailbox {
 
 #[derive(Debug)]
 struct InFlight {
-    text: String,
+    sealed: Vec<u8>,
     next_send: Instant,
     order: u64,
 }
@@ -154,7 +154,7 @@ impl Server {
         token: u64,
         id: MessageId,
         to: String,
-        text: String,
+        sealed: Vec<u8>,
     ) {
         let Some(sender) = self.text_user(now, socket, from, token) else { return };
         let reply_to = (socket, from, token);
@@ -162,7 +162,7 @@ impl Server {
             self.stats.rate_limited += 1;
             return self.reject_text(reply_to, &sender, id, TextRejection::RateLimited);
         }
-        if text.len() > self.config.mailbox.max_text_bytes.min(MAX_TEXT) {
+        if sealed.len() > self.config.mailbox.max_text_bytes.min(MAX_TEXT) + X_OVERHEAD {
             return self.reject_text(reply_to, &sender, id, TextRejection::TooLarge);
         }
         if !valid_user_name(&to) {
@@ -181,20 +181,21 @@ impl Server {
         }
         // Online (proved or about to) or known to the store: a recipient.
         if self.users.contains(&to) || self.known_users.contains(&to) {
-            self.put_text(reply_to, sender, id, to, text);
+            self.put_text(reply_to, sender, id, to, sealed);
         } else {
             let user = to.clone();
-            self.storage.request(StoreOp::ReadUser { user }, Waiting::TextRecipient { reply_to, sender, id, to, text });
+            self.storage
+                .request(StoreOp::ReadUser { user }, Waiting::TextRecipient { reply_to, sender, id, to, sealed });
         }
     }
 
     /// Asks the store to commit a text whose recipient exists.
-    fn put_text(&mut self, reply_to: ReplyTo, sender: String, id: MessageId, to: String, text: String) {
+    fn put_text(&mut self, reply_to: ReplyTo, sender: String, id: MessageId, to: String, sealed: Vec<u8>) {
         let key = (to.clone(), sender.clone(), id);
         self.mailbox.putting.insert(key.clone(), reply_to);
-        let message = StoredMessage { recipient: to, sender, id, text: text.clone() };
+        let message = StoredMessage { recipient: to, sender, id, sealed: sealed.clone() };
         let max_per_recipient = self.config.mailbox.max_stored_per_recipient;
-        self.storage.request(StoreOp::Put { message, max_per_recipient }, Waiting::TextPut { key, text });
+        self.storage.request(StoreOp::Put { message, max_per_recipient }, Waiting::TextPut { key, sealed });
     }
 
     /// A text's put completed: now, and only now, the sender hears of it.
@@ -202,7 +203,7 @@ impl Server {
         &mut self,
         now: Instant,
         key: (String, String, MessageId),
-        text: String,
+        sealed: Vec<u8>,
         outcome: Result<PutOutcome, StoreError>,
     ) {
         let Some(reply_to) = self.mailbox.putting.remove(&key) else { return };
@@ -232,7 +233,7 @@ impl Server {
                     // The recipient is online and everything older is in
                     // flight already: forward now, and let the sender's
                     // acknowledgement wait briefly for the recipient's.
-                    self.deliver(now, &to, sender.clone(), id, text);
+                    self.deliver(now, &to, sender.clone(), id, sealed);
                     let deadline = now + self.config.mailbox.delivered_wait;
                     self.mailbox.awaiting.insert((to, sender, id), Awaiting { reply_to, deadline });
                 } else {
@@ -305,18 +306,18 @@ impl Server {
     /// The mailbox timer: retransmit deliveries, answer waiting senders.
     pub(super) fn mailbox_timeout(&mut self, now: Instant) {
         let retransmit = self.config.mailbox.delivery_retransmit;
-        let mut due: Vec<(u64, String, String, MessageId, String)> = Vec::new();
+        let mut due: Vec<(u64, String, String, MessageId, Vec<u8>)> = Vec::new();
         for (recipient, in_flight) in self.mailbox.in_flight.iter_mut() {
             for ((sender, id), f) in in_flight.iter_mut() {
                 if f.next_send <= now {
                     f.next_send = now + retransmit;
-                    due.push((f.order, recipient.clone(), sender.clone(), *id, f.text.clone()));
+                    due.push((f.order, recipient.clone(), sender.clone(), *id, f.sealed.clone()));
                 }
             }
         }
         due.sort_by_key(|d| d.0);
-        for (_, recipient, from, id, text) in due {
-            self.send_to_user(&recipient, Frame::TextDeliver { from, id, text });
+        for (_, recipient, from, id, sealed) in due {
+            self.send_to_user(&recipient, Frame::TextDeliver { from, id, sealed });
         }
         let expired: Vec<(String, String, MessageId)> =
             self.mailbox.awaiting.iter().filter(|(_, a)| a.deadline <= now).map(|(k, _)| k.clone()).collect();
@@ -331,17 +332,17 @@ impl Server {
     /// Resumes what waited for a store request (see `storage`).
     pub(super) fn resume(&mut self, now: Instant, waiting: Waiting, result: Result<StoreReply, StoreError>) {
         match (waiting, result) {
-            (Waiting::TextPut { key, text }, result) => {
+            (Waiting::TextPut { key, sealed }, result) => {
                 let outcome = result.and_then(|reply| match reply {
                     StoreReply::Put(outcome) => Ok(outcome),
                     other => Err(mismatched(&other)),
                 });
-                self.text_put_done(now, key, text, outcome);
+                self.text_put_done(now, key, sealed, outcome);
             }
-            (Waiting::TextRecipient { reply_to, sender, id, to, text }, result) => match known(result) {
+            (Waiting::TextRecipient { reply_to, sender, id, to, sealed }, result) => match known(result) {
                 Ok(Some(key)) => {
                     self.known_users.insert(to.clone(), key);
-                    self.put_text(reply_to, sender, id, to, text);
+                    self.put_text(reply_to, sender, id, to, sealed);
                 }
                 Ok(None) => self.reject_text(reply_to, &sender, id, TextRejection::UnknownRecipient),
                 Err(error) => {
@@ -475,7 +476,7 @@ impl Server {
                 .take(room)
                 .collect();
             for m in fresh {
-                self.deliver(now, recipient, m.sender, m.id, m.text);
+                self.deliver(now, recipient, m.sender, m.id, m.sealed);
             }
         }
         let pending = total.saturating_sub(self.mailbox.removing_count(recipient));
@@ -497,16 +498,18 @@ impl Server {
         }
     }
 
-    fn deliver(&mut self, now: Instant, recipient: &str, sender: String, id: MessageId, text: String) {
+    fn deliver(&mut self, now: Instant, recipient: &str, sender: String, id: MessageId, sealed: Vec<u8>) {
         if !self.reachable(recipient) {
             return;
         }
         let in_flight = self.mailbox.in_flight.entry(recipient.to_owned()).or_default();
         self.mailbox.next_order += 1;
         let next_send = now + self.config.mailbox.delivery_retransmit;
-        in_flight
-            .insert((sender.clone(), id), InFlight { text: text.clone(), next_send, order: self.mailbox.next_order });
-        self.send_to_user(recipient, Frame::TextDeliver { from: sender, id, text });
+        in_flight.insert(
+            (sender.clone(), id),
+            InFlight { sealed: sealed.clone(), next_send, order: self.mailbox.next_order },
+        );
+        self.send_to_user(recipient, Frame::TextDeliver { from: sender, id, sealed });
     }
 
     pub(super) fn store_failed(&mut self, error: StoreError) {

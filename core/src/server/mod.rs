@@ -34,7 +34,7 @@ use crate::nat::{NatProfile, Strategy};
 use crate::rng::Rng;
 use crate::secure::{ChannelEnd, CookieJar, MacKeys, PublicKey, StaticKey};
 use crate::timer::Timers;
-use crate::wire::frame::{AnswerFrom, CloseReason, ErrorCode, Frame, FrameError, SessionId, SessionKey};
+use crate::wire::frame::{AnswerFrom, CloseReason, ErrorCode, Frame, FrameError, SessionId};
 use crate::wire::{self, channel as layout, stun};
 
 use known::KnownNames;
@@ -257,7 +257,6 @@ struct User {
 struct RelaySession {
     initiator: String,
     responder: String,
-    key: SessionKey,
     strategy: Strategy,
     request: u32,
     /// Members that have not acknowledged their offer yet.
@@ -539,12 +538,23 @@ impl Server {
                 }
             }
             Frame::Relay { token, session, payload } => self.relay(now, from, token, session, payload),
+            Frame::Leave { token, session } => {
+                let Some((name, _)) = self.users.by_token(token) else {
+                    self.stats.bad_token += 1;
+                    return;
+                };
+                // A member closed the session before its end-to-end keys
+                // existed (it cannot tell the peer itself): end it for both.
+                if self.sessions.get(&session).is_some_and(|s| s.initiator == name || s.responder == name) {
+                    self.end_session(session, CloseReason::Peer);
+                }
+            }
             Frame::Discover { nonce, answer_from } => {
                 if let Some(out) = self.answer_socket(socket, answer_from) {
                     self.reply(out, from, Frame::DiscoverReply { nonce, reflexive: from });
                 }
             }
-            Frame::TextSend { token, id, to, text } => self.text_send(now, socket, from, token, id, to, text),
+            Frame::TextSend { token, id, to, sealed } => self.text_send(now, socket, from, token, id, to, sealed),
             Frame::TextDeliverAck { token, from: sender, id } => {
                 self.text_delivered(now, socket, from, token, sender, id)
             }

@@ -77,8 +77,6 @@ impl Server {
                 break id;
             }
         };
-        let mut key = [0; 32];
-        self.rng.fill(&mut key);
         // The session is made at once, whatever the members' NAT discovery
         // is doing: it is usable over the relay from the offer on. With both
         // profiles known the strategy is chosen from them; otherwise it is
@@ -95,7 +93,6 @@ impl Server {
             RelaySession {
                 initiator: name.clone(),
                 responder: peer.clone(),
-                key,
                 strategy,
                 request,
                 unacked: [name.clone(), peer.clone()].into_iter().collect(),
@@ -139,7 +136,9 @@ impl Server {
         let frame = Frame::Offer {
             request: if initiator { s.request } else { 0 },
             session,
-            key: s.key,
+            // The directory's word for the other member's key: the members
+            // make the session's keys between themselves from it.
+            peer_key: peer.key.0,
             initiator,
             peer: peer_name.clone(),
             peer_candidates,
@@ -208,6 +207,11 @@ impl Server {
         let Some(s) = self.sessions.get_mut(&session) else {
             return refuse(&mut self.stats, "unknown session");
         };
+        // The relay carries the members' end-to-end datagrams of this
+        // session and nothing else; what is inside, it cannot read.
+        if wire::channel::peer_session(&payload) != Some(session.0) {
+            return refuse(&mut self.stats, "not a datagram of this session");
+        }
         let other = if s.initiator == name {
             &s.responder
         } else if s.responder == name {

@@ -33,7 +33,7 @@ pub(super) enum Waiting {
         /// (recipient, sender, id).
         key: (String, String, MessageId),
         /// The text, to forward at once when the recipient is online.
-        text: String,
+        sealed: Vec<u8>,
     },
     /// A text to a recipient this server has not seen: is it a user?
     TextRecipient {
@@ -46,7 +46,7 @@ pub(super) enum Waiting {
         /// The recipient.
         to: String,
         /// The text.
-        text: String,
+        sealed: Vec<u8>,
     },
     /// A connect to an offline user: offline, or no such user?
     ConnectPeer {

@@ -17,6 +17,15 @@
 //! | `0x74` | KeyRequest | `tag ver nonce:u64`, zero-padded to [`KEY_REQUEST_LEN`] |
 //! | `0x75` | KeyReply | `tag ver nonce:u64 key:32` |
 //!
+//! Between the two members of a session, end to end (the server relays
+//! them and can read none):
+//!
+//! | tag | name | layout |
+//! |---|---|---|
+//! | `0x76` | PeerSealed | `tag ver session:u64 counter:u64 ciphertext` |
+//! | `0x77` | PeerHello | `tag ver session:u64 noise_msg_1` |
+//! | `0x78` | PeerWelcome | `tag ver session:u64 noise_msg_2` |
+//!
 //! Every answer a server sends before the sender has proved it receives at
 //! its address (Welcome, CookieReply, KeyReply) is smaller than the request
 //! it answers, so a spoofed request never aims more bytes at a victim than
@@ -38,6 +47,12 @@ pub mod tag {
     pub const KEY_REQUEST: u8 = 0x74;
     /// This key.
     pub const KEY_REPLY: u8 = 0x75;
+    /// A peer frame inside a session's end-to-end encryption.
+    pub const PEER_SEALED: u8 = 0x76;
+    /// A session's Noise IK message 1, initiator to responder.
+    pub const PEER_HELLO: u8 = 0x77;
+    /// A session's Noise IK message 2, responder to initiator.
+    pub const PEER_WELCOME: u8 = 0x78;
 }
 
 /// Length of `mac1` and `mac2`.
@@ -60,6 +75,35 @@ pub const KEY_REPLY_LEN: usize = 10 + 32;
 /// Is this first byte one of the channel's?
 pub fn is_channel_tag(byte: u8) -> bool {
     (tag::HELLO..=tag::KEY_REPLY).contains(&byte)
+}
+
+/// Is this first byte one of a session's end-to-end datagrams?
+pub fn is_peer_tag(byte: u8) -> bool {
+    (tag::PEER_SEALED..=tag::PEER_WELCOME).contains(&byte)
+}
+
+/// The session a peer datagram names, if it is one.
+pub fn peer_session(datagram: &[u8]) -> Option<u64> {
+    (datagram.len() >= PEER_HEADER && is_peer_tag(datagram[0]) && datagram[1] == VERSION).then(|| u64_at(datagram, 2))
+}
+
+/// Bytes before a peer handshake message: tag, version, session.
+pub const PEER_HEADER: usize = 10;
+
+/// A peer handshake datagram (`PEER_HELLO` or `PEER_WELCOME`) for `session`
+/// around `noise`.
+pub fn peer_handshake(tag: u8, session: u64, noise: &[u8]) -> Vec<u8> {
+    let mut datagram = Vec::with_capacity(PEER_HEADER + noise.len());
+    datagram.extend_from_slice(&[tag, VERSION]);
+    datagram.extend_from_slice(&session.to_le_bytes());
+    datagram.extend_from_slice(noise);
+    datagram
+}
+
+/// A peer handshake datagram's session and Noise message, if it has `tag`.
+pub fn parse_peer_handshake(tag: u8, datagram: &[u8]) -> Option<(u64, &[u8])> {
+    (datagram.len() > PEER_HEADER && datagram[0] == tag && datagram[1] == VERSION)
+        .then(|| (u64_at(datagram, 2), &datagram[PEER_HEADER..]))
 }
 
 /// A Hello, split at its fixed offsets.
@@ -143,14 +187,26 @@ pub fn cookie_reply(receiver: u64, nonce: &[u8; 24], sealed_cookie: &[u8; 32]) -
 
 /// A sealed frame's receiver, counter and ciphertext.
 pub fn parse_sealed(datagram: &[u8]) -> Option<(u64, u64, &[u8])> {
-    (datagram.len() >= SEALED_OVERHEAD && datagram[0] == tag::SEALED && datagram[1] == VERSION)
+    parse_sealed_as(tag::SEALED, datagram)
+}
+
+/// A sealed datagram with `tag` (`SEALED` or `PEER_SEALED`, which share
+/// the layout): its receiver (or session), counter and ciphertext.
+pub fn parse_sealed_as(tag: u8, datagram: &[u8]) -> Option<(u64, u64, &[u8])> {
+    (datagram.len() >= SEALED_OVERHEAD && datagram[0] == tag && datagram[1] == VERSION)
         .then(|| (u64_at(datagram, 2), u64_at(datagram, 10), &datagram[SEALED_HEADER..]))
 }
 
 /// The header of a sealed frame, with room for `ciphertext_len` bytes.
 pub fn sealed_buffer(receiver: u64, counter: u64, ciphertext_len: usize) -> Vec<u8> {
+    sealed_buffer_as(tag::SEALED, receiver, counter, ciphertext_len)
+}
+
+/// The header of a sealed datagram with `tag`, with room for
+/// `ciphertext_len` bytes.
+pub fn sealed_buffer_as(tag: u8, receiver: u64, counter: u64, ciphertext_len: usize) -> Vec<u8> {
     let mut datagram = vec![0; SEALED_HEADER + ciphertext_len];
-    datagram[0] = tag::SEALED;
+    datagram[0] = tag;
     datagram[1] = VERSION;
     datagram[2..10].copy_from_slice(&receiver.to_le_bytes());
     datagram[10..18].copy_from_slice(&counter.to_le_bytes());

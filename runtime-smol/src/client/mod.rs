@@ -52,6 +52,7 @@ fn describe_failure(reason: &ConnectFailure) -> String {
         ConnectFailure::PeerOffline => "peer offline".to_owned(),
         ConnectFailure::ServerUnreachable => "server unreachable".to_owned(),
         ConnectFailure::Refused(code) => format!("refused by the server ({code:?})"),
+        ConnectFailure::PeerKeyChanged => "the server names another key than the one pinned for the peer".to_owned(),
     }
 }
 

@@ -382,7 +382,9 @@ impl Hosts {
         let peer = &mut self.peers[i];
         let Some(port) = peer.sockets.port(t.socket) else { return };
         peer.sent += 1;
-        if t.payload.first() == Some(&0x61) {
+        // A probe travels sealed end to end: the client's plaintext says
+        // what it is.
+        if t.plaintext.as_deref().unwrap_or(&t.payload).first() == Some(&punchline_core::wire::frame::tag::PROBE) {
             peer.probes += 1;
         }
         let src = SocketAddr::new(peer.addr, port);

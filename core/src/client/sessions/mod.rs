@@ -5,7 +5,8 @@
 //! proves, keeps it alive, and falls back to the relay when it dies. It is
 //! made of parts, each its own module:
 //!
-//! - [`seal`]: the MAC, counter and replay window of every frame;
+//! - [`seal`]: the end-to-end handshake with the peer, and the encryption,
+//!   counter and replay window of every frame;
 //! - [`path`]: the path in use (keepalives, migration, fallback);
 //! - [`liveness`]: the rule that says whether a direct path lives;
 //! - [`stream`]: the reliable, ordered stream that rides the path;
@@ -28,6 +29,7 @@ mod traversal;
 
 pub use traversal::{birthday_success, BIRTHDAY_PORTS};
 
+pub(crate) use seal::Early;
 pub(crate) use session::Session;
 pub(crate) use table::Sessions;
 

@@ -95,9 +95,9 @@ impl Path {
         self.probes_sent
     }
 
-    /// Checks a frame from the peer ([`Seal::open`]).
-    pub(crate) fn open(&mut self, frame: &Frame, raw: &[u8]) -> bool {
-        self.seal.open(frame, raw)
+    /// The session's end-to-end encryption.
+    pub(crate) fn seal(&mut self) -> &mut Seal {
+        &mut self.seal
     }
 
     /// Probes `remote` from `socket` for attempt `attempt`; returns the
@@ -206,13 +206,25 @@ impl Path {
     }
 
     fn relay(&mut self, ctx: &Ctx<'_>, out: &mut Out, frame: Frame) {
+        let Some((payload, plain)) = self.seal.seal(ctx.now, frame) else { return };
         let Some(token) = ctx.token else {
             // Not logged in right now: the stream retransmits later.
             return;
         };
-        let payload = self.seal.seal(frame);
-        let relay = Frame::Relay { token, session: self.id, payload };
-        out.send_to_server(ctx, &relay);
+        // Traces show the relay frame with the peer frame inside it.
+        let shown = Frame::Relay { token, session: self.id, payload: plain }.encode();
+        out.send_to_server_showing(ctx, &Frame::Relay { token, session: self.id, payload }, shown);
+    }
+
+    /// Asks the relay to carry `payload` (a sealed frame, or the session's
+    /// handshake) to the peer.
+    pub(crate) fn relay_datagram(&mut self, ctx: &Ctx<'_>, out: &mut Out, payload: Vec<u8>) {
+        let Some(token) = ctx.token else {
+            // Not logged in right now: the stream (or the handshake)
+            // retransmits later.
+            return;
+        };
+        out.send_to_server(ctx, &Frame::Relay { token, session: self.id, payload });
     }
 
     /// Tells the peer we close: on the direct path, if any, and on the

@@ -8,20 +8,24 @@ use std::time::Instant;
 use tracing::debug;
 
 use super::path::{Channel, Path};
-use super::seal::Seal;
+use super::seal::{Early, Seal, Step};
 use super::stream::Stream;
 use super::timers::{SessionTimer, SessionTimers};
 use super::traversal::{PunchRole, Traversal};
-use crate::auth::Role;
-use crate::client::context::{Ctx, Out};
+use crate::client::context::{retransmit_after, Ctx, Out};
 use crate::client::events::{ClientEvent, SessionInfo};
 use crate::client::messaging::PeerText;
 use crate::machine::SocketId;
 use crate::nat::{choose_strategy, NatProfile, Strategy};
 use crate::rng::Rng;
+use crate::secure::PublicKey;
 use crate::timer::Timers;
-use crate::wire::frame::{CloseReason, Frame, SessionBody, SessionId, SessionKey, StreamMessage};
+use crate::wire::frame::{CloseReason, Frame, SessionBody, SessionId, StreamMessage};
 use crate::wire::stun::TransactionId;
+
+/// Sends of a session's hello before it stops resending (about 50 s
+/// with the backoff, past the default session timeout).
+const HELLO_SENDS: u32 = 16;
 
 #[derive(Debug)]
 pub(crate) struct Session {
@@ -37,6 +41,11 @@ pub(crate) struct Session {
     /// The initiator's last decision: both sides' roles under `strategy`
     /// (ours first), once chosen from measured profiles.
     decided_roles: Option<(PunchRole, PunchRole)>,
+    /// Until the end-to-end handshake is done: the peer's candidates, for
+    /// traversal to start with once probes can be sealed.
+    waiting: Option<Vec<SocketAddr>>,
+    /// Sends of our hello (by the session's responder).
+    hellos_sent: u32,
     closed: bool,
     timers: SessionTimers,
     path: Path,
@@ -46,16 +55,18 @@ pub(crate) struct Session {
 
 impl Session {
     /// A session the server offered: it is opened at once, over the relay,
-    /// and its first punching attempt starts with the server's strategy.
-    /// `mine` is our NAT profile if measured; the offer's profile of the
-    /// peer (`theirs`) stands in for the peer's own word until that comes.
+    /// and its end-to-end handshake starts (the responder's hello goes out
+    /// on the relay). Once the handshake is done its first punching attempt
+    /// starts with the server's strategy. `mine` is our NAT profile if
+    /// measured; the offer's profile of the peer (`theirs`) stands in for
+    /// the peer's own word until that comes.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         ctx: &Ctx<'_>,
         out: &mut Out,
         id: SessionId,
-        key: SessionKey,
-        role: Role,
+        peer_key: PublicKey,
+        initiator: bool,
         peer: String,
         peer_candidates: Vec<SocketAddr>,
         strategy: Strategy,
@@ -63,10 +74,20 @@ impl Session {
         rng: Rng,
     ) -> Self {
         let my_role = punch_role(ctx, strategy, mine.unwrap_or_default(), theirs);
+        let handshake_rng = rng.fork(u64::from_le_bytes(*b"e2e hand"));
+        // The responder opens the handshake, so that the initiator (who
+        // asked, and usually sends first) holds keys soonest (see
+        // [`super::seal`]).
+        let (seal, hello) = if initiator {
+            (Seal::awaiting_hello(ctx, id, peer_key, handshake_rng), None)
+        } else {
+            let (seal, hello) = Seal::sending_hello(ctx, id, peer_key, handshake_rng);
+            (seal, Some(hello))
+        };
         let mut s = Session {
             id,
             peer: peer.clone(),
-            initiator: role == Role::Initiator,
+            initiator,
             strategy,
             mine,
             theirs: None,
@@ -76,27 +97,74 @@ impl Session {
                 let mine = mine.unwrap_or_default();
                 both_roles(ctx, strategy, mine, theirs)
             }),
+            waiting: None,
+            hellos_sent: 0,
             closed: false,
             timers: Timers::default(),
-            path: Path::new(id, Seal::new(&key, role)),
+            path: Path::new(id, seal),
             stream: Stream::new(),
             traversal: Traversal::new(ctx, id, my_role, &peer_candidates, rng),
         };
-        out.event(ClientEvent::SessionOpened { session: id, peer, initiator: role == Role::Initiator, strategy });
+        s.waiting = Some(peer_candidates);
+        out.event(ClientEvent::SessionOpened { session: id, peer, initiator, strategy });
         s.timers.set(SessionTimer::Idle, ctx.now + ctx.config.session_timeout);
         s.timers.set(SessionTimer::RelayKeepalive, ctx.now + ctx.config.session_keepalive);
-        if let Some(profile) = mine {
-            s.parts().1.send_stream(ctx, out, StreamMessage::Profile { profile });
+        if let Some(hello) = hello {
+            s.send_hello(ctx, out, hello);
         }
-        let (traversal, mut ch) = s.parts();
-        traversal.start(ctx, out, &mut ch, peer_candidates);
         s
     }
 
     /// The server offered the session again: the peer is at a new address
     /// (`candidates`, its reflexive one last).
     pub(crate) fn peer_moved(&mut self, candidates: &[SocketAddr]) {
-        self.traversal.peer_moved(candidates);
+        match self.waiting.as_mut() {
+            Some(waiting) => *waiting = candidates.to_vec(),
+            None => self.traversal.peer_moved(candidates),
+        }
+    }
+
+    /// Relays our hello, and arms its resend.
+    fn send_hello(&mut self, ctx: &Ctx<'_>, out: &mut Out, hello: Vec<u8>) {
+        self.hellos_sent += 1;
+        self.path.relay_datagram(ctx, out, hello);
+        self.timers.set(SessionTimer::Handshake, ctx.now + retransmit_after(self.hellos_sent));
+    }
+
+    /// A `PeerHello` or `PeerWelcome` the relay brought.
+    pub(crate) fn on_handshake(&mut self, ctx: &Ctx<'_>, out: &mut Out, datagram: &[u8]) -> bool {
+        if self.closed {
+            return false;
+        }
+        match self.path.seal().on_handshake(ctx, datagram) {
+            Step::Ignored => false,
+            Step::Answer(welcome) => {
+                self.path.relay_datagram(ctx, out, welcome);
+                true
+            }
+            Step::Established { reply } => {
+                if let Some(welcome) = reply {
+                    self.path.relay_datagram(ctx, out, welcome);
+                }
+                self.timers.stop(&SessionTimer::Handshake);
+                self.timers.set(SessionTimer::Idle, ctx.now + ctx.config.session_timeout);
+                self.established(ctx, out);
+                true
+            }
+        }
+    }
+
+    /// The handshake is done: what the stream holds goes out, the peer
+    /// learns our profile, and traversal starts.
+    fn established(&mut self, ctx: &Ctx<'_>, out: &mut Out) {
+        debug!(session = %self.id, "end-to-end keys established");
+        self.parts().1.resend_all(ctx, out);
+        if let Some(profile) = self.mine {
+            self.parts().1.send_stream(ctx, out, StreamMessage::Profile { profile });
+        }
+        let candidates = self.waiting.take().unwrap_or_default();
+        let (traversal, mut ch) = self.parts();
+        traversal.start(ctx, out, &mut ch, candidates);
     }
 
     /// Our NAT was measured (again): the peer learns the profile, and the
@@ -106,6 +174,10 @@ impl Session {
             return;
         }
         self.mine = Some(profile);
+        if self.waiting.is_some() {
+            // Sent with the keys, when the handshake is done.
+            return;
+        }
         self.parts().1.send_stream(ctx, out, StreamMessage::Profile { profile });
         self.reconsider_strategy(ctx, out);
     }
@@ -198,9 +270,21 @@ impl Session {
         self.parts().1.send_stream(ctx, out, message);
     }
 
-    /// Checks the MAC and the replay window of a frame from the peer.
-    pub(crate) fn authenticate(&mut self, frame: &Frame, raw: &[u8]) -> bool {
-        self.path.open(frame, raw)
+    /// The frame in a `PeerSealed` datagram, if it opens in the session's
+    /// keys (authentic, and no replay).
+    pub(crate) fn open(&mut self, now: Instant, datagram: &[u8]) -> Option<Frame> {
+        self.path.seal().open(now, datagram)
+    }
+
+    /// Holds a sealed datagram that came before the session's keys (see
+    /// [`Seal::hold`]).
+    pub(crate) fn hold_early(&mut self, early: Early) -> bool {
+        self.path.seal().hold(early)
+    }
+
+    /// The datagrams held until the keys existed, to be handled now.
+    pub(crate) fn take_early(&mut self) -> Vec<Early> {
+        self.path.seal().take_early()
     }
 
     pub(crate) fn close(&mut self, ctx: &Ctx<'_>, out: &mut Out, reason: CloseReason) {
@@ -208,7 +292,13 @@ impl Session {
             return;
         }
         if reason == CloseReason::Local {
-            self.path.send_close(ctx, out);
+            if self.path.seal().is_established() {
+                self.path.send_close(ctx, out);
+            } else if let Some(token) = ctx.token {
+                // No keys yet to tell the peer with: the server ends the
+                // session for both.
+                out.send_to_server(ctx, &Frame::Leave { token, session: self.id });
+            }
         }
         self.finish(out, reason);
     }
@@ -219,6 +309,15 @@ impl Session {
                 return;
             }
             match timer {
+                SessionTimer::Handshake => {
+                    if let Some(hello) = self.path.seal().hello_to_resend().map(<[u8]>::to_vec) {
+                        // Unanswered hellos stop after a while; the idle
+                        // timer then ends the session.
+                        if self.hellos_sent < HELLO_SENDS {
+                            self.send_hello(ctx, out, hello);
+                        }
+                    }
+                }
                 SessionTimer::Retransmit => self.parts().1.resend_due(ctx, out),
                 SessionTimer::LanProbe => {
                     let (traversal, mut ch) = self.parts();

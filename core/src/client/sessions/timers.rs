@@ -6,6 +6,8 @@ use crate::timer::Timers;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum SessionTimer {
+    /// The end-to-end handshake: resend our hello.
+    Handshake,
     /// The stream: retransmit what is unacknowledged.
     Retransmit,
     /// Traversal: resend a Binding request.

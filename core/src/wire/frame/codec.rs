@@ -1,6 +1,6 @@
 //! Encoding and decoding, through the [`registry`](super::registry):
-//! `[tag][version][body]`, then for authenticated frames a [`MAC_LEN`]-byte
-//! slot that [`crate::auth`] fills and checks.
+//! `[tag][version][body]`. Peer frames are sealed end to end around these
+//! bytes ([`crate::secure::SessionCipher`]).
 //!
 //! The body is the row's fields, in the row's order, each as postcard
 //! encodes it (varints for integers, a length before strings and lists, no
@@ -10,7 +10,7 @@
 use serde::Serialize;
 
 use super::registry::{BodyReader, BodyWriter, FrameType};
-use super::{Frame, FIRST_TAG, MAC_LEN, VERSION};
+use super::{Frame, FIRST_TAG, VERSION};
 
 /// Why a datagram is not a frame.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -49,9 +49,10 @@ impl Frame {
         FrameType::of_tag(tag).map(|frame_type| frame_type.max_size)
     }
 
-    /// True for frames between session peers that carry a MAC.
-    pub fn is_authenticated(&self) -> bool {
-        self.frame_type().authenticated
+    /// True for frames between session peers, which travel only sealed in
+    /// the session's end-to-end encryption.
+    pub fn is_peer(&self) -> bool {
+        self.frame_type().peer
     }
 
     /// The login token of a frame a logged-in client sends its server.
@@ -62,6 +63,7 @@ impl Frame {
             | Frame::Lookup { token, .. }
             | Frame::Connect { token, .. }
             | Frame::OfferAck { token, .. }
+            | Frame::Leave { token, .. }
             | Frame::Relay { token, .. }
             | Frame::Logout { token }
             | Frame::TextSend { token, .. }
@@ -71,19 +73,14 @@ impl Frame {
         }
     }
 
-    /// Encodes the frame. Authenticated frames get a zeroed MAC; use
-    /// [`crate::auth::seal`] instead to sign them.
+    /// Encodes the frame.
     pub fn encode(&self) -> Vec<u8> {
         let frame_type = self.frame_type();
         let mut out = Vec::with_capacity(64);
         out.extend_from_slice(&[frame_type.tag, VERSION]);
         // Serializing into `out` saves a second, growing allocation and a
         // copy per frame.
-        let mut out = self.write_body(ExtendVec(out));
-        if frame_type.authenticated {
-            out.extend_from_slice(&[0; MAC_LEN]);
-        }
-        out
+        self.write_body(ExtendVec(out))
     }
 
     /// Encodes the frame into the front of `buf`, as [`Frame::encode`] does,
@@ -96,16 +93,11 @@ impl Frame {
             return None;
         };
         (*tag, *version) = (frame_type.tag, VERSION);
-        let mut len = 2 + self.write_body(IntoSlice(body))?;
-        if frame_type.authenticated {
-            buf.get_mut(len..len + MAC_LEN)?.fill(0);
-            len += MAC_LEN;
-        }
-        Some(len)
+        Some(2 + self.write_body(IntoSlice(body))?)
     }
 
-    /// Decodes a datagram. Authenticated frames are returned without checking
-    /// their MAC: see [`crate::auth::verify`].
+    /// Decodes a datagram (or, for a peer frame, what a session's
+    /// encryption opened).
     pub fn decode(datagram: &[u8]) -> Result<Frame, FrameError> {
         let (&tag, rest) = datagram.split_first().ok_or(FrameError::NotAFrame)?;
         if tag < FIRST_TAG {
@@ -119,11 +111,6 @@ impl Frame {
         if datagram.len() > frame_type.max_size {
             return Err(FrameError::TooLong { len: datagram.len(), max: frame_type.max_size });
         }
-        let body = if frame_type.authenticated {
-            body.len().checked_sub(MAC_LEN).map(|n| &body[..n]).ok_or(FrameError::Malformed)?
-        } else {
-            body
-        };
         let mut reader = BodyReader::from_bytes(body);
         let frame = Frame::read_body(tag, &mut reader).map_err(|_| FrameError::Malformed)?;
         match reader.finalize() {

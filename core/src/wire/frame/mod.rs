@@ -1,12 +1,13 @@
-//! Punchline frames: `[tag][version][postcard body]`, and for frames between
-//! session peers a 16-byte authentication tag at the end.
+//! Punchline frames: `[tag][version][postcard body]`. Client–server frames
+//! travel sealed in the client's channel, peer frames sealed end to end in
+//! their session's ([`crate::secure`]).
 //!
 //! - [`registry`]: the one table of frame types: each type's tag, largest
 //!   size, whether it is authenticated, and its body's fields in wire order.
 //!   Encoding and decoding go through it, never through the order in which
 //!   [`Frame`]'s variants are declared.
 //! - [`codec`](Frame::encode): encoding and decoding (`[tag][version]`, the
-//!   body, the MAC slot), and [`FrameError`].
+//!   body), and [`FrameError`].
 //! - [`fields`](SessionBody): what frames carry (ids, session bodies, stream
 //!   messages, small enums).
 //!
@@ -39,8 +40,6 @@ pub use registry::{tag, FrameType, FRAME_TYPES};
 pub const FIRST_TAG: u8 = 0x40;
 /// The protocol version this crate speaks.
 pub const VERSION: u8 = 1;
-/// Length of the authentication tag on peer frames.
-pub const MAC_LEN: usize = 16;
 /// Longest user name, in bytes of UTF-8.
 pub const MAX_USER_NAME: usize = 64;
 /// Most candidates one side announces.
@@ -50,14 +49,19 @@ pub const MAX_RELAY_PAYLOAD: usize = MAX_RELAY_FRAME - 32;
 /// Largest relay frame (`Relay`, `Relayed`): what fits a datagram once
 /// sealed in the client–server channel.
 pub const MAX_RELAY_FRAME: usize = MAX_DATAGRAM - crate::wire::channel::SEALED_OVERHEAD;
-/// Largest application payload in one session message: what fits a relay
-/// frame after the peer frame's own header and tag.
-pub const MAX_APP_PAYLOAD: usize = MAX_RELAY_PAYLOAD - 64;
-/// Longest text message, in bytes of UTF-8: what fits one datagram beside
-/// the sender's name and the message id (see [`Frame::TextDeliver`]).
-pub const MAX_TEXT: usize = 1000;
-/// The 32-byte per-session key.
-pub type SessionKey = [u8; 32];
+/// Largest peer frame: what fits a relay frame's payload once sealed end to
+/// end.
+pub const MAX_PEER_FRAME: usize = MAX_RELAY_PAYLOAD - crate::wire::channel::SEALED_OVERHEAD;
+/// Largest application payload in one session message: what fits a peer
+/// frame after its own header (tag, version, session, counter, body and
+/// message kinds, stream sequence, length: at most 48 bytes).
+pub const MAX_APP_PAYLOAD: usize = MAX_PEER_FRAME - 48;
+/// Longest text message, in bytes of UTF-8: what fits one datagram once
+/// sealed to its recipient, beside the names and the message id (see
+/// [`Frame::TextSend`]).
+pub const MAX_TEXT: usize = 960;
+/// Longest sealed text: [`MAX_TEXT`] and what sealing adds.
+pub const MAX_SEALED_TEXT: usize = MAX_TEXT + crate::secure::X_OVERHEAD;
 /// Every Punchline frame.
 ///
 /// Each variant's tag, size limit, authentication and field order on the
@@ -146,8 +150,11 @@ pub enum Frame {
         request: u32,
         /// The session.
         session: SessionId,
-        /// The per-session key that authenticates every peer frame.
-        key: SessionKey,
+        /// The other member's static key, from the server's directory: the
+        /// session's end-to-end handshake must prove it (the member checks
+        /// it against its own pin first). The session's keys come from that
+        /// handshake and never cross the server.
+        peer_key: [u8; 32],
         /// True for the member that asked.
         initiator: bool,
         /// The other member's name.
@@ -160,6 +167,14 @@ pub enum Frame {
         /// What the other member measured about its NAT: which side
         /// predicts or opens a socket pool follows from it.
         peer_profile: NatProfile,
+    },
+    /// client → server: I closed `session` before its end-to-end keys
+    /// existed, so I cannot tell the peer myself: end it for both members.
+    Leave {
+        /// The login token.
+        token: u64,
+        /// The session.
+        session: SessionId,
     },
     /// client → server: I have the offer; stop retransmitting it.
     OfferAck {
@@ -260,8 +275,9 @@ pub enum Frame {
         id: MessageId,
         /// The recipient.
         to: String,
-        /// The text.
-        text: String,
+        /// The text, sealed to the recipient's key
+        /// ([`crate::secure::seal_text`]): the server cannot read it.
+        sealed: Vec<u8>,
     },
     /// server → sender: the message with `id` is committed (`Stored`) or
     /// acknowledged by the recipient (`Delivered`).
@@ -284,8 +300,8 @@ pub enum Frame {
         from: String,
         /// The message's id.
         id: MessageId,
-        /// The text.
-        text: String,
+        /// The text, sealed to us by the sender.
+        sealed: Vec<u8>,
     },
     /// recipient → server: I have the message; delete it.
     TextDeliverAck {

@@ -2,14 +2,13 @@
 //! "Wire").
 //!
 //! Each row names a type's tag (a constant in [`tag`]), whether its frames
-//! end in a MAC, its largest encoded size, and the [`Frame`] variant it
+//! travel only end to end between session peers, its largest encoded size, and the [`Frame`] variant it
 //! carries with that variant's fields **in wire order**. Everything about a
 //! frame on the wire comes from here:
 //! - [`Frame::encode`] writes the row's tag, the version, then the listed
 //!   fields one after another as postcard encodes each;
 //! - [`Frame::decode`] looks the first byte up in this table (not in the
-//!   order of [`Frame`]'s variants), checks the size and MAC slot the row
-//!   gives, then decodes the listed fields and builds the variant.
+//!   order of [`Frame`]'s variants), checks the size the row gives, then decodes the listed fields and builds the variant.
 //!
 //! So declaring [`Frame`]'s variants or fields in another order changes
 //! nothing on the wire; changing a row does, and
@@ -20,15 +19,20 @@
 //! Tags start at [`FIRST_TAG`] (lower first bytes are STUN's, RFC 8489 §5);
 //! `0x41..=0x5f` are client-server frames (which travel sealed in the
 //! channel, so each fits a datagram with the sealing's overhead) and
-//! `0x60..` peer frames; `0x70..=0x75` are the channel's own datagrams
-//! ([`crate::wire::channel`]), outside this registry.
+//! `0x60..` peer frames (which travel sealed end to end, so each fits a
+//! relayed datagram with that sealing's overhead); `0x70..=0x78` are the
+//! channels' own datagrams ([`crate::wire::channel`]), outside this
+//! registry.
 
 use postcard::de_flavors::Slice;
 use postcard::Deserializer;
 use serde::{Deserialize, Serialize};
 
 use super::bounded::Bounded;
-use super::{Frame, FIRST_TAG, MAC_LEN, MAX_CANDIDATES, MAX_RELAY_FRAME, MAX_RELAY_PAYLOAD, MAX_TEXT, MAX_USER_NAME};
+use super::{
+    Frame, FIRST_TAG, MAX_CANDIDATES, MAX_PEER_FRAME, MAX_RELAY_FRAME, MAX_RELAY_PAYLOAD, MAX_SEALED_TEXT,
+    MAX_USER_NAME,
+};
 use crate::wire::MAX_DATAGRAM;
 
 /// One frame type: a row of the registry.
@@ -38,12 +42,14 @@ pub struct FrameType {
     pub name: &'static str,
     /// The first byte of every frame of this type.
     pub tag: u8,
-    /// The largest datagram of this type, MAC included; longer ones are
-    /// refused before their body is decoded.
+    /// The largest encoded frame of this type; longer ones are refused
+    /// before their body is decoded.
     pub max_size: usize,
-    /// Whether frames of this type end in a [`MAC_LEN`]-byte MAC
-    /// ([`crate::auth`]): frames between session peers.
-    pub authenticated: bool,
+    /// Whether frames of this type pass only between the members of a
+    /// session, inside its end-to-end encryption
+    /// ([`crate::secure::SessionCipher`]); one that arrives in the clear is
+    /// dropped.
+    pub peer: bool,
 }
 
 /// Where a body's encoded fields go: a slice ([`Frame::encode_into_slice`])
@@ -60,8 +66,8 @@ pub(super) trait BodyWriter {
 pub(super) type BodyReader<'de> = Deserializer<'de, Slice<'de>>;
 
 macro_rules! registry {
-    (@authenticated plain) => { false };
-    (@authenticated authenticated) => { true };
+    (@peer plain) => { false };
+    (@peer peer) => { true };
     (@field $reader:ident) => { Deserialize::deserialize(&mut *$reader)? };
     (@field $reader:ident <= $bound:ident) => { Bounded::deserialize_bounded::<_, $bound>(&mut *$reader)? };
     ($(
@@ -82,7 +88,7 @@ macro_rules! registry {
                 name: stringify!($variant),
                 tag: tag::$name,
                 max_size: $max,
-                authenticated: registry!(@authenticated $auth),
+                peer: registry!(@peer $auth),
             },
         )*];
 
@@ -137,7 +143,7 @@ registry! {
         => Connect { token, request, peer <= MAX_USER_NAME, profile };
     OFFER = 0x49, plain, max 80 + MAX_USER_NAME + MAX_CANDIDATES * 24
         => Offer {
-            request, session, key, initiator, peer <= MAX_USER_NAME, peer_candidates <= MAX_CANDIDATES, strategy,
+            request, session, peer_key, initiator, peer <= MAX_USER_NAME, peer_candidates <= MAX_CANDIDATES, strategy,
             peer_profile,
         };
     OFFER_ACK = 0x4a, plain, max 24
@@ -157,28 +163,30 @@ registry! {
     ERROR = 0x51, plain, max 16
         => Error { request, code };
     // Text messages through the server (DESIGN §3, "Messaging").
-    TEXT_SEND = 0x52, plain, max 40 + MAX_USER_NAME + MAX_TEXT
-        => TextSend { token, id, to <= MAX_USER_NAME, text <= MAX_TEXT };
+    TEXT_SEND = 0x52, plain, max 40 + MAX_USER_NAME + MAX_SEALED_TEXT
+        => TextSend { token, id, to <= MAX_USER_NAME, sealed <= MAX_SEALED_TEXT };
     TEXT_ACK = 0x53, plain, max 32
         => TextAck { id, status };
     TEXT_REJECTED = 0x54, plain, max 32
         => TextRejected { id, reason };
-    TEXT_DELIVER = 0x55, plain, max 40 + MAX_USER_NAME + MAX_TEXT
-        => TextDeliver { from <= MAX_USER_NAME, id, text <= MAX_TEXT };
+    TEXT_DELIVER = 0x55, plain, max 40 + MAX_USER_NAME + MAX_SEALED_TEXT
+        => TextDeliver { from <= MAX_USER_NAME, id, sealed <= MAX_SEALED_TEXT };
     TEXT_DELIVER_ACK = 0x56, plain, max 40 + MAX_USER_NAME
         => TextDeliverAck { token, from <= MAX_USER_NAME, id };
     INBOX_SYNC = 0x57, plain, max 16
         => InboxSync { token };
     INBOX_STATUS = 0x58, plain, max 16
         => InboxStatus { pending };
+    LEAVE = 0x59, plain, max 24
+        => Leave { token, session };
     // Peer to peer.
     OPENER = 0x60, plain, max 2
         => Opener {};
-    PROBE = 0x61, authenticated, max 32 + MAC_LEN
+    PROBE = 0x61, peer, max 32
         => Probe { session, attempt, counter };
-    PROBE_ACK = 0x62, authenticated, max 64 + MAC_LEN
+    PROBE_ACK = 0x62, peer, max 64
         => ProbeAck { session, attempt, probe_counter, counter, observed };
-    SESSION = 0x63, authenticated, max MAX_DATAGRAM
+    SESSION = 0x63, peer, max MAX_PEER_FRAME
         => Session { session, counter, body };
 }
 
@@ -198,6 +206,8 @@ const BY_TAG: [u8; 256] = {
         assert!(by_tag[frame_type.tag as usize] == UNREGISTERED, "two frame types share a tag");
         assert!(row == 0 || FRAME_TYPES[row - 1].tag < frame_type.tag, "the rows are not in tag order");
         assert!(frame_type.max_size <= MAX_DATAGRAM, "a frame type's limit exceeds a datagram");
+        // Peer frames travel sealed end to end, through the relay too.
+        assert!(!frame_type.peer || frame_type.max_size <= MAX_PEER_FRAME, "a peer frame type does not fit the relay");
         // Client–server frames travel sealed in the channel.
         assert!(
             frame_type.tag >= 0x60 || frame_type.max_size + crate::wire::channel::SEALED_OVERHEAD <= MAX_DATAGRAM,
@@ -254,10 +264,10 @@ mod tests {
     }
 
     #[test]
-    fn only_peer_frames_are_authenticated() {
+    fn only_frames_of_a_session_travel_end_to_end() {
         // Given the registry, then exactly the frames between session peers
-        // that carry a session (probe, probe ack, session) end in a MAC.
-        let authenticated: Vec<&str> = FRAME_TYPES.iter().filter(|t| t.authenticated).map(|t| t.name).collect();
-        assert_eq!(authenticated, ["Probe", "ProbeAck", "Session"]);
+        // that carry a session (probe, probe ack, session) are peer frames.
+        let peer: Vec<&str> = FRAME_TYPES.iter().filter(|t| t.peer).map(|t| t.name).collect();
+        assert_eq!(peer, ["Probe", "ProbeAck", "Session"]);
     }
 }
