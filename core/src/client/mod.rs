@@ -655,6 +655,12 @@ impl Client {
                 }
                 let peer_key = PublicKey(peer_key);
                 if !self.check_peer_key(&peer, peer_key) {
+                    // Nothing goes to that key; the server ends the session
+                    // for the peer too, which would otherwise wait for a
+                    // handshake that never comes.
+                    if let Some(token) = self.login.token() {
+                        self.send_to_server(now, Frame::Leave { token, session });
+                    }
                     if initiator {
                         let reason = ConnectFailure::PeerKeyChanged;
                         self.out.event(ClientEvent::ConnectFailed { peer, reason });

@@ -49,7 +49,7 @@ pub struct ServerConfig {
     /// The alternate address for NAT behaviour discovery. With a different IP
     /// *and* port, the server also listens on the crossed combinations.
     pub alternate: Option<SocketAddr>,
-    /// Seeds tokens, session ids and session keys: OS entropy when deployed
+    /// Seeds tokens, session ids and the handshakes' ephemeral keys: OS entropy when deployed
     /// ([`Seed::from_entropy`](crate::Seed::from_entropy)), a number for
     /// reproducible runs. Default `Seed::from(0)`.
     pub seed: crate::Seed,
