@@ -128,6 +128,40 @@ fn a_text_to_an_offline_user_is_stored_then_shown_once_by_inbox() {
 }
 
 #[test]
+fn the_servers_key_and_whole_data_directory_do_not_give_away_a_stored_text() {
+    use punchline_core::messaging::MessageStore;
+    // Given a server whose key the test holds, and bob, who logged in once
+    // and left,
+    let key = punchline_core::secure::StaticKey::derive(5.into(), "the server's key");
+    let listen = "127.0.0.1:0".parse().expect("addr");
+    let server = TestServer::start_keyed(RuntimeKind::Mio, listen, Some(key.clone()), tempfile::tempdir().unwrap());
+    assert!(server.run("bob", "mio", &["inbox"]).status.success());
+    // when alice sends him a text, which the server stores,
+    let out = server.run("alice", "mio", &["send", "bob", "stored marker b7e2", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(json_lines(&out)[0]["status"], "stored");
+    // then no file of the data directory holds it (the store, its log),
+    let mut files = 0;
+    for entry in std::fs::read_dir(server._data.path()).expect("the data directory") {
+        let bytes = std::fs::read(entry.expect("an entry").path()).expect("readable");
+        assert!(!bytes.windows(11).any(|w| w == b"marker b7e2"), "a file holds the text in the clear");
+        files += 1;
+    }
+    assert!(files >= 2, "the store and its write-ahead log were read");
+    // and the server's key does not open what is stored,
+    let mut store = punchline_store::SqliteStore::open_dir(server._data.path()).expect("the store opens");
+    let (stored, _) = store.load_queue("bob", 10).expect("readable");
+    assert_eq!(stored.len(), 1);
+    let names = ("alice", "bob", stored[0].id);
+    assert_eq!(punchline_core::secure::open_text(&key, names, &stored[0].sealed), None);
+    // while bob reads it.
+    let out = server.run("bob", "mio", &["inbox", "--json"]);
+    let shown: Vec<Value> = json_lines(&out);
+    assert_eq!(shown.len(), 1, "{shown:?}");
+    assert_eq!(shown[0]["text"], "stored marker b7e2");
+}
+
+#[test]
 fn refused_texts_exit_with_their_code_and_one_clear_line() {
     let server = TestServer::start(RuntimeKind::Mio);
     assert!(server.run("bob", "mio", &["inbox"]).status.success());
