@@ -13,7 +13,7 @@ use harness::{Harness, SERVER};
 use punchline_core::client::ClientEvent;
 use punchline_core::secure::{HelloSent, StaticKey};
 use punchline_core::wire::channel::{self as layout, Hello};
-use punchline_core::wire::frame::{ErrorCode, Frame, TextStatus};
+use punchline_core::wire::frame::{tag, ErrorCode, Frame, TextStatus};
 use punchline_core::wire::stun;
 
 fn secs(s: u64) -> Duration {
@@ -237,6 +237,7 @@ fn no_unauthenticated_request_gets_more_bytes_back_than_it_carried() {
         ("plain Keepalive", Frame::Keepalive { token: 1, profile: Default::default() }.encode()),
         ("plain InboxSync", Frame::InboxSync { token: 1 }.encode()),
         ("frame of another version", other_version),
+        ("two-byte frame of another version", vec![tag::KEEPALIVE, 99]),
     ];
     // When each is sent from a victim's address of its own, and the victim
     // never answers,
@@ -257,6 +258,54 @@ fn no_unauthenticated_request_gets_more_bytes_back_than_it_carried() {
         let limit = if what == "STUN Binding" { 3.0 } else { 1.0 };
         assert!(ratio <= limit, "{what}: {ratio:.2}x");
     }
+}
+
+/// A Hello around any `noise`, with the mac1 anyone who knows `server`'s
+/// public key can compute (BLAKE2s-128 keyed by BLAKE2s-256("mac1----" ‖
+/// key), as WireGuard's), and no mac2.
+fn hello_around(server: &punchline_core::secure::PublicKey, sender: u64, noise: &[u8]) -> Vec<u8> {
+    use blake2::digest::consts::U16;
+    use blake2::digest::{FixedOutput, KeyInit, Update};
+    use blake2::{Blake2s256, Blake2sMac, Digest};
+    let key: [u8; 32] = Blake2s256::new().chain_update(b"mac1----").chain_update(server.0).finalize().into();
+    let mut datagram = layout::hello_buffer(sender, noise.len());
+    let end = datagram.len();
+    datagram[layout::HELLO_HEADER..end - 2 * layout::MAC_LEN].copy_from_slice(noise);
+    let mut mac = <Blake2sMac<U16> as KeyInit>::new_from_slice(&key).expect("a 32-byte key");
+    Update::update(&mut mac, &datagram[..end - 2 * layout::MAC_LEN]);
+    let mac1: [u8; layout::MAC_LEN] = mac.finalize_fixed().into();
+    datagram[end - 2 * layout::MAC_LEN..end - layout::MAC_LEN].copy_from_slice(&mac1);
+    datagram
+}
+
+#[test]
+fn under_load_a_hello_too_short_to_be_real_gets_no_cookie_larger_than_itself() {
+    // Given a server under load (one handshake a second, spent),
+    let mut h = Harness::new(12);
+    h.server_config.handshakes_per_second = 1;
+    let store = h.crash_server();
+    h.start_server(store);
+    let key = h.server_config.key.public();
+    h.inject("192.0.2.66:1".parse().unwrap(), SERVER, hello_around(&key, 1, &[0; 96]));
+    // when, in the same second, Hellos with a valid mac1 (anyone can make
+    // one) but a Noise message shorter than any real one come from a
+    // spoofed victim,
+    let victim: SocketAddr = "198.51.100.77:4000".parse().unwrap();
+    let since = h.server_sent.len();
+    for len in [1, 20, 95] {
+        h.inject(victim, SERVER, hello_around(&key, 2 + len as u64, &vec![0; len]));
+    }
+    h.run_for(Duration::from_millis(100));
+    // then nothing goes back to it (found by the server_machine fuzz target:
+    // a 43-byte Hello got a 66-byte cookie reply),
+    assert_eq!(sent_to(&h, since, victim), (0, 0));
+    // while one of a real one's length gets a cookie reply smaller than it.
+    let real = hello_around(&key, 99, &[0; 96]);
+    h.inject(victim, SERVER, real.clone());
+    h.run_for(Duration::from_millis(100));
+    let (count, bytes) = sent_to(&h, since, victim);
+    assert_eq!(count, 1);
+    assert!(bytes < real.len(), "{bytes} bytes for {}", real.len());
 }
 
 #[test]

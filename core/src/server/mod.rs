@@ -405,12 +405,13 @@ impl Machine for Server {
                 Err(FrameError::UnsupportedVersion(v)) => {
                     debug!(%from, version = v, "frame of an unsupported version");
                     self.stats.malformed += 1;
-                    if self.limits.allow(now, from.ip()) {
-                        self.reply_plain(
-                            socket,
-                            from,
-                            Frame::Error { request: 0, code: ErrorCode::UnsupportedVersion },
-                        );
+                    // Told so only when the answer is smaller than the
+                    // frame: the source proved nothing (issue 20; found by
+                    // the server_machine fuzz target, a 2-byte frame got a
+                    // 4-byte answer).
+                    let answer = Frame::Error { request: 0, code: ErrorCode::UnsupportedVersion };
+                    if answer.encode().len() < payload.len() && self.limits.allow(now, from.ip()) {
+                        self.reply_plain(socket, from, answer);
                     }
                 }
                 Err(error) => {

@@ -125,10 +125,13 @@ pub struct Hello<'a> {
 }
 
 impl<'a> Hello<'a> {
-    /// Splits `datagram`, or `None` when it is not a Hello of our version.
+    /// Splits `datagram`, or `None` when it is not a Hello of our version,
+    /// or is shorter than the smallest real one (an IK message 1 with an
+    /// empty payload): an answer to it (a cookie reply) would be larger
+    /// than it (found by the server_machine fuzz target).
     pub fn parse(datagram: &'a [u8]) -> Option<Hello<'a>> {
         let len = datagram.len();
-        if len < HELLO_HEADER + 2 * MAC_LEN + 1 || datagram[0] != tag::HELLO || datagram[1] != VERSION {
+        if len < SMALLEST_HELLO || datagram[0] != tag::HELLO || datagram[1] != VERSION {
             return None;
         }
         Some(Hello {
@@ -246,11 +249,15 @@ pub fn key_reply(nonce: u64, key: &[u8; 32]) -> Vec<u8> {
     datagram
 }
 
+/// The smallest Hello [`Hello::parse`] takes: an IK message 1 with an empty
+/// payload, and both MACs.
+pub const SMALLEST_HELLO: usize = HELLO_HEADER + crate::secure::IK_MESSAGE_1_OVERHEAD + 2 * MAC_LEN;
+
 // Every answer before a proof is smaller than its request, checked when the
-// crate compiles: a cookie reply than the smallest Hello (an IK message 1
-// with an empty payload), a key reply than a key request. (A Welcome is
-// checked against its own Hello as it is sent.)
-const _: () = assert!(COOKIE_REPLY_LEN < HELLO_HEADER + crate::secure::IK_MESSAGE_1_OVERHEAD + 2 * MAC_LEN);
+// crate compiles: a cookie reply than the smallest Hello the server reads, a
+// key reply than a key request. (A Welcome is checked against its own Hello
+// as it is sent.)
+const _: () = assert!(COOKIE_REPLY_LEN < SMALLEST_HELLO);
 const _: () = assert!(KEY_REPLY_LEN < KEY_REQUEST_LEN);
 
 fn u64_at(datagram: &[u8], at: usize) -> u64 {
@@ -271,6 +278,7 @@ mod tests {
         assert_eq!((parsed.sender, parsed.noise.len(), parsed.mac1, parsed.mac2), (7, 100, [1; 16], [2; 16]));
         assert_eq!(parsed.before_mac1.len(), n - 32);
         assert!(Hello::parse(&hello[..HELLO_HEADER + 32]).is_none());
+        assert!(Hello::parse(&hello_buffer(7, 95)).is_none(), "shorter than any IK message 1");
 
         assert_eq!(parse_welcome(&welcome(9, &[5; 60])), Some((9, &[5u8; 60][..])));
         assert_eq!(parse_cookie_reply(&cookie_reply(3, &[4; 24], &[6; 32])), Some((3, [4; 24], [6; 32])));
