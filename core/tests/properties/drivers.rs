@@ -7,6 +7,9 @@ use super::*;
 // Drivers
 // ---------------------------------------------------------------------------
 
+/// A sealed datagram a machine sent, and the frame its plaintext showed.
+type Shown = (Vec<u8>, Vec<u8>);
+
 /// Drives a client the way a runtime would, checking every output: sockets
 /// asked for are opened at once; sockets released must have been opened and
 /// not yet released; every transmit is well formed and leaves from a socket
@@ -28,6 +31,23 @@ pub(crate) struct ClientDriver {
     pub(crate) server_end: Option<ChannelEnd>,
     /// Every datagram [`ClientDriver::feed_sealed`] fed, for replays.
     pub(crate) sealed_fed: Vec<Vec<u8>>,
+    /// Every frame the client sealed in its channel, as the server's end
+    /// opened it.
+    pub(crate) to_server: Vec<Frame>,
+    /// The payload of every relay frame the client sent, by session.
+    pub(crate) relays: Vec<(SessionId, Vec<u8>)>,
+    /// The test's ends of the sessions it plays the peer of (see
+    /// [`ClientDriver::follow`]): every peer frame the client seals for one
+    /// of them, directly or in a relay frame, must open there to the frame
+    /// its plaintext shows.
+    pub(crate) peer_ends: BTreeMap<SessionId, SessionCipher>,
+    /// Sessions the test follows, and the peer datagrams the client sent
+    /// for them that wait for the test's end (the client may hold its keys
+    /// first).
+    followed: BTreeMap<SessionId, Vec<Shown>>,
+    /// The latest peer datagram the client sealed for each session, for
+    /// reflecting it back.
+    pub(crate) peer_sent: BTreeMap<SessionId, Vec<u8>>,
 }
 
 impl ClientDriver {
@@ -45,6 +65,11 @@ impl ClientDriver {
             events: Vec::new(),
             server_end: None,
             sealed_fed: Vec::new(),
+            to_server: Vec::new(),
+            relays: Vec::new(),
+            peer_ends: BTreeMap::new(),
+            followed: BTreeMap::new(),
+            peer_sent: BTreeMap::new(),
         };
         d.drain();
         d
@@ -59,6 +84,47 @@ impl ClientDriver {
         self.feed(self.primary.0, server_primary(), &datagram);
         self.sealed_fed.push(datagram.clone());
         datagram
+    }
+
+    /// Starts following `session` afresh (the client opened it again):
+    /// the peer datagrams it sends are checked once the test holds its end
+    /// ([`ClientDriver::set_peer_end`]).
+    pub(crate) fn follow(&mut self, session: SessionId) {
+        self.peer_ends.remove(&session);
+        self.followed.insert(session, Vec::new());
+    }
+
+    /// The test's end of `session` (a followed one) exists now: what the
+    /// client sent for it so far must open there.
+    pub(crate) fn set_peer_end(&mut self, session: SessionId, end: SessionCipher) {
+        self.peer_ends.insert(session, end);
+        self.check_peer_datagrams();
+    }
+
+    /// Opens the client's peer datagrams of followed sessions whose end the
+    /// test holds: each must open, in the order sent, to the frame its
+    /// plaintext showed.
+    fn check_peer_datagrams(&mut self) {
+        for (session, waiting) in self.followed.iter_mut() {
+            let Some(end) = self.peer_ends.get_mut(session) else { continue };
+            for (datagram, shown) in waiting.drain(..) {
+                let opened = end.open(self.now, &datagram);
+                assert_eq!(
+                    opened.as_deref(),
+                    Ok(&shown[..]),
+                    "the client's datagram of {session} opens to another frame"
+                );
+            }
+        }
+    }
+
+    /// A `PeerSealed` datagram the client sent for `session`, showing
+    /// `shown`.
+    fn sent_peer_datagram(&mut self, session: SessionId, datagram: Vec<u8>, shown: Vec<u8>) {
+        self.peer_sent.insert(session, datagram.clone());
+        if let Some(waiting) = self.followed.get_mut(&session) {
+            waiting.push((datagram, shown));
+        }
     }
 
     pub(crate) fn feed(&mut self, socket: SocketId, from: SocketAddr, payload: &[u8]) {
@@ -105,12 +171,35 @@ impl ClientDriver {
                 assert_well_formed("the client", &t);
                 if let (Some(end), Some(_)) = (self.server_end.as_mut(), layout::parse_sealed(&t.payload)) {
                     // What the client seals is what its plaintext says, in
-                    // the channel the test's server holds.
-                    assert_eq!(
-                        end.open(&t.payload).as_deref(),
-                        t.plaintext.as_deref(),
-                        "a sealed frame that does not open to its plaintext"
-                    );
+                    // the channel the test's server holds; but a relay frame
+                    // carrying a sealed peer frame, which its plaintext shows
+                    // with that peer frame inside.
+                    let opened = end.open(&t.payload);
+                    let Some(opened) = opened else { panic!("a sealed frame that does not open in its channel") };
+                    let frame = Frame::decode(&opened).expect("the plaintext decodes (checked), and so must this");
+                    match &frame {
+                        Frame::Relay { token, session, payload } if payload[0] == layout::tag::PEER_SEALED => {
+                            let shown = t.plaintext.as_deref().map(Frame::decode);
+                            let Some(Ok(Frame::Relay { token: t2, session: s2, payload: inner })) = shown else {
+                                panic!("a relay frame shown as {shown:?}");
+                            };
+                            assert_eq!((t2, s2), (*token, *session), "a relay frame shown for another session");
+                            self.sent_peer_datagram(*session, payload.clone(), inner);
+                        }
+                        _ => assert_eq!(
+                            Some(&opened[..]),
+                            t.plaintext.as_deref(),
+                            "a sealed frame that is not its plaintext"
+                        ),
+                    }
+                    if let Frame::Relay { session, payload, .. } = &frame {
+                        self.relays.push((*session, payload.clone()));
+                    }
+                    self.to_server.push(frame);
+                }
+                if let Some((session, _, _)) = layout::parse_sealed_as(layout::tag::PEER_SEALED, &t.payload) {
+                    let shown = t.plaintext.as_deref().expect("a PeerSealed shows its frame (checked)").to_vec();
+                    self.sent_peer_datagram(SessionId(session), t.payload.to_vec(), shown);
                 }
                 assert!(
                     self.live.contains_key(&t.socket),
@@ -136,6 +225,7 @@ impl ClientDriver {
                 self.events.push(e);
             }
             if asked.is_empty() {
+                self.check_peer_datagrams();
                 return;
             }
             for (request, count) in asked {
@@ -182,6 +272,9 @@ pub(crate) struct ServerDriver {
     pub(crate) owners: BTreeMap<u64, String>,
     /// The members of each session, from `SessionCreated` events.
     pub(crate) session_members: BTreeMap<SessionId, [String; 2]>,
+    /// The key each name is bound to: its first proved login's (the test's
+    /// logins record it). An offer names the other member by it.
+    pub(crate) bound: BTreeMap<String, PublicKey>,
     /// Sessions from `Offer`s.
     pub(crate) sessions: Vec<SessionId>,
     /// Each `Offer` as (session, member address).
@@ -204,6 +297,7 @@ impl ServerDriver {
             ends: BTreeMap::new(),
             owners: BTreeMap::new(),
             session_members: BTreeMap::new(),
+            bound: BTreeMap::new(),
             sent: Vec::new(),
             store: MemoryStore::new(),
         }
@@ -274,14 +368,17 @@ impl ServerDriver {
                     t.plaintext.as_deref(),
                     "a sealed frame that does not open to its plaintext"
                 );
-                // What concerns a session (its offer with its key, relayed
-                // frames, its end) is sealed only in its members' channels,
-                // and an offer names the other member.
+                // What concerns a session (its offer, relayed datagrams, its
+                // end) is sealed only in its members' channels, and an offer
+                // names the other member, and the key the directory binds
+                // its name to (the session's keys come from the members'
+                // own handshake with it: the server holds none).
                 let owner = &self.owners[&receiver];
                 let session = match sent_frame(&t) {
-                    Some(Frame::Offer { session, ref peer, .. }) => {
+                    Some(Frame::Offer { session, ref peer, peer_key, .. }) => {
                         let members = self.session_members.get(&session);
                         assert!(members.is_some_and(|m| m.contains(peer) && peer != owner), "{owner} offered {peer}");
+                        assert_eq!(self.bound.get(peer), Some(&PublicKey(peer_key)), "{owner} offered {peer}'s key");
                         Some(session)
                     }
                     Some(Frame::Relayed { session, .. } | Frame::SessionEnded { session, .. }) => Some(session),

@@ -33,6 +33,12 @@ fn input() -> impl Strategy<Value = Input> + Clone {
     ]
 }
 
+/// True for a `PeerSealed` datagram without its header (a client drops it
+/// as malformed, not unauthenticated).
+fn undecodable_peer(payload: &[u8]) -> bool {
+    payload.first() == Some(&layout::tag::PEER_SEALED) && layout::peer_session(payload).is_none()
+}
+
 pub(crate) fn stats_sum(s: &ServerStats) -> u64 {
     s.malformed + s.rate_limited + s.stun_answered
 }
@@ -62,25 +68,36 @@ proptest! {
                     // Then input either machine cannot (or must not) read is
                     // counted exactly once, mostly as malformed (the server
                     // may rate-limit STUN, Hellos and key requests first; the
-                    // client counts the channel's datagrams by their first
-                    // byte and their source).
-                    if let Some(expected) = client_after_unread(&c_before, payload, *from == server_primary()) {
+                    // client counts the channel's and the sessions' datagrams
+                    // by their first byte and their header: a fresh client
+                    // has no session, so a sealed peer datagram with its
+                    // header is unauthenticated, and so is a session's
+                    // handshake outside the relay).
+                    if let Some(expected) = client_after_unread(&c_before, payload, |_| PeerView::Absent) {
                         prop_assert_eq!(client.client.stats(), &expected);
                     }
                     if server_drops_unread(payload) {
                         assert_server_dropped(&s_before, server.server.stats(), payload)?;
                     }
                     // And a logging-in client believes no signaling frame
-                    // outside a channel, nor any sealed frame.
-                    let plain = Frame::decode(payload).is_ok_and(|f| !f.is_authenticated() && f != Frame::Opener);
-                    let hint = Frame::decode(payload).is_ok_and(|f| matches!(f, Frame::Error { code: ErrorCode::NotLoggedIn, .. }));
-                    if (plain && !(hint && *from == server_primary())) || (payload.first() == Some(&layout::tag::SEALED) && payload.len() <= MAX_DATAGRAM) {
+                    // outside a channel, no peer frame outside a session's
+                    // encryption, nor any sealed frame.
+                    let decoded = Frame::decode(payload);
+                    let plain = decoded.as_ref().is_ok_and(|f| *f != Frame::Opener);
+                    let hint = decoded
+                        .as_ref()
+                        .is_ok_and(|f| matches!(f, Frame::Error { code: ErrorCode::NotLoggedIn, .. }));
+                    let sealed = (is_peer_datagram(payload) || payload.first() == Some(&layout::tag::SEALED))
+                        && payload.len() <= MAX_DATAGRAM
+                        && !undecodable_peer(payload);
+                    if (plain && !(hint && *from == server_primary())) || sealed {
                         let c = client.client.stats();
                         prop_assert_eq!(c, &ClientStats { unauthenticated: c_before.unauthenticated + 1, ..c_before.clone() });
                     }
-                    // And a plain signaling frame is dropped unread by the
-                    // server too.
-                    if plain {
+                    // And any frame in the clear, a peer frame or an opener
+                    // too, is dropped unread by the server, which takes
+                    // frames only from a channel.
+                    if decoded.is_ok() {
                         let s = server.server.stats();
                         prop_assert_eq!(s, &ServerStats { unauthenticated: s_before.unauthenticated + 1, ..s_before.clone() });
                     }

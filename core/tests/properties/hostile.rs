@@ -46,16 +46,28 @@ pub(crate) fn mutate(mut bytes: Vec<u8>, mutations: &[Mutation]) -> Vec<u8> {
     bytes
 }
 
-/// A valid frame, encoded (sealed with some key when authenticated), then
-/// edited 1 to 4 times.
-pub(crate) fn mutated_frame() -> impl Strategy<Value = Vec<u8>> + Clone {
-    (any_frame(), any::<SessionKey>(), role(), vec(mutation(), 1..=4)).prop_map(|(frame, key, role, mutations)| {
-        let mut bytes = frame.encode();
-        if frame.is_authenticated() {
-            auth::seal(&mut bytes, &key, role);
-        }
-        mutate(bytes, &mutations)
+/// `frame` (encoded) sealed end to end, as a member of the shared session
+/// ([`with_shared_session`]) would send it: by alice or bob.
+pub(crate) fn sealed_by_a_member(frame: &[u8], by_alice: bool) -> Vec<u8> {
+    with_shared_session(|alice, bob, _| {
+        let end = if by_alice { alice } else { bob };
+        end.seal(Duration::ZERO, frame).expect("the shared session has counters left").0
     })
+}
+
+/// A valid frame, encoded (and, for a peer frame, usually sealed end to end
+/// as it travels; sometimes in the clear, as a forger sends it), then edited
+/// 1 to 4 times.
+pub(crate) fn mutated_frame() -> impl Strategy<Value = Vec<u8>> + Clone {
+    (any_frame(), prop_oneof![3 => Just(true), 1 => Just(false)], any::<bool>(), vec(mutation(), 1..=4)).prop_map(
+        |(frame, seal, by_alice, mutations)| {
+            let mut bytes = frame.encode();
+            if frame.is_peer() && seal {
+                bytes = sealed_by_a_member(&bytes, by_alice);
+            }
+            mutate(bytes, &mutations)
+        },
+    )
 }
 
 /// An assigned tag, usually the right version, then random bytes.
@@ -130,11 +142,12 @@ pub(crate) fn stun_shaped() -> impl Strategy<Value = Vec<u8>> + Clone {
     )
 }
 
-/// A channel tag, usually the right version, then random bytes: mostly
-/// near the sizes the layouts accept (a key request's 64 bytes, a cookie
-/// reply's 66, the header and tag of a sealed frame, a Hello's MACs).
+/// A channel or peer tag, usually the right version, then random bytes:
+/// mostly near the sizes the layouts accept (a key request's 64 bytes, a
+/// cookie reply's 66, the header and tag of a sealed frame, a Hello's MACs,
+/// a peer datagram's session).
 pub(crate) fn channel_shaped() -> impl Strategy<Value = Vec<u8>> + Clone {
-    let tags = select((layout::tag::HELLO..=layout::tag::KEY_REPLY).collect::<Vec<u8>>());
+    let tags = select((layout::tag::HELLO..=layout::tag::PEER_WELCOME).collect::<Vec<u8>>());
     (
         tags,
         prop_oneof![4 => Just(VERSION), 1 => any::<u8>()],
@@ -167,9 +180,24 @@ pub(crate) fn real_hellos() -> &'static [Vec<u8>] {
     })
 }
 
+/// A real session handshake of the shared session ([`with_shared_session`]):
+/// alice's hello to bob, and his welcome. Made once.
+pub(crate) fn real_peer_handshake() -> &'static [Vec<u8>; 2] {
+    static DATAGRAMS: std::sync::OnceLock<[Vec<u8>; 2]> = std::sync::OnceLock::new();
+    DATAGRAMS.get_or_init(|| {
+        let (alice, bob) = (user_key("alice"), user_key("bob"));
+        let (_, hello) = PeerHelloSent::start(alice, &bob.public(), SHARED_SESSION, Seed::from(5));
+        let answer = PeerHelloReceived::answer(bob, &alice.public(), SHARED_SESSION, &hello, Duration::ZERO, 6.into());
+        let (welcome, _) = answer.expect("bob answers alice's hello");
+        [hello, welcome]
+    })
+}
+
 /// A valid datagram of the channel's layouts (a real Hello, a Welcome- or
 /// sealed-shaped one with random contents, a key request or reply, a cookie
-/// reply), then edited 0 to 3 times.
+/// reply) or of a session's (a peer frame sealed end to end, a real session
+/// handshake, or one shaped so with random contents), then edited 0 to 3
+/// times.
 pub(crate) fn mutated_channel() -> impl Strategy<Value = Vec<u8>> + Clone {
     let datagram = prop_oneof![
         2 => (0..real_hellos().len()).prop_map(|i| real_hellos()[i].clone()),
@@ -183,6 +211,9 @@ pub(crate) fn mutated_channel() -> impl Strategy<Value = Vec<u8>> + Clone {
         }),
         1 => u64s().prop_map(layout::key_request),
         1 => (u64s(), any::<[u8; 32]>()).prop_map(|(nonce, key)| layout::key_reply(nonce, &key)),
+        2 => (peer_frame(), any::<bool>()).prop_map(|(frame, by_alice)| sealed_by_a_member(&frame.encode(), by_alice)),
+        1 => (0usize..2).prop_map(|i| real_peer_handshake()[i].clone()),
+        2 => session_id().prop_flat_map(|session| peer_datagram_for(session, 300)),
     ];
     (datagram, vec(mutation(), 0..=3)).prop_map(|(datagram, mutations)| mutate(datagram, &mutations))
 }

@@ -22,6 +22,10 @@ struct Pick {
     token: Option<usize>,
     session: Option<usize>,
     name: Option<usize>,
+    /// For a relay frame carrying a peer datagram of the session it was
+    /// generated for: whether the datagram follows it to the learned
+    /// session (else it names another session than the frame).
+    rehome: bool,
 }
 
 /// How a frame to the server travels.
@@ -64,7 +68,8 @@ enum ServerOp {
     Frame {
         socket: SocketId,
         from: From,
-        frame: Frame,
+        /// (Boxed: frames are the largest of the inputs.)
+        frame: Box<Frame>,
         pick: Pick,
         mutations: Vec<Mutation>,
         wrap: Wrap,
@@ -103,10 +108,12 @@ enum ServerOp {
         request: u32,
     },
     /// A relay frame from a member of a learned session, with that member's
-    /// latest token, sealed in its channel.
+    /// latest token, sealed in its channel, carrying a peer datagram of the
+    /// session (`tag`, then `body`: the server reads only the session).
     HonestRelay {
         member: usize,
-        payload: Vec<u8>,
+        tag: u8,
+        body: Vec<u8>,
     },
     /// The same request, `count` times at one instant from one address.
     Flood {
@@ -128,7 +135,8 @@ fn from() -> impl Strategy<Value = From> + Clone {
 fn pick() -> impl Strategy<Value = Pick> + Clone {
     let recent = || prop_oneof![1 => Just(None), 6 => (0usize..3).prop_map(Some), 2 => any::<usize>().prop_map(Some)];
     let name = prop_oneof![1 => Just(None), 4 => (0..NAMES.len()).prop_map(Some)];
-    (recent(), recent(), name).prop_map(|(token, session, name)| Pick { token, session, name })
+    let rehome = prop_oneof![4 => Just(true), 1 => Just(false)];
+    (recent(), recent(), name, rehome).prop_map(|(token, session, name, rehome)| Pick { token, session, name, rehome })
 }
 
 fn wrap() -> impl Strategy<Value = Wrap> + Clone {
@@ -144,6 +152,7 @@ fn server_op() -> impl Strategy<Value = ServerOp> + Clone {
         2 => connect(),
         3 => relay(),
         1 => offer_ack(),
+        1 => leave(),
         1 => keepalive(),
         1 => text_send(),
     ];
@@ -151,7 +160,7 @@ fn server_op() -> impl Strategy<Value = ServerOp> + Clone {
         2 => (socket_id(), from(), garbage()).prop_map(|(socket, from, bytes)| ServerOp::Raw { socket, from, bytes }),
         8 => (socket_id(), from(), frame, pick(), mutations, wrap(), outer)
             .prop_map(|(socket, from, frame, pick, mutations, wrap, outer)| {
-                ServerOp::Frame { socket, from, frame, pick, mutations, wrap, outer }
+                ServerOp::Frame { socket, from, frame: Box::new(frame), pick, mutations, wrap, outer }
             }),
         1 => (0usize..4, u64s(), vec(any::<u8>(), 0..=80))
             .prop_map(|(channel, counter, ciphertext)| ServerOp::Forged { channel, counter, ciphertext }),
@@ -166,8 +175,8 @@ fn server_op() -> impl Strategy<Value = ServerOp> + Clone {
             }),
         4 => (0usize..3, 0..NAMES.len(), 0u32..3)
             .prop_map(|(token, peer, request)| ServerOp::HonestConnect { token, peer, request }),
-        4 => (any::<usize>(), payload(MAX_RELAY_PAYLOAD))
-            .prop_map(|(member, payload)| ServerOp::HonestRelay { member, payload }),
+        4 => (any::<usize>(), select(peer_tags()), payload(MAX_RELAY_PAYLOAD - layout::PEER_HEADER))
+            .prop_map(|(member, tag, body)| ServerOp::HonestRelay { member, tag, body }),
         1 => (0usize..2, 65usize..=100, flood)
             .prop_map(|(from, count, kind)| ServerOp::Flood { from, count, kind }),
         1 => prop_oneof![4 => (0u64..2_000).prop_map(Duration::from_millis), 1 => advance()]
@@ -219,9 +228,17 @@ fn patch(frame: &mut Frame, pick: &Pick, tokens: &[(u64, SocketAddr)], sessions:
             *token = tok.unwrap_or(*token);
             *peer = name.unwrap_or_else(|| peer.clone());
         }
-        Frame::OfferAck { token, session } | Frame::Relay { token, session, .. } => {
+        Frame::OfferAck { token, session } | Frame::Leave { token, session } => {
             *token = tok.unwrap_or(*token);
             *session = sid.unwrap_or(*session);
+        }
+        Frame::Relay { token, session, payload } => {
+            *token = tok.unwrap_or(*token);
+            let generated = *session;
+            *session = sid.unwrap_or(*session);
+            if pick.rehome && layout::peer_session(payload) == Some(generated.0) {
+                payload[2..10].copy_from_slice(&session.0.to_le_bytes());
+            }
         }
         Frame::TextSend { token, to: user, .. } | Frame::TextDeliverAck { token, from: user, .. } => {
             *token = tok.unwrap_or(*token);
@@ -251,8 +268,6 @@ struct Model {
     /// The token of each name's latest proved login: the one the server
     /// holds while the name is online.
     online: BTreeMap<String, u64>,
-    /// The key each name is bound to: its first proved login's.
-    bound: BTreeMap<String, PublicKey>,
     /// Sealed datagrams the server opened, with the token of their channel
     /// and where they came from.
     opened: Vec<(Vec<u8>, u64, SocketId, SocketAddr)>,
@@ -320,6 +335,7 @@ fn taken_from_client(frame: &Frame) -> bool {
             | Frame::TextDeliverAck { .. }
             | Frame::InboxSync { .. }
             | Frame::Logout { .. }
+            | Frame::Leave { .. }
     )
 }
 
@@ -383,7 +399,7 @@ fn login(
         };
         prop_assert_eq!(Some(&payload[..]), answer.plaintext.as_deref());
         let key = identity.public();
-        let bound = model.bound.get(name).copied();
+        let bound = d.bound.get(name).copied();
         match Frame::decode(&payload) {
             Ok(Frame::LoginOk { request: answered, token, reflexive }) => {
                 // Then a name bound to nothing, or to this key, is logged in.
@@ -404,7 +420,7 @@ fn login(
                 let after = d.server.stats().clone();
                 prop_assert!(d.server.online_users().any(|n| n == name), "{} is not online after its proof", name);
                 model.online.insert(name.to_owned(), token);
-                model.bound.entry(name.to_owned()).or_insert(key);
+                d.bound.entry(name.to_owned()).or_insert(key);
                 model.opened.push((proof, token, SocketId(0), from));
                 // And the keepalive is answered (or refused by the limit).
                 let acks = d
@@ -448,7 +464,7 @@ fn run_server_ops(d: &mut ServerDriver, ops: &[ServerOp]) -> Result<(), TestCase
         let (socket, from, bytes, inner): (SocketId, From, Vec<u8>, Inner) = match op {
             ServerOp::Raw { socket, from, bytes } => (*socket, from.clone(), bytes.clone(), None),
             ServerOp::Frame { socket, from, frame, pick, mutations, wrap, outer } => {
-                let mut frame = frame.clone();
+                let mut frame = Frame::clone(frame);
                 let owner = patch(&mut frame, pick, &d.tokens, &d.sessions);
                 let from = match (from, owner) {
                     (From::TokenOwner, Some(owner)) => From::Any(owner),
@@ -535,11 +551,11 @@ fn run_server_ops(d: &mut ServerDriver, ops: &[ServerOp]) -> Result<(), TestCase
                 let sealed = d.ends[&c.index].seal(&connect).expect("counters left");
                 (SocketId(0), From::Any(from), sealed, Some((connect, token)))
             }
-            ServerOp::HonestRelay { member, payload } => {
+            ServerOp::HonestRelay { member, tag, body } => {
                 let Some((session, from)) = recent(&d.members, Some(*member % 4)) else { continue };
                 let Some(&(token, _)) = d.tokens.iter().rev().find(|(_, owner)| *owner == from) else { continue };
                 // (At most what a client can seal in one datagram.)
-                let mut payload = payload.clone();
+                let mut payload = layout::peer_handshake(*tag, session.0, body);
                 let header = Frame::Relay { token, session, payload: vec![0; MAX_RELAY_PAYLOAD] }.encode().len();
                 payload.truncate(MAX_DATAGRAM - SEALED_OVERHEAD - (header - MAX_RELAY_PAYLOAD));
                 let relay = Frame::Relay { token, session, payload }.encode();
@@ -651,6 +667,19 @@ fn run_server_ops(d: &mut ServerDriver, ops: &[ServerOp]) -> Result<(), TestCase
                     Ok(frame) if frame.token().is_some_and(|t| t != *token) => {
                         prop_assert_eq!(&after, &plus(&before, |s| &mut s.bad_token));
                         prop_assert!(sent.is_empty(), "a frame with another channel's token was answered");
+                    }
+                    // And a relay frame is counted once: relayed, throttled or
+                    // refused; refused when its payload is no peer datagram
+                    // of its session (the relay carries the sessions' own
+                    // datagrams, nothing else), and then nothing is sent.
+                    Ok(Frame::Relay { session, payload, .. }) => {
+                        let counted = (after.relayed + after.relay_throttled + after.relay_refused)
+                            - (before.relayed + before.relay_throttled + before.relay_refused);
+                        prop_assert_eq!(counted, 1, "{:?} -> {:?}", before, after);
+                        if layout::peer_session(&payload) != Some(session.0) {
+                            prop_assert_eq!(&after, &plus(&before, |s| &mut s.relay_refused));
+                            prop_assert!(sent.is_empty(), "a foreign relay payload was answered: {:?}", sent);
+                        }
                     }
                     // And a frame a server does not take, even sealed, is
                     // malformed (once past the source's limit).

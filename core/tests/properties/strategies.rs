@@ -130,7 +130,7 @@ pub(crate) fn message_id() -> impl Strategy<Value = MessageId> + Clone {
 pub(crate) fn text() -> impl Strategy<Value = String> + Clone {
     prop_oneof![
         "[ -~]{0,40}",
-        "[ -~]{990,1000}",
+        "[ -~]{950,960}",
         vec(any::<char>(), 0..=250).prop_map(|chars| {
             let mut text = String::new();
             for c in chars {
@@ -159,9 +159,19 @@ pub(crate) fn text_rejection() -> impl Strategy<Value = TextRejection> + Clone {
     ])
 }
 
+/// What a text sealed to its recipient looks like to everyone else: random
+/// bytes, up to [`MAX_SEALED_TEXT`], mostly at least what sealing adds.
+pub(crate) fn sealed_text() -> impl Strategy<Value = Vec<u8>> + Clone {
+    prop_oneof![
+        1 => vec(any::<u8>(), 0..X_OVERHEAD),
+        3 => vec(any::<u8>(), X_OVERHEAD..=X_OVERHEAD + 64),
+        1 => vec(any::<u8>(), MAX_SEALED_TEXT - 8..=MAX_SEALED_TEXT),
+    ]
+}
+
 pub(crate) fn text_send() -> BoxedStrategy<Frame> {
-    (u64s(), message_id(), user_name(), text())
-        .prop_map(|(token, id, to, text)| Frame::TextSend { token, id, to, text })
+    (u64s(), message_id(), user_name(), sealed_text())
+        .prop_map(|(token, id, to, sealed)| Frame::TextSend { token, id, to, sealed })
         .boxed()
 }
 
@@ -174,7 +184,9 @@ pub(crate) fn text_rejected() -> BoxedStrategy<Frame> {
 }
 
 pub(crate) fn text_deliver() -> BoxedStrategy<Frame> {
-    (user_name(), message_id(), text()).prop_map(|(from, id, text)| Frame::TextDeliver { from, id, text }).boxed()
+    (user_name(), message_id(), sealed_text())
+        .prop_map(|(from, id, sealed)| Frame::TextDeliver { from, id, sealed })
+        .boxed()
 }
 
 pub(crate) fn text_deliver_ack() -> BoxedStrategy<Frame> {
@@ -189,8 +201,8 @@ pub(crate) fn inbox_status() -> BoxedStrategy<Frame> {
     u32s().prop_map(|pending| Frame::InboxStatus { pending }).boxed()
 }
 
-pub(crate) fn role() -> impl Strategy<Value = Role> + Clone {
-    select(vec![Role::Initiator, Role::Responder])
+pub(crate) fn leave() -> BoxedStrategy<Frame> {
+    (u64s(), session_id()).prop_map(|(token, session)| Frame::Leave { token, session }).boxed()
 }
 
 pub(crate) fn stream_message(seq_small: bool) -> impl Strategy<Value = StreamMessage> + Clone {
@@ -268,16 +280,9 @@ pub(crate) fn connect() -> BoxedStrategy<Frame> {
 }
 
 pub(crate) fn offer() -> BoxedStrategy<Frame> {
-    (u32s(), session_id(), any::<SessionKey>(), any::<bool>(), user_name(), candidates(), nat_strategy(), nat_profile())
-        .prop_map(|(request, session, key, initiator, peer, peer_candidates, strategy, peer_profile)| Frame::Offer {
-            request,
-            session,
-            key,
-            initiator,
-            peer,
-            peer_candidates,
-            strategy,
-            peer_profile,
+    (u32s(), session_id(), any::<[u8; 32]>(), any::<bool>(), user_name(), candidates(), nat_strategy(), nat_profile())
+        .prop_map(|(request, session, peer_key, initiator, peer, peer_candidates, strategy, peer_profile)| {
+            Frame::Offer { request, session, peer_key, initiator, peer, peer_candidates, strategy, peer_profile }
         })
         .boxed()
 }
@@ -286,15 +291,42 @@ pub(crate) fn offer_ack() -> BoxedStrategy<Frame> {
     (u64s(), session_id()).prop_map(|(token, session)| Frame::OfferAck { token, session }).boxed()
 }
 
+/// The tags of a session's end-to-end datagrams.
+pub(crate) fn peer_tags() -> Vec<u8> {
+    vec![layout::tag::PEER_SEALED, layout::tag::PEER_HELLO, layout::tag::PEER_WELCOME]
+}
+
+/// The header of a peer datagram (`PeerSealed`, `PeerHello` or
+/// `PeerWelcome`) naming `session`, then random bytes: up to `max` bytes in
+/// all, mostly as long as a sealed frame or a handshake message at least.
+pub(crate) fn peer_datagram_for(session: SessionId, max: usize) -> impl Strategy<Value = Vec<u8>> + Clone {
+    let tag = select(peer_tags());
+    (tag, prop_oneof![3 => 0usize..=160, 1 => 0..=max - layout::PEER_HEADER]).prop_flat_map(move |(tag, len)| {
+        vec(any::<u8>(), len).prop_map(move |body| {
+            let mut datagram = layout::peer_handshake(tag, session.0, &body);
+            datagram.truncate(max);
+            datagram
+        })
+    })
+}
+
+/// What a relay frame carries: a peer datagram of its session, usually, or
+/// any bytes (which a server refuses to relay and a client drops).
+fn relay_payload(session: SessionId) -> impl Strategy<Value = Vec<u8>> + Clone {
+    prop_oneof![3 => peer_datagram_for(session, MAX_RELAY_PAYLOAD), 1 => payload(MAX_RELAY_PAYLOAD)]
+}
+
 pub(crate) fn relay() -> BoxedStrategy<Frame> {
-    (u64s(), session_id(), payload(MAX_RELAY_PAYLOAD))
-        .prop_map(|(token, session, payload)| Frame::Relay { token, session, payload })
+    (u64s(), session_id())
+        .prop_flat_map(|(token, session)| {
+            relay_payload(session).prop_map(move |payload| Frame::Relay { token, session, payload })
+        })
         .boxed()
 }
 
 pub(crate) fn relayed() -> BoxedStrategy<Frame> {
-    (session_id(), payload(MAX_RELAY_PAYLOAD))
-        .prop_map(|(session, payload)| Frame::Relayed { session, payload })
+    session_id()
+        .prop_flat_map(|session| relay_payload(session).prop_map(move |payload| Frame::Relayed { session, payload }))
         .boxed()
 }
 
@@ -377,6 +409,7 @@ pub(crate) fn frame_variants() -> Vec<BoxedStrategy<Frame>> {
         text_deliver_ack(),
         inbox_sync(),
         inbox_status(),
+        leave(),
     ]
 }
 
@@ -384,7 +417,9 @@ pub(crate) fn any_frame() -> BoxedStrategy<Frame> {
     Union::new(frame_variants()).boxed()
 }
 
-pub(crate) fn authenticated_frame() -> BoxedStrategy<Frame> {
+/// Frames between the members of a session, which travel only sealed end
+/// to end.
+pub(crate) fn peer_frame() -> BoxedStrategy<Frame> {
     prop_oneof![probe(), probe_ack(), session_frame(false)].boxed()
 }
 
@@ -403,6 +438,7 @@ pub(crate) fn client_to_server_frame() -> BoxedStrategy<Frame> {
         text_send(),
         text_deliver_ack(),
         inbox_sync(),
+        leave(),
         any_frame(),
     ])
     .boxed()
@@ -453,7 +489,7 @@ pub(crate) fn worst_case_frames() -> Vec<Frame> {
         Frame::Offer {
             request: u32::MAX,
             session,
-            key: [0xff; 32],
+            peer_key: [0xff; 32],
             initiator: true,
             peer: name,
             peer_candidates: cands.clone(),
@@ -473,16 +509,18 @@ pub(crate) fn worst_case_frames() -> Vec<Frame> {
         Frame::ProbeAck { session, attempt: u16::MAX, probe_counter: u64::MAX, counter: u64::MAX, observed: v6 },
     ];
     let id = MessageId { conversation: u64::MAX, seq: u64::MAX };
-    let text = "\u{e9}".repeat(MAX_TEXT / 2); // 1000 bytes of two-byte characters
+    let text = "\u{e9}".repeat(MAX_TEXT / 2); // 960 bytes of two-byte characters
+    let sealed = vec![0xff; MAX_SEALED_TEXT];
     let user = "\u{e9}".repeat(MAX_USER_NAME / 2);
     frames.extend([
-        Frame::TextSend { token: u64::MAX, id, to: user.clone(), text: text.clone() },
+        Frame::TextSend { token: u64::MAX, id, to: user.clone(), sealed: sealed.clone() },
         Frame::TextAck { id, status: TextStatus::Delivered },
         Frame::TextRejected { id, reason: TextRejection::StoreUnavailable },
-        Frame::TextDeliver { from: user.clone(), id, text: text.clone() },
+        Frame::TextDeliver { from: user.clone(), id, sealed },
         Frame::TextDeliverAck { token: u64::MAX, from: user, id },
         Frame::InboxSync { token: u64::MAX },
         Frame::InboxStatus { pending: u32::MAX },
+        Frame::Leave { token: u64::MAX, session },
     ]);
     let bodies = [
         SessionBody::Stream { seq: u64::MAX, message: StreamMessage::App(vec![0xff; MAX_APP_PAYLOAD]) },
