@@ -27,6 +27,10 @@ pub(crate) struct Out {
     /// own mapping toward the server still holds (a keepalive now), since a
     /// NAT reboot breaks both at once.
     pub(crate) check_server: bool,
+    /// The extra sockets the driver holds for the client now (opened on
+    /// request, not released since): a held datagram is answered only from
+    /// one of these or the primary.
+    pub(crate) live_sockets: std::collections::BTreeSet<SocketId>,
 }
 
 impl Out {
@@ -91,6 +95,9 @@ impl Out {
         self.transmits.push_back(Transmit { socket, destination, ttl: None, payload, plaintext });
     }
     pub(crate) fn event(&mut self, event: ClientEvent) {
+        if let ClientEvent::ReleaseSocket { socket } = event {
+            self.live_sockets.remove(&socket);
+        }
         self.events.push_back(event);
     }
 }

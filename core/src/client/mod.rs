@@ -313,6 +313,7 @@ impl Client {
     /// bind them).
     pub fn sockets_opened(&mut self, now: Instant, request: u32, sockets: &[(SocketId, SocketAddr)]) {
         self.out.now = Some(now);
+        self.out.live_sockets.extend(sockets.iter().map(|(s, _)| *s));
         let ctx = ctx!(self, now);
         let release =
             |out: &mut Out| sockets.iter().for_each(|(s, _)| out.event(ClientEvent::ReleaseSocket { socket: *s }));
@@ -702,9 +703,20 @@ impl Client {
                         debug!(%session, "a session handshake that is not ours, stale or not authentic");
                         self.stats.unauthenticated += 1;
                     }
-                    // What the peer sent before our keys existed, now.
-                    for early in s.take_early() {
-                        self.handle_peer_datagram(now, early.socket, early.from, &early.datagram, early.relayed);
+                    // What the peer sent before our keys existed, now; not
+                    // what came on a socket released since (it would be
+                    // answered from a socket the driver no longer holds:
+                    // found by the property suite).
+                    let early = if s.is_established() { s.take_early() } else { Vec::new() };
+                    for early in early {
+                        let live = early.relayed
+                            || early.socket == self.primary.0
+                            || self.out.live_sockets.contains(&early.socket);
+                        if live {
+                            self.handle_peer_datagram(now, early.socket, early.from, &early.datagram, early.relayed);
+                        } else {
+                            self.stats.unexpected += 1;
+                        }
                     }
                 }
             }

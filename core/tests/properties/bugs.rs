@@ -68,13 +68,12 @@ fn a_logout_during_nat_discovery_leaves_no_deadline_in_the_past() {
     d.idle(Duration::from_secs(60));
 }
 
-/// BUG (open, found by `a_logged_in_client_survives_a_hostile_server_address`):
+/// BUG (fixed; found by `a_logged_in_client_survives_a_hostile_server_address`):
 /// a sealed peer datagram that arrives before the session's keys is held
 /// with the socket it came on, and handled once the handshake completes;
 /// if the client released that socket in between (NAT discovery's
 /// filtering socket, here), it answers from a socket its driver closed.
 #[test]
-#[ignore = "open core bug: held peer datagrams are answered from a released socket"]
 fn a_held_peer_datagram_is_not_answered_from_a_released_socket() {
     // Given a client whose NAT discovery holds its filtering socket, and a
     // session it is the responder of: its hello is out, and the test's peer

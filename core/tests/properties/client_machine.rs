@@ -490,7 +490,7 @@ struct Model {
     slots: [Option<Peer>; SLOTS],
     /// For every session the client opened, the datagrams it holds until
     /// the session's keys exist, in order.
-    held: BTreeMap<SessionId, Vec<Held>>,
+    held: BTreeMap<SessionId, Vec<(Held, Option<SocketId>)>>,
     /// Seeds the test's handshakes, so that each has its own ephemeral key.
     seeds: u64,
     /// Texts the application sent: their recipient and text, by id.
@@ -518,18 +518,24 @@ enum Held {
 /// What the client counts when its session's keys exist and it handles
 /// what it held: each that does not open, and each after one that closed
 /// the session.
-fn refused_when_keyed(held: &[Held]) -> u64 {
+///
+/// One that came on a socket the client released since (`live` says which
+/// are held now; `None` is the relay) is dropped unopened and counted
+/// unexpected: it would be answered from a socket the driver closed.
+/// Returns (unauthenticated, unexpected).
+fn refused_when_keyed(held: &[(Held, Option<SocketId>)], live: impl Fn(SocketId) -> bool) -> (u64, u64) {
     let mut closed = false;
-    let mut refused = 0;
-    for h in held {
+    let (mut refused, mut dropped) = (0, 0);
+    for (h, socket) in held {
         match h {
+            _ if socket.is_some_and(|s| !live(s)) => dropped += 1,
             _ if closed => refused += 1,
             Held::Forged => refused += 1,
             Held::Authentic => {}
             Held::Closing => closed = true,
         }
     }
-    refused
+    (refused, dropped)
 }
 
 /// How a datagram the peer sent stands, for a client that may hold it.
@@ -580,12 +586,19 @@ impl Model {
     /// opens if authentic and the keys exist, waits for them while there is
     /// room (authentic or not: the client cannot tell yet), and is refused
     /// otherwise.
-    fn arrive(&mut self, d: &ClientDriver, before: &ClientStats, datagram: &[u8], how: Held) -> Expect {
+    fn arrive(
+        &mut self,
+        d: &ClientDriver,
+        before: &ClientStats,
+        datagram: &[u8],
+        how: Held,
+        socket: Option<SocketId>,
+    ) -> Expect {
         let session = SessionId(layout::peer_session(datagram).expect("the caller checked the header"));
         match self.view(d, session) {
             PeerView::Keyed if how != Held::Forged => Expect::Opened,
             PeerView::Unkeyed { held } if held < MAX_EARLY => {
-                self.held.entry(session).or_default().push(how);
+                self.held.entry(session).or_default().push((how, socket));
                 Expect::Refused(before.clone())
             }
             _ => Expect::Refused(plus_one(before, |s| &mut s.unauthenticated)),
@@ -600,12 +613,12 @@ impl Model {
         d: &ClientDriver,
         before: &ClientStats,
         bytes: &[u8],
-        from: SocketAddr,
+        (socket, from): (SocketId, SocketAddr),
         how: Held,
     ) -> Expect {
         let sealed = bytes.len() <= MAX_DATAGRAM && bytes.first() == Some(&layout::tag::PEER_SEALED);
         if sealed && layout::peer_session(bytes).is_some() {
-            return self.arrive(d, before, bytes, how);
+            return self.arrive(d, before, bytes, how, Some(socket));
         }
         match Frame::decode(bytes) {
             // A stray opener carries nothing.
@@ -638,7 +651,7 @@ impl Model {
         if layout::peer_session(payload) != Some(session.0) {
             Expect::Refused(plus_one(before, |s| &mut s.malformed))
         } else if payload[0] == layout::tag::PEER_SEALED {
-            self.arrive(d, before, payload, how)
+            self.arrive(d, before, payload, how, None)
         } else {
             Expect::Refused(plus_one(before, |s| &mut s.unauthenticated))
         }
@@ -656,7 +669,7 @@ impl Model {
         how: Held,
     ) -> Expect {
         match via {
-            Via::Direct { from, .. } => self.expect_direct(d, before, bytes, *from, how),
+            Via::Direct { from, .. } => self.expect_direct(d, before, bytes, (direct_socket(d, via), *from), how),
             Via::Relayed => {
                 let relayed = Frame::Relayed { session, payload: bytes.to_vec() }.encode();
                 if relayed.len() + SEALED_OVERHEAD > MAX_DATAGRAM {
@@ -787,13 +800,24 @@ fn set_session(frame: &mut Frame, id: SessionId) {
     }
 }
 
+/// The socket a direct delivery arrives on: one the driver holds, or a raw
+/// id (a driver bug the client must survive). The relay's is the primary.
+fn direct_socket(d: &ClientDriver, via: &Via) -> SocketId {
+    match via {
+        Via::Direct { socket, raw, .. } => {
+            let sockets: Vec<SocketId> = d.live.keys().copied().collect();
+            raw.map(SocketId).unwrap_or(sockets[socket % sockets.len()])
+        }
+        Via::Relayed => d.primary.0,
+    }
+}
+
 /// Delivers a peer datagram directly or through the relay (sealed in the
 /// channel); returns what was fed.
 fn deliver_peer(d: &mut ClientDriver, session: SessionId, bytes: Vec<u8>, via: &Via) -> Vec<u8> {
     match via {
-        Via::Direct { socket, raw, from } => {
-            let sockets: Vec<SocketId> = d.live.keys().copied().collect();
-            let socket = raw.map(SocketId).unwrap_or(sockets[socket % sockets.len()]);
+        Via::Direct { from, .. } => {
+            let socket = direct_socket(d, via);
             d.feed(socket, *from, &bytes);
             bytes
         }
@@ -895,8 +919,16 @@ fn play_handshake(d: &mut ClientDriver, model: &mut Model, slot: usize, how: &Ha
             // for them is handled now: the authentic datagrams opened, the
             // others refused, each once.
             let held = model.held.insert(session, Vec::new()).unwrap_or_default();
-            let refused = refused_when_keyed(&held);
-            let expected = ClientStats { unauthenticated: before.unauthenticated + refused, ..before.clone() };
+            let primary = d.primary.0;
+            // (The client trusts only the primary and the sockets it asked
+            // for and has not released; a raw id the driver delivers on is
+            // not one of them.)
+            let (refused, dropped) = refused_when_keyed(&held, |s| s == primary || d.opened.contains(&s));
+            let expected = ClientStats {
+                unauthenticated: before.unauthenticated + refused,
+                unexpected: before.unexpected + dropped,
+                ..before.clone()
+            };
             prop_assert_eq!(d.client.stats(), &expected, "held {:?}", held);
             peer.keyed = true;
             if peer.client_initiator {
@@ -955,9 +987,10 @@ fn run_client_ops(d: &mut ClientDriver, ops: &[ClientOp]) -> Result<(), TestCase
         match op {
             ClientOp::Garbage { from, socket, bytes } => {
                 // When garbage arrives from one of the server's addresses.
-                let expect = model.expect_direct(d, &before, bytes, servers[*from], Held::Forged);
                 let sockets: Vec<SocketId> = d.live.keys().copied().collect();
-                d.feed(sockets[socket % sockets.len()], servers[*from], bytes);
+                let on = sockets[socket % sockets.len()];
+                let expect = model.expect_direct(d, &before, bytes, (on, servers[*from]), Held::Forged);
+                d.feed(on, servers[*from], bytes);
                 // Then what cannot be read is counted once, as malformed
                 // (or, for the channel's and the sessions' datagrams, as
                 // their first byte and header say), and a peer datagram for
@@ -989,7 +1022,8 @@ fn run_client_ops(d: &mut ClientDriver, ops: &[ClientOp]) -> Result<(), TestCase
                     Source::Stranger(stranger) => Some(*stranger),
                     _ => None,
                 };
-                let plain = plain_from.map(|from| model.expect_direct(d, &before, &inner, from, Held::Forged));
+                let primary = d.primary.0;
+                let plain = plain_from.map(|from| model.expect_direct(d, &before, &inner, (primary, from), Held::Forged));
                 let (from, bytes) = match source {
                     Source::Sealed => (server_primary(), d.feed_sealed(&inner)),
                     Source::SealedVia(via) => {

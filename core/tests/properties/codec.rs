@@ -531,7 +531,7 @@ fn check_channel_parsers(bytes: &[u8]) -> Result<(), TestCaseError> {
     let shaped = |tag: u8| bytes.len() >= 2 && bytes[0] == tag && bytes[1] == VERSION;
     let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
     let hello = Hello::parse(bytes);
-    prop_assert_eq!(hello.is_some(), shaped(layout::tag::HELLO) && bytes.len() > layout::HELLO_HEADER + 32);
+    prop_assert_eq!(hello.is_some(), shaped(layout::tag::HELLO) && bytes.len() >= layout::SMALLEST_HELLO);
     if let Some(hello) = &hello {
         let len = bytes.len();
         prop_assert_eq!(hello.sender, u64_at(2));

@@ -282,6 +282,11 @@ impl Session {
         self.path.seal().hold(early)
     }
 
+    /// Whether the end-to-end handshake is done.
+    pub(crate) fn is_established(&mut self) -> bool {
+        self.path.seal().is_established()
+    }
+
     /// The datagrams held until the keys existed, to be handled now.
     pub(crate) fn take_early(&mut self) -> Vec<Early> {
         self.path.seal().take_early()
