@@ -11,4 +11,5 @@ mod input;
 
 pub mod frame;
 pub mod handshake;
+pub mod server;
 pub mod stun;
