@@ -125,6 +125,8 @@ struct Driver {
     /// Every Hello datagram fed, for replays.
     hello_datagrams: Vec<Vec<u8>>,
     handshakes: usize,
+    /// The sender indexes of Hellos with a valid mac1 around junk.
+    junk_senders: BTreeSet<u64>,
     cookies: BTreeMap<SocketAddr, [u8; MAC_LEN]>,
     channels: Vec<Channel>,
     /// Sealed datagrams fed unmodified, with their source.
@@ -203,6 +205,7 @@ pub fn check(data: &[u8]) -> Reached {
         hellos: Vec::new(),
         hello_datagrams: Vec::new(),
         handshakes: 0,
+        junk_senders: BTreeSet::new(),
         cookies: BTreeMap::new(),
         channels: Vec::new(),
         sealed_fed: Vec::new(),
@@ -258,7 +261,10 @@ pub fn check(data: &[u8]) -> Reached {
             // A forgery in the sealed layout, naming a live channel.
             9 => {
                 let Some(i) = d.pick_channel(&mut input) else { continue };
-                let (counter, ciphertext) = (input.u64(), input.bytes());
+                // (With a counter no channel reaches: the keys grow from the
+                // input, so the fuzzer can learn a datagram another run sealed,
+                // which this run's client end would seal too.)
+                let (counter, ciphertext) = (input.u64() | 1 << 63, input.bytes());
                 let mut forged = layout::sealed_buffer(d.channels[i].token, counter, ciphertext.len());
                 forged[layout::SEALED_HEADER..].copy_from_slice(&ciphertext);
                 let from = d.channels[i].from;
@@ -274,6 +280,7 @@ pub fn check(data: &[u8]) -> Reached {
             // a Diffie–Hellman on it, which fails.
             11 => {
                 let (sender, noise, from) = (input.u64(), input.bytes(), input.pick(all));
+                d.junk_senders.insert(sender);
                 let hello = hello_around(&d.server_key, sender, &noise);
                 d.feed(d.sockets[0], from, &hello);
             }
@@ -653,7 +660,10 @@ impl Driver {
             }
             layout::tag::COOKIE_REPLY => {
                 let (receiver, _, _) = layout::parse_cookie_reply(&t.payload).expect("a cookie reply parses");
-                if let Some(h) = self.hellos.iter().find(|h| h.hello.sender() == receiver) {
+                // (A cookie reply to a junk Hello naming one of ours is
+                // sealed with the junk's mac1.)
+                let ours = self.hellos.iter().find(|h| h.hello.sender() == receiver);
+                if let Some(h) = ours.filter(|_| !self.junk_senders.contains(&receiver)) {
                     let cookie = open_cookie(&self.server_key, &t.payload, h.hello.mac1());
                     let Some(cookie) = cookie else { panic!("a cookie reply that does not open for its Hello") };
                     self.cookies.insert(t.destination, cookie);
