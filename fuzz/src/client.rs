@@ -378,10 +378,15 @@ impl Driver {
             assert_eq!(self.client.is_logged_in(), before);
             return;
         }
-        if ok {
-            self.ends.push((token, end));
-        }
+        // The client takes the channel only if it waited for this Welcome
+        // (not logged in already, no other Hello sent since).
+        // (Held while the Welcome is fed: the client's proof is sealed in it.)
+        let online = self.client.is_logged_in();
+        self.ends.push((token, end));
         self.feed(t.socket, t.destination, &welcome);
+        if !ok || online || !self.client.is_logged_in() {
+            self.ends.pop();
+        }
     }
 
     /// A frame a server sends a client, from the input (encoded), or any
