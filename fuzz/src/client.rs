@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use punchline_core::client::{Client, ClientConfig, ClientEvent};
 use punchline_core::messaging::{MessageId, TextRejection, TextStatus};
 use punchline_core::nat::{NatProfile, Strategy};
-use punchline_core::secure::{ChannelEnd, HelloReceived, StaticKey};
+use punchline_core::secure::{seal_text, ChannelEnd, HelloReceived, StaticKey};
 use punchline_core::wire::channel::{self as layout, Hello};
 use punchline_core::wire::frame::{CloseReason, ErrorCode, Frame, SessionId};
 use punchline_core::wire::{self, stun, MAX_DATAGRAM};
@@ -41,6 +41,14 @@ const MAX_SOCKETS: u32 = 64;
 fn sources() -> &'static [SocketAddr; 4] {
     static ADDRS: OnceLock<[SocketAddr; 4]> = OnceLock::new();
     ADDRS.get_or_init(|| SOURCES.map(|a| a.parse().expect("an address")))
+}
+
+/// The key of user `name` the driver plays (bob, carol...), derived as
+/// `ClientConfig::new` derives each user's, made once per process.
+fn user_key(name: &str) -> &'static StaticKey {
+    static KEYS: OnceLock<Vec<StaticKey>> = OnceLock::new();
+    let keys = KEYS.get_or_init(|| USERS.iter().map(|u| StaticKey::derive(Seed::from(0), u)).collect());
+    &keys[USERS.iter().position(|u| *u == name).unwrap_or(0)]
 }
 
 /// The server's key (the one `ServerConfig::new` derives), and the
@@ -272,12 +280,11 @@ pub fn check(data: &[u8]) -> Reached {
     d.reached
 }
 
-/// A peer frame of the registry's authenticated rows (`kind` picks one):
-/// its tag, the version, the session id, then `body` (its MAC, if any, is
-/// whatever the body ends in).
+/// A peer frame of the registry's peer rows (`kind` picks one) in the
+/// clear: its tag, the version, the session id, then `body`. A client must
+/// refuse it: peer frames travel only sealed end to end.
 fn peer_frame(kind: u8, session: SessionId, body: &[u8]) -> Vec<u8> {
-    let peers: Vec<u8> =
-        punchline_core::wire::frame::FRAME_TYPES.iter().filter(|t| t.authenticated).map(|t| t.tag).collect();
+    let peers: Vec<u8> = punchline_core::wire::frame::FRAME_TYPES.iter().filter(|t| t.peer).map(|t| t.tag).collect();
     let mut out = vec![peers[usize::from(kind) % peers.len()], punchline_core::wire::frame::VERSION];
     let mut id = session.0;
     while id >= 0x80 {
@@ -307,18 +314,14 @@ impl Driver {
     }
 
     /// Feeds a datagram in the clear: a signaling frame outside the channel
-    /// is never acted on (but the server's `NotLoggedIn` hint), a peer frame
-    /// that does not authenticate causes no event.
+    /// is never acted on (but the server's `NotLoggedIn` hint), nor is a
+    /// peer frame outside its session's encryption.
     fn plain(&mut self, from: SocketAddr, payload: &[u8]) {
         let is_server = from == self.client.config().server || Some(from) == self.client.config().alt_server;
         let decoded = (payload.len() <= MAX_DATAGRAM).then(|| Frame::decode(payload).ok()).flatten();
         match decoded {
             Some(Frame::Error { code: ErrorCode::NotLoggedIn, .. }) if is_server => {
                 drop(self.feed(self.sockets[0].0, from, payload))
-            }
-            Some(frame) if frame.is_authenticated() => {
-                let (_, events) = self.feed(self.sockets[0].0, from, payload);
-                assert!(events.is_empty(), "a peer frame without a valid MAC caused {events:?}");
             }
             Some(frame) => self.quiet(from, payload, &format!("a plain {frame:?}")),
             None => drop(self.feed(self.sockets[0].0, from, payload)),
@@ -412,7 +415,8 @@ impl Driver {
                 Frame::Offer {
                     request,
                     session,
-                    key: [input.byte(); 32],
+                    // The peer's own key (its sessions can be keyed) or any.
+                    peer_key: if input.bool() { user_key(&peer).public().0 } else { [input.byte(); 32] },
                     initiator: input.bool(),
                     peer,
                     peer_candidates: candidates,
@@ -436,7 +440,19 @@ impl Driver {
                 let reasons = [TextRejection::TooLarge, TextRejection::UnknownRecipient, TextRejection::RateLimited];
                 Frame::TextRejected { id, reason: input.pick(&reasons) }
             }
-            11 => Frame::TextDeliver { from: peer, id, text: String::from_utf8_lossy(&input.bytes()).into_owned() },
+            11 => {
+                // Sealed to the client by the peer's own key (so it opens,
+                // and is shown unless another key is pinned for the peer),
+                // or any bytes.
+                let sealed = if input.bool() {
+                    let text = String::from_utf8_lossy(&input.bytes()).into_owned();
+                    let names = (peer.as_str(), "alice", id);
+                    seal_text(user_key(&peer), &keys().1.public(), names, &text, Seed::from(input.u64()))
+                } else {
+                    input.bytes()
+                };
+                Frame::TextDeliver { from: peer, id, sealed }
+            }
             12 => Frame::InboxStatus { pending: input.byte().into() },
             _ => {
                 return Some(if input.bool() { registered_frame(input.byte(), &input.bytes()) } else { input.bytes() })
@@ -544,27 +560,57 @@ impl Driver {
                         let (receiver, _, _) = layout::parse_sealed(&t.payload).expect("a sealed frame parses");
                         let plaintext = t.plaintext.as_deref();
                         let frame = plaintext.map(Frame::decode);
-                        assert!(matches!(frame, Some(Ok(ref f)) if !f.is_authenticated()), "sealed {frame:?}");
+                        assert!(matches!(frame, Some(Ok(ref f)) if !f.is_peer()), "sealed {frame:?}");
                         let opened = self
                             .ends
                             .iter_mut()
                             .filter(|(token, _)| *token == receiver)
                             .find_map(|(_, end)| end.open(&t.payload));
                         assert!(opened.is_some(), "a sealed frame that opens in no channel the server opened");
-                        assert_eq!(opened.as_deref(), plaintext, "a sealed frame that is not its plaintext");
+                        let opened = opened.as_deref().map(Frame::decode);
+                        match (&opened, &frame) {
+                            // A relay frame's plaintext shows the peer frame
+                            // its payload seals end to end (for traces); the
+                            // server gets the sealed payload.
+                            (
+                                Some(Ok(Frame::Relay { token, session, payload })),
+                                Some(Ok(Frame::Relay { token: t2, session: s2, .. })),
+                            ) => {
+                                assert_eq!((token, session), (t2, s2), "a relay frame that is not its plaintext");
+                                assert_eq!(
+                                    layout::peer_session(payload),
+                                    Some(session.0),
+                                    "a relay of another session"
+                                );
+                            }
+                            _ => assert_eq!(opened, frame, "a sealed frame that is not its plaintext"),
+                        }
                         self.reached.sealed_opened += 1;
                     }
                     tag => panic!("the client sent a {tag:#04x}"),
                 }
             }
+            wire::Kind::Punchline if t.payload[0] == layout::tag::PEER_SEALED => {
+                // A session's datagram, sealed end to end, sent directly:
+                // its plaintext is a peer frame of the session it names.
+                let session = layout::peer_session(&t.payload).expect("a sealed peer datagram parses");
+                let frame = t.plaintext.as_deref().map(Frame::decode);
+                let Some(Ok(frame)) = frame else { panic!("a sealed peer datagram without its frame: {frame:?}") };
+                assert!(frame.is_peer(), "a {frame:?} sealed as a peer frame");
+                assert_eq!(t.ttl, None);
+                let named = match frame {
+                    Frame::Probe { session, .. } | Frame::ProbeAck { session, .. } | Frame::Session { session, .. } => {
+                        session.0
+                    }
+                    _ => unreachable!("checked to be a peer frame"),
+                };
+                assert_eq!(named, session, "a peer frame sealed under another session");
+            }
             wire::Kind::Punchline => {
                 let frame = Frame::decode(&t.payload);
                 let Ok(frame) = frame else { panic!("an undecodable frame: {frame:?}") };
                 assert_eq!(t.plaintext, None);
-                assert!(
-                    frame.is_authenticated() || frame == Frame::Opener,
-                    "a plain {frame:?}: signaling outside the channel"
-                );
+                assert!(frame == Frame::Opener, "a plain {frame:?}: signaling or a peer frame in the clear");
                 if let Some(ttl) = t.ttl {
                     assert_eq!((&frame, ttl), (&Frame::Opener, config.opener_ttl), "a TTL on another than an opener");
                 }

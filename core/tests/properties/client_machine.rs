@@ -1023,7 +1023,8 @@ fn run_client_ops(d: &mut ClientDriver, ops: &[ClientOp]) -> Result<(), TestCase
                     _ => None,
                 };
                 let primary = d.primary.0;
-                let plain = plain_from.map(|from| model.expect_direct(d, &before, &inner, (primary, from), Held::Forged));
+                let plain =
+                    plain_from.map(|from| model.expect_direct(d, &before, &inner, (primary, from), Held::Forged));
                 let (from, bytes) = match source {
                     Source::Sealed => (server_primary(), d.feed_sealed(&inner)),
                     Source::SealedVia(via) => {
