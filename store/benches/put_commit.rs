@@ -13,6 +13,7 @@
 //! target temporary directory (on the same disk as the build), never on a
 //! tmpfs where fsync would be free.
 
+use punchline_core::secure::X_OVERHEAD;
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::PathBuf;
@@ -32,7 +33,9 @@ fn put_commit(c: &mut Criterion) {
     let base = bench_dir();
     std::fs::create_dir_all(&base).unwrap();
     let dir = tempfile::tempdir_in(&base).unwrap();
-    let text = "a message of about the length people type in a chat, ".repeat(2);
+    // What the store holds of a chat-length text: its bytes, sealed to the
+    // recipient (`X_OVERHEAD` more than the text).
+    let text = vec![b'x'; "a message of about the length people type in a chat, ".len() * 2 + X_OVERHEAD];
     let mut group = c.benchmark_group("store");
     group.throughput(Throughput::Elements(1));
     group.sample_size(30).measurement_time(Duration::from_secs(10));
@@ -47,7 +50,7 @@ fn put_commit(c: &mut Criterion) {
                 recipient: format!("user{}", seq % 100),
                 sender: "alice".into(),
                 id: MessageId { conversation: 7, seq },
-                text: text.clone(),
+                sealed: text.clone(),
             };
             let put =
                 StoreRequest { id: StoreRequestId(seq), op: StoreOp::Put { message, max_per_recipient: usize::MAX } };
@@ -64,7 +67,7 @@ fn put_commit(c: &mut Criterion) {
                         recipient: format!("user{}", seq % 100),
                         sender: "alice".into(),
                         id: MessageId { conversation: 7, seq },
-                        text: text.clone(),
+                        sealed: text.clone(),
                     };
                     StoreRequest {
                         id: StoreRequestId(seq),
