@@ -61,11 +61,15 @@ pub struct Transmit {
     pub ttl: Option<u8>,
     /// The datagram, at most [`MAX_DATAGRAM`](crate::wire::MAX_DATAGRAM) bytes.
     pub payload: Bytes,
-    /// For a datagram of the client–server channel (a Hello, a Welcome, a
-    /// sealed frame): the frame inside, in the clear, so that a trace, a
-    /// test or a debugging driver can show what the machine said, as
-    /// TLS key logging lets Wireshark show it. `None` for datagrams sent in
-    /// the clear. Never send it: a driver sends `payload` only.
+    /// For an encrypted datagram, the frame inside, in the clear, so that a
+    /// trace, a test or a debugging driver can show what the machine said,
+    /// as TLS key logging lets Wireshark show it: for the client–server
+    /// channel (a Hello, a Welcome, a sealed frame) the frame sealed in it;
+    /// for a session's `PeerSealed` datagram the peer frame; for a relay
+    /// frame the client sends, the relay frame with the peer frame its
+    /// sealed payload carries in place of that payload (what the server
+    /// gets is sealed end to end). `None` for datagrams sent in the clear.
+    /// Never send it: a driver sends `payload` only.
     pub plaintext: Option<Bytes>,
 }
 

@@ -288,13 +288,16 @@ pub struct ClientStats {
     /// Undecodable datagrams, and sealed server frames whose inside does
     /// not decode.
     pub malformed: u64,
-    /// Frames that do not authenticate: peer frames with a bad MAC, a
-    /// replayed counter or an unknown session; server datagrams that do not
-    /// open in the channel (forged, replayed); signaling frames in the
-    /// clear.
+    /// Frames that do not authenticate: peer datagrams that do not open in
+    /// their session's keys (forged, replayed, reflected, or for an unknown
+    /// session), session handshakes that are not genuine, peer frames in
+    /// the clear; server datagrams that do not open in the channel (forged,
+    /// replayed); signaling frames in the clear; texts through the server
+    /// that do not open.
     pub unauthenticated: u64,
     /// Datagrams that are not expected here or now: the handshake's
-    /// answers from another source, stale or not for our Hello, and server
-    /// frames a client does not take.
+    /// answers from another source, stale or not for our Hello, server
+    /// frames a client does not take, and peer datagrams held for a
+    /// session's keys that came on a socket released meanwhile.
     pub unexpected: u64,
 }
