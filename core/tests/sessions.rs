@@ -166,7 +166,7 @@ fn a_poisoned_attempt_recovers_by_retrying_from_fresh_local_ports() {
     h.connect(a, "bob");
     h.run_for(Duration::from_secs(1));
     let (alice_public, bob_public) = (h.public_addr(a), h.public_addr(b));
-    h.inject(alice_public, bob_public, Frame::Opener.encode());
+    h.inject(alice_public, bob_public, Frame::Opener { session: SessionId(1), counter: 1 }.encode());
     h.run_for(ms(50));
     assert_eq!(tracked_at(&h, b, a), 1, "bob's NAT now blocks alice's 5-tuple");
 

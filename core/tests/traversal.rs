@@ -416,7 +416,12 @@ fn probes(sent: &[(Duration, Transmit)]) -> Vec<(Duration, SocketId, SocketAddr,
 
 /// The openers among `sent`, in the order they left.
 fn openers(sent: &[(Duration, Transmit)]) -> Vec<&Transmit> {
-    sent.iter().map(|(_, t)| t).filter(|t| Frame::decode(&t.payload) == Ok(Frame::Opener)).collect()
+    sent.iter().map(|(_, t)| t).filter(|t| is_opener(t)).collect()
+}
+
+/// An opener (sealed end to end: its plaintext says so).
+fn is_opener(t: &Transmit) -> bool {
+    matches!(t.plaintext.as_deref().map(Frame::decode), Some(Ok(Frame::Opener { .. })))
 }
 
 /// The stream messages the client sent through the relay (each checked to
@@ -670,7 +675,7 @@ fn the_pool_side_opens_its_pool_toward_the_peers_address_then_announces_it_and_r
         pool_open.iter().map(|(_, m)| m.clone()).collect::<Vec<_>>(),
         [StreamMessage::PoolOpen { attempt: 0, ip: reflexive_ip, sockets: pool }]
     );
-    let last_opener = rig.sent_since(mark).iter().rposition(|(_, t)| Frame::decode(&t.payload) == Ok(Frame::Opener));
+    let last_opener = rig.sent_since(mark).iter().rposition(|(_, t)| is_opener(t));
     assert!(last_opener < Some(pool_open[0].0), "the pool is announced after its openers left");
 
     // When the session is closed while the pool is open,

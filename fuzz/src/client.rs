@@ -597,9 +597,13 @@ impl Driver {
                 let frame = t.plaintext.as_deref().map(Frame::decode);
                 let Some(Ok(frame)) = frame else { panic!("a sealed peer datagram without its frame: {frame:?}") };
                 assert!(frame.is_peer(), "a {frame:?} sealed as a peer frame");
-                assert_eq!(t.ttl, None);
                 let named = match frame {
+                    Frame::Opener { session, .. } => {
+                        assert_eq!(t.ttl, Some(config.opener_ttl), "an opener without the opener TTL");
+                        session.0
+                    }
                     Frame::Probe { session, .. } | Frame::ProbeAck { session, .. } | Frame::Session { session, .. } => {
+                        assert_eq!(t.ttl, None, "a TTL on another than an opener");
                         session.0
                     }
                     _ => unreachable!("checked to be a peer frame"),
@@ -608,12 +612,7 @@ impl Driver {
             }
             wire::Kind::Punchline => {
                 let frame = Frame::decode(&t.payload);
-                let Ok(frame) = frame else { panic!("an undecodable frame: {frame:?}") };
-                assert_eq!(t.plaintext, None);
-                assert!(frame == Frame::Opener, "a plain {frame:?}: signaling or a peer frame in the clear");
-                if let Some(ttl) = t.ttl {
-                    assert_eq!((&frame, ttl), (&Frame::Opener, config.opener_ttl), "a TTL on another than an opener");
-                }
+                panic!("a frame in the clear: {frame:?} (signaling goes in the channel, peer frames sealed)");
             }
             wire::Kind::Unknown => panic!("sent neither STUN nor a frame: {:02x?}", &t.payload[..len.min(16)]),
         }

@@ -118,7 +118,7 @@ pub fn write_frame<W: Write>(out: &mut W, f: &Frame) -> fmt::Result {
         Frame::TextDeliverAck { from, id, .. } => write!(out, "TextDeliverAck {id} from={from}"),
         Frame::InboxSync { .. } => out.write_str("InboxSync"),
         Frame::InboxStatus { pending } => write!(out, "InboxStatus pending={pending}"),
-        Frame::Opener => out.write_str("Opener"),
+        Frame::Opener { .. } => out.write_str("Opener"),
         Frame::Probe { attempt, .. } => write!(out, "Probe attempt={attempt}"),
         Frame::ProbeAck { attempt, observed, .. } => {
             write!(out, "ProbeAck attempt={attempt} observed={}", Addr(*observed))

@@ -38,10 +38,6 @@ impl Out {
     pub(crate) fn send(&mut self, socket: SocketId, to: SocketAddr, ttl: Option<u8>, payload: Vec<u8>) {
         self.push(socket, to, ttl, wire::payload_bytes(payload));
     }
-    /// Queues `frame`, unsigned.
-    pub(crate) fn send_frame(&mut self, socket: SocketId, to: SocketAddr, ttl: Option<u8>, frame: &Frame) {
-        self.send_sealed(socket, to, ttl, frame, |_| {});
-    }
     /// Queues `frame` to the server, from the primary socket, sealed in
     /// the channel; dropped while there is none (not logged in: every
     /// caller sends again once it is).
@@ -69,16 +65,6 @@ impl Out {
         }
     }
     /// Queues `frame` once `seal` has signed its encoding in place.
-    pub(crate) fn send_sealed(
-        &mut self,
-        socket: SocketId,
-        to: SocketAddr,
-        ttl: Option<u8>,
-        frame: &Frame,
-        seal: impl FnOnce(&mut [u8]),
-    ) {
-        self.push(socket, to, ttl, wire::frame_bytes(frame, seal));
-    }
     fn push(&mut self, socket: SocketId, destination: SocketAddr, ttl: Option<u8>, payload: Bytes) {
         self.transmits.push_back(Transmit { socket, destination, ttl, payload, plaintext: None });
     }
@@ -91,8 +77,19 @@ impl Out {
         payload: Vec<u8>,
         frame: Vec<u8>,
     ) {
+        self.send_carrying_ttl(socket, destination, None, payload, frame);
+    }
+    /// [`Out::send_carrying`] with an IP TTL (a sealed opener).
+    pub(crate) fn send_carrying_ttl(
+        &mut self,
+        socket: SocketId,
+        destination: SocketAddr,
+        ttl: Option<u8>,
+        payload: Vec<u8>,
+        frame: Vec<u8>,
+    ) {
         let (payload, plaintext) = (wire::payload_bytes(payload), Some(Bytes::from(frame)));
-        self.transmits.push_back(Transmit { socket, destination, ttl: None, payload, plaintext });
+        self.transmits.push_back(Transmit { socket, destination, ttl, payload, plaintext });
     }
     pub(crate) fn event(&mut self, event: ClientEvent) {
         if let ClientEvent::ReleaseSocket { socket } = event {

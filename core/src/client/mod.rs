@@ -518,15 +518,12 @@ impl Client {
         self.sessions.on_binding_response(&ctx, &mut self.out, socket, tid, mapped);
     }
 
-    /// A frame in the clear: an opener, or a server's `NotLoggedIn` hint.
+    /// A frame in the clear: only a server's `NotLoggedIn` hint is believed.
     /// Nothing else is believed outside a channel: a forged `TextDeliver`
     /// or `Offer` from a spoofed server address, or a peer frame that
     /// skipped its session's encryption, is dropped here.
     fn handle_frame(&mut self, now: Instant, from: SocketAddr, frame: Frame) {
         match frame {
-            // Openers are not meant to arrive; one that does (a peer on the
-            // same LAN) carries nothing.
-            Frame::Opener => {}
             Frame::Error { code: ErrorCode::NotLoggedIn, .. } if self.is_server(from) => {
                 if self.login.on_unsealed_not_logged_in(now, &mut self.timers) {
                     self.start_login(now);
@@ -715,6 +712,12 @@ impl Client {
                         if live {
                             self.handle_peer_datagram(now, early.socket, early.from, &early.datagram, early.relayed);
                         } else {
+                            // Opened all the same (if it is authentic, its
+                            // counter is now spent: a copy on a live socket is
+                            // a replay), but not acted on.
+                            if let Some(s) = self.sessions.get_mut(&session) {
+                                let _ = s.open(now, &early.datagram);
+                            }
                             self.stats.unexpected += 1;
                         }
                     }

@@ -621,8 +621,6 @@ impl Model {
             return self.arrive(d, before, bytes, how, Some(socket));
         }
         match Frame::decode(bytes) {
-            // A stray opener carries nothing.
-            Ok(Frame::Opener) => Expect::Refused(before.clone()),
             // The server's hint that it forgot the channel (see the
             // server frames below).
             Ok(Frame::Error { code: ErrorCode::NotLoggedIn, .. }) if is_server(d, from) => Expect::Unknown,
@@ -1089,11 +1087,7 @@ fn run_client_ops(d: &mut ClientDriver, ops: &[ClientOp]) -> Result<(), TestCase
                     // datagram of it: those decode as no frame).
                     let hint =
                         matches!(decoded, Frame::Error { code: ErrorCode::NotLoggedIn, .. }) && is_server(d, from);
-                    if decoded == Frame::Opener {
-                        // Then a stray opener carries nothing.
-                        prop_assert_eq!(&stats, &before);
-                        prop_assert!(quiet);
-                    } else if hint {
+                    if hint {
                         // Then the server's hint that it forgot the channel is
                         // counted nowhere: believed (a fresh Hello goes) only
                         // while a keepalive awaits its answer, else ignored.

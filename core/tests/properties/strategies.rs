@@ -351,7 +351,7 @@ pub(crate) fn error() -> BoxedStrategy<Frame> {
 }
 
 pub(crate) fn opener() -> BoxedStrategy<Frame> {
-    Just(Frame::Opener).boxed()
+    (session_id(), u64s()).prop_map(|(session, counter)| Frame::Opener { session, counter }).boxed()
 }
 
 pub(crate) fn probe() -> BoxedStrategy<Frame> {
@@ -504,7 +504,7 @@ pub(crate) fn worst_case_frames() -> Vec<Frame> {
         Frame::DiscoverReply { nonce: u64::MAX, reflexive: v6 },
         Frame::Logout { token: u64::MAX },
         Frame::Error { request: u32::MAX, code: ErrorCode::BadRequest },
-        Frame::Opener,
+        Frame::Opener { session, counter: u64::MAX },
         Frame::Probe { session, attempt: u16::MAX, counter: u64::MAX },
         Frame::ProbeAck { session, attempt: u16::MAX, probe_counter: u64::MAX, counter: u64::MAX, observed: v6 },
     ];

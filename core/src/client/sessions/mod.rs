@@ -44,9 +44,10 @@ use crate::wire::stun::TransactionId;
 /// The session an authenticated peer frame belongs to.
 pub(crate) fn session_of(frame: &Frame) -> Option<SessionId> {
     match frame {
-        Frame::Probe { session, .. } | Frame::ProbeAck { session, .. } | Frame::Session { session, .. } => {
-            Some(*session)
-        }
+        Frame::Opener { session, .. }
+        | Frame::Probe { session, .. }
+        | Frame::ProbeAck { session, .. }
+        | Frame::Session { session, .. } => Some(*session),
         _ => None,
     }
 }

@@ -108,6 +108,12 @@ impl Path {
         self.seal.send(out, socket, remote, probe)
     }
 
+    /// Sends an opener from `socket` to `remote` with the opener TTL.
+    pub(crate) fn send_opener(&mut self, ctx: &Ctx<'_>, out: &mut Out, socket: SocketId, remote: SocketAddr) {
+        let opener = Frame::Opener { session: self.id, counter: 0 };
+        self.seal.send_with_ttl(out, socket, remote, Some(ctx.config.opener_ttl), opener);
+    }
+
     /// True when `socket` and `from` are the direct path's.
     pub(crate) fn is_on_path(&self, socket: SocketId, from: SocketAddr) -> bool {
         self.kind == PathKind::Direct { socket, remote: from }

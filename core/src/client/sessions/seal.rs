@@ -170,9 +170,21 @@ impl Seal {
     /// before the handshake is done. Returns the counter the frame was
     /// stamped with.
     pub(crate) fn send(&mut self, out: &mut Out, socket: SocketId, to: SocketAddr, frame: Frame) -> u64 {
+        self.send_with_ttl(out, socket, to, None, frame)
+    }
+
+    /// [`Seal::send`] with an IP TTL (openers).
+    pub(crate) fn send_with_ttl(
+        &mut self,
+        out: &mut Out,
+        socket: SocketId,
+        to: SocketAddr,
+        ttl: Option<u8>,
+        frame: Frame,
+    ) -> u64 {
         let now = out.now.unwrap_or(self.began);
         if let Some((sealed, plain)) = self.seal(now, frame) {
-            out.send_carrying(socket, to, sealed, plain);
+            out.send_carrying_ttl(socket, to, ttl, sealed, plain);
         }
         self.counter
     }
@@ -193,9 +205,10 @@ impl Seal {
     fn stamp(&mut self, mut frame: Frame) -> Frame {
         self.counter += 1;
         match &mut frame {
-            Frame::Probe { counter, .. } | Frame::ProbeAck { counter, .. } | Frame::Session { counter, .. } => {
-                *counter = self.counter
-            }
+            Frame::Opener { counter, .. }
+            | Frame::Probe { counter, .. }
+            | Frame::ProbeAck { counter, .. }
+            | Frame::Session { counter, .. } => *counter = self.counter,
             _ => {}
         }
         frame

@@ -233,8 +233,15 @@ pub enum Frame {
         code: ErrorCode,
     },
     /// peer → peer, low TTL: opens the sender's NAT mapping; not meant to
-    /// arrive. Carries nothing.
-    Opener,
+    /// arrive, and carries nothing else. Sealed end to end, as every peer
+    /// frame, so that one that does arrive (a peer on the same LAN) is known
+    /// to be the peer's.
+    Opener {
+        /// The session.
+        session: SessionId,
+        /// The sender's frame counter.
+        counter: u64,
+    },
     /// peer → peer: is this path alive? Authenticated.
     Probe {
         /// The session.

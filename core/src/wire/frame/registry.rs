@@ -180,8 +180,8 @@ registry! {
     LEAVE = 0x59, plain, max 24
         => Leave { token, session };
     // Peer to peer.
-    OPENER = 0x60, plain, max 2
-        => Opener {};
+    OPENER = 0x60, peer, max 32
+        => Opener { session, counter };
     PROBE = 0x61, peer, max 32
         => Probe { session, attempt, counter };
     PROBE_ACK = 0x62, peer, max 64
@@ -266,8 +266,8 @@ mod tests {
     #[test]
     fn only_frames_of_a_session_travel_end_to_end() {
         // Given the registry, then exactly the frames between session peers
-        // that carry a session (probe, probe ack, session) are peer frames.
+        // (opener, probe, probe ack, session) are peer frames.
         let peer: Vec<&str> = FRAME_TYPES.iter().filter(|t| t.peer).map(|t| t.name).collect();
-        assert_eq!(peer, ["Probe", "ProbeAck", "Session"]);
+        assert_eq!(peer, ["Opener", "Probe", "ProbeAck", "Session"]);
     }
 }

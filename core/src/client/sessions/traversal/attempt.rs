@@ -19,7 +19,7 @@ use crate::client::sessions::path::Channel;
 use crate::client::sessions::timers::SessionTimer;
 use crate::machine::SocketId;
 use crate::rng::Rng;
-use crate::wire::frame::{Frame, StreamMessage, MAX_CANDIDATES};
+use crate::wire::frame::{StreamMessage, MAX_CANDIDATES};
 use crate::wire::stun::{self, TransactionId};
 
 /// Most probe targets one attempt keeps (candidates plus peer-reflexive).
@@ -437,7 +437,7 @@ impl Attempt {
         }
         if !ctx.config.skip_openers {
             for target in &targets {
-                out.send_frame(socket, *target, Some(ctx.config.opener_ttl), &Frame::Opener);
+                ch.path.send_opener(ctx, out, socket, *target);
             }
         }
         if let Some(message) = first {
@@ -476,7 +476,7 @@ impl Attempt {
         if !ctx.config.skip_openers {
             for (socket, _) in pool {
                 for candidate in &candidates {
-                    out.send_frame(*socket, *candidate, Some(ctx.config.opener_ttl), &Frame::Opener);
+                    ch.path.send_opener(ctx, out, *socket, *candidate);
                 }
             }
         }
