@@ -1,5 +1,6 @@
 //! Replays the committed fuzz corpora (`fuzz/corpus/<target>/`: the
-//! decoders, the server and client machines, the handshake) through the
+//! decoders, the server and client machines, the client–server handshake,
+//! the sessions' end-to-end handshake and transport) through the
 //! very checks the fuzz targets run (`fuzz/src/`, included here), so a plain
 //! `cargo test` catches a regression on any input the fuzzer once found
 //! interesting, without libFuzzer or a nightly toolchain. See
@@ -19,6 +20,9 @@ mod input;
 #[allow(unreachable_pub)]
 #[path = "../../fuzz/src/server.rs"]
 mod server;
+#[allow(unreachable_pub)]
+#[path = "../../fuzz/src/session.rs"]
+mod session;
 #[allow(unreachable_pub)]
 #[path = "../../fuzz/src/stun.rs"]
 mod stun;
@@ -98,6 +102,24 @@ fn the_handshake_corpus_opens_each_channel_datagram_once() {
     // And it gets past the handshake, opens sealed datagrams and refuses
     // others.
     assert!(reached.channel && reached.opened > 0 && reached.refused > 0, "{reached:?}");
+}
+
+#[test]
+fn the_session_corpus_opens_each_datagram_once_across_rekeys() {
+    // Given the corpus, when each input drives a real session handshake
+    // between two users and its transport while time moves, then none
+    // fails.
+    let mut reached = session::Reached::default();
+    replay("session", |data| {
+        let r = session::check(data);
+        reached.keyed |= r.keyed;
+        reached.opened += r.opened;
+        reached.refused += r.refused;
+        reached.rekeyed += r.rekeyed;
+    });
+    // And it keys sessions, opens and refuses datagrams, and seals under
+    // later keys.
+    assert!(reached.keyed && reached.opened > 0 && reached.refused > 0 && reached.rekeyed > 0, "{reached:?}");
 }
 
 #[test]

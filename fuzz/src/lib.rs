@@ -13,4 +13,5 @@ pub mod client;
 pub mod frame;
 pub mod handshake;
 pub mod server;
+pub mod session;
 pub mod stun;

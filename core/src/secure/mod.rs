@@ -1,10 +1,11 @@
-//! Identity and the client–server channel (DESIGN §7, issue 20).
+//! Identity, the client–server channel, sessions sealed end to end and
+//! texts sealed to their recipient (DESIGN §7, issue 20; `SECURITY.md`).
 //!
 //! - [`keys`](PublicKey): static X25519 keys and their fingerprints.
 //! - `noise`: the Noise IK handshake through `snow`, seeded by the core's
 //!   generator.
 //! - `channel`: the transport that seals every signaling frame after the
-//!   handshake, with RFC 6479 replay protection.
+//!   handshake, with RFC 6479 replay protection (`replay`).
 //! - [`hello`](HelloSent): the client's half of the handshake as values,
 //!   public for tests, fuzzers and tools.
 //! - [`peer`](SessionCipher): sessions between users, end to end: their
