@@ -467,7 +467,9 @@ impl Client {
         match self.config.peer_keys.get(peer) {
             Some(pinned) if *pinned == key => true,
             Some(&pinned) => {
-                tracing::warn!(peer, %pinned, offered = %key, "the directory names another key for a pinned contact");
+                // Raised as an event; logged at debug only, as a server could
+                // repeat it at will.
+                debug!(peer, %pinned, offered = %key, "the directory names another key for a pinned contact");
                 self.out.event(ClientEvent::PeerKeyChanged { peer: peer.to_owned(), pinned, offered: key });
                 false
             }
