@@ -597,17 +597,9 @@ impl Driver {
                 let frame = t.plaintext.as_deref().map(Frame::decode);
                 let Some(Ok(frame)) = frame else { panic!("a sealed peer datagram without its frame: {frame:?}") };
                 assert!(frame.is_peer(), "a {frame:?} sealed as a peer frame");
-                let named = match frame {
-                    Frame::Opener { session, .. } => {
-                        assert_eq!(t.ttl, Some(config.opener_ttl), "an opener without the opener TTL");
-                        session.0
-                    }
-                    Frame::Probe { session, .. } | Frame::ProbeAck { session, .. } | Frame::Session { session, .. } => {
-                        assert_eq!(t.ttl, None, "a TTL on another than an opener");
-                        session.0
-                    }
-                    _ => unreachable!("checked to be a peer frame"),
-                };
+                let opener = matches!(frame, Frame::Opener { .. });
+                assert_eq!(t.ttl, opener.then_some(config.opener_ttl), "the opener TTL on openers only");
+                let named = frame.session().expect("checked to be a peer frame").0;
                 assert_eq!(named, session, "a peer frame sealed under another session");
             }
             wire::Kind::Punchline => {

@@ -132,10 +132,9 @@ impl SqliteStore {
     }
 }
 
-fn create_schema(conn: &Connection) -> rusqlite::Result<()> {
-    conn.execute_batch(&format!(
-        "BEGIN IMMEDIATE;
-         CREATE TABLE messages (
+/// The messages table of the current schema and its index (texts sealed to
+/// their recipient), as a new store and the migration from 2 create it.
+const MESSAGES: &str = "CREATE TABLE messages (
              commit_no    INTEGER PRIMARY KEY AUTOINCREMENT,
              recipient    TEXT    NOT NULL,
              sender       TEXT    NOT NULL,
@@ -144,7 +143,12 @@ fn create_schema(conn: &Connection) -> rusqlite::Result<()> {
              sealed       BLOB    NOT NULL,
              UNIQUE (recipient, sender, conversation, seq)
          );
-         CREATE INDEX messages_by_recipient ON messages (recipient, commit_no);
+         CREATE INDEX messages_by_recipient ON messages (recipient, commit_no);";
+
+fn create_schema(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(&format!(
+        "BEGIN IMMEDIATE;
+         {MESSAGES}
          CREATE TABLE users (name TEXT PRIMARY KEY, key BLOB) WITHOUT ROWID;
          PRAGMA application_id = {APPLICATION_ID};
          PRAGMA user_version = {SCHEMA_VERSION};
@@ -173,16 +177,7 @@ fn migrate_from_2(conn: &Connection) -> rusqlite::Result<()> {
         "BEGIN IMMEDIATE;
          ALTER TABLE messages RENAME TO plaintext_messages_v2;
          DROP INDEX messages_by_recipient;
-         CREATE TABLE messages (
-             commit_no    INTEGER PRIMARY KEY AUTOINCREMENT,
-             recipient    TEXT    NOT NULL,
-             sender       TEXT    NOT NULL,
-             conversation INTEGER NOT NULL,
-             seq          INTEGER NOT NULL,
-             sealed       BLOB    NOT NULL,
-             UNIQUE (recipient, sender, conversation, seq)
-         );
-         CREATE INDEX messages_by_recipient ON messages (recipient, commit_no);
+         {MESSAGES}
          PRAGMA user_version = {SCHEMA_VERSION};
          COMMIT;"
     ))?;

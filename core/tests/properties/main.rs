@@ -414,17 +414,6 @@ fn assert_server_dropped(before: &ServerStats, after: &ServerStats, payload: &[u
     Ok(())
 }
 
-/// The session a peer frame names.
-fn session_of(frame: &Frame) -> Option<SessionId> {
-    match frame {
-        Frame::Opener { session, .. }
-        | Frame::Probe { session, .. }
-        | Frame::ProbeAck { session, .. }
-        | Frame::Session { session, .. } => Some(*session),
-        _ => None,
-    }
-}
-
 /// The encoded length of a `Relay` frame with `token` and `session`
 /// carrying `payload_len` bytes.
 fn relay_len(token: u64, session: SessionId, payload_len: usize) -> usize {
@@ -476,7 +465,7 @@ fn assert_well_formed(who: &str, t: &Transmit) {
                     // Shown with the peer frame inside: the wire carries it
                     // sealed in the session's keys.
                     let inner = Frame::decode(payload).expect("checked by the guard");
-                    assert!(inner.is_peer() && session_of(&inner) == Some(*session), "{who} relays {inner:?}");
+                    assert!(inner.is_peer() && inner.session() == Some(*session), "{who} relays {inner:?}");
                     relay_len(*token, *session, payload.len() + PEER_SEALED_OVERHEAD) + overhead
                 }
                 Frame::Relay { session, payload, .. } | Frame::Relayed { session, payload } => {
@@ -512,7 +501,7 @@ fn assert_well_formed(who: &str, t: &Transmit) {
             let frame = Frame::decode(plain);
             let Ok(frame) = frame else { panic!("{who} sealed an undecodable peer frame ({frame:?})") };
             assert!(frame.is_peer(), "{who} sealed {frame:?} end to end");
-            assert_eq!(session_of(&frame), Some(SessionId(session)), "{who} sealed a frame of another session");
+            assert_eq!(frame.session(), Some(SessionId(session)), "{who} sealed a frame of another session");
             assert_eq!(
                 t.payload.len(),
                 plain.len() + PEER_SEALED_OVERHEAD,

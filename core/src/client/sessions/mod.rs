@@ -38,19 +38,8 @@ use std::time::Instant;
 
 use super::context::{Ctx, Out};
 use crate::machine::SocketId;
-use crate::wire::frame::{Frame, SessionId};
+use crate::wire::frame::SessionId;
 use crate::wire::stun::TransactionId;
-
-/// The session an authenticated peer frame belongs to.
-pub(crate) fn session_of(frame: &Frame) -> Option<SessionId> {
-    match frame {
-        Frame::Opener { session, .. }
-        | Frame::Probe { session, .. }
-        | Frame::ProbeAck { session, .. }
-        | Frame::Session { session, .. } => Some(*session),
-        _ => None,
-    }
-}
 
 /// What the client asks of all its sessions at once.
 impl Sessions<Box<Session>> {

@@ -161,7 +161,7 @@ impl Seal {
         let State::Established { cipher, .. } = &mut self.state else { return None };
         let plain = cipher.open(now, datagram).map_err(|error| debug!(session = %self.session, ?error)).ok()?;
         match Frame::decode(&plain) {
-            Ok(frame) if frame.is_peer() && super::session_of(&frame) == Some(self.session) => Some(frame),
+            Ok(frame) if frame.session() == Some(self.session) => Some(frame),
             _ => None,
         }
     }

@@ -55,6 +55,17 @@ impl Frame {
         self.frame_type().peer
     }
 
+    /// The session a peer frame belongs to (`None` for other frames).
+    pub fn session(&self) -> Option<super::SessionId> {
+        match self {
+            Frame::Opener { session, .. }
+            | Frame::Probe { session, .. }
+            | Frame::ProbeAck { session, .. }
+            | Frame::Session { session, .. } => Some(*session),
+            _ => None,
+        }
+    }
+
     /// The login token of a frame a logged-in client sends its server.
     pub fn token(&self) -> Option<u64> {
         match self {
