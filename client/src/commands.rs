@@ -717,10 +717,15 @@ impl Printer {
             ClientEvent::TextReceived { from, id, text } => json!({"event": "text", "peer": from, "path": null,
                 "id": id.to_string(), "text": text}),
             ClientEvent::TextAcked { .. } | ClientEvent::TextFailed { .. } | ClientEvent::InboxEmpty => return,
+            ClientEvent::TransportChanged { transport } => {
+                json!({"event": "transport-changed", "peer": null, "path": null, "transport": transport.name()})
+            }
             ClientEvent::LookupResult { .. }
             | ClientEvent::ConnectFailed { .. }
             | ClientEvent::OpenSockets { .. }
-            | ClientEvent::ReleaseSocket { .. } => return,
+            | ClientEvent::ReleaseSocket { .. }
+            | ClientEvent::OpenStream { .. }
+            | ClientEvent::CloseStream { .. } => return,
         };
         self.line(line);
     }

@@ -97,6 +97,7 @@ pub mod nat;
 mod rng;
 pub mod secure;
 pub mod server;
+mod streams;
 mod timer;
 pub mod wire;
 

@@ -29,9 +29,40 @@
 //!   to drain wakes at once instead of hanging.
 //! - Calling `handle_timeout` early or late is harmless: the machine looks at
 //!   which of its named timers are due at `now`.
-//! - Events that ask something of the driver (open sockets, release a socket)
-//!   are answered with the role's command (for the client:
-//!   [`Client::sockets_opened`](crate::client::Client::sockets_opened)).
+//! - Events that ask something of the driver (open sockets, release a socket,
+//!   open or close a stream) are answered with the role's command (for the
+//!   client: [`Client::sockets_opened`](crate::client::Client::sockets_opened),
+//!   [`Client::stream_opened`](crate::client::Client::stream_opened)).
+//!
+//! # Streams (the TCP fallback)
+//!
+//! Where UDP is blocked, a client reaches the server over TCP (issue 21). A
+//! connection is named by a [`SocketId`] like a socket, chosen by the driver,
+//! and is driven the same way with three more inputs:
+//!
+//! ```text
+//! // A connection opened: the server accepted one, or the client's
+//! // `ClientEvent::OpenStream` connected (or failed):
+//! server.stream_accepted(now, conn, remote);
+//! client.stream_opened(now, request, Some(conn));   // or None on failure
+//! // Bytes read from it, in whatever pieces the kernel gave:
+//! machine.handle_stream_data(now, conn, &bytes);
+//! // It closed (EOF, reset, or the driver gave up on it):
+//! machine.handle_stream_closed(now, conn);
+//! ```
+//!
+//! A [`Transmit`] whose `socket` names a connection carries *stream bytes*:
+//! write `payload` to the connection as it is (it is already framed, see
+//! [`wire::stream`](crate::wire::stream)); `destination` is the connection's
+//! remote address and `ttl` is `None`. A machine asks for a connection to be
+//! closed with an event (`ClientEvent::CloseStream`,
+//! `ServerEvent::CloseStream`); the driver closes it and does not report it
+//! back through `handle_stream_closed`.
+//!
+//! A driver bounds what it buffers per connection: when a connection's write
+//! buffer is full it drops transmits marked [`Transmit::droppable`]
+//! (relayed datagrams, which their senders retransmit or do without) and
+//! counts them; a connection that will not take even signaling closes.
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -59,7 +90,8 @@ pub struct Transmit {
     /// mapping but die before the peer's NAT (DESIGN §3, "Open before you
     /// probe").
     pub ttl: Option<u8>,
-    /// The datagram, at most [`MAX_DATAGRAM`](crate::wire::MAX_DATAGRAM) bytes.
+    /// The datagram, at most [`MAX_DATAGRAM`](crate::wire::MAX_DATAGRAM) bytes;
+    /// for a stream connection, the datagram framed for the stream.
     pub payload: Bytes,
     /// For an encrypted datagram, the frame inside, in the clear, so that a
     /// trace, a test or a debugging driver can show what the machine said,
@@ -71,6 +103,9 @@ pub struct Transmit {
     /// gets is sealed end to end). `None` for datagrams sent in the clear.
     /// Never send it: a driver sends `payload` only.
     pub plaintext: Option<Bytes>,
+    /// A relayed datagram: a stream connection whose write buffer is full
+    /// may drop it (and count it); everything else, signaling, never is.
+    pub droppable: bool,
 }
 
 /// What every protocol role offers its driver. Runtimes and the simulator are
@@ -89,6 +124,21 @@ pub trait Machine {
 
     /// Time has reached (or passed) a deadline returned by [`poll_timeout`](Self::poll_timeout).
     fn handle_timeout(&mut self, now: Instant);
+
+    /// Bytes arrived on the stream connection `conn`, in any pieces. A
+    /// connection the machine does not know (or asked to close) is ignored;
+    /// bytes that break the framing close it (see the module documentation).
+    /// A role without streams ignores them (the default).
+    fn handle_stream_data(&mut self, now: Instant, conn: SocketId, bytes: &[u8]) {
+        let _ = (now, conn, bytes);
+    }
+
+    /// The stream connection `conn` closed: by its peer, by a reset, or
+    /// because the driver gave up on it (a full write buffer). Ignored by
+    /// default.
+    fn handle_stream_closed(&mut self, now: Instant, conn: SocketId) {
+        let _ = (now, conn);
+    }
 
     /// The next datagram to send, if any.
     fn poll_transmit(&mut self) -> Option<Transmit>;

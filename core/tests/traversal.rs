@@ -198,6 +198,7 @@ impl Rig {
             peer_candidates: peer_candidates(),
             strategy,
             peer_profile,
+            peer_transport: punchline_core::wire::frame::Transport::Udp,
         };
         self.server_sends(offer);
         let opened = self.events.iter().any(|(_, e)| {

@@ -81,6 +81,7 @@ fn golden_frames() -> Vec<(&'static str, Frame)> {
                 peer_candidates: vec![addr("192.168.1.5:6000"), v4],
                 strategy: Strategy::Predict,
                 peer_profile: measured_profile(PortAllocation::Random),
+                peer_transport: punchline_core::wire::frame::Transport::Udp,
             },
         ),
         ("OfferAck", Frame::OfferAck { token: 77, session: SESSION }),
@@ -192,6 +193,7 @@ fn offer_with(strategy: Strategy) -> Frame {
         peer_candidates: vec![],
         strategy,
         peer_profile: NatProfile::default(),
+        peer_transport: punchline_core::wire::frame::Transport::Udp,
     }
 }
 

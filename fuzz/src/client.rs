@@ -422,6 +422,7 @@ impl Driver {
                     peer_candidates: candidates,
                     strategy: input.pick(&strategies),
                     peer_profile: NatProfile::default(),
+                    peer_transport: punchline_core::wire::frame::Transport::Udp,
                 }
             }
             5 => Frame::Relayed { session, payload: input.bytes() },

@@ -538,6 +538,7 @@ impl Driver {
                 }
                 ServerEvent::SessionEnded { session } => assert!(self.live.remove(&session), "ended, never created"),
                 ServerEvent::StoreFailed { .. } => {}
+                ServerEvent::CloseStream { conn } => panic!("closes stream {conn:?}, but none was accepted"),
             }
         }
         let (mut sent, mut welcomes, mut cookies, mut stun_answers, mut relayed) = (0, 0, 0, 0, 0);

@@ -82,6 +82,7 @@ fn opens_256_sockets_beside_the_primary_and_releases_them() {
             ttl: None,
             payload,
             plaintext: None,
+            droppable: false,
         });
     }
     endpoint.flush(Instant::now(), &mut |_| {});

@@ -104,6 +104,7 @@ fn count_ttls_inside() {
             ttl,
             payload: Bytes::from_static(payload.as_bytes()),
             plaintext: None,
+            droppable: false,
         });
     }
     endpoint.flush(Instant::now(), &mut |()| {});

@@ -173,6 +173,7 @@ mod tests {
                 ttl: Some(2),
                 payload: Bytes::from("x"),
                 plaintext: None,
+                droppable: false,
             };
             a.send(&t).await.unwrap();
 

@@ -111,5 +111,7 @@ fn log_event(event: ServerEvent) {
         }
         ServerEvent::SessionEnded { session } => info!(%session, "session ended"),
         ServerEvent::StoreFailed { error } => tracing::error!(%error, "message store failed"),
+        // A request to the runtime, which carries it out before events get here.
+        ServerEvent::CloseStream { conn } => tracing::debug!(conn = conn.0, "stream connection closed"),
     }
 }

@@ -17,6 +17,18 @@ pub struct ClientConfig {
     /// The server's alternate address, for NAT behaviour discovery. Without it
     /// the profile's mapping and filtering stay unmeasured.
     pub alt_server: Option<SocketAddr>,
+    /// Where the server accepts TCP, for networks that drop UDP (issue 21):
+    /// a login whose Hello has no answer within [`ClientConfig::tcp_delay`]
+    /// tries it in parallel, and a client whose UDP stops working moves
+    /// there. Default: the server's own address. `None` turns the fallback
+    /// off.
+    pub server_tcp: Option<SocketAddr>,
+    /// How long a login waits for an answer over UDP before it also tries
+    /// TCP (RFC 8305's connection attempt delay, in spirit). Default 300 ms.
+    pub tcp_delay: Duration,
+    /// How often a client on TCP asks over UDP whether UDP works again, and
+    /// moves back when it does. Default 30 s.
+    pub udp_retry: Duration,
     /// Seeds every random choice the client makes, its secrets included:
     /// OS entropy when deployed ([`Seed::from_entropy`](crate::Seed::from_entropy)),
     /// a number for reproducible runs. Default `Seed::from(0)`.
@@ -138,6 +150,9 @@ impl ClientConfig {
             seed: crate::Seed::from(0),
             keepalive: Duration::from_secs(25),
             server_timeout: Duration::from_secs(10),
+            server_tcp: Some(server),
+            tcp_delay: Duration::from_millis(300),
+            udp_retry: Duration::from_secs(30),
             discover_nat: true,
             discovery_timeout: Duration::from_millis(1500),
             opener_ttl: 3,

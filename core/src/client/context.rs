@@ -42,7 +42,22 @@ impl Out {
     /// the channel; dropped while there is none (not logged in: every
     /// caller sends again once it is).
     pub(crate) fn send_to_server(&mut self, ctx: &Ctx<'_>, frame: &Frame) {
-        self.send_to_server_at(ctx, ctx.primary.0, ctx.config.server, frame);
+        self.send_to_server_at(ctx, ctx.server_socket, ctx.server_address(), frame);
+    }
+    /// Queues a datagram of the login (a Hello, a key request) to the
+    /// server over UDP, and over the TCP connection too while one is open:
+    /// whichever answers first carries the login (see `route`).
+    pub(crate) fn send_login(&mut self, ctx: &Ctx<'_>, datagram: Vec<u8>, plaintext: Option<Vec<u8>>) {
+        if let Some(conn) = ctx.stream {
+            self.push_login(conn, ctx.tcp_address(), datagram.clone(), plaintext.clone());
+        }
+        self.push_login(ctx.primary.0, ctx.config.server, datagram, plaintext);
+    }
+    fn push_login(&mut self, socket: SocketId, to: SocketAddr, datagram: Vec<u8>, plaintext: Option<Vec<u8>>) {
+        match plaintext {
+            Some(frame) => self.send_carrying(socket, to, datagram, frame),
+            None => self.send(socket, to, None, datagram),
+        }
     }
     /// Queues `frame`, sealed in the channel, to one of the server's
     /// addresses from `socket` (NAT discovery asks several).
@@ -60,13 +75,13 @@ impl Out {
     pub(crate) fn send_to_server_showing(&mut self, ctx: &Ctx<'_>, frame: &Frame, shown: Vec<u8>) {
         let plain = frame.encode();
         match ctx.channel.and_then(|channel| channel.seal(&plain)) {
-            Some(sealed) => self.send_carrying(ctx.primary.0, ctx.config.server, sealed, shown),
+            Some(sealed) => self.send_carrying(ctx.server_socket, ctx.server_address(), sealed, shown),
             None => tracing::debug!(tag = frame.tag(), "no channel to the server; not sent"),
         }
     }
     /// Queues `frame` once `seal` has signed its encoding in place.
     fn push(&mut self, socket: SocketId, destination: SocketAddr, ttl: Option<u8>, payload: Bytes) {
-        self.transmits.push_back(Transmit { socket, destination, ttl, payload, plaintext: None });
+        self.transmits.push_back(Transmit { socket, destination, ttl, payload, plaintext: None, droppable: false });
     }
     /// Queues a datagram of the server channel that carries `frame` (see
     /// [`Transmit::plaintext`]).
@@ -89,7 +104,7 @@ impl Out {
         frame: Vec<u8>,
     ) {
         let (payload, plaintext) = (wire::payload_bytes(payload), Some(Bytes::from(frame)));
-        self.transmits.push_back(Transmit { socket, destination, ttl, payload, plaintext });
+        self.transmits.push_back(Transmit { socket, destination, ttl, payload, plaintext, droppable: false });
     }
     pub(crate) fn event(&mut self, event: ClientEvent) {
         if let ClientEvent::ReleaseSocket { socket } = event {
@@ -112,6 +127,27 @@ pub(crate) struct Ctx<'a> {
     pub(crate) primary: (SocketId, SocketAddr),
     /// The primary socket's server-reflexive address, while logged in.
     pub(crate) reflexive: Option<SocketAddr>,
+    /// Where sealed frames to the server leave from: the primary socket, or
+    /// the TCP connection while the client reaches the server over TCP.
+    pub(crate) server_socket: SocketId,
+    /// The TCP connection to the server, while one is open.
+    pub(crate) stream: Option<SocketId>,
+}
+
+impl Ctx<'_> {
+    /// The server's address on the way `server_socket` goes.
+    pub(crate) fn server_address(&self) -> SocketAddr {
+        if self.server_socket == self.primary.0 {
+            self.config.server
+        } else {
+            self.tcp_address()
+        }
+    }
+
+    /// The server's TCP address.
+    pub(crate) fn tcp_address(&self) -> SocketAddr {
+        self.config.server_tcp.unwrap_or(self.config.server)
+    }
 }
 
 /// The client's own timers (each session keeps its own).
@@ -121,6 +157,14 @@ pub(crate) enum ClientTimer {
     Keepalive,
     Connect(u32),
     Discovery,
+    /// The login waited [`ClientConfig::tcp_delay`](super::ClientConfig::tcp_delay)
+    /// over UDP (or a TCP connection failed and is tried again).
+    TryTcp,
+    /// A keepalive waits for its answer over UDP: another goes, and UDP is
+    /// given up for TCP once silent long enough (see `route`).
+    UdpSilence,
+    /// On TCP: time to ask whether UDP works again.
+    UdpRetry,
 }
 
 /// Retransmission schedule for requests to the server: 500 ms, doubling, at

@@ -10,7 +10,7 @@ use crate::machine::SocketId;
 use crate::messaging::{TextFailure, TextPath};
 use crate::nat::{NatProfile, Strategy};
 use crate::secure::PublicKey;
-use crate::wire::frame::{CloseReason, ErrorCode, MessageId, SessionId, TextStatus};
+use crate::wire::frame::{CloseReason, ErrorCode, MessageId, SessionId, TextStatus, Transport};
 
 /// Something a user of the client (or its driver) cares about.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -172,6 +172,28 @@ pub enum ClientEvent {
         /// The socket.
         socket: SocketId,
     },
+    /// Driver: open a TCP connection to `to` (without blocking) and answer
+    /// with [`Client::stream_opened`](crate::client::Client::stream_opened)
+    /// quoting `request`, once it connected or failed. See the
+    /// [drive loop for streams](crate::Machine).
+    OpenStream {
+        /// Quote this in the answer.
+        request: u32,
+        /// The server's TCP address.
+        to: SocketAddr,
+    },
+    /// Driver: close the stream connection `conn` (the client moved back to
+    /// UDP, or gave up on it). Not reported back as closed.
+    CloseStream {
+        /// The connection.
+        conn: SocketId,
+    },
+    /// The client now reaches the server over `transport`: TCP where UDP is
+    /// blocked, UDP again once it works (issue 21).
+    TransportChanged {
+        /// The transport now.
+        transport: Transport,
+    },
     /// A text message arrived (the first copy of it: never twice).
     TextReceived {
         /// The sender.
@@ -280,6 +302,9 @@ pub struct SessionInfo {
     /// The smoothed round trip of the direct path's keepalive probes, while
     /// the path is direct and once measured.
     pub srtt: Option<Duration>,
+    /// The relay's transport: [`Transport::Tcp`] when either member reaches
+    /// the server over TCP, so a session on the relay is `relay-tcp`.
+    pub relay_transport: Transport,
 }
 
 /// Counters of what the client dropped.

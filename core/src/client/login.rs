@@ -37,6 +37,7 @@ use tracing::{debug, warn};
 
 use super::context::{retransmit_after, ClientTimer, Ctx, Out};
 use super::events::ClientEvent;
+use crate::machine::SocketId;
 use crate::nat::NatProfile;
 use crate::rng::Rng;
 use crate::secure::{ChannelEnd, HelloSent, MacKeys, PublicKey, COOKIE_LIFETIME};
@@ -114,6 +115,10 @@ struct Attempt {
     hello: HelloSent,
     /// A key request sent beside it, to tell a changed server key.
     key_check: Option<u64>,
+    /// The Hello as sent (and the Login frame inside), to send again over
+    /// a TCP connection that opens while it waits for its answer.
+    datagram: Vec<u8>,
+    login: Vec<u8>,
 }
 
 impl Login {
@@ -155,7 +160,7 @@ impl Login {
         if self.server.is_none() {
             let nonce = self.rng.next_u64();
             self.state = State::FetchingKey { request, nonce, sends: 1, since: ctx.now, reported_unreachable: false };
-            out.send(ctx.primary.0, ctx.config.server, None, layout::key_request(nonce));
+            out.send_login(ctx, layout::key_request(nonce), None);
         } else {
             let hello = self.send_hello(ctx, out, request, None);
             self.state = State::Pending { request, sends: 1, since: ctx.now, reported_unreachable: false, hello };
@@ -177,8 +182,8 @@ impl Login {
             cookie.as_ref().map(|(c, _)| c),
             &mut self.rng,
         );
-        out.send_carrying(ctx.primary.0, ctx.config.server, datagram, payload);
-        Box::new(Attempt { hello, key_check })
+        out.send_login(ctx, datagram.clone(), Some(payload.clone()));
+        Box::new(Attempt { hello, key_check, datagram, login: payload })
     }
 
     /// A key reply from the server; false when it answers nothing we
@@ -254,7 +259,7 @@ impl Login {
         ctx: &Ctx<'_>,
         out: &mut Out,
         timers: &mut Timers<ClientTimer>,
-        datagram: &[u8],
+        (datagram, arrived_on): (&[u8], SocketId),
         profile: NatProfile,
     ) -> Option<(Frame, Option<ChannelEnd>)> {
         let (receiver, _) = layout::parse_welcome(datagram)?;
@@ -285,12 +290,14 @@ impl Login {
                     return None;
                 };
                 timers.stop(&ClientTimer::Login);
-                // A keepalive goes back at once: the server keeps the login
+                // A keepalive goes back at once, the way the Welcome came
+                // (UDP, or the TCP connection): the server keeps the login
                 // pending, and sends nothing else, until a sealed frame
                 // proves we received its Welcome at this address.
                 let keepalive = Frame::Keepalive { token, profile }.encode();
                 if let Some(sealed) = channel.seal(&keepalive) {
-                    out.send_carrying(ctx.primary.0, ctx.config.server, sealed, keepalive);
+                    let to = if arrived_on == ctx.primary.0 { ctx.config.server } else { ctx.tcp_address() };
+                    out.send_carrying(arrived_on, to, sealed, keepalive);
                 }
                 self.state =
                     State::Online { token, reflexive, awaiting_since: Some(ctx.now), reported_unreachable: false };
@@ -320,14 +327,15 @@ impl Login {
         }
     }
 
-    /// The server answered a keepalive, seeing us at `new`; true when that
-    /// is a new address (the NAT rebound or rebooted).
+    /// The server answered a keepalive, seeing us at `new` (over UDP, or
+    /// over the TCP connection); true when that is a new UDP address (the
+    /// NAT rebound or rebooted).
     pub(crate) fn on_keepalive_ack(
         &mut self,
         ctx: &Ctx<'_>,
         out: &mut Out,
         timers: &mut Timers<ClientTimer>,
-        new: SocketAddr,
+        (new, over_stream): (SocketAddr, bool),
     ) -> bool {
         let State::Online { reflexive, awaiting_since, reported_unreachable, .. } = &mut self.state else {
             return false;
@@ -336,7 +344,9 @@ impl Login {
         *reported_unreachable = false;
         // Back to the regular interval.
         timers.set(ClientTimer::Keepalive, ctx.now + ctx.config.keepalive);
-        if *reflexive == new {
+        // Over TCP the server sees the connection's address, which says
+        // nothing of our UDP mapping: the reflexive address stays.
+        if *reflexive == new || over_stream {
             return false;
         }
         let old = std::mem::replace(reflexive, new);
@@ -387,6 +397,51 @@ impl Login {
         self.last_heard = Some(now);
     }
 
+    /// When a sealed frame from the server last opened.
+    pub(crate) fn last_heard(&self) -> Option<Instant> {
+        self.last_heard
+    }
+
+    /// When the oldest keepalive still waiting for its answer went out,
+    /// while online.
+    pub(crate) fn awaiting_since(&self) -> Option<Instant> {
+        match &self.state {
+            State::Online { awaiting_since, .. } => *awaiting_since,
+            _ => None,
+        }
+    }
+
+    /// Sends a keepalive now, on the way to the server `ctx` names, without
+    /// touching the keepalive timer: the transport's checks (see `route`)
+    /// keep their own pace.
+    pub(crate) fn send_keepalive(&mut self, ctx: &Ctx<'_>, out: &mut Out, profile: NatProfile) {
+        let State::Online { token, awaiting_since, .. } = &mut self.state else { return };
+        awaiting_since.get_or_insert(ctx.now);
+        out.send_to_server(ctx, &Frame::Keepalive { token: *token, profile });
+    }
+
+    /// A TCP connection to the server opened while the login waits: what
+    /// waits for an answer (the key request, or the Hello) goes over it
+    /// too, as it was sent over UDP.
+    pub(crate) fn resend_over(&self, ctx: &Ctx<'_>, out: &mut Out, conn: SocketId) {
+        let to = ctx.tcp_address();
+        match &self.state {
+            State::FetchingKey { nonce, .. } => out.send(conn, to, None, layout::key_request(*nonce)),
+            State::Pending { hello, .. } => {
+                if let Some(nonce) = hello.key_check {
+                    out.send(conn, to, None, layout::key_request(nonce));
+                }
+                out.send_carrying(conn, to, hello.datagram.clone(), hello.login.clone());
+            }
+            _ => {}
+        }
+    }
+
+    /// Logging in: a Hello (or key request) waits for its answer.
+    pub(crate) fn is_pending(&self) -> bool {
+        matches!(self.state, State::Pending { .. } | State::FetchingKey { .. })
+    }
+
     /// `NotLoggedIn` outside any channel: the server does not know our
     /// channel (it restarted, or forgot us). Anyone can send that, so it is
     /// believed only when the channel is quiet (see the module
@@ -417,7 +472,7 @@ impl Login {
                 *sends += 1;
                 let sends_now = *sends;
                 report_unreachable(ctx, out, since, reported_unreachable);
-                out.send(ctx.primary.0, ctx.config.server, None, layout::key_request(*nonce));
+                out.send_login(ctx, layout::key_request(*nonce), None);
                 sends_now
             }
             State::Pending { request, sends, since, reported_unreachable, hello } => {
@@ -431,7 +486,7 @@ impl Login {
                         None => self.rng.next_u64(),
                     };
                     key_check = Some(nonce);
-                    out.send(ctx.primary.0, ctx.config.server, None, layout::key_request(nonce));
+                    out.send_login(ctx, layout::key_request(nonce), None);
                 }
                 let new = self.send_hello(ctx, out, request, key_check);
                 if let State::Pending { hello, .. } = &mut self.state {

@@ -37,6 +37,7 @@ mod sessions;
 pub use config::{ClientConfig, MessagingConfig};
 pub use events::{ClientEvent, ClientStats, ConnectError, ConnectFailure, PathKind, SendError, SessionInfo};
 pub use login::MAX_HOST_CANDIDATES;
+pub use route::{SILENCE_PROBE, STREAM_DEAD_AFTER, UDP_DEAD_AFTER};
 pub use sessions::{birthday_success, BIRTHDAY_PORTS};
 
 use std::collections::BTreeMap;
@@ -50,9 +51,10 @@ use crate::messaging::{SendTextError, TextFailure};
 use crate::nat::NatProfile;
 use crate::rng::Rng;
 use crate::secure::{ChannelEnd, OpenError, PublicKey};
+use crate::streams::Streams;
 use crate::timer::Timers;
 use crate::wire::frame::{
-    CloseReason, ErrorCode, Frame, FrameError, MessageId, SessionId, TextRejection, MAX_APP_PAYLOAD,
+    CloseReason, ErrorCode, Frame, FrameError, MessageId, SessionId, TextRejection, Transport, MAX_APP_PAYLOAD,
 };
 use crate::wire::{self, channel as layout, stun};
 
@@ -90,6 +92,10 @@ pub struct Client {
     next_request: u32,
     rng: Rng,
     stats: ClientStats,
+    /// UDP or TCP to the server (see `route`).
+    route: route::Route,
+    /// The TCP connection to the server, while one is open.
+    streams: Streams,
 }
 
 /// Builds a [`Ctx`] from the client's fields, borrowing only `config`, so
@@ -103,9 +109,14 @@ macro_rules! ctx {
             channel: if $client.login.is_online() { $client.channel.as_ref() } else { None },
             primary: $client.primary,
             reflexive: $client.login.reflexive(),
+            server_socket: $client.route.server_socket($client.primary.0),
+            stream: $client.route.open_stream(),
         }
     }};
 }
+
+// After the macro, which it uses.
+mod route;
 
 impl Client {
     /// A client that logs in at once from its primary socket `primary` (its
@@ -128,6 +139,8 @@ impl Client {
             timers: Timers::default(),
             out: Out { now: Some(now), ..Out::default() },
             stats: ClientStats::default(),
+            route: route::Route::default(),
+            streams: Streams::default(),
         };
         client.start_login(now);
         client
@@ -160,7 +173,12 @@ impl Client {
 
     /// A snapshot of `session`.
     pub fn session_info(&self, session: SessionId) -> Option<SessionInfo> {
-        self.sessions.get(&session).map(|s| s.info())
+        let own = self.route.transport();
+        self.sessions.get(&session).map(|s| {
+            let mut info = s.info();
+            info.relay_transport = info.relay_transport.max(own);
+            info
+        })
     }
 
     /// Open sessions, in id order.
@@ -371,7 +389,18 @@ impl Machine for Client {
             wire::Kind::Unknown => self.stats.malformed += 1,
         }
         self.check_server_if_asked(now);
+        self.watch_route(now);
         self.request_sockets();
+    }
+
+    fn handle_stream_data(&mut self, now: Instant, conn: SocketId, bytes: &[u8]) {
+        self.out.now = Some(now);
+        self.stream_data(now, conn, bytes);
+    }
+
+    fn handle_stream_closed(&mut self, now: Instant, conn: SocketId) {
+        self.out.now = Some(now);
+        self.stream_closed(now, conn);
     }
 
     fn handle_timeout(&mut self, now: Instant) {
@@ -397,6 +426,9 @@ impl Machine for Client {
                     }
                     self.finish_discovery();
                 }
+                ClientTimer::TryTcp => self.try_tcp(now),
+                ClientTimer::UdpSilence => self.silence_probe(now),
+                ClientTimer::UdpRetry => self.retry_udp(now),
             }
         }
         let ctx = ctx!(self, now);
@@ -406,11 +438,19 @@ impl Machine for Client {
         }
         self.ask_wanted_keys(now);
         self.check_server_if_asked(now);
+        self.watch_route(now);
         self.request_sockets();
     }
 
     fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.out.transmits.pop_front()
+        loop {
+            let t = self.out.transmits.pop_front()?;
+            // UDP sockets pass as they are; the driver knows which it holds
+            // (a closed connection's datagrams were dropped at its close).
+            if let Some(t) = self.streams.prepare(t, |_| false) {
+                return Some(t);
+            }
+        }
     }
 
     fn poll_event(&mut self) -> Option<ClientEvent> {
@@ -482,13 +522,14 @@ impl Client {
     }
 
     fn is_server(&self, addr: SocketAddr) -> bool {
-        addr == self.config.server || Some(addr) == self.config.alt_server
+        addr == self.config.server || Some(addr) == self.config.alt_server || Some(addr) == self.config.server_tcp
     }
 
     fn start_login(&mut self, now: Instant) {
         let request = self.fresh_request();
         let ctx = ctx!(self, now);
         self.login.start(&ctx, &mut self.out, &mut self.timers, request);
+        self.arm_tcp_delay(now);
     }
 
     /// Sends the connects that waited for the login.
@@ -575,9 +616,10 @@ impl Client {
         match payload[0] {
             layout::tag::WELCOME => {
                 let profile = self.profile;
-                match self.login.on_welcome(&ctx, &mut self.out, &mut self.timers, payload, profile) {
+                match self.login.on_welcome(&ctx, &mut self.out, &mut self.timers, (payload, socket), profile) {
                     Some((Frame::LoginOk { .. }, channel)) => {
                         self.channel = channel;
+                        self.logged_in_over(now, socket);
                         self.logged_in(now);
                     }
                     Some(_) => {}
@@ -601,9 +643,12 @@ impl Client {
 
     /// The login succeeded: measure the NAT, send what waited.
     fn logged_in(&mut self, now: Instant) {
-        if self.config.discover_nat {
+        // Over TCP there is no UDP mapping to measure; discovery runs once
+        // the client is back on UDP.
+        let over_udp = self.route.transport() == Transport::Udp;
+        if over_udp && self.config.discover_nat {
             self.start_discovery(now);
-        } else {
+        } else if over_udp {
             self.profile_measured(now);
         }
         self.send_waiting_connects(now);
@@ -618,7 +663,10 @@ impl Client {
         match frame {
             Frame::KeepaliveAck { reflexive } => {
                 let ctx = ctx!(self, now);
-                let moved = self.login.on_keepalive_ack(&ctx, &mut self.out, &mut self.timers, reflexive);
+                let over_stream = socket != self.primary.0;
+                let moved =
+                    self.login.on_keepalive_ack(&ctx, &mut self.out, &mut self.timers, (reflexive, over_stream));
+                self.on_keepalive_answered(socket);
                 if moved && self.config.discover_nat {
                     self.start_discovery(now);
                 }
@@ -637,15 +685,26 @@ impl Client {
                     self.ask_wanted_keys(now);
                 }
             }
-            Frame::Offer { request, session, peer_key, initiator, peer, peer_candidates, strategy, peer_profile } => {
+            Frame::Offer {
+                request,
+                session,
+                peer_key,
+                initiator,
+                peer,
+                peer_candidates,
+                strategy,
+                peer_profile,
+                peer_transport,
+            } => {
                 if let Some(token) = self.login.token() {
                     self.send_to_server(now, Frame::OfferAck { token, session });
                 }
                 if let Some(s) = self.sessions.get_mut(&session) {
-                    // Offered again: the peer moved, and the server vouches
-                    // for its new address.
+                    // Offered again: the peer moved (to another address, or
+                    // between UDP and TCP), and the server vouches for where.
                     if s.peer() == peer {
                         s.peer_moved(&peer_candidates);
+                        s.set_peer_transport(peer_transport);
                     }
                     return;
                 }
@@ -682,7 +741,9 @@ impl Client {
                     profiles,
                     rng,
                 );
-                self.sessions.insert(session, Box::new(s));
+                let mut s = Box::new(s);
+                s.set_peer_transport(peer_transport);
+                self.sessions.insert(session, s);
             }
             Frame::Relayed { session, payload } => {
                 // The relay names the session it forwarded for; a payload
@@ -731,6 +792,7 @@ impl Client {
                     s.close(&ctx, &mut self.out, reason);
                 }
             }
+            Frame::DiscoverReply { nonce, .. } if self.on_udp_check(now, socket, nonce) => {}
             Frame::DiscoverReply { nonce, reflexive } => {
                 let ctx = ctx!(self, now);
                 if let Some(d) = self.discovery.as_mut() {

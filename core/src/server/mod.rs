@@ -10,6 +10,14 @@
 //! logged-in member of a session the server created, from the address that
 //! member logged in from, to the other member. Everything else is dropped and
 //! counted in [`ServerStats`].
+//!
+//! Clients whose network drops UDP connect over TCP (issue 21): the driver
+//! accepts connections and hands them in ([`Server::stream_accepted`]); a
+//! connection carries the same datagrams, framed
+//! ([`wire::stream`](crate::wire::stream)), and a user logged in over one is
+//! reached over it. The channel, the limits and the relay's rules are the
+//! same on both transports; a user moves between them as it moves between
+//! addresses, on an authenticated keepalive.
 
 mod handshake;
 mod known;
@@ -33,8 +41,9 @@ use crate::messaging::{StoreCompletion, StoreRequest};
 use crate::nat::{NatProfile, Strategy};
 use crate::rng::Rng;
 use crate::secure::{ChannelEnd, CookieJar, MacKeys, PublicKey, StaticKey};
+use crate::streams::{Received, Streams};
 use crate::timer::Timers;
-use crate::wire::frame::{AnswerFrom, CloseReason, ErrorCode, Frame, FrameError, SessionId};
+use crate::wire::frame::{AnswerFrom, CloseReason, ErrorCode, Frame, FrameError, SessionId, Transport};
 use crate::wire::{self, channel as layout, stun};
 
 use known::KnownNames;
@@ -89,6 +98,15 @@ pub struct ServerConfig {
     pub max_users: usize,
     /// Text messaging: limits and retransmission ([`MailboxConfig`]).
     pub mailbox: MailboxConfig,
+    /// Most stream (TCP) connections open at once; a connection accepted
+    /// beyond it is closed at once. Default 100,000.
+    pub max_streams: usize,
+    /// Most stream connections from one IP address (many users may share
+    /// a NAT's address). Default 256.
+    pub max_streams_per_ip: usize,
+    /// A stream connection no logged-in user is reached over, silent this
+    /// long, is closed. Default 30 s.
+    pub stream_idle_timeout: Duration,
 }
 
 impl ServerConfig {
@@ -111,6 +129,9 @@ impl ServerConfig {
             max_sessions_per_user: 64,
             max_users: 1_000_000,
             mailbox: MailboxConfig::default(),
+            max_streams: 100_000,
+            max_streams_per_ip: 256,
+            stream_idle_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -151,6 +172,13 @@ pub enum ServerEvent {
     StoreFailed {
         /// What the store said.
         error: String,
+    },
+    /// A request to the driver: close the stream connection `conn` (over a
+    /// limit, broken framing, or idle without a login). Its pending writes
+    /// may be dropped; it is not reported back as closed.
+    CloseStream {
+        /// The connection.
+        conn: SocketId,
     },
 }
 
@@ -193,6 +221,13 @@ pub struct ServerStats {
     pub texts_rejected: u64,
     /// Store calls that failed.
     pub store_errors: u64,
+    /// Stream connections accepted and kept.
+    pub streams_accepted: u64,
+    /// Stream connections closed at once: over `max_streams` or
+    /// `max_streams_per_ip`.
+    pub streams_refused: u64,
+    /// Stream connections closed because their bytes broke the framing.
+    pub streams_broken: u64,
 }
 
 /// The server's protocol state. See the [module documentation](self).
@@ -222,6 +257,10 @@ pub struct Server {
     last_now: Option<Instant>,
     storage: storage::Storage,
     mailbox: mailbox::Mailbox,
+    streams: Streams,
+    /// Closed connections some user is still reached over (until it moves
+    /// or times out): what is sent there is dropped.
+    closed_streams: BTreeSet<SocketId>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -301,7 +340,34 @@ impl Server {
             last_now: Some(now),
             storage: storage::Storage::default(),
             mailbox: mailbox::Mailbox::default(),
+            streams: Streams::default(),
+            closed_streams: BTreeSet::new(),
         }
+    }
+
+    /// The driver accepted the stream connection `conn` from `remote` (on
+    /// any of its TCP listeners). Its bytes come in through
+    /// [`handle_stream_data`](Machine::handle_stream_data). Over
+    /// [`ServerConfig::max_streams`] or [`ServerConfig::max_streams_per_ip`]
+    /// it is closed at once ([`ServerEvent::CloseStream`]). `conn` must not
+    /// name one of [`Server::sockets`].
+    pub fn stream_accepted(&mut self, now: Instant, conn: SocketId, remote: SocketAddr) {
+        self.last_now = Some(now);
+        let full = self.streams.len() >= self.config.max_streams
+            || self.streams.count_from(remote.ip()) >= self.config.max_streams_per_ip;
+        if full || self.streams.contains(conn) || self.sockets.iter().any(|(id, _)| *id == conn) {
+            debug!(%remote, conn = conn.0, "a stream connection over the limits; closed");
+            self.stats.streams_refused += 1;
+            self.events.push_back(ServerEvent::CloseStream { conn });
+            return;
+        }
+        self.stats.streams_accepted += 1;
+        self.streams.open(now, conn, remote);
+    }
+
+    /// Stream connections open now.
+    pub fn stream_count(&self) -> usize {
+        self.streams.len()
     }
 
     /// The sockets the driver must bind: [`SocketId`]`(0)` is the primary
@@ -423,6 +489,30 @@ impl Machine for Server {
         }
     }
 
+    fn handle_stream_data(&mut self, now: Instant, conn: SocketId, bytes: &[u8]) {
+        self.last_now = Some(now);
+        let (remote, datagrams, broken) = match self.streams.receive(now, conn, bytes) {
+            Received::Datagrams(remote, datagrams) => (remote, datagrams, None),
+            Received::Broken(remote, datagrams, error) => (remote, datagrams, Some(error)),
+            Received::Unknown => return debug!(conn = conn.0, "bytes on a connection we do not hold; ignored"),
+        };
+        for datagram in datagrams {
+            self.handle_datagram(now, conn, remote, &datagram);
+        }
+        if let Some(error) = broken {
+            debug!(%remote, %error, "a stream connection that breaks the framing; closed");
+            self.stats.streams_broken += 1;
+            self.close_stream(conn);
+        }
+    }
+
+    fn handle_stream_closed(&mut self, now: Instant, conn: SocketId) {
+        self.last_now = Some(now);
+        if self.streams.close(conn).is_some() {
+            self.forget_stream(conn);
+        }
+    }
+
     fn handle_timeout(&mut self, now: Instant) {
         self.last_now = Some(now);
         for timer in self.timers.expire(now) {
@@ -438,7 +528,13 @@ impl Machine for Server {
     }
 
     fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.transmits.pop_front()
+        loop {
+            let t = self.transmits.pop_front()?;
+            let closed = &self.closed_streams;
+            if let Some(t) = self.streams.prepare(t, |s| closed.contains(&s)) {
+                return Some(t);
+            }
+        }
     }
 
     fn poll_event(&mut self) -> Option<ServerEvent> {
@@ -593,6 +689,48 @@ impl Server {
         // gone at once) is forgotten sooner.
         self.pending.retain(|_, p| now.saturating_duration_since(p.since) < UNPROVEN_TIMEOUT);
         self.limits.forget_idle(now, Duration::from_secs(60));
+        // A connection nobody logged in over (a scanner, a STUN client done
+        // with it, a client that moved back to UDP) is closed once idle.
+        let idle: Vec<SocketId> = self
+            .streams
+            .iter()
+            .filter(|(_, c)| now.saturating_duration_since(c.last_active) >= self.config.stream_idle_timeout)
+            .map(|(id, _)| id)
+            .filter(|id| !self.users.iter().any(|(_, u)| u.socket == *id))
+            .collect();
+        for conn in idle {
+            debug!(conn = conn.0, "an idle stream connection without a login; closed");
+            self.close_stream(conn);
+        }
+        let users = &self.users;
+        self.closed_streams.retain(|conn| users.iter().any(|(_, u)| u.socket == *conn));
+    }
+
+    fn close_stream(&mut self, conn: SocketId) {
+        if self.streams.close(conn).is_some() {
+            self.forget_stream(conn);
+            self.events.push_back(ServerEvent::CloseStream { conn });
+        }
+    }
+
+    /// A connection closed. Users reached over it stay online until they
+    /// move (their client reconnects, or falls back to UDP, and its
+    /// keepalive says where) or time out; what is sent to them meanwhile is
+    /// dropped, and nothing queued for it leaves.
+    fn forget_stream(&mut self, conn: SocketId) {
+        self.transmits.retain(|t| t.socket != conn);
+        if self.users.iter().any(|(_, u)| u.socket == conn) {
+            self.closed_streams.insert(conn);
+        }
+    }
+
+    /// How `user` is reached: over a stream connection, or UDP.
+    fn transport_of(&self, user: &User) -> Transport {
+        if self.streams.contains(user.socket) {
+            Transport::Tcp
+        } else {
+            Transport::Udp
+        }
     }
 
     fn go_offline(&mut self, name: &str) {
@@ -670,6 +808,12 @@ impl Server {
     /// `token`: never chosen by address, which two users behind one NAT may
     /// share. Nothing is sent once that user is gone.
     fn send_in(&mut self, token: u64, socket: SocketId, to: SocketAddr, frame: Frame) {
+        self.send_in_as(token, socket, to, frame, false);
+    }
+
+    /// [`Server::send_in`], marking the datagram [`Transmit::droppable`]
+    /// when it is relayed.
+    fn send_in_as(&mut self, token: u64, socket: SocketId, to: SocketAddr, frame: Frame, droppable: bool) {
         let Some((_, user)) = self.users.by_token(token) else {
             debug!(%to, tag = frame.tag(), "the channel is gone; a frame dropped");
             return;
@@ -680,6 +824,11 @@ impl Server {
             return;
         };
         self.send_carrying(socket, to, datagram, plain);
+        if droppable {
+            if let Some(t) = self.transmits.back_mut() {
+                t.droppable = true;
+            }
+        }
     }
 
     /// Sends `frame` outside any channel: only the tiny errors that say a
@@ -689,14 +838,21 @@ impl Server {
     }
 
     fn send(&mut self, socket: SocketId, to: SocketAddr, payload: Bytes) {
-        self.transmits.push_back(Transmit { socket, destination: to, ttl: None, payload, plaintext: None });
+        self.transmits.push_back(Transmit {
+            socket,
+            destination: to,
+            ttl: None,
+            payload,
+            plaintext: None,
+            droppable: false,
+        });
     }
 
     /// Queues a datagram of the channel that carries `frame` (see
     /// [`Transmit::plaintext`]).
     fn send_carrying(&mut self, socket: SocketId, to: SocketAddr, payload: Vec<u8>, frame: Vec<u8>) {
         let (payload, plaintext) = (wire::payload_bytes(payload), Some(Bytes::from(frame)));
-        self.transmits.push_back(Transmit { socket, destination: to, ttl: None, payload, plaintext });
+        self.transmits.push_back(Transmit { socket, destination: to, ttl: None, payload, plaintext, droppable: false });
     }
 }
 

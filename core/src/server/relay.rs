@@ -15,7 +15,7 @@ use crate::machine::SocketId;
 use crate::messaging::StoreOp;
 use crate::nat::{choose_strategy, Strategy};
 use crate::wire;
-use crate::wire::frame::{CloseReason, ErrorCode, Frame, SessionId};
+use crate::wire::frame::{CloseReason, ErrorCode, Frame, SessionId, Transport};
 
 impl Server {
     pub(super) fn connect(
@@ -125,6 +125,10 @@ impl Server {
         let (Some(user), Some(peer)) = (self.users.get(member), self.users.get(peer_name)) else { return };
         // The reflexive address, the one candidate the server vouches for,
         // always comes last: clients direct bulk probing only there.
+        // A member reached over TCP has no UDP address the server could
+        // vouch for (its reflexive address is its connection's): only its
+        // host candidates are offered, for a LAN path.
+        let peer_transport = self.transport_of(peer);
         let mut peer_candidates: Vec<SocketAddr> = peer
             .host_candidates
             .iter()
@@ -132,7 +136,9 @@ impl Server {
             .take(wire::frame::MAX_CANDIDATES - 1)
             .copied()
             .collect();
-        peer_candidates.push(peer.reflexive);
+        if peer_transport == Transport::Udp {
+            peer_candidates.push(peer.reflexive);
+        }
         let frame = Frame::Offer {
             request: if initiator { s.request } else { 0 },
             session,
@@ -144,6 +150,7 @@ impl Server {
             peer_candidates,
             strategy: s.strategy,
             peer_profile: peer.profile,
+            peer_transport,
         };
         let (socket, to) = (user.socket, user.reflexive);
         let Some((token, _)) = self.users.get_with_token(member) else { return };
@@ -231,7 +238,9 @@ impl Server {
         }
         self.users.by_token_mut(token).expect("checked above").1.last_seen = now;
         self.stats.relayed += 1;
-        self.send_in(peer_token, socket, to, Frame::Relayed { session, payload });
+        // Relayed datagrams are the one thing a slow stream may drop: the
+        // session's own retransmission covers them (signaling never is).
+        self.send_in_as(peer_token, socket, to, Frame::Relayed { session, payload }, true);
     }
 
     /// Removes a session and tells the members still online.

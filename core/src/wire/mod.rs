@@ -10,6 +10,7 @@
 
 pub mod channel;
 pub mod frame;
+pub mod stream;
 pub mod stun;
 
 use bytes::Bytes;

@@ -92,6 +92,7 @@ fn a_held_peer_datagram_is_not_answered_from_a_released_socket() {
         peer_candidates: vec![],
         strategy: NatStrategy::Punch,
         peer_profile: NatProfile::default(),
+        peer_transport: punchline_core::wire::frame::Transport::Udp,
     };
     d.feed_sealed(&offer.encode());
     let hello =

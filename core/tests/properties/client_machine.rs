@@ -1161,6 +1161,7 @@ fn run_client_ops(d: &mut ClientDriver, ops: &[ClientOp]) -> Result<(), TestCase
                     peer_candidates: peer_candidates.clone(),
                     strategy: *strategy,
                     peer_profile: NatProfile::default(),
+                    peer_transport: punchline_core::wire::frame::Transport::Udp,
                 };
                 d.feed_sealed(&offer.encode());
                 let events = &d.events[seen..];

@@ -280,10 +280,32 @@ pub(crate) fn connect() -> BoxedStrategy<Frame> {
 }
 
 pub(crate) fn offer() -> BoxedStrategy<Frame> {
-    (u32s(), session_id(), any::<[u8; 32]>(), any::<bool>(), user_name(), candidates(), nat_strategy(), nat_profile())
-        .prop_map(|(request, session, peer_key, initiator, peer, peer_candidates, strategy, peer_profile)| {
-            Frame::Offer { request, session, peer_key, initiator, peer, peer_candidates, strategy, peer_profile }
-        })
+    let transport = prop_oneof![
+        Just(punchline_core::wire::frame::Transport::Udp),
+        Just(punchline_core::wire::frame::Transport::Tcp)
+    ];
+    (
+        (u32s(), session_id(), any::<[u8; 32]>(), any::<bool>(), user_name()),
+        (candidates(), nat_strategy(), nat_profile(), transport),
+    )
+        .prop_map(
+            |(
+                (request, session, peer_key, initiator, peer),
+                (peer_candidates, strategy, peer_profile, peer_transport),
+            )| {
+                Frame::Offer {
+                    request,
+                    session,
+                    peer_key,
+                    initiator,
+                    peer,
+                    peer_candidates,
+                    strategy,
+                    peer_profile,
+                    peer_transport,
+                }
+            },
+        )
         .boxed()
 }
 
@@ -495,6 +517,7 @@ pub(crate) fn worst_case_frames() -> Vec<Frame> {
             peer_candidates: cands.clone(),
             strategy: NatStrategy::RelayOnly,
             peer_profile: profile,
+            peer_transport: punchline_core::wire::frame::Transport::Udp,
         },
         Frame::OfferAck { token: u64::MAX, session },
         Frame::Relay { token: u64::MAX, session, payload: vec![0xff; MAX_RELAY_PAYLOAD] },

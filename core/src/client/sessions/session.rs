@@ -20,7 +20,7 @@ use crate::nat::{choose_strategy, NatProfile, Strategy};
 use crate::rng::Rng;
 use crate::secure::PublicKey;
 use crate::timer::Timers;
-use crate::wire::frame::{CloseReason, Frame, SessionBody, SessionId, StreamMessage};
+use crate::wire::frame::{CloseReason, Frame, SessionBody, SessionId, StreamMessage, Transport};
 use crate::wire::stun::TransactionId;
 
 /// Sends of a session's hello before it stops resending (about 50 s
@@ -51,6 +51,8 @@ pub(crate) struct Session {
     path: Path,
     stream: Stream,
     traversal: Traversal,
+    /// How the peer reaches the server, as its offers say.
+    peer_transport: Transport,
 }
 
 impl Session {
@@ -104,6 +106,7 @@ impl Session {
             path: Path::new(id, seal),
             stream: Stream::new(),
             traversal: Traversal::new(ctx, id, my_role, &peer_candidates, rng),
+            peer_transport: Transport::Udp,
         };
         s.waiting = Some(peer_candidates);
         out.event(ClientEvent::SessionOpened { session: id, peer, initiator, strategy });
@@ -226,7 +229,13 @@ impl Session {
             probes_sent: self.path.probes_sent(),
             attempts: self.traversal.attempts_started(),
             srtt: self.path.srtt(),
+            relay_transport: self.peer_transport,
         }
+    }
+
+    /// How the peer reaches the server, as its latest offer says.
+    pub(crate) fn set_peer_transport(&mut self, transport: Transport) {
+        self.peer_transport = transport;
     }
 
     /// The other member.

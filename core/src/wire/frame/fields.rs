@@ -60,6 +60,26 @@ pub enum ErrorCode {
     KeyMismatch,
 }
 
+/// How a client reaches the server: the transport of its leg of a relay.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Transport {
+    /// UDP datagrams.
+    #[default]
+    Udp,
+    /// A TCP connection, where UDP is blocked (issue 21).
+    Tcp,
+}
+
+impl Transport {
+    /// The name reports and the command line use: `udp`, `tcp`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+        }
+    }
+}
+
 /// Why a session ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CloseReason {

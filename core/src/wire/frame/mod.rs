@@ -33,6 +33,7 @@ pub mod registry;
 pub use codec::FrameError;
 pub use fields::{
     AnswerFrom, CloseReason, ErrorCode, MessageId, SessionBody, SessionId, StreamMessage, TextRejection, TextStatus,
+    Transport,
 };
 pub use registry::{tag, FrameType, FRAME_TYPES};
 
@@ -167,6 +168,11 @@ pub enum Frame {
         /// What the other member measured about its NAT: which side
         /// predicts or opens a socket pool follows from it.
         peer_profile: NatProfile,
+        /// How the other member reaches the server: a session whose relay
+        /// leg rides TCP on either side is `relay-tcp` (issue 21). Over TCP
+        /// the member has no UDP address the server vouches for, so
+        /// `peer_candidates` then holds its host candidates only.
+        peer_transport: Transport,
     },
     /// client → server: I closed `session` before its end-to-end keys
     /// existed, so I cannot tell the peer myself: end it for both members.

@@ -141,10 +141,10 @@ registry! {
         => LookupReply { request, online, key };
     CONNECT = 0x48, plain, max 40 + MAX_USER_NAME
         => Connect { token, request, peer <= MAX_USER_NAME, profile };
-    OFFER = 0x49, plain, max 80 + MAX_USER_NAME + MAX_CANDIDATES * 24
+    OFFER = 0x49, plain, max 81 + MAX_USER_NAME + MAX_CANDIDATES * 24
         => Offer {
             request, session, peer_key, initiator, peer <= MAX_USER_NAME, peer_candidates <= MAX_CANDIDATES, strategy,
-            peer_profile,
+            peer_profile, peer_transport,
         };
     OFFER_ACK = 0x4a, plain, max 24
         => OfferAck { token, session };
