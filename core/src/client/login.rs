@@ -115,10 +115,6 @@ struct Attempt {
     hello: HelloSent,
     /// A key request sent beside it, to tell a changed server key.
     key_check: Option<u64>,
-    /// The Hello as sent (and the Login frame inside), to send again over
-    /// a TCP connection that opens while it waits for its answer.
-    datagram: Vec<u8>,
-    login: Vec<u8>,
 }
 
 impl Login {
@@ -182,8 +178,8 @@ impl Login {
             cookie.as_ref().map(|(c, _)| c),
             &mut self.rng,
         );
-        out.send_login(ctx, datagram.clone(), Some(payload.clone()));
-        Box::new(Attempt { hello, key_check, datagram, login: payload })
+        out.send_login(ctx, datagram, Some(payload));
+        Box::new(Attempt { hello, key_check })
     }
 
     /// A key reply from the server; false when it answers nothing we
@@ -421,17 +417,21 @@ impl Login {
     }
 
     /// A TCP connection to the server opened while the login waits: what
-    /// waits for an answer (the key request, or the Hello) goes over it
-    /// too, as it was sent over UDP.
-    pub(crate) fn resend_over(&self, ctx: &Ctx<'_>, out: &mut Out, conn: SocketId) {
-        let to = ctx.tcp_address();
+    /// waits for an answer goes again, over it and UDP. A fresh Hello, not
+    /// the same one: if UDP carried the first one out but drops what comes
+    /// back, the server answered it already, and a copy would be a replay.
+    pub(crate) fn send_again(&mut self, ctx: &Ctx<'_>, out: &mut Out) {
         match &self.state {
-            State::FetchingKey { nonce, .. } => out.send(conn, to, None, layout::key_request(*nonce)),
-            State::Pending { hello, .. } => {
-                if let Some(nonce) = hello.key_check {
-                    out.send(conn, to, None, layout::key_request(nonce));
+            State::FetchingKey { nonce, .. } => out.send_login(ctx, layout::key_request(*nonce), None),
+            State::Pending { request, hello, .. } => {
+                let (request, key_check) = (*request, hello.key_check);
+                if let Some(nonce) = key_check {
+                    out.send_login(ctx, layout::key_request(nonce), None);
                 }
-                out.send_carrying(conn, to, hello.datagram.clone(), hello.login.clone());
+                let new = self.send_hello(ctx, out, request, key_check);
+                if let State::Pending { hello, .. } = &mut self.state {
+                    *hello = new;
+                }
             }
             _ => {}
         }

@@ -9,11 +9,10 @@
 //!   If no answer came within [`ClientConfig::tcp_delay`] (300 ms), the
 //!   client asks its driver for a TCP connection to
 //!   [`ClientConfig::server_tcp`] ([`ClientEvent::OpenStream`]); once it is
-//!   open, the Hello waiting for its answer goes over it too, and so does
-//!   every later one. The server answers whichever copy arrives first (the
-//!   second is a replay); the transport the Welcome comes back on carries
-//!   the login. A login completed over UDP closes the connection: UDP is
-//!   preferred.
+//!   open, a fresh Hello goes over it and over UDP, and so does every later
+//!   one. The server answers whichever copy arrives first (the second is a
+//!   replay); the transport the Welcome comes back on carries the login. A
+//!   login completed over UDP closes the connection: UDP is preferred.
 //! - **UDP stops working.** A keepalive waiting for its answer over UDP
 //!   (the regular one, or one sent because a session's direct path went
 //!   quiet or its stream lost a frame on the relay) is followed by
@@ -146,7 +145,7 @@ impl Client {
         self.streams.open(now, conn, remote);
         if self.login.is_pending() {
             let ctx = ctx!(self, now);
-            self.login.resend_over(&ctx, &mut self.out, conn);
+            self.login.send_again(&ctx, &mut self.out);
         } else if self.login.is_online() && self.route.want_tcp {
             self.move_to(now, Transport::Tcp);
         } else {

@@ -61,6 +61,35 @@ enum Stage {
     Arrive,
     /// Delivered to client `i`'s socket.
     Deliver(usize),
+    /// Stream bytes reaching the server on its connection `conn`.
+    StreamToServer(SocketId),
+    /// Stream bytes reaching the client end of the server's connection
+    /// `conn`.
+    StreamToClient(SocketId),
+    /// The client's connect for `request` completes as the server's `conn`.
+    StreamConnected { client: usize, request: u32, conn: SocketId },
+    /// The connect for `request` fails.
+    StreamFailed { client: usize, request: u32 },
+    /// The far end of the server's connection `conn` learns that it closed;
+    /// `to_server` says which end that is.
+    StreamClosed { conn: SocketId, to_server: bool },
+}
+
+/// A TCP connection between a client and the server, as the harness
+/// carries it: reliable and ordered (each direction's bytes arrive one
+/// latency later, in order), named `server_conn` at the server and
+/// `client_conn` at the client.
+#[derive(Debug)]
+pub struct StreamLink {
+    pub client: usize,
+    pub client_conn: SocketId,
+    /// The client end's address as the server sees it.
+    pub remote: SocketAddr,
+    pub open: bool,
+    /// Bytes each way, for the tests: (to the server, to the client).
+    pub bytes: (u64, u64),
+    /// Droppable transmits the server queued to it.
+    pub droppable: u64,
 }
 
 /// A NAT stand-in: see the module docs.
@@ -156,6 +185,8 @@ pub struct ClientHost {
     pub wakes: Vec<(Duration, bool)>,
     /// The host is gone: nothing it sends leaves, nothing reaches it.
     pub dead: bool,
+    /// Its network drops UDP both ways (TCP passes).
+    pub udp_blocked: bool,
 }
 
 pub struct Harness {
@@ -195,6 +226,9 @@ pub struct Harness {
     pub hold_store: bool,
     /// Requests waiting for a held commit.
     pub held: Vec<StoreRequest>,
+    /// TCP connections by the server's name for them.
+    pub streams: BTreeMap<SocketId, StreamLink>,
+    next_conn: u32,
 }
 
 impl Harness {
@@ -224,7 +258,56 @@ impl Harness {
             direct_packets: 0,
             captured: Vec::new(),
             server_sent: Vec::new(),
+            streams: BTreeMap::new(),
+            next_conn: 1 << 20,
         }
+    }
+
+    /// Blocks (or unblocks) every UDP datagram to and from client `i`.
+    pub fn block_udp(&mut self, i: usize, blocked: bool) {
+        self.clients[i].udp_blocked = blocked;
+    }
+
+    /// The open connection of client `i`, by the server's name for it.
+    pub fn stream_of(&self, i: usize) -> Option<(SocketId, &StreamLink)> {
+        self.streams.iter().find(|(_, l)| l.client == i && l.open).map(|(c, l)| (*c, l))
+    }
+
+    /// The network breaks the connection `conn` (a reset): both ends hear
+    /// of it now.
+    pub fn break_stream(&mut self, conn: SocketId) {
+        let Some(link) = self.streams.get_mut(&conn).filter(|l| l.open) else { return };
+        link.open = false;
+        let (i, client_conn) = (link.client, link.client_conn);
+        let now = self.now;
+        self.server.handle_stream_closed(now, conn);
+        self.drain_server();
+        if i != usize::MAX {
+            self.clients[i].client.handle_stream_closed(now, client_conn);
+            self.drain(i);
+        }
+    }
+
+    /// Puts raw stream bytes on the server's connection `conn` now, as if
+    /// its client had written them.
+    pub fn inject_stream(&mut self, conn: SocketId, bytes: Vec<u8>) {
+        let p = Packet { src: SERVER, dst: SERVER, ttl: DEFAULT_TTL, payload: bytes, plaintext: None };
+        self.schedule(self.now, Stage::StreamToServer(conn), p);
+    }
+
+    /// Opens a connection to the server from `remote` that no client
+    /// holds (the test writes its bytes with [`Harness::inject_stream`]).
+    pub fn raw_stream(&mut self, remote: SocketAddr) -> SocketId {
+        let conn = SocketId(self.next_conn);
+        self.next_conn += 1;
+        let now = self.now;
+        self.server.stream_accepted(now, conn, remote);
+        self.streams.insert(
+            conn,
+            StreamLink { client: usize::MAX, client_conn: conn, remote, open: true, bytes: (0, 0), droppable: 0 },
+        );
+        self.drain_server();
+        conn
     }
 
     pub fn config(&self, name: &str) -> ClientConfig {
@@ -262,6 +345,7 @@ impl Harness {
             sent: 0,
             wakes: Vec::new(),
             dead: false,
+            udp_blocked: false,
         });
         let i = self.clients.len() - 1;
         self.drain(i);
@@ -509,9 +593,51 @@ impl Harness {
                     self.process(Stage::Deliver(i), p);
                 }
             }
+            Stage::StreamToServer(conn) => {
+                if self.server_down || !self.streams.get(&conn).is_some_and(|l| l.open) {
+                    return;
+                }
+                self.server.handle_stream_data(now, conn, &p.payload);
+                self.drain_server();
+            }
+            Stage::StreamToClient(conn) => {
+                let Some(link) = self.streams.get(&conn).filter(|l| l.open) else { return };
+                let (i, client_conn) = (link.client, link.client_conn);
+                if i == usize::MAX || self.clients[i].dead {
+                    return;
+                }
+                self.clients[i].client.handle_stream_data(now, client_conn, &p.payload);
+                self.drain(i);
+            }
+            Stage::StreamConnected { client, request, conn } => {
+                let link = self.streams.get(&conn).expect("a connect's link");
+                let (remote, client_conn) = (link.remote, link.client_conn);
+                self.server.stream_accepted(now, conn, remote);
+                self.drain_server();
+                self.clients[client].client.stream_opened(now, request, Some(client_conn));
+                self.drain(client);
+            }
+            Stage::StreamFailed { client, request } => {
+                self.clients[client].client.stream_opened(now, request, None);
+                self.drain(client);
+            }
+            Stage::StreamClosed { conn, to_server } => {
+                let Some(link) = self.streams.get_mut(&conn) else { return };
+                link.open = false;
+                if to_server {
+                    if !self.server_down {
+                        self.server.handle_stream_closed(now, conn);
+                        self.drain_server();
+                    }
+                } else if link.client != usize::MAX {
+                    let (i, client_conn) = (link.client, link.client_conn);
+                    self.clients[i].client.handle_stream_closed(now, client_conn);
+                    self.drain(i);
+                }
+            }
             Stage::Deliver(i) => {
                 let host = &mut self.clients[i];
-                if host.dead {
+                if host.dead || host.udp_blocked {
                     return;
                 }
                 let Some((&socket, _)) = host.sockets.iter().find(|(_, port)| **port == p.dst.port()) else { return };
@@ -542,6 +668,21 @@ impl Harness {
         }
         while let Some(t) = self.server.poll_transmit() {
             self.log.push(format!("{:?} server -> {} {:02x?}", self.elapsed(), t.destination, &t.payload[..]));
+            if let Some(link) = self.streams.get_mut(&t.socket) {
+                link.bytes.1 += t.payload.len() as u64;
+                link.droppable += u64::from(t.droppable);
+                let p = Packet {
+                    src: SERVER,
+                    dst: t.destination,
+                    ttl: DEFAULT_TTL,
+                    payload: t.payload.to_vec(),
+                    plaintext: t.plaintext.map(|p| p.to_vec()),
+                };
+                self.server_sent.push(p.clone());
+                let at = self.now + self.latency;
+                self.schedule(at, Stage::StreamToClient(t.socket), p);
+                continue;
+            }
             let src = self.server.sockets().iter().find(|(id, _)| *id == t.socket).expect("server socket").1;
             let p = Packet {
                 src,
@@ -553,7 +694,18 @@ impl Harness {
             self.server_sent.push(p.clone());
             self.schedule(self.now, Stage::Internet, p);
         }
-        while self.server.poll_event().is_some() {}
+        while let Some(event) = self.server.poll_event() {
+            if let punchline_core::server::ServerEvent::CloseStream { conn } = event {
+                if let Some(link) = self.streams.get_mut(&conn).filter(|l| l.open) {
+                    // The client end hears of it; the server asked, and is
+                    // not told.
+                    link.open = false;
+                    let p = Packet { src: SERVER, dst: SERVER, ttl: DEFAULT_TTL, payload: Vec::new(), plaintext: None };
+                    let at = self.now + self.latency;
+                    self.schedule(at, Stage::StreamClosed { conn, to_server: false }, p);
+                }
+            }
+        }
     }
 
     fn drain(&mut self, i: usize) {
@@ -584,6 +736,43 @@ impl Harness {
                     ClientEvent::ReleaseSocket { socket } => {
                         self.clients[i].sockets.remove(socket);
                     }
+                    ClientEvent::OpenStream { request, .. } => {
+                        let conn = SocketId(self.next_conn);
+                        self.next_conn += 1;
+                        let host = &self.clients[i];
+                        let public_ip = host.nat.as_ref().map_or(host.ip, |n| n.public_ip);
+                        let remote = SocketAddr::new(public_ip, 30000 + (conn.0 & 0x7fff) as u16);
+                        // The client names it as the server does: ids that
+                        // never collide with its UDP sockets.
+                        self.streams.insert(
+                            conn,
+                            StreamLink {
+                                client: i,
+                                client_conn: conn,
+                                remote,
+                                open: true,
+                                bytes: (0, 0),
+                                droppable: 0,
+                            },
+                        );
+                        let p =
+                            Packet { src: remote, dst: SERVER, ttl: DEFAULT_TTL, payload: Vec::new(), plaintext: None };
+                        // SYN, SYN-ACK: one round trip; nothing answers a
+                        // server that is down.
+                        let stage = if self.server_down || self.clients[i].dead {
+                            Stage::StreamFailed { client: i, request: *request }
+                        } else {
+                            Stage::StreamConnected { client: i, request: *request, conn }
+                        };
+                        let at = self.now + self.latency * 2;
+                        self.schedule(at, stage, p);
+                    }
+                    ClientEvent::CloseStream { conn } if self.streams.get(conn).is_some_and(|l| l.open) => {
+                        let p =
+                            Packet { src: SERVER, dst: SERVER, ttl: DEFAULT_TTL, payload: Vec::new(), plaintext: None };
+                        let at = self.now + self.latency;
+                        self.schedule(at, Stage::StreamClosed { conn: *conn, to_server: true }, p);
+                    }
                     _ => {}
                 }
                 self.clients[i].events.push((elapsed, e));
@@ -602,11 +791,37 @@ impl Harness {
             t.ttl,
             &t.payload[..]
         ));
+        if self.clients[i].dead {
+            return;
+        }
+        if let Some(link) = self.streams.get_mut(&t.socket).filter(|l| l.client == i) {
+            link.bytes.0 += t.payload.len() as u64;
+            self.clients[i].sent += 1;
+            let p = Packet {
+                src: link.remote,
+                dst: SERVER,
+                ttl: DEFAULT_TTL,
+                payload: t.payload.to_vec(),
+                plaintext: t.plaintext.map(|p| p.to_vec()),
+            };
+            // Captured as the datagram it frames (one unit per transmit).
+            let mut unit = p.clone();
+            let mut decoder = punchline_core::wire::stream::StreamDecoder::new();
+            decoder.push(&p.payload);
+            unit.payload = decoder.next_datagram().ok().flatten().expect("one whole unit per transmit");
+            self.captured.push((i, unit));
+            let at = self.now + self.latency;
+            self.schedule(at, Stage::StreamToServer(t.socket), p);
+            return;
+        }
         let host = &mut self.clients[i];
         if host.dead {
             return;
         }
         host.sent += 1;
+        if host.udp_blocked {
+            return;
+        }
         let Some(port) = host.sockets.get(&t.socket).copied() else {
             panic!("client {i} sent from socket {:?} it does not have", t.socket);
         };
