@@ -21,8 +21,8 @@
 //!
 //! Every source is unproven here (STUN has no handshake): requests count
 //! against the source's rate limit, and each answer is at most
-//! [`stun::MAX_AMPLIFICATION`] times its request (see `wire::stun`'s
-//! `answer` module for the sizes).
+//! [`stun::MAX_AMPLIFICATION`] times its request (whose documentation
+//! gives the measured sizes).
 
 use std::net::SocketAddr;
 use std::time::Instant;

@@ -5,43 +5,8 @@
 //! within a size limit. [`answer_binding`] does both for a server with a
 //! single address.
 //!
-//! # Amplification
-//!
-//! STUN is unauthenticated: a request's source address proves nothing, so
-//! a spoofed request turns a server into an amplifier aimed at the address
-//! it names. The server machine answers each request with at most
-//! [`MAX_AMPLIFICATION`] times its size: the attributes an answer needs
-//! (XOR-MAPPED-ADDRESS; ERROR-CODE and UNKNOWN-ATTRIBUTES) always fit, and
-//! the others are added, in this order, while they fit:
-//! RESPONSE-ORIGIN with OTHER-ADDRESS (RFC 5780 §7.3, §7.4), FINGERPRINT
-//! (8 bytes), SOFTWARE (16 bytes). Measured answers, IPv4 (IPv6):
-//!
-//! | request                                | answer, RFC 5780 server | ratio       |
-//! |----------------------------------------|-------------------------|-------------|
-//! | bare Binding, 20 bytes                 | 56 (52) bytes           | 2.8 (2.6)   |
-//! | CHANGE-REQUEST, 28 bytes               | 80 (68)                 | 2.86 (2.43) |
-//! | SOFTWARE + FINGERPRINT, 44 bytes       | 80 (116)                | 1.82 (2.64) |
-//! | CHANGE-REQUEST + FINGERPRINT, 36 bytes | 80 (100)                | 2.22 (2.78) |
-//!
-//! Before RFC 5780 the server answered every Binding with XOR-MAPPED-ADDRESS,
-//! SOFTWARE and FINGERPRINT: 56 (68) bytes to a bare 20-byte request, 2.8
-//! (3.4) times. So no answer grows past 3 times its request, and none is
-//! larger than before for a bare request, where the 3-times rule hurts the
-//! most. Together with the per-source request limit (a burst of 64, then 32
-//! a second, by default), one server sends a spoofed address at most a few
-//! kilobytes a second. PADDING and RESPONSE-PORT (RFC 5780 §7.5, §7.6),
-//! which would ask for large answers or answers to another port, are not
-//! understood: a request with either gets 420, as RFC 5780 §6.1 allows.
-//!
-//! # Deviations from RFC 5780
-//!
-//! - §6.1: "The server MUST include both MAPPED-ADDRESS and
-//!   XOR-MAPPED-ADDRESS in its Response": MAPPED-ADDRESS is left out, as
-//!   RFC 8489 servers do; it would only add 12 (24) bytes of amplification.
-//! - §6.1: RESPONSE-ORIGIN and OTHER-ADDRESS are in every response of a
-//!   server with an alternate address, but for one that would exceed
-//!   [`MAX_AMPLIFICATION`]: only an IPv6 request under 32 bytes. An RFC 5780
-//!   client over IPv6 sends FINGERPRINT (or SOFTWARE) and is answered in full.
+//! [`MAX_AMPLIFICATION`] bounds every answer the server machine sends; the
+//! RFC 5780 deviations are listed in the `stun` module's documentation.
 
 use std::net::SocketAddr;
 
@@ -49,7 +14,33 @@ use super::binding::{encode_built, error_message};
 use super::{attr, ChangeRequest, Class, Message, RawAttribute, TransactionId, BINDING, HEADER_LEN, SOFTWARE_NAME};
 
 /// The most an answer of the server machine may be, as a multiple of its
-/// request's size (see the [module documentation](self)).
+/// request's size.
+///
+/// STUN is unauthenticated: a request's source address proves nothing, so
+/// a spoofed request turns a server into an amplifier aimed at the address
+/// it names. The server machine answers each request with at most this many
+/// times its size: the attributes an answer needs (XOR-MAPPED-ADDRESS;
+/// ERROR-CODE and UNKNOWN-ATTRIBUTES) always fit, and the others are added,
+/// in this order, while they fit: RESPONSE-ORIGIN with OTHER-ADDRESS (RFC
+/// 5780 §7.3, §7.4), FINGERPRINT (8 bytes), SOFTWARE (16 bytes). Measured
+/// answers of a server with an alternate address, IPv4 (IPv6):
+///
+/// | request                                | answer        | ratio       |
+/// |----------------------------------------|---------------|-------------|
+/// | bare Binding, 20 bytes                 | 56 (52) bytes | 2.8 (2.6)   |
+/// | CHANGE-REQUEST, 28 bytes               | 80 (68)       | 2.86 (2.43) |
+/// | CHANGE-REQUEST + FINGERPRINT, 36 bytes | 80 (100)      | 2.22 (2.78) |
+/// | SOFTWARE + FINGERPRINT, 44 bytes       | 80 (116)      | 1.82 (2.64) |
+///
+/// Before RFC 5780 the server answered every Binding with
+/// XOR-MAPPED-ADDRESS, SOFTWARE and FINGERPRINT: 56 (68) bytes to a bare
+/// 20-byte request, 2.8 (3.4) times. So no answer grows past 3 times its
+/// request, and none is larger than before for a bare request, where the
+/// rule bites hardest. With the per-source request limit (a burst of 64,
+/// then 32 a second, by default), one server sends a spoofed address at
+/// most a few kilobytes a second. PADDING and RESPONSE-PORT (RFC 5780
+/// §7.5, §7.6), which ask for large answers or answers to another port,
+/// are not understood: a request with either gets 420.
 pub const MAX_AMPLIFICATION: usize = 3;
 
 /// What a STUN request asks of a server (see [`read_request`]).

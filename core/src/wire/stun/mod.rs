@@ -16,8 +16,18 @@
 //!   [`answer_binding`] for a server with one address);
 //! - RFC 5780 §7.2-§7.4 CHANGE-REQUEST, RESPONSE-ORIGIN and OTHER-ADDRESS,
 //!   for NAT behaviour discovery against a server with an alternate
-//!   address (§6.1); `answer` lists the deviations and bounds every answer
-//!   to [`MAX_AMPLIFICATION`] times its request.
+//!   address (§6.1); the server machine's answers stay within
+//!   [`MAX_AMPLIFICATION`] times their request.
+//!
+//! Deviations from RFC 5780, both for the amplification bound:
+//! - §6.1: "The server MUST include both MAPPED-ADDRESS and
+//!   XOR-MAPPED-ADDRESS in its Response": MAPPED-ADDRESS is left out, as
+//!   RFC 8489 servers do; it would add 12 (IPv6: 24) bytes to every answer.
+//! - §6.1: RESPONSE-ORIGIN and OTHER-ADDRESS are in every response of a
+//!   server with an alternate address, but for one that would exceed
+//!   [`MAX_AMPLIFICATION`]: only an IPv6 request under 32 bytes. An RFC 5780
+//!   client over IPv6 that sends FINGERPRINT (or SOFTWARE) is answered in
+//!   full.
 //!
 //! MESSAGE-INTEGRITY (§14.5) and MESSAGE-INTEGRITY-SHA256 (§14.6) are carried
 //! as raw bytes and never verified; as §14.5 and §14.6 require, the accessors
