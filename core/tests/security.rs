@@ -221,6 +221,18 @@ fn no_unauthenticated_request_gets_more_bytes_back_than_it_carried() {
     let server_key = h.server_config.key.public();
     let bob_identity = h.config("bob").identity;
     let stun_request = stun::binding_request(stun::TransactionId([7; 12]));
+    let stun_message = |attributes| {
+        stun::Message {
+            class: stun::Class::Request,
+            method: stun::BINDING,
+            transaction_id: stun::TransactionId([8; 12]),
+            attributes,
+        }
+        .encode()
+    };
+    let bare_stun = stun_message(vec![]);
+    let change = stun::ChangeRequest { change_ip: true, change_port: true };
+    let stun_change = stun_message(vec![stun::RawAttribute::change_request(change)]);
     let (_, hello) = HelloSent::start(&bob_identity, &server_key, &login("bob"), None, 8.into());
     let mut bad_mac = hello.clone();
     let last = bad_mac.len() - 20;
@@ -229,6 +241,8 @@ fn no_unauthenticated_request_gets_more_bytes_back_than_it_carried() {
     other_version[1] = 99;
     let requests: Vec<(&str, Vec<u8>)> = vec![
         ("STUN Binding", stun_request),
+        ("bare 20-byte STUN Binding", bare_stun),
+        ("STUN Binding with CHANGE-REQUEST", stun_change),
         ("key request", layout::key_request(1)),
         ("Hello (bob's own key)", hello),
         ("Hello with a bad mac1", bad_mac),
@@ -253,9 +267,10 @@ fn no_unauthenticated_request_gets_more_bytes_back_than_it_carried() {
     eprintln!("amplification (bytes answered / bytes sent): {ratios:?}");
     // then nothing answered is larger than its request, but for STUN
     // Binding, whose answer is the RFC's own (RFC 8489: an XOR-MAPPED-ADDRESS
-    // for a 20-byte request).
+    // for a 20-byte request; RFC 5780 adds the server's addresses), and is
+    // at most 3 times the request.
     for (what, ratio) in ratios {
-        let limit = if what == "STUN Binding" { 3.0 } else { 1.0 };
+        let limit = if what.contains("STUN") { stun::MAX_AMPLIFICATION as f64 } else { 1.0 };
         assert!(ratio <= limit, "{what}: {ratio:.2}x");
     }
 }

@@ -17,7 +17,8 @@ use std::net::SocketAddr;
 
 use proptest::prelude::*;
 use punchline_core::wire::stun::{
-    answer_binding, attr, Class, Message, RawAttribute, StunError, TransactionId, BINDING,
+    answer_binding, attr, read_request, Class, Message, RawAttribute, Received, StunError, TransactionId, BINDING,
+    MAX_AMPLIFICATION,
 };
 
 /// RFC 5769 §2.1: sample request (SOFTWARE "STUN test client", PRIORITY,
@@ -361,6 +362,39 @@ proptest! {
             }
         } else {
             prop_assert!(answer.is_none());
+        }
+    }
+
+    #[test]
+    fn limited_answers_never_exceed_three_times_their_request(
+        bytes in prop_oneof![
+            datagram(),
+            message().prop_map(|mut m| {
+                m.class = Class::Request;
+                m.encode()
+            }),
+        ],
+        binding in any::<bool>(),
+    ) {
+        // Whatever the request, an answer the server machine builds (here
+        // with IPv6 addresses, the largest) stays within its limit.
+        let bytes = match Message::decode(&bytes) {
+            Ok(mut m) if binding => {
+                m.method = BINDING;
+                m.encode()
+            }
+            _ => bytes,
+        };
+        let limit = bytes.len() * MAX_AMPLIFICATION;
+        let (mapped, origin, other) =
+            (addr("[2001:db8::5]:6000"), addr("[2001:db8::10]:3478"), addr("[2001:db8::11]:3479"));
+        match read_request(&bytes) {
+            None => prop_assert!(answer_binding(&bytes, mapped).is_none()),
+            Some(Received::Refused(refusal)) => prop_assert!(refusal.encode(limit).len() <= limit),
+            Some(Received::Binding(request)) => {
+                prop_assert!(request.success(mapped, Some(origin), Some(other), limit).len() <= limit);
+                prop_assert!(request.refuse_change().encode(limit).len() <= limit);
+            }
         }
     }
 

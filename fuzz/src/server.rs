@@ -88,7 +88,9 @@ struct Books {
     sent: usize,
     sent_bytes: usize,
     stun_received: usize,
+    stun_received_bytes: usize,
     stun_sent: usize,
+    stun_sent_bytes: usize,
 }
 
 /// A Hello the driver sent and the server has not answered with a Welcome.
@@ -328,6 +330,7 @@ impl Driver {
         let books = self.books.entry(from).or_default();
         if wire::classify(payload) == wire::Kind::Stun {
             books.stun_received += 1;
+            books.stun_received_bytes += payload.len();
         } else {
             books.received += 1;
             books.received_bytes += payload.len();
@@ -592,7 +595,15 @@ impl Driver {
             assert!(stun::Message::decode(&t.payload).is_ok(), "an undecodable STUN message");
             assert_eq!(t.plaintext, None);
             books.stun_sent += 1;
+            books.stun_sent_bytes += len;
             assert!(books.stun_sent <= books.stun_received, "more STUN answers than requests to {}", t.destination);
+            assert!(
+                books.stun_sent_bytes <= stun::MAX_AMPLIFICATION * books.stun_received_bytes,
+                "STUN answers of {} bytes to {} bytes of requests from {}",
+                books.stun_sent_bytes,
+                books.stun_received_bytes,
+                t.destination
+            );
             return;
         }
         if !trusted {

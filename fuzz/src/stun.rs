@@ -21,6 +21,7 @@ pub fn check(data: &[u8]) {
 /// changed, the trailing FINGERPRINT (recomputed over it).
 fn check_message(data: &[u8], message: &Message) {
     let _ = (message.xor_mapped_address(), message.mapped_address(), message.software());
+    let _ = (message.response_origin(), message.other_address(), message.change_request());
     let _ = message.unknown_attributes();
     if let Some((code, _)) = message.error_code() {
         assert!((300..=699).contains(&code), "error code {code}");
@@ -68,9 +69,10 @@ fn padding_bytes(message: &Message) -> Vec<usize> {
     padding
 }
 
-/// What a STUN server answers: nothing to what does not decode or is no
-/// request; else a response with the same transaction id, FINGERPRINT and
-/// SOFTWARE, and the requester's address or the right error. An answer to a
+/// What a STUN server with one address answers: nothing to what does not
+/// decode or is no request; else a response with the same transaction id,
+/// FINGERPRINT and SOFTWARE, and the requester's address or the right error
+/// (420 for a CHANGE-REQUEST it cannot honour). An answer to a
 /// datagram that fits [`MAX_DATAGRAM`] fits too (no amplification past it).
 fn check_answer(data: &[u8], from: SocketAddr) {
     let request = Message::decode(data);
@@ -95,12 +97,23 @@ fn check_answer(data: &[u8], from: SocketAddr) {
         Class::SuccessResponse => {
             assert_eq!(request.method, BINDING);
             assert!(unknown.is_empty(), "a success despite unknown attributes {unknown:?}");
+            assert_eq!(request.change_request(), None, "a success despite a CHANGE-REQUEST");
             assert_eq!(answer.xor_mapped_address(), Some(from));
         }
         Class::ErrorResponse => {
             let (code, _) = answer.error_code().expect("an error response carries ERROR-CODE");
+            let change = request.change_request();
             if request.method != BINDING {
                 assert_eq!(code, 400);
+            } else if unknown.is_empty() && change == Some(None) {
+                // A CHANGE-REQUEST that is not 4 bytes long.
+                assert_eq!(code, 400);
+            } else if unknown.is_empty() {
+                // A server with one address cannot honour a CHANGE-REQUEST
+                // (RFC 5780 §6.1).
+                assert!(change.is_some(), "420 with nothing unknown");
+                assert_eq!(code, 420);
+                assert_eq!(answer.unknown_attributes(), Some(vec![attr::CHANGE_REQUEST]));
             } else {
                 assert_eq!(code, 420);
                 assert_eq!(answer.unknown_attributes(), Some(unknown));

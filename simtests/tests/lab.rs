@@ -227,3 +227,36 @@ fn after_a_nat_reboot_and_on_one_lan_the_kernel_ends_direct_as_the_simulator_pre
     assert_eq!(code, Some(0));
     assert_eq!(lab_namespaces(&suffix), Vec::<String>::new());
 }
+
+#[test]
+#[ignore = "needs root, nftables, coturn"]
+fn natdiscovery_classifies_each_kernel_nat_alike_against_punchline_server_and_turnserver() {
+    require_machine(false);
+    assert!(
+        host::coturn_available(),
+        "this test needs coturn's turnserver and turnutils_natdiscovery (apt-get install -y coturn)"
+    );
+    build_binaries();
+    // Given punchline-server and coturn's turnserver side by side on the
+    // lab's server, each with an alternate IP and port (RFC 5780), when
+    // coturn's turnutils_natdiscovery classifies each kernel NAT against
+    // both,
+    let (_, report, suffix) = run_lab(&["--nat-only", "--json"]);
+    for profile in ["full-cone", "linux", "linux-random", "udp-blocked"] {
+        let row = nat(&report, profile);
+        let (ours, theirs) = (&row["punchline_stun"], &row["coturn"]);
+        eprintln!("{profile}: punchline-server {ours}, turnserver {theirs}");
+        // then it names the same mapping and filtering against both,
+        assert!(theirs.is_string(), "{profile}: no classification against turnserver: {row}");
+        assert_eq!(ours, theirs, "{profile}: {row}");
+        // and, where UDP passes, the ones the lab's own probe measured.
+        let m = &row["measured"];
+        let probe = match (m["mapping"].as_str(), m["filtering"].as_str()) {
+            (Some(mapping), Some(filtering)) => format!("{mapping} mapping / {filtering} filtering"),
+            _ => "no answer".to_owned(),
+        };
+        assert_eq!(ours.as_str(), Some(probe.as_str()), "{profile}: {row}");
+    }
+    // And the lab leaves nothing behind.
+    assert_eq!(lab_namespaces(&suffix), Vec::<String>::new());
+}

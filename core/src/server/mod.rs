@@ -25,6 +25,7 @@ mod limits;
 mod mailbox;
 mod relay;
 mod storage;
+mod stun;
 mod users;
 
 pub use mailbox::MailboxConfig;
@@ -44,7 +45,7 @@ use crate::secure::{ChannelEnd, CookieJar, MacKeys, PublicKey, StaticKey};
 use crate::streams::{Received, Streams};
 use crate::timer::Timers;
 use crate::wire::frame::{AnswerFrom, CloseReason, ErrorCode, Frame, FrameError, SessionId, Transport};
-use crate::wire::{self, channel as layout, stun};
+use crate::wire::{self, channel as layout};
 
 use known::KnownNames;
 use limits::{Bucket, SourceLimits};
@@ -438,18 +439,7 @@ impl Machine for Server {
             return;
         }
         match wire::classify(payload) {
-            wire::Kind::Stun => {
-                if !self.limits.allow(now, from.ip()) {
-                    self.stats.rate_limited += 1;
-                    return;
-                }
-                if let Some(answer) = stun::answer_binding(payload, from) {
-                    self.stats.stun_answered += 1;
-                    self.send(socket, from, wire::payload_bytes(answer));
-                } else {
-                    self.stats.malformed += 1;
-                }
-            }
+            wire::Kind::Stun => self.stun(now, socket, from, payload),
             wire::Kind::Punchline if layout::is_channel_tag(payload[0]) => match payload[0] {
                 layout::tag::SEALED => self.sealed(now, socket, from, payload),
                 layout::tag::HELLO if self.limits.allow(now, from.ip()) => self.hello(now, socket, from, payload),

@@ -99,6 +99,9 @@ pub(crate) fn stun_shaped() -> impl Strategy<Value = Vec<u8>> + Clone {
             stun::attr::FINGERPRINT,
             stun::attr::PRIORITY,
             stun::attr::USE_CANDIDATE,
+            stun::attr::CHANGE_REQUEST,
+            stun::attr::RESPONSE_ORIGIN,
+            stun::attr::OTHER_ADDRESS,
         ]),
         any::<u16>(),
     ];

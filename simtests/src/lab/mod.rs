@@ -8,8 +8,9 @@
 //!    filtering, what an unsolicited packet leaves behind and whether an
 //!    opener TTL dies before the peer's NAT; `punchline nat-check` (and
 //!    coturn's `turnutils_natdiscovery` when installed) must classify the NAT
-//!    as the profile it was built as. Differences from the simulator preset
-//!    are listed.
+//!    as the profile it was built as. `turnutils_natdiscovery` asks coturn's
+//!    `turnserver` and `punchline-server` (RFC 5780 STUN answers), which
+//!    must agree. Differences from the simulator preset are listed.
 //! 2. **Pairs** ([`pairs`]): for every ordered pair of [`Profile::ALL`], a
 //!    `listen` behind the second NAT and a `connect` from behind the first;
 //!    the outcome is compared with [`crate::matrix::run_cell`] for the same
@@ -325,6 +326,7 @@ pub fn run(opts: &LabOptions) -> Result<LabReport, LabError> {
         binaries: binaries.as_ref(),
         runtime: opts.runtime.as_deref(),
         coturn: coturn.is_some(),
+        natdiscovery: host::coturn_available(),
     };
     let mut nats = Vec::new();
     for profile in Profile::ALL {

@@ -1,6 +1,8 @@
 //! Part 1 of the lab: behind each profile, measure the kernel's NAT with the
-//! lab's probe, ask `punchline nat-check` (and coturn) to classify it, and
-//! list where the kernel differs from the simulator preset.
+//! lab's probe, ask `punchline nat-check` (and coturn's
+//! `turnutils_natdiscovery`, against coturn's `turnserver` and against
+//! `punchline-server`'s RFC 5780 STUN answers) to classify it, and list
+//! where the kernel differs from the simulator preset.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -28,6 +30,9 @@ pub struct Env<'a> {
     pub runtime: Option<&'a str>,
     /// A coturn `turnserver` is running on the server.
     pub coturn: bool,
+    /// coturn's `turnutils_natdiscovery` is installed: with the binaries,
+    /// it asks `punchline-server` too.
+    pub natdiscovery: bool,
 }
 
 /// One profile's NAT, measured and classified.
@@ -45,8 +50,12 @@ pub struct NatRow {
     pub nat_check: Option<String>,
     /// Its whole JSON answer.
     pub nat_check_json: Option<serde_json::Value>,
-    /// coturn's mapping and filtering classification.
+    /// coturn's mapping and filtering classification
+    /// (`turnutils_natdiscovery -m -f` against coturn's `turnserver`).
     pub coturn: Option<String>,
+    /// The same tool's classification against `punchline-server`'s STUN
+    /// answers (RFC 5780); `null` when not run.
+    pub punchline_stun: Option<String>,
     /// `nat-check` named the profile (`null`: not run, `--nat-only`).
     pub classified_as_built: Option<bool>,
     /// Where the kernel differs from the simulator preset.
@@ -96,6 +105,7 @@ fn check_sites(
         nat_check: None,
         nat_check_json: None,
         coturn: None,
+        punchline_stun: None,
         classified_as_built: None,
         differences: Vec::new(),
     };
@@ -122,13 +132,22 @@ fn check_sites(
         row.nat_check_json = json;
     }
     if env.coturn {
-        let port = COTURN_PORT.to_string();
-        let ip = SERVER.ip().to_string();
-        let out = run_in(&site.host_ns, "timeout", &["20", "turnutils_natdiscovery", "-m", "-f", "-p", &port, &ip])
-            .unwrap_or_default();
-        row.coturn = Some(coturn_classification(&out));
+        row.coturn = Some(natdiscovery(site, COTURN_PORT));
+    }
+    if env.natdiscovery && env.binaries.is_some() {
+        row.punchline_stun = Some(natdiscovery(site, SERVER.port()));
     }
     Ok(row)
+}
+
+/// `turnutils_natdiscovery -m -f` from the site's host against the STUN
+/// server on the server's primary IP at `port`, reduced to its
+/// classification (see [`coturn_classification`]).
+fn natdiscovery(site: &topology::Site, port: u16) -> String {
+    let (port, ip) = (port.to_string(), SERVER.ip().to_string());
+    let out = run_in(&site.host_ns, "timeout", &["20", "turnutils_natdiscovery", "-m", "-f", "-p", &port, &ip])
+        .unwrap_or_default();
+    coturn_classification(&out)
 }
 
 /// Whether `nat-check --json`'s answer describes `profile`: it names the
@@ -274,12 +293,21 @@ pub fn table(rows: &[NatRow]) -> String {
             },
             r.coturn.as_deref().unwrap_or("-"),
         );
+        if let Some(ours) = &r.punchline_stun {
+            let agrees = r.coturn.as_ref().is_none_or(|theirs| theirs == ours);
+            let _ = writeln!(
+                out,
+                "    turnutils_natdiscovery against punchline-server: {}{ours}",
+                if agrees { "" } else { "!" }
+            );
+        }
         for d in &r.differences {
             let _ = writeln!(out, "    differs from preset: {d}");
         }
     }
     out.push_str(
-        "timeouts: unreplied/replied conntrack UDP timeouts; ! marks a nat-check that named another profile\n",
+        "timeouts: unreplied/replied conntrack UDP timeouts; ! marks a nat-check that named another profile,\n\
+         or a classification against punchline-server's STUN answers that is not the one against turnserver\n",
     );
     out
 }

@@ -1,5 +1,6 @@
 //! Attributes (RFC 8489 §14) as they appear on the wire, the builders for
-//! those Punchline writes, and the address value layout of §14.1 and §14.2.
+//! those Punchline writes, the address value layout of §14.1 and §14.2, and
+//! RFC 5780's CHANGE-REQUEST flags.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -35,6 +36,23 @@ impl RawAttribute {
         RawAttribute::new(attr::MAPPED_ADDRESS, address_value(addr))
     }
 
+    /// A RESPONSE-ORIGIN (RFC 5780 §7.3): the address a response leaves
+    /// from, in the plain MAPPED-ADDRESS layout (§14.1).
+    pub fn response_origin(addr: SocketAddr) -> RawAttribute {
+        RawAttribute::new(attr::RESPONSE_ORIGIN, address_value(addr))
+    }
+
+    /// An OTHER-ADDRESS (RFC 5780 §7.4): the server's address with the
+    /// other IP and the other port, in the plain MAPPED-ADDRESS layout.
+    pub fn other_address(addr: SocketAddr) -> RawAttribute {
+        RawAttribute::new(attr::OTHER_ADDRESS, address_value(addr))
+    }
+
+    /// A CHANGE-REQUEST (RFC 5780 §7.2) with `change`'s flags.
+    pub fn change_request(change: ChangeRequest) -> RawAttribute {
+        RawAttribute::new(attr::CHANGE_REQUEST, change.value())
+    }
+
     /// A SOFTWARE attribute (§14.14).
     pub fn software(name: &str) -> RawAttribute {
         RawAttribute::new(attr::SOFTWARE, name.as_bytes())
@@ -67,6 +85,42 @@ impl RawAttribute {
     /// value when it is the last attribute.
     pub fn fingerprint() -> RawAttribute {
         RawAttribute::new(attr::FINGERPRINT, [0u8; 4])
+    }
+}
+
+/// What a CHANGE-REQUEST (RFC 5780 §7.2) asks: that the server answer from
+/// its other IP, its other port, or both. Neither flag set asks for the
+/// address the request arrived at, as no CHANGE-REQUEST at all does.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ChangeRequest {
+    /// Flag A (`0x04`): answer from the other IP address.
+    pub change_ip: bool,
+    /// Flag B (`0x02`): answer from the other port.
+    pub change_port: bool,
+}
+
+impl ChangeRequest {
+    /// Flag A of the value's last byte (RFC 5780 §7.2).
+    pub const CHANGE_IP: u8 = 0x04;
+    /// Flag B of the value's last byte (RFC 5780 §7.2).
+    pub const CHANGE_PORT: u8 = 0x02;
+
+    /// The 4-byte attribute value: the flags in the last byte, every other
+    /// bit zero.
+    pub fn value(self) -> [u8; 4] {
+        let ip = if self.change_ip { Self::CHANGE_IP } else { 0 };
+        let port = if self.change_port { Self::CHANGE_PORT } else { 0 };
+        [0, 0, 0, ip | port]
+    }
+
+    /// Reads a CHANGE-REQUEST value: exactly 4 bytes, or `None`. Bits other
+    /// than the two flags are ignored (RFC 5780 gives them no meaning).
+    pub fn parse(value: &[u8]) -> Option<ChangeRequest> {
+        let value: [u8; 4] = value.try_into().ok()?;
+        Some(ChangeRequest {
+            change_ip: value[3] & Self::CHANGE_IP != 0,
+            change_port: value[3] & Self::CHANGE_PORT != 0,
+        })
     }
 }
 
@@ -179,6 +233,42 @@ mod tests {
         assert_eq!(&bytes[24..32], &[0, 1, 0x11, 0xd7, 10, 1, 2, 3]);
         assert_eq!(back.mapped_address(), Some(v4("10.1.2.3:4567")));
         assert_eq!(back.xor_mapped_address(), None);
+    }
+
+    #[test]
+    fn rfc5780_address_attributes_are_plain_mapped_addresses() {
+        // Given a response with RESPONSE-ORIGIN and OTHER-ADDRESS.
+        let mut m = Message::new(Class::SuccessResponse, BINDING, TID);
+        m.attributes.push(RawAttribute::response_origin(v4("203.0.113.10:3478")));
+        m.attributes.push(RawAttribute::other_address(v4("203.0.113.11:3479")));
+        // When it is encoded and decoded.
+        let bytes = m.encode();
+        let back = Message::decode(&bytes).expect("decodes");
+        // Then both are written un-XORed (RFC 5780 §7.3, §7.4) and read back.
+        assert_eq!(&bytes[20..32], &[0x80, 0x2B, 0, 8, 0, 1, 0x0d, 0x96, 203, 0, 113, 10]);
+        assert_eq!(&bytes[32..44], &[0x80, 0x2C, 0, 8, 0, 1, 0x0d, 0x97, 203, 0, 113, 11]);
+        assert_eq!(back.response_origin(), Some(v4("203.0.113.10:3478")));
+        assert_eq!(back.other_address(), Some(v4("203.0.113.11:3479")));
+    }
+
+    #[test]
+    fn change_request_flags() {
+        // Given each combination of the two flags.
+        for (change_ip, change_port, byte) in [(false, false, 0), (true, false, 4), (false, true, 2), (true, true, 6)] {
+            let change = ChangeRequest { change_ip, change_port };
+            // When it is written and read back.
+            let attribute = RawAttribute::change_request(change);
+            // Then the flags are the last byte's 0x04 and 0x02 (RFC 5780 §7.2).
+            assert_eq!((attribute.kind, attribute.value.as_slice()), (0x0003, &[0, 0, 0, byte][..]));
+            assert_eq!(ChangeRequest::parse(&attribute.value), Some(change));
+        }
+        // And unknown bits are ignored, a wrong length is refused.
+        assert_eq!(
+            ChangeRequest::parse(&[0xff, 0, 0, 0xf9]),
+            Some(ChangeRequest { change_ip: false, change_port: false })
+        );
+        assert_eq!(ChangeRequest::parse(&[0, 0, 6]), None);
+        assert_eq!(ChangeRequest::parse(&[0, 0, 0, 6, 0]), None);
     }
 
     #[test]

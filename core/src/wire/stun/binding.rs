@@ -1,12 +1,11 @@
-//! The Binding method (RFC 8489 §6): the messages Punchline builds, and the
-//! stateless answer a STUN server gives to a datagram.
+//! The Binding method (RFC 8489 §6): the messages Punchline builds.
 
 use std::net::SocketAddr;
 
 use super::{Class, Message, RawAttribute, TransactionId, BINDING, MAX_METHOD, MAX_UNKNOWN_LISTED, SOFTWARE_NAME};
 
 /// Encodes a message built by this module (small by construction).
-fn encode_built(message: &Message) -> Vec<u8> {
+pub(super) fn encode_built(message: &Message) -> Vec<u8> {
     // Built messages have a 12-bit method, values under 1 KiB except an
     // UNKNOWN-ATTRIBUTES list capped at MAX_UNKNOWN_LISTED entries, so the
     // body stays far below 65532 bytes.
@@ -42,50 +41,30 @@ pub fn binding_error(tid: TransactionId, code: u16, reason: &str, unknown: &[u16
 
 /// An error response for any method; see [`binding_error`].
 fn error_response(method: u16, tid: TransactionId, code: u16, reason: &str, unknown: &[u16]) -> Vec<u8> {
+    let mut m = error_message(method, tid, code, reason, unknown);
+    m.attributes.push(RawAttribute::software(SOFTWARE_NAME));
+    m.attributes.push(RawAttribute::fingerprint());
+    encode_built(&m)
+}
+
+/// An error response's required part: ERROR-CODE `code` with `reason`, and
+/// UNKNOWN-ATTRIBUTES when `unknown` is not empty (at most
+/// [`MAX_UNKNOWN_LISTED`] are listed).
+pub(super) fn error_message(method: u16, tid: TransactionId, code: u16, reason: &str, unknown: &[u16]) -> Message {
     let mut m = Message::new(Class::ErrorResponse, method & MAX_METHOD, tid);
     m.attributes.push(RawAttribute::error_code(code, reason));
     if !unknown.is_empty() {
         let listed = &unknown[..unknown.len().min(MAX_UNKNOWN_LISTED)];
         m.attributes.push(RawAttribute::unknown_attributes(listed));
     }
-    m.attributes.push(RawAttribute::software(SOFTWARE_NAME));
-    m.attributes.push(RawAttribute::fingerprint());
-    encode_built(&m)
-}
-
-/// What a STUN server answers to `datagram` received from `from`, or `None`
-/// when it must stay silent (RFC 8489 §6.3):
-/// - undecodable datagrams, including a bad FINGERPRINT, are dropped;
-/// - indications and responses get no answer;
-/// - a request for another method gets 400 (Bad Request);
-/// - a Binding request with unknown comprehension-required attributes gets
-///   420 (Unknown Attribute) listing them in UNKNOWN-ATTRIBUTES (§6.3.1);
-/// - any other Binding request gets a success response carrying `from` in
-///   XOR-MAPPED-ADDRESS (§6.3.1.1).
-///
-/// Every answer echoes the request's transaction id and carries SOFTWARE and
-/// FINGERPRINT. Stateless and allocation-bounded; never panics.
-pub fn answer_binding(datagram: &[u8], from: SocketAddr) -> Option<Vec<u8>> {
-    let request = Message::decode(datagram).ok()?;
-    if request.class != Class::Request {
-        return None;
-    }
-    let tid = request.transaction_id;
-    if request.method != BINDING {
-        return Some(error_response(request.method, tid, 400, "Bad Request", &[]));
-    }
-    let unknown = request.unknown_comprehension_required();
-    if !unknown.is_empty() {
-        return Some(binding_error(tid, 420, "Unknown Attribute", &unknown));
-    }
-    Some(binding_success(tid, from))
+    m
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::stun::attr;
     use crate::wire::stun::test_support::{v4, TID};
+    use crate::wire::stun::{answer_binding, attr};
 
     #[test]
     fn binding_request_round_trips() {
@@ -108,24 +87,25 @@ mod tests {
     #[test]
     fn unknown_comprehension_required_gets_420() {
         // Given a Binding request with an unknown comprehension-required
-        // attribute 0x0003 (CHANGE-REQUEST) twice, and an unknown optional one.
+        // attribute 0x0004 (RFC 3489's SOURCE-ADDRESS, reserved since RFC
+        // 5389) twice, and an unknown optional one.
         let mut m = Message::new(Class::Request, BINDING, TID);
-        m.attributes.push(RawAttribute::new(0x0003, vec![0, 0, 0, 6]));
+        m.attributes.push(RawAttribute::new(0x0004, vec![0, 0, 0, 6]));
         m.attributes.push(RawAttribute::new(0xC001, vec![1]));
-        m.attributes.push(RawAttribute::new(0x0003, vec![0, 0, 0, 0]));
+        m.attributes.push(RawAttribute::new(0x0004, vec![0, 0, 0, 0]));
         m.attributes.push(RawAttribute::new(attr::PRIORITY, vec![0, 0, 0, 1]));
         m.attributes.push(RawAttribute::fingerprint());
-        assert_eq!(m.unknown_comprehension_required(), vec![0x0003]);
+        assert_eq!(m.unknown_comprehension_required(), vec![0x0004]);
         // When a server answers it.
         let answer = answer_binding(&m.encode(), v4("192.0.2.1:1")).expect("answered");
-        // Then the answer is a Binding error 420 listing 0x0003.
+        // Then the answer is a Binding error 420 listing 0x0004.
         let r = Message::decode(&answer).expect("answer decodes");
         assert_eq!(r.class, Class::ErrorResponse);
         assert_eq!(r.method, BINDING);
         assert_eq!(r.transaction_id, TID);
         assert_eq!(r.error_code(), Some((420, "Unknown Attribute".to_string())));
-        assert_eq!(r.unknown_attributes(), Some(vec![0x0003]));
-        assert_eq!(r.attribute(attr::UNKNOWN_ATTRIBUTES).map(|a| a.value.clone()), Some(vec![0x00, 0x03]));
+        assert_eq!(r.unknown_attributes(), Some(vec![0x0004]));
+        assert_eq!(r.attribute(attr::UNKNOWN_ATTRIBUTES).map(|a| a.value.clone()), Some(vec![0x00, 0x04]));
         assert!(r.has_fingerprint());
     }
 

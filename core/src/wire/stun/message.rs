@@ -9,8 +9,8 @@ use super::attribute::{parse_address, xor_address_bytes};
 #[cfg(doc)]
 use super::BINDING;
 use super::{
-    attr, fingerprint, message_type, split_message_type, Class, RawAttribute, TransactionId, HEADER_LEN, MAGIC_COOKIE,
-    MAX_METHOD,
+    attr, fingerprint, message_type, split_message_type, ChangeRequest, Class, RawAttribute, TransactionId, HEADER_LEN,
+    MAGIC_COOKIE, MAX_METHOD,
 };
 
 /// Why a datagram is not a valid STUN message.
@@ -317,6 +317,22 @@ impl Message {
         parse_address(&self.attribute(attr::MAPPED_ADDRESS)?.value)
     }
 
+    /// The RESPONSE-ORIGIN (RFC 5780 §7.3), if present and well formed.
+    pub fn response_origin(&self) -> Option<SocketAddr> {
+        parse_address(&self.attribute(attr::RESPONSE_ORIGIN)?.value)
+    }
+
+    /// The OTHER-ADDRESS (RFC 5780 §7.4), if present and well formed.
+    pub fn other_address(&self) -> Option<SocketAddr> {
+        parse_address(&self.attribute(attr::OTHER_ADDRESS)?.value)
+    }
+
+    /// The CHANGE-REQUEST (RFC 5780 §7.2): `None` when absent, `Some(None)`
+    /// when its value is not 4 bytes long.
+    pub fn change_request(&self) -> Option<Option<ChangeRequest>> {
+        Some(ChangeRequest::parse(&self.attribute(attr::CHANGE_REQUEST)?.value))
+    }
+
     /// The comprehension-required attribute types (0x0000-0x7FFF) in the
     /// message that this codec does not understand (see
     /// [`attr::UNDERSTOOD_REQUIRED`]), each once, in order of first
@@ -465,7 +481,7 @@ mod tests {
         // MESSAGE-INTEGRITY.
         let mut m = Message::new(Class::Request, BINDING, TID);
         m.attributes.push(RawAttribute::new(attr::MESSAGE_INTEGRITY, vec![0; 20]));
-        m.attributes.push(RawAttribute::new(0x0003, vec![0; 4]));
+        m.attributes.push(RawAttribute::new(0x0004, vec![0; 4]));
         m.attributes.push(RawAttribute::software("late"));
         m.attributes.push(RawAttribute::fingerprint());
         let m = Message::decode(&m.encode()).expect("decodes");

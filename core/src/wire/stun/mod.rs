@@ -12,7 +12,22 @@
 //! - §14.7 FINGERPRINT (CRC-32 XOR `0x5354554e`): when present it must be the
 //!   last attribute and correct, or decoding fails;
 //! - §14.8 ERROR-CODE, §14.13 UNKNOWN-ATTRIBUTES, §14.14 SOFTWARE;
-//! - §6.3 server processing of Binding requests, in [`answer_binding`].
+//! - §6.3 server processing of Binding requests, in [`read_request`] (and
+//!   [`answer_binding`] for a server with one address);
+//! - RFC 5780 §7.2-§7.4 CHANGE-REQUEST, RESPONSE-ORIGIN and OTHER-ADDRESS,
+//!   for NAT behaviour discovery against a server with an alternate
+//!   address (§6.1); the server machine's answers stay within
+//!   [`MAX_AMPLIFICATION`] times their request.
+//!
+//! Deviations from RFC 5780, both for the amplification bound:
+//! - §6.1: "The server MUST include both MAPPED-ADDRESS and
+//!   XOR-MAPPED-ADDRESS in its Response": MAPPED-ADDRESS is left out, as
+//!   RFC 8489 servers do; it would add 12 (IPv6: 24) bytes to every answer.
+//! - §6.1: RESPONSE-ORIGIN and OTHER-ADDRESS are in every response of a
+//!   server with an alternate address, but for one that would exceed
+//!   [`MAX_AMPLIFICATION`]: only an IPv6 request under 32 bytes. An RFC 5780
+//!   client over IPv6 that sends FINGERPRINT (or SOFTWARE) is answered in
+//!   full.
 //!
 //! MESSAGE-INTEGRITY (§14.5) and MESSAGE-INTEGRITY-SHA256 (§14.6) are carried
 //! as raw bytes and never verified; as §14.5 and §14.6 require, the accessors
@@ -26,17 +41,20 @@
 //!
 //! Here: the header's pieces (message type, [`Class`], [`TransactionId`],
 //! FINGERPRINT's CRC). In submodules: [`attr`], the attribute types;
-//! `attribute`, [`RawAttribute`] and the address values of §14.1/§14.2;
-//! `message`, [`Message`]'s codec and accessors; `binding`, the Binding
-//! messages Punchline builds and [`answer_binding`].
+//! `attribute`, [`RawAttribute`], the address values of §14.1/§14.2 and
+//! [`ChangeRequest`]; `message`, [`Message`]'s codec and accessors;
+//! `binding`, the Binding messages Punchline builds; `answer`, what a
+//! server answers ([`read_request`], [`answer_binding`]).
 
+mod answer;
 pub mod attr;
 mod attribute;
 mod binding;
 mod message;
 
-pub use attribute::RawAttribute;
-pub use binding::{answer_binding, binding_error, binding_request, binding_success};
+pub use answer::{answer_binding, read_request, BindingRequest, Received, Refusal, MAX_AMPLIFICATION};
+pub use attribute::{ChangeRequest, RawAttribute};
+pub use binding::{binding_error, binding_request, binding_success};
 pub use message::{EncodeError, Message, StunError};
 
 /// The fixed magic cookie in bytes 4..8 of every RFC 5389/8489 message (§5).
