@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use punchline_core::client::{ClientConfig, ClientEvent, ConnectError, ConnectFailure};
 use punchline_core::nat::{FilteringBehavior, MappingBehavior, NatProfile, PortAllocation, Strategy};
-use punchline_core::wire::frame::{CloseReason, ErrorCode, SessionId};
+use punchline_core::wire::frame::{CloseReason, ErrorCode, SessionId, Transport};
 use serde_json::{json, Value};
 
 use crate::exit::Failure;
@@ -25,6 +25,9 @@ pub struct Common {
     pub server: SocketAddr,
     /// The server's alternate address (NAT discovery).
     pub alt_server: Option<SocketAddr>,
+    /// The server's TCP address, for networks that drop UDP (`None`: no
+    /// fallback).
+    pub server_tcp: Option<SocketAddr>,
     /// Who we log in as.
     pub user: String,
     /// The runtime.
@@ -56,6 +59,7 @@ impl Common {
         let mut config = ClientConfig::new(self.user.clone(), self.server);
         config.peer_keys = self.known_peers.for_server(self.server)?;
         config.alt_server = self.alt_server;
+        config.server_tcp = self.server_tcp;
         config.seed = self.seed;
         config.identity = self.identity.clone();
         config.server_key = self.server_key;
@@ -176,11 +180,14 @@ pub fn nat_check(common: &Common, opts: &NatCheck) -> Result<(), Failure> {
     };
     let local = rt.local_addr();
     let deadline = Instant::now() + common.server_timeout;
-    let server_reflexive = wait_logged_in(rt.as_ref(), common, deadline)?;
+    let (server_reflexive, transport) = wait_logged_in(rt.as_ref(), common, deadline)?;
     // The profile comes after discovery (a few round trips and at most
     // the discovery timeout per step); without an alternate address the
-    // mapping and filtering cannot be measured.
-    let profile = if common.alt_server.is_some() {
+    // mapping and filtering cannot be measured, and over TCP (UDP gets no
+    // answer) there is no UDP mapping to measure.
+    let profile = if transport == Transport::Tcp {
+        NatProfile::default()
+    } else if common.alt_server.is_some() {
         let deadline = Instant::now() + common.server_timeout;
         loop {
             match rt.next_event(deadline) {
@@ -210,7 +217,9 @@ pub fn nat_check(common: &Common, opts: &NatCheck) -> Result<(), Failure> {
         "filtering": profile.filtering.map(FilteringBehavior::name),
         "ports": profile.ports.map(ports_name),
         "port_delta": delta,
-        "preset": nearest_preset(&profile),
+        // The simulator's preset for a network that drops UDP.
+        "preset": if transport == Transport::Tcp { Some("udp-blocked") } else { nearest_preset(&profile) },
+        "transport": transport.name(),
         "public": profile.public,
         "local": local.to_string(),
         "server_reflexive": server_reflexive.to_string(),
@@ -231,6 +240,7 @@ pub fn nat_check(common: &Common, opts: &NatCheck) -> Result<(), Failure> {
             None => println!("ports      {ports}"),
         }
         println!("preset     {}", text(&report["preset"]));
+        println!("transport  {}", transport.name());
     }
     Ok(())
 }
@@ -289,9 +299,10 @@ pub fn listen(common: &Common, json_out: bool) -> Result<(), Failure> {
     }
     let rt = common.start()?;
     let deadline = Instant::now() + common.server_timeout;
-    let reflexive = wait_logged_in(rt.as_ref(), common, deadline)?;
+    let (reflexive, transport) = wait_logged_in(rt.as_ref(), common, deadline)?;
     let mut printer = Printer { json: json_out, sessions: BTreeMap::new() };
     printer.line(json!({"event": "logged-in", "peer": null, "path": null, "user": common.user,
+        "transport": transport.name(),
         "local": rt.local_addr().to_string(), "reflexive": reflexive.to_string()}));
     while !stop.load(Ordering::SeqCst) {
         let event = match rt.next_event(Instant::now() + Duration::from_millis(200)) {
@@ -322,6 +333,10 @@ pub fn listen(common: &Common, json_out: bool) -> Result<(), Failure> {
 /// What `connect` measured, printed at the end.
 #[derive(Debug, Default)]
 struct ConnectReport {
+    /// How the client reaches the server (UDP until told otherwise).
+    transport: Transport,
+    /// The session's relay leg rides TCP (ours or the peer's).
+    relay_tcp: bool,
     session: Option<SessionId>,
     strategy: Option<Strategy>,
     direct: bool,
@@ -377,6 +392,7 @@ fn run_connect(
     let session = loop {
         match rt.next_event(open_deadline) {
             Next::Event(ClientEvent::LoggedIn { .. }) => logged_in = true,
+            Next::Event(ClientEvent::TransportChanged { transport }) => report.transport = transport,
             Next::Event(e) if common.login_failure(&e).is_some() => {
                 return Err(common.login_failure(&e).expect("checked"))
             }
@@ -434,6 +450,10 @@ fn run_connect(
                 report.fallbacks += 1;
             }
             ClientEvent::PunchFailed { session: s, retry_in, .. } if s == session => return Ok(retry_in.is_none()),
+            ClientEvent::TransportChanged { transport } => report.transport = transport,
+            ClientEvent::RelayTransportChanged { session: s, transport } if s == session => {
+                report.relay_tcp = transport == Transport::Tcp;
+            }
             ClientEvent::StrategyChanged { session: s, strategy } if s == session => {
                 // Chosen once both NAT profiles were measured: relay-only
                 // concludes the punching at once.
@@ -513,9 +533,10 @@ fn run_connect(
 }
 
 fn print_connect(opts: &Connect, report: &ConnectReport, error: Option<&Failure>) {
+    let relay = if report.relay_tcp { "relay-tcp" } else { "relay" };
     let outcome = match (error, report.connect_ms, report.direct) {
         (Some(Failure::Timeout { .. }), Some(_), true) | (None, _, true) => "direct",
-        (Some(Failure::Timeout { .. }), Some(_), false) | (None, _, false) => "relay",
+        (Some(Failure::Timeout { .. }), Some(_), false) | (None, _, false) => relay,
         _ => "failed",
     };
     let mut rtts = report.rtts_ms.clone();
@@ -528,6 +549,7 @@ fn print_connect(opts: &Connect, report: &ConnectReport, error: Option<&Failure>
         let mut line = json!({
             "peer": opts.peer,
             "outcome": outcome,
+            "transport": report.transport.name(),
             "strategy": report.strategy.map(Strategy::name),
             "connect_ms": round(report.connect_ms),
             "direct_ms": round(report.direct_ms),
@@ -545,6 +567,7 @@ fn print_connect(opts: &Connect, report: &ConnectReport, error: Option<&Failure>
         let fmt = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |x| format!("{x:.1} ms"));
         println!("peer        {}", opts.peer);
         println!("outcome     {outcome}");
+        println!("transport   {}", report.transport.name());
         println!("strategy    {}", report.strategy.map_or("-", Strategy::name));
         println!("connected   {}", fmt(report.connect_ms));
         println!("direct      {}", fmt(report.direct_ms));
@@ -560,14 +583,18 @@ fn print_connect(opts: &Connect, report: &ConnectReport, error: Option<&Failure>
 }
 
 /// Waits for the login; the server counts as unreachable after `deadline`.
+/// Waits for the login: the reflexive address the server saw, and the
+/// transport the login took (told before the login itself).
 pub(crate) fn wait_logged_in(
     rt: &dyn ClientRuntime,
     common: &Common,
     deadline: Instant,
-) -> Result<SocketAddr, Failure> {
+) -> Result<(SocketAddr, Transport), Failure> {
+    let mut transport = Transport::Udp;
     loop {
         match rt.next_event(deadline) {
-            Next::Event(ClientEvent::LoggedIn { reflexive }) => return Ok(reflexive),
+            Next::Event(ClientEvent::LoggedIn { reflexive }) => return Ok((reflexive, transport)),
+            Next::Event(ClientEvent::TransportChanged { transport: t }) => transport = t,
             Next::Event(e) if common.login_failure(&e).is_some() => {
                 return Err(common.login_failure(&e).expect("checked"))
             }
@@ -719,6 +746,11 @@ impl Printer {
             ClientEvent::TextAcked { .. } | ClientEvent::TextFailed { .. } | ClientEvent::InboxEmpty => return,
             ClientEvent::TransportChanged { transport } => {
                 json!({"event": "transport-changed", "peer": null, "path": null, "transport": transport.name()})
+            }
+            ClientEvent::RelayTransportChanged { session, transport } => {
+                let mut l = self.session_line("relay-transport-changed", *session);
+                l["transport"] = transport.name().into();
+                l
             }
             ClientEvent::LookupResult { .. }
             | ClientEvent::ConnectFailed { .. }

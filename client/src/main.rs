@@ -29,6 +29,15 @@ struct Args {
     /// The server's alternate address, for NAT behaviour discovery.
     #[arg(long, value_name = "ADDR")]
     alt_server: Option<SocketAddr>,
+    /// The server's TCP address, tried when UDP gets no answer (networks
+    /// that drop UDP): in parallel with a login that waited 300 ms, and
+    /// instead of UDP once the server is silent over it for 2.5 s.
+    /// Default: the --server address.
+    #[arg(long, value_name = "ADDR")]
+    server_tcp: Option<SocketAddr>,
+    /// Never fall back to TCP.
+    #[arg(long, conflicts_with = "server_tcp")]
+    no_tcp: bool,
     /// The user name to log in as.
     #[arg(long, value_name = "NAME")]
     user: String,
@@ -219,6 +228,7 @@ fn main() -> ExitCode {
     let common = Common {
         server: args.server,
         alt_server: args.alt_server,
+        server_tcp: if args.no_tcp { None } else { Some(args.server_tcp.unwrap_or(args.server)) },
         user: args.user,
         runtime: args.runtime,
         bind: args.bind,

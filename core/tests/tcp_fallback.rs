@@ -152,6 +152,14 @@ fn a_udp_client_and_a_tcp_client_relay_both_ways_and_both_see_relay_tcp() {
     assert_eq!(h.clients[bob].client.transport(), Transport::Udp);
     assert_eq!(session(&h, bob).relay_transport, Transport::Tcp);
     assert_eq!(session(&h, alice).relay_transport, Transport::Tcp);
+    // Each was told so once, when the session opened.
+    for i in [alice, bob] {
+        let told = h.find(i, |e| match e {
+            ClientEvent::RelayTransportChanged { transport, .. } => Some(*transport),
+            _ => None,
+        });
+        assert_eq!(told.iter().map(|(_, t)| *t).collect::<Vec<_>>(), vec![Transport::Tcp]);
+    }
     // And what the server relays to alice over TCP is marked droppable.
     let (_, link) = h.stream_of(alice).expect("alice's connection");
     assert!(link.droppable >= 20, "{} droppable transmits", link.droppable);
@@ -283,6 +291,15 @@ fn a_client_on_tcp_moves_back_to_udp_within_the_retry_interval() {
     assert_eq!(h.clients[alice].client.transport(), Transport::Udp);
     assert_eq!(h.server.stream_count(), 0);
     assert_eq!(session(&h, bob).relay_transport, Transport::Udp);
+    let told: Vec<_> = h
+        .find(bob, |e| match e {
+            ClientEvent::RelayTransportChanged { transport, .. } => Some(*transport),
+            _ => None,
+        })
+        .into_iter()
+        .map(|(_, t)| t)
+        .collect();
+    assert_eq!(told, vec![Transport::Tcp, Transport::Udp]);
     assert_eq!(h.received(alice), numbered(0, sent));
 }
 

@@ -200,6 +200,9 @@ pub fn event(e: &ClientEvent) -> String {
         ClientEvent::OpenStream { to, .. } => format!("asks for a TCP connection to {to}"),
         ClientEvent::CloseStream { conn } => format!("closes TCP connection {}", conn.0),
         ClientEvent::TransportChanged { transport } => format!("reaches the server over {}", transport.name()),
+        ClientEvent::RelayTransportChanged { session, transport } => {
+            format!("session {session}: the relay leg rides {}", transport.name())
+        }
         ClientEvent::TextReceived { from, id, text } => format!("text {id} from {from}: {} bytes", text.len()),
         ClientEvent::TextAcked { id, status, path } => format!("text {id} acknowledged: {status:?} via {path:?}"),
         ClientEvent::TextFailed { id, reason } => format!("text {id} failed: {reason:?}"),

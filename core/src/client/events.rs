@@ -194,6 +194,16 @@ pub enum ClientEvent {
         /// The transport now.
         transport: Transport,
     },
+    /// The relay leg of `session` rides `transport` now: [`Transport::Tcp`]
+    /// when either member reaches the server over TCP, so the session, while
+    /// on the relay, is `relay-tcp`. Raised when it changes (a session
+    /// starts as UDP, so a session opened over TCP raises it at once).
+    RelayTransportChanged {
+        /// The session.
+        session: SessionId,
+        /// The relay's transport now.
+        transport: Transport,
+    },
     /// A text message arrived (the first copy of it: never twice).
     TextReceived {
         /// The sender.

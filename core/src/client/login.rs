@@ -298,7 +298,8 @@ impl Login {
                 self.state =
                     State::Online { token, reflexive, awaiting_since: Some(ctx.now), reported_unreachable: false };
                 timers.set(ClientTimer::Keepalive, ctx.now + KEEPALIVE_RETRY.min(ctx.config.keepalive));
-                out.event(ClientEvent::LoggedIn { reflexive });
+                // `LoggedIn` is the client's to raise, once it knows which
+                // transport carries the login.
                 Some((frame, Some(channel)))
             }
             Frame::Error { code: ErrorCode::RateLimited, .. } => {

@@ -617,9 +617,12 @@ impl Client {
             layout::tag::WELCOME => {
                 let profile = self.profile;
                 match self.login.on_welcome(&ctx, &mut self.out, &mut self.timers, (payload, socket), profile) {
-                    Some((Frame::LoginOk { .. }, channel)) => {
+                    Some((Frame::LoginOk { reflexive, .. }, channel)) => {
                         self.channel = channel;
+                        // The transport first: an application learns how
+                        // the login went before it hears that it did.
                         self.logged_in_over(now, socket);
+                        self.out.event(ClientEvent::LoggedIn { reflexive });
                         self.logged_in(now);
                     }
                     Some(_) => {}
@@ -705,6 +708,7 @@ impl Client {
                     if s.peer() == peer {
                         s.peer_moved(&peer_candidates);
                         s.set_peer_transport(peer_transport);
+                        s.report_relay_transport(&mut self.out, self.route.transport());
                     }
                     return;
                 }
@@ -743,6 +747,7 @@ impl Client {
                 );
                 let mut s = Box::new(s);
                 s.set_peer_transport(peer_transport);
+                s.report_relay_transport(&mut self.out, self.route.transport());
                 self.sessions.insert(session, s);
             }
             Frame::Relayed { session, payload } => {

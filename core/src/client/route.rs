@@ -230,8 +230,7 @@ impl Client {
             return;
         }
         debug!(transport = transport.name(), "the way to the server changes");
-        self.route.active = transport;
-        self.out.event(ClientEvent::TransportChanged { transport });
+        self.set_transport(transport);
         match transport {
             Transport::Tcp => {
                 self.route.want_tcp = false;
@@ -253,25 +252,32 @@ impl Client {
         self.login.send_keepalive(&ctx, &mut self.out, profile);
     }
 
+    /// Sealed frames take `transport` from now on: told to the application,
+    /// and to every session whose relay leg changes with it.
+    fn set_transport(&mut self, transport: Transport) {
+        if self.route.active == transport {
+            return;
+        }
+        self.route.active = transport;
+        self.out.event(ClientEvent::TransportChanged { transport });
+        for (_, s) in self.sessions.iter_mut() {
+            s.report_relay_transport(&mut self.out, transport);
+        }
+    }
+
     /// The login went online over `socket` (UDP's primary socket, or the
     /// connection).
     pub(super) fn logged_in_over(&mut self, now: Instant, socket: SocketId) {
         if Some(socket) == self.route.open_stream() {
             self.route.want_tcp = false;
             self.timers.set(ClientTimer::UdpRetry, now + self.config.udp_retry);
-            if self.route.active != Transport::Tcp {
-                self.route.active = Transport::Tcp;
-                self.out.event(ClientEvent::TransportChanged { transport: Transport::Tcp });
-            }
+            self.set_transport(Transport::Tcp);
         } else {
             // UDP works: a connection opened (or opening) for the login is
             // not needed. One that opens later is closed then.
             self.route.want_tcp = false;
             self.timers.stop(&ClientTimer::TryTcp);
-            if self.route.active == Transport::Tcp {
-                self.route.active = Transport::Udp;
-                self.out.event(ClientEvent::TransportChanged { transport: Transport::Udp });
-            }
+            self.set_transport(Transport::Udp);
             if matches!(self.route.stream, Stream::Open { .. }) {
                 self.close_stream();
             }

@@ -53,6 +53,9 @@ pub(crate) struct Session {
     traversal: Traversal,
     /// How the peer reaches the server, as its offers say.
     peer_transport: Transport,
+    /// The relay's transport as last reported
+    /// ([`ClientEvent::RelayTransportChanged`]).
+    reported_relay: Transport,
 }
 
 impl Session {
@@ -107,6 +110,7 @@ impl Session {
             stream: Stream::new(),
             traversal: Traversal::new(ctx, id, my_role, &peer_candidates, rng),
             peer_transport: Transport::Udp,
+            reported_relay: Transport::Udp,
         };
         s.waiting = Some(peer_candidates);
         out.event(ClientEvent::SessionOpened { session: id, peer, initiator, strategy });
@@ -236,6 +240,16 @@ impl Session {
     /// How the peer reaches the server, as its latest offer says.
     pub(crate) fn set_peer_transport(&mut self, transport: Transport) {
         self.peer_transport = transport;
+    }
+
+    /// Reports the relay's transport if it changed: TCP when `own` (how we
+    /// reach the server) or the peer's is.
+    pub(crate) fn report_relay_transport(&mut self, out: &mut Out, own: Transport) {
+        let now = own.max(self.peer_transport);
+        if now != self.reported_relay {
+            self.reported_relay = now;
+            out.event(ClientEvent::RelayTransportChanged { session: self.id, transport: now });
+        }
     }
 
     /// The other member.
