@@ -437,3 +437,51 @@ fn a_logged_in_connection_is_kept_however_long_it_idles() {
     assert!(h.stream_of(alice).is_some());
     assert_eq!(h.server.online_users().collect::<Vec<_>>(), vec!["alice"]);
 }
+
+mod hostile_streams {
+    use super::*;
+    use proptest::prelude::*;
+    use punchline_core::server::{Server, ServerConfig};
+    use punchline_core::{Machine, SocketId};
+
+    /// A unit that frames well: a sealed-looking datagram of any bytes, or
+    /// garbage that may break the framing.
+    fn piece() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            prop::collection::vec(any::<u8>(), 1..1200).prop_map(|mut d| {
+                d[0] = 0x70 | (d[0] & 0x07);
+                stream::encode(&d)
+            }),
+            prop::collection::vec(any::<u8>(), 0..64),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn any_bytes_on_a_connection_are_dropped_counted_or_close_it_never_panic(
+            pieces in prop::collection::vec(piece(), 0..24),
+            cut in 1usize..700,
+        ) {
+            // Given a server with one connection from an unknown source.
+            let start = std::time::Instant::now();
+            let mut server = Server::new(ServerConfig::new(SERVER, None), start);
+            let conn = SocketId(1 << 20);
+            server.stream_accepted(start, conn, SCANNER);
+            // When any bytes arrive on it, cut anywhere.
+            let bytes: Vec<u8> = pieces.concat();
+            for chunk in bytes.chunks(cut) {
+                server.handle_stream_data(start, conn, chunk);
+            }
+            // Then nothing was answered to a source that never logged in but
+            // STUN-sized errors, the connection is open or closed as broken,
+            // and no user came of it.
+            while let Some(t) = server.poll_transmit() {
+                prop_assert_eq!(t.socket, conn);
+                prop_assert!(t.payload.len() <= 64, "{} bytes to an unproven connection", t.payload.len());
+            }
+            let stats = server.stats();
+            prop_assert_eq!(server.stream_count() + stats.streams_broken as usize, 1);
+            prop_assert_eq!(server.online_users().count(), 0);
+        }
+    }
+}
