@@ -1,13 +1,4 @@
 //! A server on mio sockets, run until a shutdown handle fires.
-//!
-//! # TCP on the primary address, by default
-//!
-//! A client's default `ClientConfig::server_tcp` is the server's own (UDP)
-//! address, so a server listens on TCP at the primary's IP and port unless
-//! told otherwise ([`PrimaryTcp::Off`]). With port 0 the TCP port is the one
-//! the UDP primary got; when that port is taken on TCP, new ports are tried,
-//! as for the crossed RFC 5780 ports. More listeners (port 443, say) come
-//! from [`ServerRunner::listen_tcp`].
 
 use std::io;
 use std::net::SocketAddr;
@@ -23,8 +14,8 @@ use punchline_core::SocketId;
 use crate::endpoint::Endpoint;
 use crate::tcp::{self, TcpCounters, TcpStats};
 
-/// Whether a [`ServerRunner`] accepts TCP on its primary address (see the
-/// [module documentation](self)).
+/// Whether a [`ServerRunner`] accepts TCP on its primary address (see
+/// [`ServerRunner`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum PrimaryTcp {
     /// Listen on TCP at the primary's IP and port, where clients look for
@@ -37,6 +28,15 @@ pub enum PrimaryTcp {
 }
 
 /// A [`Server`] bound to its sockets, ready to [`run`](Self::run).
+///
+/// # TCP on the primary address, by default
+///
+/// A client's default `ClientConfig::server_tcp` is the server's own (UDP)
+/// address, so a server listens on TCP at the primary's IP and port unless
+/// told otherwise ([`PrimaryTcp::Off`]). With port 0 the TCP port is the one
+/// the UDP primary got; when that port is taken on TCP, new ports are tried,
+/// as for the crossed RFC 5780 ports. More listeners (port 443, say) come
+/// from [`ServerRunner::listen_tcp`].
 #[derive(Debug)]
 pub struct ServerRunner {
     endpoint: Endpoint<Server>,

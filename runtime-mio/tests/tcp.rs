@@ -280,3 +280,27 @@ fn a_connect_is_answered_with_its_connection_or_none_and_a_close_flushes_then_fi
     assert!(endpoint.machine().closed.is_empty());
     assert_eq!(stats(&endpoint).open, 0);
 }
+
+#[test]
+fn a_connect_that_hangs_is_answered_with_none_after_the_timeout() {
+    // Given a listener that never accepts, its backlog full: the kernel
+    // drops further SYNs, so a connection attempt hangs.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    socket.bind(&"127.0.0.1:0".parse::<SocketAddr>().expect("addr").into()).expect("bind");
+    socket.listen(0).expect("listen");
+    let to = socket.local_addr().expect("addr").as_socket().expect("inet");
+    let mut endpoint = Endpoint::new(Stub::default(), Vec::new()).expect("endpoint");
+
+    // When the machine asks for four connections to it.
+    endpoint.machine_mut().asks.extend((0..4).map(|request| Ask::Connect(request, to)));
+    endpoint.flush(Instant::now(), &mut |_| {});
+    turn_until(&mut endpoint, "every outcome", |e| e.machine().opened.len() == 4);
+
+    // Then those the backlog took connected, and the rest were answered
+    // with none once CONNECT_TIMEOUT passed; no attempt is left open.
+    let failed = endpoint.machine().opened.iter().filter(|(_, conn)| conn.is_none()).count();
+    assert!(failed >= 1, "{:?}", endpoint.machine().opened);
+    let s = stats(&endpoint);
+    assert_eq!((s.connect_failed as usize, s.connected as usize + failed), (failed, 4), "{s:?}");
+    assert_eq!(s.open, s.connected);
+}
