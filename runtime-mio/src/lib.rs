@@ -14,7 +14,8 @@
 //! binds that many fresh UDP sockets on the primary socket's IP (port 0) and
 //! answers with `Client::sockets_opened`;
 //! [`ClientEvent::ReleaseSocket`](punchline_core::client::ClientEvent::ReleaseSocket)
-//! closes the socket.
+//! closes the socket; `ClientEvent::OpenStream` and `CloseStream`, and the
+//! server's `ServerEvent::CloseStream`, are carried out as below.
 //!
 //! # Streams (the TCP fallback, issue 21)
 //!
@@ -44,8 +45,8 @@
 //! are dropped and counted ([`TcpStats::dropped`]); a connection whose buffer
 //! would pass [`HARD_WRITE_LIMIT`] (4 MiB) even with signaling alone is
 //! closed and reported closed ([`TcpStats::overflowed`]). So one connection
-//! costs at most 4 MiB of buffer, and a reader that is merely slow costs at
-//! most 256 KiB plus one datagram. The core enforces its connection limits
+//! costs at most 4 MiB of buffer, and relayed traffic to a reader that is
+//! merely slow at most 256 KiB plus one framed datagram. The core enforces its connection limits
 //! (`ServerConfig::max_streams`, `max_streams_per_ip`); when the system
 //! refuses to accept (out of file descriptors, say) accepting pauses for
 //! [`ACCEPT_BACKOFF`] rather than spin, with one warning per episode. What the
