@@ -15,6 +15,7 @@ use punchline_core::SocketId;
 use tracing::debug;
 
 use crate::endpoint::Endpoint;
+use crate::tcp::{TcpCounters, TcpStats};
 
 /// A function run on the client's thread with the client and the current time.
 type Call = Box<dyn FnOnce(&mut Client, Instant) + Send>;
@@ -27,8 +28,10 @@ enum Command {
 /// A [`Client`] running on its own thread over mio sockets.
 ///
 /// Commands are forwarded to the thread and answered synchronously; every
-/// [`ClientEvent`] except the driver's own socket requests arrives on
-/// [`events`](Self::events), in order. Dropping the handle logs out and stops
+/// [`ClientEvent`] except the driver's own socket and stream requests arrives
+/// on [`events`](Self::events), in order. Where UDP to the server is blocked
+/// the client reaches it over TCP (`ClientConfig::server_tcp`), connected
+/// here without blocking. Dropping the handle logs out and stops
 /// the thread, like [`shutdown`](Self::shutdown).
 #[derive(Debug)]
 pub struct ClientHandle {
@@ -36,6 +39,7 @@ pub struct ClientHandle {
     waker: Arc<Waker>,
     events: Receiver<ClientEvent>,
     local_addr: SocketAddr,
+    tcp: TcpCounters,
     thread: Option<JoinHandle<io::Result<()>>>,
 }
 
@@ -71,17 +75,24 @@ impl ClientHandle {
         let client = Client::new(config, (SocketId(0), local_addr), Instant::now());
         let endpoint = Endpoint::new(client, vec![(SocketId(0), socket)])?;
         let waker = endpoint.waker();
+        let tcp = endpoint.tcp_counters();
         let (commands, command_rx) = mpsc::channel();
         let (event_tx, events) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name(format!("punchline-client {local_addr}"))
             .spawn(move || run(endpoint, command_rx, event_tx))?;
-        Ok(ClientHandle { commands, waker, events, local_addr, thread: Some(thread) })
+        Ok(ClientHandle { commands, waker, events, local_addr, tcp, thread: Some(thread) })
     }
 
     /// The primary socket's local address.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// What the client's TCP connections to the server did (see
+    /// [`TcpStats`]).
+    pub fn tcp_stats(&self) -> TcpStats {
+        self.tcp.stats()
     }
 
     /// The events, in the order the client produced them.
@@ -211,6 +222,8 @@ fn run(mut endpoint: Endpoint<Client>, commands: Receiver<Command>, events: Send
                     let now = Instant::now();
                     endpoint.machine_mut().logout(now);
                     endpoint.flush(now, &mut sink);
+                    // The logout may be on its way over TCP.
+                    endpoint.close_streams();
                     return Ok(());
                 }
                 Err(TryRecvError::Empty) => break,

@@ -48,6 +48,8 @@ pub enum StoreCommit {
 /// ```toml
 /// listen = "0.0.0.0:3478"
 /// alt_listen = "198.51.100.2:3479"
+/// tcp_listen = ["0.0.0.0:443"]    # TCP listeners beside the one on `listen` (issue 21)
+/// no_tcp = false                  # true: no TCP at all, not even on `listen`
 /// runtime = "mio"                 # or "smol"
 /// seed = 42                       # default: 256 fresh bits from the OS at every start
 /// user_timeout = "75s"
@@ -73,6 +75,10 @@ pub struct FileConfig {
     pub listen: Option<SocketAddr>,
     /// The alternate address (NAT behaviour discovery).
     pub alt_listen: Option<SocketAddr>,
+    /// TCP listeners besides the primary address's (`--tcp-listen`).
+    pub tcp_listen: Option<Vec<SocketAddr>>,
+    /// No TCP at all (`--no-tcp`).
+    pub no_tcp: Option<bool>,
     /// The runtime.
     pub runtime: Option<RuntimeKind>,
     /// The seed of tokens, session ids and keys. Leave it unset in
@@ -142,6 +148,9 @@ pub enum ConfigError {
         /// The alternate.
         alt: SocketAddr,
     },
+    /// TCP turned off, and TCP listeners asked for.
+    #[error("--no-tcp (no_tcp) turns TCP off; it cannot go with --tcp-listen (tcp_listen)")]
+    NoTcpWithTcpListen,
 }
 
 impl FileConfig {
@@ -182,6 +191,13 @@ pub struct Settings {
     pub data: Option<PathBuf>,
     /// How the store commits.
     pub store_commit: StoreCommit,
+    /// TCP listeners (issue 21) besides the one on the primary address:
+    /// port 443, say, for networks that let little else out.
+    pub tcp_listen: Vec<SocketAddr>,
+    /// No TCP at all. By default the server also listens on TCP at its
+    /// primary address (the same IP and port as UDP), where clients look
+    /// for it (`ClientConfig::server_tcp`).
+    pub no_tcp: bool,
 }
 
 /// The message store's directory when neither `--data` nor the config file
@@ -228,12 +244,36 @@ impl Settings {
         if let Some(rate) = file.text_rate {
             server.mailbox.text_rate = rate;
         }
-        Ok(Settings {
+        let settings = Settings {
             server,
             runtime: runtime.or(file.runtime).unwrap_or_default(),
             data: file.data,
             store_commit: file.store_commit.unwrap_or_default(),
-        })
+            tcp_listen: file.tcp_listen.unwrap_or_default(),
+            no_tcp: file.no_tcp.unwrap_or(false),
+        };
+        settings.check_tcp()?;
+        Ok(settings)
+    }
+
+    /// Applies the TCP flags over what [`merge`](Self::merge) took from the
+    /// file: `--tcp-listen` addresses, when any, replace the file's list;
+    /// `--no-tcp` turns TCP off. TCP off with listeners asked for is an
+    /// error, wherever each came from.
+    pub fn with_tcp_flags(mut self, tcp_listen: Vec<SocketAddr>, no_tcp: bool) -> Result<Settings, ConfigError> {
+        if !tcp_listen.is_empty() {
+            self.tcp_listen = tcp_listen;
+        }
+        self.no_tcp |= no_tcp;
+        self.check_tcp()?;
+        Ok(self)
+    }
+
+    fn check_tcp(&self) -> Result<(), ConfigError> {
+        if self.no_tcp && !self.tcp_listen.is_empty() {
+            return Err(ConfigError::NoTcpWithTcpListen);
+        }
+        Ok(())
     }
 }
 
@@ -284,6 +324,55 @@ mod tests {
         assert!(err.contains("unknown field `listen_port`"), "{err}");
         let err = FileConfig::parse("user_timeout = \"soon\"\n").unwrap_err();
         assert!(err.contains("user_timeout"), "{err}");
+    }
+
+    #[test]
+    fn tcp_listeners_come_from_the_file_and_flags_replace_them() {
+        // Given a file with two TCP listeners.
+        let file = FileConfig::parse("tcp_listen = [\"0.0.0.0:443\", \"[::]:443\"]\n").expect("valid file");
+        let primary = Some("127.0.0.1:5000".parse().unwrap());
+        let s = Settings::merge(primary, None, None, file.clone(), 9.into()).expect("valid");
+        // Then both are kept, and TCP on the primary stays on.
+        let expected: Vec<SocketAddr> = vec!["0.0.0.0:443".parse().unwrap(), "[::]:443".parse().unwrap()];
+        assert_eq!((s.tcp_listen.clone(), s.no_tcp), (expected.clone(), false));
+        // When no flag says otherwise, then the file's list stands.
+        assert_eq!(s.clone().with_tcp_flags(Vec::new(), false).expect("valid").tcp_listen, expected);
+        // When --tcp-listen is given, then it replaces the file's list.
+        let flag: Vec<SocketAddr> = vec!["127.0.0.1:8443".parse().unwrap()];
+        assert_eq!(s.with_tcp_flags(flag.clone(), false).expect("valid").tcp_listen, flag);
+        // And by default there are no extra listeners, and TCP is on.
+        let default = Settings::merge(primary, None, None, FileConfig::default(), 9.into()).expect("valid");
+        assert_eq!((default.tcp_listen.len(), default.no_tcp), (0, false));
+    }
+
+    #[test]
+    fn tcp_off_with_tcp_listeners_is_refused_wherever_each_comes_from() {
+        let primary = Some("127.0.0.1:5000".parse().unwrap());
+        let listen: Vec<SocketAddr> = vec!["0.0.0.0:443".parse().unwrap()];
+        // Both in the file.
+        let file = FileConfig::parse("no_tcp = true\ntcp_listen = [\"0.0.0.0:443\"]\n").expect("valid toml");
+        let err = Settings::merge(primary, None, None, file, 9.into()).unwrap_err();
+        assert!(matches!(err, ConfigError::NoTcpWithTcpListen), "{err}");
+        // Off in the file, listeners on the command line.
+        let file = FileConfig::parse("no_tcp = true\n").expect("valid toml");
+        let s = Settings::merge(primary, None, None, file, 9.into()).expect("valid alone");
+        assert!(s.no_tcp);
+        assert!(matches!(s.with_tcp_flags(listen.clone(), false), Err(ConfigError::NoTcpWithTcpListen)));
+        // Listeners in the file, off on the command line.
+        let file = FileConfig::parse("tcp_listen = [\"0.0.0.0:443\"]\n").expect("valid toml");
+        let s = Settings::merge(primary, None, None, file, 9.into()).expect("valid alone");
+        assert!(matches!(s.with_tcp_flags(Vec::new(), true), Err(ConfigError::NoTcpWithTcpListen)));
+        // Off alone is fine.
+        let s = Settings::merge(primary, None, None, FileConfig::default(), 9.into()).expect("valid");
+        assert!(s.with_tcp_flags(Vec::new(), true).expect("valid").no_tcp);
+    }
+
+    #[test]
+    fn a_bad_tcp_listen_address_is_named() {
+        let err = FileConfig::parse("tcp_listen = [\"0.0.0.0\"]\n").unwrap_err();
+        assert!(err.contains("tcp_listen"), "{err}");
+        let err = FileConfig::parse("tcp_listen = \"0.0.0.0:443\"\n").unwrap_err();
+        assert!(err.contains("tcp_listen"), "{err}");
     }
 
     #[test]

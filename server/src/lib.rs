@@ -2,9 +2,15 @@
 //! around [`punchline_core::server::Server`], on the runtime of your choice.
 //!
 //! The binary (`src/main.rs`) parses flags and the config file into
-//! [`config::Settings`], then calls [`run`], which opens the durable offline
-//! message store (`--data DIR`, [`punchline_store::SqliteStore`]) before it
-//! binds any socket.
+//! [`config::Settings`], then calls [`run_with`], which opens the durable
+//! offline message store (`--data DIR`, [`punchline_store::SqliteStore`])
+//! before it binds any socket.
+//!
+//! Besides UDP the server accepts TCP (issue 21), for clients whose network
+//! drops UDP: on its primary address (the same IP and port) unless
+//! `--no-tcp`, and on every `--tcp-listen` address. The mio runtime does
+//! both; the smol runtime does not listen on TCP yet (`smol_listen_tcp` in
+//! this file is where it will).
 
 pub mod config;
 
@@ -14,6 +20,7 @@ use std::net::SocketAddr;
 use punchline_core::messaging::{MemoryStore, MessageStore};
 use punchline_core::server::ServerEvent;
 use punchline_core::SocketId;
+use punchline_mio::{PrimaryTcp, ServerRunner};
 use punchline_store::{CommitEach, OpenError, SqliteStore};
 use tracing::info;
 
@@ -62,11 +69,26 @@ pub enum RunError {
     Io(#[from] io::Error),
 }
 
-/// Opens the message store (when `settings.data` names a directory), binds
-/// the server's sockets (resolving port 0), calls `on_ready` with the bound
-/// addresses (primary first) and a [`Stopper`], then serves until the stopper
-/// fires.
+/// What the server listens on once bound.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Listening {
+    /// The UDP sockets, primary first (see [`socket_role`]).
+    pub udp: Vec<(SocketId, SocketAddr)>,
+    /// The TCP listeners: the primary address's first (unless TCP is off),
+    /// then the `--tcp-listen` ones, in order.
+    pub tcp: Vec<SocketAddr>,
+}
+
+/// As [`run_with`], telling `on_ready` the UDP addresses only.
 pub fn run(settings: Settings, on_ready: impl FnOnce(&[(SocketId, SocketAddr)], Stopper)) -> Result<(), RunError> {
+    run_with(settings, |listening, stopper| on_ready(&listening.udp, stopper))
+}
+
+/// Opens the message store (when `settings.data` names a directory), binds
+/// the server's sockets (resolving port 0) and TCP listeners, calls
+/// `on_ready` with what it listens on and a [`Stopper`], then serves until
+/// the stopper fires.
+pub fn run_with(settings: Settings, on_ready: impl FnOnce(&Listening, Stopper)) -> Result<(), RunError> {
     // Opened before any socket is bound, so that a bad directory or file is
     // reported as such. It runs on a thread of its own, with group commit.
     let store: Box<dyn MessageStore> = match (settings.data.as_deref(), settings.store_commit) {
@@ -82,14 +104,23 @@ pub fn run(settings: Settings, on_ready: impl FnOnce(&[(SocketId, SocketAddr)], 
     };
     match settings.runtime {
         RuntimeKind::Mio => {
-            let runner = punchline_mio::ServerRunner::bind_config_with_store(settings.server, store)?;
-            on_ready(&runner.local_addrs(), Stopper(StopperKind::Mio(runner.shutdown_handle())));
+            let primary_tcp = if settings.no_tcp { PrimaryTcp::Off } else { PrimaryTcp::Listen };
+            let mut runner = ServerRunner::bind_config_with(settings.server, store, primary_tcp)?;
+            for addr in &settings.tcp_listen {
+                // The primary's listener may already be this one.
+                if !runner.tcp_addrs().contains(addr) {
+                    runner.listen_tcp(*addr)?;
+                }
+            }
+            let listening = Listening { udp: runner.local_addrs(), tcp: runner.tcp_addrs() };
+            on_ready(&listening, Stopper(StopperKind::Mio(runner.shutdown_handle())));
             Ok(runner.run(log_event)?)
         }
         RuntimeKind::Smol => {
-            let bound = punchline_smol::BoundServer::bind_config_with_store(settings.server, store)?;
+            let mut bound = punchline_smol::BoundServer::bind_config_with_store(settings.server, store)?;
+            let tcp = smol_listen_tcp(&mut bound, settings.no_tcp, &settings.tcp_listen)?;
             let (tx, rx) = smol::channel::bounded(1);
-            on_ready(&bound.local_addrs(), Stopper(StopperKind::Smol(tx)));
+            on_ready(&Listening { udp: bound.local_addrs(), tcp }, Stopper(StopperKind::Smol(tx)));
             smol::block_on(bound.run_with_events(
                 async move {
                     let _ = rx.recv().await;
@@ -102,6 +133,45 @@ pub fn run(settings: Settings, on_ready: impl FnOnce(&[(SocketId, SocketAddr)], 
     }
 }
 
+/// The smol runtime's TCP listeners: on the primary address unless
+/// `no_tcp`, and at every `tcp_listen` address; returns them all.
+///
+/// `punchline_smol::BoundServer::listen_tcp(&mut self, addr) ->
+/// io::Result<SocketAddr>` and `BoundServer::tcp_addrs(&self) ->
+/// Vec<SocketAddr>` are being written beside this; until they land, smol
+/// serves UDP only and refuses explicit TCP listeners. Once they exist this
+/// body becomes:
+///
+/// ```text
+/// if !no_tcp {
+///     let primary = bound.local_addrs()[0].1;   // the UDP primary's port
+///     bound.listen_tcp(primary)?;
+/// }
+/// for addr in tcp_listen {
+///     if !bound.tcp_addrs().contains(addr) {
+///         bound.listen_tcp(*addr)?;
+///     }
+/// }
+/// Ok(bound.tcp_addrs())
+/// ```
+fn smol_listen_tcp(
+    bound: &mut punchline_smol::BoundServer,
+    no_tcp: bool,
+    tcp_listen: &[SocketAddr],
+) -> io::Result<Vec<SocketAddr>> {
+    let _ = bound;
+    if !tcp_listen.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "--tcp-listen needs --runtime mio for now: the smol runtime does not listen on TCP yet",
+        ));
+    }
+    if !no_tcp {
+        info!("the smol runtime does not listen on TCP yet: clients whose UDP is blocked cannot log in here");
+    }
+    Ok(Vec::new())
+}
+
 fn log_event(event: ServerEvent) {
     match event {
         ServerEvent::UserOnline { user, reflexive } => info!(%user, %reflexive, "user online"),
@@ -111,7 +181,8 @@ fn log_event(event: ServerEvent) {
         }
         ServerEvent::SessionEnded { session } => info!(%session, "session ended"),
         ServerEvent::StoreFailed { error } => tracing::error!(%error, "message store failed"),
-        // A request to the runtime, which carries it out before events get here.
+        // A request to the runtime, which carries it out before events get
+        // here (the mio runtime does not pass it on).
         ServerEvent::CloseStream { conn } => tracing::debug!(conn = conn.0, "stream connection closed"),
     }
 }

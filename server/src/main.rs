@@ -1,4 +1,4 @@
-//! `punchline-server --listen ADDR [--alt-listen ADDR] [--runtime mio|smol] [--config FILE]`
+//! `punchline-server --listen ADDR [--alt-listen ADDR] [--tcp-listen ADDR]... [--no-tcp] [--runtime mio|smol] [--config FILE]`
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -11,10 +11,12 @@ use punchline_server::RunError;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use tracing::info;
 
-/// The Punchline server: signaling, presence, NAT discovery and relay over UDP.
+/// The Punchline server: signaling, presence, NAT discovery and relay over UDP,
+/// and over TCP for clients whose network drops UDP.
 ///
 /// At start it prints one line per bound socket on stdout,
-/// `listening <primary|alternate|crossed> <ADDR>`, then `key <FINGERPRINT>`
+/// `listening <primary|alternate|crossed> <ADDR>`, then one per TCP
+/// listener, `listening tcp <ADDR>`, then `key <FINGERPRINT>`
 /// (the public key clients pin), then logs to stderr
 /// (set RUST_LOG, e.g. RUST_LOG=debug; default info). SIGINT or SIGTERM stop
 /// it cleanly (exit 0).
@@ -36,7 +38,15 @@ struct Args {
     /// combinations.
     #[arg(long, value_name = "ADDR")]
     alt_listen: Option<SocketAddr>,
-    /// The runtime that drives the server.
+    /// Also accept TCP here (repeatable; port 443 gets through most
+    /// firewalls). TCP is accepted on the --listen address anyway, unless
+    /// --no-tcp.
+    #[arg(long, value_name = "ADDR")]
+    tcp_listen: Vec<SocketAddr>,
+    /// No TCP at all: not on the --listen address either.
+    #[arg(long, conflicts_with = "tcp_listen")]
+    no_tcp: bool,
+    /// The runtime that drives the server (smol: no TCP yet).
     #[arg(long, value_enum)]
     runtime: Option<RuntimeKind>,
     /// Directory of the durable message store, created if missing
@@ -53,7 +63,8 @@ struct Args {
     /// [default: server.key in the --data directory]
     #[arg(long, value_name = "FILE")]
     key: Option<PathBuf>,
-    /// A TOML file with any of: listen, alt_listen, runtime, seed, key,
+    /// A TOML file with any of: listen, alt_listen, tcp_listen (a list),
+    /// no_tcp, runtime, seed, key,
     /// user_timeout, offer_retransmit, offer_attempts, request_burst,
     /// request_rate, relay_burst_bytes, relay_rate_bytes, max_sources,
     /// max_sessions_per_user, data, store_commit, text_burst, text_rate.
@@ -84,7 +95,9 @@ fn main() -> ExitCode {
     if file.seed.is_some() {
         tracing::warn!("the config file sets `seed`: tokens, session ids and keys are predictable; for tests only");
     }
-    let mut settings = match Settings::merge(args.listen, args.alt_listen, args.runtime, file, seed) {
+    let merged = Settings::merge(args.listen, args.alt_listen, args.runtime, file, seed)
+        .and_then(|s| s.with_tcp_flags(args.tcp_listen, args.no_tcp));
+    let mut settings = match merged {
         Ok(s) => s,
         Err(e) => return usage_error(&e),
     };
@@ -115,7 +128,7 @@ fn main() -> ExitCode {
         }
     };
     let runtime = settings.runtime;
-    let result = punchline_server::run(settings, |addrs, stopper| {
+    let result = punchline_server::run_with(settings, |listening, stopper| {
         std::thread::spawn(move || {
             if let Some(signal) = signals.forever().next() {
                 info!(signal, "stopping");
@@ -123,14 +136,17 @@ fn main() -> ExitCode {
             }
         });
         let mut out = std::io::stdout().lock();
-        for (id, addr) in addrs {
+        for (id, addr) in &listening.udp {
             let _ = writeln!(out, "listening {} {addr}", punchline_server::socket_role(*id));
+        }
+        for addr in &listening.tcp {
+            let _ = writeln!(out, "listening tcp {addr}");
         }
         // Clients pin this (`punchline --server-key`): compare it out of
         // band on first contact.
         let _ = writeln!(out, "key {fingerprint}");
         let _ = out.flush();
-        info!(runtime = runtime.name(), sockets = addrs.len(), "serving");
+        info!(runtime = runtime.name(), sockets = listening.udp.len(), tcp = listening.tcp.len(), "serving");
     });
     match result {
         Ok(()) => {

@@ -11,7 +11,8 @@ const SERVER: &str = env!("CARGO_BIN_EXE_punchline-server");
 /// A running server, killed when dropped.
 struct Running {
     child: Child,
-    /// (role, address) lines printed at start.
+    /// (role, address) lines printed at start, UDP sockets first, then TCP
+    /// listeners (role `tcp`).
     listening: Vec<(String, SocketAddr)>,
     /// The message store's directory (`--data`), removed when dropped.
     _data: tempfile::TempDir,
@@ -30,17 +31,30 @@ impl Running {
             .expect("server starts");
         let mut stdout = BufReader::new(child.stdout.take().expect("piped"));
         let mut listening = Vec::new();
-        let expected = if args.contains(&"--alt-listen") { 4 } else { 1 };
-        while listening.len() < expected {
+        loop {
             let mut line = String::new();
             assert!(stdout.read_line(&mut line).expect("read") > 0, "server exited before listening");
             let mut words = line.split_whitespace();
-            assert_eq!(words.next(), Some("listening"), "{line:?}");
+            match words.next() {
+                Some("listening") => {}
+                Some("key") => break,
+                _ => panic!("unexpected line {line:?}"),
+            }
             let role = words.next().expect("role").to_owned();
             let addr = words.next().expect("address").parse().expect("an address");
             listening.push((role, addr));
         }
         Running { child, listening, _data: data }
+    }
+
+    /// The UDP sockets' roles and addresses.
+    fn udp(&self) -> Vec<(&str, SocketAddr)> {
+        self.listening.iter().filter(|(r, _)| r != "tcp").map(|(r, a)| (r.as_str(), *a)).collect()
+    }
+
+    /// The TCP listeners' addresses.
+    fn tcp(&self) -> Vec<SocketAddr> {
+        self.listening.iter().filter(|(r, _)| r == "tcp").map(|(_, a)| *a).collect()
     }
 
     fn signal(&self, name: &str) {
@@ -79,12 +93,16 @@ fn prints_every_socket_and_stops_cleanly_on_sigterm_and_sigint() {
         let mut server =
             Running::start(&["--listen", "127.0.0.1:0", "--alt-listen", "127.0.0.2:0", "--runtime", runtime]);
         // Then it printed the primary, the alternate and both crossed sockets.
-        let roles: Vec<&str> = server.listening.iter().map(|(r, _)| r.as_str()).collect();
+        let udp = server.udp();
+        let roles: Vec<&str> = udp.iter().map(|(r, _)| *r).collect();
         assert_eq!(roles, ["primary", "alternate", "crossed", "crossed"]);
-        let (p, a) = (server.listening[0].1, server.listening[1].1);
+        let (p, a) = (udp[0].1, udp[1].1);
         assert_ne!(p.port(), 0);
-        assert_eq!(server.listening[2].1, SocketAddr::new(p.ip(), a.port()));
-        assert_eq!(server.listening[3].1, SocketAddr::new(a.ip(), p.port()));
+        assert_eq!(udp[2].1, SocketAddr::new(p.ip(), a.port()));
+        assert_eq!(udp[3].1, SocketAddr::new(a.ip(), p.port()));
+        // And its TCP listener on the primary address (mio; smol has no TCP yet).
+        let tcp = if runtime == "mio" { vec![p] } else { vec![] };
+        assert_eq!(server.tcp(), tcp, "{runtime}");
         // When it gets the signal, then it exits 0 and says so.
         server.signal(signal);
         let (code, stderr) = server.wait_exit();
@@ -138,6 +156,120 @@ fn a_port_in_use_is_a_clear_error() {
     let out = Command::new(SERVER).args(["--listen", &addr]).current_dir(cwd.path()).output().expect("runs");
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("cannot bind {addr}")));
+}
+
+/// Sends a STUN Binding request over TCP to `to` and returns the mapped
+/// address of the answer (RFC 8489 §6.2.2: the message as it is, framed by
+/// its own length).
+fn stun_over_tcp(to: SocketAddr) -> SocketAddr {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(to).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+    let tid = [7u8; 12];
+    let mut request = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42];
+    request.extend_from_slice(&tid);
+    stream.write_all(&request).expect("write");
+    let mut header = [0u8; 20];
+    stream.read_exact(&mut header).expect("a response");
+    assert_eq!(&header[..2], &[0x01, 0x01], "a Binding success response");
+    assert_eq!(&header[8..], &tid);
+    let mut body = vec![0; u16::from_be_bytes([header[2], header[3]]) as usize];
+    stream.read_exact(&mut body).expect("its attributes");
+    // XOR-MAPPED-ADDRESS (0x0020), IPv4: family, port and address XORed
+    // with the magic cookie.
+    let mut at = 0;
+    while at + 4 <= body.len() {
+        let (kind, len) =
+            (u16::from_be_bytes([body[at], body[at + 1]]), u16::from_be_bytes([body[at + 2], body[at + 3]]));
+        let value = &body[at + 4..at + 4 + len as usize];
+        if kind == 0x0020 && value[1] == 0x01 {
+            let port = u16::from_be_bytes([value[2], value[3]]) ^ 0x2112;
+            let ip = std::net::Ipv4Addr::new(value[4] ^ 0x21, value[5] ^ 0x12, value[6] ^ 0xa4, value[7] ^ 0x42);
+            let mapped = SocketAddr::from((ip, port));
+            assert_eq!(mapped, stream.local_addr().expect("addr"));
+            return mapped;
+        }
+        at += 4 + (len as usize).div_ceil(4) * 4;
+    }
+    panic!("no XOR-MAPPED-ADDRESS in {body:?}");
+}
+
+#[test]
+fn tcp_is_served_on_the_primary_address_and_every_tcp_listen_address() {
+    // Given a server with one more TCP listener on the command line, and
+    // another started from a config file.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("tcp.toml");
+    std::fs::write(&file, "listen = \"127.0.0.1:0\"\ntcp_listen = [\"127.0.0.1:0\"]\n").expect("write");
+    let from_flags = Running::start(&["--listen", "127.0.0.1:0", "--tcp-listen", "127.0.0.1:0"]);
+    let from_file = Running::start(&["--config", file.to_str().expect("utf-8 path")]);
+    for server in [&from_flags, &from_file] {
+        // Then it prints the TCP listener on the primary's own address
+        // first, then the extra one on a port of its own.
+        let primary = server.udp()[0].1;
+        let tcp = server.tcp();
+        assert_eq!(tcp.len(), 2, "{:?}", server.listening);
+        assert_eq!(tcp[0], primary);
+        assert_ne!(tcp[1].port(), primary.port());
+        // And both answer STUN Binding over TCP.
+        for addr in tcp {
+            stun_over_tcp(addr);
+        }
+    }
+}
+
+#[test]
+fn no_tcp_turns_tcp_off_and_does_not_go_with_tcp_listen() {
+    // Given a server started with --no-tcp.
+    let server = Running::start(&["--listen", "127.0.0.1:0", "--no-tcp"]);
+    // Then it prints no TCP listener, and its primary port refuses TCP.
+    assert_eq!(server.tcp(), []);
+    assert!(std::net::TcpStream::connect(server.udp()[0].1).is_err());
+
+    // --no-tcp with --tcp-listen, on the command line or in the file, is
+    // a usage error.
+    let out = Command::new(SERVER)
+        .args(["--listen", "127.0.0.1:0", "--no-tcp", "--tcp-listen", "127.0.0.1:0"])
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot be used with"), "{out:?}");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("both.toml");
+    std::fs::write(&file, "listen = \"127.0.0.1:0\"\nno_tcp = true\ntcp_listen = [\"127.0.0.1:0\"]\n").expect("write");
+    let out = Command::new(SERVER).arg("--config").arg(&file).output().expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--no-tcp (no_tcp) turns TCP off"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}
+
+#[test]
+fn a_tcp_port_in_use_is_a_clear_error_and_smol_refuses_tcp_listen_for_now() {
+    // Given a port taken on TCP (and free on UDP).
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let cwd = tempfile::tempdir().expect("temp dir");
+    // When the server listens there, then it says TCP cannot listen there.
+    let out = Command::new(SERVER).args(["--listen", &addr]).current_dir(cwd.path()).output().expect("runs");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("cannot listen on TCP {addr}")), "{out:?}");
+    // When it is only a --tcp-listen address, the same.
+    let out = Command::new(SERVER)
+        .args(["--listen", "127.0.0.1:0", "--tcp-listen", &addr])
+        .current_dir(cwd.path())
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("cannot listen on TCP {addr}")), "{out:?}");
+    // The smol runtime has no TCP yet: an explicit listener is refused.
+    let out = Command::new(SERVER)
+        .args(["--listen", "127.0.0.1:0", "--runtime", "smol", "--tcp-listen", "127.0.0.1:0"])
+        .current_dir(cwd.path())
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--tcp-listen needs --runtime mio"), "{out:?}");
 }
 
 #[test]
