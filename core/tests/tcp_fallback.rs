@@ -485,3 +485,26 @@ mod hostile_streams {
         }
     }
 }
+
+#[test]
+fn a_connect_to_a_user_whose_login_awaits_its_proof_is_deferred_not_refused() {
+    // Given bob, whose handshake completed but whose proof (his first
+    // sealed frame) has not reached the server yet: his keepalives are
+    // lost for a while.
+    let mut h = Harness::new(60);
+    let (a, b) = (h.config("alice"), h.config("bob"));
+    let alice = h.add_public_client(a);
+    h.run_until(Duration::from_secs(1));
+    let bob = h.add_public_client(b);
+    h.run_for(ms(12));
+    h.block_udp(bob, true);
+    // When alice connects to him meanwhile, and his UDP comes back.
+    h.connect(alice, "bob");
+    h.run_for(ms(5));
+    h.block_udp(bob, false);
+    h.run_for(Duration::from_secs(5));
+    // Then the connect was not refused: the session opened once he proved
+    // his address.
+    assert!(h.find(alice, |e| matches!(e, ClientEvent::ConnectFailed { .. }).then_some(())).is_empty());
+    assert_eq!(h.clients[alice].client.sessions().count(), 1);
+}

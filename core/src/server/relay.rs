@@ -48,6 +48,15 @@ impl Server {
             self.reply(socket, from, Frame::Error { request, code: ErrorCode::BadUserName });
             return;
         }
+        if !self.users.contains(&peer) && self.pending.values().any(|p| p.name == peer) {
+            // The peer completed its handshake moments ago and has not yet
+            // shown that it receives at its address: no offer goes there
+            // until it has, and it is not offline either. Stay silent; the
+            // initiator's retransmission comes back. (Found by the mio
+            // runtime's TCP tests: such a connect was told `UnknownPeer`.)
+            debug!(peer = %peer, "connect deferred until the peer proves its address");
+            return;
+        }
         if !self.users.contains(&peer) {
             if self.known_users.contains(&peer) {
                 self.reply(socket, from, Frame::Error { request, code: ErrorCode::PeerOffline });
@@ -57,13 +66,6 @@ impl Server {
                 let user = peer.clone();
                 self.storage.request(StoreOp::ReadUser { user }, Waiting::ConnectPeer { reply_to, request, peer });
             }
-            return;
-        }
-        if !self.reachable(&peer) {
-            // The peer logged in moments ago and has not yet shown that it
-            // receives at its address: no offer goes there until it has.
-            // Stay silent; the initiator's retransmission comes back.
-            debug!(peer = %peer, "connect deferred until the peer proves its address");
             return;
         }
         let too_many = |u: &User| u.sessions.len() >= self.config.max_sessions_per_user;
