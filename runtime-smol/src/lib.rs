@@ -19,15 +19,52 @@
 //!   NAT filtering discovery, punching retries from fresh ports) on the
 //!   primary socket's IP, and closes them on
 //!   [`ReleaseSocket`](ClientEvent::ReleaseSocket);
+//! - carries the TCP fallback (issue 21): the server accepts connections,
+//!   the client opens one when its machine asks (see below);
 //! - shuts down cleanly: the client logs out (closing its sessions and telling
 //!   the server) before its sockets close.
+//!
+//! # Streams: the drive loop over TCP
+//!
+//! Where UDP is blocked, a client reaches the server over a TCP connection
+//! that carries the same datagrams, framed by the core
+//! ([`punchline_core::wire::stream`]). The loop that owns the machine drives
+//! connections next to sockets:
+//!
+//! ```text
+//! server: a listener accepts        -> conn = fresh id (2^31 and up; UDP ids are below)
+//!                                      server.stream_accepted(now, conn, remote)
+//! client: ClientEvent::OpenStream   -> connect without blocking (5 s timeout), then
+//!                                      client.stream_opened(now, request, Some(conn) | None)
+//! a chunk read from conn            -> machine.handle_stream_data(now, conn, &chunk)
+//! EOF or reset on conn              -> machine.handle_stream_closed(now, conn)
+//! a transmit whose socket is conn   -> queue t.payload (already framed) on conn's write buffer
+//! ClientEvent / ServerEvent::CloseStream { conn } -> close conn; not reported back
+//! ```
+//!
+//! The machine stays in that one loop. Each connection has a reader task,
+//! which hands chunks to the loop over a bounded channel shared by all
+//! connections (a loop that falls behind stops the readers, and TCP's flow
+//! control stops the peers), and a writer task, which drains the
+//! connection's write buffer, however little the kernel takes at a time.
+//! The buffer is bounded: a relayed datagram ([`Transmit::droppable`]) that
+//! would take it past [`TCP_WRITE_SOFT_LIMIT`] (256 KiB) is dropped and
+//! counted ([`TcpStats::tcp_dropped`]); signaling never is, and a connection
+//! whose buffer would pass [`TCP_WRITE_HARD_LIMIT`] (4 MiB) is closed and
+//! reported to the machine with `handle_stream_closed`. The counters are
+//! [`BoundServer::tcp_counters`] and [`Client::tcp_stats`];
+//! [`Client::transport`] says which way the client reaches the server.
+//!
+//! [`Transmit::droppable`]: punchline_core::Transmit::droppable
 //!
 //! # Server
 //!
 //! [`serve`] binds every address of
-//! [`Server::sockets`](punchline_core::server::Server::sockets) and serves
-//! until a shutdown future resolves. [`BoundServer`] splits binding from
-//! serving, to learn the addresses first or let port 0 choose them.
+//! [`Server::sockets`](punchline_core::server::Server::sockets), listens for
+//! TCP on the primary address, and serves until a shutdown future resolves.
+//! [`BoundServer`] splits binding from serving, to learn the addresses first
+//! or let port 0 choose them; [`BoundServer::listen_tcp`] adds TCP
+//! listeners.
 //!
 //! # Client
 //!
@@ -81,10 +118,12 @@
 
 mod client;
 mod server;
+mod tcp;
 mod udp;
 
 pub use client::{Client, DriverStats, Error, Session, SessionEvent};
 pub use server::{serve, BoundServer};
+pub use tcp::{TcpCounters, TcpStats, TCP_WRITE_HARD_LIMIT, TCP_WRITE_SOFT_LIMIT};
 
 /// The core types an application of this crate meets, re-exported so a
 /// program needs only this crate in scope.
@@ -92,4 +131,4 @@ pub use punchline_core::client::{
     ClientConfig, ClientEvent, ConnectError, ConnectFailure, PathKind, SendError, SessionInfo,
 };
 pub use punchline_core::server::{Server, ServerConfig, ServerEvent};
-pub use punchline_core::wire::frame::{CloseReason, SessionId};
+pub use punchline_core::wire::frame::{CloseReason, SessionId, Transport};

@@ -14,22 +14,32 @@ use punchline_store::StoreWorker;
 use smol::channel::{Receiver, TryRecvError};
 use smol::stream::Stream;
 use smol::Timer;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
+use crate::tcp::{Accepted, Conns, Listeners, Sent, StreamInput, TcpCounters, FIRST_CONN, FLUSH_ON_SHUTDOWN};
 use crate::udp::{Endpoint, Received, SocketSet, RECV_BUFFER};
 
-/// Binds every address of [`Server::sockets`] and runs the server until
-/// `shutdown` resolves.
+/// Inputs handled in a row before the serving task lets others run (the
+/// connections' readers and writers, and whatever shares its executor).
+const INPUTS_PER_YIELD: u32 = 64;
+
+/// Binds every address of [`Server::sockets`], listens for TCP on the
+/// primary address (where clients look when UDP is blocked, by default),
+/// and runs the server until `shutdown` resolves.
 ///
-/// Runs in the calling task (it does not spawn). Server events are logged with
-/// `tracing` at info level; use [`BoundServer::run_with_events`] to see them.
-/// Returns an error only when a socket cannot be bound; errors sending or
-/// receiving single datagrams are logged and survived.
+/// The machine runs in the calling task; each TCP connection adds a reader
+/// and a writer task on smol's global executor ([`smol::spawn`]), cancelled
+/// when it closes. Server events are logged with `tracing` at info level;
+/// use [`BoundServer::run_with_events`] to see them. Returns an error only
+/// when a socket cannot be bound; errors sending or receiving single
+/// datagrams are logged and survived.
 ///
 /// Offline texts are kept in memory; [`BoundServer::bind_with_store`] takes a
 /// durable store.
 pub async fn serve(server: Server, shutdown: impl Future<Output = ()>) -> io::Result<()> {
-    BoundServer::bind(server)?.run(shutdown).await.map(drop)
+    let mut bound = BoundServer::bind(server)?;
+    bound.listen_tcp(bound.primary())?;
+    bound.run(shutdown).await.map(drop)
 }
 
 /// A server machine with its sockets bound, ready to [`run`](Self::run).
@@ -42,6 +52,8 @@ pub struct BoundServer {
     machine: Server,
     sockets: SocketSet,
     store: Box<dyn MessageStore>,
+    listeners: Listeners,
+    counters: TcpCounters,
 }
 
 impl BoundServer {
@@ -56,7 +68,7 @@ impl BoundServer {
     /// ([`StoreWorker`]), so the serving task never waits for a disk.
     pub fn bind_with_store(server: Server, store: Box<dyn MessageStore>) -> io::Result<Self> {
         let sockets = bind_sockets(&server)?;
-        Ok(BoundServer { machine: server, sockets, store })
+        Ok(BoundServer::new(server, sockets, store))
     }
 
     /// Builds the server from `config`, first choosing free ports for a
@@ -92,12 +104,47 @@ impl BoundServer {
             drop((p, a));
             let server = Server::new(config.clone(), Instant::now());
             match bind_sockets(&server) {
-                Ok(sockets) => return Ok(BoundServer { machine: server, sockets, store }),
+                Ok(sockets) => return Ok(BoundServer::new(server, sockets, store)),
                 Err(e) if e.kind() == io::ErrorKind::AddrInUse => last_error = Some(e),
                 Err(e) => return Err(e),
             }
         }
         Err(last_error.unwrap_or_else(|| io::Error::new(io::ErrorKind::AddrInUse, "no free ports")))
+    }
+
+    fn new(machine: Server, sockets: SocketSet, store: Box<dyn MessageStore>) -> BoundServer {
+        BoundServer { machine, sockets, store, listeners: Listeners::default(), counters: TcpCounters::default() }
+    }
+
+    /// Also accepts TCP connections at `addr`, for clients whose network
+    /// drops UDP (issue 21); returns the bound address (port 0 picks a free
+    /// one). Call it once per address, before [`run`](Self::run); a
+    /// deployment listens on its primary UDP address's IP and port, which is
+    /// where clients look by default (`ClientConfig::server_tcp`).
+    ///
+    /// Each connection is a stream for the machine under an id of its own
+    /// (from 2^31 up, apart from the UDP sockets' ids): accepted, then every
+    /// chunk read, then its end. Its writes go through a bounded buffer (see
+    /// [`TCP_WRITE_SOFT_LIMIT`](crate::TCP_WRITE_SOFT_LIMIT) and
+    /// [`TCP_WRITE_HARD_LIMIT`](crate::TCP_WRITE_HARD_LIMIT)); the counters
+    /// are in [`tcp_counters`](Self::tcp_counters). How many connections
+    /// stay open is the machine's call (`ServerConfig::max_streams`,
+    /// `max_streams_per_ip`); when the process runs out of descriptors,
+    /// accepting pauses (10 ms, doubling up to 1 s) instead of spinning.
+    pub fn listen_tcp(&mut self, addr: SocketAddr) -> io::Result<SocketAddr> {
+        self.listeners.listen(addr).map_err(|e| io::Error::new(e.kind(), format!("cannot listen on TCP {addr}: {e}")))
+    }
+
+    /// The addresses [`listen_tcp`](Self::listen_tcp) bound, in order.
+    pub fn tcp_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners.addrs()
+    }
+
+    /// A live view of the TCP counters (connections, buffered bytes,
+    /// relayed datagrams dropped): take it before [`run`](Self::run), read
+    /// it while the server runs and after.
+    pub fn tcp_counters(&self) -> TcpCounters {
+        self.counters.clone()
     }
 
     /// The bound sockets: id and local address, primary (`SocketId(0)`) first.
@@ -129,6 +176,9 @@ impl BoundServer {
 
     /// Serves until `shutdown` resolves, handing every server event to
     /// `on_event` (called in the serving task: keep it short).
+    /// [`ServerEvent::CloseStream`] is carried out before `on_event` sees
+    /// it. At shutdown, bytes queued on TCP connections get a second to
+    /// leave before the connections close.
     pub async fn run_with_events(
         self,
         shutdown: impl Future<Output = ()>,
@@ -147,18 +197,40 @@ impl BoundServer {
         })?;
         let mut machine = self.machine;
         let mut sockets = self.sockets;
+        let mut listeners = self.listeners;
+        let mut conns = Conns::new(self.counters.clone());
+        let counters = self.counters;
+        let mut streams_first = false;
+        let mut inputs = 0u32;
         loop {
             // Drain after every input (the Machine contract).
             while let Some(request) = machine.poll_store_request() {
                 store.submit(request);
             }
             while let Some(t) = machine.poll_transmit() {
-                if let Err(error) = sockets.send(&t).await {
+                if t.socket.0 >= FIRST_CONN {
+                    match conns.send(&t) {
+                        Sent::Queued | Sent::Dropped => {}
+                        // An input: what it queues is drained by this loop.
+                        Sent::Overflowed => machine.handle_stream_closed(Instant::now(), t.socket),
+                        Sent::Unknown => debug!(conn = t.socket.0, "transmit for a closed connection; dropped"),
+                    }
+                } else if let Err(error) = sockets.send(&t).await {
                     debug!(%error, to = %t.destination, "server send failed");
                 }
             }
             while let Some(event) = machine.poll_event() {
+                if let ServerEvent::CloseStream { conn } = event {
+                    conns.close(conn);
+                }
                 on_event(event);
+            }
+            // Let the connections' tasks run now and then, should they share
+            // this task's executor thread while inputs keep coming.
+            inputs += 1;
+            if inputs >= INPUTS_PER_YIELD {
+                inputs = 0;
+                smol::future::yield_now().await;
             }
             // A timer that is already due runs before the next wait, so a
             // flood of datagrams cannot starve it.
@@ -175,9 +247,16 @@ impl BoundServer {
                 Shutdown,
                 Stored(StoreCompletion),
                 Datagram(Received),
+                Stream(StreamInput),
+                Accepted(Accepted),
                 Timeout,
             }
+            // Datagrams and stream bytes take turns being looked at first.
+            streams_first = !streams_first;
             let sockets = &mut sockets;
+            let conns_ref = &mut conns;
+            let listeners = &mut listeners;
+            let counters = &counters;
             let wake = poll_fn(|cx| {
                 if shutdown.as_mut().poll(cx).is_ready() {
                     return Poll::Ready(Wake::Shutdown);
@@ -187,8 +266,21 @@ impl BoundServer {
                 if let Poll::Ready(Some(completion)) = completions.as_mut().poll_next(cx) {
                     return Poll::Ready(Wake::Stored(completion));
                 }
+                if streams_first {
+                    if let Poll::Ready(input) = conns_ref.poll_input(cx) {
+                        return Poll::Ready(Wake::Stream(input));
+                    }
+                }
                 if let Poll::Ready(r) = sockets.poll_recv(cx, &mut buf) {
                     return Poll::Ready(Wake::Datagram(r));
+                }
+                if !streams_first {
+                    if let Poll::Ready(input) = conns_ref.poll_input(cx) {
+                        return Poll::Ready(Wake::Stream(input));
+                    }
+                }
+                if let Poll::Ready(accepted) = listeners.poll_accept(cx, counters) {
+                    return Poll::Ready(Wake::Accepted(accepted));
                 }
                 if std::pin::Pin::new(&mut timer).poll(cx).is_ready() {
                     return Poll::Ready(Wake::Timeout);
@@ -211,9 +303,22 @@ impl BoundServer {
                     // peer must not stop the server.
                     debug!(%error, socket = socket.0, "server receive error");
                 }
+                Wake::Stream(StreamInput::Data(conn, bytes)) => machine.handle_stream_data(now, conn, &bytes),
+                Wake::Stream(StreamInput::Closed(conn)) => machine.handle_stream_closed(now, conn),
+                // The server connects nowhere.
+                Wake::Stream(StreamInput::Connected { .. }) => {}
+                Wake::Accepted(Ok((stream, remote))) => {
+                    let conn = conns.insert(stream);
+                    machine.stream_accepted(now, conn, remote);
+                }
+                // Out of descriptors, typically (the listeners pause).
+                Wake::Accepted(Err(error)) => warn!(%error, "cannot accept a TCP connection"),
                 Wake::Timeout => machine.handle_timeout(now),
             }
         }
+        // Stop accepting, then let what is queued leave.
+        drop(listeners);
+        conns.shutdown(FLUSH_ON_SHUTDOWN).await;
         // Finish what was submitted: a text being committed stays committed
         // (its sender retries and hears `Stored` from the next server).
         drop(store);

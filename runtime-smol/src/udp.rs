@@ -74,6 +74,10 @@ impl SocketSet {
         self.sockets.insert(id, endpoint);
     }
 
+    pub(crate) fn contains(&self, id: SocketId) -> bool {
+        self.sockets.contains_key(&id)
+    }
+
     pub(crate) fn remove(&mut self, id: SocketId) -> Option<Endpoint> {
         self.sockets.remove(&id)
     }

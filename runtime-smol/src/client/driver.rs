@@ -17,7 +17,7 @@ use punchline_core::client::{
     Client as CoreClient, ClientConfig, ClientEvent, ConnectError, PathKind, SendError, SessionInfo,
 };
 use punchline_core::messaging::SendTextError;
-use punchline_core::wire::frame::{CloseReason, MessageId, SessionId};
+use punchline_core::wire::frame::{CloseReason, MessageId, SessionId, Transport};
 use punchline_core::{Machine, SocketId};
 use smol::channel::{Receiver, Sender};
 use smol::stream::Stream;
@@ -26,7 +26,11 @@ use tracing::{debug, warn};
 
 use super::session::SessionEvent;
 use super::{Error, SharedStats};
+use crate::tcp::{Conns, Sent, StreamInput, TcpCounters, FIRST_CONN, FLUSH_ON_SHUTDOWN};
 use crate::udp::{Endpoint, Received, SocketSet, RECV_BUFFER};
+
+/// Inputs handled in a row before the driver lets other tasks run.
+const INPUTS_PER_YIELD: u32 = 64;
 
 /// What a handle asks of the driver.
 #[derive(Debug)]
@@ -140,7 +144,11 @@ enum ConnectWaiter {
 pub(crate) struct Driver {
     machine: CoreClient,
     sockets: SocketSet,
+    /// The next extra socket's id; below [`FIRST_CONN`], where connections'
+    /// ids start.
     next_socket: u32,
+    /// The TCP connection to the server, when UDP is blocked.
+    conns: Conns,
     /// The IP extra sockets bind on (the primary's, possibly unspecified).
     bind_ip: IpAddr,
     /// The IP extra sockets are reported with (never unspecified).
@@ -162,6 +170,7 @@ pub(crate) struct Driver {
 enum Wake {
     Command(Option<Command>),
     Datagram(Received),
+    Stream(StreamInput),
     Timeout,
 }
 
@@ -176,6 +185,7 @@ impl Driver {
         incoming: Sender<SessionParts>,
         accepting: Arc<AtomicBool>,
         stats: Arc<SharedStats>,
+        tcp: TcpCounters,
         done: Sender<()>,
     ) -> Self {
         let bind_ip = primary.local_addr().ip();
@@ -186,6 +196,7 @@ impl Driver {
             machine: CoreClient::new(config, (SocketId(0), advertised), Instant::now()),
             sockets,
             next_socket: 1,
+            conns: Conns::new(tcp),
             bind_ip,
             advertised_ip: advertised.ip(),
             commands: Box::pin(commands),
@@ -206,8 +217,16 @@ impl Driver {
         let mut buf = vec![0u8; RECV_BUFFER];
         let mut last_now = Instant::now();
         let mut commands_first = true;
+        let mut inputs = 0u32;
         loop {
             self.drain().await;
+            // Let the connection's tasks (and whatever shares this
+            // executor thread) run now and then while inputs keep coming.
+            inputs += 1;
+            if inputs >= INPUTS_PER_YIELD {
+                inputs = 0;
+                smol::future::yield_now().await;
+            }
             // A timer that is already due runs before the next wait, so a
             // steady stream of datagrams or commands cannot starve it.
             let now = Instant::now().max(last_now);
@@ -226,6 +245,7 @@ impl Driver {
             let wake = {
                 let commands = &mut self.commands;
                 let sockets = &mut self.sockets;
+                let conns = &mut self.conns;
                 poll_fn(|cx| {
                     let mut command = |cx: &mut std::task::Context<'_>| match commands.as_mut().poll_next(cx) {
                         Poll::Ready(c) => Some(Wake::Command(c)),
@@ -238,6 +258,9 @@ impl Driver {
                     }
                     if let Poll::Ready(r) = sockets.poll_recv(cx, &mut buf) {
                         return Poll::Ready(Wake::Datagram(r));
+                    }
+                    if let Poll::Ready(input) = conns.poll_input(cx) {
+                        return Poll::Ready(Wake::Stream(input));
                     }
                     if !commands_first {
                         if let Some(wake) = command(cx) {
@@ -265,6 +288,7 @@ impl Driver {
                     SharedStats::add(&self.stats.io_errors, 1);
                     debug!(%error, socket = socket.0, "client receive error");
                 }
+                Wake::Stream(input) => self.stream_input(now, input),
                 Wake::Timeout => self.machine.handle_timeout(now),
             }
             self.retry_parked(now);
@@ -329,6 +353,20 @@ impl Driver {
         }
     }
 
+    fn stream_input(&mut self, now: Instant, input: StreamInput) {
+        match input {
+            StreamInput::Data(conn, bytes) => self.machine.handle_stream_data(now, conn, &bytes),
+            StreamInput::Closed(conn) => self.machine.handle_stream_closed(now, conn),
+            StreamInput::Connected { request, to, stream } => {
+                let conn = stream.map(|s| self.conns.insert(s));
+                if conn.is_none() {
+                    debug!(%to, "cannot connect to the server over TCP");
+                }
+                self.machine.stream_opened(now, request, conn);
+            }
+        }
+    }
+
     /// Retries parked sends in order; a session's later sends wait behind its
     /// earlier ones.
     fn retry_parked(&mut self, now: Instant) {
@@ -357,6 +395,16 @@ impl Driver {
     async fn drain(&mut self) {
         loop {
             while let Some(t) = self.machine.poll_transmit() {
+                if t.socket.0 >= FIRST_CONN {
+                    match self.conns.send(&t) {
+                        Sent::Queued | Sent::Dropped => {}
+                        // The server stopped reading: the machine hears the
+                        // connection closed (an input, drained here too).
+                        Sent::Overflowed => self.machine.handle_stream_closed(Instant::now(), t.socket),
+                        Sent::Unknown => debug!(conn = t.socket.0, "transmit for a closed connection; dropped"),
+                    }
+                    continue;
+                }
                 match self.sockets.send(&t).await {
                     Ok(()) => {
                         SharedStats::add(&self.stats.datagrams_sent, 1);
@@ -378,6 +426,14 @@ impl Driver {
     fn event(&mut self, event: ClientEvent) {
         match event {
             ClientEvent::OpenSockets { request, count } => self.open_sockets(request, count),
+            ClientEvent::OpenStream { request, to } => self.conns.connect(request, to),
+            ClientEvent::CloseStream { conn } => {
+                self.conns.close(conn);
+            }
+            ClientEvent::TransportChanged { transport } => {
+                self.stats.over_tcp.store(transport == Transport::Tcp, Ordering::Relaxed);
+                self.emit(ClientEvent::TransportChanged { transport });
+            }
             ClientEvent::ReleaseSocket { socket } => {
                 // The primary socket is never released; guard anyway, since
                 // losing it would cut us off from the server.
@@ -522,8 +578,7 @@ impl Driver {
         for _ in 0..count {
             match Endpoint::bind(SocketAddr::new(self.bind_ip, 0)) {
                 Ok(endpoint) => {
-                    let id = SocketId(self.next_socket);
-                    self.next_socket += 1;
+                    let id = self.fresh_socket_id();
                     let addr = SocketAddr::new(self.advertised_ip, endpoint.local_addr().port());
                     self.sockets.insert(id, endpoint);
                     opened.push((id, addr));
@@ -541,6 +596,18 @@ impl Driver {
         self.machine.sockets_opened(Instant::now(), request, &opened);
     }
 
+    /// The next id for an extra socket: from 1 up, wrapping below
+    /// [`FIRST_CONN`] (after two billion sockets) past ids still open.
+    fn fresh_socket_id(&mut self) -> SocketId {
+        loop {
+            let id = SocketId(self.next_socket);
+            self.next_socket = if self.next_socket + 1 >= FIRST_CONN { 1 } else { self.next_socket + 1 };
+            if !self.sockets.contains(id) {
+                return id;
+            }
+        }
+    }
+
     /// Clean shutdown: log out (closing every session and telling the
     /// server), send what that queued, then fail every waiter.
     async fn stop(mut self) {
@@ -548,6 +615,8 @@ impl Driver {
         // Events the logout produced (sessions closed locally) are routed
         // like any others, so `Session` owners learn why.
         self.drain().await;
+        // Over TCP the logout is still queued: let it leave.
+        self.conns.shutdown(FLUSH_ON_SHUTDOWN).await;
         for p in self.parked.drain(..) {
             let _ = p.reply.try_send(Err(SendError::UnknownSession));
         }

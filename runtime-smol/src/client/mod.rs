@@ -14,9 +14,10 @@ use std::sync::Arc;
 use bytes::Bytes;
 use punchline_core::client::{ClientConfig, ClientEvent, ConnectError, ConnectFailure, SendError, SessionInfo};
 use punchline_core::messaging::SendTextError;
-use punchline_core::wire::frame::{MessageId, SessionId};
+use punchline_core::wire::frame::{MessageId, SessionId, Transport};
 use smol::channel::{self, Receiver, Sender};
 
+use crate::tcp::{TcpCounters, TcpStats};
 use crate::udp::Endpoint;
 use driver::{Command, Driver, SessionParts};
 
@@ -84,6 +85,9 @@ pub(crate) struct SharedStats {
     pub(crate) low_ttl_sent: AtomicU64,
     pub(crate) datagrams_received: AtomicU64,
     pub(crate) io_errors: AtomicU64,
+    /// The machine reaches the server over TCP (its last
+    /// `TransportChanged`).
+    pub(crate) over_tcp: AtomicBool,
 }
 
 impl SharedStats {
@@ -117,6 +121,7 @@ pub struct Client {
     accepting: Arc<AtomicBool>,
     done: Receiver<()>,
     stats: Arc<SharedStats>,
+    tcp: TcpCounters,
     local_addr: SocketAddr,
 }
 
@@ -141,6 +146,7 @@ impl Client {
         let (done_tx, done) = channel::bounded(1);
         let accepting = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(SharedStats::default());
+        let tcp = TcpCounters::default();
         let driver = Driver::new(
             config,
             primary,
@@ -150,10 +156,11 @@ impl Client {
             incoming_tx,
             accepting.clone(),
             stats.clone(),
+            tcp.clone(),
             done_tx,
         );
         smol::spawn(driver.run()).detach();
-        Ok(Client { commands, events, incoming, accepting, done, stats, local_addr })
+        Ok(Client { commands, events, incoming, accepting, done, stats, tcp, local_addr })
     }
 
     /// The primary socket's address as advertised to peers (see
@@ -219,8 +226,9 @@ impl Client {
         self.command(Command::Close { session }).await;
     }
 
-    /// The next event: every core event except the driver's socket
-    /// management (`OpenSockets`, `ReleaseSocket`, handled inside), and except
+    /// The next event: every core event except the driver's socket and
+    /// connection management (`OpenSockets`, `ReleaseSocket`, `OpenStream`,
+    /// `CloseStream`, handled inside), and except
     /// those of sessions owned by a [`Session`]. `None` once the client has
     /// shut down and every event was read.
     ///
@@ -312,6 +320,24 @@ impl Client {
             datagrams_received: get(&s.datagrams_received),
             io_errors: get(&s.io_errors),
         }
+    }
+
+    /// How the client reaches the server now: [`Transport::Udp`], or
+    /// [`Transport::Tcp`] where UDP is blocked (see
+    /// `punchline_core::client::Client::transport`). Changes also arrive as
+    /// [`ClientEvent::TransportChanged`].
+    pub fn transport(&self) -> Transport {
+        if self.stats.over_tcp.load(Ordering::Relaxed) {
+            Transport::Tcp
+        } else {
+            Transport::Udp
+        }
+    }
+
+    /// The counters of the TCP connection to the server (the fallback
+    /// where UDP is blocked).
+    pub fn tcp_stats(&self) -> TcpStats {
+        self.tcp.get()
     }
 
     /// Logs out (closing every session, telling the server), closes the
