@@ -8,9 +8,7 @@
 //!
 //! Besides UDP the server accepts TCP (issue 21), for clients whose network
 //! drops UDP: on its primary address (the same IP and port) unless
-//! `--no-tcp`, and on every `--tcp-listen` address. The mio runtime does
-//! both; the smol runtime does not listen on TCP yet (`smol_listen_tcp` in
-//! this file is where it will).
+//! `--no-tcp`, and on every `--tcp-listen` address, on either runtime.
 
 pub mod config;
 
@@ -133,43 +131,27 @@ pub fn run_with(settings: Settings, on_ready: impl FnOnce(&Listening, Stopper)) 
     }
 }
 
-/// The smol runtime's TCP listeners: on the primary address unless
-/// `no_tcp`, and at every `tcp_listen` address; returns them all.
-///
-/// `punchline_smol::BoundServer::listen_tcp(&mut self, addr) ->
-/// io::Result<SocketAddr>` and `BoundServer::tcp_addrs(&self) ->
-/// Vec<SocketAddr>` are being written beside this; until they land, smol
-/// serves UDP only and refuses explicit TCP listeners. Once they exist this
-/// body becomes:
-///
-/// ```text
-/// if !no_tcp {
-///     let primary = bound.local_addrs()[0].1;   // the UDP primary's port
-///     bound.listen_tcp(primary)?;
-/// }
-/// for addr in tcp_listen {
-///     if !bound.tcp_addrs().contains(addr) {
-///         bound.listen_tcp(*addr)?;
-///     }
-/// }
-/// Ok(bound.tcp_addrs())
-/// ```
+/// The smol runtime's TCP listeners: on the primary address (its IP and the
+/// port UDP got) unless `no_tcp`, and at every `tcp_listen` address;
+/// returns them all.
 fn smol_listen_tcp(
     bound: &mut punchline_smol::BoundServer,
     no_tcp: bool,
     tcp_listen: &[SocketAddr],
 ) -> io::Result<Vec<SocketAddr>> {
-    let _ = bound;
-    if !tcp_listen.is_empty() {
-        return Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "--tcp-listen needs --runtime mio for now: the smol runtime does not listen on TCP yet",
-        ));
-    }
+    let listen = |bound: &mut punchline_smol::BoundServer, addr: SocketAddr| {
+        bound.listen_tcp(addr).map_err(|e| io::Error::new(e.kind(), format!("cannot listen on TCP {addr}: {e}")))
+    };
     if !no_tcp {
-        info!("the smol runtime does not listen on TCP yet: clients whose UDP is blocked cannot log in here");
+        let primary = bound.local_addrs()[0].1;
+        listen(bound, primary)?;
     }
-    Ok(Vec::new())
+    for addr in tcp_listen {
+        if !bound.tcp_addrs().contains(addr) {
+            listen(bound, *addr)?;
+        }
+    }
+    Ok(bound.tcp_addrs())
 }
 
 fn log_event(event: ServerEvent) {

@@ -100,9 +100,8 @@ fn prints_every_socket_and_stops_cleanly_on_sigterm_and_sigint() {
         assert_ne!(p.port(), 0);
         assert_eq!(udp[2].1, SocketAddr::new(p.ip(), a.port()));
         assert_eq!(udp[3].1, SocketAddr::new(a.ip(), p.port()));
-        // And its TCP listener on the primary address (mio; smol has no TCP yet).
-        let tcp = if runtime == "mio" { vec![p] } else { vec![] };
-        assert_eq!(server.tcp(), tcp, "{runtime}");
+        // And its TCP listener on the primary address, on either runtime.
+        assert_eq!(server.tcp(), vec![p], "{runtime}");
         // When it gets the signal, then it exits 0 and says so.
         server.signal(signal);
         let (code, stderr) = server.wait_exit();
@@ -245,7 +244,7 @@ fn no_tcp_turns_tcp_off_and_does_not_go_with_tcp_listen() {
 }
 
 #[test]
-fn a_tcp_port_in_use_is_a_clear_error_and_smol_refuses_tcp_listen_for_now() {
+fn a_tcp_port_in_use_is_a_clear_error_on_either_runtime() {
     // Given a port taken on TCP (and free on UDP).
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = taken.local_addr().expect("addr").to_string();
@@ -262,14 +261,21 @@ fn a_tcp_port_in_use_is_a_clear_error_and_smol_refuses_tcp_listen_for_now() {
         .expect("runs");
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("cannot listen on TCP {addr}")), "{out:?}");
-    // The smol runtime has no TCP yet: an explicit listener is refused.
+    // And with the smol runtime, the same; a free --tcp-listen address is
+    // listened on beside the primary.
     let out = Command::new(SERVER)
-        .args(["--listen", "127.0.0.1:0", "--runtime", "smol", "--tcp-listen", "127.0.0.1:0"])
+        .args(["--listen", "127.0.0.1:0", "--runtime", "smol", "--tcp-listen", &addr])
         .current_dir(cwd.path())
         .output()
         .expect("runs");
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--tcp-listen needs --runtime mio"), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("cannot listen on TCP {addr}")), "{out:?}");
+    drop(taken);
+    let mut server = Running::start(&["--listen", "127.0.0.1:0", "--runtime", "smol", "--tcp-listen", &addr]);
+    let primary = server.udp()[0].1;
+    assert_eq!(server.tcp(), vec![primary, addr.parse().expect("addr")]);
+    server.signal("TERM");
+    assert_eq!(server.wait_exit().0, Some(0));
 }
 
 #[test]
