@@ -30,7 +30,8 @@ struct Netns(String);
 
 impl Netns {
     fn create(name: &str) -> Netns {
-        let _ = Command::new("ip").args(["netns", "del", name]).status();
+        // A namespace left by a killed run goes first (usually there is none).
+        let _ = Command::new("ip").args(["netns", "del", name]).stderr(Stdio::null()).status();
         assert!(Command::new("ip").args(["netns", "add", name]).status().expect("ip runs").success());
         let ns = Netns(name.to_owned());
         ns.exec(&["ip", "link", "set", "lo", "up"], None);
