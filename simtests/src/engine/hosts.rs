@@ -392,7 +392,7 @@ impl Hosts {
         self.lines.record_with(self.now, |line| datagram_line(line, name, src, &t));
         self.arrow(i, t.destination, &t.payload, t.plaintext.as_deref());
         let size = t.payload.len() + 28;
-        let p = Packet { src, dst: t.destination, ttl: t.ttl.unwrap_or(DEFAULT_TTL), payload: t.payload };
+        let p = Packet::udp(src, t.destination, t.ttl.unwrap_or(DEFAULT_TTL), t.payload);
         let arrivals = self.peers[i].up.transmit(self.now, size);
         if arrivals.is_empty() {
             self.lines

@@ -367,7 +367,7 @@ impl Network {
             let label = describe::transmit(&t.payload, t.plaintext.as_deref());
             self.lines.push_arrow(Arrow { at: self.now, from: "server".to_string(), to, label });
         }
-        let p = Packet { src, dst: t.destination, ttl: t.ttl.unwrap_or(DEFAULT_TTL), payload: t.payload };
+        let p = Packet::udp(src, t.destination, t.ttl.unwrap_or(DEFAULT_TTL), t.payload);
         self.packet_events += 1;
         self.internet(p);
     }

@@ -20,7 +20,7 @@ fn secs(s: u64) -> Duration {
 }
 
 fn pkt(src: &str, dst: &str) -> Packet {
-    Packet { src: addr(src), dst: addr(dst), ttl: 64, payload: Bytes::from_static(b"x") }
+    Packet::udp(addr(src), addr(dst), 64, Bytes::from_static(b"x"))
 }
 
 fn nat(preset: Preset) -> Nat {
@@ -399,3 +399,4 @@ fn presets_round_trip_through_their_names() {
 }
 
 mod linux;
+mod tcp;
