@@ -223,7 +223,9 @@ fn loss_on_a_connection_shows_as_delay_and_every_byte_arrives_once_in_order() {
     let mut k = 0;
     let mut lost_writes = 0;
     for (i, line) in lines.iter().enumerate() {
-        if !(line.contains("alice 10.0.0.2:49152 => 203.0.113.10:3478 tcp write ") && !line.contains("dropped")) {
+        let written =
+            line.contains("alice 10.0.0.2:49152 => 203.0.113.10:3478 tcp write ") && !line.contains("dropped");
+        if !written {
             continue;
         }
         let lost = lines.get(i + 1).is_some_and(|next| {

@@ -439,7 +439,7 @@ impl Conn {
                 None => (r, r / 2),
                 // RFC 6298 §2.3: alpha = 1/8, beta = 1/4.
                 Some((srtt, rttvar)) => {
-                    let delta = if srtt > r { srtt - r } else { r - srtt };
+                    let delta = srtt.abs_diff(r);
                     ((srtt * 7 + r) / 8, (rttvar * 3 + delta) / 4)
                 }
             });
