@@ -76,7 +76,7 @@ pub fn write_transmit<W: Write>(out: &mut W, payload: &[u8], plaintext: Option<&
 /// Writes the description of stream bytes a machine wrote to a TCP
 /// connection ([`Transmit::payload`](punchline_core::Transmit::payload) for
 /// a connection): the datagram inside its framing
-/// ([`wire::stream`](punchline_core::wire::stream)), as [`write_transmit`]
+/// ([`wire::stream`]), as [`write_transmit`]
 /// describes it.
 pub fn write_stream_write<W: Write>(out: &mut W, framed: &[u8], plaintext: Option<&[u8]>) -> fmt::Result {
     // A Punchline unit sits behind a two-byte header whose first byte has

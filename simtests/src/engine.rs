@@ -1,5 +1,7 @@
 //! The discrete-event engine: core machines as hosts, NAT devices, links,
 //! and queues of events totally ordered by time, then by who scheduled them.
+//! Datagrams are UDP; the clients' connections to the server (the TCP
+//! fallback, issue 21) are modelled segment by segment (`tcp`).
 //!
 //! Virtual time jumps from one event to the next; nothing reads a clock.
 //! Every random choice comes from one seed through a tree of child

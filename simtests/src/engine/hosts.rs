@@ -5,7 +5,9 @@
 //!
 //! A group runs the events that happen at its hosts (datagrams arriving,
 //! client timers, the scenario's actions on a peer) and sends every datagram
-//! a host transmits to the network, through the host's uplink.
+//! a host transmits to the network, through the host's uplink. A host's TCP
+//! connections to the server (the fallback where UDP is blocked) are its
+//! too: `streams`.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};

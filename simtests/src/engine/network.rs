@@ -4,7 +4,8 @@
 //! It runs the events that happen in the network (a datagram reaching a
 //! NAT or the internet, the server's timer, the scenario's actions on NATs
 //! and links) and sends every datagram bound for a peer host to its group
-//! of hosts, through that host's downlink.
+//! of hosts, through that host's downlink. The server's TCP connections are
+//! its too: `streams`.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
