@@ -73,6 +73,21 @@ pub fn write_transmit<W: Write>(out: &mut W, payload: &[u8], plaintext: Option<&
     }
 }
 
+/// Writes the description of stream bytes a machine wrote to a TCP
+/// connection ([`Transmit::payload`](punchline_core::Transmit::payload) for
+/// a connection): the datagram inside its framing
+/// ([`wire::stream`]), as [`write_transmit`]
+/// describes it.
+pub fn write_stream_write<W: Write>(out: &mut W, framed: &[u8], plaintext: Option<&[u8]>) -> fmt::Result {
+    // A Punchline unit sits behind a two-byte header whose first byte has
+    // the top bit set; a STUN message is framed by its own header.
+    let datagram = match framed.first() {
+        Some(first) if first & 0x80 != 0 && framed.len() > 2 => &framed[2..],
+        _ => framed,
+    };
+    write_transmit(out, datagram, plaintext)
+}
+
 /// A short description of a frame.
 pub fn frame(f: &Frame) -> String {
     let mut out = String::new();

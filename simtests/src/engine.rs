@@ -1,5 +1,7 @@
 //! The discrete-event engine: core machines as hosts, NAT devices, links,
 //! and queues of events totally ordered by time, then by who scheduled them.
+//! Datagrams are UDP; the clients' connections to the server (the TCP
+//! fallback, issue 21) are modelled segment by segment (`tcp`).
 //!
 //! Virtual time jumps from one event to the next; nothing reads a clock.
 //! Every random choice comes from one seed through a tree of child
@@ -20,18 +22,19 @@ use std::time::{Duration, Instant};
 
 use smallvec::SmallVec;
 
-use punchline_core::client::{ClientConfig, PathKind};
+use punchline_core::client::{ClientConfig, PathKind, SessionInfo};
 use punchline_core::secure::StaticKey;
 use punchline_core::server::{Server, ServerConfig};
+use punchline_core::wire::frame::Transport;
 use punchline_core::{SocketId, Transmit};
 
 use crate::addr::Addr;
 use crate::describe;
 use crate::link::Link;
-use crate::nat::Nat;
-use crate::report::{Connection, Messages, Outcome, PeerPath, Report};
+use crate::nat::{Nat, Packet};
+use crate::report::{Connection, Messages, Outcome, PeerPath, PeerReport, Report, Streams};
 use crate::rng::Rng;
-use crate::scenario::{name_index, Action, Scenario, ScenarioError};
+use crate::scenario::{name_index, Action, Scenario, ScenarioError, Target};
 
 mod hosts;
 mod inbox;
@@ -42,11 +45,13 @@ mod queue;
 mod segments;
 mod sockets;
 mod store;
+mod tcp;
 mod trace;
 mod views;
 
 use hosts::{GroupParts, Hosts, PeerHost};
 use network::{HostPlace, Network, NetworkParts};
+pub use network::{WRITE_HARD_LIMIT, WRITE_SOFT_LIMIT};
 use parallel::RunTo;
 use trace::Trace;
 use views::{PathView, SessionView};
@@ -152,7 +157,7 @@ impl Simulation {
             let up = Link::new(spec.link.clone(), root.fork(3000 + 2 * i as u64));
             down.push(Link::new(spec.link.clone(), root.fork(3001 + 2 * i as u64)));
             peers.push(PeerHost::new(spec.name.clone(), spec.addr, behind, up, client));
-            places.push(HostPlace { name: spec.name.clone(), addr: spec.addr, behind });
+            places.push(HostPlace { name: spec.name.clone(), addr: spec.addr, behind, udp_blocked: false });
         }
         let lookahead = peers
             .iter()
@@ -223,10 +228,17 @@ impl Simulation {
                 Action::Connect { peer, .. } | Action::Disconnect { peer, .. } | Action::SendText { peer, .. } => {
                     (Some(peer), false)
                 }
-                Action::Partition { peer } | Action::Heal { peer } | Action::MoveTo { peer, .. } => (Some(peer), true),
-                Action::NatReboot { .. } | Action::ServerDown | Action::ServerUp | Action::ServerRestart => {
-                    (None, true)
-                }
+                Action::Partition { peer }
+                | Action::Heal { peer }
+                | Action::MoveTo { peer, .. }
+                | Action::BlockUdp { target: Target::Peer(peer) }
+                | Action::UnblockUdp { target: Target::Peer(peer) } => (Some(peer), true),
+                Action::NatReboot { .. }
+                | Action::ServerDown
+                | Action::ServerUp
+                | Action::ServerRestart
+                | Action::BlockUdp { target: Target::Nat(_) }
+                | Action::UnblockUdp { target: Target::Nat(_) } => (None, true),
             };
             if let Some(peer) = peer {
                 let p = *sim.peer_names.get(peer).expect("validated by the parser");
@@ -445,17 +457,30 @@ impl Simulation {
                 };
                 let (view_from, view_to) = (view_of(Some(c.from)), view_of(to_index));
                 let both_direct = [view_from, view_to].iter().all(|v| v.is_some_and(|v| v.last() == PathView::Direct));
+                let from = self.peer(c.from);
+                let to = to_index.map(|t| self.peer(t));
+                // Either member's own view says whether the relay rides
+                // TCP on either side (the core folds in the peer's); when
+                // neither holds the session any more, how they reach the
+                // server at the end says where its relay leg would run.
+                let members = || [Some(from), to].into_iter().flatten();
+                let infos: Vec<SessionInfo> =
+                    members().filter_map(|p| c.session.and_then(|s| p.client().session_info(s))).collect();
+                let relay_tcp = if infos.is_empty() {
+                    members().any(|p| p.client().transport() == Transport::Tcp)
+                } else {
+                    infos.iter().any(|i| i.relay_transport == Transport::Tcp)
+                };
                 let outcome = if c.never_opened() {
                     Outcome::Failed
                 } else {
                     match c.path {
                         Some(PathKind::Direct { .. }) if both_direct => Outcome::Direct,
+                        Some(_) if relay_tcp => Outcome::RelayTcp,
                         Some(_) => Outcome::Relay,
                         None => Outcome::Failed,
                     }
                 };
-                let from = self.peer(c.from);
-                let to = to_index.map(|t| self.peer(t));
                 let path_of = |view: Option<&SessionView>| match view.map(SessionView::last) {
                     Some(PathView::Direct) => PeerPath::Direct,
                     Some(PathView::Relay) => PeerPath::Relay,
@@ -499,7 +524,29 @@ impl Simulation {
             messages.lost += u64::from(t.acknowledged && shown == 0);
         }
         let trace_hash = if self.trace.is_on() { format!("{:016x}", self.trace.hash()) } else { String::new() };
-        Report { seed: self.seed, trace_hash, connections, messages }
+        let all_peers = self.hosts.iter().flat_map(|g| &g.peers);
+        let peers = all_peers
+            .clone()
+            .map(|p| PeerReport {
+                name: p.name.clone(),
+                logged_in: p.client().is_logged_in(),
+                transport: p.client().transport().name().to_string(),
+            })
+            .collect();
+        let server = self.network.tcp.counts;
+        let mut streams = Streams {
+            accepted: server.accepted,
+            retransmissions: server.retransmissions,
+            dropped: server.dropped,
+            overflowed: server.overflowed,
+            ..Streams::default()
+        };
+        for p in all_peers {
+            streams.opened += p.tcp.opened;
+            streams.failed += p.tcp.failed;
+            streams.retransmissions += p.tcp.retransmissions;
+        }
+        Report { seed: self.seed, trace_hash, connections, messages, peers, streams }
     }
 }
 
@@ -548,6 +595,17 @@ fn split_tasks<'b>(tasks: &'b mut [&mut Task<'_>]) -> (&'b mut Network, Parts<&'
         }
     }
     (network.expect("the network is always a task"), groups)
+}
+
+/// The bytes a packet takes on a link: a UDP datagram with its IPv4 and
+/// UDP headers (28 bytes), a TCP segment's data with its IPv4 and TCP
+/// headers (40).
+fn wire_size(p: &Packet) -> usize {
+    if p.is_tcp() {
+        p.payload.len().saturating_sub(tcp::SEGMENT_HEADER) + tcp::WIRE_OVERHEAD
+    } else {
+        p.payload.len() + 28
+    }
 }
 
 /// The trace line of a datagram sent by `who`: `{who} {src} -> {dst}[ ttl=N]

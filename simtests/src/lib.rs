@@ -1,6 +1,7 @@
 //! `punchline-sim`: the deterministic network and NAT simulator of Punchline
-//! (DESIGN §4): core machines as hosts, RFC 4787 NAT devices, links with
-//! delay and loss, scheduled faults, scenario files, an oracle, and the
+//! (DESIGN §4): core machines as hosts, RFC 4787 NAT devices (and RFC 5382
+//! for TCP), links with delay and loss, TCP connections to the server where
+//! UDP is blocked, scheduled faults, scenario files, an oracle, and the
 //! `run` / `matrix` command line.
 //!
 //! Everything is deterministic: one seed drives every random choice through

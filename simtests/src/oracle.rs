@@ -17,21 +17,38 @@
 use punchline_core::nat::{choose_strategy, FilteringBehavior, MappingBehavior, NatProfile, PortAllocation, Strategy};
 
 use crate::nat::{NatSpec, PortPolicy, Preset};
+use crate::report::Outcome;
 
 /// What a run between two peers should end with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Expectation {
     /// A direct path is achievable with the implemented strategies (the
-    /// connection should end `direct`; otherwise `relay`, or `failed` when
-    /// the server is unreachable).
+    /// connection should end `direct`; otherwise on the relay: see
+    /// [`Expectation::outcome`]).
     pub direct: bool,
     /// What the core's [`choose_strategy`] picks from the measured profiles.
     pub strategy: Strategy,
-    /// Both peers can reach the server over UDP. The simulator carries only
-    /// UDP, so `false` means no login and the connection ends `failed`.
+    /// Both peers can reach the server: over UDP, or over TCP where UDP is
+    /// blocked (the TCP fallback, issue 21). Every preset lets one of them
+    /// through, so this is always true for the presets.
     pub server_reachable: bool,
+    /// A side's UDP is blocked: that peer logs in over TCP, and the relay
+    /// rides TCP on its side.
+    pub over_tcp: bool,
     /// Why, in one sentence.
     pub reason: &'static str,
+}
+
+impl Expectation {
+    /// The outcome the run should end with: `direct`, or on the relay
+    /// (`relay-tcp` when a side's UDP is blocked, else `relay`).
+    pub fn outcome(&self) -> Outcome {
+        match (self.direct, self.over_tcp) {
+            (true, _) => Outcome::Direct,
+            (false, true) => Outcome::RelayTcp,
+            (false, false) => Outcome::Relay,
+        }
+    }
 }
 
 /// The strategies the core implements: all four.
@@ -39,7 +56,8 @@ pub const IMPLEMENTED: &[Strategy] = &[Strategy::Punch, Strategy::Predict, Strat
 
 /// What a correct client behind `spec` measures (DESIGN §3, "NAT profile"):
 /// the device's own RFC 4787 behaviour, public for the `open` router, and
-/// nothing at all behind a UDP firewall (no answer ever comes back).
+/// nothing at all behind a UDP firewall (no answer ever comes back over
+/// UDP, and a client on TCP does not measure).
 pub fn profile_of(spec: &NatSpec) -> NatProfile {
     if spec.blocks_udp {
         return NatProfile::default();
@@ -65,8 +83,11 @@ pub fn profile_of(spec: &NatSpec) -> NatProfile {
 /// The reasoning, case by case ("cone": endpoint-independent mapping, or no
 /// NAT; "symmetric": address- or address-and-port-dependent mapping):
 ///
-/// - **UDP blocked on either side**: the blocked peer never hears the server,
-///   so it cannot log in and the connection fails. Not direct.
+/// - **UDP blocked on either side**: the blocked peer's UDP never reaches
+///   anyone, so it logs in over TCP (the TCP fallback, issue 21), and the
+///   session rides the relay, over TCP on that side: `relay-tcp`. Not
+///   direct (peers on one LAN behind the firewall aside: their host
+///   candidates never cross it).
 /// - **Cone ↔ cone** (any filtering, including Linux `masquerade`): each
 ///   side's server-reflexive address *is* its mapping toward the peer, so
 ///   simultaneous openers and probes meet: `Punch`, direct. Against NATs that
@@ -97,10 +118,10 @@ pub fn expect_with(a: Option<&NatSpec>, b: Option<&NatSpec>, implemented: &[Stra
     let profile = |side: Option<&NatSpec>| side.map_or_else(NatProfile::public, profile_of);
     let strategy = choose_strategy(&profile(a), &profile(b));
     let (side_a, side_b) = (Side::of(a), Side::of(b));
-    let server_reachable = side_a != Side::Blocked && side_b != Side::Blocked;
+    let over_tcp = side_a == Side::Blocked || side_b == Side::Blocked;
     let (needed, reason) = needed_strategy(side_a, side_b);
-    let direct = server_reachable && needed.is_some_and(|s| implemented.contains(&s));
-    Expectation { direct, strategy, server_reachable, reason }
+    let direct = needed.is_some_and(|s| implemented.contains(&s));
+    Expectation { direct, strategy, server_reachable: true, over_tcp, reason }
 }
 
 /// [`expect`] for two presets, as the matrix runs them.
@@ -145,7 +166,9 @@ impl Side {
 fn needed_strategy(a: Side, b: Side) -> (Option<Strategy>, &'static str) {
     use Side::*;
     match (a, b) {
-        (Blocked, _) | (_, Blocked) => (None, "UDP is blocked: the peer cannot reach the server, so it never logs in"),
+        (Blocked, _) | (_, Blocked) => {
+            (None, "UDP is blocked: the peer logs in over TCP, and the session stays on the relay over TCP")
+        }
         (Cone { .. }, Cone { .. }) => (
             Some(Strategy::Punch),
             "cone and cone: each server-reflexive address is the mapping toward the peer, so openers and probes meet",
@@ -186,18 +209,20 @@ mod tests {
     const B: Strategy = Strategy::Birthday;
     const O: Strategy = Strategy::RelayOnly;
 
-    /// The 8x8 matrix, rows `a`, columns `b` in [`Preset::MATRIX`] order:
+    /// The 9x9 matrix, rows `a`, columns `b` in [`Preset::MATRIX`] order:
     /// open, full-cone, restricted-cone, port-restricted-cone,
-    /// symmetric-sequential, symmetric-random, linux, linux-random.
-    const MATRIX: [[(bool, Strategy); 8]; 8] = [
-        /* open */ [(D, P), (D, P), (D, P), (D, P), (D, P), (D, P), (D, P), (D, P)],
-        /* full-cone */ [(D, P), (D, P), (D, P), (D, P), (D, P), (D, P), (D, P), (D, P)],
-        /* restricted */ [(D, P), (D, P), (D, P), (D, P), (D, P), (D, P), (D, P), (D, P)],
-        /* port-restr */ [(D, P), (D, P), (D, P), (D, P), (D, Q), (D, B), (D, P), (D, B)],
-        /* sym-seq */ [(D, P), (D, P), (D, P), (D, Q), (D, Q), (R, O), (D, Q), (R, O)],
-        /* sym-random */ [(D, P), (D, P), (D, P), (D, B), (R, O), (R, O), (D, B), (R, O)],
-        /* linux */ [(D, P), (D, P), (D, P), (D, P), (D, Q), (D, B), (D, P), (D, B)],
-        /* linux-random */ [(D, P), (D, P), (D, P), (D, B), (R, O), (R, O), (D, B), (R, O)],
+    /// symmetric-sequential, symmetric-random, linux, linux-random,
+    /// udp-blocked.
+    const MATRIX: [[(bool, Strategy); 9]; 9] = [
+        /* open */ [(D, P), (D, P), (D, P), (D, P), (D, P), (D, P), (D, P), (D, P), (R, P)],
+        /* full-cone */ [(D, P), (D, P), (D, P), (D, P), (D, P), (D, P), (D, P), (D, P), (R, P)],
+        /* restricted */ [(D, P), (D, P), (D, P), (D, P), (D, P), (D, P), (D, P), (D, P), (R, P)],
+        /* port-restr */ [(D, P), (D, P), (D, P), (D, P), (D, Q), (D, B), (D, P), (D, B), (R, P)],
+        /* sym-seq */ [(D, P), (D, P), (D, P), (D, Q), (D, Q), (R, O), (D, Q), (R, O), (R, Q)],
+        /* sym-random */ [(D, P), (D, P), (D, P), (D, B), (R, O), (R, O), (D, B), (R, O), (R, B)],
+        /* linux */ [(D, P), (D, P), (D, P), (D, P), (D, Q), (D, B), (D, P), (D, B), (R, P)],
+        /* linux-random */ [(D, P), (D, P), (D, P), (D, B), (R, O), (R, O), (D, B), (R, O), (R, B)],
+        /* udp-blocked */ [(R, P), (R, P), (R, P), (R, P), (R, Q), (R, B), (R, P), (R, B), (R, P)],
     ];
 
     #[test]
@@ -207,21 +232,26 @@ mod tests {
                 // Given peers behind presets a and b,
                 // when the oracle is asked,
                 let got = expect_presets(a, b);
-                // then it says exactly what the table says.
+                // then it says exactly what the table says, and the server
+                // is reachable from every preset (over TCP where UDP is
+                // blocked).
                 let (direct, strategy) = MATRIX[i][j];
                 assert_eq!((got.direct, got.strategy), (direct, strategy), "{a} / {b}: {}", got.reason);
                 assert!(got.server_reachable);
+                assert_eq!(got.over_tcp, a == UdpBlocked || b == UdpBlocked, "{a} / {b}");
             }
         }
     }
 
     #[test]
-    fn the_cores_choice_and_the_physics_agree_on_every_matrix_pair() {
+    fn the_cores_choice_and_the_physics_agree_on_every_matrix_pair_over_udp() {
         // Given every strategy implemented, a direct path exists exactly when
         // the core tries for one, and with the strategy the physics needs:
-        // otherwise the core wastes probes or misses a path.
-        for a in Preset::MATRIX {
-            for b in Preset::MATRIX {
+        // otherwise the core wastes probes or misses a path. (Behind a UDP
+        // firewall the profile is unmeasured, and the core's choice is moot:
+        // every probe dies at the firewall.)
+        for a in Preset::MATRIX.into_iter().filter(|&p| p != UdpBlocked) {
+            for b in Preset::MATRIX.into_iter().filter(|&p| p != UdpBlocked) {
                 let e = expect_presets(a, b);
                 assert_eq!(e.direct, e.strategy != Strategy::RelayOnly, "{a} / {b}");
                 let spec = |p: Preset| p.spec(p.name(), vec![[198, 51, 100, 1].into()]);
@@ -248,12 +278,23 @@ mod tests {
     }
 
     #[test]
-    fn udp_blocked_anywhere_means_no_login_and_no_direct_path() {
+    fn udp_blocked_anywhere_means_relay_over_tcp() {
+        // Given a peer behind a UDP firewall, facing any preset either way,
         for other in Preset::MATRIX {
-            let e = expect_presets(UdpBlocked, other);
-            assert_eq!((e.direct, e.server_reachable), (false, false), "{other}");
-            assert_eq!(e.reason, "UDP is blocked: the peer cannot reach the server, so it never logs in");
+            for e in [expect_presets(UdpBlocked, other), expect_presets(other, UdpBlocked)] {
+                // then the server is reached over TCP, no direct path, and
+                // the outcome is relay-tcp.
+                assert_eq!((e.direct, e.server_reachable, e.over_tcp), (false, true, true), "{other}");
+                assert_eq!(e.outcome(), Outcome::RelayTcp, "{other}");
+                assert_eq!(
+                    e.reason,
+                    "UDP is blocked: the peer logs in over TCP, and the session stays on the relay over TCP"
+                );
+            }
         }
+        // Everything else keeps its UDP outcome.
+        assert_eq!(expect_presets(Linux, Linux).outcome(), Outcome::Direct);
+        assert_eq!(expect_presets(SymmetricRandom, LinuxRandom).outcome(), Outcome::Relay);
     }
 
     #[test]

@@ -9,12 +9,16 @@ use crate::engine::Arrow;
 
 /// How a connection ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum Outcome {
     /// On a direct path when the run ended.
     Direct,
-    /// On the relay when the run ended.
+    /// On the relay, over UDP both ways, when the run ended.
     Relay,
+    /// On the relay when the run ended, with either member reaching the
+    /// server over TCP (the TCP fallback, issue 21): what a network that
+    /// drops UDP leaves.
+    RelayTcp,
     /// Never had a usable path, or closed with an error.
     Failed,
 }
@@ -25,6 +29,7 @@ impl Outcome {
         match self {
             Outcome::Direct => "direct",
             Outcome::Relay => "relay",
+            Outcome::RelayTcp => "relay-tcp",
             Outcome::Failed => "failed",
         }
     }
@@ -122,6 +127,38 @@ pub struct Messages {
     pub lost: u64,
 }
 
+/// One peer at the end of the run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PeerReport {
+    /// The peer's name.
+    pub name: String,
+    /// Logged in to the server.
+    pub logged_in: bool,
+    /// How it reaches the server: `udp`, or `tcp` (the TCP fallback).
+    pub transport: String,
+}
+
+/// The TCP connections of a run (the TCP fallback, issue 21), all peers'
+/// and the server's together.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Streams {
+    /// Connections the peers opened (handshake completed).
+    pub opened: u64,
+    /// Connects that failed (no answer to the SYN, or a RST).
+    pub failed: u64,
+    /// Connections the server accepted.
+    pub accepted: u64,
+    /// Segments sent again after a retransmission timeout, both ends.
+    pub retransmissions: u64,
+    /// Relayed datagrams the server dropped because the connection's write
+    /// buffer held more than [`WRITE_SOFT_LIMIT`](crate::engine::WRITE_SOFT_LIMIT)
+    /// unacknowledged bytes.
+    pub dropped: u64,
+    /// Connections the server reset because even signaling did not fit
+    /// under [`WRITE_HARD_LIMIT`](crate::engine::WRITE_HARD_LIMIT).
+    pub overflowed: u64,
+}
+
 /// The report of one run (`punchline-sim run --json`).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Report {
@@ -135,6 +172,10 @@ pub struct Report {
     pub connections: Vec<Connection>,
     /// Text message counts.
     pub messages: Messages,
+    /// Every peer at the end of the run, in scenario order.
+    pub peers: Vec<PeerReport>,
+    /// TCP connection counts.
+    pub streams: Streams,
 }
 
 impl Report {
@@ -142,7 +183,7 @@ impl Report {
     pub fn table(&self) -> String {
         let mut out = format!("seed {}  trace {}\n", self.seed, self.trace_hash);
         out.push_str(&format!(
-            "{:<12} {:<12} {:<8} {:<11} {:>10} {:>10} {:>9} {:>8} {:>8} {:<14} {:>9}\n",
+            "{:<12} {:<12} {:<9} {:<11} {:>10} {:>10} {:>9} {:>8} {:>8} {:<14} {:>9}\n",
             "from",
             "to",
             "outcome",
@@ -158,7 +199,7 @@ impl Report {
         for c in &self.connections {
             let time = |t: Option<f64>| t.map_or("-".to_string(), |t| format!("{t:.0}ms"));
             out.push_str(&format!(
-                "{:<12} {:<12} {:<8} {:<11} {:>10} {:>10} {:>9} {:>8} {:>8} {:<14} {:>9}\n",
+                "{:<12} {:<12} {:<9} {:<11} {:>10} {:>10} {:>9} {:>8} {:>8} {:<14} {:>9}\n",
                 c.from,
                 c.to,
                 c.outcome.name(),
@@ -180,6 +221,21 @@ impl Report {
             out.push_str(&format!(
                 "messages: {} sent, {} acknowledged, {} delivered, {} duplicated, {} lost\n",
                 m.sent, m.acknowledged, m.delivered, m.duplicated, m.lost
+            ));
+        }
+        let s = &self.streams;
+        if s.opened + s.failed + s.accepted > 0 {
+            let over_tcp: Vec<&str> =
+                self.peers.iter().filter(|p| p.transport == "tcp").map(|p| p.name.as_str()).collect();
+            out.push_str(&format!(
+                "tcp: {} opened, {} failed, {} accepted, {} retransmissions, {} relayed datagrams dropped; on tcp at \
+                 the end: {}\n",
+                s.opened,
+                s.failed,
+                s.accepted,
+                s.retransmissions,
+                s.dropped,
+                if over_tcp.is_empty() { "none".to_string() } else { over_tcp.join(", ") }
             ));
         }
         out

@@ -11,7 +11,9 @@
 //!
 //! Beyond DESIGN §4, a `link` also takes `loss_burst` (mean loss burst length
 //! in packets) and `reorder` (probability), and a `nat` takes
-//! `inbound_refreshes` and `blocks_udp` overrides, mirroring [`NatSpec`].
+//! `inbound_refreshes`, `blocks_udp` and `tcp_timeout` overrides, mirroring
+//! [`NatSpec`]. Events `block_udp = true` and `unblock_udp = true` act on a
+//! peer's host (`peer = NAME`) or on a NAT (`nat = NAME`).
 //! A peer's `config` is kept as a raw table with the line of each key, so the
 //! engine applies it to the client config and reports unknown names with
 //! [`Scenario::config_error`].
@@ -104,6 +106,8 @@ pub struct NatOverrides {
     pub inbound_refreshes: Option<bool>,
     /// `blocks_udp`.
     pub blocks_udp: Option<bool>,
+    /// `tcp_timeout`.
+    pub tcp_timeout: Option<Duration>,
     /// `background_flows`.
     pub background_flows: Option<u32>,
 }
@@ -122,6 +126,7 @@ impl NatDecl {
         spec.unsolicited = o.unsolicited.unwrap_or(spec.unsolicited);
         spec.inbound_refreshes = o.inbound_refreshes.unwrap_or(spec.inbound_refreshes);
         spec.blocks_udp = o.blocks_udp.unwrap_or(spec.blocks_udp);
+        spec.tcp_timeout = o.tcp_timeout.unwrap_or(spec.tcp_timeout);
         spec.background_flows = o.background_flows.unwrap_or(spec.background_flows);
         spec.behind = self.behind.clone();
         spec
@@ -190,11 +195,25 @@ pub enum Action {
     ServerDown,
     /// The server's link is restored.
     ServerUp,
+    /// UDP is dropped (TCP passes): every UDP datagram to and from a peer's
+    /// host, or every one crossing a NAT (the TCP fallback, issue 21).
+    BlockUdp { target: Target },
+    /// UDP passes again.
+    UnblockUdp { target: Target },
     /// The server crashes and starts again at once: a new machine with the
     /// same config, so every login, session and relay channel is forgotten,
     /// while its store (the offline texts) is kept. See
     /// `engine::network` for what happens to store requests in flight.
     ServerRestart,
+}
+
+/// What a `block_udp` or `unblock_udp` event acts on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// A peer's host: its UDP both ways, whatever network it is in.
+    Peer(String),
+    /// A NAT: the UDP crossing it, both ways, for every host behind it.
+    Nat(String),
 }
 
 /// Why a scenario file was rejected; `Display` is one line.
@@ -326,6 +345,7 @@ struct RawNat {
     unsolicited: Option<String>,
     inbound_refreshes: Option<bool>,
     blocks_udp: Option<bool>,
+    tcp_timeout: Option<String>,
     behind: Option<String>,
     background_flows: Option<u32>,
 }
@@ -367,6 +387,9 @@ struct RawEvent {
     server_down: Option<bool>,
     server_up: Option<bool>,
     server_restart: Option<bool>,
+    nat: Option<String>,
+    block_udp: Option<bool>,
+    unblock_udp: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -376,8 +399,8 @@ struct RawSendText {
     text: String,
 }
 
-const EVENT_ACTIONS: &str =
-    "connect, disconnect, send_text, partition, heal, nat_reboot, move_to, server_down, server_up, server_restart";
+const EVENT_ACTIONS: &str = "connect, disconnect, send_text, partition, heal, nat_reboot, move_to, server_down, \
+                             server_up, server_restart, block_udp, unblock_udp";
 const BEHAVIOURS: &str = "endpoint-independent, address-dependent, address-and-port-dependent";
 
 // ---------------------------------------------------------------------------
@@ -520,6 +543,10 @@ impl Ctx<'_> {
         if timeout == Some(Duration::ZERO) {
             return Err(self.err(&path.key("timeout"), "must be longer than 0s"));
         }
+        let tcp_timeout = raw.tcp_timeout.as_deref().map(|t| self.duration(&path.key("tcp_timeout"), t)).transpose()?;
+        if tcp_timeout == Some(Duration::ZERO) {
+            return Err(self.err(&path.key("tcp_timeout"), "must be longer than 0s"));
+        }
         let overrides = NatOverrides {
             mapping,
             filtering,
@@ -530,6 +557,7 @@ impl Ctx<'_> {
             unsolicited,
             inbound_refreshes: raw.inbound_refreshes,
             blocks_udp: raw.blocks_udp,
+            tcp_timeout,
             background_flows: raw.background_flows,
         };
         if preset == Preset::Open {
@@ -545,6 +573,7 @@ impl Ctx<'_> {
                 ("hairpin", raw.hairpin.is_some()),
                 ("unsolicited", raw.unsolicited.is_some()),
                 ("inbound_refreshes", raw.inbound_refreshes.is_some()),
+                ("tcp_timeout", raw.tcp_timeout.is_some()),
                 ("background_flows", raw.background_flows.is_some()),
             ];
             if let Some((field, _)) = set.iter().find(|(_, is_set)| *is_set) {
@@ -800,6 +829,8 @@ impl Ctx<'_> {
             ("server_down", raw.server_down.is_some()),
             ("server_up", raw.server_up.is_some()),
             ("server_restart", raw.server_restart.is_some()),
+            ("block_udp", raw.block_udp.is_some()),
+            ("unblock_udp", raw.unblock_udp.is_some()),
         ];
         let mut given = actions.iter().filter(|(_, set)| *set).map(|(name, _)| *name);
         let Some(action) = given.next() else {
@@ -835,6 +866,35 @@ impl Ctx<'_> {
             }
             Ok(())
         };
+        if action == "block_udp" || action == "unblock_udp" {
+            let value = if action == "block_udp" { raw.block_udp } else { raw.unblock_udp };
+            must_be_true(action, value)?;
+            let target = match (raw.peer.as_deref(), raw.nat.as_deref()) {
+                (Some(_), Some(_)) => {
+                    return Err(self.err(
+                        &path.key("nat"),
+                        format!("{action} acts on a peer or on a NAT, not both; split it into two events"),
+                    ))
+                }
+                (Some(peer), None) => Target::Peer(peer_ref(path.key("peer"), peer)?),
+                (None, Some(nat)) => Target::Nat(nat_ref(path.key("nat"), nat)?),
+                (None, None) => {
+                    return Err(self.err(
+                        &path,
+                        format!("`{action}` needs `peer` (a peer's host) or `nat` (a NAT), whose UDP it acts on"),
+                    ))
+                }
+            };
+            let action =
+                if action == "block_udp" { Action::BlockUdp { target } } else { Action::UnblockUdp { target } };
+            return Ok(Event { at, action, line: self.line(&path) });
+        }
+        if raw.nat.is_some() {
+            return Err(self.err(
+                &path.key("nat"),
+                format!("{action} takes no `nat`; only block_udp and unblock_udp act on a NAT this way"),
+            ));
+        }
         let server_action = match action {
             "server_down" => Some((Action::ServerDown, raw.server_down)),
             "server_up" => Some((Action::ServerUp, raw.server_up)),

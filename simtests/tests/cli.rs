@@ -63,12 +63,31 @@ fn a_bad_file_exits_2_naming_it() {
 fn the_matrix_agrees_with_the_oracle_and_says_so_in_json() {
     // Given one seed per cell, when the matrix runs,
     let out = sim(&["matrix", "--seeds", "1", "--json", "--quiet"]);
-    // then it exits 0 with no mismatch over all 64 ordered pairs.
+    // then it exits 0 with no mismatch over all 81 ordered pairs of the
+    // nine presets,
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
     let m: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert_eq!(m["seeds"], 1);
     assert_eq!(m["mismatches"], 0);
-    assert_eq!(m["cells"].as_array().map(Vec::len), Some(64));
+    let cells = m["cells"].as_array().expect("cells");
+    assert_eq!(cells.len(), 81);
+    // every cell counts its runs on the relay over TCP next to the others,
+    // and the udp-blocked row and column are relay-tcp, every run of them.
+    for c in cells {
+        for key in ["direct", "relay", "relay_tcp", "failed"] {
+            assert!(c[key].is_u64(), "cell key {key}: {c}");
+        }
+        let blocked = c["a"] == "udp-blocked" || c["b"] == "udp-blocked";
+        assert_eq!(c["expected"] == "relay-tcp", blocked, "{c}");
+        assert_eq!(c["relay_tcp"], if blocked { 1 } else { 0 }, "{c}");
+    }
+    assert_eq!(cells.iter().filter(|c| c["expected"] == "relay-tcp").count(), 17);
+    // The grid shows the row and the column.
+    let grid = sim(&["matrix", "--seeds", "1", "--quiet"]);
+    let text = String::from_utf8_lossy(&grid.stdout);
+    let row = text.lines().find(|l| l.starts_with("udp-blocked")).expect("a udp-blocked row");
+    assert_eq!(row.matches("relay-tcp").count(), 9, "{row}");
+    assert!(text.lines().next().is_some_and(|header| header.trim_end().ends_with("udp-blocked")), "{text}");
 }
 
 #[test]
@@ -102,7 +121,7 @@ fn a_stress_sweep_names_its_family_and_counts_texts_fallbacks_and_disagreement()
     // fallbacks and the texts it lost or showed twice;
     assert_eq!(m["stress"], "outage");
     let cells = m["cells"].as_array().expect("cells");
-    assert_eq!(cells.len(), 64);
+    assert_eq!(cells.len(), 81);
     for c in cells {
         for key in ["fallbacks", "connect_ms_p50", "disagree_ms_max", "lost", "duplicated"] {
             assert!(c.get(key).is_some(), "cell key {key}: {c}");
@@ -117,11 +136,19 @@ fn the_lan_family_runs_the_diagonal_and_the_plain_matrix_names_no_family() {
     let lan = sim(&["matrix", "--stress", "lan", "--seeds", "1", "--json", "--quiet"]);
     let m: serde_json::Value = serde_json::from_slice(&lan.stdout).expect("JSON");
     let cells = m["cells"].as_array().expect("cells");
-    assert_eq!(cells.len(), 8);
+    assert_eq!(cells.len(), 9);
     assert!(cells.iter().all(|c| c["a"] == c["b"] && c["expected"] == "direct" && c.get("lost").is_none()));
     let plain = sim(&["matrix", "--seeds", "1", "--json", "--quiet"]);
     let m: serde_json::Value = serde_json::from_slice(&plain.stdout).expect("JSON");
     assert!(m.get("stress").is_none());
+    // `early` leaves out the udp-blocked column: a peer whose login goes
+    // over TCP is not online yet at 100 ms.
+    let early = sim(&["matrix", "--stress", "early", "--seeds", "1", "--json", "--quiet"]);
+    let m: serde_json::Value = serde_json::from_slice(&early.stdout).expect("JSON");
+    let cells = m["cells"].as_array().expect("cells");
+    assert_eq!(cells.len(), 72);
+    assert!(cells.iter().all(|c| c["b"] != "udp-blocked"));
+    assert_eq!(cells.iter().filter(|c| c["a"] == "udp-blocked" && c["expected"] == "relay-tcp").count(), 8);
     // An unknown family is refused with the list of names.
     let bad = sim(&["matrix", "--stress", "flood"]);
     assert_eq!(bad.status.code(), Some(2));

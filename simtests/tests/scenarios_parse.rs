@@ -8,7 +8,7 @@ use proptest::prelude::*;
 use punchline_core::nat::Strategy;
 use punchline_sim::nat::{PortPolicy, Preset, Unsolicited};
 use punchline_sim::oracle;
-use punchline_sim::scenario::{Action, Scenario};
+use punchline_sim::scenario::{Action, Scenario, Target};
 
 fn scenario_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios")
@@ -97,6 +97,8 @@ fn every_example_scenario_parses_and_says_what_it_shows() {
             "server-outage.toml",
             "steady-loss.toml",
             "symmetric-random-pair.toml",
+            "udp-blocked-login.toml",
+            "udp-blocked-mid-session.toml",
         ]
     );
     for file in files {
@@ -176,7 +178,7 @@ fn unknown_field_names_give_file_line_and_field() {
         error(&BASE.replacen("preset = \"port-restricted-cone\"", "preset = \"port-restricted-cone\"\ncolour = 1", 1)),
         "scenarios/x.toml:11: field `nat[0].colour`: unknown field `colour`, expected one of `name`, `public_ips`, \
          `preset`, `mapping`, `filtering`, `ports`, `port_delta`, `port_range`, `timeout`, `hairpin`, \
-         `unsolicited`, `inbound_refreshes`, `blocks_udp`, `behind`, `background_flows`"
+         `unsolicited`, `inbound_refreshes`, `blocks_udp`, `tcp_timeout`, `behind`, `background_flows`"
     );
     let link_fields = "expected one of `latency`, `jitter`, `loss`, `loss_burst`, `duplicate`, `reorder`, `bandwidth`";
     assert_eq!(
@@ -192,7 +194,7 @@ fn unknown_field_names_give_file_line_and_field() {
         format!(
             "scenarios/x.toml:{}: field `event[0].when`: unknown field `when`, expected one of `at`, `peer`, \
              `connect`, `disconnect`, `send_text`, `partition`, `heal`, `nat_reboot`, `move_to`, `server_down`, \
-             `server_up`, `server_restart`",
+             `server_up`, `server_restart`, `nat`, `block_udp`, `unblock_udp`",
             NEXT_LINE + 4
         )
     );
@@ -264,7 +266,7 @@ fn an_event_does_exactly_one_thing() {
         error(&with("\n[[event]]\nat = \"1s\"\npeer = \"alice\"\n")),
         format!(
             "scenarios/x.toml:{}: field `event[0]`: no action; expected one of connect, disconnect, send_text, \
-             partition, heal, nat_reboot, move_to, server_down, server_up, server_restart",
+             partition, heal, nat_reboot, move_to, server_down, server_up, server_restart, block_udp, unblock_udp",
             NEXT_LINE + 1
         )
     );
@@ -347,6 +349,89 @@ fn server_events_refuse_a_peer_false_and_a_second_action() {
         format!(
             "scenarios/x.toml:{}: field `event[0].server_up`: invalid type: string \"yes\", expected a boolean",
             NEXT_LINE + 3
+        )
+    );
+}
+
+#[test]
+fn udp_block_events_act_on_a_peer_or_a_nat() {
+    // Given blocks and unblocks on a peer and on a NAT,
+    let text = with(
+        "\n[[event]]\nat = \"2s\"\npeer = \"alice\"\nblock_udp = true\n\
+         \n[[event]]\nat = \"3s\"\nnat = \"home-a\"\nblock_udp = true\n\
+         \n[[event]]\nat = \"4s\"\npeer = \"alice\"\nunblock_udp = true\n\
+         \n[[event]]\nat = \"5s\"\nnat = \"home-a\"\nunblock_udp = true\n",
+    );
+    // when the file is parsed,
+    let s = Scenario::from_toml_str(&text, "scenarios/x.toml").expect("valid");
+    // then each names what it acts on.
+    let got: Vec<&Action> = s.events.iter().map(|e| &e.action).collect();
+    assert_eq!(
+        got,
+        [
+            &Action::BlockUdp { target: Target::Peer("alice".into()) },
+            &Action::BlockUdp { target: Target::Nat("home-a".into()) },
+            &Action::UnblockUdp { target: Target::Peer("alice".into()) },
+            &Action::UnblockUdp { target: Target::Nat("home-a".into()) },
+        ]
+    );
+}
+
+#[test]
+fn udp_block_events_refuse_no_target_two_targets_unknown_names_and_false() {
+    assert_eq!(
+        error(&with("\n[[event]]\nat = \"1s\"\nblock_udp = true\n")),
+        format!(
+            "scenarios/x.toml:{}: field `event[0]`: `block_udp` needs `peer` (a peer's host) or `nat` (a NAT), whose \
+             UDP it acts on",
+            NEXT_LINE + 1
+        )
+    );
+    assert_eq!(
+        error(&with("\n[[event]]\nat = \"1s\"\npeer = \"alice\"\nnat = \"home-a\"\nunblock_udp = true\n")),
+        format!(
+            "scenarios/x.toml:{}: field `event[0].nat`: unblock_udp acts on a peer or on a NAT, not both; split it \
+             into two events",
+            NEXT_LINE + 4
+        )
+    );
+    assert_eq!(
+        error(&with("\n[[event]]\nat = \"1s\"\nnat = \"hotel\"\nblock_udp = true\n")),
+        format!(
+            "scenarios/x.toml:{}: field `event[0].nat`: unknown NAT \"hotel\"; declared NATs: home-a",
+            NEXT_LINE + 3
+        )
+    );
+    assert_eq!(
+        error(&with("\n[[event]]\nat = \"1s\"\npeer = \"carol\"\nblock_udp = true\n")),
+        format!(
+            "scenarios/x.toml:{}: field `event[0].peer`: unknown peer \"carol\"; declared peers: alice, bob",
+            NEXT_LINE + 3
+        )
+    );
+    assert_eq!(
+        error(&with("\n[[event]]\nat = \"1s\"\nnat = \"home-a\"\nblock_udp = false\n")),
+        format!(
+            "scenarios/x.toml:{}: field `event[0].block_udp`: must be true (`block_udp = true`); omit the event \
+             instead",
+            NEXT_LINE + 4
+        )
+    );
+    // `nat` belongs to these two events only.
+    assert_eq!(
+        error(&with("\n[[event]]\nat = \"1s\"\nnat = \"home-a\"\nserver_down = true\n")),
+        format!(
+            "scenarios/x.toml:{}: field `event[0].nat`: server_down takes no `nat`; only block_udp and unblock_udp \
+             act on a NAT this way",
+            NEXT_LINE + 3
+        )
+    );
+    assert_eq!(
+        error(&with("\n[[event]]\nat = \"1s\"\npeer = \"alice\"\nblock_udp = true\nunblock_udp = true\n")),
+        format!(
+            "scenarios/x.toml:{}: field `event[0].unblock_udp`: an event does one thing, and this one already has \
+             `block_udp`; split it into two events",
+            NEXT_LINE + 5
         )
     );
 }
@@ -519,7 +604,8 @@ fn a_missing_file_is_named_in_the_error() {
 fn overrides_in_a_file_reach_the_resolved_spec() {
     let text = BASE.replacen(
         "preset = \"port-restricted-cone\"",
-        "preset = \"symmetric-sequential\"\nport_delta = 4\nport_range = [2000, 3000]\nunsolicited = \"track\"",
+        "preset = \"symmetric-sequential\"\nport_delta = 4\nport_range = [2000, 3000]\nunsolicited = \"track\"\n\
+         tcp_timeout = \"10m\"",
         1,
     );
     let spec = Scenario::from_toml_str(&text, "x.toml").unwrap().nat_spec(0);
@@ -527,7 +613,11 @@ fn overrides_in_a_file_reach_the_resolved_spec() {
     want.ports = PortPolicy::Sequential { delta: 4 };
     want.port_range = (2000, 3000);
     want.unsolicited = Unsolicited::Track;
+    want.tcp_timeout = Duration::from_secs(600);
     assert_eq!(spec, want);
+    // A zero TCP timeout is refused like a zero UDP one.
+    let zero = BASE.replacen("preset = \"port-restricted-cone\"", "preset = \"linux\"\ntcp_timeout = \"0s\"", 1);
+    assert_eq!(error(&zero), "scenarios/x.toml:11: field `nat[0].tcp_timeout`: must be longer than 0s");
 }
 
 proptest! {

@@ -246,6 +246,67 @@ fn server_outage() {
     assert_eq!((m.sent, m.delivered, m.duplicated, m.lost), (4, 4, 0, 0), "{m:?}");
 }
 
+// The TCP fallback (issue 21): a login over TCP behind a UDP firewall, and
+// a session that moves to TCP when UDP is cut mid-way and back after.
+
+/// The time of the first trace line containing `needle`, in ms.
+fn time_of(trace: &str, needle: &str) -> Option<f64> {
+    let line = trace.lines().find(|l| l.contains(needle))?;
+    line.trim_start().split("ms ").next()?.parse().ok()
+}
+
+#[test]
+fn udp_blocked_login() {
+    let (report, c, trace) = run_example("udp-blocked-login");
+    insta::assert_snapshot!("udp-blocked-login", trace);
+    assert_honest("udp-blocked-login", &c);
+    // Given alice behind a UDP firewall: her Hello over UDP dies there, her
+    // client opens a TCP connection 300 ms in, and logs in over it one
+    // round trip after the handshake;
+    assert!(trace.contains("nat hotel: drop 10.0.0.2:4000 -> 203.0.113.10:3478 (UDP blocked, outbound)"));
+    assert!(trace.contains("   300.000ms alice: asks for a TCP connection to 203.0.113.10:3478"));
+    assert!(trace.contains("alice 10.0.0.2:49152 => 203.0.113.10:3478 tcp write 157 bytes [Hello[Login alice]]"));
+    let logged_in = time_of(&trace, "alice: logged in as 198.51.100.1:49152").expect("alice logs in over TCP");
+    assert!(logged_in < 400.0, "{logged_in} ms");
+    assert_eq!(count(&trace, "alice: reaches the server over tcp"), 1);
+    // then the session is on the relay over TCP, both texts are delivered
+    // once, and alice is still on TCP at the end, bob on UDP.
+    assert_eq!((c.outcome, c.direct_ms), (Outcome::RelayTcp, None), "{c:?}");
+    assert_eq!(c.path_pair(), "relay/relay");
+    let m = report.messages;
+    assert_eq!((m.sent, m.delivered, m.duplicated, m.lost), (2, 2, 0, 0), "{m:?}");
+    let transports: Vec<(&str, &str)> = report.peers.iter().map(|p| (p.name.as_str(), p.transport.as_str())).collect();
+    assert_eq!(transports, [("alice", "tcp"), ("bob", "udp")]);
+    assert_eq!((report.streams.opened, report.streams.accepted, report.streams.failed), (1, 1, 0));
+}
+
+#[test]
+fn udp_blocked_mid_session() {
+    let (report, c, trace) = run_example("udp-blocked-mid-session");
+    insta::assert_snapshot!("udp-blocked-mid-session", trace);
+    assert_honest("udp-blocked-mid-session", &c);
+    // Given a direct session when alice's NAT starts dropping UDP at 15 s,
+    assert!(time_of(&trace, "alice: session").is_some() && c.direct_ms.is_some());
+    assert_eq!(time_of(&trace, "event: NAT home-a blocks UDP"), Some(15_000.0));
+    // then alice reaches the server over TCP within 5 s,
+    let to_tcp = time_of(&trace, "alice: reaches the server over tcp").expect("alice moves to TCP");
+    assert!((15_000.0..20_000.0).contains(&to_tcp), "{to_tcp} ms");
+    // the session falls back to the relay (over TCP on alice's side),
+    assert!(time_of(&trace, "alice: session cd1ee6dc1e1e7d64: fell back to relay").is_some_and(|t| t > 15_000.0));
+    assert!(trace.contains("alice: text a7bf5ee72e65f0d30000000000000001 from bob"), "a text over the relay-tcp");
+    // and once UDP passes again at 45 s, she is back on UDP within 30 s,
+    // with the TCP connection closed, and the session direct again;
+    let to_udp = time_of(&trace, "alice: reaches the server over udp").expect("alice moves back to UDP");
+    assert!((45_000.0..75_000.0).contains(&to_udp), "{to_udp} ms");
+    assert!(time_of(&trace, "alice: closes TCP connection").is_some_and(|t| t >= to_udp));
+    assert_eq!(c.outcome, Outcome::Direct, "{c:?}");
+    assert!(count(&trace, "alice: session cd1ee6dc1e1e7d64: path direct via") >= 2, "direct before and after");
+    // and not one text was lost or shown twice.
+    let m = report.messages;
+    assert_eq!((m.sent, m.delivered, m.duplicated, m.lost), (4, 4, 0, 0), "{m:?}");
+    assert!(report.peers.iter().all(|p| p.transport == "udp"));
+}
+
 /// NAT `track` lines (an unsolicited inbound packet left conntrack state)
 /// whose source is a peer (one of the two NATs' public addresses), not the
 /// server.

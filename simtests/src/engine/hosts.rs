@@ -5,7 +5,9 @@
 //!
 //! A group runs the events that happen at its hosts (datagrams arriving,
 //! client timers, the scenario's actions on a peer) and sends every datagram
-//! a host transmits to the network, through the host's uplink.
+//! a host transmits to the network, through the host's uplink. A host's TCP
+//! connections to the server (the fallback where UDP is blocked) are its
+//! too: `streams`.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -28,7 +30,11 @@ use crate::addr::Addr;
 use crate::describe;
 use crate::link::Link;
 use crate::nat::Packet;
-use crate::scenario::Action;
+use crate::scenario::{Action, Target};
+
+mod streams;
+
+pub(crate) use streams::StreamCounts;
 
 /// First port the simulator gives a peer's extra sockets.
 const FIRST_EXTRA_PORT: u16 = 40000;
@@ -40,6 +46,8 @@ pub(super) enum HostEvent {
     ToPeer(u32, Parcel),
     /// Peer `i`'s client deadline.
     Timer(u32),
+    /// Peer `i`'s TCP retransmission deadline.
+    TcpTimer(u32),
     /// The scenario's `i`-th event (its part at the hosts).
     Scheduled(u32),
 }
@@ -54,9 +62,19 @@ pub(super) struct PeerHost {
     timer: Option<Duration>,
     sockets: super::sockets::Sockets,
     next_port: u16,
+    /// The next id of a socket or a TCP connection (one counter, so they
+    /// never collide).
     next_socket: u32,
     pub(super) sent: u64,
     pub(super) probes: u64,
+    /// TCP connections to the server: opening, open, or closing.
+    streams: Vec<streams::HostStream>,
+    next_tcp_port: u16,
+    /// The TCP retransmission deadline the queue holds an event for.
+    tcp_timer: Option<Duration>,
+    pub(super) tcp: StreamCounts,
+    /// UDP to and from the host is dropped (`block_udp`).
+    udp_blocked: bool,
 }
 
 impl PeerHost {
@@ -73,6 +91,11 @@ impl PeerHost {
             next_socket: 1,
             sent: 0,
             probes: 0,
+            streams: Vec::new(),
+            next_tcp_port: streams::FIRST_TCP_PORT,
+            tcp_timer: None,
+            tcp: StreamCounts::default(),
+            udp_blocked: false,
         }
     }
 }
@@ -81,6 +104,11 @@ impl PeerHost {
     /// The host's uplink.
     pub(super) fn up_link(&self) -> &Link {
         &self.up
+    }
+
+    /// The host's client.
+    pub(super) fn client(&self) -> &Client {
+        &self.client
     }
 }
 
@@ -271,6 +299,7 @@ impl Hosts {
                 self.deliver_to_peer(i as usize, p.into());
             }
             HostEvent::Timer(i) => self.fire_timer(i as usize),
+            HostEvent::TcpTimer(i) => self.fire_tcp_timer(i as usize),
             HostEvent::Scheduled(i) => self.scheduled(i as usize),
         }
     }
@@ -341,8 +370,21 @@ impl Hosts {
                 self.lines.record(self.now, format_args!("event: {peer} moves behind {nat}"));
                 self.peers[p].behind = Some(*self.nat_names.get(&nat).expect("validated by the parser"));
             }
+            // The network drops UDP on the downlink from the same instant.
+            Action::BlockUdp { target: Target::Peer(peer) } | Action::UnblockUdp { target: Target::Peer(peer) } => {
+                let p = self.peer_index(&peer);
+                let block = matches!(self.actions[i], Action::BlockUdp { .. });
+                let verb = if block { "blocked" } else { "unblocked" };
+                self.lines.record(self.now, format_args!("event: {peer}'s UDP is {verb} (TCP passes)"));
+                self.peers[p].udp_blocked = block;
+            }
             // Only the network takes part.
-            Action::NatReboot { .. } | Action::ServerDown | Action::ServerUp | Action::ServerRestart => {}
+            Action::NatReboot { .. }
+            | Action::ServerDown
+            | Action::ServerUp
+            | Action::ServerRestart
+            | Action::BlockUdp { target: Target::Nat(_) }
+            | Action::UnblockUdp { target: Target::Nat(_) } => {}
         }
     }
 
@@ -379,6 +421,9 @@ impl Hosts {
     }
 
     fn peer_transmit(&mut self, i: usize, t: Transmit) {
+        if !self.peers[i].streams.is_empty() && self.stream_transmit(i, &t) {
+            return;
+        }
         let peer = &mut self.peers[i];
         let Some(port) = peer.sockets.port(t.socket) else { return };
         peer.sent += 1;
@@ -392,7 +437,13 @@ impl Hosts {
         self.lines.record_with(self.now, |line| datagram_line(line, name, src, &t));
         self.arrow(i, t.destination, &t.payload, t.plaintext.as_deref());
         let size = t.payload.len() + 28;
-        let p = Packet { src, dst: t.destination, ttl: t.ttl.unwrap_or(DEFAULT_TTL), payload: t.payload };
+        let p = Packet::udp(src, t.destination, t.ttl.unwrap_or(DEFAULT_TTL), t.payload);
+        if self.peers[i].udp_blocked {
+            let name = &self.peers[i].name;
+            self.lines
+                .record(self.now, format_args!("{name}: UDP blocked, dropped {} -> {}", Addr(p.src), Addr(p.dst)));
+            return;
+        }
         let arrivals = self.peers[i].up.transmit(self.now, size);
         if arrivals.is_empty() {
             self.lines
@@ -429,6 +480,8 @@ impl Hosts {
             ClientEvent::ReleaseSocket { socket } => {
                 self.peers[i].sockets.remove(*socket);
             }
+            ClientEvent::OpenStream { request, to } => self.open_stream(i, *request, *to),
+            ClientEvent::CloseStream { conn } => self.close_stream(i, *conn),
             ClientEvent::TextAcked { id, .. } => {
                 if let Some(t) = self.texts.get_mut(&(self.first + i, *id)) {
                     t.acknowledged = true;
@@ -523,6 +576,9 @@ impl Hosts {
     }
 
     fn deliver_to_peer(&mut self, i: usize, p: Packet) {
+        if p.is_tcp() {
+            return self.deliver_segment(i, p);
+        }
         let socket = self.peers[i].sockets.socket(p.dst.port());
         let Some(socket) = socket.filter(|_| p.dst.ip() == self.peers[i].addr) else {
             self.lines.record(self.now, format_args!("{}: no socket for {}", self.peers[i].name, p.dst));

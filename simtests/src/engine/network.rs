@@ -4,14 +4,15 @@
 //! It runs the events that happen in the network (a datagram reaching a
 //! NAT or the internet, the server's timer, the scenario's actions on NATs
 //! and links) and sends every datagram bound for a peer host to its group
-//! of hosts, through that host's downlink.
+//! of hosts, through that host's downlink. The server's TCP connections are
+//! its too: `streams`.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use punchline_core::server::{Server, ServerConfig};
+use punchline_core::server::{Server, ServerConfig, ServerEvent};
 use punchline_core::{Machine, Transmit};
 
 use super::hosts::HostEvent;
@@ -27,7 +28,11 @@ use crate::describe;
 use crate::link::Link;
 use crate::nat::{Nat, NatDecision, Packet};
 use crate::rng::Rng;
-use crate::scenario::Action;
+use crate::scenario::{Action, Target};
+
+mod streams;
+
+pub use streams::{WRITE_HARD_LIMIT, WRITE_SOFT_LIMIT};
 
 /// An event of the network.
 #[derive(Debug)]
@@ -40,6 +45,8 @@ pub(super) enum NetEvent {
     Internet(Parcel),
     /// The server's deadline.
     ServerTimer,
+    /// The server's TCP retransmission deadline.
+    TcpTimer,
     /// The server store's commit in flight ends.
     StoreCommit,
     /// The scenario's `i`-th event (its part in the network).
@@ -51,6 +58,8 @@ pub(super) struct HostPlace {
     pub(super) name: String,
     pub(super) addr: IpAddr,
     pub(super) behind: Option<usize>,
+    /// UDP to the host is dropped (`block_udp`).
+    pub(super) udp_blocked: bool,
 }
 
 /// The network part of the world.
@@ -102,8 +111,10 @@ pub(super) struct Network {
     pub(super) inboxes: Vec<Vec<(Duration, NetEvent)>>,
     pub(super) lines: Lines,
     /// Packet events the network ran: datagrams reaching a NAT or the
-    /// internet, and datagrams the server sent.
+    /// internet, and datagrams (and TCP segments) the server sent.
     pub(super) packet_events: u64,
+    /// The server's TCP connections.
+    pub(super) tcp: streams::ServerStreams,
 }
 
 /// What the network is built from.
@@ -130,6 +141,8 @@ pub(super) struct NetworkParts {
 
 impl Network {
     pub(super) fn new(parts: NetworkParts) -> Network {
+        // Connections are named above every socket of the server's.
+        let first_conn = parts.server.sockets().iter().map(|(id, _)| id.0 + 1).max().unwrap_or(0);
         let mut network = Network {
             part: parts.groups,
             epoch: parts.epoch,
@@ -157,6 +170,7 @@ impl Network {
             inboxes: (0..parts.groups).map(|_| Vec::new()).collect(),
             lines: Lines::new(),
             packet_events: 0,
+            tcp: streams::ServerStreams::new(first_conn),
         };
         network.index_topology();
         network
@@ -238,6 +252,7 @@ impl Network {
                 self.internet(p.into());
             }
             NetEvent::ServerTimer => self.fire_server_timer(),
+            NetEvent::TcpTimer => self.fire_server_tcp_timer(),
             NetEvent::StoreCommit => {
                 let now = self.instant();
                 for completion in self.store.commit_ended() {
@@ -289,6 +304,23 @@ impl Network {
                 self.server_down = false;
             }
             Action::ServerRestart => self.restart_server(),
+            Action::BlockUdp { target } | Action::UnblockUdp { target } => {
+                let block = matches!(self.actions[i], Action::BlockUdp { .. });
+                match target {
+                    // The hosts traces it and drops the uplink's UDP at the
+                    // same instant.
+                    Target::Peer(peer) => {
+                        let p = *self.peer_names.get(peer).expect("validated by the parser");
+                        self.hosts[p].udp_blocked = block;
+                    }
+                    Target::Nat(nat) => {
+                        let n = *self.nat_names.get(nat).expect("validated by the parser");
+                        let verb = if block { "blocks" } else { "stops blocking" };
+                        self.lines.record(self.now, format_args!("event: NAT {nat} {verb} UDP (TCP passes)"));
+                        self.nats[n].set_blocks_udp(block);
+                    }
+                }
+            }
             // Only the hosts takes part.
             Action::Connect { .. } | Action::Disconnect { .. } | Action::SendText { .. } => {}
         }
@@ -311,6 +343,7 @@ impl Network {
         let mut config = self.server_config.clone();
         config.seed = self.server_seeds.fork(self.server_restarts).next_u64().into();
         self.server = Server::new(config, self.instant());
+        self.reset_server_streams();
         // The old machine's deadline is no one's now.
         self.server_timer = None;
         self.drain_server();
@@ -343,6 +376,9 @@ impl Network {
         }
         while let Some(e) = self.server.poll_event() {
             self.lines.record(self.now, format_args!("server: {e:?}"));
+            if let ServerEvent::CloseStream { conn } = e {
+                self.server_close_stream(conn);
+            }
         }
         let at = self.server.poll_timeout().map(|i| i.saturating_duration_since(self.epoch).max(self.now));
         if let Some(at) = at {
@@ -354,6 +390,9 @@ impl Network {
     }
 
     fn server_transmit(&mut self, t: Transmit) {
+        if self.server_stream_count() > 0 && self.server_stream_transmit(&t) {
+            return;
+        }
         let src = self.server.sockets().iter().find(|(id, _)| *id == t.socket).map(|(_, a)| *a);
         let Some(src) = src else { return };
         self.lines.record_with(self.now, |line| datagram_line(line, "server", src, &t));
@@ -367,7 +406,7 @@ impl Network {
             let label = describe::transmit(&t.payload, t.plaintext.as_deref());
             self.lines.push_arrow(Arrow { at: self.now, from: "server".to_string(), to, label });
         }
-        let p = Packet { src, dst: t.destination, ttl: t.ttl.unwrap_or(DEFAULT_TTL), payload: t.payload };
+        let p = Packet::udp(src, t.destination, t.ttl.unwrap_or(DEFAULT_TTL), t.payload);
         self.packet_events += 1;
         self.internet(p);
     }
@@ -442,8 +481,13 @@ impl Network {
         let server = self.server.sockets().iter().find(|(_, a)| *a == p.dst).map(|(id, _)| *id);
         if let Some(socket) = server {
             if self.server_down {
-                self.lines.record(self.now, format_args!("server: link down, lost {} -> {}", Addr(p.src), Addr(p.dst)));
+                let tcp = if p.is_tcp() { "tcp " } else { "" };
+                self.lines
+                    .record(self.now, format_args!("server: link down, lost {tcp}{} -> {}", Addr(p.src), Addr(p.dst)));
                 return;
+            }
+            if p.is_tcp() {
+                return self.server_segment(p);
             }
             let now = self.instant();
             self.server.handle_datagram(now, socket, p.src, &p.payload);
@@ -459,12 +503,19 @@ impl Network {
 
     /// Sends a packet down peer `target`'s downlink, to its group of hosts.
     fn down_link(&mut self, target: usize, p: Packet) {
-        let size = p.payload.len() + 28;
+        let size = super::wire_size(&p);
+        let tcp = if p.is_tcp() { "tcp " } else { "" };
+        if self.hosts[target].udp_blocked && !p.is_tcp() {
+            let name = &self.hosts[target].name;
+            self.lines
+                .record(self.now, format_args!("{name}: UDP blocked, dropped {} -> {}", Addr(p.src), Addr(p.dst)));
+            return;
+        }
         let arrivals = self.down[target].transmit(self.now, size);
         if arrivals.is_empty() {
             self.lines.record(
                 self.now,
-                format_args!("link {}: lost {} -> {}", self.hosts[target].name, Addr(p.src), Addr(p.dst)),
+                format_args!("link {}: lost {tcp}{} -> {}", self.hosts[target].name, Addr(p.src), Addr(p.dst)),
             );
         }
         let outbox = &mut self.outboxes[target / self.group_size];

@@ -11,13 +11,15 @@ use std::net::{SocketAddr, SocketAddrV4};
 
 use bytes::Bytes;
 
-use crate::nat::Packet;
+use crate::nat::{Packet, Proto};
 
 /// A [`Packet`], compactly.
 #[derive(Clone, Debug)]
 pub(super) struct Parcel {
     endpoints: Endpoints,
     ttl: u8,
+    /// Two bytes, in what was the struct's padding.
+    proto: Proto,
     payload: Bytes,
 }
 
@@ -37,7 +39,7 @@ impl From<Packet> for Parcel {
             (SocketAddr::V4(src), SocketAddr::V4(dst)) => Endpoints::V4 { src, dst },
             (src, dst) => Endpoints::Other(Box::new((src, dst))),
         };
-        Parcel { endpoints, ttl: p.ttl, payload: p.payload }
+        Parcel { endpoints, ttl: p.ttl, proto: p.proto, payload: p.payload }
     }
 }
 
@@ -47,16 +49,17 @@ impl From<Parcel> for Packet {
             Endpoints::V4 { src, dst } => (SocketAddr::V4(src), SocketAddr::V4(dst)),
             Endpoints::Other(pair) => *pair,
         };
-        Packet { src, dst, ttl: p.ttl, payload: p.payload }
+        Packet { src, dst, ttl: p.ttl, payload: p.payload, proto: p.proto }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nat::TcpFlags;
 
     fn packet(src: &str, dst: &str, ttl: u8, payload: &'static [u8]) -> Packet {
-        Packet { src: src.parse().unwrap(), dst: dst.parse().unwrap(), ttl, payload: Bytes::from_static(payload) }
+        Packet::udp(src.parse().unwrap(), dst.parse().unwrap(), ttl, Bytes::from_static(payload))
     }
 
     #[test]
@@ -67,12 +70,16 @@ mod tests {
             packet("[2001:db8::1]:4000", "[2001:db8::2%3]:5000", 1, b"bc"),
             packet("10.0.0.2:4000", "[2001:db8::2]:5000", 0, b""),
             packet("[::ffff:10.0.0.2]:1", "10.0.0.3:2", 255, b"d"),
+            Packet {
+                proto: Proto::Tcp(TcpFlags::SYN.with(TcpFlags::ACK)),
+                ..packet("10.0.0.2:50000", "1.2.3.4:5", 64, b"")
+            },
         ];
         for p in packets {
             // when each is parcelled and unpacked,
             let back = Packet::from(Parcel::from(p.clone()));
             // then it is the same packet.
-            assert_eq!((back.src, back.dst, back.ttl, &back.payload), (p.src, p.dst, p.ttl, &p.payload));
+            assert_eq!(back, p);
         }
     }
 

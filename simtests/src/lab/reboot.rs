@@ -226,7 +226,7 @@ pub fn simulate(a: Profile, b: Profile, seeds: u32) -> SimReboot {
         let (report, trace, _) = sim.run();
         match report.connections.first().map(|c| c.outcome) {
             Some(Outcome::Direct) => direct += 1,
-            Some(Outcome::Relay) => relay += 1,
+            Some(Outcome::Relay | Outcome::RelayTcp) => relay += 1,
             Some(Outcome::Failed) | None => failed += 1,
         }
         regained.extend(regained_in_trace(&trace, "nat-1", "peer-2"));

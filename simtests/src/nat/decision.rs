@@ -9,9 +9,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use punchline_core::nat::FilteringBehavior;
 
+use super::tcp::{Proto, TcpDecision};
 use crate::addr::Addr;
 
-/// A UDP datagram in flight.
+/// A packet in flight: a UDP datagram, or a TCP segment ([`Packet::proto`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Packet {
     /// Source endpoint.
@@ -20,8 +21,23 @@ pub struct Packet {
     pub dst: SocketAddr,
     /// Remaining hop limit; every router decrements it.
     pub ttl: u8,
-    /// The datagram's bytes.
+    /// The datagram's bytes (for a TCP segment, its sequence numbers and
+    /// data, as the engine encodes them).
     pub payload: Bytes,
+    /// UDP, or TCP with the segment's flags.
+    pub proto: Proto,
+}
+
+impl Packet {
+    /// A UDP datagram.
+    pub fn udp(src: SocketAddr, dst: SocketAddr, ttl: u8, payload: Bytes) -> Packet {
+        Packet { src, dst, ttl, payload, proto: Proto::Udp }
+    }
+
+    /// True for a TCP segment.
+    pub fn is_tcp(&self) -> bool {
+        matches!(self.proto, Proto::Tcp(_))
+    }
 }
 
 /// Which way a packet crosses a NAT.
@@ -68,6 +84,8 @@ pub enum NatDecision {
     /// Other hosts behind the device opened `flows` new flows since its last
     /// allocation (see [`NatSpec::background_flows`](super::NatSpec::background_flows)).
     Background { nat: Arc<str>, flows: u64 },
+    /// What the device did with a TCP segment (see `nat::tcp`).
+    Tcp(Arc<str>, TcpDecision),
 }
 
 impl NatDecision {
@@ -88,7 +106,8 @@ impl NatDecision {
             | D::MappingExpired { nat, .. }
             | D::Forwarded { nat, .. }
             | D::NoFreePort { nat, .. }
-            | D::Background { nat, .. } => nat,
+            | D::Background { nat, .. }
+            | D::Tcp(nat, _) => nat,
         }
     }
 
@@ -183,6 +202,7 @@ impl NatDecision {
                 out.write_str(", no translation)")
             }
             D::Background { flows, .. } => write!(out, "neighbours opened {flows} flow(s)"),
+            D::Tcp(_, decision) => decision.write_to(out),
             D::NoFreePort { src, dst, .. } => {
                 pair(out, "drop ", src, dst)?;
                 out.write_str(" (no free external port)")

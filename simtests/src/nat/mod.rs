@@ -40,6 +40,13 @@
 //! - **TTL**: the device is a router: it decrements the TTL of every packet
 //!   and drops a packet whose TTL reaches 0, before any translation, so a
 //!   dying packet creates no state.
+//! - **UDP firewall**: with [`NatSpec::blocks_udp`] (the `udp-blocked`
+//!   preset, or a scenario's `block_udp` event at run time,
+//!   [`Nat::set_blocks_udp`]) every UDP packet crossing the device is
+//!   dropped, both ways; TCP passes.
+//! - **TCP** (RFC 5382, for the TCP fallback): mappings of their own, per
+//!   connection, made by an outbound SYN, with their own timeouts (2 h 4 min
+//!   at least once established), flushed by a reboot; see `tcp`.
 //!
 //! # Deviations from a real Linux `masquerade`
 //!
@@ -55,6 +62,7 @@
 //! - `mapping`: mappings and the filtering of inbound packets (RFC 4787 §4.1, §5);
 //! - `ports`: IP pairing and external port allocation (RFC 4787 §4.1, §4.2);
 //! - `timeouts`: expiry (RFC 4787 §4.3) and Linux conntrack's tracked entries;
+//! - `tcp`: TCP segments and their mappings (RFC 5382);
 //! - `decision`: packets, and what the device did with them, for the trace.
 
 use std::cmp::Reverse;
@@ -72,6 +80,7 @@ mod mapping;
 mod ports;
 mod preset;
 mod spec;
+mod tcp;
 #[cfg(test)]
 mod tests;
 mod timeouts;
@@ -82,6 +91,9 @@ pub use preset::{Preset, UnknownPreset};
 pub use spec::{
     parse_filtering, parse_mapping, NatSpec, PortPolicy, Unsolicited, DEFAULT_PORT_RANGE, LINUX_UDP_TIMEOUT,
     RFC4787_MIN_TIMEOUT,
+};
+pub use tcp::{
+    Proto, TcpDecision, TcpFlags, LINUX_TCP_ESTABLISHED_TIMEOUT, RFC5382_MIN_ESTABLISHED, TCP_TRANSITORY_TIMEOUT,
 };
 
 /// A NAT device: the state behind one [`NatSpec`].
@@ -124,6 +136,8 @@ pub struct Nat {
     /// Background flows already accounted for (see
     /// [`NatSpec::background_flows`]).
     background_seen: u64,
+    /// TCP mappings (see `tcp`), apart from UDP's.
+    tcp: tcp::TcpTable,
 }
 
 impl Nat {
@@ -142,6 +156,7 @@ impl Nat {
             paired: FastMap::default(),
             last_port: FastMap::default(),
             background_seen: 0,
+            tcp: tcp::TcpTable::default(),
             next_expiry: Duration::MAX,
             records_decisions: true,
         }
@@ -186,6 +201,9 @@ impl Nat {
     /// `pkt.dst` should not be one of our public IPs: use [`Nat::hairpin`].
     pub fn outbound(&mut self, now: Duration, pkt: Packet, log: &mut Vec<NatDecision>) -> Option<Packet> {
         let mut pkt = self.enter(now, pkt, Direction::Outbound, log)?;
+        if pkt.is_tcp() {
+            return self.tcp_outbound(now, pkt, log);
+        }
         if !self.spec.translate {
             self.note(log, |nat| NatDecision::Forwarded { nat, dir: Direction::Outbound, src: pkt.src, dst: pkt.dst });
             return Some(pkt);
@@ -207,6 +225,9 @@ impl Nat {
     /// addressed to the inside host, TTL decremented, or `None` when dropped.
     pub fn inbound(&mut self, now: Duration, pkt: Packet, log: &mut Vec<NatDecision>) -> Option<Packet> {
         let mut pkt = self.enter(now, pkt, Direction::Inbound, log)?;
+        if pkt.is_tcp() {
+            return self.tcp_inbound(now, pkt, log);
+        }
         if !self.spec.translate {
             if self.is_public_ip(pkt.dst.ip()) {
                 self.note(log, |nat| NatDecision::Forwarded {
@@ -240,6 +261,10 @@ impl Nat {
     /// dropped.
     pub fn hairpin(&mut self, now: Duration, pkt: Packet, log: &mut Vec<NatDecision>) -> Option<Packet> {
         let mut pkt = self.enter(now, pkt, Direction::Outbound, log)?;
+        if pkt.is_tcp() && self.spec.translate {
+            self.tcp_hairpin(&pkt, log);
+            return None;
+        }
         if !self.spec.translate {
             // A plain router delivering between two of its own hosts.
             self.note(log, |nat| NatDecision::Forwarded { nat, dir: Direction::Inbound, src: pkt.src, dst: pkt.dst });
@@ -257,9 +282,11 @@ impl Nat {
         Some(pkt)
     }
 
-    /// Power-cycles the device: every mapping, tracked entry and IP pairing
-    /// is flushed and the port allocator starts over.
+    /// Power-cycles the device: every mapping (UDP and TCP), tracked entry
+    /// and IP pairing is flushed and the port allocator starts over. Every
+    /// TCP connection through the device dies with its mapping.
     pub fn reboot(&mut self) {
+        self.tcp.clear();
         self.mappings.clear();
         self.by_external.clear();
         self.mapping_deadlines.clear();
@@ -281,10 +308,17 @@ impl Nat {
         self.tracked.len()
     }
 
+    /// Turns the UDP firewall on or off ([`NatSpec::blocks_udp`]): the
+    /// scenario's `block_udp` and `unblock_udp` events on a NAT. Mappings
+    /// are kept (they expire as usual while nothing crosses).
+    pub fn set_blocks_udp(&mut self, blocks: bool) {
+        self.spec.blocks_udp = blocks;
+    }
+
     /// The router part common to every direction: TTL, firewall, expiry.
     fn enter(&mut self, now: Duration, mut pkt: Packet, dir: Direction, log: &mut Vec<NatDecision>) -> Option<Packet> {
         self.expire(now, log);
-        if self.spec.blocks_udp {
+        if self.spec.blocks_udp && !pkt.is_tcp() {
             self.note(log, |nat| NatDecision::UdpBlocked { nat, dir, src: pkt.src, dst: pkt.dst });
             return None;
         }

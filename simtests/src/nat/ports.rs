@@ -69,7 +69,7 @@ impl Nat {
 
     /// RFC 4787 REQ-2 ("IP address pooling: paired"): a host keeps the public
     /// IP it was first given; new hosts are spread round-robin.
-    fn paired_ip(&mut self, host: IpAddr) -> Option<Ipv4Addr> {
+    pub(super) fn paired_ip(&mut self, host: IpAddr) -> Option<Ipv4Addr> {
         if let Some(ip) = self.paired.get(&host) {
             return Some(*ip);
         }

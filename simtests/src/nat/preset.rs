@@ -6,26 +6,38 @@ use std::str::FromStr;
 
 use punchline_core::nat::{FilteringBehavior, MappingBehavior};
 
-use super::{NatSpec, PortPolicy, Unsolicited, DEFAULT_PORT_RANGE, LINUX_UDP_TIMEOUT, RFC4787_MIN_TIMEOUT};
+use super::{
+    NatSpec, PortPolicy, Unsolicited, DEFAULT_PORT_RANGE, LINUX_TCP_ESTABLISHED_TIMEOUT, LINUX_UDP_TIMEOUT,
+    RFC4787_MIN_TIMEOUT, RFC5382_MIN_ESTABLISHED,
+};
 
 /// The named NAT configurations of DESIGN §4.
 ///
-/// | preset | mapping | filtering | ports | timeout | hairpin | unsolicited |
-/// |---|---|---|---|---|---|---|
-/// | `open` | none (no translation) | none | - | - | - | - |
-/// | `full-cone` | EI | EI | preserve | 120 s | yes | drop |
-/// | `restricted-cone` | EI | AD | preserve | 120 s | yes | drop |
-/// | `port-restricted-cone` | EI | APD | preserve | 120 s | yes | drop |
-/// | `symmetric-sequential` | APD | APD | sequential +1 | 120 s | no | drop |
-/// | `symmetric-random` | APD | APD | random | 120 s | no | drop |
-/// | `linux` | EI | APD | preserve | 30 s | no | track |
-/// | `linux-random` | APD | APD | random | 30 s | no | track |
-/// | `udp-blocked` | EI | APD | preserve | 120 s | no | drop, and all UDP dropped |
+/// | preset | mapping | filtering | ports | timeout | hairpin | unsolicited | TCP timeout |
+/// |---|---|---|---|---|---|---|---|
+/// | `open` | none (no translation) | none | - | - | - | - | - |
+/// | `full-cone` | EI | EI | preserve | 120 s | yes | drop | 2 h 4 min |
+/// | `restricted-cone` | EI | AD | preserve | 120 s | yes | drop | 2 h 4 min |
+/// | `port-restricted-cone` | EI | APD | preserve | 120 s | yes | drop | 2 h 4 min |
+/// | `symmetric-sequential` | APD | APD | sequential +1 | 120 s | no | drop | 2 h 4 min |
+/// | `symmetric-random` | APD | APD | random | 120 s | no | drop | 2 h 4 min |
+/// | `linux` | EI | APD | preserve | 30 s | no | track | 5 days |
+/// | `linux-random` | APD | APD | random | 30 s | no | track | 5 days |
+/// | `udp-blocked` | EI | APD | preserve | 120 s | no | drop, and all UDP dropped | 2 h 4 min |
 ///
 /// 120 s is the shortest timeout RFC 4787 REQ-5 allows, so keepalives are
 /// tested against the most demanding conforming NAT. The cone presets hairpin
 /// as REQ-9 requires; symmetric and Linux presets do not (`masquerade` needs
 /// extra rules to hairpin).
+///
+/// Every preset passes TCP (RFC 5382, see `nat::tcp`): a mapping per
+/// connection, made by its SYN, whose idle timeout once established is the
+/// shortest RFC 5382 REQ-5 allows (2 h 4 min), or the kernel's
+/// `nf_conntrack_tcp_timeout_established` (5 days) for the Linux presets.
+/// `udp-blocked` is a firewall that drops every UDP packet and lets TCP
+/// through, as the networks that make the TCP fallback necessary do (hotel
+/// and corporate networks, issue 21): its clients log in over TCP and their
+/// sessions ride the relay over TCP (`relay-tcp`).
 ///
 /// `linux` models nftables `masquerade`: conntrack keeps one entry per flow
 /// and tries to keep the source port, which makes it endpoint-independent in
@@ -55,7 +67,7 @@ pub enum Preset {
     Linux,
     /// Linux `masquerade fully-random`.
     LinuxRandom,
-    /// A firewall that drops all UDP.
+    /// A firewall that drops all UDP and passes TCP.
     UdpBlocked,
 }
 
@@ -78,18 +90,10 @@ impl Preset {
         Preset::UdpBlocked,
     ];
 
-    /// The presets of `punchline-sim matrix` (every one that can reach the
-    /// server: all but `udp-blocked`).
-    pub const MATRIX: [Preset; 8] = [
-        Preset::Open,
-        Preset::FullCone,
-        Preset::RestrictedCone,
-        Preset::PortRestrictedCone,
-        Preset::SymmetricSequential,
-        Preset::SymmetricRandom,
-        Preset::Linux,
-        Preset::LinuxRandom,
-    ];
+    /// The presets of `punchline-sim matrix`: every one. `udp-blocked`
+    /// joined with the TCP fallback (issue 21): its pairs log in over TCP
+    /// and end on the relay over TCP (`relay-tcp`).
+    pub const MATRIX: [Preset; 9] = Preset::ALL;
 
     /// All preset names, comma-separated, for error messages.
     pub const NAMES: &'static str = "open, full-cone, restricted-cone, port-restricted-cone, \
@@ -144,6 +148,7 @@ impl Preset {
             ),
             unsolicited: if linux { Unsolicited::Track } else { Unsolicited::Drop },
             blocks_udp: self == Preset::UdpBlocked,
+            tcp_timeout: if linux { LINUX_TCP_ESTABLISHED_TIMEOUT } else { RFC5382_MIN_ESTABLISHED },
             behind: None,
             background_flows: 0,
         }

@@ -59,8 +59,13 @@ pub struct NatSpec {
     pub hairpin: bool,
     /// What an unsolicited inbound packet leaves behind.
     pub unsolicited: Unsolicited,
-    /// Drop every UDP packet in both directions (a firewall).
+    /// Drop every UDP packet in both directions (a firewall); TCP passes.
     pub blocks_udp: bool,
+    /// Idle time after which the mapping of an established TCP connection
+    /// expires (RFC 5382 REQ-5: at least 2 h 4 min); mappings of opening
+    /// or closing connections use
+    /// [`TCP_TRANSITORY_TIMEOUT`](super::TCP_TRANSITORY_TIMEOUT).
+    pub tcp_timeout: Duration,
     /// The NAT this one sits behind (e.g. a CGNAT), by name.
     pub behind: Option<String>,
     /// Other hosts behind the device opening this many new outbound flows
