@@ -177,9 +177,12 @@ fn every_pair_agrees_with_the_simulator_in_the_kernel_lab() {
     for other in ["full-cone", "linux", "linux-random"] {
         assert_eq!(outcome("full-cone", other).0, "direct", "full-cone -> {other}");
         assert_eq!(outcome(other, "full-cone").0, "direct", "{other} -> full-cone");
-        assert_eq!(outcome("udp-blocked", other).0, "failed");
-        assert_eq!(outcome(other, "udp-blocked").0, "failed");
+        // A udp-blocked side logs in over TCP, and the relay joins them
+        // over it (issue 21).
+        assert_eq!(outcome("udp-blocked", other).0, "relay-tcp");
+        assert_eq!(outcome(other, "udp-blocked").0, "relay-tcp");
     }
+    assert_eq!(outcome("udp-blocked", "udp-blocked").0, "relay-tcp");
     // every NAT is classified as built, the lab exits 0, and cleans up.
     assert_eq!((report["disagreements"].as_u64(), report["nat_mismatches"].as_u64()), (Some(0), Some(0)));
     assert_eq!(code, Some(0));
@@ -188,7 +191,7 @@ fn every_pair_agrees_with_the_simulator_in_the_kernel_lab() {
 
 #[test]
 #[ignore = "needs root, iproute2, nftables and conntrack"]
-fn after_a_nat_reboot_and_on_one_lan_the_kernel_ends_direct_as_the_simulator_predicts() {
+fn after_a_nat_reboot_on_one_lan_and_when_udp_is_blocked_the_kernel_does_as_the_simulator_predicts() {
     require_machine(true);
     build_binaries();
     // Given the real binaries in direct sessions behind kernel NATs, when
@@ -222,6 +225,19 @@ fn after_a_nat_reboot_and_on_one_lan_the_kernel_ends_direct_as_the_simulator_pre
     assert_eq!(row["nat"], "linux-random");
     assert_eq!((&row["sim"], &row["kernel"]), (&direct, &direct), "{row}");
     assert_eq!(row["remote"].as_str().and_then(|r| r.split(':').next()), Some("10.0.1.2"), "{row}");
+    // UDP blocked at the connecting side's NAT in the middle of a direct
+    // session: the client moved to TCP within 5 s, the session ended on
+    // the relay over TCP as the simulator predicts, and no ping was lost;
+    let blocks = report["udp_blocks"].as_array().unwrap();
+    assert_eq!(blocks.len(), 2);
+    for r in blocks {
+        let case = format!("{} -> {}: {r}", r["a"], r["b"]);
+        let relay_tcp = Value::from("relay-tcp");
+        assert_eq!((&r["sim"], &r["kernel"]), (&relay_tcp, &relay_tcp), "{case}");
+        assert_eq!(r["transport"], "tcp", "{case}");
+        assert!(r["moved_ms"].as_f64().is_some_and(|ms| ms <= 5000.0), "{case}");
+        assert_eq!(r["pings_answered"], r["pings_sent"], "{case}");
+    }
     // the lab counts no disagreement, exits 0, and leaves nothing behind.
     assert_eq!(report["disagreements"], 0);
     assert_eq!(code, Some(0));

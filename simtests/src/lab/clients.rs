@@ -35,6 +35,12 @@ pub enum PathChange {
         /// The close reason's name.
         reason: String,
     },
+    /// `relay-transport-changed`: the relay leg rides `transport` (`udp`,
+    /// `tcp`) now, on either side. Not a change of path.
+    RelayTransport {
+        /// The transport's name.
+        transport: String,
+    },
 }
 
 /// One path change and when the lab read it.
@@ -107,14 +113,14 @@ impl Listener {
     /// is the end of the check, not a change of path: the path is the one
     /// before it.
     pub fn path(&self) -> &'static str {
-        let peer_closed = |e: &&PathEvent| matches!(&e.change, PathChange::Closed { reason } if reason == "peer");
-        match self.events.iter().rev().find(|e| !peer_closed(e)).map(|e| &e.change) {
-            Some(PathChange::Direct { .. }) => "direct",
-            Some(PathChange::FellBack) => "relay",
-            Some(PathChange::Closed { .. }) => "closed",
-            None if self.opened => "relay",
-            None => "none",
-        }
+        let path_of = |e: &PathEvent| match &e.change {
+            PathChange::Direct { .. } => Some("direct"),
+            PathChange::FellBack => Some("relay"),
+            PathChange::Closed { reason } if reason != "peer" => Some("closed"),
+            PathChange::Closed { .. } | PathChange::RelayTransport { .. } => None,
+        };
+        let last = self.events.iter().rev().find_map(path_of);
+        last.unwrap_or(if self.opened { "relay" } else { "none" })
     }
 
     fn record(&mut self, at: Instant, line: &str) -> Option<PathEvent> {
@@ -127,6 +133,9 @@ impl Listener {
             "path-direct" => PathChange::Direct { remote: json["remote"].as_str().unwrap_or("?").to_owned() },
             "path-fell-back" => PathChange::FellBack,
             "session-closed" => PathChange::Closed { reason: json["reason"].as_str().unwrap_or("?").to_owned() },
+            "relay-transport-changed" => {
+                PathChange::RelayTransport { transport: json["transport"].as_str().unwrap_or("?").to_owned() }
+            }
             _ => return None,
         };
         let e = PathEvent { at, change };

@@ -2,7 +2,7 @@
 //! behind real Linux NATs (network namespaces and nftables), compared pair by
 //! pair with the simulator's presets (DESIGN §5, issue 6).
 //!
-//! The lab runs in three parts:
+//! The lab runs in these parts:
 //! 1. **Kernel NAT measurements** ([`nat_check`]): behind each profile, the
 //!    lab's own probe ([`probe`]) measures port preservation, mapping,
 //!    filtering, what an unsolicited packet leaves behind and whether an
@@ -21,20 +21,25 @@
 //! 4. **Same LAN** ([`lan`]): two hosts on one segment behind one
 //!    `masquerade fully-random` NAT end direct over their host candidates,
 //!    as `matrix --stress lan` predicts.
-//! 5. **Cleanup** ([`cleanup`]): everything is removed on exit, on failure
+//! 5. **UDP blocked mid-session** ([`midblock`]): the connecting side's NAT
+//!    starts dropping UDP during a direct session; the client moves to TCP
+//!    within 5 s and the session goes on over the relay, as the simulator's
+//!    `block_udp` event predicts.
+//! 6. **Cleanup** ([`cleanup`]): everything is removed on exit, on failure
 //!    (`Drop`) and on Ctrl-C; `--keep` leaves the namespaces and prints how to
 //!    remove them.
 //!
-//! `udp-blocked` drops every UDP packet, the server's relay included: a peer
-//! behind it cannot even log in, so every pair with it ends `failed` in the
-//! kernel and in the simulator alike (the `udp-blocked` preset). It is in the
-//! lab for the later TCP fallback, which will turn those cells into `relay`.
+//! `udp-blocked` drops every UDP packet, the server's relay included, and
+//! passes TCP: a peer behind it logs in over TCP (issue 21), so every pair
+//! with it ends `relay-tcp` in the kernel and in the simulator alike (the
+//! `udp-blocked` preset).
 
 pub mod cleanup;
 pub mod cli;
 pub mod clients;
 pub mod host;
 pub mod lan;
+pub mod midblock;
 pub mod nat_check;
 pub mod pairs;
 pub mod probe;
@@ -163,8 +168,10 @@ pub struct LabReport {
     pub reboots: Vec<reboot::RebootRow>,
     /// The same-LAN checks.
     pub lan: Vec<lan::LanRow>,
-    /// Pairs, reboot checks and same-LAN checks where the simulator and the
-    /// kernel disagree.
+    /// The mid-session UDP blocks.
+    pub udp_blocks: Vec<midblock::BlockRow>,
+    /// Pairs, reboot, same-LAN and UDP-block checks where the simulator and
+    /// the kernel disagree.
     pub disagreements: u32,
 }
 
@@ -191,12 +198,18 @@ impl LabReport {
             out.push('\n');
             out.push_str(&lan::table(&self.lan));
         }
+        if !self.udp_blocks.is_empty() {
+            out.push('\n');
+            out.push_str(&midblock::table(&self.udp_blocks));
+        }
         let _ = writeln!(
             out,
-            "\ndisagreements: {} pair(s), {} reboot check(s), {} same-LAN check(s), {} NAT classification(s)",
+            "\ndisagreements: {} pair(s), {} reboot check(s), {} same-LAN check(s), {} UDP block(s), \
+             {} NAT classification(s)",
             self.pairs.iter().filter(|r| !r.agree).count(),
             self.reboots.iter().filter(|r| !r.agree).count(),
             self.lan.iter().filter(|r| !r.agree).count(),
+            self.udp_blocks.iter().filter(|r| !r.agree).count(),
             self.nat_mismatches
         );
         out
@@ -349,8 +362,17 @@ pub fn run(opts: &LabOptions) -> Result<LabReport, LabError> {
             rows.push(row);
         }
     }
-    let (mut reboots, mut lan) = (Vec::new(), Vec::new());
+    let (mut reboots, mut lan, mut udp_blocks) = (Vec::new(), Vec::new(), Vec::new());
     if let (Some(b), false) = (&binaries, opts.nat_only) {
+        for (i, (a, bp)) in midblock::CASES.into_iter().enumerate() {
+            log(&format!("UDP block {} -> {}: {}'s NAT drops UDP mid-session", a.name(), bp.name(), a.name()));
+            let site_a = topo.add_site(Slot::One, a)?;
+            let site_b = topo.add_site(Slot::Two, bp)?;
+            let row = midblock::run_block(&site_a, &site_b, b, opts, &format!("{suffix}-{i}"))?;
+            topo.remove_site(site_a);
+            topo.remove_site(site_b);
+            udp_blocks.push(row);
+        }
         for (i, (a, bp)) in reboot::CASES.into_iter().enumerate() {
             log(&format!("reboot {} -> {}: flushing {}'s conntrack", a.name(), bp.name(), a.name()));
             let site_a = topo.add_site(Slot::One, a)?;
@@ -373,12 +395,13 @@ pub fn run(opts: &LabOptions) -> Result<LabReport, LabError> {
     }
     let disagreements = (rows.iter().filter(|r| !r.agree).count()
         + reboots.iter().filter(|r| !r.agree).count()
-        + lan.iter().filter(|r| !r.agree).count()) as u32;
+        + lan.iter().filter(|r| !r.agree).count()
+        + udp_blocks.iter().filter(|r| !r.agree).count()) as u32;
     drop(server);
     drop(coturn);
     drop(echo);
     drop(topo);
-    Ok(LabReport { suffix, nats, nat_mismatches, pairs: rows, reboots, lan, disagreements })
+    Ok(LabReport { suffix, nats, nat_mismatches, pairs: rows, reboots, lan, udp_blocks, disagreements })
 }
 
 fn ready(p: &Spawned, wanted: impl Fn(&str) -> bool) -> Result<(), LabError> {

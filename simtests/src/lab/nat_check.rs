@@ -155,11 +155,12 @@ fn natdiscovery(site: &topology::Site, port: u16) -> String {
 /// allocation under another preset's name. A client cannot tell `linux` from
 /// `port-restricted-cone` (they differ only in conntrack tracking and
 /// timeouts), nor `linux-random` from `symmetric-random`. Behind
-/// `udp-blocked` nothing answers: no JSON, or no reflexive address, is right.
+/// `udp-blocked` the client logs in over TCP (issue 21) and says so:
+/// `transport` `tcp`, `preset` `udp-blocked`.
 pub fn classifies_as(profile: Profile, json: Option<&serde_json::Value>) -> bool {
     let field = |k: &str| json.and_then(|j| j.get(k)?.as_str());
     if profile == Profile::UdpBlocked {
-        return field("preset") == Some(profile.name()) || field("reflexive").is_none();
+        return field("preset") == Some(profile.name()) && field("transport") == Some("tcp");
     }
     let spec = profile.preset().spec(profile.name(), vec![]);
     let ports = match spec.ports {
@@ -328,13 +329,16 @@ mod tests {
         let random = json!({"mapping": "address-and-port-dependent", "filtering": "address-and-port-dependent",
             "ports": "random", "preset": "symmetric-random", "reflexive": "192.0.2.2:49044"});
         // then masquerade's triple is `linux` under its cone name, unmeasured
-        // ports are not `linux-random`, random ones are, and only silence is
-        // `udp-blocked`.
+        // ports are not `linux-random`, random ones are, and `udp-blocked` is
+        // a login over TCP that says so (silence is a failure).
         assert!(classifies_as(Profile::Linux, Some(&masquerade)));
         assert!(!classifies_as(Profile::FullCone, Some(&masquerade)));
         assert!(!classifies_as(Profile::LinuxRandom, Some(&unmeasured_ports)));
         assert!(classifies_as(Profile::LinuxRandom, Some(&random)));
-        assert!(classifies_as(Profile::UdpBlocked, None));
+        let over_tcp = json!({"mapping": null, "filtering": null, "ports": null, "preset": "udp-blocked",
+            "transport": "tcp", "reflexive": "192.0.2.2:49044"});
+        assert!(classifies_as(Profile::UdpBlocked, Some(&over_tcp)));
+        assert!(!classifies_as(Profile::UdpBlocked, None));
         assert!(!classifies_as(Profile::UdpBlocked, Some(&masquerade)));
     }
 

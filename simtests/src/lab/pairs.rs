@@ -30,7 +30,7 @@ pub struct PairRow {
     pub a: String,
     /// The listening peer's profile.
     pub b: String,
-    /// The simulator's outcome (`direct`, `relay`, `failed`, or `mixed d/r/f`
+    /// The simulator's outcome (`direct`, `relay`, `relay-tcp`, `failed`, or `mixed d/r/t/f`
     /// when its seeds did not agree).
     pub sim: String,
     /// The kernel lab's outcome from `connect --json`.
@@ -77,8 +77,8 @@ pub fn run_pair(a: &Site, b: &Site, bins: &Binaries, opts: &LabOptions, tag: &st
     )?;
     // `listen --json` prints `logged-in` once the server has accepted it
     // (its NAT discovery may still be running: the protocol must cope); a
-    // peer that cannot log in (udp-blocked) prints `server-unreachable` or
-    // nothing, and the wait ends on the bound.
+    // peer that cannot log in prints `server-unreachable` or nothing, and
+    // the wait ends on the bound.
     let event = |l: &str| {
         serde_json::from_str::<serde_json::Value>(l).ok().and_then(|j| j["event"].as_str().map(str::to_owned))
     };
@@ -146,10 +146,12 @@ pub fn sim_outcome(cell: &matrix::Cell) -> String {
         "direct".to_owned()
     } else if cell.relay == cell.runs {
         "relay".to_owned()
+    } else if cell.relay_tcp == cell.runs {
+        "relay-tcp".to_owned()
     } else if cell.failed == cell.runs {
         "failed".to_owned()
     } else {
-        format!("mixed {}/{}/{}", cell.direct, cell.relay, cell.failed)
+        format!("mixed {}/{}/{}/{}", cell.direct, cell.relay, cell.relay_tcp, cell.failed)
     }
 }
 
@@ -191,16 +193,17 @@ mod tests {
     use crate::lab::Profile;
 
     #[test]
-    fn the_simulator_fails_every_udp_blocked_pair_and_agrees_with_itself_elsewhere() {
+    fn the_simulator_puts_every_udp_blocked_pair_on_the_tcp_relay_and_agrees_with_itself_elsewhere() {
         // Given every ordered pair of lab profiles, run in the simulator,
         for a in Profile::ALL {
             for b in Profile::ALL {
                 let cell = matrix::run_cell(a.preset(), b.preset(), 3);
                 let outcome = sim_outcome(&cell);
-                // then a udp-blocked side never logs in (the relay is UDP too),
-                // and every other pair ends the same way on every seed.
+                // then a udp-blocked side logs in over TCP and the pair ends
+                // on the relay over TCP, and every other pair ends the same
+                // way on every seed.
                 if a == Profile::UdpBlocked || b == Profile::UdpBlocked {
-                    assert_eq!(outcome, "failed", "{} -> {}", a.name(), b.name());
+                    assert_eq!(outcome, "relay-tcp", "{} -> {}", a.name(), b.name());
                 } else {
                     assert!(!outcome.starts_with("mixed"), "{} -> {}: {outcome}", a.name(), b.name());
                     eprintln!("{} -> {}: {outcome}", a.name(), b.name());
