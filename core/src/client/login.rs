@@ -394,17 +394,20 @@ impl Login {
         self.last_heard = Some(now);
     }
 
-    /// When a sealed frame from the server last opened.
-    pub(crate) fn last_heard(&self) -> Option<Instant> {
-        self.last_heard
-    }
-
     /// When the oldest keepalive still waiting for its answer went out,
     /// while online.
     pub(crate) fn awaiting_since(&self) -> Option<Instant> {
         match &self.state {
             State::Online { awaiting_since, .. } => *awaiting_since,
             _ => None,
+        }
+    }
+
+    /// The client changed its way to the server: a keepalive still waiting
+    /// waits from now, on the new way.
+    pub(crate) fn restart_wait(&mut self, now: Instant) {
+        if let State::Online { awaiting_since: Some(since), .. } = &mut self.state {
+            *since = now;
         }
     }
 
@@ -421,10 +424,18 @@ impl Login {
     /// waits for an answer goes again, over it and UDP. A fresh Hello, not
     /// the same one: if UDP carried the first one out but drops what comes
     /// back, the server answered it already, and a copy would be a replay.
-    pub(crate) fn send_again(&mut self, ctx: &Ctx<'_>, out: &mut Out) {
+    pub(crate) fn send_again(&mut self, ctx: &Ctx<'_>, out: &mut Out, timers: &mut Timers<ClientTimer>) {
         match &self.state {
-            State::FetchingKey { nonce, .. } => out.send_login(ctx, layout::key_request(*nonce), None),
-            State::Pending { request, hello, .. } => {
+            State::FetchingKey { nonce, sends, .. } => {
+                out.send_login(ctx, layout::key_request(*nonce), None);
+                timers.set(ClientTimer::Login, ctx.now + retransmit_after(*sends));
+            }
+            State::Pending { request, hello, sends, .. } => {
+                // The fresh Hello gets its own full wait: a retransmission
+                // due soon after would replace it before its answer could
+                // come (found by the simulator: logins over TCP 100 ms away
+                // took a second round).
+                timers.set(ClientTimer::Login, ctx.now + retransmit_after(*sends));
                 let (request, key_check) = (*request, hello.key_check);
                 if let Some(nonce) = key_check {
                     out.send_login(ctx, layout::key_request(nonce), None);

@@ -37,7 +37,7 @@ mod sessions;
 pub use config::{ClientConfig, MessagingConfig};
 pub use events::{ClientEvent, ClientStats, ConnectError, ConnectFailure, PathKind, SendError, SessionInfo};
 pub use login::MAX_HOST_CANDIDATES;
-pub use route::{SILENCE_PROBE, STREAM_DEAD_AFTER, UDP_DEAD_AFTER};
+pub use route::{SILENCE_PROBE, STREAM_DEAD_AFTER, UDP_CHECK_FIRST, UDP_DEAD_AFTER};
 pub use sessions::{birthday_success, BIRTHDAY_PORTS};
 
 use std::collections::BTreeMap;
@@ -601,6 +601,7 @@ impl Client {
             match frame {
                 Ok(frame) => {
                     self.login.heard(now);
+                    self.heard_over(now, socket);
                     self.handle_server_frame(now, socket, frame)
                 }
                 Err(_) => self.stats.malformed += 1,

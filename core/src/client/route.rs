@@ -16,16 +16,20 @@
 //! - **UDP stops working.** A keepalive waiting for its answer over UDP
 //!   (the regular one, or one sent because a session's direct path went
 //!   quiet or its stream lost a frame on the relay) is followed by
-//!   another every [`SILENCE_PROBE`] (500 ms). After [`UDP_DEAD_AFTER`]
-//!   (2.5 s) with nothing at all from the server, UDP counts as blocked:
-//!   the keepalive goes over TCP (a connection is opened if none is), and
-//!   the server follows. At 20 % loss each way, the five or more keepalives
-//!   in that time all fail with probability 0.36⁵ ≈ 0.6 %; a false move
-//!   costs nothing but the next UDP retry. A session's direct path goes
-//!   quiet within about 1.5 s of a block, so the move completes well within
-//!   5 s.
-//! - **Back to UDP.** On TCP, every [`ClientConfig::udp_retry`] (30 s) the
-//!   client sends a sealed `Discover` over UDP. When its answer comes back
+//!   another every [`SILENCE_PROBE`] (250 ms). After [`UDP_DEAD_AFTER`]
+//!   (2.5 s) with nothing at all from the server over UDP, UDP counts as
+//!   blocked: the keepalive goes over TCP (a connection is opened if none
+//!   is), and the server follows. At 20 % loss each way, the ten keepalives
+//!   in that time all fail with probability 0.36¹⁰ ≈ 4 × 10⁻⁵ (with 500 ms,
+//!   0.36⁵ ≈ 0.6 %: the simulator's `--stress loss` then ended 1 run in 120
+//!   on TCP); a false move costs the next UDP check. A session's direct
+//!   path goes quiet within about 1.5 s of a block, so the move completes
+//!   well within 5 s.
+//! - **Back to UDP.** On TCP, the client sends a sealed `Discover` over UDP
+//!   [`UDP_CHECK_FIRST`] (2 s) after the move, then at doubling intervals up
+//!   to [`ClientConfig::udp_retry`] (30 s), and every 30 s after: a login
+//!   that TCP won only because UDP was lossy comes back within seconds, a
+//!   network that blocks UDP costs one small datagram every 30 s. When its answer comes back
 //!   over UDP, the client sends its keepalives over UDP again (the server
 //!   follows); once one is answered over UDP the connection is closed.
 //! - **The connection dies.** Closed by the network or the server, or
@@ -51,14 +55,18 @@ use crate::machine::SocketId;
 use crate::streams::Received;
 use crate::wire::frame::{AnswerFrom, Frame, Transport};
 
-/// How often a keepalive goes while one waits for its answer over UDP.
-pub const SILENCE_PROBE: Duration = Duration::from_millis(500);
+/// How often a keepalive goes while one waits for its answer over UDP: ten
+/// in [`UDP_DEAD_AFTER`], so that loss alone almost never passes for a block.
+pub const SILENCE_PROBE: Duration = Duration::from_millis(250);
 /// How long the server may stay silent over UDP, keepalives unanswered,
 /// before the client moves to TCP.
 pub const UDP_DEAD_AFTER: Duration = Duration::from_millis(2500);
 /// How long a keepalive may wait for its answer over TCP before the
 /// connection counts as dead.
 pub const STREAM_DEAD_AFTER: Duration = Duration::from_secs(10);
+/// The first UDP check after a move to TCP: a login that TCP won only
+/// because UDP lost a packet or two comes back to UDP within seconds.
+pub const UDP_CHECK_FIRST: Duration = Duration::from_secs(2);
 /// The longest wait between attempts to connect over TCP while one is
 /// wanted.
 const TCP_RETRY_MAX: Duration = Duration::from_secs(8);
@@ -79,6 +87,12 @@ pub(crate) struct Route {
     /// Back on UDP with the connection still open: it closes once a
     /// keepalive is answered over UDP.
     returning: bool,
+    /// When a sealed frame from the server last came over UDP (any of our
+    /// sockets but the connection): what the UDP silence rule reads, so
+    /// that frames still coming over TCP do not hide a silent UDP.
+    last_heard_udp: Option<Instant>,
+    /// UDP checks sent since the client went on TCP, for their backoff.
+    udp_checks: u32,
 }
 
 #[derive(Debug, Default)]
@@ -114,6 +128,12 @@ impl Route {
     pub(crate) fn transport(&self) -> Transport {
         self.active
     }
+
+    /// When the next UDP check goes, after `checks` went since the move to
+    /// TCP: 2 s, 4 s, 8 s, 16 s, then every `every` (30 s by default).
+    fn udp_check_delay(checks: u32, every: Duration) -> Duration {
+        (UDP_CHECK_FIRST * 2u32.pow(checks.min(8))).min(every)
+    }
 }
 
 impl Client {
@@ -145,7 +165,7 @@ impl Client {
         self.streams.open(now, conn, remote);
         if self.login.is_pending() {
             let ctx = ctx!(self, now);
-            self.login.send_again(&ctx, &mut self.out);
+            self.login.send_again(&ctx, &mut self.out, &mut self.timers);
         } else if self.login.is_online() && self.route.want_tcp {
             self.move_to(now, Transport::Tcp);
         } else {
@@ -235,7 +255,8 @@ impl Client {
             Transport::Tcp => {
                 self.route.want_tcp = false;
                 self.route.returning = false;
-                self.timers.set(ClientTimer::UdpRetry, now + self.config.udp_retry);
+                self.route.udp_checks = 0;
+                self.timers.set(ClientTimer::UdpRetry, now + Route::udp_check_delay(0, self.config.udp_retry));
                 self.timers.stop(&ClientTimer::UdpSilence);
             }
             Transport::Udp => {
@@ -247,6 +268,8 @@ impl Client {
                 }
             }
         }
+        // The wait for an answer starts now, on the new way.
+        self.login.restart_wait(now);
         let ctx = ctx!(self, now);
         let profile = self.profile;
         self.login.send_keepalive(&ctx, &mut self.out, profile);
@@ -270,7 +293,8 @@ impl Client {
     pub(super) fn logged_in_over(&mut self, now: Instant, socket: SocketId) {
         if Some(socket) == self.route.open_stream() {
             self.route.want_tcp = false;
-            self.timers.set(ClientTimer::UdpRetry, now + self.config.udp_retry);
+            self.route.udp_checks = 0;
+            self.timers.set(ClientTimer::UdpRetry, now + Route::udp_check_delay(0, self.config.udp_retry));
             self.set_transport(Transport::Tcp);
         } else {
             // UDP works: a connection opened (or opening) for the login is
@@ -310,7 +334,9 @@ impl Client {
         let ctx = ctx!(self, now);
         let frame = Frame::Discover { nonce, answer_from: AnswerFrom::Same };
         self.out.send_to_server_at(&ctx, self.primary.0, self.config.server, &frame);
-        self.timers.set(ClientTimer::UdpRetry, now + self.config.udp_retry);
+        self.route.udp_checks += 1;
+        let next = Route::udp_check_delay(self.route.udp_checks, self.config.udp_retry);
+        self.timers.set(ClientTimer::UdpRetry, now + next);
     }
 
     /// A `DiscoverReply` over `socket`: true when it answers the UDP check
@@ -324,6 +350,13 @@ impl Client {
             self.move_to(now, Transport::Udp);
         }
         true
+    }
+
+    /// A sealed frame from the server opened, having come over `socket`.
+    pub(super) fn heard_over(&mut self, now: Instant, socket: SocketId) {
+        if Some(socket) != self.route.open_stream() {
+            self.route.last_heard_udp = Some(now);
+        }
     }
 
     /// A keepalive was answered over `socket`.
@@ -346,7 +379,7 @@ impl Client {
             return;
         };
         let silent_for = now.saturating_duration_since(since);
-        let heard_since = self.login.last_heard().is_some_and(|at| at >= since);
+        let heard_since = self.route.last_heard_udp.is_some_and(|at| at >= since);
         match self.route.active {
             Transport::Udp if self.config.server_tcp.is_some() && !heard_since => {
                 if silent_for >= UDP_DEAD_AFTER {

@@ -355,6 +355,7 @@ impl Server {
                 channel: pending.channel,
                 reflexive,
                 socket,
+                udp_reflexive: (!self.streams.contains(socket)).then_some(reflexive),
                 host_candidates: pending.host_candidates,
                 profile: NatProfile::default(),
                 profile_known: false,

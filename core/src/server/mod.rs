@@ -282,6 +282,9 @@ struct User {
     channel: ChannelEnd,
     reflexive: SocketAddr,
     socket: SocketId,
+    /// Its address as last seen over UDP, while it may be on TCP: the
+    /// public address its peers learn for LAN detection.
+    udp_reflexive: Option<SocketAddr>,
     host_candidates: Vec<SocketAddr>,
     profile: NatProfile,
     /// A profile was reported (possibly with unmeasured fields).
@@ -564,9 +567,15 @@ impl Server {
                 // A NAT may rebind the mapping (or reboot, or the user
                 // moved): follow the user to its new address, so relayed
                 // frames keep reaching it, and tell its peers.
-                let moved = user.reflexive != from;
+                // Between UDP and TCP the address may even stay the same
+                // (one external address and port for both): the socket
+                // says the way changed.
+                let moved = user.reflexive != from || user.socket != socket;
                 user.reflexive = from;
                 user.socket = socket;
+                if !self.streams.contains(socket) {
+                    user.udp_reflexive = Some(from);
+                }
                 let (name, sessions): (String, Vec<SessionId>) =
                     if moved { (name.to_owned(), user.sessions.iter().copied().collect()) } else { Default::default() };
                 self.reply(socket, from, Frame::KeepaliveAck { reflexive: from });

@@ -127,20 +127,23 @@ impl Server {
         let (Some(user), Some(peer)) = (self.users.get(member), self.users.get(peer_name)) else { return };
         // The reflexive address, the one candidate the server vouches for,
         // always comes last: clients direct bulk probing only there.
-        // A member reached over TCP has no UDP address the server could
-        // vouch for (its reflexive address is its connection's): only its
-        // host candidates are offered, for a LAN path.
+        // A member reached over TCP: its reflexive address is its
+        // connection's, no UDP endpoint. Its last UDP address, or else the
+        // connection's, still comes last: the peer reads the public IP from
+        // it to tell a shared LAN (and probes there, small probes only).
         let peer_transport = self.transport_of(peer);
+        let public = match peer_transport {
+            Transport::Udp => peer.reflexive,
+            Transport::Tcp => peer.udp_reflexive.unwrap_or(peer.reflexive),
+        };
         let mut peer_candidates: Vec<SocketAddr> = peer
             .host_candidates
             .iter()
-            .filter(|c| **c != peer.reflexive)
+            .filter(|c| **c != public)
             .take(wire::frame::MAX_CANDIDATES - 1)
             .copied()
             .collect();
-        if peer_transport == Transport::Udp {
-            peer_candidates.push(peer.reflexive);
-        }
+        peer_candidates.push(public);
         let frame = Frame::Offer {
             request: if initiator { s.request } else { 0 },
             session,

@@ -170,8 +170,8 @@ pub enum Frame {
         peer_profile: NatProfile,
         /// How the other member reaches the server: a session whose relay
         /// leg rides TCP on either side is `relay-tcp` (issue 21). Over TCP
-        /// the member has no UDP address the server vouches for, so
-        /// `peer_candidates` then holds its host candidates only.
+        /// the member's last address in `peer_candidates` is its last UDP
+        /// address (or its connection's): its public IP, for LAN detection.
         peer_transport: Transport,
     },
     /// client → server: I closed `session` before its end-to-end keys
