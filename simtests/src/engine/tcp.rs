@@ -16,8 +16,8 @@
 //!   the oldest unacknowledged one is retransmitted when the
 //!   retransmission timer expires (RFC 6298: RTO = SRTT + 4 RTTVAR, at
 //!   least [`MIN_RTO`] as Linux has it, doubled on every expiry, at most
-//!   [`MAX_RTO`]; Karn's rule: no RTT sample from a retransmitted
-//!   segment). The receiver holds segments that arrive out of order and
+//!   [`MAX_RTO`]; Karn's rule: no RTT sample from an ACK that covers a
+//!   retransmitted segment). The receiver holds segments that arrive out of order and
 //!   hands bytes on only in order, so one lost segment delays every later
 //!   byte until it is delivered (head-of-line blocking). There is no fast
 //!   retransmit and no SACK: every loss costs a timeout, which is what a
@@ -423,17 +423,29 @@ impl Conn {
             return;
         }
         let mut sample = None;
+        let mut ambiguous = false;
         while let Some(front) = self.unacked.front() {
             if front.seg.seq + front.seg.len() > ack {
                 break;
             }
             // Karn's rule: only a segment sent once times the round trip.
-            if !front.retransmitted {
+            if front.retransmitted {
+                ambiguous = true;
+            } else {
                 sample = Some(now.saturating_sub(front.at));
             }
             self.unacked.pop_front();
         }
         self.snd_una = ack;
+        // Nor does an ACK that covers a retransmission: it was sent when
+        // the retransmission filled the hole, so the segments held behind
+        // it would "measure" the whole wait for the timeout (seconds, under
+        // loss), inflate SRTT and RTTVAR, and stretch every later timeout
+        // (RFC 6298 §3, Karn's algorithm; Linux drops the sample the same
+        // way, FLAG_RETRANS_DATA_ACKED in tcp_clean_rtx_queue).
+        if ambiguous {
+            sample = None;
+        }
         if let Some(r) = sample {
             self.rtt = Some(match self.rtt {
                 None => (r, r / 2),

@@ -200,6 +200,37 @@ fn a_lost_segment_delays_every_later_byte_until_its_retransmission_arrives() {
 }
 
 #[test]
+fn an_ack_that_covers_a_retransmission_takes_no_rtt_sample_and_leaves_the_timeout_alone() {
+    // Given an open connection (RTT 80 ms: the RTO is 240 ms) whose write
+    // at 200 ms is lost and so is its first retransmission (at 440 ms),
+    // with a second write at 250 ms held behind the hole until the second
+    // retransmission (at 920 ms) fills it and one ACK covers both (1000 ms),
+    let mut w = Wire::new(&[2, 4, 6], &[]);
+    w.run(ms(200));
+    w.client_writes(b"one");
+    w.run(ms(250));
+    w.client_writes(b"two");
+    w.run(ms(2000));
+    assert_eq!(w.server_seen, [Seen::Established(ms(120)), Seen::Data(ms(960), b"onetwo".to_vec())]);
+    // when the next write (at 2 s) is lost too,
+    w.client_writes(b"three");
+    w.run(ms(4000));
+    // then it is sent again after the same 240 ms: the 750 ms "sample" of
+    // the second write (sent once, but acknowledged only because the
+    // retransmission filled the hole) was not taken (Karn's algorithm).
+    let waits: Vec<(Duration, Duration)> = w
+        .client_sends
+        .iter()
+        .filter_map(|s| match s.1 {
+            Sending::AfterTimeout(d) => Some((s.0, d)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(waits, [(ms(440), ms(240)), (ms(920), ms(480)), (ms(2240), ms(240))]);
+    assert_eq!(w.server_seen.last(), Some(&Seen::Data(ms(2280), b"three".to_vec())));
+}
+
+#[test]
 fn the_timeout_doubles_and_the_end_gives_up_after_six_retransmissions() {
     // Given an open connection that goes dark at 1 s, with a write then,
     let mut w = Wire::new(&[], &[]);
