@@ -37,7 +37,7 @@ mod sessions;
 pub use config::{ClientConfig, MessagingConfig};
 pub use events::{ClientEvent, ClientStats, ConnectError, ConnectFailure, PathKind, SendError, SessionInfo};
 pub use login::MAX_HOST_CANDIDATES;
-pub use route::{SILENCE_PROBE, STREAM_DEAD_AFTER, UDP_CHECK_FIRST, UDP_DEAD_AFTER};
+pub use route::{SILENCE_PROBE, STREAM_DEAD_AFTER, UDP_CHECK_FIRST, UDP_CHECK_SENDS, UDP_DEAD_AFTER};
 pub use sessions::{birthday_success, BIRTHDAY_PORTS};
 
 use std::collections::BTreeMap;

@@ -25,11 +25,13 @@
 //!   on TCP); a false move costs the next UDP check. A session's direct
 //!   path goes quiet within about 1.5 s of a block, so the move completes
 //!   well within 5 s.
-//! - **Back to UDP.** On TCP, the client sends a sealed `Discover` over UDP
-//!   [`UDP_CHECK_FIRST`] (2 s) after the move, then at doubling intervals up
-//!   to [`ClientConfig::udp_retry`] (30 s), and every 30 s after: a login
-//!   that TCP won only because UDP was lossy comes back within seconds, a
-//!   network that blocks UDP costs one small datagram every 30 s. When its answer comes back
+//! - **Back to UDP.** On TCP, the client checks UDP [`UDP_CHECK_FIRST`]
+//!   (2 s) after the move, then at doubling intervals up to
+//!   [`ClientConfig::udp_retry`] (30 s), and every 30 s after; a check is a
+//!   sealed `Discover` over UDP, sent up to [`UDP_CHECK_SENDS`] (3) times a
+//!   second apart until answered. A login that TCP won only because UDP was
+//!   lossy comes back within seconds; a network that blocks UDP costs three
+//!   small datagrams every 30 s. When its answer comes back
 //!   over UDP, the client sends its keepalives over UDP again (the server
 //!   follows); once one is answered over UDP the connection is closed.
 //! - **The connection dies.** Closed by the network or the server, or
@@ -67,6 +69,12 @@ pub const STREAM_DEAD_AFTER: Duration = Duration::from_secs(10);
 /// The first UDP check after a move to TCP: a login that TCP won only
 /// because UDP lost a packet or two comes back to UDP within seconds.
 pub const UDP_CHECK_FIRST: Duration = Duration::from_secs(2);
+/// `Discover`s one UDP check sends, a second apart, before it counts as
+/// failed: at 15 % loss each way one round trip fails 28 % of the time,
+/// three in a row 2 %.
+pub const UDP_CHECK_SENDS: u32 = 3;
+/// The wait for a check's answer before its next `Discover`.
+const UDP_CHECK_RESEND: Duration = Duration::from_secs(1);
 /// The longest wait between attempts to connect over TCP while one is
 /// wanted.
 const TCP_RETRY_MAX: Duration = Duration::from_secs(8);
@@ -91,8 +99,10 @@ pub(crate) struct Route {
     /// sockets but the connection): what the UDP silence rule reads, so
     /// that frames still coming over TCP do not hide a silent UDP.
     last_heard_udp: Option<Instant>,
-    /// UDP checks sent since the client went on TCP, for their backoff.
+    /// UDP checks made since the client went on TCP, for their backoff.
     udp_checks: u32,
+    /// `Discover`s sent in the current check.
+    check_sends: u32,
 }
 
 #[derive(Debug, Default)]
@@ -256,6 +266,7 @@ impl Client {
                 self.route.want_tcp = false;
                 self.route.returning = false;
                 self.route.udp_checks = 0;
+                self.route.check_sends = 0;
                 self.timers.set(ClientTimer::UdpRetry, now + Route::udp_check_delay(0, self.config.udp_retry));
                 self.timers.stop(&ClientTimer::UdpSilence);
             }
@@ -294,6 +305,7 @@ impl Client {
         if Some(socket) == self.route.open_stream() {
             self.route.want_tcp = false;
             self.route.udp_checks = 0;
+            self.route.check_sends = 0;
             self.timers.set(ClientTimer::UdpRetry, now + Route::udp_check_delay(0, self.config.udp_retry));
             self.set_transport(Transport::Tcp);
         } else {
@@ -329,13 +341,23 @@ impl Client {
         if self.route.active != Transport::Tcp || !self.login.is_online() {
             return;
         }
-        let nonce = self.rng.next_u64();
+        // One nonce per check: an answer to any of its sends counts.
+        let nonce = match (self.route.check_sends, self.route.udp_check) {
+            (1.., Some(nonce)) => nonce,
+            _ => self.rng.next_u64(),
+        };
         self.route.udp_check = Some(nonce);
         let ctx = ctx!(self, now);
         let frame = Frame::Discover { nonce, answer_from: AnswerFrom::Same };
         self.out.send_to_server_at(&ctx, self.primary.0, self.config.server, &frame);
-        self.route.udp_checks += 1;
-        let next = Route::udp_check_delay(self.route.udp_checks, self.config.udp_retry);
+        self.route.check_sends += 1;
+        let next = if self.route.check_sends < UDP_CHECK_SENDS {
+            UDP_CHECK_RESEND
+        } else {
+            self.route.check_sends = 0;
+            self.route.udp_checks += 1;
+            Route::udp_check_delay(self.route.udp_checks, self.config.udp_retry)
+        };
         self.timers.set(ClientTimer::UdpRetry, now + next);
     }
 
