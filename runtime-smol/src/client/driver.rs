@@ -397,7 +397,7 @@ impl Driver {
             while let Some(t) = self.machine.poll_transmit() {
                 if t.socket.0 >= FIRST_CONN {
                     match self.conns.send(&t) {
-                        Sent::Queued | Sent::Dropped => {}
+                        Sent::Taken | Sent::Dropped => {}
                         // The server stopped reading: the machine hears the
                         // connection closed (an input, drained here too).
                         Sent::Overflowed => self.machine.handle_stream_closed(Instant::now(), t.socket),
