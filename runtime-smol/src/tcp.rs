@@ -285,9 +285,9 @@ impl Conns {
         if now == 0 {
             // Nothing waits, so the writer is idle: write straight away, as
             // a UDP send would, so the bytes have left when the drain ends.
-            // The writer gets only what the kernel did not take.
-            // Full, or failed: the writer waits, or meets the failure and
-            // shuts the connection down.
+            // The writer gets what the kernel did not take (all of it when
+            // the write failed: the writer meets the failure too, and shuts
+            // the connection down).
             if let Ok(n) = conn.stream.get_ref().write(&rest) {
                 add(&c.bytes_written, n as u64);
                 rest = rest.slice(n..);
