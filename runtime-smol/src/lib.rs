@@ -38,16 +38,18 @@
 //!                                      client.stream_opened(now, request, Some(conn) | None)
 //! a chunk read from conn            -> machine.handle_stream_data(now, conn, &chunk)
 //! EOF or reset on conn              -> machine.handle_stream_closed(now, conn)
-//! a transmit whose socket is conn   -> queue t.payload (already framed) on conn's write buffer
+//! a transmit whose socket is conn   -> write t.payload (already framed) to conn, through its
+//!                                      bounded write buffer (partial writes resumed)
 //! ClientEvent / ServerEvent::CloseStream { conn } -> close conn; not reported back
 //! ```
 //!
 //! The machine stays in that one loop. Each connection has a reader task,
 //! which hands chunks to the loop over a bounded channel shared by all
 //! connections (a loop that falls behind stops the readers, and TCP's flow
-//! control stops the peers), and a writer task, which drains the
-//! connection's write buffer, however little the kernel takes at a time.
-//! The buffer is bounded: a relayed datagram ([`Transmit::droppable`]) that
+//! control stops the peers). A transmit is written at once when nothing
+//! waits before it on its connection; what the kernel does not take goes to
+//! the connection's write buffer, which a writer task drains, however
+//! little the kernel takes at a time. The buffer is bounded: a relayed datagram ([`Transmit::droppable`]) that
 //! would take it past [`TCP_WRITE_SOFT_LIMIT`] (256 KiB) is dropped and
 //! counted ([`TcpStats::tcp_dropped`]); signaling never is, and a connection
 //! whose buffer would pass [`TCP_WRITE_HARD_LIMIT`] (4 MiB) is closed and

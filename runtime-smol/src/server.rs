@@ -131,6 +131,32 @@ impl BoundServer {
     /// stay open is the machine's call (`ServerConfig::max_streams`,
     /// `max_streams_per_ip`); when the process runs out of descriptors,
     /// accepting pauses (10 ms, doubling up to 1 s) instead of spinning.
+    ///
+    /// ```
+    /// use punchline_smol::{BoundServer, Client, ClientConfig, ServerConfig, Transport};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// smol::block_on(async {
+    ///     let mut server = BoundServer::bind_config(ServerConfig::new("127.0.0.1:0".parse()?, None))?;
+    ///     let tcp = server.listen_tcp("127.0.0.1:0".parse()?)?;
+    ///     let (stop, stopped) = smol::channel::bounded::<()>(1);
+    ///     let serving = smol::spawn(server.run(async move { let _ = stopped.recv().await; }));
+    ///
+    ///     // A client whose UDP to the server goes nowhere logs in over TCP.
+    ///     let nowhere = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    ///     let mut config = ClientConfig::new("alice", nowhere.local_addr()?);
+    ///     config.server_tcp = Some(tcp);
+    ///     let alice = Client::start(config, "127.0.0.1:0".parse()?).await?;
+    ///     alice.wait_logged_in().await?;
+    ///     assert_eq!(alice.transport(), Transport::Tcp);
+    ///
+    ///     alice.shutdown().await;
+    ///     let _ = stop.send(()).await;
+    ///     serving.await?;
+    ///     Ok(())
+    /// })
+    /// # }
+    /// ```
     pub fn listen_tcp(&mut self, addr: SocketAddr) -> io::Result<SocketAddr> {
         self.listeners.listen(addr).map_err(|e| io::Error::new(e.kind(), format!("cannot listen on TCP {addr}: {e}")))
     }
@@ -210,7 +236,7 @@ impl BoundServer {
             while let Some(t) = machine.poll_transmit() {
                 if t.socket.0 >= FIRST_CONN {
                     match conns.send(&t) {
-                        Sent::Queued | Sent::Dropped => {}
+                        Sent::Taken | Sent::Dropped => {}
                         // An input: what it queues is drained by this loop.
                         Sent::Overflowed => machine.handle_stream_closed(Instant::now(), t.socket),
                         Sent::Unknown => debug!(conn = t.socket.0, "transmit for a closed connection; dropped"),

@@ -13,7 +13,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -174,7 +174,8 @@ pub(crate) enum StreamInput {
 /// What became of a transmit given to [`Conns::send`].
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Sent {
-    Queued,
+    /// Written, or queued for the writer.
+    Taken,
     /// A relayed datagram, dropped: the buffer is past the soft limit.
     Dropped,
     /// The buffer would pass the hard limit: the connection was closed, and
@@ -260,8 +261,9 @@ impl Conns {
         self.connecting.insert(request, task);
     }
 
-    /// Queues `t.payload` (already framed by the machine) on the connection
-    /// `t.socket` names, under the limits (see [`TCP_WRITE_SOFT_LIMIT`] and
+    /// Sends `t.payload` (already framed by the machine) on the connection
+    /// `t.socket` names: at once when nothing waits before it, else through
+    /// its write buffer, under the limits (see [`TCP_WRITE_SOFT_LIMIT`] and
     /// [`TCP_WRITE_HARD_LIMIT`]).
     pub(crate) fn send(&mut self, t: &Transmit) -> Sent {
         let Some(conn) = self.conns.get(&t.socket) else { return Sent::Unknown };
@@ -279,13 +281,30 @@ impl Conns {
             self.close(t.socket);
             return Sent::Overflowed;
         }
+        let mut rest = t.payload.clone();
+        if now == 0 {
+            // Nothing waits, so the writer is idle: write straight away, as
+            // a UDP send would, so the bytes have left when the drain ends.
+            // The writer gets what the kernel did not take (all of it when
+            // the write failed: the writer meets the failure too, and shuts
+            // the connection down).
+            if let Ok(n) = conn.stream.get_ref().write(&rest) {
+                add(&c.bytes_written, n as u64);
+                rest = rest.slice(n..);
+            }
+            if rest.is_empty() {
+                return Sent::Taken;
+            }
+        }
+        let len = rest.len();
         conn.queued.add(len);
         add(&c.buffered, len as u64);
         c.max_buffered.fetch_max((now + len) as u64, Ordering::Relaxed);
         // The writer holds the receiver until the connection is dropped
-        // from the map, so this cannot fail while it is there.
-        let _ = conn.writes.try_send(t.payload.clone());
-        Sent::Queued
+        // from the map, or until a write failed (and the reader reports the
+        // end, which forgets what was queued).
+        let _ = conn.writes.try_send(rest);
+        Sent::Taken
     }
 
     /// Closes `id` at once, queued bytes and all (the machine asked, or its

@@ -397,7 +397,7 @@ impl Driver {
             while let Some(t) = self.machine.poll_transmit() {
                 if t.socket.0 >= FIRST_CONN {
                     match self.conns.send(&t) {
-                        Sent::Queued | Sent::Dropped => {}
+                        Sent::Taken | Sent::Dropped => {}
                         // The server stopped reading: the machine hears the
                         // connection closed (an input, drained here too).
                         Sent::Overflowed => self.machine.handle_stream_closed(Instant::now(), t.socket),
@@ -431,7 +431,7 @@ impl Driver {
                 self.conns.close(conn);
             }
             ClientEvent::TransportChanged { transport } => {
-                self.stats.over_tcp.store(transport == Transport::Tcp, Ordering::Relaxed);
+                self.sync_transport();
                 self.emit(ClientEvent::TransportChanged { transport });
             }
             ClientEvent::ReleaseSocket { socket } => {
@@ -443,6 +443,10 @@ impl Driver {
                 }
             }
             ClientEvent::LoggedIn { reflexive } => {
+                // A login over TCP raises `LoggedIn` before
+                // `TransportChanged`: whoever the login wakes sees the
+                // transport it came over.
+                self.sync_transport();
                 for w in self.login_waiters.drain(..) {
                     let _ = w.try_send(Ok(reflexive));
                 }
@@ -522,6 +526,11 @@ impl Driver {
             }
             other => self.emit(other),
         }
+    }
+
+    /// Publishes the machine's transport to `Client::transport`.
+    fn sync_transport(&self) {
+        self.stats.over_tcp.store(self.machine.transport() == Transport::Tcp, Ordering::Relaxed);
     }
 
     fn pop_connect(&mut self, peer: &str) -> Option<ConnectWaiter> {

@@ -14,8 +14,8 @@ use punchline_core::client::{Client as Machine, ClientConfig, ClientEvent};
 use punchline_core::{Machine as _, SocketId};
 use smol::channel::{Receiver, Sender};
 
-/// The connection's id (the primary UDP socket is 0).
-const CONN: SocketId = SocketId(1 << 31);
+/// The first connection's id (the primary UDP socket is 0).
+const FIRST_CONN: u32 = 1 << 31;
 /// The client's receive buffer: small, so the kernel holds little of what
 /// the server sends while the client does not read.
 const RECV_BUFFER: usize = 4096;
@@ -57,6 +57,7 @@ impl HandClient {
             commands: command_rx,
             progress: progress_tx,
             data: data_tx,
+            connects: 0,
         };
         let thread = std::thread::spawn(move || driver.run());
         HandClient { commands, progress, data, thread: Some(thread) }
@@ -105,10 +106,13 @@ impl HandClient {
 
 struct Driver {
     machine: Machine,
-    stream: Option<TcpStream>,
+    /// The connection to the server and its id.
+    stream: Option<(SocketId, TcpStream)>,
     commands: mpsc::Receiver<Command>,
     progress: Sender<Progress>,
     data: Sender<Bytes>,
+    /// Connections opened so far; each gets an id of its own.
+    connects: u32,
 }
 
 impl Driver {
@@ -118,9 +122,8 @@ impl Driver {
         loop {
             while let Some(t) = self.machine.poll_transmit() {
                 // UDP "goes nowhere": only the connection carries anything.
-                if t.socket == CONN {
-                    let written = self.stream.as_mut().map(|s| s.write_all(&t.payload));
-                    if let Some(Err(_)) = written {
+                if let Some((conn, stream)) = self.stream.as_mut() {
+                    if t.socket == *conn && stream.write_all(&t.payload).is_err() {
                         self.closed();
                     }
                 }
@@ -143,11 +146,12 @@ impl Driver {
             let wait = self.machine.poll_timeout().map_or(Duration::MAX, |at| at.saturating_duration_since(now));
             let wait = wait.clamp(Duration::from_millis(1), Duration::from_millis(20));
             match self.stream.as_mut() {
-                Some(stream) => {
+                Some((conn, stream)) => {
+                    let conn = *conn;
                     stream.set_read_timeout(Some(wait)).expect("a non-zero timeout");
                     match stream.read(&mut buf) {
                         Ok(0) => self.closed(),
-                        Ok(n) => self.machine.handle_stream_data(Instant::now(), CONN, &buf[..n]),
+                        Ok(n) => self.machine.handle_stream_data(Instant::now(), conn, &buf[..n]),
                         Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
                         Err(_) => self.closed(),
                     }
@@ -164,11 +168,15 @@ impl Driver {
     fn event(&mut self, event: ClientEvent) {
         match event {
             ClientEvent::OpenStream { request, to } => {
-                self.stream = connect(to).ok();
-                let conn = self.stream.as_ref().map(|_| CONN);
+                let conn = SocketId(FIRST_CONN + self.connects);
+                self.connects += 1;
+                self.stream = connect(to).ok().map(|s| (conn, s));
+                let conn = self.stream.as_ref().map(|(conn, _)| *conn);
                 self.machine.stream_opened(Instant::now(), request, conn);
             }
-            ClientEvent::CloseStream { conn } if conn == CONN => self.stream = None,
+            ClientEvent::CloseStream { conn } if self.stream.as_ref().is_some_and(|(c, _)| *c == conn) => {
+                self.stream = None
+            }
             ClientEvent::LoggedIn { .. } => {
                 let _ = self.progress.try_send(Progress::LoggedIn);
             }
@@ -183,8 +191,8 @@ impl Driver {
     }
 
     fn closed(&mut self) {
-        if self.stream.take().is_some() {
-            self.machine.handle_stream_closed(Instant::now(), CONN);
+        if let Some((conn, _)) = self.stream.take() {
+            self.machine.handle_stream_closed(Instant::now(), conn);
         }
     }
 }
