@@ -75,7 +75,14 @@ impl Out {
     pub(crate) fn send_to_server_showing(&mut self, ctx: &Ctx<'_>, frame: &Frame, shown: Vec<u8>) {
         let plain = frame.encode();
         match ctx.channel.and_then(|channel| channel.seal(&plain)) {
-            Some(sealed) => self.send_carrying(ctx.server_socket, ctx.server_address(), sealed, shown),
+            Some(sealed) => {
+                self.send_carrying(ctx.server_socket, ctx.server_address(), sealed, shown);
+                // A peer datagram the session retransmits (or does without):
+                // a full TCP write buffer may drop it, as the server does.
+                if let Some(t) = self.transmits.back_mut() {
+                    t.droppable = true;
+                }
+            }
             None => tracing::debug!(tag = frame.tag(), "no channel to the server; not sent"),
         }
     }

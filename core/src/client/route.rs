@@ -17,14 +17,14 @@
 //!   (the regular one, or one sent because a session's direct path went
 //!   quiet or its stream lost a frame on the relay) is followed by
 //!   another every [`SILENCE_PROBE`] (250 ms). After [`UDP_DEAD_AFTER`]
-//!   (2.5 s) with nothing at all from the server over UDP, UDP counts as
+//!   (2 s) with nothing at all from the server over UDP, UDP counts as
 //!   blocked: the keepalive goes over TCP (a connection is opened if none
-//!   is), and the server follows. At 20 % loss each way, the ten keepalives
-//!   in that time all fail with probability 0.36¹⁰ ≈ 4 × 10⁻⁵ (with 500 ms,
-//!   0.36⁵ ≈ 0.6 %: the simulator's `--stress loss` then ended 1 run in 120
-//!   on TCP); a false move costs the next UDP check. A session's direct
-//!   path goes quiet within about 1.5 s of a block, so the move completes
-//!   well within 5 s.
+//!   is), and the server follows. At 20 % loss each way, the eight
+//!   keepalives in that time all fail with probability 0.36⁸ ≈ 3 × 10⁻⁴
+//!   (with 500 ms, 0.36⁵ ≈ 0.6 %: the simulator's `--stress loss` then
+//!   ended 1 run in 120 on TCP); a false move costs the next UDP check. A
+//!   session's direct path goes quiet about 1.5 to 2 s after a block, so
+//!   the move comes about 4 s after it (the kernel lab measures it).
 //! - **Back to UDP.** On TCP, the client checks UDP [`UDP_CHECK_FIRST`]
 //!   (2 s) after the move, then at doubling intervals up to
 //!   [`ClientConfig::udp_retry`] (30 s), and every 30 s after; a check is a
@@ -57,12 +57,12 @@ use crate::machine::SocketId;
 use crate::streams::Received;
 use crate::wire::frame::{AnswerFrom, Frame, Transport};
 
-/// How often a keepalive goes while one waits for its answer over UDP: ten
+/// How often a keepalive goes while one waits for its answer over UDP: eight
 /// in [`UDP_DEAD_AFTER`], so that loss alone almost never passes for a block.
 pub const SILENCE_PROBE: Duration = Duration::from_millis(250);
 /// How long the server may stay silent over UDP, keepalives unanswered,
 /// before the client moves to TCP.
-pub const UDP_DEAD_AFTER: Duration = Duration::from_millis(2500);
+pub const UDP_DEAD_AFTER: Duration = Duration::from_secs(2);
 /// How long a keepalive may wait for its answer over TCP before the
 /// connection counts as dead.
 pub const STREAM_DEAD_AFTER: Duration = Duration::from_secs(10);
