@@ -23,7 +23,9 @@
 //! the server and carries the first punching attempt. It asks its driver for
 //! more sockets through [`ClientEvent::OpenSockets`] (NAT discovery and retries
 //! from fresh local ports) and gives them back with
-//! [`ClientEvent::ReleaseSocket`].
+//! [`ClientEvent::ReleaseSocket`]. Where UDP to the server gets no answer, it
+//! asks for a TCP connection ([`ClientEvent::OpenStream`]) and reaches the
+//! server over it until UDP works again (`route`).
 
 mod config;
 mod connect;
