@@ -63,8 +63,9 @@ impl Drop for Netns {
 
 /// Runs test `name` again inside a fresh namespace whose UDP is dropped,
 /// and asserts it passed there.
-fn run_inside_udp_blocked_netns(name: &str) {
-    let ns = Netns::create(&format!("pl-udpblk-{}", std::process::id()));
+fn run_inside_udp_blocked_netns(name: &str, tag: &str) {
+    // One namespace per test: the tests of this binary run in parallel.
+    let ns = Netns::create(&format!("pl-udpblk-{tag}-{}", std::process::id()));
     let me = std::env::current_exe().expect("the test binary");
     let status = Command::new("ip")
         .args(["netns", "exec", &ns.0])
@@ -180,7 +181,7 @@ fn with_udp_blocked_connect_and_texts_work_over_tcp_on_mio() {
     if std::env::var_os(INSIDE).is_some() {
         return everything_works_over_tcp("mio");
     }
-    run_inside_udp_blocked_netns("with_udp_blocked_connect_and_texts_work_over_tcp_on_mio");
+    run_inside_udp_blocked_netns("with_udp_blocked_connect_and_texts_work_over_tcp_on_mio", "mio");
 }
 
 #[test]
@@ -189,5 +190,5 @@ fn with_udp_blocked_connect_and_texts_work_over_tcp_on_smol() {
     if std::env::var_os(INSIDE).is_some() {
         return everything_works_over_tcp("smol");
     }
-    run_inside_udp_blocked_netns("with_udp_blocked_connect_and_texts_work_over_tcp_on_smol");
+    run_inside_udp_blocked_netns("with_udp_blocked_connect_and_texts_work_over_tcp_on_smol", "smol");
 }
