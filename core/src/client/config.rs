@@ -21,7 +21,10 @@ pub struct ClientConfig {
     /// a login whose Hello has no answer within [`ClientConfig::tcp_delay`]
     /// tries it in parallel, and a client whose UDP stops working moves
     /// there. Default: the server's own address. `None` turns the fallback
-    /// off.
+    /// off; a driver that does not carry out
+    /// [`ClientEvent::OpenStream`](crate::client::ClientEvent::OpenStream)
+    /// should set it so (a request it leaves unanswered only keeps the
+    /// client on UDP).
     pub server_tcp: Option<SocketAddr>,
     /// How long a login waits for an answer over UDP before it also tries
     /// TCP (RFC 8305's connection attempt delay, in spirit). Default 300 ms.
