@@ -24,6 +24,9 @@ pub(crate) struct Conn {
     decoder: StreamDecoder,
     /// When bytes last came in or went out.
     pub(crate) last_active: Instant,
+    /// A user was reached over it (a login, or a move onto it): it is never
+    /// closed as idle, and a user may still name it after it closes.
+    pub(crate) bound: bool,
 }
 
 /// What a piece of a stream held.
@@ -41,11 +44,18 @@ pub(crate) enum Received {
 
 impl Streams {
     pub(crate) fn open(&mut self, now: Instant, conn: SocketId, remote: SocketAddr) {
-        self.conns.insert(conn, Conn { remote, decoder: StreamDecoder::new(), last_active: now });
+        self.conns.insert(conn, Conn { remote, decoder: StreamDecoder::new(), last_active: now, bound: false });
     }
 
     pub(crate) fn close(&mut self, conn: SocketId) -> Option<Conn> {
         self.conns.remove(&conn)
+    }
+
+    /// A user is reached over `conn` now (nothing for a UDP socket).
+    pub(crate) fn mark_bound(&mut self, conn: SocketId) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.bound = true;
+        }
     }
 
     pub(crate) fn contains(&self, conn: SocketId) -> bool {

@@ -347,6 +347,7 @@ impl Server {
             self.go_offline(&name);
         }
         self.known_users.insert(name.clone(), pending.key);
+        self.streams.mark_bound(socket);
         self.users.insert(
             name.clone(),
             token,

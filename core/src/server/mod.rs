@@ -501,8 +501,8 @@ impl Machine for Server {
 
     fn handle_stream_closed(&mut self, now: Instant, conn: SocketId) {
         self.last_now = Some(now);
-        if self.streams.close(conn).is_some() {
-            self.forget_stream(conn);
+        if let Some(closed) = self.streams.close(conn) {
+            self.forget_stream(conn, closed.bound);
         }
     }
 
@@ -576,6 +576,7 @@ impl Server {
                 if !self.streams.contains(socket) {
                     user.udp_reflexive = Some(from);
                 }
+                self.streams.mark_bound(socket);
                 let (name, sessions): (String, Vec<SessionId>) =
                     if moved { (name.to_owned(), user.sessions.iter().copied().collect()) } else { Default::default() };
                 self.reply(socket, from, Frame::KeepaliveAck { reflexive: from });
@@ -694,20 +695,24 @@ impl Server {
             .streams
             .iter()
             .filter(|(_, c)| now.saturating_duration_since(c.last_active) >= self.config.stream_idle_timeout)
+            .filter(|(_, c)| !c.bound)
             .map(|(id, _)| id)
-            .filter(|id| !self.users.iter().any(|(_, u)| u.socket == *id))
             .collect();
         for conn in idle {
             debug!(conn = conn.0, "an idle stream connection without a login; closed");
             self.close_stream(conn);
         }
-        let users = &self.users;
-        self.closed_streams.retain(|conn| users.iter().any(|(_, u)| u.socket == *conn));
+        // One pass over the users, and only while a closed connection is
+        // still named by one.
+        if !self.closed_streams.is_empty() {
+            let named: BTreeSet<SocketId> = self.users.iter().map(|(_, u)| u.socket).collect();
+            self.closed_streams.retain(|conn| named.contains(conn));
+        }
     }
 
     fn close_stream(&mut self, conn: SocketId) {
-        if self.streams.close(conn).is_some() {
-            self.forget_stream(conn);
+        if let Some(closed) = self.streams.close(conn) {
+            self.forget_stream(conn, closed.bound);
             self.events.push_back(ServerEvent::CloseStream { conn });
         }
     }
@@ -716,9 +721,11 @@ impl Server {
     /// move (their client reconnects, or falls back to UDP, and its
     /// keepalive says where) or time out; what is sent to them meanwhile is
     /// dropped, and nothing queued for it leaves.
-    fn forget_stream(&mut self, conn: SocketId) {
+    /// Without a scan of the users: a connection that was `bound` may still
+    /// be named by one (the sweep forgets it once none does).
+    fn forget_stream(&mut self, conn: SocketId, bound: bool) {
         self.transmits.retain(|t| t.socket != conn);
-        if self.users.iter().any(|(_, u)| u.socket == conn) {
+        if bound {
             self.closed_streams.insert(conn);
         }
     }
