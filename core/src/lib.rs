@@ -19,6 +19,7 @@
 //! - [`messaging`] is text messaging's shared types, and storage as requests:
 //!   the server asks, its driver's [`messaging::MessageStore`] answers.
 //! - [`wire`] is the codec: STUN (RFC 8489) and Punchline frames.
+//! - [`files`] is file transfer's content side: the BLAKE3 tree, names, ranges.
 //! - [`secure`] is identity and encryption: the client–server channel and
 //!   sessions sealed end to end. The machines use it themselves; its parts
 //!   are public so tests, fuzzers and tools can play either side (and forge
@@ -91,6 +92,7 @@
 //! ```
 
 pub mod client;
+pub mod files;
 mod machine;
 pub mod messaging;
 pub mod nat;
