@@ -24,6 +24,7 @@
 //!   sessions sealed end to end. The machines use it themselves; its parts
 //!   are public so tests, fuzzers and tools can play either side (and forge
 //!   what must be refused) with the real code.
+//! - [`transfer`] is bulk transfers' loss recovery and congestion control (RFC 9002).
 //!
 //! Everything else (the seeded generator, the timer sets) is internal: an
 //! embedder chooses a seed and drives the [`Machine`] interface.
@@ -101,6 +102,7 @@ pub mod secure;
 pub mod server;
 mod streams;
 mod timer;
+pub mod transfer;
 pub mod wire;
 
 pub use machine::{Machine, SocketId, Transmit};
