@@ -18,6 +18,8 @@ use crate::wire::{self, frame::Frame};
 /// [`Machine::poll_event`](crate::Machine::poll_event).
 #[derive(Debug, Default)]
 pub(crate) struct Out {
+    /// File transfers given an id so far ([`Out::fresh_file_id`]).
+    pub(crate) files_made: u64,
     pub(crate) transmits: VecDeque<Transmit>,
     pub(crate) events: VecDeque<ClientEvent>,
     /// The time of the last input: what `poll_timeout` answers while
@@ -113,6 +115,13 @@ impl Out {
         let (payload, plaintext) = (wire::payload_bytes(payload), Some(Bytes::from(frame)));
         self.transmits.push_back(Transmit { socket, destination, ttl, payload, plaintext, droppable: false });
     }
+    /// A new transfer's id, unique within the client: drawn here because
+    /// both the client (an offer) and a session (a peer's offer) make them.
+    pub(crate) fn fresh_file_id(&mut self) -> crate::client::FileId {
+        self.files_made += 1;
+        crate::client::FileId(self.files_made)
+    }
+
     pub(crate) fn event(&mut self, event: ClientEvent) {
         if let ClientEvent::ReleaseSocket { socket } = event {
             self.live_sockets.remove(&socket);

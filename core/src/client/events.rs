@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use super::file_api::{FileDirection, FileFailure, FileId};
 use crate::machine::SocketId;
 use crate::messaging::{TextFailure, TextPath};
 use crate::nat::{NatProfile, Strategy};
@@ -232,6 +233,75 @@ pub enum ClientEvent {
     /// The server holds no more messages for us: everything stored was
     /// received and acknowledged (after a login, or after a backlog drained).
     InboxEmpty,
+    /// The peer offers a file. Answer with
+    /// [`Client::accept_file`](crate::client::Client::accept_file) (naming
+    /// what is already held of the same `root`) or
+    /// [`Client::refuse_file`](crate::client::Client::refuse_file). The
+    /// name passed [`crate::files::check_name`].
+    FileOffered {
+        /// The transfer.
+        file: FileId,
+        /// The session it rides.
+        session: SessionId,
+        /// The sender.
+        peer: String,
+        /// The file's name (no directory).
+        name: String,
+        /// Its length in bytes.
+        size: u64,
+        /// Its BLAKE3 hash.
+        root: [u8; 32],
+    },
+    /// The peer accepted our offer; it held `resumed` bytes already.
+    FileAccepted {
+        /// The transfer.
+        file: FileId,
+        /// Content bytes the receiver held from before (not sent again).
+        resumed: u64,
+    },
+    /// Read `len` bytes at `offset` of the file being sent; answer with
+    /// [`Client::file_data`](crate::client::Client::file_data) (or
+    /// [`Client::file_read_failed`](crate::client::Client::file_read_failed)).
+    FileRead {
+        /// The transfer.
+        file: FileId,
+        /// Where, in the file.
+        offset: u64,
+        /// How much: one 16 KiB group (less at the end).
+        len: u32,
+    },
+    /// Write `data` at `offset` of the file being received: it verified
+    /// against the offered root. Answer with
+    /// [`Client::file_written`](crate::client::Client::file_written) once
+    /// it is written.
+    FileWrite {
+        /// The transfer.
+        file: FileId,
+        /// Where, in the file.
+        offset: u64,
+        /// One verified 16 KiB group (less at the end).
+        data: Bytes,
+    },
+    /// A transfer is complete: outgoing, the receiver holds every group
+    /// verified and written; incoming, every group is written (the driver
+    /// then checks the root of what it wrote and moves it into place).
+    FileCompleted {
+        /// The transfer.
+        file: FileId,
+        /// Which way it went.
+        direction: FileDirection,
+        /// The file's length.
+        size: u64,
+        /// Its BLAKE3 hash.
+        root: [u8; 32],
+    },
+    /// A transfer ended without the file.
+    FileFailed {
+        /// The transfer.
+        file: FileId,
+        /// Why.
+        failure: FileFailure,
+    },
 }
 
 /// Why a connect failed.

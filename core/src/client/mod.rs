@@ -38,6 +38,7 @@ mod sessions;
 
 pub use config::{ClientConfig, MessagingConfig};
 pub use events::{ClientEvent, ClientStats, ConnectError, ConnectFailure, PathKind, SendError, SessionInfo};
+pub use file_api::{FileDirection, FileFailure, FileId, FileProgress, FileSource, SendFileError};
 pub use login::MAX_HOST_CANDIDATES;
 pub use route::{SILENCE_PROBE, STREAM_DEAD_AFTER, UDP_CHECK_FIRST, UDP_CHECK_SENDS, UDP_DEAD_AFTER};
 pub use sessions::{birthday_success, BIRTHDAY_PORTS};
@@ -98,6 +99,9 @@ pub struct Client {
     route: route::Route,
     /// The TCP connection to the server, while one is open.
     streams: Streams,
+    /// Files offered to peers with no session yet, waiting for the one
+    /// asked for them.
+    waiting_files: Vec<(FileId, String, FileSource)>,
 }
 
 /// Builds a [`Ctx`] from the client's fields, borrowing only `config`, so
@@ -117,7 +121,8 @@ macro_rules! ctx {
     }};
 }
 
-// After the macro, which it uses.
+// After the macro, which they use.
+mod file_api;
 mod route;
 
 impl Client {
@@ -143,6 +148,7 @@ impl Client {
             stats: ClientStats::default(),
             route: route::Route::default(),
             streams: Streams::default(),
+            waiting_files: Vec::new(),
         };
         client.start_login(now);
         client
@@ -456,7 +462,14 @@ impl Machine for Client {
     }
 
     fn poll_event(&mut self) -> Option<ClientEvent> {
-        self.out.events.pop_front()
+        let event = self.out.events.pop_front()?;
+        if let ClientEvent::ConnectFailed { peer, reason } = &event {
+            // Files offered to that peer waited for this session.
+            if !self.waiting_files.is_empty() {
+                self.fail_waiting_files(peer, *reason);
+            }
+        }
+        Some(event)
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
@@ -752,6 +765,9 @@ impl Client {
                 s.set_peer_transport(peer_transport);
                 s.report_relay_transport(&mut self.out, self.route.transport());
                 self.sessions.insert(session, s);
+                if !self.waiting_files.is_empty() {
+                    self.offer_waiting_files(now, session);
+                }
             }
             Frame::Relayed { session, payload } => {
                 // The relay names the session it forwarded for; a payload

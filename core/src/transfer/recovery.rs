@@ -15,7 +15,11 @@
 //!   packet in between was acknowledged, or declared lost before);
 //! - the peer's max_ack_delay is [`MAX_ACK_DELAY`], the constant both ends
 //!   use, rather than a transport parameter;
-//! - the PTO backoff exponent stops at 16.
+//! - the backed-off PTO is at most [`MAX_PTO`] (or the PTO itself when that
+//!   is longer): a file transfer paused by a network cut probes at least
+//!   that often, so it resumes within about [`MAX_PTO`] of the cut healing
+//!   rather than up to a doubled PTO later (QUIC leaves this to its idle
+//!   timeout; a session here has its own).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -43,6 +47,9 @@ pub const PTO_PROBES: u8 = 2;
 
 /// The PTO doubles at most this many times in a row.
 const MAX_PTO_BACKOFF_EXPONENT: u32 = 16;
+
+/// The longest a backed-off probe timeout waits (see the module docs).
+pub const MAX_PTO: Duration = Duration::from_secs(2);
 
 /// What an acknowledgement settled.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -294,8 +301,9 @@ impl<M> Recovery<M> {
             return None;
         }
         let backoff = 1u32 << self.pto_count.min(MAX_PTO_BACKOFF_EXPONENT);
-        // Beyond the representable future there is no timer to arm.
-        self.last_sent?.checked_add(self.rtt.pto(MAX_ACK_DELAY).checked_mul(backoff)?)
+        let pto = self.rtt.pto(MAX_ACK_DELAY);
+        let backed_off = pto.checked_mul(backoff).map_or(MAX_PTO.max(pto), |d| d.min(MAX_PTO.max(pto)));
+        self.last_sent?.checked_add(backed_off)
     }
 
     /// The loss-detection timer fired at `now` (RFC 9002 Appendix A.9):
@@ -626,11 +634,11 @@ mod tests {
         assert_eq!(r.oldest_in_flight(), Some((0, &0)));
         send(&mut r, t0 + pto, 2);
         assert!(!r.can_send(MSS));
-        // then the next timeout is twice as long from the last probe, and
-        // the one after that twice again.
-        assert_eq!(r.timeout(), Some(t0 + pto + 2 * pto));
+        // then the next timeout is twice as long from the last probe, but
+        // never longer than MAX_PTO, and stays there.
+        assert_eq!(r.timeout(), Some(t0 + pto + (2 * pto).min(MAX_PTO)));
         assert_eq!(r.on_timeout(t0 + 3 * pto).probes, 2);
-        assert_eq!(r.timeout(), Some(t0 + pto + 4 * pto));
+        assert_eq!(r.timeout(), Some(t0 + pto + MAX_PTO));
         assert_eq!(r.stats().pto_count_total, 2);
         // When the last probe is acknowledged, the backoff ends and the
         // packets sent at t0 are lost by the time threshold.

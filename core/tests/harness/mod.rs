@@ -14,14 +14,18 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use punchline_core::client::{Client, ClientConfig, ClientEvent};
+use punchline_core::client::{Client, ClientConfig, ClientEvent, FileDirection, FileId, FileSource};
+use punchline_core::files::TreeBuilder;
 use punchline_core::messaging::{MemoryStore, MessageId, MessageStore, StoreRequest};
 use punchline_core::secure::{ChannelEnd, HelloSent, StaticKey};
 use punchline_core::server::{Server, ServerConfig};
+use punchline_core::wire::frame::files::{FileAbort, FileRefusal};
 use punchline_core::wire::frame::Frame;
 use punchline_core::{Machine, SocketId, Transmit};
 
+mod files;
 mod rng;
+pub use files::Disk;
 pub use rng::Rng;
 
 pub const SERVER: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 10)), 3478);
@@ -187,6 +191,8 @@ pub struct ClientHost {
     pub dead: bool,
     /// Its network drops UDP both ways (TCP passes).
     pub udp_blocked: bool,
+    /// Its files.
+    pub disk: Disk,
 }
 
 pub struct Harness {
@@ -346,6 +352,7 @@ impl Harness {
             wakes: Vec::new(),
             dead: false,
             udp_blocked: false,
+            disk: Disk::default(),
         });
         let i = self.clients.len() - 1;
         self.drain(i);
@@ -507,6 +514,59 @@ impl Harness {
     /// The public address a client's socket maps to toward the server.
     pub fn public_addr(&self, i: usize) -> SocketAddr {
         self.clients[i].client.reflexive().expect("logged in")
+    }
+
+    /// Client `i` offers `bytes` as `name` to `peer`.
+    pub fn send_file(&mut self, i: usize, peer: &str, name: &str, bytes: Vec<u8>) -> FileId {
+        let mut tree = TreeBuilder::new(bytes.len() as u64);
+        tree.update(&bytes);
+        let (root, manifest) = tree.finish().expect("fed the whole file");
+        let source = FileSource { name: name.to_owned(), size: bytes.len() as u64, root, manifest };
+        let now = self.now;
+        let file = self.clients[i].client.send_file(now, peer, source).expect("offer accepted");
+        self.clients[i].disk.sources.insert(file, bytes);
+        self.drain(i);
+        file
+    }
+
+    /// File pieces client `i` put on the wire (first sends and resends),
+    /// directly or through the relay: (transfer, piece) of each.
+    pub fn file_pieces(&self, i: usize) -> Vec<(u32, u64)> {
+        use punchline_core::wire::frame::SessionBody;
+        let piece = |frame: Option<Frame>| match frame {
+            Some(Frame::Session { body: SessionBody::FileData { transfer, piece, .. }, .. }) => {
+                Some((transfer.0, piece))
+            }
+            _ => None,
+        };
+        self.captured
+            .iter()
+            .filter(|(c, _)| *c == i)
+            .filter_map(|(_, p)| match p.frame() {
+                Some(Frame::Relay { payload, .. }) => piece(Frame::decode(&payload).ok()),
+                frame => piece(frame),
+            })
+            .collect()
+    }
+
+    /// How many file pieces client `i` sent, resends included.
+    pub fn file_pieces_sent(&self, i: usize) -> usize {
+        self.file_pieces(i).len()
+    }
+
+    /// How many distinct file pieces client `i` sent.
+    pub fn distinct_file_pieces_sent(&self, i: usize) -> usize {
+        self.file_pieces(i).into_iter().collect::<BTreeSet<_>>().len()
+    }
+
+    /// Confirms the writes client `i` held back.
+    pub fn release_writes(&mut self, i: usize) {
+        let now = self.now;
+        let host = &mut self.clients[i];
+        for (file, offset) in std::mem::take(&mut host.disk.held_writes) {
+            host.client.file_written(now, file, offset, Ok(()));
+        }
+        self.drain(i);
     }
 
     pub fn events(&self, i: usize) -> Vec<(Duration, ClientEvent)> {
@@ -735,6 +795,47 @@ impl Harness {
                     }
                     ClientEvent::ReleaseSocket { socket } => {
                         self.clients[i].sockets.remove(socket);
+                    }
+                    ClientEvent::FileRead { file, offset, len } => {
+                        let now = self.now;
+                        let host = &mut self.clients[i];
+                        match host.disk.read(*file, *offset, *len) {
+                            Some(data) => host.client.file_data(now, *file, *offset, &data),
+                            None => host.client.file_read_failed(now, *file),
+                        }
+                    }
+                    ClientEvent::FileOffered { file, name, size, root, .. } => {
+                        let now = self.now;
+                        let host = &mut self.clients[i];
+                        match (host.disk.accept, host.disk.refuse) {
+                            (true, None) => {
+                                host.disk.receiving.insert(*file, *root);
+                                host.disk.names.insert(*file, name.clone());
+                                host.disk
+                                    .partial
+                                    .entry(*root)
+                                    .or_insert_with(|| (vec![0; *size as usize], Default::default()));
+                                let have = host.disk.have(root);
+                                host.client.accept_file(now, *file, &have);
+                            }
+                            (_, Some(reason)) => host.client.refuse_file(now, *file, reason),
+                            (false, None) => host.client.refuse_file(now, *file, FileRefusal::NotAccepting),
+                        }
+                    }
+                    ClientEvent::FileWrite { file, offset, data } => {
+                        let now = self.now;
+                        let host = &mut self.clients[i];
+                        let size = host.disk.partial.get(&host.disk.receiving[file]).map_or(0, |p| p.0.len() as u64);
+                        if !host.disk.write(*file, size, *offset, data) {
+                            host.client.file_written(now, *file, *offset, Err(FileAbort::DiskFull));
+                        } else if host.disk.hold_writes {
+                            host.disk.held_writes.push((*file, *offset));
+                        } else {
+                            host.client.file_written(now, *file, *offset, Ok(()));
+                        }
+                    }
+                    ClientEvent::FileCompleted { file, direction: FileDirection::Incoming, size, .. } => {
+                        self.clients[i].disk.finish(*file, *size);
                     }
                     ClientEvent::OpenStream { request, .. } => {
                         let conn = SocketId(self.next_conn);

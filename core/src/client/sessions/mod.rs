@@ -18,6 +18,7 @@
 //! client hands them to messaging. [`table`] keeps a client's sessions by
 //! id; this module asks things of all of them at once.
 
+mod files;
 mod liveness;
 mod path;
 mod seal;

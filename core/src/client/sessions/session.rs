@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use tracing::debug;
 
+use super::files::Files;
 use super::path::{Channel, Path};
 use super::seal::{Early, Seal, Step};
 use super::stream::Stream;
@@ -14,12 +15,14 @@ use super::timers::{SessionTimer, SessionTimers};
 use super::traversal::{PunchRole, Traversal};
 use crate::client::context::{retransmit_after, Ctx, Out};
 use crate::client::events::{ClientEvent, SessionInfo};
+use crate::client::file_api::{FileId, FileProgress, FileSource};
 use crate::client::messaging::PeerText;
 use crate::machine::SocketId;
 use crate::nat::{choose_strategy, NatProfile, Strategy};
 use crate::rng::Rng;
 use crate::secure::PublicKey;
 use crate::timer::Timers;
+use crate::wire::frame::files::{FileAbort, FileRefusal};
 use crate::wire::frame::{CloseReason, Frame, SessionBody, SessionId, StreamMessage, Transport};
 use crate::wire::stun::TransactionId;
 
@@ -56,6 +59,8 @@ pub(crate) struct Session {
     /// The relay's transport as last reported
     /// ([`ClientEvent::RelayTransportChanged`]).
     reported_relay: Transport,
+    /// File transfers, both ways, and their data plane.
+    files: Files,
 }
 
 impl Session {
@@ -111,6 +116,7 @@ impl Session {
             traversal: Traversal::new(ctx, id, my_role, &peer_candidates, rng),
             peer_transport: Transport::Udp,
             reported_relay: Transport::Udp,
+            files: Files::default(),
         };
         s.waiting = Some(peer_candidates);
         out.event(ClientEvent::SessionOpened { session: id, peer, initiator, strategy });
@@ -362,6 +368,10 @@ impl Session {
                     }
                 }
                 SessionTimer::RelayKeepalive => self.path.relay_keepalive(ctx, out, &self.stream, &mut self.timers),
+                SessionTimer::FilePace | SessionTimer::FileLoss | SessionTimer::FileAck | SessionTimer::FileCredit => {
+                    let (files, mut ch) = self.files_and_channel();
+                    files.on_timer(ctx, out, &mut ch, timer);
+                }
                 SessionTimer::Idle => {
                     debug!(session = %self.id, "nothing heard from the peer within the session timeout");
                     self.finish(out, CloseReason::PeerTimeout);
@@ -423,6 +433,15 @@ impl Session {
                             StreamMessage::Strategy { attempt, strategy } => {
                                 self.on_peer_strategy(ctx, out, attempt, strategy)
                             }
+                            file @ (StreamMessage::FileOffer { .. }
+                            | StreamMessage::FileAccept { .. }
+                            | StreamMessage::FileRefuse { .. }
+                            | StreamMessage::FileAbort { .. }
+                            | StreamMessage::FileDone { .. }) => {
+                                let peer = self.peer.clone();
+                                let (files, mut ch) = self.files_and_channel();
+                                files.on_message(ctx, out, &mut ch, &peer, file);
+                            }
                             announcement => {
                                 let (traversal, mut ch) = self.parts();
                                 traversal.on_announcement(ctx, out, &mut ch, announcement);
@@ -447,6 +466,10 @@ impl Session {
                     if relayed {
                         self.path.on_relay_pong(ctx, &mut self.timers);
                     }
+                }
+                body @ (SessionBody::FileData { .. } | SessionBody::FileAck { .. }) => {
+                    let (files, mut ch) = self.files_and_channel();
+                    files.on_body(ctx, out, &mut ch, body);
                 }
             },
             _ => {}
@@ -477,6 +500,59 @@ impl Session {
     ) {
         let (traversal, mut ch) = self.parts();
         traversal.socket_opened(ctx, out, &mut ch, attempt, sockets);
+    }
+
+    /// The file transfers, and the channel they send through.
+    fn files_and_channel(&mut self) -> (&mut Files, Channel<'_>) {
+        let ch = Channel { path: &mut self.path, stream: &mut self.stream, timers: &mut self.timers };
+        (&mut self.files, ch)
+    }
+
+    /// Offers a file to the peer.
+    pub(crate) fn offer_file(&mut self, ctx: &Ctx<'_>, out: &mut Out, file: FileId, source: FileSource) {
+        let (files, mut ch) = self.files_and_channel();
+        files.offer(ctx, out, &mut ch, file, source);
+    }
+
+    /// Whether `file` is one of this session's transfers.
+    pub(crate) fn has_file(&self, file: FileId) -> bool {
+        self.files.has(file)
+    }
+
+    pub(crate) fn file_progress(&self, file: FileId) -> Option<FileProgress> {
+        self.files.progress(file, &self.peer, self.path.kind())
+    }
+
+    pub(crate) fn file_data(&mut self, ctx: &Ctx<'_>, out: &mut Out, file: FileId, offset: u64, data: &[u8]) {
+        let (files, mut ch) = self.files_and_channel();
+        files.data(ctx, out, &mut ch, file, offset, data);
+    }
+
+    pub(crate) fn accept_file(&mut self, ctx: &Ctx<'_>, out: &mut Out, file: FileId, have: &[(u64, u64)]) {
+        let (files, mut ch) = self.files_and_channel();
+        files.accept(ctx, out, &mut ch, file, have);
+    }
+
+    pub(crate) fn refuse_file(&mut self, ctx: &Ctx<'_>, out: &mut Out, file: FileId, reason: FileRefusal) {
+        let (files, mut ch) = self.files_and_channel();
+        files.refuse(ctx, out, &mut ch, file, reason);
+    }
+
+    pub(crate) fn file_written(
+        &mut self,
+        ctx: &Ctx<'_>,
+        out: &mut Out,
+        file: FileId,
+        offset: u64,
+        result: Result<(), FileAbort>,
+    ) {
+        let (files, mut ch) = self.files_and_channel();
+        files.written(ctx, out, &mut ch, file, offset, result);
+    }
+
+    pub(crate) fn abort_file(&mut self, ctx: &Ctx<'_>, out: &mut Out, file: FileId, reason: FileAbort) {
+        let (files, mut ch) = self.files_and_channel();
+        files.abort(ctx, out, &mut ch, file, reason);
     }
 
     /// The traversal, and the channel it sends through.
@@ -524,6 +600,8 @@ impl Session {
         self.traversal.release_unused(out, Some(socket));
         out.event(ClientEvent::PathDirect { session: self.id, socket, remote: from });
         self.parts().1.resend_all(ctx, out);
+        let (files, mut ch) = self.files_and_channel();
+        files.path_changed(ctx, out, &mut ch);
     }
 
     fn fall_back(&mut self, ctx: &Ctx<'_>, out: &mut Out) {
@@ -533,6 +611,8 @@ impl Session {
         self.traversal.release_unused(out, None);
         out.event(ClientEvent::PathFellBack { session: self.id });
         self.parts().1.resend_all(ctx, out);
+        let (files, mut ch) = self.files_and_channel();
+        files.path_changed(ctx, out, &mut ch);
         self.traversal.on_fall_back(ctx, &mut self.timers);
     }
 
@@ -544,6 +624,7 @@ impl Session {
         self.path.forget();
         self.traversal.stop(out);
         self.timers = Timers::default();
+        self.files.session_closed(out, reason);
         out.event(ClientEvent::SessionClosed { session: self.id, reason });
     }
 }

@@ -27,6 +27,15 @@ pub(crate) enum SessionTimer {
     RelayKeepalive,
     /// The session: nothing heard from the peer for too long.
     Idle,
+    /// Files: the pacer lets the next packet go.
+    FilePace,
+    /// Files: loss detection (a packet's time threshold, or the probe
+    /// timeout).
+    FileLoss,
+    /// Files: acknowledge what arrived.
+    FileAck,
+    /// Files: tell the sender our credit again.
+    FileCredit,
 }
 
 pub(crate) type SessionTimers = Timers<SessionTimer>;

@@ -11,6 +11,9 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 
 use super::bounded;
+use super::files::{
+    FileAbort, FileRefusal, TransferId, MAX_ACK_RANGES, MAX_CREDITS, MAX_FILE_NAME, MAX_HAVE_RANGES, PIECE,
+};
 #[cfg(doc)]
 use super::Frame;
 use super::{FrameError, MAX_APP_PAYLOAD, MAX_CANDIDATES, MAX_TEXT};
@@ -171,6 +174,55 @@ pub enum StreamMessage {
         /// The strategy.
         strategy: Strategy,
     },
+    /// Offers a file (issue 22). Answered by [`StreamMessage::FileAccept`]
+    /// or [`StreamMessage::FileRefuse`].
+    FileOffer {
+        /// The sender's number for the transfer.
+        transfer: TransferId,
+        /// The file's name, without a directory; the receiver checks it.
+        #[serde(deserialize_with = "bounded::string::<_, MAX_FILE_NAME>")]
+        name: String,
+        /// Its length in bytes.
+        size: u64,
+        /// Its BLAKE3 hash: the content's address.
+        root: [u8; 32],
+    },
+    /// Accepts an offer, naming what the receiver already holds verified
+    /// from an earlier transfer of the same content, which the sender then
+    /// skips: resume is part of the offer's answer.
+    FileAccept {
+        /// The offer's transfer.
+        transfer: TransferId,
+        /// The first piece the receiver has no room for yet: its initial
+        /// flow-control credit ([`SessionBody::FileAck`] raises it).
+        credit: u64,
+        /// Ranges of 16 KiB groups held verified, half-open, ascending.
+        #[serde(deserialize_with = "bounded::vec::<_, _, MAX_HAVE_RANGES>")]
+        have: Vec<(u64, u64)>,
+    },
+    /// Refuses an offer.
+    FileRefuse {
+        /// The offer's transfer.
+        transfer: TransferId,
+        /// Why.
+        reason: FileRefusal,
+    },
+    /// Ends a transfer early, from either side.
+    FileAbort {
+        /// The transfer.
+        transfer: TransferId,
+        /// True when the transfer is the one the writer of this message
+        /// sends (transfer numbers are their sender's).
+        mine: bool,
+        /// Why.
+        reason: FileAbort,
+    },
+    /// The receiver holds the whole file, every group verified and
+    /// written: the transfer is complete.
+    FileDone {
+        /// The transfer.
+        transfer: TransferId,
+    },
 }
 
 /// The body of an authenticated session frame.
@@ -207,6 +259,32 @@ pub enum SessionBody {
     Pong {
         /// The ping's nonce.
         nonce: u64,
+    },
+    /// One piece of a file transfer, on the session's congestion-controlled
+    /// data plane (not the reliable stream: a lost piece is sent again in a
+    /// packet with a new number).
+    FileData {
+        /// The packet number: never reused within the session.
+        pn: u64,
+        /// The transfer.
+        transfer: TransferId,
+        /// Which piece: the manifest's first, then the content's.
+        piece: u64,
+        /// The piece's bytes: [`PIECE`] of them, fewer for the last.
+        #[serde(deserialize_with = "bounded::bytes::<_, PIECE>")]
+        data: Vec<u8>,
+    },
+    /// Acknowledges data-plane packets, and grants flow-control credit.
+    FileAck {
+        /// Packet numbers received: inclusive ranges, largest first.
+        #[serde(deserialize_with = "bounded::vec::<_, _, MAX_ACK_RANGES>")]
+        ranges: Vec<(u64, u64)>,
+        /// Microseconds between the largest's arrival and this ack.
+        delay_us: u32,
+        /// Per transfer the acknowledging side receives: the first piece it
+        /// has no room for yet.
+        #[serde(deserialize_with = "bounded::vec::<_, _, MAX_CREDITS>")]
+        credits: Vec<(TransferId, u64)>,
     },
 }
 

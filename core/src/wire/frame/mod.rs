@@ -28,6 +28,7 @@ use crate::wire::MAX_DATAGRAM;
 mod bounded;
 mod codec;
 mod fields;
+pub mod files;
 pub mod registry;
 
 pub use codec::FrameError;

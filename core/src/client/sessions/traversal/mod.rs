@@ -365,7 +365,12 @@ impl Traversal {
             | StreamMessage::Text { .. }
             | StreamMessage::TextAck { .. }
             | StreamMessage::Profile { .. }
-            | StreamMessage::Strategy { .. } => {}
+            | StreamMessage::Strategy { .. }
+            | StreamMessage::FileOffer { .. }
+            | StreamMessage::FileAccept { .. }
+            | StreamMessage::FileRefuse { .. }
+            | StreamMessage::FileAbort { .. }
+            | StreamMessage::FileDone { .. } => {}
         }
     }
 

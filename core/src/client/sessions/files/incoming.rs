@@ -1,0 +1,264 @@
+//! A file we receive: from the peer's offer to our `FileDone`.
+//!
+//! Pieces are buffered by group. A group is checked against the manifest
+//! (itself checked against the offered root once all its pieces are in) as
+//! soon as it is complete, handed to the driver to write only if it
+//! verifies, and counts as held only once the driver says it is written.
+//! The credit granted to the sender is the first piece of the first group
+//! not yet written plus the window, so what this side buffers (and what
+//! waits in the driver's queue) never exceeds the window.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::client::context::Out;
+use crate::client::file_api::FileId;
+use crate::client::ClientEvent;
+use crate::files::GROUP;
+use crate::files::{group_count, group_len, manifest_chunks, verify_group, verify_manifest, Hash, Manifest, RangeSet};
+use crate::wire::frame::files::{FileAbort, TransferId, MAX_HAVE_RANGES, PIECE};
+
+/// The receive window of one transfer, in pieces (8 MiB): the most it
+/// buffers, and the most the sender keeps in flight for it.
+pub(crate) const WINDOW_PIECES: u64 = 8 * 1024;
+const PIECES_PER_GROUP: u64 = (GROUP / PIECE) as u64;
+
+#[derive(Debug)]
+pub(crate) struct Incoming {
+    pub(super) file: FileId,
+    pub(super) transfer: TransferId,
+    pub(super) name: String,
+    pub(super) size: u64,
+    pub(super) root: Hash,
+    manifest_pieces: u64,
+    pieces: u64,
+    pub(super) state: InState,
+}
+
+#[derive(Debug)]
+pub(crate) enum InState {
+    /// Waiting for the driver's answer.
+    Offered,
+    Receiving(Box<Receiving>),
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Receiving {
+    /// The manifest, once it verified against the root.
+    manifest: Option<Manifest>,
+    /// The manifest's pieces as they come.
+    manifest_bytes: Vec<u8>,
+    manifest_got: RangeSet,
+    /// Incomplete (or not yet verifiable) groups: bytes and pieces got.
+    buffered: BTreeMap<u64, (Vec<u8>, u16)>,
+    /// Groups handed to the driver, not yet confirmed written.
+    writing: BTreeSet<u64>,
+    /// Groups written (or held before).
+    written: RangeSet,
+    /// Content bytes held before.
+    pub(super) resumed: u64,
+    /// The credit last told to the sender.
+    pub(super) advertised: u64,
+}
+
+/// What a piece led to.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum PieceOutcome {
+    /// Taken, a duplicate, or (hostile) out of bounds: nothing more to do.
+    Taken,
+    /// What came does not match the root: end the transfer.
+    Corrupt,
+}
+
+impl Incoming {
+    pub(crate) fn new(file: FileId, transfer: TransferId, name: String, size: u64, root: Hash) -> Self {
+        let manifest_pieces = manifest_chunks(size);
+        Incoming {
+            file,
+            transfer,
+            name,
+            size,
+            root,
+            manifest_pieces,
+            pieces: manifest_pieces + size.div_ceil(PIECE as u64),
+            state: InState::Offered,
+        }
+    }
+
+    pub(crate) fn receiving(&self) -> Option<&Receiving> {
+        match &self.state {
+            InState::Receiving(r) => Some(r),
+            InState::Offered => None,
+        }
+    }
+
+    /// The driver accepts, holding the groups in `have`; returns the ranges
+    /// to tell the sender and the first credit.
+    pub(crate) fn accept(&mut self, have: &[(u64, u64)]) -> (Vec<(u64, u64)>, u64) {
+        let groups = group_count(self.size);
+        let mut r = Receiving::default();
+        for &(start, end) in have.iter().take(MAX_HAVE_RANGES) {
+            let (start, end) = (start.min(groups), end.min(groups));
+            if start < end {
+                r.written.insert(start..end);
+            }
+        }
+        r.resumed = r.written.iter().flat_map(|g| g.clone()).map(|g| group_len(self.size, g) as u64).sum();
+        if self.manifest_pieces == 0 {
+            // One group: the root is its own manifest.
+            r.manifest = Manifest::from_bytes(&self.root, self.size).ok();
+        }
+        let told: Vec<(u64, u64)> = r.written.iter().map(|g| (g.start, g.end)).collect();
+        self.state = InState::Receiving(Box::new(r));
+        let credit = self.credit();
+        if let InState::Receiving(r) = &mut self.state {
+            r.advertised = credit;
+        }
+        (told, credit)
+    }
+
+    /// The first piece there is no room for: the window past the first
+    /// piece not yet settled (manifest pieces got, content groups written).
+    pub(crate) fn credit(&self) -> u64 {
+        let Some(r) = self.receiving() else { return 0 };
+        let frontier = if r.manifest.is_none() && self.manifest_pieces > 0 {
+            r.manifest_got.first_missing_from(0)
+        } else {
+            self.manifest_pieces + r.written.first_missing_from(0) * PIECES_PER_GROUP
+        };
+        (frontier + WINDOW_PIECES).min(self.pieces)
+    }
+
+    /// True once every group is written.
+    pub(crate) fn is_complete(&self) -> bool {
+        self.receiving().is_some_and(|r| r.written.len() >= group_count(self.size))
+    }
+
+    /// Content bytes verified and written (or held before).
+    pub(crate) fn done_bytes(&self) -> u64 {
+        let Some(r) = self.receiving() else { return 0 };
+        r.written.iter().flat_map(|g| g.clone()).map(|g| group_len(self.size, g) as u64).sum()
+    }
+
+    /// A piece from the sender.
+    pub(crate) fn on_piece(&mut self, out: &mut Out, piece: u64, data: &[u8]) -> PieceOutcome {
+        let credit = self.credit();
+        let (manifest_pieces, size, file) = (self.manifest_pieces, self.size, self.file);
+        let InState::Receiving(r) = &mut self.state else { return PieceOutcome::Taken };
+        if piece >= credit || data.len() != piece_len(size, manifest_pieces, piece) {
+            // Beyond the credit granted, or not the piece's length: a
+            // sender that breaks the protocol; dropped.
+            return PieceOutcome::Taken;
+        }
+        if piece < manifest_pieces {
+            if r.manifest.is_some() || r.manifest_got.contains(piece) {
+                return PieceOutcome::Taken;
+            }
+            let start = piece as usize * PIECE;
+            if r.manifest_bytes.len() < start + data.len() {
+                r.manifest_bytes.resize(start + data.len(), 0);
+            }
+            r.manifest_bytes[start..start + data.len()].copy_from_slice(data);
+            r.manifest_got.insert(piece..piece + 1);
+            if r.manifest_got.len() < manifest_pieces {
+                return PieceOutcome::Taken;
+            }
+            let manifest = match Manifest::from_bytes(&r.manifest_bytes, size) {
+                Ok(m) if verify_manifest(&m, size, &self.root) => m,
+                _ => return PieceOutcome::Corrupt,
+            };
+            r.manifest = Some(manifest);
+            r.manifest_bytes = Vec::new();
+            // Groups that completed before the manifest came.
+            let complete: Vec<u64> = r
+                .buffered
+                .iter()
+                .filter(|(g, (_, got))| u64::from(*got) == group_pieces(size, **g))
+                .map(|(g, _)| *g)
+                .collect();
+            for g in complete {
+                if !Self::verify_and_write(r, out, file, size, g) {
+                    return PieceOutcome::Corrupt;
+                }
+            }
+            return PieceOutcome::Taken;
+        }
+        let q = piece - manifest_pieces;
+        let g = q / PIECES_PER_GROUP;
+        if r.written.contains(g) || r.writing.contains(&g) {
+            return PieceOutcome::Taken;
+        }
+        let (bytes, got) = r.buffered.entry(g).or_insert_with(|| (vec![0; group_len(size, g)], 0));
+        let bit = 1u16 << (q % PIECES_PER_GROUP);
+        if *got & bit != 0 {
+            return PieceOutcome::Taken;
+        }
+        let start = (q % PIECES_PER_GROUP) as usize * PIECE;
+        bytes[start..start + data.len()].copy_from_slice(data);
+        *got |= bit;
+        let complete = u64::from(got.count_ones()) == group_pieces(size, g);
+        if complete && r.manifest.is_some() && !Self::verify_and_write(r, out, file, size, g) {
+            return PieceOutcome::Corrupt;
+        }
+        PieceOutcome::Taken
+    }
+
+    /// Checks complete group `g` and hands it to the driver; false when it
+    /// does not verify.
+    fn verify_and_write(r: &mut Receiving, out: &mut Out, file: FileId, size: u64, g: u64) -> bool {
+        let Some((bytes, _)) = r.buffered.remove(&g) else { return true };
+        let manifest = r.manifest.as_ref().expect("checked by the callers");
+        if !verify_group(manifest, size, g, &bytes) {
+            return false;
+        }
+        r.writing.insert(g);
+        out.event(ClientEvent::FileWrite { file, offset: g * GROUP as u64, data: bytes.into() });
+        true
+    }
+
+    /// The driver wrote the group at `offset`.
+    pub(crate) fn written(&mut self, offset: u64) {
+        let InState::Receiving(r) = &mut self.state else { return };
+        if offset % GROUP as u64 != 0 {
+            return;
+        }
+        let g = offset / GROUP as u64;
+        if r.writing.remove(&g) {
+            r.written.insert(g..g + 1);
+        }
+    }
+
+    /// An empty file needs no piece: its one group is checked and written
+    /// at the accept.
+    pub(crate) fn start_empty(&mut self, out: &mut Out) -> bool {
+        let (size, file) = (self.size, self.file);
+        let InState::Receiving(r) = &mut self.state else { return true };
+        if size != 0 || r.written.contains(0) || r.writing.contains(&0) {
+            return true;
+        }
+        r.buffered.insert(0, (Vec::new(), 0));
+        Self::verify_and_write(r, out, file, size, 0)
+    }
+}
+
+/// Pieces in content group `g`.
+fn group_pieces(size: u64, g: u64) -> u64 {
+    (group_len(size, g) as u64).div_ceil(PIECE as u64)
+}
+
+/// The length of piece `piece`.
+fn piece_len(size: u64, manifest_pieces: u64, piece: u64) -> usize {
+    if piece < manifest_pieces {
+        let manifest_len = group_count(size) * 32;
+        return (manifest_len - piece * PIECE as u64).min(PIECE as u64) as usize;
+    }
+    let offset = (piece - manifest_pieces) * PIECE as u64;
+    size.saturating_sub(offset).min(PIECE as u64) as usize
+}
+
+/// The abort a write failure becomes.
+pub(crate) fn write_abort(reason: FileAbort) -> FileAbort {
+    match reason {
+        FileAbort::DiskFull => FileAbort::DiskFull,
+        _ => FileAbort::WriteFailed,
+    }
+}
