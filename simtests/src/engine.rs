@@ -30,9 +30,9 @@ use punchline_core::{SocketId, Transmit};
 
 use crate::addr::Addr;
 use crate::describe;
-use crate::link::Link;
+use crate::link::{Arrivals, Link};
 use crate::nat::{Nat, Packet};
-use crate::report::{Connection, Messages, Outcome, PeerPath, PeerReport, Report, Streams};
+use crate::report::{Connection, Messages, Outcome, PeerPath, PeerReport, Report, Streams, TailDrops};
 use crate::rng::Rng;
 use crate::scenario::{name_index, Action, Scenario, ScenarioError, Target};
 
@@ -527,10 +527,12 @@ impl Simulation {
         let all_peers = self.hosts.iter().flat_map(|g| &g.peers);
         let peers = all_peers
             .clone()
-            .map(|p| PeerReport {
+            .enumerate()
+            .map(|(i, p)| PeerReport {
                 name: p.name.clone(),
                 logged_in: p.client().is_logged_in(),
                 transport: p.client().transport().name().to_string(),
+                tail_drops: TailDrops { up: p.up_link().tail_drops(), down: self.network.downlink(i).tail_drops() },
             })
             .collect();
         let server = self.network.tcp.counts;
@@ -605,6 +607,16 @@ fn wire_size(p: &Packet) -> usize {
         p.payload.len().saturating_sub(tcp::SEGMENT_HEADER) + tcp::WIRE_OVERHEAD
     } else {
         p.payload.len() + 28
+    }
+}
+
+/// Why a link delivered no copy of a packet, for its trace line: its
+/// interface queue was full (a tail drop), or else the link lost it.
+fn lost_why(arrivals: &Arrivals) -> &'static str {
+    if arrivals.tail_dropped() {
+        "queue full, dropped"
+    } else {
+        "lost"
     }
 }
 

@@ -9,8 +9,11 @@
 //!    lost at the interface and takes no bandwidth. Packets already in flight
 //!    when the partition starts still arrive; the engine may drop them too.
 //! 2. **Bandwidth**: a FIFO serialisation queue. A packet starts when the
-//!    previous one has finished and takes `size * 8 / bandwidth`; the queue
-//!    is unbounded (bufferbloat, not tail drop).
+//!    previous one has finished and takes `size * 8 / bandwidth`. Without a
+//!    `buffer` the queue is unbounded (bufferbloat, not tail drop); with one,
+//!    a packet that does not fit is dropped at the tail (see
+//!    [`LinkSpec::buffer`]): it takes no bandwidth and draws nothing from the
+//!    loss chain, and its [`Arrivals`] say [`Arrivals::tail_dropped`].
 //! 3. **Loss**: independent with probability `loss`, or bursty with a
 //!    Gilbert-Elliott chain when `loss_burst` is set (see [`LinkSpec`]).
 //!    A lost packet has still used the bandwidth.
@@ -48,6 +51,15 @@ pub struct LinkSpec {
     pub reorder: f64,
     /// Bits per second; `None` is unlimited.
     pub bandwidth: Option<u64>,
+    /// Bytes the interface queue holds; `None` is unbounded. What it bounds
+    /// is the backlog: every byte accepted and not yet fully serialised,
+    /// the packet on the wire included. A packet is accepted when the
+    /// backlog plus its size fits, and always when the interface is idle (a
+    /// buffer smaller than one packet sends one at a time rather than
+    /// none). So no accepted packet waits longer than `buffer * 8 /
+    /// bandwidth` before its last bit leaves. Needs `bandwidth`: without
+    /// it nothing queues and the buffer never fills.
+    pub buffer: Option<u64>,
 }
 
 /// One direction of a link: the queue, the loss chain and the generator.
@@ -71,6 +83,16 @@ pub struct Link {
     in_burst: bool,
     /// When the interface finishes sending the last queued packet.
     busy_until: Duration,
+    /// How far `busy_until` is past the exact end of the queue, for the
+    /// buffer's accounting (kept only when the link has one), in
+    /// nanoseconds times the bandwidth in bit/s (a bit is `10^9` of them).
+    /// `busy_until` rounds each packet up to a whole nanosecond; the
+    /// backlog must not count those roundings as bytes. Under one
+    /// bandwidth's worth per packet of the busy period, so a `u64`, which
+    /// keeps a bandwidth-limited link on three cache lines.
+    rounding: u64,
+    /// Packets dropped because the buffer was full.
+    tail_drops: u64,
     spec: LinkSpec,
 }
 
@@ -81,9 +103,16 @@ pub struct Link {
 pub struct Arrivals {
     times: [Duration; 2],
     len: u8,
+    tail_dropped: bool,
 }
 
 impl Arrivals {
+    /// True when the packet was lost because the interface queue was full
+    /// (then there are no arrivals), not to the link's loss or a partition.
+    pub fn tail_dropped(&self) -> bool {
+        self.tail_dropped
+    }
+
     fn push(&mut self, at: Duration) {
         self.times[usize::from(self.len)] = at;
         self.len += 1;
@@ -132,6 +161,8 @@ impl Link {
             plain,
             in_burst: false,
             busy_until: Duration::ZERO,
+            rounding: 0,
+            tail_drops: 0,
             spec,
         }
     }
@@ -146,6 +177,11 @@ impl Link {
     /// add to it). The engine's lookahead (see `engine::parallel`).
     pub fn min_delay(&self) -> Duration {
         self.spec.latency.saturating_sub(self.spec.jitter)
+    }
+
+    /// Packets this link dropped at the tail of a full buffer so far.
+    pub fn tail_drops(&self) -> u64 {
+        self.tail_drops
     }
 
     /// Cuts (`true`) or restores (`false`) the link.
@@ -170,7 +206,11 @@ impl Link {
             arrivals.push(now + nanos_to_duration(nanos));
             return arrivals;
         }
-        let sent = self.serialise(now, size);
+        let Some(sent) = self.serialise(now, size) else {
+            self.tail_drops += 1;
+            arrivals.tail_dropped = true;
+            return arrivals;
+        };
         if self.lose() {
             return arrivals;
         }
@@ -184,17 +224,44 @@ impl Link {
     }
 
     /// Queues the packet behind the previous ones and returns when its last
-    /// bit has left.
-    fn serialise(&mut self, now: Duration, size: usize) -> Duration {
+    /// bit has left, or `None` when the buffer has no room for it.
+    fn serialise(&mut self, now: Duration, size: usize) -> Option<Duration> {
         let Some(bandwidth) = self.spec.bandwidth.filter(|&b| b > 0) else {
-            return now;
+            return Some(now);
         };
         let bits = (size as u128) * 8;
+        let exact_end = match self.spec.buffer {
+            None => None,
+            Some(buffer) => Some(self.admit(now, bits, bandwidth, buffer)?),
+        };
         let nanos = (bits * 1_000_000_000).div_ceil(u128::from(bandwidth));
         let busy = Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX));
         let start = now.max(self.busy_until);
         self.busy_until = start.saturating_add(busy);
-        self.busy_until
+        if let Some(end) = exact_end {
+            let rounding = scaled(self.busy_until, bandwidth).saturating_sub(end);
+            self.rounding = u64::try_from(rounding).unwrap_or(u64::MAX);
+        }
+        Some(self.busy_until)
+    }
+
+    /// Tail drop: whether a packet of `bits` arriving at `now` fits, that
+    /// is when the backlog plus the packet fits in `buffer` bytes, or the
+    /// queue is empty. If so, the exact end of the queue with it (in the
+    /// units of `rounding`): exact integer arithmetic, so a packet that
+    /// fits exactly is accepted at every bandwidth.
+    fn admit(&self, now: Duration, bits: u128, bandwidth: u64, buffer: u64) -> Option<u128> {
+        const NANOS_PER_SEC: u128 = 1_000_000_000;
+        let now = scaled(now, bandwidth);
+        let end = scaled(self.busy_until, bandwidth).saturating_sub(u128::from(self.rounding));
+        let start = end.max(now);
+        let backlog = start - now;
+        let packet = bits.saturating_mul(NANOS_PER_SEC);
+        let room = u128::from(buffer).saturating_mul(8 * NANOS_PER_SEC);
+        if backlog > 0 && backlog.saturating_add(packet) > room {
+            return None;
+        }
+        Some(start.saturating_add(packet))
     }
 
     fn lose(&mut self) -> bool {
@@ -245,6 +312,12 @@ fn never(probability: f64) -> bool {
     probability.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater)
 }
 
+/// An instant in nanoseconds times `bandwidth` (bit/s): the unit in which a
+/// packet's serialisation ends exactly, a bit being `10^9` of them.
+fn scaled(at: Duration, bandwidth: u64) -> u128 {
+    at.as_nanos().saturating_mul(u128::from(bandwidth))
+}
+
 /// A delay in nanoseconds as a `Duration`, clamped to [0, `u64::MAX` ns].
 fn nanos_to_duration(nanos: i128) -> Duration {
     Duration::from_nanos(u64::try_from(nanos.max(0)).unwrap_or(u64::MAX))
@@ -279,6 +352,68 @@ mod tests {
         // then each waits for the previous one.
         assert_eq!(burst, [vec![ms(20)], vec![ms(30)], vec![ms(40)]]);
         assert_eq!(later, vec![ms(120)]);
+    }
+
+    #[test]
+    fn a_full_buffer_drops_at_the_tail_and_passes_again_once_drained() {
+        // Given 1 Mbit/s (a 1000-byte packet takes 8 ms), 10 ms latency and
+        // a 3000-byte buffer,
+        let spec = LinkSpec { latency: ms(10), bandwidth: Some(1_000_000), buffer: Some(3000), ..LinkSpec::default() };
+        let mut l = link(spec);
+        // when ten 1000-byte packets leave at the same instant,
+        let burst: Vec<Arrivals> = (0..10).map(|_| l.transmit(ms(0), 1000)).collect();
+        // then the three that fit arrive one serialisation apart and the
+        // seven behind them are dropped at the tail, counted as such;
+        let delivered: Vec<Vec<Duration>> = burst.iter().filter(|a| !a.is_empty()).map(|a| a.to_vec()).collect();
+        assert_eq!(delivered, [vec![ms(18)], vec![ms(26)], vec![ms(34)]]);
+        assert!(burst[..3].iter().all(|a| !a.tail_dropped()));
+        assert!(burst[3..].iter().all(|a| a.is_empty() && a.tail_dropped()));
+        assert_eq!(l.tail_drops(), 7);
+        // when one packet has left (8 ms), room for exactly one more opens,
+        // and the dropped ones took no bandwidth: it queues behind the three;
+        assert_eq!(l.transmit(ms(8), 1000).to_vec(), vec![ms(42)]);
+        assert!(l.transmit(ms(8), 1000).tail_dropped());
+        // and once the queue has drained (32 ms), a burst of three passes again.
+        let again: Vec<Vec<Duration>> = (0..3).map(|_| l.transmit(ms(32), 1000).to_vec()).collect();
+        assert_eq!(again, [vec![ms(50)], vec![ms(58)], vec![ms(66)]]);
+        assert_eq!(l.tail_drops(), 8);
+    }
+
+    #[test]
+    fn a_buffer_smaller_than_a_packet_sends_one_at_a_time() {
+        // Given a 500-byte buffer at 1 Mbit/s,
+        let mut l = link(LinkSpec { bandwidth: Some(1_000_000), buffer: Some(500), ..LinkSpec::default() });
+        // when 1000-byte packets arrive together, then after the queue drains,
+        let together: Vec<bool> = (0..3).map(|_| l.transmit(ms(0), 1000).is_empty()).collect();
+        let after = l.transmit(ms(8), 1000).to_vec();
+        // then only the one that found the interface idle goes each time.
+        assert_eq!(together, [false, true, true]);
+        assert_eq!(after, vec![ms(16)]);
+    }
+
+    #[test]
+    fn a_packet_that_fits_exactly_is_accepted_whatever_the_rounding() {
+        // Given 3 Gbit/s, where a 1000-byte packet takes 2666.67 ns (each
+        // departure time rounds up by a third of a nanosecond, a bit's worth
+        // at this rate), and room for exactly four,
+        let spec = LinkSpec { bandwidth: Some(3_000_000_000), buffer: Some(4000), ..LinkSpec::default() };
+        let mut l = link(spec);
+        // when six arrive at once,
+        let lost: Vec<bool> = (0..6).map(|_| l.transmit(ms(0), 1000).is_empty()).collect();
+        // then exactly four are accepted;
+        assert_eq!(lost, [false, false, false, false, true, true]);
+        // and once the first has left (2667 ns, rounded up), exactly one more.
+        let later: Vec<bool> = (0..2).map(|_| l.transmit(Duration::from_nanos(2667), 1000).is_empty()).collect();
+        assert_eq!(later, [false, true]);
+    }
+
+    #[test]
+    fn without_a_buffer_nothing_is_dropped_at_the_tail() {
+        // Given an unbounded queue (today's default) at 1 Mbit/s,
+        let mut l = link(LinkSpec { bandwidth: Some(1_000_000), ..LinkSpec::default() });
+        // when a thousand packets arrive at once, then every one is delivered.
+        assert!((0..1000).all(|_| l.transmit(ms(0), 1000).len() == 1));
+        assert_eq!(l.tail_drops(), 0);
     }
 
     #[test]
@@ -374,6 +509,14 @@ mod tests {
     }
 
     #[test]
+    fn a_link_spans_three_cache_lines_buffer_or_not() {
+        // The plain path reads the first line only; a bandwidth-limited
+        // link, with or without a buffer, three (see `Link`).
+        assert_eq!(std::mem::size_of::<Link>(), 3 * 64);
+        assert!(std::mem::offset_of!(Link, plain) < 64);
+    }
+
+    #[test]
     fn a_plain_link_delivers_exactly_as_the_full_path_would() {
         // Given links with only latency and jitter (and one without jitter),
         for jitter in [ms(0), ms(3)] {
@@ -395,6 +538,7 @@ mod tests {
             LinkSpec { duplicate: 0.1, ..LinkSpec::default() },
             LinkSpec { reorder: 0.1, ..LinkSpec::default() },
             LinkSpec { bandwidth: Some(1_000_000), ..LinkSpec::default() },
+            LinkSpec { bandwidth: Some(1_000_000), buffer: Some(3000), ..LinkSpec::default() },
         ] {
             assert!(!Link::new(spec.clone(), Rng::new(5)).plain, "{spec:?}");
         }

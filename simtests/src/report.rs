@@ -136,6 +136,27 @@ pub struct PeerReport {
     pub logged_in: bool,
     /// How it reaches the server: `udp`, or `tcp` (the TCP fallback).
     pub transport: String,
+    /// Packets its access link dropped for a full buffer; left out of the
+    /// JSON when there were none (always, on a link without a buffer).
+    #[serde(skip_serializing_if = "TailDrops::is_zero")]
+    pub tail_drops: TailDrops,
+}
+
+/// Packets an access link dropped at the tail of its full interface queue
+/// ([`LinkSpec::buffer`](crate::link::LinkSpec::buffer)), each direction.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct TailDrops {
+    /// Sent by the peer, dropped on its uplink.
+    pub up: u64,
+    /// Sent to the peer, dropped on its downlink.
+    pub down: u64,
+}
+
+impl TailDrops {
+    /// True when neither direction dropped a packet.
+    pub fn is_zero(&self) -> bool {
+        self.up == 0 && self.down == 0
+    }
 }
 
 /// The TCP connections of a run (the TCP fallback, issue 21), all peers'
@@ -222,6 +243,15 @@ impl Report {
                 "messages: {} sent, {} acknowledged, {} delivered, {} duplicated, {} lost\n",
                 m.sent, m.acknowledged, m.delivered, m.duplicated, m.lost
             ));
+        }
+        let dropping: Vec<String> = self
+            .peers
+            .iter()
+            .filter(|p| !p.tail_drops.is_zero())
+            .map(|p| format!("{} {} up, {} down", p.name, p.tail_drops.up, p.tail_drops.down))
+            .collect();
+        if !dropping.is_empty() {
+            out.push_str(&format!("tail drops (full link buffers): {}\n", dropping.join("; ")));
         }
         let s = &self.streams;
         if s.opened + s.failed + s.accepted > 0 {

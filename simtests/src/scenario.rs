@@ -10,7 +10,10 @@
 //! ```
 //!
 //! Beyond DESIGN §4, a `link` also takes `loss_burst` (mean loss burst length
-//! in packets) and `reorder` (probability), and a `nat` takes
+//! in packets), `reorder` (probability) and `buffer` (the bytes its interface
+//! queue holds before it drops at the tail, [`LinkSpec::buffer`]: `65536`,
+//! `"64KiB"`, `"1.5MB"`, or `"20ms"` for that long at the link's
+//! `bandwidth`, which a buffer requires), and a `nat` takes
 //! `inbound_refreshes`, `blocks_udp` and `tcp_timeout` overrides, mirroring
 //! [`NatSpec`]. Events `block_udp = true` and `unblock_udp = true` act on a
 //! peer's host (`peer = NAME`) or on a NAT (`nat = NAME`).
@@ -29,7 +32,7 @@ use punchline_core::nat::{FilteringBehavior, MappingBehavior};
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
-use crate::duration::{format_duration, parse_bandwidth, parse_duration};
+use crate::duration::{format_duration, parse_bandwidth, parse_duration, UnitError};
 use crate::link::LinkSpec;
 use crate::nat::{parse_filtering, parse_mapping, NatSpec, PortPolicy, Preset, Unsolicited};
 
@@ -370,6 +373,9 @@ struct RawLink {
     duplicate: Option<f64>,
     reorder: Option<f64>,
     bandwidth: Option<String>,
+    /// Bytes (an integer, or a string with a unit), or a time's worth of
+    /// the bandwidth: checked by `Ctx::buffer`.
+    buffer: Option<toml::Value>,
 }
 
 #[derive(Deserialize)]
@@ -753,6 +759,10 @@ impl Ctx<'_> {
             Some(Ok(b)) => Some(b),
             Some(Err(e)) => return Err(self.err(&path.key("bandwidth"), e.to_string())),
         };
+        let buffer = match &raw.buffer {
+            None => None,
+            Some(value) => Some(self.buffer(&path.key("buffer"), value, bandwidth.zip(raw.bandwidth.as_deref()))?),
+        };
         Ok(LinkSpec {
             latency: duration("latency", &raw.latency)?,
             jitter: duration("jitter", &raw.jitter)?,
@@ -761,7 +771,57 @@ impl Ctx<'_> {
             duplicate: probability("duplicate", raw.duplicate)?,
             reorder: probability("reorder", raw.reorder)?,
             bandwidth,
+            buffer,
         })
+    }
+
+    /// A link's `buffer` in bytes: `65536`, `"64KiB"`, or `"20ms"` (that
+    /// long at the link's `bandwidth`, given here with its text, to name it
+    /// in errors). A buffer needs a bandwidth: without one nothing queues,
+    /// so a buffer there is a mistake, not a no-op.
+    fn buffer(
+        &self,
+        path: &FieldPath,
+        value: &toml::Value,
+        bandwidth: Option<(u64, &str)>,
+    ) -> Result<u64, ScenarioError> {
+        let bytes = match value {
+            toml::Value::Integer(n) => {
+                u64::try_from(*n).map_err(|_| self.err(path, format!("{n} is not a number of bytes")))?
+            }
+            toml::Value::String(text) => match parse_buffer(text).map_err(|e| self.err(path, e))? {
+                BufferText::Bytes(n) => n,
+                BufferText::Time(time) => {
+                    let Some((bits, name)) = bandwidth else {
+                        return Err(self.err(
+                            path,
+                            format!("{text:?} is a time at the link's bandwidth, and the link sets no `bandwidth`"),
+                        ));
+                    };
+                    let bytes = time.as_nanos() * u128::from(bits) / 8_000_000_000;
+                    if bytes == 0 {
+                        return Err(self.err(path, format!("{text:?} at {name} is less than one byte")));
+                    }
+                    u64::try_from(bytes).map_err(|_| self.err(path, format!("{text:?} at {name} is out of range")))?
+                }
+            },
+            other => {
+                return Err(self.err(
+                    path,
+                    format!(
+                        "expected a number of bytes or a string such as \"64KiB\" or \"20ms\", found a {}",
+                        other.type_str()
+                    ),
+                ))
+            }
+        };
+        if bandwidth.is_none() {
+            return Err(self.err(path, "needs the link's `bandwidth`: without one nothing queues"));
+        }
+        if bytes == 0 {
+            return Err(self.err(path, "must be more than 0 bytes"));
+        }
+        Ok(bytes)
     }
 
     /// Names unique; an `open` router's hosts use its public IPs; no two hosts
@@ -955,6 +1015,61 @@ impl Ctx<'_> {
         };
         Ok(Event { at, action, line: self.line(&path) })
     }
+}
+
+/// Sizes for a link's `buffer`, case-sensitive: `kB` is 1000 bytes and `KiB`
+/// 1024 (IEC 80000-13), so no size is a guess.
+const SIZE_UNITS: &[(&str, u128)] = &[
+    ("B", 1),
+    ("kB", 1_000),
+    ("KiB", 1 << 10),
+    ("MB", 1_000_000),
+    ("MiB", 1 << 20),
+    ("GB", 1_000_000_000),
+    ("GiB", 1 << 30),
+];
+
+/// A `buffer` string: a size, or a time at the link's bandwidth.
+#[derive(Debug, PartialEq)]
+enum BufferText {
+    Bytes(u64),
+    Time(Duration),
+}
+
+/// Parses `"64KiB"`, `"1.5MB"`, `"1500B"` (exact: `"1.5B"` is refused), or a
+/// duration as [`parse_duration`] reads it (`"20ms"`). The error is a phrase
+/// to follow the field's name.
+fn parse_buffer(text: &str) -> Result<BufferText, String> {
+    let number_len = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
+    let (number, unit) = text.split_at(number_len);
+    let (whole, frac) = number.split_once('.').unwrap_or((number, ""));
+    if whole.is_empty() || frac.contains('.') || number.ends_with('.') {
+        return Err(format!(
+            "{text:?} is not a number followed by a unit; expected e.g. \"64KiB\", \"1.5MB\" or \"20ms\""
+        ));
+    }
+    let Some(&(_, scale)) = SIZE_UNITS.iter().find(|(name, _)| *name == unit) else {
+        return match parse_duration(text) {
+            Ok(time) => Ok(BufferText::Time(time)),
+            Err(UnitError::UnknownUnit(..)) => Err(format!(
+                "{text:?} has an unknown unit; expected a size (B, kB, KiB, MB, MiB, GB, GiB) or a time at the \
+                 link's bandwidth (ns, us, ms, s, m, h)"
+            )),
+            Err(e) => Err(e.to_string()),
+        };
+    };
+    let out_of_range = || format!("{text:?} is out of range");
+    // At most 38 digits fit in a u128; more is out of range anyway.
+    if number.len() > 30 {
+        return Err(out_of_range());
+    }
+    let digits: u128 = format!("{whole}{frac}").parse().map_err(|_| out_of_range())?;
+    let denominator = 10u128.pow(frac.len() as u32);
+    let scaled = digits.checked_mul(scale).ok_or_else(out_of_range)?;
+    if scaled % denominator != 0 {
+        return Err(format!("{text:?} is not a whole number of bytes"));
+    }
+    u64::try_from(scaled / denominator).map(BufferText::Bytes).map_err(|_| out_of_range())
 }
 
 /// `internet_hops` when the file does not say.
@@ -1353,6 +1468,34 @@ addr = "203.0.113.10:3478"
         assert_eq!(s.peers[0].config.values.get("opener_ttl"), Some(&toml::Value::Integer(3)));
         assert_eq!(s.peers[0].config.key_lines.get("keepalive"), Some(&9));
         assert_eq!(err.to_string(), "c.toml:10: field `peer[0].config.opener_ttl`: unknown client setting");
+    }
+
+    #[test]
+    fn buffer_strings_are_sizes_or_times() {
+        // Given the forms a scenario author writes, when they are parsed,
+        // then sizes are exact bytes and times are left for the bandwidth.
+        let cases = [
+            ("64KiB", BufferText::Bytes(65_536)),
+            ("64kB", BufferText::Bytes(64_000)),
+            ("1.5MB", BufferText::Bytes(1_500_000)),
+            ("1500B", BufferText::Bytes(1500)),
+            ("2GiB", BufferText::Bytes(2 << 30)),
+            ("20ms", BufferText::Time(Duration::from_millis(20))),
+            ("0.5s", BufferText::Time(Duration::from_millis(500))),
+        ];
+        for (text, want) in cases {
+            assert_eq!(parse_buffer(text), Ok(want), "{text}");
+        }
+        // and anything else is refused with a reason.
+        for bad in ["", "KiB", "-1KiB", "1.KiB", ".5KiB", "1..5KiB", "1.5B", "64kb", "64 KiB", "lots", "64"] {
+            assert!(parse_buffer(bad).is_err(), "{bad:?} should be rejected");
+        }
+        assert_eq!(
+            parse_buffer("64KB").unwrap_err(),
+            "\"64KB\" has an unknown unit; expected a size (B, kB, KiB, MB, MiB, GB, GiB) or a time at the link's \
+             bandwidth (ns, us, ms, s, m, h)"
+        );
+        assert_eq!(parse_buffer("99999999999999999999GiB").unwrap_err(), "\"99999999999999999999GiB\" is out of range");
     }
 
     #[test]

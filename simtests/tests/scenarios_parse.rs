@@ -180,7 +180,8 @@ fn unknown_field_names_give_file_line_and_field() {
          `preset`, `mapping`, `filtering`, `ports`, `port_delta`, `port_range`, `timeout`, `hairpin`, \
          `unsolicited`, `inbound_refreshes`, `blocks_udp`, `tcp_timeout`, `behind`, `background_flows`"
     );
-    let link_fields = "expected one of `latency`, `jitter`, `loss`, `loss_burst`, `duplicate`, `reorder`, `bandwidth`";
+    let link_fields =
+        "expected one of `latency`, `jitter`, `loss`, `loss_burst`, `duplicate`, `reorder`, `bandwidth`, `buffer`";
     assert_eq!(
         error(&with("link = { latency = \"5ms\", lost = 0.1 }\n")),
         format!("scenarios/x.toml:{NEXT_LINE}: field `peer[1].link.lost`: unknown field `lost`, {link_fields}")
@@ -579,6 +580,67 @@ fn peer_declarations_are_checked_for_consistency() {
         "scenarios/x.toml:4: field `server.addr`: \"203.0.113.10\" is not an IP address and port like \
          \"203.0.113.10:3478\""
     );
+}
+
+#[test]
+fn a_link_buffer_is_bytes_or_a_time_at_the_link_bandwidth() {
+    // Given each form of `buffer` on a link with a bandwidth,
+    let buffer_of = |value: &str| {
+        let text = with(&format!("link = {{ bandwidth = \"100Mbit\", buffer = {value} }}\n"));
+        Scenario::from_toml_str(&text, "scenarios/x.toml").unwrap().peers[1].link.buffer
+    };
+    // when the file is parsed, then each gives the bytes the queue holds:
+    // 20 ms at 100 Mbit/s is 2,000,000 bits, 250,000 bytes.
+    assert_eq!(buffer_of("\"20ms\""), Some(250_000));
+    assert_eq!(buffer_of("\"64KiB\""), Some(65_536));
+    assert_eq!(buffer_of("\"1.5MB\""), Some(1_500_000));
+    assert_eq!(buffer_of("3000"), Some(3000));
+    // and a link that says nothing keeps the unbounded queue.
+    let plain = Scenario::from_toml_str(&with("link = { bandwidth = \"100Mbit\" }\n"), "scenarios/x.toml").unwrap();
+    assert_eq!(plain.peers[1].link.buffer, None);
+}
+
+#[test]
+fn a_bad_link_buffer_names_the_field_and_the_reason() {
+    let field = format!("scenarios/x.toml:{NEXT_LINE}: field `peer[1].link.buffer`");
+    // A time, or any buffer, without a bandwidth to fill it:
+    assert_eq!(
+        error(&with("link = { latency = \"5ms\", buffer = \"20ms\" }\n")),
+        format!("{field}: \"20ms\" is a time at the link's bandwidth, and the link sets no `bandwidth`")
+    );
+    assert_eq!(
+        error(&with("link = { buffer = \"64KiB\" }\n")),
+        format!("{field}: needs the link's `bandwidth`: without one nothing queues")
+    );
+    // negative, empty, garbage, a float, a unit that is neither size nor time:
+    let cases = [
+        ("-3000", "-3000 is not a number of bytes".to_string()),
+        ("0", "must be more than 0 bytes".to_string()),
+        (
+            "\"-20ms\"",
+            "\"-20ms\" is not a number followed by a unit; expected e.g. \"64KiB\", \"1.5MB\" or \"20ms\"".to_string(),
+        ),
+        (
+            "\"lots\"",
+            "\"lots\" is not a number followed by a unit; expected e.g. \"64KiB\", \"1.5MB\" or \"20ms\"".to_string(),
+        ),
+        ("1.5", "expected a number of bytes or a string such as \"64KiB\" or \"20ms\", found a float".to_string()),
+        (
+            "\"64KB\"",
+            "\"64KB\" has an unknown unit; expected a size (B, kB, KiB, MB, MiB, GB, GiB) or a time at the link's \
+             bandwidth (ns, us, ms, s, m, h)"
+                .to_string(),
+        ),
+        ("\"1.5B\"", "\"1.5B\" is not a whole number of bytes".to_string()),
+        ("\"0ms\"", "\"0ms\" at 100Mbit is less than one byte".to_string()),
+    ];
+    for (value, message) in cases {
+        assert_eq!(
+            error(&with(&format!("link = {{ bandwidth = \"100Mbit\", buffer = {value} }}\n"))),
+            format!("{field}: {message}"),
+            "buffer = {value}"
+        );
+    }
 }
 
 #[test]

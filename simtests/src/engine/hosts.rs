@@ -25,7 +25,7 @@ use super::parallel::RunTo;
 use super::parcel::Parcel;
 use super::trace::Lines;
 use super::views::{PathView, SessionView};
-use super::{datagram_line, index, Arrow, Names, DEFAULT_TTL};
+use super::{datagram_line, index, lost_why, Arrow, Names, DEFAULT_TTL};
 use crate::addr::Addr;
 use crate::describe;
 use crate::link::Link;
@@ -446,8 +446,8 @@ impl Hosts {
         }
         let arrivals = self.peers[i].up.transmit(self.now, size);
         if arrivals.is_empty() {
-            self.lines
-                .record(self.now, format_args!("link {}: lost {} -> {}", self.peers[i].name, Addr(p.src), Addr(p.dst)));
+            let (name, why) = (&self.peers[i].name, lost_why(&arrivals));
+            self.lines.record(self.now, format_args!("link {name}: {why} {} -> {}", Addr(p.src), Addr(p.dst)));
         }
         let behind = self.peers[i].behind;
         let event = |p| match behind {

@@ -176,6 +176,11 @@ impl Network {
         network
     }
 
+    /// Peer `i`'s downlink.
+    pub(super) fn downlink(&self, i: usize) -> &Link {
+        &self.down[i]
+    }
+
     /// Schedules the scenario's `i`-th event here.
     pub(super) fn schedule_action(&mut self, at: Duration, i: usize) {
         self.queue.push_scenario(at, NetEvent::Scheduled(index(i)));
@@ -513,10 +518,8 @@ impl Network {
         }
         let arrivals = self.down[target].transmit(self.now, size);
         if arrivals.is_empty() {
-            self.lines.record(
-                self.now,
-                format_args!("link {}: lost {tcp}{} -> {}", self.hosts[target].name, Addr(p.src), Addr(p.dst)),
-            );
+            let (name, why) = (&self.hosts[target].name, super::lost_why(&arrivals));
+            self.lines.record(self.now, format_args!("link {name}: {why} {tcp}{} -> {}", Addr(p.src), Addr(p.dst)));
         }
         let outbox = &mut self.outboxes[target / self.group_size];
         let target = index(target % self.group_size);

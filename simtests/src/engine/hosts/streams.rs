@@ -26,7 +26,7 @@ use super::{HostEvent, Hosts};
 use crate::addr::Addr;
 use crate::describe;
 use crate::engine::tcp::{millis, Conn, Segment, Sending, State, Step, WIRE_OVERHEAD};
-use crate::engine::{index, network::NetEvent, Arrow, DEFAULT_TTL};
+use crate::engine::{index, lost_why, network::NetEvent, Arrow, DEFAULT_TTL};
 use crate::nat::{Packet, Proto, TcpFlags};
 
 /// The first local port of a host's TCP connections (RFC 6335's dynamic
@@ -298,9 +298,11 @@ impl Hosts {
         let p = Packet { src, dst, ttl: DEFAULT_TTL, payload: seg.encode(), proto: Proto::Tcp(seg.flags) };
         let arrivals = self.peers[i].up.transmit(self.now, size);
         if arrivals.is_empty() {
-            let name = &self.peers[i].name;
-            self.lines
-                .record(self.now, format_args!("link {name}: lost tcp {} -> {} [{}]", Addr(src), Addr(dst), seg.flags));
+            let (name, why) = (&self.peers[i].name, lost_why(&arrivals));
+            self.lines.record(
+                self.now,
+                format_args!("link {name}: {why} tcp {} -> {} [{}]", Addr(src), Addr(dst), seg.flags),
+            );
         }
         let behind = self.peers[i].behind;
         let event = |p| match behind {
