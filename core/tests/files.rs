@@ -321,3 +321,32 @@ fn the_same_seed_gives_the_same_transfer_byte_for_byte() {
     };
     assert_eq!(run(), run());
 }
+
+#[test]
+fn over_the_relay_a_transfer_keeps_to_the_session_s_byte_budget_and_completes() {
+    for seed in 1..=3 {
+        // Given two clients that never punch, so everything rides the relay,
+        // whose budget is 512 KiB of burst and 2 MiB/s.
+        let mut h = Harness::new(20 + seed);
+        let (mut a, mut b) = (h.config("alice"), h.config("bob"));
+        a.punch = false;
+        b.punch = false;
+        let alice = h.add_public_client(a);
+        let bob = h.add_public_client(b);
+        h.clients[bob].disk.accept = true;
+        h.run_for(secs(1));
+        let bytes = content(8 * 1024 * 1024, seed);
+        // When alice sends 8 MiB, four times the budget's rate.
+        h.send_file(alice, "bob", "big.bin", bytes.clone());
+        let start = h.elapsed();
+        h.run_for(secs(30));
+        // Then the relay throttled some of it, the sender slowed down
+        // rather than failing, and the file is whole; it took at least
+        // what the budget allows.
+        assert!(h.server.stats().relay_throttled > 0, "seed {seed}: the budget was never reached");
+        assert_eq!(received(&h, bob), vec![("big.bin".to_owned(), bytes)], "seed {seed}");
+        let done = completed(&h, bob, FileDirection::Incoming)[0].0 - start;
+        assert!(done >= Duration::from_millis(3500), "seed {seed}: 8 MiB through a 2 MiB/s relay in {done:?}");
+        assert!(failures(&h, alice).is_empty(), "seed {seed}");
+    }
+}

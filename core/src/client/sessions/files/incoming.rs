@@ -102,7 +102,7 @@ impl Incoming {
                 r.written.insert(start..end);
             }
         }
-        r.resumed = r.written.iter().flat_map(|g| g.clone()).map(|g| group_len(self.size, g) as u64).sum();
+        r.resumed = group_bytes(&r.written, self.size);
         if self.manifest_pieces == 0 {
             // One group: the root is its own manifest.
             r.manifest = Manifest::from_bytes(&self.root, self.size).ok();
@@ -136,7 +136,7 @@ impl Incoming {
     /// Content bytes verified and written (or held before).
     pub(crate) fn done_bytes(&self) -> u64 {
         let Some(r) = self.receiving() else { return 0 };
-        r.written.iter().flat_map(|g| g.clone()).map(|g| group_len(self.size, g) as u64).sum()
+        group_bytes(&r.written, self.size)
     }
 
     /// A piece from the sender.
@@ -238,6 +238,12 @@ impl Incoming {
         r.buffered.insert(0, (Vec::new(), 0));
         Self::verify_and_write(r, out, file, size, 0)
     }
+}
+
+/// The content bytes of the groups in `groups`.
+fn group_bytes(groups: &RangeSet, size: u64) -> u64 {
+    let offset = |g: u64| g.saturating_mul(GROUP as u64).min(size);
+    groups.iter().map(|r| offset(r.end) - offset(r.start)).sum()
 }
 
 /// Pieces in content group `g`.

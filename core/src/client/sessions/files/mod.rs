@@ -327,17 +327,21 @@ impl Files {
                 self.ack_when_due(ctx, out, ch);
             }
             SessionBody::FileAck { ranges, delay_us, credits } => {
-                let ack = AckRanges { ranges, delay: Duration::from_micros(u64::from(delay_us)) };
-                if !ack.is_valid() {
-                    debug!("a malformed file acknowledgement; dropped");
-                    return;
-                }
                 for (transfer, credit) in credits {
                     if let Some(o) = self.outgoing.get_mut(&transfer) {
                         o.raise_credit(credit);
                     }
                 }
                 let Some(plane) = self.plane.as_mut() else { return };
+                // A credit update may carry no acknowledgement.
+                let ack = AckRanges { ranges, delay: Duration::from_micros(u64::from(delay_us)) };
+                if ack.ranges.is_empty() {
+                    return self.pump(ctx, out, ch);
+                }
+                if !ack.is_valid() {
+                    debug!("a malformed file acknowledgement; dropped");
+                    return;
+                }
                 let outcome = plane.recovery.on_ack(ctx.now, &ack);
                 for sent in outcome.acked {
                     if let Some(o) = self.outgoing.get_mut(&sent.transfer) {

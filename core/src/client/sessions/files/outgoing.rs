@@ -55,6 +55,8 @@ pub(crate) struct Sending {
     /// Content groups asked of the driver (`None` until they come) and held
     /// until all their pieces are acknowledged.
     groups: BTreeMap<u64, Option<Vec<u8>>>,
+    /// Every content group below it was asked for (or needs no asking).
+    next_read: u64,
     /// Content bytes the receiver held before.
     pub(super) resumed: u64,
     /// Pieces sent again.
@@ -114,16 +116,8 @@ impl Outgoing {
     /// Content bytes the receiver acknowledged (or held before).
     pub(crate) fn done_bytes(&self) -> u64 {
         let Some(s) = self.sending() else { return 0 };
-        let content: u64 = s
-            .acked
-            .iter()
-            .map(|r| {
-                let start = r.start.max(self.manifest_pieces);
-                let end = r.end.max(self.manifest_pieces);
-                (start..end).map(|p| self.piece_len(p) as u64).sum::<u64>()
-            })
-            .sum();
-        content
+        let offset = |piece: u64| ((piece.max(self.manifest_pieces) - self.manifest_pieces) * PIECE as u64).min(self.size);
+        s.acked.iter().map(|r| offset(r.end) - offset(r.start)).sum()
     }
 
     pub(crate) fn raise_credit(&mut self, credit: u64) {
@@ -225,38 +219,32 @@ impl Outgoing {
         }
     }
 
-    /// Asks the driver for the groups of the pieces due soon.
+    /// Asks the driver for the groups of the pieces due soon: from the
+    /// next new piece's group, [`READ_AHEAD_GROUPS`] on, within the credit.
+    /// Groups are asked for once, in order (a group is held until all its
+    /// pieces are acknowledged, so a lost piece's group is still here).
     fn read_ahead(&mut self, out: &mut Out) {
-        let manifest_pieces = self.manifest_pieces;
+        let m = self.manifest_pieces;
         let OutState::Sending(s) = &mut self.state else { return };
-        let mut wanted: Vec<u64> = s
-            .lost
-            .iter()
-            .filter(|&&p| p >= manifest_pieces)
-            .map(|&p| (p - manifest_pieces) / PIECES_PER_GROUP)
-            .collect();
         let next = s.acked.first_missing_from(s.cursor);
-        if next < self.pieces {
-            let first = next.max(manifest_pieces) - manifest_pieces;
-            let first_group = first / PIECES_PER_GROUP;
-            let limit = s.credit.max(manifest_pieces) - manifest_pieces;
-            let last_group = limit.div_ceil(PIECES_PER_GROUP).min(first_group + READ_AHEAD_GROUPS);
-            let groups = group_count(self.size);
-            for g in first_group..last_group.min(groups) {
-                let start = manifest_pieces + g * PIECES_PER_GROUP;
-                let end = (start + PIECES_PER_GROUP).min(self.pieces);
-                if (start..end).any(|p| !s.acked.contains(p)) {
-                    wanted.push(g);
-                }
-            }
+        if next >= self.pieces {
+            return;
         }
-        for g in wanted {
-            if let std::collections::btree_map::Entry::Vacant(e) = s.groups.entry(g) {
-                e.insert(None);
+        let first_group = (next.max(m) - m) / PIECES_PER_GROUP;
+        let limit = s.credit.max(m) - m;
+        let last_group =
+            limit.div_ceil(PIECES_PER_GROUP).min(first_group + READ_AHEAD_GROUPS).min(group_count(self.size));
+        for g in s.next_read.max(first_group)..last_group {
+            let start = m + g * PIECES_PER_GROUP;
+            let end = (start + PIECES_PER_GROUP).min(self.pieces);
+            // A group the receiver held before needs no reading.
+            if s.acked.first_missing_from(start) < end && !s.groups.contains_key(&g) {
+                s.groups.insert(g, None);
                 let len = group_len(self.size, g) as u32;
                 out.event(ClientEvent::FileRead { file: self.file, offset: g * GROUP as u64, len });
             }
         }
+        s.next_read = s.next_read.max(last_group);
     }
 
     fn has_data(&self, s: &Sending, piece: u64) -> bool {
@@ -273,13 +261,5 @@ impl Outgoing {
         let group = s.groups.get(&(q / PIECES_PER_GROUP))?.as_ref()?;
         let start = (q % PIECES_PER_GROUP) as usize * PIECE;
         Some(group[start..(start + PIECE).min(group.len())].to_vec())
-    }
-
-    fn piece_len(&self, piece: u64) -> usize {
-        if piece < self.manifest_pieces {
-            return (self.manifest.len() - piece as usize * PIECE).min(PIECE);
-        }
-        let offset = (piece - self.manifest_pieces) * PIECE as u64;
-        (self.size - offset).min(PIECE as u64) as usize
     }
 }
