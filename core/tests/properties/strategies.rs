@@ -221,6 +221,40 @@ pub(crate) fn stream_message(seq_small: bool) -> impl Strategy<Value = StreamMes
         }),
         (message_id(), text()).prop_map(|(id, text)| StreamMessage::Text { id, text }),
         message_id().prop_map(|id| StreamMessage::TextAck { id }),
+        file_message(),
+    ]
+}
+
+/// The file-transfer messages of a session's stream (issue 22).
+pub(crate) fn file_message() -> impl Strategy<Value = StreamMessage> + Clone {
+    use punchline_core::wire::frame::files::{FileAbort, FileRefusal, TransferId, MAX_HAVE_RANGES};
+    let transfer = (0u32..4).prop_map(TransferId);
+    let refusal = prop_oneof![
+        Just(FileRefusal::NotAccepting),
+        Just(FileRefusal::Declined),
+        Just(FileRefusal::BadName),
+        Just(FileRefusal::NoSpace),
+        Just(FileRefusal::Busy),
+    ];
+    let abort = prop_oneof![
+        Just(FileAbort::Cancelled),
+        Just(FileAbort::ReadFailed),
+        Just(FileAbort::DiskFull),
+        Just(FileAbort::WriteFailed),
+        Just(FileAbort::VerificationFailed),
+    ];
+    prop_oneof![
+        (transfer.clone(), "[a-z./\\\n]{0,12}", u64s(), any::<[u8; 32]>())
+            .prop_map(|(transfer, name, size, root)| StreamMessage::FileOffer { transfer, name, size, root }),
+        (transfer.clone(), u64s(), proptest::collection::vec((u64s(), u64s()), 0..MAX_HAVE_RANGES))
+            .prop_map(|(transfer, credit, have)| StreamMessage::FileAccept { transfer, credit, have }),
+        (transfer.clone(), refusal).prop_map(|(transfer, reason)| StreamMessage::FileRefuse { transfer, reason }),
+        (transfer.clone(), any::<bool>(), abort).prop_map(|(transfer, mine, reason)| StreamMessage::FileAbort {
+            transfer,
+            mine,
+            reason
+        }),
+        transfer.prop_map(|transfer| StreamMessage::FileDone { transfer }),
     ]
 }
 
@@ -232,6 +266,24 @@ pub(crate) fn session_body(seq_small: bool) -> impl Strategy<Value = SessionBody
         (seq.clone(), stream_message(seq_small)).prop_map(|(seq, message)| SessionBody::Stream { seq, message }),
         (seq, u64s()).prop_map(|(next, received_after)| SessionBody::Ack { next, received_after }),
         close_reason().prop_map(|reason| SessionBody::Close { reason }),
+        file_body(),
+    ]
+}
+
+/// The file data plane's bodies: pieces and acknowledgements with credits,
+/// any numbers (hostile ones included).
+pub(crate) fn file_body() -> impl Strategy<Value = SessionBody> + Clone {
+    use punchline_core::wire::frame::files::{TransferId, MAX_ACK_RANGES, MAX_CREDITS, PIECE};
+    let transfer = (0u32..4).prop_map(TransferId);
+    prop_oneof![
+        (u64s(), transfer.clone(), u64s(), payload(PIECE))
+            .prop_map(|(pn, transfer, piece, data)| SessionBody::FileData { pn, transfer, piece, data }),
+        (
+            proptest::collection::vec((u64s(), u64s()), 0..MAX_ACK_RANGES),
+            any::<u32>(),
+            proptest::collection::vec((transfer, u64s()), 0..MAX_CREDITS)
+        )
+            .prop_map(|(ranges, delay_us, credits)| SessionBody::FileAck { ranges, delay_us, credits }),
     ]
 }
 
@@ -488,6 +540,9 @@ pub(crate) fn server_to_client_frame() -> BoxedStrategy<Frame> {
 /// The largest instance of every variant: every variable-length field at its
 /// documented limit, every integer at its longest varint, IPv6 everywhere.
 pub(crate) fn worst_case_frames() -> Vec<Frame> {
+    use punchline_core::wire::frame::files::{
+        FileAbort, FileRefusal, TransferId, MAX_ACK_RANGES, MAX_CREDITS, MAX_FILE_NAME, MAX_HAVE_RANGES, PIECE,
+    };
     let name = "\u{e9}".repeat(MAX_USER_NAME / 2); // 64 bytes of two-byte characters
     assert_eq!(name.len(), MAX_USER_NAME);
     let v6 = SocketAddr::new(IpAddr::V6(Ipv6Addr::from([0xff; 16])), u16::MAX);
@@ -564,6 +619,47 @@ pub(crate) fn worst_case_frames() -> Vec<Frame> {
         SessionBody::Stream { seq: u64::MAX, message: StreamMessage::TextAck { id } },
         SessionBody::Ack { next: u64::MAX, received_after: u64::MAX },
         SessionBody::Close { reason: CloseReason::ServerUnreachable },
+        SessionBody::Stream {
+            seq: u64::MAX,
+            message: StreamMessage::FileOffer {
+                transfer: TransferId(u32::MAX),
+                name: "\u{e9}".repeat(MAX_FILE_NAME / 2),
+                size: u64::MAX,
+                root: [0xff; 32],
+            },
+        },
+        SessionBody::Stream {
+            seq: u64::MAX,
+            message: StreamMessage::FileAccept {
+                transfer: TransferId(u32::MAX),
+                credit: u64::MAX,
+                have: vec![(u64::MAX, u64::MAX); MAX_HAVE_RANGES],
+            },
+        },
+        SessionBody::Stream {
+            seq: u64::MAX,
+            message: StreamMessage::FileRefuse { transfer: TransferId(u32::MAX), reason: FileRefusal::NotAccepting },
+        },
+        SessionBody::Stream {
+            seq: u64::MAX,
+            message: StreamMessage::FileAbort {
+                transfer: TransferId(u32::MAX),
+                mine: true,
+                reason: FileAbort::VerificationFailed,
+            },
+        },
+        SessionBody::Stream { seq: u64::MAX, message: StreamMessage::FileDone { transfer: TransferId(u32::MAX) } },
+        SessionBody::FileData {
+            pn: u64::MAX,
+            transfer: TransferId(u32::MAX),
+            piece: u64::MAX,
+            data: vec![0xff; PIECE],
+        },
+        SessionBody::FileAck {
+            ranges: vec![(u64::MAX, u64::MAX); MAX_ACK_RANGES],
+            delay_us: u32::MAX,
+            credits: vec![(TransferId(u32::MAX), u64::MAX); MAX_CREDITS],
+        },
     ];
     frames.extend(bodies.into_iter().map(|body| Frame::Session { session, counter: u64::MAX, body }));
     frames

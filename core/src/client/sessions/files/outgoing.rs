@@ -116,7 +116,8 @@ impl Outgoing {
     /// Content bytes the receiver acknowledged (or held before).
     pub(crate) fn done_bytes(&self) -> u64 {
         let Some(s) = self.sending() else { return 0 };
-        let offset = |piece: u64| ((piece.max(self.manifest_pieces) - self.manifest_pieces) * PIECE as u64).min(self.size);
+        let offset =
+            |piece: u64| ((piece.max(self.manifest_pieces) - self.manifest_pieces) * PIECE as u64).min(self.size);
         s.acked.iter().map(|r| offset(r.end) - offset(r.start)).sum()
     }
 
