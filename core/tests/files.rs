@@ -350,3 +350,26 @@ fn over_the_relay_a_transfer_keeps_to_the_session_s_byte_budget_and_completes() 
         assert!(failures(&h, alice).is_empty(), "seed {seed}");
     }
 }
+
+#[test]
+fn two_files_one_way_take_turns_and_finish_together() {
+    // Given alice and bob.
+    let (mut h, alice, bob) = pair(30);
+    let (one, two) = (content(4 * 1024 * 1024, 31), content(4 * 1024 * 1024, 32));
+    // When alice sends two files of the same size at once.
+    h.send_file(alice, "bob", "one.bin", one.clone());
+    h.send_file(alice, "bob", "two.bin", two.clone());
+    h.run_for(secs(20));
+    // Then both arrive, and neither waited for the other: their pieces
+    // interleaved, so they completed close together.
+    let mut got = received(&h, bob);
+    got.sort();
+    assert_eq!(got, vec![("one.bin".to_owned(), one), ("two.bin".to_owned(), two)]);
+    let done = completed(&h, bob, FileDirection::Incoming);
+    let offered = h.find(bob, |e| matches!(e, ClientEvent::FileOffered { .. }).then_some(()))[0].0;
+    let (first, second) = (done[0].0 - offered, done[1].0 - offered);
+    assert!(first.as_secs_f64() > 0.8 * second.as_secs_f64(), "one done after {first:?}, the other after {second:?}");
+    let pieces = h.file_pieces(alice);
+    let switches = pieces.windows(2).filter(|w| w[0].0 != w[1].0).count();
+    assert!(switches > pieces.len() / 4, "{switches} switches between the transfers in {} pieces", pieces.len());
+}

@@ -366,7 +366,7 @@ impl Files {
             SessionTimer::FileLoss => {
                 let Some(plane) = self.plane.as_mut() else { return };
                 if plane.recovery.timeout().is_none_or(|at| at > ctx.now) {
-                    return self.arm(ctx, ch);
+                    return self.arm(ch);
                 }
                 let outcome = plane.recovery.on_timeout(ctx.now);
                 for sent in outcome.lost {
@@ -429,7 +429,7 @@ impl Files {
             let starved = !self.outgoing.values().any(Outgoing::wants_to_send);
             plane.recovery.set_app_limited(starved && plane.recovery.can_send(MAX_DATAGRAM));
         }
-        self.arm(ctx, ch);
+        self.arm(ch);
     }
 
     /// Sends one packet if one may go now (a PTO probe ignores the window
@@ -470,8 +470,14 @@ impl Files {
     }
 
     /// Arms the loss-detection timer.
-    fn arm(&mut self, ctx: &Ctx<'_>, ch: &mut Channel<'_>) {
-        let _ = ctx;
+    fn arm(&mut self, ch: &mut Channel<'_>) {
+        if self.outgoing.is_empty() {
+            // Nothing left to send: what is still in flight (its transfer
+            // completed or ended) needs neither probing nor resending.
+            if let Some(plane) = self.plane.as_mut().filter(|p| p.recovery.packets_in_flight() > 0) {
+                plane.recovery.reset_path();
+            }
+        }
         match self.plane.as_ref().and_then(|p| p.recovery.timeout()) {
             Some(at) => ch.timers.set(SessionTimer::FileLoss, at),
             None => ch.timers.stop(&SessionTimer::FileLoss),
