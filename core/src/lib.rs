@@ -19,12 +19,14 @@
 //! - [`messaging`] is text messaging's shared types, and storage as requests:
 //!   the server asks, its driver's [`messaging::MessageStore`] answers.
 //! - [`wire`] is the codec: STUN (RFC 8489) and Punchline frames.
-//! - [`files`] is file transfer's content side: the BLAKE3 tree, names, ranges.
 //! - [`secure`] is identity and encryption: the client–server channel and
 //!   sessions sealed end to end. The machines use it themselves; its parts
 //!   are public so tests, fuzzers and tools can play either side (and forge
 //!   what must be refused) with the real code.
-//! - [`transfer`] is bulk transfers' loss recovery and congestion control (RFC 9002).
+//! - [`files`] is file transfer's content side: the BLAKE3 tree, names, ranges;
+//!   [`transfer`] its data plane's loss recovery and congestion control
+//!   (RFC 9002). The client's file API is on [`client::Client`]
+//!   ([`client::Client::send_file`] and the answers a driver gives).
 //!
 //! Everything else (the seeded generator, the timer sets) is internal: an
 //! embedder chooses a seed and drives the [`Machine`] interface.

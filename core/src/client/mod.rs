@@ -8,7 +8,11 @@
 //! path (`sessions`): openers first, then authenticated probes, then
 //! migration, keepalive on the direct path and fallback to the relay when it
 //! dies. Text messages go over a direct session or through the server
-//! (`messaging`).
+//! (`messaging`). Files ride a session too (`file_api` for the requests and
+//! answers, `sessions::files` for the protocol): offered on its stream,
+//! their pieces carried on a congestion-controlled data plane beside it,
+//! verified group by group; the driver reads and writes the bytes
+//! ([`ClientEvent::FileRead`], [`ClientEvent::FileWrite`]).
 //!
 //! Each of those parts is a module that owns its state, and none drives
 //! another: this module routes datagrams, timeouts and calls to them, and
