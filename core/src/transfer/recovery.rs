@@ -15,6 +15,8 @@
 //!   packet in between was acknowledged, or declared lost before);
 //! - the peer's max_ack_delay is [`MAX_ACK_DELAY`], the constant both ends
 //!   use, rather than a transport parameter;
+//! - an acknowledgement whose delay is far beyond the peer's max_ack_delay
+//!   gives no RTT sample (§5.1 takes every newly acknowledged largest);
 //! - the backed-off PTO is at most [`MAX_PTO`] (or the PTO itself when that
 //!   is longer): a file transfer paused by a network cut probes at least
 //!   that often, so it resumes within about [`MAX_PTO`] of the cut healing
@@ -50,6 +52,11 @@ const MAX_PTO_BACKOFF_EXPONENT: u32 = 16;
 
 /// The longest a backed-off probe timeout waits (see the module docs).
 pub const MAX_PTO: Duration = Duration::from_secs(2);
+
+/// Acknowledgements delayed longer than this give no RTT sample (see
+/// [`Recovery::on_ack`]): the peer promises [`MAX_ACK_DELAY`], and a few
+/// times that leaves room for a busy receiver.
+const MAX_SAMPLED_ACK_DELAY: Duration = MAX_ACK_DELAY.saturating_mul(4);
 
 /// What an acknowledgement settled.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -266,7 +273,11 @@ impl<M> Recovery<M> {
 
         // §5.1: a sample only when the largest acknowledged is newly so;
         // otherwise the ack's delay does not describe it.
-        if largest_newly == largest {
+        // An acknowledgement that says it waited longer than the peer
+        // promised (it repeats what arrived before a network cut, say)
+        // measures the wait, not the path: a 30 s sample would stretch the
+        // probe timeout past the cut's end.
+        if largest_newly == largest && ack.delay <= MAX_SAMPLED_ACK_DELAY {
             let first = !self.rtt.has_sample();
             self.rtt.update(now.saturating_duration_since(newest.time), ack.delay);
             if first {
@@ -505,6 +516,24 @@ mod tests {
         assert_eq!(r.timeout(), None);
         assert_eq!(r.largest_acked(), Some(2));
         assert_eq!(r.stats().acked_packets, 3);
+    }
+
+    #[test]
+    fn an_ack_held_far_beyond_the_promised_delay_gives_no_rtt_sample() {
+        // Given a sample of 20 ms, and a packet sent just before a 30 s cut,
+        let t0 = Instant::now();
+        let mut r = ledger();
+        send(&mut r, t0, 1);
+        r.on_ack(t0 + 20 * MS, &ack(&[(0, 0)]));
+        send(&mut r, t0 + 20 * MS, 1);
+        // when the peer's acknowledgement of it, held through the cut (its
+        // delay says 30 s), arrives after the cut,
+        let mut late = ack(&[(1, 1)]);
+        late.delay = Duration::from_secs(30);
+        let outcome = r.on_ack(t0 + Duration::from_secs(30) + 40 * MS, &late);
+        // then the packet is settled but the estimate keeps the path's 20 ms.
+        assert_eq!(outcome.acked, [1]);
+        assert_eq!(r.rtt().smoothed(), 20 * MS);
     }
 
     #[test]
