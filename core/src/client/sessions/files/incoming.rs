@@ -172,7 +172,7 @@ impl Incoming {
             let complete: Vec<u64> = r
                 .buffered
                 .iter()
-                .filter(|(g, (_, got))| u64::from(*got) == group_pieces(size, **g))
+                .filter(|(g, (_, got))| u64::from(got.count_ones()) == group_pieces(size, **g))
                 .map(|(g, _)| *g)
                 .collect();
             for g in complete {
@@ -266,5 +266,77 @@ pub(crate) fn write_abort(reason: FileAbort) -> FileAbort {
     match reason {
         FileAbort::DiskFull => FileAbort::DiskFull,
         _ => FileAbort::WriteFailed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::files::TreeBuilder;
+
+    fn file(size: usize) -> (Vec<u8>, Hash, Manifest) {
+        let bytes: Vec<u8> = (0..size).map(|i| (i * 7 + i / 1000) as u8).collect();
+        let mut tree = TreeBuilder::new(size as u64);
+        tree.update(&bytes);
+        let (root, manifest) = tree.finish().expect("whole file");
+        (bytes, root, manifest)
+    }
+
+    fn writes(out: &Out) -> Vec<u64> {
+        out.events
+            .iter()
+            .filter_map(|e| match e {
+                ClientEvent::FileWrite { offset, .. } => Some(*offset),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn groups_that_complete_before_the_manifest_are_written_once_it_verifies() {
+        // Given a 3-group file being received, whose manifest (one piece)
+        // is lost at first,
+        let (bytes, root, manifest) = file(3 * GROUP);
+        let mut incoming = Incoming::new(FileId(1), TransferId(1), "f".into(), bytes.len() as u64, root);
+        incoming.accept(&[]);
+        let mut out = Out::default();
+        // when all the content's pieces arrive first,
+        for (i, piece) in bytes.chunks(PIECE).enumerate() {
+            assert_eq!(incoming.on_piece(&mut out, 1 + i as u64, piece), PieceOutcome::Taken);
+        }
+        assert!(writes(&out).is_empty(), "nothing is written before the manifest verifies");
+        // then once the manifest comes, every group verifies and is written.
+        assert_eq!(incoming.on_piece(&mut out, 0, &manifest.to_bytes()), PieceOutcome::Taken);
+        assert_eq!(writes(&out), [0, GROUP as u64, 2 * GROUP as u64]);
+    }
+
+    #[test]
+    fn a_manifest_that_does_not_match_the_root_is_corrupt() {
+        // Given a transfer whose manifest comes with one value altered,
+        let (bytes, root, manifest) = file(3 * GROUP);
+        let mut incoming = Incoming::new(FileId(1), TransferId(1), "f".into(), bytes.len() as u64, root);
+        incoming.accept(&[]);
+        let mut forged = manifest.to_bytes();
+        forged[40] ^= 1;
+        // then it is refused as corrupt, and nothing is written.
+        let mut out = Out::default();
+        assert_eq!(incoming.on_piece(&mut out, 0, &forged), PieceOutcome::Corrupt);
+        assert!(writes(&out).is_empty());
+    }
+
+    #[test]
+    fn pieces_beyond_the_credit_or_of_the_wrong_length_are_dropped() {
+        // Given a large transfer just accepted (credit: the window),
+        let size = 64 * 1024 * 1024;
+        let mut incoming = Incoming::new(FileId(1), TransferId(1), "f".into(), size, [7; 32]);
+        let (_, credit) = incoming.accept(&[]);
+        assert_eq!(credit, WINDOW_PIECES);
+        let mut out = Out::default();
+        // when a piece beyond it, and a short one, arrive,
+        incoming.on_piece(&mut out, credit + 5, &[0; PIECE]);
+        incoming.on_piece(&mut out, 200, &[0; 10]);
+        // then neither is held.
+        let r = incoming.receiving().expect("receiving");
+        assert!(r.buffered.is_empty() && r.manifest_got.is_empty());
     }
 }
