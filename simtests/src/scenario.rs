@@ -32,7 +32,7 @@ use punchline_core::nat::{FilteringBehavior, MappingBehavior};
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
-use crate::duration::{format_duration, parse_bandwidth, parse_duration, UnitError};
+use crate::duration::{format_duration, parse_bandwidth, parse_duration, parse_size, UnitError, SIZE_UNIT_NAMES};
 use crate::link::LinkSpec;
 use crate::nat::{parse_filtering, parse_mapping, NatSpec, PortPolicy, Preset, Unsolicited};
 
@@ -1017,18 +1017,6 @@ impl Ctx<'_> {
     }
 }
 
-/// Sizes for a link's `buffer`, case-sensitive: `kB` is 1000 bytes and `KiB`
-/// 1024 (IEC 80000-13), so no size is a guess.
-const SIZE_UNITS: &[(&str, u128)] = &[
-    ("B", 1),
-    ("kB", 1_000),
-    ("KiB", 1 << 10),
-    ("MB", 1_000_000),
-    ("MiB", 1 << 20),
-    ("GB", 1_000_000_000),
-    ("GiB", 1 << 30),
-];
-
 /// A `buffer` string: a size, or a time at the link's bandwidth.
 #[derive(Debug, PartialEq)]
 enum BufferText {
@@ -1036,40 +1024,25 @@ enum BufferText {
     Time(Duration),
 }
 
-/// Parses `"64KiB"`, `"1.5MB"`, `"1500B"` (exact: `"1.5B"` is refused), or a
-/// duration as [`parse_duration`] reads it (`"20ms"`). The error is a phrase
-/// to follow the field's name.
+/// Parses a size as [`parse_size`] reads it (`"64KiB"`, `"1.5MB"`,
+/// `"1500B"`), or a duration as [`parse_duration`] reads it (`"20ms"`).
+/// The error is a phrase to follow the field's name.
 fn parse_buffer(text: &str) -> Result<BufferText, String> {
-    let number_len = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
-    let (number, unit) = text.split_at(number_len);
-    let (whole, frac) = number.split_once('.').unwrap_or((number, ""));
-    if whole.is_empty() || frac.contains('.') || number.ends_with('.') {
-        return Err(format!(
-            "{text:?} is not a number followed by a unit; expected e.g. \"64KiB\", \"1.5MB\" or \"20ms\""
-        ));
-    }
-    let Some(&(_, scale)) = SIZE_UNITS.iter().find(|(name, _)| *name == unit) else {
-        return match parse_duration(text) {
+    match parse_size(text) {
+        Ok(bytes) => Ok(BufferText::Bytes(bytes)),
+        Err(UnitError::NotANumber(..)) => {
+            Err(format!("{text:?} is not a number followed by a unit; expected e.g. \"64KiB\", \"1.5MB\" or \"20ms\""))
+        }
+        Err(UnitError::UnknownUnit(..)) => match parse_duration(text) {
             Ok(time) => Ok(BufferText::Time(time)),
             Err(UnitError::UnknownUnit(..)) => Err(format!(
-                "{text:?} has an unknown unit; expected a size (B, kB, KiB, MB, MiB, GB, GiB) or a time at the \
-                 link's bandwidth (ns, us, ms, s, m, h)"
+                "{text:?} has an unknown unit; expected a size ({SIZE_UNIT_NAMES}) or a time at the link's \
+                 bandwidth (ns, us, ms, s, m, h)"
             )),
             Err(e) => Err(e.to_string()),
-        };
-    };
-    let out_of_range = || format!("{text:?} is out of range");
-    // At most 38 digits fit in a u128; more is out of range anyway.
-    if number.len() > 30 {
-        return Err(out_of_range());
+        },
+        Err(e) => Err(e.to_string()),
     }
-    let digits: u128 = format!("{whole}{frac}").parse().map_err(|_| out_of_range())?;
-    let denominator = 10u128.pow(frac.len() as u32);
-    let scaled = digits.checked_mul(scale).ok_or_else(out_of_range)?;
-    if scaled % denominator != 0 {
-        return Err(format!("{text:?} is not a whole number of bytes"));
-    }
-    u64::try_from(scaled / denominator).map(BufferText::Bytes).map_err(|_| out_of_range())
 }
 
 /// `internet_hops` when the file does not say.
