@@ -180,6 +180,7 @@ impl Simulation {
                 network: groups,
                 first: hosts.len() * group_size,
                 epoch,
+                seed,
                 peers: std::mem::replace(&mut peers, rest),
                 peer_names: peer_names.clone(),
                 nat_names: nat_names.clone(),
@@ -225,9 +226,10 @@ impl Simulation {
             // the event (both, for a cut or a move: the uplink and the
             // downlink or routing change at the same instant).
             let (peer, at_network) = match &event.action {
-                Action::Connect { peer, .. } | Action::Disconnect { peer, .. } | Action::SendText { peer, .. } => {
-                    (Some(peer), false)
-                }
+                Action::Connect { peer, .. }
+                | Action::Disconnect { peer, .. }
+                | Action::SendText { peer, .. }
+                | Action::SendFile { peer, .. } => (Some(peer), false),
                 Action::Partition { peer }
                 | Action::Heal { peer }
                 | Action::MoveTo { peer, .. }
@@ -548,7 +550,9 @@ impl Simulation {
             streams.failed += p.tcp.failed;
             streams.retransmissions += p.tcp.retransmissions;
         }
-        Report { seed: self.seed, trace_hash, connections, messages, peers, streams }
+        let world: Vec<&PeerHost> = self.hosts.iter().flat_map(|g| &g.peers).collect();
+        let files = hosts::file_report(&world, ms);
+        Report { seed: self.seed, trace_hash, connections, messages, peers, streams, files }
     }
 }
 
