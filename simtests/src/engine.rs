@@ -32,7 +32,7 @@ use crate::addr::Addr;
 use crate::describe;
 use crate::link::{Arrivals, Link};
 use crate::nat::{Nat, Packet};
-use crate::report::{Connection, Messages, Outcome, PeerPath, PeerReport, Report, Streams, TailDrops};
+use crate::report::{Connection, FileTransfer, Messages, Outcome, PeerPath, PeerReport, Report, Streams, TailDrops};
 use crate::rng::Rng;
 use crate::scenario::{name_index, Action, Scenario, ScenarioError, Target};
 
@@ -350,6 +350,14 @@ impl Simulation {
         self.packet_events = self.hosts.iter().map(|g| g.packet_events).sum::<u64>() + self.network.packet_events;
     }
 
+    /// The `send_file` transfers so far, as the report will list them (a
+    /// caller running the world piece by piece with
+    /// [`Simulation::run_until`] watches them progress).
+    pub fn files(&self) -> Vec<FileTransfer> {
+        let world: Vec<&PeerHost> = self.hosts.iter().flat_map(|g| &g.peers).collect();
+        hosts::file_report(&world, ms)
+    }
+
     /// Simulated time now.
     pub fn now(&self) -> Duration {
         self.now
@@ -441,7 +449,9 @@ impl Simulation {
         &self.hosts[self.hosts.partition_point(|g| g.first <= i) - 1]
     }
 
-    fn report(&self) -> Report {
+    /// The report of the run so far (what [`Simulation::run`] returns at
+    /// the end).
+    pub fn report(&self) -> Report {
         // Connections in the order they started: by time, then the
         // scenario's order.
         let mut started: Vec<&hosts::ConnectionState> = self.hosts.iter().flat_map(|g| &g.connections).collect();
@@ -550,8 +560,7 @@ impl Simulation {
             streams.failed += p.tcp.failed;
             streams.retransmissions += p.tcp.retransmissions;
         }
-        let world: Vec<&PeerHost> = self.hosts.iter().flat_map(|g| &g.peers).collect();
-        let files = hosts::file_report(&world, ms);
+        let files = self.files();
         Report { seed: self.seed, trace_hash, connections, messages, peers, streams, files }
     }
 }

@@ -192,6 +192,9 @@ pub struct FileTransfer {
     pub accepted_ms: Option<f64>,
     /// Bytes the receiver held before (not sent again).
     pub resumed: u64,
+    /// Content bytes the receiver wrote that matched the content sent (the
+    /// whole `size` once verified; less for a transfer cut short).
+    pub received: u64,
     /// The sender's path to the receiver while the transfer was under way,
     /// each change once, from the offer on: `relay`, `direct`.
     pub paths: Vec<PeerPath>,

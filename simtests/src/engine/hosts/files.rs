@@ -150,6 +150,11 @@ pub(crate) struct Incoming {
 }
 
 impl Incoming {
+    /// Bytes of the groups written that matched.
+    fn received(&self) -> u64 {
+        self.matched.iter().map(|groups| groups.map(|g| group_len(self.content.size, g) as u64).sum::<u64>()).sum()
+    }
+
     /// Complete, and every group written matched the content sent: the
     /// file arrived byte for byte.
     pub(crate) fn verified(&self) -> bool {
@@ -228,6 +233,7 @@ pub(crate) fn report(peers: &[&super::PeerHost], ms: impl Fn(Duration) -> f64) -
                 root: o.root.iter().map(|b| format!("{b:02x}")).collect(),
                 accepted_ms: o.accepted_at.map(|t| ms(t - o.started)),
                 resumed: o.resumed,
+                received: incoming.map_or(0, Incoming::received),
                 paths,
                 failure: o.failure.clone().or_else(|| incoming.and_then(|f| f.failure.clone())),
             }
