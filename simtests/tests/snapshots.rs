@@ -377,10 +377,12 @@ fn file_partition() {
     let written_before = written_before.filter(|l| l.contains("bob: file1: write")).count();
     assert!((1..8).contains(&written_before), "{written_before} of 8 groups before the cut");
     // then the transfer outlived the cut, on the same session, and
-    // completed after it, verified.
+    // completed after it, verified, resuming by itself soon after the heal
+    // (what was left takes about 0.7 s at 1 Mbit/s).
     assert_eq!(count(&trace, "file1 failed"), 0);
     assert!(f.verified && f.failure.is_none(), "{f:?}");
-    assert!(f.completed_ms.is_some_and(|t| 3_000.0 + t > cut + 30_000.0), "{f:?}");
+    let done = 3_000.0 + f.completed_ms.expect("completed");
+    assert!(done > cut + 30_000.0 && done < cut + 30_000.0 + 5_000.0, "completed at {done} ms: {f:?}");
     assert_eq!(count(&trace, "session 5ee142c5eeb0181d closed"), 0);
 }
 
