@@ -354,6 +354,7 @@ fn file_transfer() {
     let [f] = &report.files[..] else { panic!("one file: {:?}", report.files) };
     assert_eq!((f.from.as_str(), f.to.as_str(), f.size, f.name.as_str()), ("alice", "bob", 40 * 1024, "file.bin"));
     assert!(f.verified && f.failure.is_none(), "{f:?}");
+    assert_eq!(f.received, f.size);
     assert_eq!(f.paths, [PeerPath::Relay, PeerPath::Direct]);
     let (accepted, completed) = (f.accepted_ms.expect("accepted"), f.completed_ms.expect("completed"));
     assert!(accepted < completed, "{f:?}");
