@@ -79,6 +79,8 @@ pub struct Sweep {
     pub targets: Vec<TargetResult>,
     /// Targets not met.
     pub unmet: u32,
+    /// Wall-clock ms of all runs together (on however many threads).
+    pub wall_ms: f64,
 }
 
 /// One target: its figure, its bound, and the runs behind them.
@@ -195,6 +197,7 @@ pub fn run(options: Options, mut progress: impl FnMut(usize, usize)) -> Sweep {
             progress(finished + 1, total);
         }
     });
+    let wall: Duration = observed.iter().flatten().map(|o| o.wall).sum();
     let mut runs = jobs.iter().zip(observed).map(|(&(kind, seed), o)| (kind, seed, o.expect("every run ran")));
     let mut targets = Vec::new();
     for kind in KINDS {
@@ -202,7 +205,8 @@ pub fn run(options: Options, mut progress: impl FnMut(usize, usize)) -> Sweep {
         targets.extend(judge(kind, options.quick, mine));
     }
     let unmet = targets.iter().filter(|t| !t.met).count() as u32;
-    Sweep { quick: options.quick, seeds, targets, unmet }
+    let wall_ms = (wall.as_secs_f64() * 1e6).round() / 1000.0;
+    Sweep { quick: options.quick, seeds, targets, unmet, wall_ms }
 }
 
 /// The scenario of `kind` for `seed`.
@@ -505,14 +509,13 @@ impl Sweep {
             ));
             out.push_str(&format!("{:<24} {}; figure in {}\n", "", t.setup, t.unit));
         }
-        let wall: f64 = self.targets.iter().flat_map(|t| &t.runs).map(|r| r.wall_ms).sum();
         out.push_str(&format!(
             "\n{} seed(s) per target{}; {} of {} targets met; {:.1} s of runs\n",
             self.seeds,
             if self.quick { ", --quick" } else { "" },
             self.targets.len() as u32 - self.unmet,
             self.targets.len(),
-            wall / 1000.0
+            self.wall_ms / 1000.0
         ));
         out
     }
