@@ -164,11 +164,41 @@ pub fn write_frame<W: Write>(out: &mut W, f: &Frame) -> fmt::Result {
                 StreamMessage::Strategy { attempt, strategy } => {
                     write!(out, "Strategy seq={seq} attempt={attempt} {}", strategy.name())
                 }
+                StreamMessage::FileOffer { transfer, name, size, root } => {
+                    write!(out, "FileOffer seq={seq} {transfer} {name:?} size={size} root={}", short_hash(root))
+                }
+                StreamMessage::FileAccept { transfer, credit, have } => {
+                    write!(out, "FileAccept seq={seq} {transfer} credit={credit} have=")?;
+                    write_ranges(out, have.iter().copied(), "..")
+                }
+                StreamMessage::FileRefuse { transfer, reason } => {
+                    write!(out, "FileRefuse seq={seq} {transfer} {reason:?}")
+                }
+                StreamMessage::FileAbort { transfer, mine, reason } => {
+                    write!(out, "FileAbort seq={seq} {transfer} mine={mine} {reason:?}")
+                }
+                StreamMessage::FileDone { transfer } => write!(out, "FileDone seq={seq} {transfer}"),
             },
             SessionBody::Ack { next, .. } => write!(out, "Ack next={next}"),
             SessionBody::Close { reason } => write!(out, "Close {reason:?}"),
             SessionBody::Ping { nonce } => write!(out, "Ping nonce={nonce}"),
             SessionBody::Pong { nonce } => write!(out, "Pong nonce={nonce}"),
+            SessionBody::FileData { pn, transfer, piece, data } => {
+                write!(out, "file {transfer} piece {piece} pn {pn} ({} B)", data.len())
+            }
+            SessionBody::FileAck { ranges, delay_us, credits } => {
+                out.write_str("FileAck ")?;
+                // Inclusive ranges, largest first, as on the wire.
+                write_ranges(out, ranges.iter().copied(), "-")?;
+                write!(out, " delay={delay_us}us credits=[")?;
+                for (i, (transfer, credit)) in credits.iter().enumerate() {
+                    if i > 0 {
+                        out.write_str(" ")?;
+                    }
+                    write!(out, "{transfer}:{credit}")?;
+                }
+                out.write_str("]")
+            }
         },
     }
 }
@@ -222,7 +252,35 @@ pub fn event(e: &ClientEvent) -> String {
         ClientEvent::TextAcked { id, status, path } => format!("text {id} acknowledged: {status:?} via {path:?}"),
         ClientEvent::TextFailed { id, reason } => format!("text {id} failed: {reason:?}"),
         ClientEvent::InboxEmpty => "inbox empty".into(),
+        ClientEvent::FileOffered { file, session, peer, name, size, root } => {
+            format!("session {session}: {peer} offers {file} {name:?} ({size} B, root {})", short_hash(root))
+        }
+        ClientEvent::FileAccepted { file, resumed } => format!("{file} accepted (resumed {resumed} B)"),
+        ClientEvent::FileRead { file, offset, len } => format!("{file}: read {len} B at {offset}"),
+        ClientEvent::FileWrite { file, offset, data } => format!("{file}: write {} B at {offset}", data.len()),
+        ClientEvent::FileCompleted { file, direction, size, root } => {
+            format!("{file} completed ({direction:?}, {size} B, root {})", short_hash(root))
+        }
+        ClientEvent::FileFailed { file, failure } => format!("{file} failed: {failure}"),
     }
+}
+
+/// The first four bytes of a BLAKE3 hash in hexadecimal: enough to tell
+/// the files of one trace apart.
+fn short_hash(hash: &[u8; 32]) -> String {
+    hash[..4].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Writes `[a<sep>b c<sep>d]`, a pair's two ends joined by `sep`.
+fn write_ranges<W: Write>(out: &mut W, ranges: impl Iterator<Item = (u64, u64)>, sep: &str) -> fmt::Result {
+    out.write_str("[")?;
+    for (i, (a, b)) in ranges.enumerate() {
+        if i > 0 {
+            out.write_str(" ")?;
+        }
+        write!(out, "{a}{sep}{b}")?;
+    }
+    out.write_str("]")
 }
 
 fn profile_text(p: &punchline_core::nat::NatProfile) -> String {

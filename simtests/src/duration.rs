@@ -1,10 +1,12 @@
-//! Human-written durations and bandwidths, as scenario files spell them.
+//! Human-written durations, bandwidths and sizes, as scenario files spell
+//! them.
 //!
 //! Durations are a decimal number followed by a unit: `"250ms"`, `"30s"`,
 //! `"2m"`, `"1.5s"`. Bandwidths are a decimal number of bits per second with
-//! an SI prefix: `"512kbit"`, `"100Mbit"`, `"1Gbit"`. Both are parsed with
-//! integer arithmetic (no floating point), so `"0.1s"` is exactly 100 ms on
-//! every machine.
+//! an SI prefix: `"512kbit"`, `"100Mbit"`, `"1Gbit"`. Sizes are a decimal
+//! number of bytes with a unit: `"64KiB"`, `"1.5MB"`, `"8MiB"`, `"1500B"`.
+//! All are parsed with integer arithmetic (no floating point), so `"0.1s"`
+//! is exactly 100 ms on every machine.
 
 use std::fmt;
 use std::time::Duration;
@@ -25,6 +27,9 @@ pub enum UnitError {
     /// More decimals than the smallest unit resolves (`"1.5ns"`).
     #[error("{0:?} is finer than 1ns (or 1bit/s)")]
     TooPrecise(String),
+    /// A size that is not a whole number of bytes (`"1.5B"`).
+    #[error("{0:?} is not a whole number of bytes")]
+    FractionalBytes(String),
 }
 
 /// Duration units, smallest first: suffix and nanoseconds per unit.
@@ -44,6 +49,21 @@ const BANDWIDTH_UNITS: &[(&str, u128)] = &[("bit", 1), ("kbit", 1_000), ("mbit",
 const BANDWIDTH_UNIT_NAMES: &str = "bit, kbit, Mbit, Gbit";
 const BANDWIDTH_EXAMPLE: &str = "\"512kbit\", \"100Mbit\", \"1Gbit\"";
 
+/// Size units (case-sensitive): suffix and bytes per unit. `kB` is 1000
+/// bytes and `KiB` 1024 (IEC 80000-13), so no size is a guess.
+const SIZE_UNITS: &[(&str, u128)] = &[
+    ("B", 1),
+    ("kB", 1_000),
+    ("KiB", 1 << 10),
+    ("MB", 1_000_000),
+    ("MiB", 1 << 20),
+    ("GB", 1_000_000_000),
+    ("GiB", 1 << 30),
+];
+/// The size units, as errors list them.
+pub const SIZE_UNIT_NAMES: &str = "B, kB, KiB, MB, MiB, GB, GiB";
+const SIZE_EXAMPLE: &str = "\"64KiB\", \"1.5MB\", \"8MiB\"";
+
 /// Parses `"250ms"`, `"30s"`, `"1.5s"`, `"2m"`, `"1h"`, `"10us"`, `"0s"`.
 ///
 /// Whitespace around the number and the unit is not allowed: the scenario
@@ -61,6 +81,18 @@ pub fn parse_duration(text: &str) -> Result<Duration, UnitError> {
 pub fn parse_bandwidth(text: &str) -> Result<u64, UnitError> {
     let bits = parse_scaled(text, BANDWIDTH_UNITS, true, BANDWIDTH_UNIT_NAMES, BANDWIDTH_EXAMPLE)?;
     u64::try_from(bits).map_err(|_| UnitError::OutOfRange(text.to_owned()))
+}
+
+/// Parses `"64KiB"`, `"1.5MB"`, `"8MiB"`, `"1500B"`, `"2GiB"` into bytes,
+/// exactly: a size that is not a whole number of bytes (`"1.5B"`) is
+/// refused, and so is a bare number (`"64"`): a size always says its unit.
+/// Units are case-sensitive (`"64KB"` is neither `kB` nor `KiB`).
+pub fn parse_size(text: &str) -> Result<u64, UnitError> {
+    let bytes = parse_scaled(text, SIZE_UNITS, false, SIZE_UNIT_NAMES, SIZE_EXAMPLE).map_err(|e| match e {
+        UnitError::TooPrecise(text) => UnitError::FractionalBytes(text),
+        e => e,
+    })?;
+    u64::try_from(bytes).map_err(|_| UnitError::OutOfRange(text.to_owned()))
 }
 
 /// Formats a duration the way scenario files write it, with the largest unit
@@ -199,6 +231,34 @@ mod tests {
             parse_bandwidth("10MB").unwrap_err().to_string(),
             "\"10MB\" has an unknown unit; expected one of bit, kbit, Mbit, Gbit"
         );
+    }
+
+    #[test]
+    fn sizes_parse_to_exact_bytes() {
+        // Given the forms a scenario author writes, when they are parsed,
+        // then each is an exact number of bytes, powers of ten or of two.
+        let cases = [
+            ("64KiB", 65_536),
+            ("64kB", 64_000),
+            ("1.5MB", 1_500_000),
+            ("8MiB", 8 << 20),
+            ("1500B", 1500),
+            ("2GiB", 2 << 30),
+            ("0B", 0),
+        ];
+        for (text, want) in cases {
+            assert_eq!(parse_size(text), Ok(want), "{text}");
+        }
+        // and anything else is refused with a reason.
+        for bad in ["", "KiB", "-1KiB", "1.KiB", ".5KiB", "1..5KiB", "64kb", "64 KiB", "lots", "64", "20ms"] {
+            assert!(parse_size(bad).is_err(), "{bad:?} should be rejected");
+        }
+        assert_eq!(parse_size("1.5B"), Err(UnitError::FractionalBytes("1.5B".into())));
+        assert_eq!(
+            parse_size("64KB").unwrap_err().to_string(),
+            "\"64KB\" has an unknown unit; expected one of B, kB, KiB, MB, MiB, GB, GiB"
+        );
+        assert_eq!(parse_size("99999999999999999999GiB"), Err(UnitError::OutOfRange("99999999999999999999GiB".into())));
     }
 
     #[test]

@@ -32,7 +32,7 @@ use crate::addr::Addr;
 use crate::describe;
 use crate::link::{Arrivals, Link};
 use crate::nat::{Nat, Packet};
-use crate::report::{Connection, Messages, Outcome, PeerPath, PeerReport, Report, Streams, TailDrops};
+use crate::report::{Connection, FileTransfer, Messages, Outcome, PeerPath, PeerReport, Report, Streams, TailDrops};
 use crate::rng::Rng;
 use crate::scenario::{name_index, Action, Scenario, ScenarioError, Target};
 
@@ -180,6 +180,7 @@ impl Simulation {
                 network: groups,
                 first: hosts.len() * group_size,
                 epoch,
+                seed,
                 peers: std::mem::replace(&mut peers, rest),
                 peer_names: peer_names.clone(),
                 nat_names: nat_names.clone(),
@@ -225,9 +226,10 @@ impl Simulation {
             // the event (both, for a cut or a move: the uplink and the
             // downlink or routing change at the same instant).
             let (peer, at_network) = match &event.action {
-                Action::Connect { peer, .. } | Action::Disconnect { peer, .. } | Action::SendText { peer, .. } => {
-                    (Some(peer), false)
-                }
+                Action::Connect { peer, .. }
+                | Action::Disconnect { peer, .. }
+                | Action::SendText { peer, .. }
+                | Action::SendFile { peer, .. } => (Some(peer), false),
                 Action::Partition { peer }
                 | Action::Heal { peer }
                 | Action::MoveTo { peer, .. }
@@ -348,6 +350,14 @@ impl Simulation {
         self.packet_events = self.hosts.iter().map(|g| g.packet_events).sum::<u64>() + self.network.packet_events;
     }
 
+    /// The `send_file` transfers so far, as the report will list them (a
+    /// caller running the world piece by piece with
+    /// [`Simulation::run_until`] watches them progress).
+    pub fn files(&self) -> Vec<FileTransfer> {
+        let world: Vec<&PeerHost> = self.hosts.iter().flat_map(|g| &g.peers).collect();
+        hosts::file_report(&world, ms)
+    }
+
     /// Simulated time now.
     pub fn now(&self) -> Duration {
         self.now
@@ -439,7 +449,9 @@ impl Simulation {
         &self.hosts[self.hosts.partition_point(|g| g.first <= i) - 1]
     }
 
-    fn report(&self) -> Report {
+    /// The report of the run so far (what [`Simulation::run`] returns at
+    /// the end).
+    pub fn report(&self) -> Report {
         // Connections in the order they started: by time, then the
         // scenario's order.
         let mut started: Vec<&hosts::ConnectionState> = self.hosts.iter().flat_map(|g| &g.connections).collect();
@@ -548,7 +560,8 @@ impl Simulation {
             streams.failed += p.tcp.failed;
             streams.retransmissions += p.tcp.retransmissions;
         }
-        Report { seed: self.seed, trace_hash, connections, messages, peers, streams }
+        let files = self.files();
+        Report { seed: self.seed, trace_hash, connections, messages, peers, streams, files }
     }
 }
 

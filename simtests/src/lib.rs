@@ -2,7 +2,7 @@
 //! (DESIGN §4): core machines as hosts, RFC 4787 NAT devices (and RFC 5382
 //! for TCP), links with delay and loss, TCP connections to the server where
 //! UDP is blocked, scheduled faults, scenario files, an oracle, and the
-//! `run` / `matrix` command line.
+//! `run` / `matrix` / `files` command line.
 //!
 //! Everything is deterministic: one seed drives every random choice through
 //! a tree of child generators, events are totally ordered by (time, sequence
@@ -14,6 +14,7 @@ pub mod describe;
 pub mod duration;
 pub mod engine;
 mod fast_map;
+pub mod file_sweep;
 pub mod lab;
 pub mod link;
 pub mod matrix;

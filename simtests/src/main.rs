@@ -6,10 +6,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use punchline_sim::engine::Simulation;
-use punchline_sim::lab;
 use punchline_sim::matrix::{self, Stress};
 use punchline_sim::report::mermaid;
 use punchline_sim::scenario::Scenario;
+use punchline_sim::{file_sweep, lab};
 
 /// A run allocates and frees a datagram's payload per packet sent, and the
 /// core a few small buffers per datagram handled. mimalloc keeps freed
@@ -67,6 +67,24 @@ enum Command {
         /// or all of them, one after another.
         #[arg(long, value_name = "NAME", value_parser = ["early", "reboot", "loss", "lan", "roam", "outage", "all"])]
         stress: Option<String>,
+        /// Print the JSON report.
+        #[arg(long)]
+        json: bool,
+        /// No progress indicator (shown on a terminal for runs over a second).
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Measure file transfer against issue 22's simulator targets
+    /// (throughput, loss, fairness, migration, interruption) over several
+    /// seeds; prints each figure with its bound. Exits 1 when any target is
+    /// not met.
+    Files {
+        /// Seeds per target.
+        #[arg(long, default_value_t = 5)]
+        seeds: u32,
+        /// Move less data per run (the same scenarios and bounds).
+        #[arg(long)]
+        quick: bool,
         /// Print the JSON report.
         #[arg(long)]
         json: bool,
@@ -168,6 +186,25 @@ fn main() -> ExitCode {
             lab::cli::lab(&opts, json)
         }
         Command::LabProbe { args } => lab::cli::lab_probe(&args),
+        Command::Files { seeds, quick, json, quiet } => {
+            let mut progress = Progress::new(quiet);
+            let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(matrix::MAX_THREADS));
+            let options = file_sweep::Options { seeds, quick, threads };
+            let sweep = file_sweep::run(options, |done, total| progress.show(|| format!("files: {done}/{total} runs")));
+            progress.clear();
+            let written = write_stdout(|out| {
+                if json {
+                    writeln!(out, "{}", serde_json::to_string_pretty(&sweep).expect("reports serialize"))
+                } else {
+                    write!(out, "{}", sweep.table())
+                }
+            });
+            match written {
+                Err(code) if code != ExitCode::SUCCESS => code,
+                _ if sweep.unmet == 0 => ExitCode::SUCCESS,
+                _ => ExitCode::FAILURE,
+            }
+        }
         Command::Matrix { seeds, stress, json, quiet } => {
             // The value parser admits only the families and `all`.
             let families: Vec<Option<Stress>> = match stress.as_deref() {

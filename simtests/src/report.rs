@@ -159,6 +159,50 @@ impl TailDrops {
     }
 }
 
+/// One `send_file` event's transfer, as the sender offered it and the
+/// receiver took it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct FileTransfer {
+    /// The sender.
+    pub from: String,
+    /// The receiver.
+    pub to: String,
+    /// The file's length in bytes.
+    pub size: u64,
+    /// Simulated ms from the `send_file` event to the receiver's
+    /// `FileCompleted` (`null`: it never completed).
+    pub completed_ms: Option<f64>,
+    /// Content bytes sent (the size less what the receiver held before)
+    /// times 8, over the simulated time from the sender's `FileAccepted` to
+    /// the receiver's `FileCompleted`, in Mbit/s (10^6 bit/s); `null` when
+    /// it never completed.
+    pub goodput_mbps: Option<f64>,
+    /// Pieces the sender sent again after a loss, as its `FileProgress`
+    /// said last before completion.
+    pub retransmitted: u64,
+    /// True only when the receiver completed the transfer and every group
+    /// it wrote matched the content sent, byte for byte, every group once
+    /// at least.
+    pub verified: bool,
+    /// The file's name.
+    pub name: String,
+    /// Its BLAKE3 root, in hexadecimal.
+    pub root: String,
+    /// Simulated ms from the event to the sender's `FileAccepted`.
+    pub accepted_ms: Option<f64>,
+    /// Bytes the receiver held before (not sent again).
+    pub resumed: u64,
+    /// Content bytes the receiver wrote that matched the content sent (the
+    /// whole `size` once verified; less for a transfer cut short).
+    pub received: u64,
+    /// The sender's path to the receiver while the transfer was under way,
+    /// each change once, from the offer on: `relay`, `direct`.
+    pub paths: Vec<PeerPath>,
+    /// Why it failed, at the sender or else at the receiver (`null` when it
+    /// did not).
+    pub failure: Option<String>,
+}
+
 /// The TCP connections of a run (the TCP fallback, issue 21), all peers'
 /// and the server's together.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -189,7 +233,8 @@ pub struct Report {
     /// (16 digits); empty when the run skipped its trace
     /// ([`crate::engine::Simulation::skip_trace`]).
     pub trace_hash: String,
-    /// One per `connect` event, in event order.
+    /// One per `connect` event, and per `send_file` event that had to open
+    /// a session, in the order they started.
     pub connections: Vec<Connection>,
     /// Text message counts.
     pub messages: Messages,
@@ -197,6 +242,10 @@ pub struct Report {
     pub peers: Vec<PeerReport>,
     /// TCP connection counts.
     pub streams: Streams,
+    /// One per `send_file` event, in the order they happened; left out of
+    /// the JSON when there are none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<FileTransfer>,
 }
 
 impl Report {
@@ -242,6 +291,27 @@ impl Report {
             out.push_str(&format!(
                 "messages: {} sent, {} acknowledged, {} delivered, {} duplicated, {} lost\n",
                 m.sent, m.acknowledged, m.delivered, m.duplicated, m.lost
+            ));
+        }
+        if !self.files.is_empty() {
+            out.push_str(&format!(
+                "{:<12} {:<12} {:>12} {:>11} {:>13} {:>13} {:<8} {}\n",
+                "file from", "to", "size", "completed", "goodput", "retransmitted", "verified", "paths"
+            ));
+        }
+        for f in &self.files {
+            let paths: Vec<&str> = f.paths.iter().map(|p| p.name()).collect();
+            out.push_str(&format!(
+                "{:<12} {:<12} {:>12} {:>11} {:>13} {:>13} {:<8} {}{}\n",
+                f.from,
+                f.to,
+                f.size,
+                f.completed_ms.map_or("-".to_string(), |t| format!("{t:.0}ms")),
+                f.goodput_mbps.map_or("-".to_string(), |g| format!("{g:.2}Mbit/s")),
+                f.retransmitted,
+                if f.verified { "yes" } else { "NO" },
+                if paths.is_empty() { "-".to_string() } else { paths.join(">") },
+                f.failure.as_ref().map_or(String::new(), |why| format!(" ({why})")),
             ));
         }
         let dropping: Vec<String> = self

@@ -17,6 +17,13 @@
 //! `inbound_refreshes`, `blocks_udp` and `tcp_timeout` overrides, mirroring
 //! [`NatSpec`]. Events `block_udp = true` and `unblock_udp = true` act on a
 //! peer's host (`peer = NAME`) or on a NAT (`nat = NAME`).
+//! An event `send_file = { to = NAME, size = "8MiB" }` (optional `name`,
+//! default `"file.bin"`; `size` in bytes, `40960`, or with a unit as
+//! [`parse_size`] reads it) has the peer offer a file whose content the run's
+//! seed generates, opening a session first when it has none with `to`, as
+//! `connect` does; the receiver accepts every offer and checks every group it
+//! writes against the same generator (`engine::files`; the report's
+//! `files`).
 //! A peer's `config` is kept as a raw table with the line of each key, so the
 //! engine applies it to the client config and reports unknown names with
 //! [`Scenario::config_error`].
@@ -32,7 +39,7 @@ use punchline_core::nat::{FilteringBehavior, MappingBehavior};
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
-use crate::duration::{format_duration, parse_bandwidth, parse_duration, UnitError};
+use crate::duration::{format_duration, parse_bandwidth, parse_duration, parse_size, UnitError, SIZE_UNIT_NAMES};
 use crate::link::LinkSpec;
 use crate::nat::{parse_filtering, parse_mapping, NatSpec, PortPolicy, Preset, Unsolicited};
 
@@ -184,6 +191,10 @@ pub enum Action {
     Disconnect { peer: String, from: String },
     /// `peer` sends a text message.
     SendText { peer: String, to: String, text: String },
+    /// `peer` offers `to` a file of `size` bytes named `name`, its content
+    /// generated from the run's seed (see `engine` for how), opening a
+    /// session first when there is none.
+    SendFile { peer: String, to: String, name: String, size: u64 },
     /// `peer`'s link is cut both ways.
     Partition { peer: String },
     /// `peer`'s link is restored.
@@ -386,6 +397,7 @@ struct RawEvent {
     connect: Option<String>,
     disconnect: Option<String>,
     send_text: Option<RawSendText>,
+    send_file: Option<RawSendFile>,
     partition: Option<bool>,
     heal: Option<bool>,
     nat_reboot: Option<String>,
@@ -405,7 +417,21 @@ struct RawSendText {
     text: String,
 }
 
-const EVENT_ACTIONS: &str = "connect, disconnect, send_text, partition, heal, nat_reboot, move_to, server_down, \
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSendFile {
+    to: String,
+    /// Bytes (an integer, or a string with a unit): checked by
+    /// `Ctx::file_size`.
+    size: toml::Value,
+    name: Option<String>,
+}
+
+/// The name of a `send_file` that gives none.
+pub const DEFAULT_FILE_NAME: &str = "file.bin";
+
+const EVENT_ACTIONS: &str =
+    "connect, disconnect, send_text, send_file, partition, heal, nat_reboot, move_to, server_down, \
                              server_up, server_restart, block_udp, unblock_udp";
 const BEHAVIOURS: &str = "endpoint-independent, address-dependent, address-and-port-dependent";
 
@@ -824,6 +850,21 @@ impl Ctx<'_> {
         Ok(bytes)
     }
 
+    /// A `send_file`'s `size` in bytes: `40960` or `"8MiB"` (see
+    /// [`parse_size`]).
+    fn file_size(&self, path: &FieldPath, value: &toml::Value) -> Result<u64, ScenarioError> {
+        match value {
+            toml::Value::Integer(n) => {
+                u64::try_from(*n).map_err(|_| self.err(path, format!("{n} is not a number of bytes")))
+            }
+            toml::Value::String(text) => parse_size(text).map_err(|e| self.err(path, e.to_string())),
+            other => Err(self.err(
+                path,
+                format!("expected a number of bytes or a string such as \"8MiB\", found a {}", other.type_str()),
+            )),
+        }
+    }
+
     /// Names unique; an `open` router's hosts use its public IPs; no two hosts
     /// share an address in one network.
     fn check_peers(
@@ -882,6 +923,7 @@ impl Ctx<'_> {
             ("connect", raw.connect.is_some()),
             ("disconnect", raw.disconnect.is_some()),
             ("send_text", raw.send_text.is_some()),
+            ("send_file", raw.send_file.is_some()),
             ("partition", raw.partition.is_some()),
             ("heal", raw.heal.is_some()),
             ("nat_reboot", raw.nat_reboot.is_some()),
@@ -1001,6 +1043,19 @@ impl Ctx<'_> {
                 let to = other_peer(path.key("send_text").key("to"), &msg.to)?;
                 Action::SendText { peer, to, text: msg.text.clone() }
             }
+            "send_file" => {
+                // Invariant: `send_file` is the action found above.
+                let file = raw.send_file.as_ref().expect("send_file present");
+                let field = path.key("send_file");
+                let to = other_peer(field.key("to"), &file.to)?;
+                let size = self.file_size(&field.key("size"), &file.size)?;
+                let name = file.name.clone().unwrap_or_else(|| DEFAULT_FILE_NAME.to_owned());
+                // The sender's client refuses such a name; saying so here
+                // names the line.
+                punchline_core::files::check_name(&name)
+                    .map_err(|e| self.err(&field.key("name"), format!("{name:?} is refused: {e}")))?;
+                Action::SendFile { peer, to, name, size }
+            }
             "partition" => {
                 must_be_true("partition", raw.partition)?;
                 Action::Partition { peer }
@@ -1017,18 +1072,6 @@ impl Ctx<'_> {
     }
 }
 
-/// Sizes for a link's `buffer`, case-sensitive: `kB` is 1000 bytes and `KiB`
-/// 1024 (IEC 80000-13), so no size is a guess.
-const SIZE_UNITS: &[(&str, u128)] = &[
-    ("B", 1),
-    ("kB", 1_000),
-    ("KiB", 1 << 10),
-    ("MB", 1_000_000),
-    ("MiB", 1 << 20),
-    ("GB", 1_000_000_000),
-    ("GiB", 1 << 30),
-];
-
 /// A `buffer` string: a size, or a time at the link's bandwidth.
 #[derive(Debug, PartialEq)]
 enum BufferText {
@@ -1036,40 +1079,25 @@ enum BufferText {
     Time(Duration),
 }
 
-/// Parses `"64KiB"`, `"1.5MB"`, `"1500B"` (exact: `"1.5B"` is refused), or a
-/// duration as [`parse_duration`] reads it (`"20ms"`). The error is a phrase
-/// to follow the field's name.
+/// Parses a size as [`parse_size`] reads it (`"64KiB"`, `"1.5MB"`,
+/// `"1500B"`), or a duration as [`parse_duration`] reads it (`"20ms"`).
+/// The error is a phrase to follow the field's name.
 fn parse_buffer(text: &str) -> Result<BufferText, String> {
-    let number_len = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
-    let (number, unit) = text.split_at(number_len);
-    let (whole, frac) = number.split_once('.').unwrap_or((number, ""));
-    if whole.is_empty() || frac.contains('.') || number.ends_with('.') {
-        return Err(format!(
-            "{text:?} is not a number followed by a unit; expected e.g. \"64KiB\", \"1.5MB\" or \"20ms\""
-        ));
-    }
-    let Some(&(_, scale)) = SIZE_UNITS.iter().find(|(name, _)| *name == unit) else {
-        return match parse_duration(text) {
+    match parse_size(text) {
+        Ok(bytes) => Ok(BufferText::Bytes(bytes)),
+        Err(UnitError::NotANumber(..)) => {
+            Err(format!("{text:?} is not a number followed by a unit; expected e.g. \"64KiB\", \"1.5MB\" or \"20ms\""))
+        }
+        Err(UnitError::UnknownUnit(..)) => match parse_duration(text) {
             Ok(time) => Ok(BufferText::Time(time)),
             Err(UnitError::UnknownUnit(..)) => Err(format!(
-                "{text:?} has an unknown unit; expected a size (B, kB, KiB, MB, MiB, GB, GiB) or a time at the \
-                 link's bandwidth (ns, us, ms, s, m, h)"
+                "{text:?} has an unknown unit; expected a size ({SIZE_UNIT_NAMES}) or a time at the link's \
+                 bandwidth (ns, us, ms, s, m, h)"
             )),
             Err(e) => Err(e.to_string()),
-        };
-    };
-    let out_of_range = || format!("{text:?} is out of range");
-    // At most 38 digits fit in a u128; more is out of range anyway.
-    if number.len() > 30 {
-        return Err(out_of_range());
+        },
+        Err(e) => Err(e.to_string()),
     }
-    let digits: u128 = format!("{whole}{frac}").parse().map_err(|_| out_of_range())?;
-    let denominator = 10u128.pow(frac.len() as u32);
-    let scaled = digits.checked_mul(scale).ok_or_else(out_of_range)?;
-    if scaled % denominator != 0 {
-        return Err(format!("{text:?} is not a whole number of bytes"));
-    }
-    u64::try_from(scaled / denominator).map(BufferText::Bytes).map_err(|_| out_of_range())
 }
 
 /// `internet_hops` when the file does not say.

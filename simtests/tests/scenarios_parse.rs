@@ -82,6 +82,8 @@ fn every_example_scenario_parses_and_says_what_it_shows() {
             "birthday-linux-random.toml",
             "cgnat-nested.toml",
             "connect-early.toml",
+            "file-partition.toml",
+            "file-transfer.toml",
             "full-cone-pair.toml",
             "linux-late-start.toml",
             "lossy-link.toml",
@@ -194,8 +196,8 @@ fn unknown_field_names_give_file_line_and_field() {
         error(&with("\n[[event]]\nat = \"1s\"\npeer = \"alice\"\nwhen = 2\n")),
         format!(
             "scenarios/x.toml:{}: field `event[0].when`: unknown field `when`, expected one of `at`, `peer`, \
-             `connect`, `disconnect`, `send_text`, `partition`, `heal`, `nat_reboot`, `move_to`, `server_down`, \
-             `server_up`, `server_restart`, `nat`, `block_udp`, `unblock_udp`",
+             `connect`, `disconnect`, `send_text`, `send_file`, `partition`, `heal`, `nat_reboot`, `move_to`, \
+             `server_down`, `server_up`, `server_restart`, `nat`, `block_udp`, `unblock_udp`",
             NEXT_LINE + 4
         )
     );
@@ -205,6 +207,46 @@ fn unknown_field_names_give_file_line_and_field() {
             "scenarios/x.toml:{}: field `event[0].send_text.txt`: unknown field `txt`, expected `to` or `text`",
             NEXT_LINE + 4
         )
+    );
+}
+
+#[test]
+fn a_send_file_takes_a_size_with_or_without_a_unit_and_a_default_name() {
+    // Given send_file events written the ways the README shows,
+    let event = |body: &str| format!("\n[[event]]\nat = \"1s\"\npeer = \"alice\"\nsend_file = {{ {body} }}\n");
+    let action =
+        |body: &str| Scenario::from_toml_str(&with(&event(body)), "scenarios/x.toml").unwrap().events[0].action.clone();
+    let file =
+        |name: &str, size: u64| Action::SendFile { peer: "alice".into(), to: "bob".into(), name: name.into(), size };
+    // when they are parsed, then each is the file it says.
+    assert_eq!(action("to = \"bob\", size = \"8MiB\""), file("file.bin", 8 << 20));
+    assert_eq!(action("to = \"bob\", size = \"1.5MB\", name = \"a.jpg\""), file("a.jpg", 1_500_000));
+    assert_eq!(action("to = \"bob\", size = 40960"), file("file.bin", 40_960));
+    // And each mistake is named with its field and line.
+    let field = |f: &str| format!("scenarios/x.toml:{}: field `event[0].send_file{f}`", NEXT_LINE + 4);
+    let cases = [
+        (
+            "to = \"bob\", size = \"8MB/s\"",
+            ".size",
+            "\"8MB/s\" has an unknown unit; expected one of B, kB, KiB, MB, MiB, GB, GiB",
+        ),
+        ("to = \"bob\", size = \"1.5B\"", ".size", "\"1.5B\" is not a whole number of bytes"),
+        ("to = \"bob\", size = -1", ".size", "-1 is not a number of bytes"),
+        ("to = \"bob\", size = 1.5", ".size", "expected a number of bytes or a string such as \"8MiB\", found a float"),
+        ("to = \"carol\", size = 1", ".to", "unknown peer \"carol\"; declared peers: alice, bob"),
+        ("to = \"alice\", size = 1", ".to", "\"alice\" is the acting peer itself"),
+        (
+            "to = \"bob\", size = 1, name = \"../x\"",
+            ".name",
+            "\"../x\" is refused: the file name contains a path separator (\"/\" or \"\\\")",
+        ),
+    ];
+    for (body, f, message) in cases {
+        assert_eq!(error(&with(&event(body))), format!("{}: {message}", field(f)), "{body}");
+    }
+    assert_eq!(
+        error(&with(&event("to = \"bob\""))),
+        format!("scenarios/x.toml:{}: field `event[0].send_file.size`: required but missing", NEXT_LINE + 4)
     );
 }
 
@@ -267,7 +309,8 @@ fn an_event_does_exactly_one_thing() {
         error(&with("\n[[event]]\nat = \"1s\"\npeer = \"alice\"\n")),
         format!(
             "scenarios/x.toml:{}: field `event[0]`: no action; expected one of connect, disconnect, send_text, \
-             partition, heal, nat_reboot, move_to, server_down, server_up, server_restart, block_udp, unblock_udp",
+             send_file, partition, heal, nat_reboot, move_to, server_down, server_up, server_restart, block_udp, \
+             unblock_udp",
             NEXT_LINE + 1
         )
     );

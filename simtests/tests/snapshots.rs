@@ -341,6 +341,52 @@ fn linux_late_start_without_openers_is_poisoned() {
     assert!(trace.contains("nat home-b: 198.51.100.6:4000 -> 198.51.100.1:4000 is held by a tracked entry"));
 }
 
+#[test]
+fn file_transfer() {
+    let (report, c, trace) = run_example("file-transfer");
+    insta::assert_snapshot!("file-transfer", trace);
+    // Given a send_file with no session, the offer opened one, listed as a
+    // connect's, which went direct;
+    assert_eq!((c.from.as_str(), c.to.as_str(), c.outcome), ("alice", "bob", Outcome::Direct));
+    assert!(c.connect_ms.is_some_and(|t| t < 200.0), "{c:?}");
+    // the 40 KiB arrived byte for byte, having moved from the relay to the
+    // direct path on the way;
+    let [f] = &report.files[..] else { panic!("one file: {:?}", report.files) };
+    assert_eq!((f.from.as_str(), f.to.as_str(), f.size, f.name.as_str()), ("alice", "bob", 40 * 1024, "file.bin"));
+    assert!(f.verified && f.failure.is_none(), "{f:?}");
+    assert_eq!(f.received, f.size);
+    assert_eq!(f.paths, [PeerPath::Relay, PeerPath::Direct]);
+    let (accepted, completed) = (f.accepted_ms.expect("accepted"), f.completed_ms.expect("completed"));
+    assert!(accepted < completed, "{f:?}");
+    assert!(f.goodput_mbps.is_some_and(|g| g > 0.0));
+    // and the trace shows the three groups written and both completions.
+    assert_eq!(count(&trace, "bob: file1: write"), 3);
+    assert_eq!(count(&trace, "file1 completed"), 2);
+    assert_eq!(count(&trace, "that were not sent"), 0);
+}
+
+#[test]
+fn file_partition() {
+    let (report, c, trace) = run_example("file-partition");
+    insta::assert_snapshot!("file-partition", trace);
+    assert_eq!(c.outcome, Outcome::Direct);
+    let [f] = &report.files[..] else { panic!("one file: {:?}", report.files) };
+    // Given bob's link cut from 3.5 s to 33.5 s in the middle of the
+    // transfer (some groups written before the cut, not all),
+    let cut = time_of(&trace, "event: bob's link is cut").expect("the cut");
+    let written_before = trace.lines().take_while(|l| !l.contains("event: bob's link is cut"));
+    let written_before = written_before.filter(|l| l.contains("bob: file1: write")).count();
+    assert!((1..8).contains(&written_before), "{written_before} of 8 groups before the cut");
+    // then the transfer outlived the cut, on the same session, and
+    // completed after it, verified, resuming by itself soon after the heal
+    // (what was left takes about 0.7 s at 1 Mbit/s).
+    assert_eq!(count(&trace, "file1 failed"), 0);
+    assert!(f.verified && f.failure.is_none(), "{f:?}");
+    let done = 3_000.0 + f.completed_ms.expect("completed");
+    assert!(done > cut + 30_000.0 && done < cut + 30_000.0 + 5_000.0, "completed at {done} ms: {f:?}");
+    assert_eq!(count(&trace, "session 5ee142c5eeb0181d closed"), 0);
+}
+
 /// Every datagram is in the trace, the clients' first `Login`s (sent while
 /// the world is built) included, and `--mermaid` draws them too.
 #[test]

@@ -32,8 +32,10 @@ use crate::link::Link;
 use crate::nat::Packet;
 use crate::scenario::{Action, Target};
 
+mod files;
 mod streams;
 
+pub(super) use files::report as file_report;
 pub(crate) use streams::StreamCounts;
 
 /// First port the simulator gives a peer's extra sockets.
@@ -75,6 +77,8 @@ pub(super) struct PeerHost {
     pub(super) tcp: StreamCounts,
     /// UDP to and from the host is dropped (`block_udp`).
     udp_blocked: bool,
+    /// Files sent and received.
+    pub(super) files: files::PeerFiles,
 }
 
 impl PeerHost {
@@ -96,6 +100,7 @@ impl PeerHost {
             tcp_timer: None,
             tcp: StreamCounts::default(),
             udp_blocked: false,
+            files: files::PeerFiles::default(),
         }
     }
 }
@@ -169,6 +174,8 @@ pub(super) struct GroupParts {
     /// The world's index of the group's first peer.
     pub(super) first: usize,
     pub(super) epoch: Instant,
+    /// The run's seed (files' content grows from it).
+    pub(super) seed: u64,
     pub(super) peers: Vec<PeerHost>,
     /// The world's peer index by name, and NAT index by name.
     pub(super) peer_names: Names,
@@ -190,6 +197,8 @@ pub(super) struct Hosts {
     /// is the world's `first + i`.
     pub(super) first: usize,
     epoch: Instant,
+    /// The run's seed.
+    seed: u64,
     now: Duration,
     queue: Pending<HostEvent>,
     pub(super) peers: Vec<PeerHost>,
@@ -233,6 +242,7 @@ impl Hosts {
             network: parts.network,
             first: parts.first,
             epoch: parts.epoch,
+            seed: parts.seed,
             now: Duration::ZERO,
             queue: Pending::new([parts.part, parts.network], parts.events),
             peers: parts.peers,
@@ -352,6 +362,10 @@ impl Hosts {
                 }
                 self.drain_peer(p);
             }
+            Action::SendFile { peer, to, name, size } => {
+                let p = self.peer_index(&peer);
+                self.send_file(p, i, to, name, size);
+            }
             // The network cuts and restores the downlink at the same
             // instant.
             Action::Partition { peer } => {
@@ -408,6 +422,9 @@ impl Hosts {
             if !progressed {
                 break;
             }
+        }
+        if !self.peers[i].files.outgoing.is_empty() {
+            self.file_progress(i);
         }
         // A deadline already past fires now; it is stored as now so the
         // timer event recognises it (else the peer would never wake again).
@@ -494,7 +511,16 @@ impl Hosts {
                     *self.shown.entry((sender, *id, self.first + i)).or_default() += 1;
                 }
             }
-            _ => self.track_connection(i, &e),
+            ClientEvent::FileOffered { .. }
+            | ClientEvent::FileAccepted { .. }
+            | ClientEvent::FileRead { .. }
+            | ClientEvent::FileWrite { .. }
+            | ClientEvent::FileCompleted { .. }
+            | ClientEvent::FileFailed { .. } => self.file_event(i, &e),
+            _ => {
+                self.file_paths(i, &e);
+                self.track_connection(i, &e);
+            }
         }
     }
 

@@ -327,7 +327,7 @@ impl Network {
                 }
             }
             // Only the hosts takes part.
-            Action::Connect { .. } | Action::Disconnect { .. } | Action::SendText { .. } => {}
+            Action::Connect { .. } | Action::Disconnect { .. } | Action::SendText { .. } | Action::SendFile { .. } => {}
         }
     }
 
