@@ -70,7 +70,7 @@ pub use ack::{AckRanges, AckTracker, ACK_ELICITING_THRESHOLD, MAX_ACK_DELAY, MAX
 pub use cc::{Controller, NewReno, NewRenoConfig, DEFAULT_MAX_DATAGRAM};
 pub use pacer::{Pacer, BURST_INTERVAL, MAX_BURST_PACKETS, MIN_BURST_PACKETS};
 pub use recovery::{
-    AckOutcome, Recovery, RecoveryStats, TimeoutOutcome, MAX_PTO, PACKET_THRESHOLD, PERSISTENT_CONGESTION_THRESHOLD,
-    PTO_PROBES, TIME_THRESHOLD_EIGHTHS,
+    AckOutcome, Recovery, RecoveryStats, TimeoutOutcome, MAX_PACKET_THRESHOLD, MAX_PTO, MAX_TIME_THRESHOLD_EIGHTHS,
+    PACKET_THRESHOLD, PERSISTENT_CONGESTION_THRESHOLD, PTO_PROBES, TIME_THRESHOLD_EIGHTHS,
 };
 pub use rtt::{RttEstimator, GRANULARITY, INITIAL_RTT};

@@ -15,6 +15,10 @@
 //!   packet in between was acknowledged, or declared lost before);
 //! - the peer's max_ack_delay is [`MAX_ACK_DELAY`], the constant both ends
 //!   use, rather than a transport parameter;
+//! - the thresholds adapt (§6.1.1 and §6.1.2 allow it): a packet declared
+//!   lost by the packet threshold and then acknowledged raises it to the
+//!   reordering seen; one declared lost by the time threshold raises that
+//!   by an eighth of an RTT, up to twice the RTT;
 //! - an acknowledgement whose delay is far beyond the peer's max_ack_delay
 //!   gives no RTT sample (§5.1 takes every newly acknowledged largest);
 //! - the backed-off PTO is at most [`MAX_PTO`] (or the PTO itself when that
@@ -49,6 +53,17 @@ pub const PTO_PROBES: u8 = 2;
 
 /// The PTO doubles at most this many times in a row.
 const MAX_PTO_BACKOFF_EXPONENT: u32 = 16;
+
+/// The largest packet threshold reordering can raise (RFC 9002 §6.1.1
+/// warns that a large one delays loss detection; the time threshold still
+/// applies).
+pub const MAX_PACKET_THRESHOLD: u64 = 32;
+
+/// The largest time threshold reordering can raise, in eighths of an RTT.
+pub const MAX_TIME_THRESHOLD_EIGHTHS: u32 = 16;
+
+/// Packets remembered as lost, to notice they were reordered instead.
+const MAX_DECLARED_LOST: usize = 256;
 
 /// The longest a backed-off probe timeout waits (see the module docs).
 pub const MAX_PTO: Duration = Duration::from_secs(2);
@@ -103,6 +118,9 @@ pub struct RecoveryStats {
     /// Acknowledgements ignored whole: malformed, or naming a packet number
     /// not yet handed out.
     pub ignored_acks: u64,
+    /// Packets declared lost by the packet threshold and acknowledged
+    /// after all: the path reorders (see [`Recovery::packet_threshold`]).
+    pub spurious_losses: u64,
 }
 
 /// The sender's side of a bulk flow: packet numbers, packets in flight,
@@ -130,6 +148,17 @@ pub struct Recovery<M> {
     next_pn: u64,
     bytes_in_flight: u64,
     largest_acked: Option<u64>,
+    /// How far below the largest acknowledged a packet is lost: starts at
+    /// [`PACKET_THRESHOLD`] and grows when the path is seen to reorder.
+    packet_threshold: u64,
+    /// The time threshold in eighths of an RTT: starts at
+    /// [`TIME_THRESHOLD_EIGHTHS`] and grows when the path is seen to delay
+    /// some packets behind later ones by more.
+    time_threshold_eighths: u32,
+    /// Packets declared lost lately, with the largest acknowledged when
+    /// they were (`None`: by the time threshold): an acknowledgement of one
+    /// of them shows how far the path reorders.
+    declared_lost: BTreeMap<u64, Option<u64>>,
     /// When the earliest packet awaiting the time threshold becomes lost.
     loss_time: Option<Instant>,
     /// When the last packet was sent (all are ack-eliciting).
@@ -165,6 +194,9 @@ impl<M> Recovery<M> {
             next_pn: 0,
             bytes_in_flight: 0,
             largest_acked: None,
+            packet_threshold: PACKET_THRESHOLD,
+            time_threshold_eighths: TIME_THRESHOLD_EIGHTHS,
+            declared_lost: BTreeMap::new(),
             loss_time: None,
             last_sent: None,
             pto_count: 0,
@@ -268,6 +300,7 @@ impl<M> Recovery<M> {
                 }
             }
         }
+        self.learn_reordering(ack);
         let Some(&(largest_newly, ref newest)) = acked.last() else { return outcome };
         self.largest_acked = Some(self.largest_acked.map_or(largest_newly, |l| l.max(largest_newly)));
 
@@ -347,6 +380,9 @@ impl<M> Recovery<M> {
         self.rtt = RttEstimator::new(self.rtt.initial());
         self.pacer = Pacer::new(self.max_datagram);
         self.largest_acked = None;
+        self.packet_threshold = PACKET_THRESHOLD;
+        self.time_threshold_eighths = TIME_THRESHOLD_EIGHTHS;
+        self.declared_lost.clear();
         self.loss_time = None;
         self.last_sent = None;
         self.pto_count = 0;
@@ -421,8 +457,10 @@ impl<M> Recovery<M> {
             }
             prev_pn = Some(pn);
             let by_time = now.saturating_duration_since(packet.time) >= loss_delay;
-            if by_time || largest_acked - pn >= PACKET_THRESHOLD {
+            let by_order = largest_acked - pn >= self.packet_threshold;
+            if by_time || by_order {
                 lost_pns.push(pn);
+                self.declared_lost.insert(pn, (!by_time).then_some(largest_acked));
                 if due_to_ack && self.first_pn_after_sample.is_some_and(|first| pn >= first) {
                     match run_start {
                         Some(start) if packet.time.saturating_duration_since(start) > congestion_period => {
@@ -448,12 +486,49 @@ impl<M> Recovery<M> {
         (lost, persistent)
     }
 
+    /// Packets lost by the packet threshold that `ack` acknowledges after
+    /// all were reordered, not lost: the threshold grows to cover the
+    /// distance seen (RFC 9002 §6.1.1 allows an adaptive threshold; Linux's
+    /// RACK does the same), up to [`MAX_PACKET_THRESHOLD`]. Their pieces
+    /// were sent again meanwhile; that cost is paid once per distance.
+    fn learn_reordering(&mut self, ack: &AckRanges) {
+        for &(lo, hi) in &ack.ranges {
+            let reordered: Vec<(u64, Option<u64>)> =
+                self.declared_lost.range(lo..=hi).map(|(&pn, &l)| (pn, l)).collect();
+            for (pn, largest_then) in reordered {
+                self.declared_lost.remove(&pn);
+                self.stats.spurious_losses += 1;
+                match largest_then {
+                    Some(largest) => {
+                        let distance = (largest - pn + 1).min(MAX_PACKET_THRESHOLD);
+                        self.packet_threshold = self.packet_threshold.max(distance);
+                    }
+                    // Late beyond the time threshold: allow an eighth more
+                    // of an RTT, up to twice the RTT.
+                    None => {
+                        self.time_threshold_eighths = (self.time_threshold_eighths + 1).min(MAX_TIME_THRESHOLD_EIGHTHS)
+                    }
+                }
+            }
+        }
+        // Only the recent past tells: forget the oldest beyond a bound.
+        while self.declared_lost.len() > MAX_DECLARED_LOST {
+            self.declared_lost.pop_first();
+        }
+    }
+
+    /// The packet threshold in use: [`PACKET_THRESHOLD`], or more on a path
+    /// seen to reorder.
+    pub fn packet_threshold(&self) -> u64 {
+        self.packet_threshold
+    }
+
     /// How long after its sending a packet below the largest acknowledged
     /// is lost (RFC 9002 §6.1.2): 9/8 × max(latest RTT, smoothed RTT), at
     /// least the timer granularity.
     fn loss_delay(&self) -> Duration {
         let rtt = self.rtt.latest().max(self.rtt.smoothed());
-        (rtt * TIME_THRESHOLD_EIGHTHS / 8).max(GRANULARITY)
+        (rtt * self.time_threshold_eighths / 8).max(GRANULARITY)
     }
 
     /// One congestion event for a batch of losses, dated by the last one
@@ -516,6 +591,45 @@ mod tests {
         assert_eq!(r.timeout(), None);
         assert_eq!(r.largest_acked(), Some(2));
         assert_eq!(r.stats().acked_packets, 3);
+    }
+
+    #[test]
+    fn a_path_that_reorders_raises_the_packet_threshold_to_what_it_showed() {
+        // Given packets 0 to 9 sent together,
+        let t0 = Instant::now();
+        let mut r = ledger();
+        send(&mut r, t0, 10);
+        // when 5 to 9 are acknowledged first (0 to 4 count as lost by the
+        // packet threshold of 3), then 0 to 4 after all,
+        assert_eq!(r.on_ack(t0 + 20 * MS, &ack(&[(5, 9)])).lost, [0, 1, 2, 3, 4]);
+        r.on_ack(t0 + 21 * MS, &ack(&[(0, 9)]));
+        // then those were reordered, not lost: the threshold covers the
+        // distance seen (10), and the same reordering loses nothing now.
+        assert_eq!(r.stats().spurious_losses, 5);
+        assert_eq!(r.packet_threshold(), 10);
+        send(&mut r, t0 + 22 * MS, 10);
+        assert!(r.on_ack(t0 + 23 * MS, &ack(&[(14, 19)])).lost.is_empty());
+        // And a new path starts from the RFC's threshold again.
+        r.reset_path();
+        assert_eq!(r.packet_threshold(), PACKET_THRESHOLD);
+    }
+
+    #[test]
+    fn a_packet_late_beyond_the_time_threshold_widens_it_by_an_eighth() {
+        // Given a 100 ms sample, then packets 1 and 2 sent together,
+        let t0 = Instant::now();
+        let mut r = ledger();
+        send(&mut r, t0, 1);
+        r.on_ack(t0 + 100 * MS, &ack(&[(0, 0)]));
+        send(&mut r, t0 + 100 * MS, 2);
+        // when 2 is acknowledged and 1 is still missing past 9/8 RTT (lost by
+        // time), then 1 is acknowledged after all,
+        r.on_ack(t0 + 200 * MS, &ack(&[(2, 2)]));
+        assert_eq!(r.on_timeout(t0 + 213 * MS).lost, [1]);
+        r.on_ack(t0 + 220 * MS, &ack(&[(1, 2)]));
+        // then the path's lateness is allowed for: 10/8 of an RTT now.
+        assert_eq!(r.stats().spurious_losses, 1);
+        assert_eq!(r.loss_delay(), r.rtt.latest().max(r.rtt.smoothed()) * 10 / 8);
     }
 
     #[test]
