@@ -135,10 +135,24 @@ enum Kind {
     Fairness,
     Migration,
     Interruption,
+    /// Jitter on every link, which reorders packets: not one of the
+    /// issue's targets, ours (loss detection must not mistake reordering
+    /// for loss).
+    Jitter,
 }
 
-const KINDS: [Kind; 6] =
-    [Kind::Throughput, Kind::Loss(0.001), Kind::Loss(0.01), Kind::Fairness, Kind::Migration, Kind::Interruption];
+const KINDS: [Kind; 7] = [
+    Kind::Throughput,
+    Kind::Loss(0.001),
+    Kind::Loss(0.01),
+    Kind::Fairness,
+    Kind::Migration,
+    Kind::Interruption,
+    Kind::Jitter,
+];
+
+/// The jitter target's jitter, on every link (each packet crosses four).
+const JITTER: &str = "3ms";
 
 /// When the interruption's cut starts and how long it lasts.
 const CUT_AT: Duration = Duration::from_secs(8);
@@ -262,6 +276,12 @@ fn scenario(kind: Kind, quick: bool, seed: u64) -> Scenario {
                 + &peer("bob", "10.0.1.2", "home-b", &bottleneck(slow, 0.0));
             let reboot = "[[event]]\nat = \"5s\"\nnat_reboot = \"home-b\"\n\n";
             ("300s", world + &send("1s", "alice", mib(32, 8)) + reboot)
+        }
+        Kind::Jitter => {
+            let jitter = format!(", jitter = \"{JITTER}\"");
+            let hosts =
+                public("alice", 10, &jitter, "") + &public("bob", 20, &(jitter.clone() + &bottleneck(slow, 0.0)), "");
+            ("300s", hosts + &event("1s", "alice", "connect = \"bob\"") + &send("3s", "alice", mib(16, 4)))
         }
         Kind::Interruption => {
             // A cut shorter than the session's timeout pauses the transfer
@@ -469,6 +489,18 @@ fn judge(kind: Kind, quick: bool, runs: Vec<(u64, Observed)>) -> Vec<TargetResul
                 if quick { "5 Mbit/s" } else { "20 Mbit/s" }
             );
             vec![row("interruption", setup, "runs verified after the cut", n, results, true)]
+        }
+        Kind::Jitter => {
+            let results = runs.into_iter().map(|(s, o)| {
+                let g = o.files.first().map_or(0.0, goodput);
+                result(o, s, g)
+            });
+            let link = if quick { 5.0 } else { 20.0 };
+            let setup = format!(
+                "{link} Mbit/s bottleneck, 20 ms RTT, {JITTER} of jitter on every link (reordering), {size_mib} MiB; \
+                 bound: half the link"
+            );
+            vec![row("jitter", setup, "Mbit/s", 0.5 * link, results.collect(), false)]
         }
     }
 }
