@@ -395,6 +395,44 @@ fn a_renamed_copy_of_the_same_content_resumes() {
 }
 
 #[test]
+fn a_sender_restarted_at_once_resumes_without_waiting_for_the_session_timeout() {
+    // Given a transfer over a slow relay whose sender is killed once the
+    // receiver recorded some groups, the receiver's session with it still
+    // open (30 s timeout).
+    let server = TestServer::start(Some(SLOW_RELAY));
+    let inbox = tempfile::tempdir().expect("temp dir");
+    let dir = inbox.path().display().to_string();
+    let bob = Running::listen(&server, "bob", "mio", &["--relay"], &["--accept-files", &dir]);
+    let src = tempfile::tempdir().expect("temp dir");
+    let bytes = random_bytes(4 * MIB, 7);
+    let path = src.path().join("data.bin");
+    std::fs::write(&path, &bytes).expect("write");
+    let send = ["--relay", "send-file", "bob", &path.display().to_string()].map(str::to_owned);
+    let send: Vec<&str> = send.iter().map(String::as_str).collect();
+    let alice = Running::spawn(PUNCHLINE, &server.args("alice", "mio", &send));
+    wait_for_recorded_groups(inbox.path());
+    drop(alice);
+
+    // When alice sends the file again at once.
+    let out = send_file(&server, "alice", "mio", &["--relay"], "bob", &path);
+
+    // Then the new login closes the old session (the server tells bob
+    // alice's old presence went offline), which ends the old transfer on
+    // bob's side; the new one resumes from what it wrote, and the file
+    // arrives byte-exact.
+    assert!(out.status.success(), "exit {:?}: {}", out.status.code(), stderr(&out));
+    let done = json_lines(&out).pop().expect("done");
+    assert!(done["resumed_bytes"].as_u64().is_some_and(|r| r > 0), "{done}");
+    let mut seen = Vec::new();
+    bob.wait_event("file", &mut seen);
+    let failed: Vec<&Value> = seen.iter().filter(|v| v["event"] == "file-failed").collect();
+    assert_eq!(failed.len(), 1, "{seen:?}");
+    assert_eq!(failed[0]["reason"], "session-closed", "{seen:?}");
+    assert!(std::fs::read(inbox.path().join("data.bin")).expect("saved") == bytes, "differs");
+    assert_eq!(names_in(inbox.path()), ["data.bin"]);
+}
+
+#[test]
 fn hostile_file_names_are_refused_before_anything_is_sent() {
     // Given files whose names a receiver would refuse (no server is needed:
     // the name is checked first).

@@ -13,10 +13,11 @@
 //! whole file is hashed again and, only if it matches the root, moved into
 //! place under its name (numbered when taken, never replacing a file).
 //!
-//! A new offer of a root that another transfer is still receiving
-//! supersedes it: the old one is cancelled (its sender is most likely gone,
-//! its session not yet timed out) and the new one resumes from what the old
-//! one wrote.
+//! A second offer of a root another transfer is still receiving is refused
+//! ([`FileRefusal::Busy`]) rather than let two transfers write one partial
+//! file. A sender that restarts does not meet it: its new login makes the
+//! server close its old sessions, which ends the old transfer here (its
+//! groups recorded), so the new offer resumes at once.
 //!
 //! JSON lines (beside `listen`'s others; `peer` and `path` always there):
 //! - `{"event":"file-refused","peer","path","name","reason","message"}`;
@@ -143,10 +144,7 @@ impl Receiver {
                 self.offered(rt, printer, *file, offer)?;
             }
             ClientEvent::FileWrite { file, offset, data } => {
-                let Some(root) = self.transfers.get(file).map(|t| t.offer.root) else {
-                    // A superseded transfer's last groups: not ours to answer.
-                    return Ok(true);
-                };
+                let Some(root) = self.transfers.get(file).map(|t| t.offer.root) else { return Ok(true) };
                 let Some(partial) = self.partials.get_mut(&root) else { return Ok(true) };
                 let result = partial.write(*offset, data);
                 rt.file_written(*file, *offset, result)?;
@@ -267,18 +265,10 @@ impl Receiver {
         offer: Offer,
     ) -> Result<(), Failure> {
         let Some(dir) = self.dir.clone() else { return Ok(()) };
-        // A transfer of the same content still under way is superseded.
-        let stale: Vec<FileId> =
-            self.transfers.iter().filter(|(_, t)| t.offer.root == offer.root).map(|(f, _)| *f).collect();
-        for old in stale {
-            rt.cancel_file(old)?;
-            if let Some(t) = self.transfers.remove(&old) {
-                if let Some(bar) = &t.bar {
-                    bar.finish_and_clear();
-                }
-                let line = self.failed_line(&t, "superseded", "a new offer of the same content took over");
-                printer.line(line);
-            }
+        if self.transfers.values().any(|t| t.offer.root == offer.root) {
+            rt.refuse_file(file, FileRefusal::Busy)?;
+            self.refused(printer, &offer, FileRefusal::Busy, "the same content is being received already");
+            return Ok(());
         }
         let fresh = !self.partials.contains_key(&offer.root);
         if fresh {
