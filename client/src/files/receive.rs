@@ -147,6 +147,7 @@ impl Receiver {
                 let Some(root) = self.transfers.get(file).map(|t| t.offer.root) else { return Ok(true) };
                 let Some(partial) = self.partials.get_mut(&root) else { return Ok(true) };
                 let result = partial.write(*offset, data);
+                tracing::trace!(%file, offset, len = data.len(), ?result, "group written");
                 rt.file_written(*file, *offset, result)?;
                 if partial.checkpoint_due(Instant::now()) {
                     partial.checkpoint(&self.checkpoints);

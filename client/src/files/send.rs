@@ -170,6 +170,7 @@ fn transfer(
         };
         match event {
             ClientEvent::FileRead { file, offset, len } if file == id => {
+                tracing::trace!(%file, offset, len, "group read");
                 let mut data = vec![0u8; len as usize];
                 match disk.read_exact_at(&mut data, offset) {
                     Ok(()) => rt.file_data(id, offset, data)?,
