@@ -10,6 +10,7 @@
 //! - [`partial`]: the partial file and its state beside it, for a resume;
 //! - [`progress`]: progress bars on a terminal, progress lines in JSON.
 
+mod checkpoint;
 pub mod partial;
 pub mod progress;
 pub mod receive;

@@ -27,7 +27,6 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -36,6 +35,7 @@ use punchline_core::wire::frame::files::FileAbort;
 use serde::{Deserialize, Serialize};
 use tracing::debug;
 
+pub use super::checkpoint::Checkpointer;
 use super::hex;
 
 /// How long a partial file is kept for a resume after its last checkpoint.
@@ -202,12 +202,12 @@ impl Partial {
         };
         // Every group in `state` was written before this job was queued,
         // so the job's sync covers it.
-        checkpointer.submit(Job::Save {
-            file: Arc::clone(&self.file),
+        checkpointer.save(
+            Arc::clone(&self.file),
             state,
-            path: state_path(&self.dir, &self.root),
-            tmp: state_tmp_path(&self.dir, &self.root),
-        });
+            state_path(&self.dir, &self.root),
+            state_tmp_path(&self.dir, &self.root),
+        );
         self.last_checkpoint = Instant::now();
         self.dirty = false;
     }
@@ -425,17 +425,6 @@ fn read_state(path: &Path) -> Option<State> {
     serde_json::from_str(&text).map_err(|e| debug!(error = %e, path = %path.display(), "unreadable state")).ok()
 }
 
-fn write_state(file: &File, state: &State, path: &Path, tmp: &Path) -> io::Result<()> {
-    file.sync_data()?;
-    let text = serde_json::to_vec(state).map_err(io::Error::other)?;
-    {
-        let mut out = File::create(tmp)?;
-        io::Write::write_all(&mut out, &text)?;
-        out.sync_all()?;
-    }
-    std::fs::rename(tmp, path)
-}
-
 fn remove_quietly(path: &Path) {
     if let Err(e) = std::fs::remove_file(path) {
         if e.kind() != io::ErrorKind::NotFound {
@@ -446,65 +435,6 @@ fn remove_quietly(path: &Path) {
 
 fn unix_now() -> u64 {
     SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
-
-enum Job {
-    Save { file: Arc<File>, state: State, path: PathBuf, tmp: PathBuf },
-    Flush(mpsc::Sender<()>),
-}
-
-/// A thread that records checkpoints in order, so the receiving loop never
-/// waits for `fdatasync`.
-#[derive(Debug)]
-pub struct Checkpointer {
-    jobs: Option<mpsc::Sender<Job>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Checkpointer {
-    /// Starts the thread.
-    pub fn start() -> io::Result<Checkpointer> {
-        let (jobs, rx) = mpsc::channel::<Job>();
-        let thread = std::thread::Builder::new().name("punchline-checkpoints".into()).spawn(move || {
-            for job in rx {
-                match job {
-                    Job::Save { file, state, path, tmp } => {
-                        if let Err(e) = write_state(&file, &state, &path, &tmp) {
-                            // The previous state stays: it claims less, never more.
-                            tracing::warn!(error = %e, path = %path.display(), "cannot record a partial file's state");
-                        }
-                    }
-                    Job::Flush(done) => {
-                        let _ = done.send(());
-                    }
-                }
-            }
-        })?;
-        Ok(Checkpointer { jobs: Some(jobs), thread: Some(thread) })
-    }
-
-    fn submit(&self, job: Job) {
-        if let Some(jobs) = &self.jobs {
-            let _ = jobs.send(job);
-        }
-    }
-
-    /// Waits until every checkpoint queued so far is recorded.
-    pub fn flush(&self) {
-        let (done, wait) = mpsc::channel();
-        self.submit(Job::Flush(done));
-        let _ = wait.recv();
-    }
-}
-
-impl Drop for Checkpointer {
-    fn drop(&mut self) {
-        // Closing the queue ends the thread once it recorded the rest.
-        self.jobs = None;
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
 }
 
 #[cfg(test)]
