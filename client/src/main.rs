@@ -19,7 +19,7 @@ use punchline_core::Seed;
 
 /// The Punchline client: checks your NAT, waits for sessions, or opens one
 /// and pings over it (directly when hole punching succeeds, else through the
-/// server's relay).
+/// server's relay); sends texts and files.
 ///
 /// Ping protocol: `connect` sends `ping:<seq>` as session data; `listen` (and
 /// `connect`) answer `pong:<seq>`. Logs go to stderr (RUST_LOG, default warn).
@@ -148,7 +148,8 @@ enum Command {
     ///
     /// PEER must be online and run `listen --accept-files`. On a terminal a
     /// progress bar shows bytes, rate, ETA and the path. Exits 0 once PEER
-    /// holds the whole file; see the exit codes below for the failures.
+    /// holds the whole file; `punchline --help` lists the exit codes of
+    /// failures (15 to 19 for files).
     SendFile {
         /// The recipient.
         peer: String,
