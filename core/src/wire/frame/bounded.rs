@@ -40,9 +40,45 @@ where
     d.deserialize_seq(V::<T, N>(PhantomData))
 }
 
-/// At most `N` bytes.
+/// At most `N` bytes, taken as one byte string: postcard writes a byte
+/// string exactly as a sequence of bytes (a varint length, then the bytes),
+/// so the wire is the same, and the bytes are copied at once rather than
+/// visited one by one (a file piece is 1 KiB). Formats that give a
+/// sequence instead are accepted too.
 pub(super) fn bytes<'de, D: Deserializer<'de>, const N: usize>(d: D) -> Result<Vec<u8>, D::Error> {
-    vec::<D, u8, N>(d)
+    struct V<const N: usize>;
+    impl<'de, const N: usize> Visitor<'de> for V<N> {
+        type Value = Vec<u8>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "at most {N} bytes")
+        }
+        fn visit_bytes<E: Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+            if v.len() > N {
+                return Err(E::invalid_length(v.len(), &self));
+            }
+            Ok(v.to_vec())
+        }
+        fn visit_borrowed_bytes<E: Error>(self, v: &'de [u8]) -> Result<Vec<u8>, E> {
+            self.visit_bytes(v)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u8>, A::Error> {
+            let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(N));
+            while let Some(byte) = seq.next_element()? {
+                if out.len() == N {
+                    return Err(A::Error::invalid_length(N + 1, &self));
+                }
+                out.push(byte);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_bytes(V::<N>)
+}
+
+/// Writes bytes as one byte string (see [`bytes`]: the same wire as a
+/// sequence of bytes, written at once).
+pub(super) fn write_bytes<S: serde::Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_bytes(v)
 }
 
 /// A string of at most `N` bytes of UTF-8.

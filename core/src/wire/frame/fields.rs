@@ -102,7 +102,10 @@ pub enum CloseReason {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum StreamMessage {
     /// Application data.
-    App(#[serde(deserialize_with = "bounded::bytes::<_, MAX_APP_PAYLOAD>")] Vec<u8>),
+    App(
+        #[serde(serialize_with = "bounded::write_bytes", deserialize_with = "bounded::bytes::<_, MAX_APP_PAYLOAD>")]
+        Vec<u8>,
+    ),
     /// My candidates for punching attempt `attempt` (attempt 0's come from the
     /// server's offer).
     Candidates {
@@ -271,7 +274,7 @@ pub enum SessionBody {
         /// Which piece: the manifest's first, then the content's.
         piece: u64,
         /// The piece's bytes: [`PIECE`] of them, fewer for the last.
-        #[serde(deserialize_with = "bounded::bytes::<_, PIECE>")]
+        #[serde(serialize_with = "bounded::write_bytes", deserialize_with = "bounded::bytes::<_, PIECE>")]
         data: Vec<u8>,
     },
     /// Acknowledges data-plane packets, and grants flow-control credit.
