@@ -183,7 +183,7 @@ pub fn write_frame<W: Write>(out: &mut W, f: &Frame) -> fmt::Result {
             SessionBody::Close { reason } => write!(out, "Close {reason:?}"),
             SessionBody::Ping { nonce } => write!(out, "Ping nonce={nonce}"),
             SessionBody::Pong { nonce } => write!(out, "Pong nonce={nonce}"),
-            SessionBody::FileData { pn, transfer, piece, data } => {
+            SessionBody::FileData { pn, transfer, piece, data, .. } => {
                 write!(out, "file {transfer} piece {piece} pn {pn} ({} B)", data.len())
             }
             SessionBody::FileAck { ranges, delay_us, credits } => {

@@ -24,8 +24,12 @@ pub const MAX_ACK_RANGES: usize = 32;
 pub const MAX_ACK_DELAY: Duration = Duration::from_millis(25);
 
 /// Ack-eliciting packets after which an acknowledgement is sent at once
-/// (RFC 9000 §13.2.2).
+/// (RFC 9000 §13.2.2), unless the sender asks for another threshold
+/// ([`AckTracker::set_threshold`]).
 pub const ACK_ELICITING_THRESHOLD: u32 = 2;
+
+/// The largest threshold a sender may ask for.
+pub const MAX_ACK_ELICITING_THRESHOLD: u32 = 32;
 
 /// An acknowledgement: the packet numbers received, and how long the
 /// receiver held it.
@@ -87,12 +91,33 @@ pub struct AckTracker {
     /// When an acknowledgement became due at once (every second packet, or
     /// one out of order).
     immediate_at: Option<Instant>,
+    /// Packets after which an acknowledgement is due at once (0 until the
+    /// sender asks: [`ACK_ELICITING_THRESHOLD`]).
+    threshold: u32,
 }
 
 impl AckTracker {
     /// A tracker that has received nothing.
     pub fn new() -> Self {
         AckTracker::default()
+    }
+
+    /// The sender asks for an acknowledgement every `packets` packets (as
+    /// draft-ietf-quic-ack-frequency's ACK_FREQUENCY frame does), clamped
+    /// to `1..=`[`MAX_ACK_ELICITING_THRESHOLD`]. A bulk sender with a large
+    /// window asks for fewer acknowledgements: each costs the receiver a
+    /// sealed datagram and the sender an opened one.
+    pub fn set_threshold(&mut self, packets: u32) {
+        self.threshold = packets.clamp(1, MAX_ACK_ELICITING_THRESHOLD);
+    }
+
+    /// The threshold in use.
+    pub fn threshold(&self) -> u32 {
+        if self.threshold == 0 {
+            ACK_ELICITING_THRESHOLD
+        } else {
+            self.threshold
+        }
     }
 
     /// Packet `pn` arrived at `now`. Returns `false` for a duplicate, or for
@@ -138,7 +163,7 @@ impl AckTracker {
         }
         self.unacked += 1;
         self.first_unacked_at.get_or_insert(now);
-        if out_of_order || self.unacked >= ACK_ELICITING_THRESHOLD {
+        if out_of_order || self.unacked >= self.threshold() {
             self.immediate_at.get_or_insert(now);
         }
         true

@@ -10,7 +10,7 @@
 //! It is not built.
 
 use std::fmt::Debug;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::rtt::RttEstimator;
 
@@ -105,6 +105,59 @@ pub struct NewReno {
     /// Bytes acknowledged in congestion avoidance since the window last
     /// grew.
     bytes_acked: u64,
+    /// Slow start's delay watch (RFC 9406).
+    hystart: HyStart,
+}
+
+/// HyStart++'s round tracking (RFC 9406 §4): slow start ends when the
+/// round trip of a round exceeds the previous round's by an eighth (4 to
+/// 16 ms), that is when a queue starts to build, instead of when it
+/// overflows: the overshoot's burst of losses is avoided, and flows that
+/// share a bottleneck leave slow start together, on equal terms.
+/// Simplified: slow start ends there (no conservative slow start, §4.3).
+#[derive(Clone, Copy, Debug, Default)]
+struct HyStart {
+    /// When the current round began: a round ends when a packet sent after
+    /// it is acknowledged.
+    round_start: Option<Instant>,
+    /// The smallest RTT sample of the current round, and how many it took.
+    current_min: Option<Duration>,
+    samples: u32,
+    /// The previous round's smallest.
+    last_min: Option<Duration>,
+}
+
+/// RFC 9406 §4.1's constants.
+const HYSTART_SAMPLES: u32 = 8;
+const HYSTART_MIN_THRESH: Duration = Duration::from_millis(4);
+const HYSTART_MAX_THRESH: Duration = Duration::from_millis(16);
+
+impl HyStart {
+    /// An acknowledgement in slow start of a packet sent at `sent`, with
+    /// `rtt`'s latest sample; true when slow start should end.
+    fn on_ack(&mut self, now: Instant, sent: Instant, rtt: &RttEstimator) -> bool {
+        match self.round_start {
+            Some(start) if sent < start => {}
+            _ => {
+                self.last_min = self.current_min.or(self.last_min);
+                self.current_min = None;
+                self.samples = 0;
+                self.round_start = Some(now);
+            }
+        }
+        if !rtt.has_sample() {
+            return false;
+        }
+        self.samples += 1;
+        let latest = rtt.latest();
+        self.current_min = Some(self.current_min.map_or(latest, |m| m.min(latest)));
+        match (self.current_min, self.last_min) {
+            (Some(current), Some(last)) if self.samples >= HYSTART_SAMPLES => {
+                current >= last + (last / 8).clamp(HYSTART_MIN_THRESH, HYSTART_MAX_THRESH)
+            }
+            _ => false,
+        }
+    }
 }
 
 /// The loss reduction factor (RFC 9002 §7.3.2, kLossReductionFactor).
@@ -114,7 +167,14 @@ const LOSS_REDUCTION_DEN: u64 = 2;
 impl NewReno {
     /// A controller in slow start at the configured initial window.
     pub fn new(config: NewRenoConfig) -> Self {
-        let mut reno = NewReno { config, window: 0, ssthresh: 0, recovery_start: None, bytes_acked: 0 };
+        let mut reno = NewReno {
+            config,
+            window: 0,
+            ssthresh: 0,
+            recovery_start: None,
+            bytes_acked: 0,
+            hystart: HyStart::default(),
+        };
         reno.reset();
         reno
     }
@@ -147,12 +207,16 @@ impl Controller for NewReno {
         self.window
     }
 
-    fn on_ack(&mut self, _now: Instant, sent: Instant, bytes: u64, app_limited: bool, _rtt: &RttEstimator) {
+    fn on_ack(&mut self, now: Instant, sent: Instant, bytes: u64, app_limited: bool, rtt: &RttEstimator) {
         // §7.3.2: a recovery period ends when a packet sent during it is
         // acknowledged; acknowledgements of older packets do not grow the
         // window. §7.8: nor do those of an app-limited sender.
         if self.in_recovery(sent) || app_limited {
             return;
+        }
+        if self.window < self.ssthresh && self.hystart.on_ack(now, sent, rtt) {
+            // RFC 9406: the queue has started to build; stop doubling.
+            self.ssthresh = self.window;
         }
         if self.window < self.ssthresh {
             // §7.3.1 slow start: one byte of window per byte acknowledged.
@@ -201,6 +265,7 @@ impl Controller for NewReno {
         self.ssthresh = u64::MAX;
         self.recovery_start = None;
         self.bytes_acked = 0;
+        self.hystart = HyStart::default();
     }
 
     fn clone_box(&self) -> Box<dyn Controller> {
@@ -250,6 +315,30 @@ mod tests {
             assert_eq!(cc.window(), 2 * window, "round {round}");
         }
         assert_eq!(cc.window(), 16 * 12_000);
+    }
+
+    #[test]
+    fn slow_start_ends_when_the_round_trip_grows_by_an_eighth() {
+        // Given slow start on a 100 ms path,
+        let t0 = Instant::now();
+        let mut cc = NewReno::default();
+        let mut rtt = RttEstimator::default();
+        let mut round = |cc: &mut NewReno, n: u32, sample: Duration| {
+            let sent = t0 + 200 * MS * n;
+            rtt.update(sample, Duration::ZERO);
+            for _ in 0..cc.window() / MSS {
+                cc.on_ack(sent + sample, sent, MSS, false, &rtt);
+            }
+        };
+        round(&mut cc, 0, 100 * MS);
+        round(&mut cc, 1, 100 * MS);
+        assert!(cc.in_slow_start());
+        // when a round's round trips are 16 ms longer (a queue builds: more
+        // than the 12.5 ms an eighth allows),
+        round(&mut cc, 2, 116 * MS);
+        // then slow start ends there, before any loss.
+        assert!(!cc.in_slow_start());
+        assert_eq!(cc.ssthresh(), cc.window());
     }
 
     #[test]

@@ -66,7 +66,9 @@ mod rtt;
 #[cfg(test)]
 mod sim_tests;
 
-pub use ack::{AckRanges, AckTracker, ACK_ELICITING_THRESHOLD, MAX_ACK_DELAY, MAX_ACK_RANGES};
+pub use ack::{
+    AckRanges, AckTracker, ACK_ELICITING_THRESHOLD, MAX_ACK_DELAY, MAX_ACK_ELICITING_THRESHOLD, MAX_ACK_RANGES,
+};
 pub use cc::{Controller, NewReno, NewRenoConfig, DEFAULT_MAX_DATAGRAM};
 pub use pacer::{Pacer, BURST_INTERVAL, MAX_BURST_PACKETS, MIN_BURST_PACKETS};
 pub use recovery::{

@@ -276,8 +276,9 @@ pub(crate) fn file_body() -> impl Strategy<Value = SessionBody> + Clone {
     use punchline_core::wire::frame::files::{TransferId, MAX_ACK_RANGES, MAX_CREDITS, PIECE};
     let transfer = (0u32..4).prop_map(TransferId);
     prop_oneof![
-        (u64s(), transfer.clone(), u64s(), payload(PIECE))
-            .prop_map(|(pn, transfer, piece, data)| SessionBody::FileData { pn, transfer, piece, data }),
+        (u64s(), transfer.clone(), u64s(), any::<u8>(), payload(PIECE)).prop_map(
+            |(pn, transfer, piece, ack_every, data)| SessionBody::FileData { pn, transfer, piece, ack_every, data }
+        ),
         (
             proptest::collection::vec((u64s(), u64s()), 0..MAX_ACK_RANGES),
             any::<u32>(),
@@ -653,6 +654,7 @@ pub(crate) fn worst_case_frames() -> Vec<Frame> {
             pn: u64::MAX,
             transfer: TransferId(u32::MAX),
             piece: u64::MAX,
+            ack_every: u8::MAX,
             data: vec![0xff; PIECE],
         },
         SessionBody::FileAck {

@@ -273,6 +273,10 @@ pub enum SessionBody {
         transfer: TransferId,
         /// Which piece: the manifest's first, then the content's.
         piece: u64,
+        /// The sender asks for an acknowledgement every this many packets
+        /// (a large window needs fewer; see
+        /// [`crate::transfer::AckTracker::set_threshold`]).
+        ack_every: u8,
         /// The piece's bytes: [`PIECE`] of them, fewer for the last.
         #[serde(serialize_with = "bounded::write_bytes", deserialize_with = "bounded::bytes::<_, PIECE>")]
         data: Vec<u8>,

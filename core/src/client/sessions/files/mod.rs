@@ -46,6 +46,14 @@ const MAX_DATAGRAM: u64 = 1200;
 /// when nothing arrives, so a lost update cannot leave the sender waiting.
 const CREDIT_REFRESH: Duration = Duration::from_millis(250);
 
+/// How often the receiver should acknowledge, for a window of `window`
+/// bytes: about sixteen acknowledgements per window, at least every second
+/// packet (RFC 9000 §13.2.2, which small windows need for loss recovery)
+/// and at most every tenth (a large window's loss detection stays prompt).
+fn ack_every(window: u64) -> u8 {
+    (window / MAX_DATAGRAM / 16).clamp(2, 10) as u8
+}
+
 /// What a data packet carried: the controller's metadata.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Sent {
@@ -310,8 +318,9 @@ impl Files {
     /// A data-plane packet from the peer.
     pub(crate) fn on_body(&mut self, ctx: &Ctx<'_>, out: &mut Out, ch: &mut Channel<'_>, body: SessionBody) {
         match body {
-            SessionBody::FileData { pn, transfer, piece, data } => {
+            SessionBody::FileData { pn, transfer, piece, ack_every, data } => {
                 let Some(plane) = self.plane.as_mut() else { return };
+                plane.acks.set_threshold(u32::from(ack_every));
                 if !plane.acks.on_received(ctx.now, pn) {
                     // A duplicate: its ack may have been lost.
                     return self.ack_when_due(ctx, out, ch);
@@ -461,7 +470,8 @@ impl Files {
             let plane = self.plane.as_mut().expect("checked above");
             let pn = plane.recovery.next_pn();
             let size = data.len() as u64 + PACKET_OVERHEAD;
-            ch.path.transmit(ctx, out, SessionBody::FileData { pn, transfer, piece, data });
+            let ack_every = ack_every(plane.recovery.window());
+            ch.path.transmit(ctx, out, SessionBody::FileData { pn, transfer, piece, ack_every, data });
             plane.recovery.on_sent(ctx.now, pn, size, Sent { transfer, piece });
             plane.turn = Some(transfer);
             return true;
