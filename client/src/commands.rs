@@ -290,9 +290,21 @@ pub fn whois(common: &Common, peer: &str, json_out: bool) -> Result<(), Failure>
     Ok(())
 }
 
-/// `listen`: stays online, accepts sessions, answers pings, prints events,
-/// until SIGINT or SIGTERM.
-pub fn listen(common: &Common, json_out: bool) -> Result<(), Failure> {
+/// `listen` options.
+#[derive(Clone, Debug, Default)]
+pub struct Listen {
+    /// JSON lines.
+    pub json: bool,
+    /// Accept offered files into this directory (`None`: refuse them).
+    pub accept_files: Option<std::path::PathBuf>,
+    /// Ask on the terminal before accepting each file.
+    pub ask: bool,
+}
+
+/// `listen`: stays online, accepts sessions, answers pings, receives files
+/// (see [`crate::files::receive`]), prints events, until SIGINT or SIGTERM.
+pub fn listen(common: &Common, opts: &Listen) -> Result<(), Failure> {
+    let mut receiver = crate::files::receive::Receiver::new(opts)?;
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, Arc::clone(&stop))?;
@@ -300,16 +312,20 @@ pub fn listen(common: &Common, json_out: bool) -> Result<(), Failure> {
     let rt = common.start()?;
     let deadline = Instant::now() + common.server_timeout;
     let (reflexive, transport) = wait_logged_in(rt.as_ref(), common, deadline)?;
-    let mut printer = Printer { json: json_out, sessions: BTreeMap::new() };
+    let mut printer = Printer { json: opts.json, sessions: BTreeMap::new(), bars: receiver.bars() };
     printer.line(json!({"event": "logged-in", "peer": null, "path": null, "user": common.user,
         "transport": transport.name(),
         "local": rt.local_addr().to_string(), "reflexive": reflexive.to_string()}));
     while !stop.load(Ordering::SeqCst) {
+        receiver.tick(rt.as_ref(), &mut printer)?;
         let event = match rt.next_event(Instant::now() + Duration::from_millis(200)) {
             Next::Event(e) => e,
             Next::Idle => continue,
             Next::Stopped => return Err(std::io::Error::other("the client stopped unexpectedly").into()),
         };
+        if receiver.event(rt.as_ref(), &mut printer, &event)? {
+            continue;
+        }
         if let ClientEvent::DataReceived { session, data } = &event {
             if let Some(answer) = Ping::decode(data).and_then(Ping::answer) {
                 // A full send window only delays the pong: the pinger counts
@@ -326,6 +342,7 @@ pub fn listen(common: &Common, json_out: bool) -> Result<(), Failure> {
             rt.ack_text(from, *id)?;
         }
     }
+    receiver.stop();
     rt.shutdown()?;
     Ok(())
 }
@@ -532,11 +549,19 @@ fn run_connect(
     }
 }
 
+/// A session's path as output lines name it: `direct`, `relay`, or
+/// `relay-tcp` when the relay leg rides TCP.
+pub(crate) fn path_name(direct: bool, relay_tcp: bool) -> &'static str {
+    match (direct, relay_tcp) {
+        (true, _) => "direct",
+        (false, false) => "relay",
+        (false, true) => "relay-tcp",
+    }
+}
+
 fn print_connect(opts: &Connect, report: &ConnectReport, error: Option<&Failure>) {
-    let relay = if report.relay_tcp { "relay-tcp" } else { "relay" };
-    let outcome = match (error, report.connect_ms, report.direct) {
-        (Some(Failure::Timeout { .. }), Some(_), true) | (None, _, true) => "direct",
-        (Some(Failure::Timeout { .. }), Some(_), false) | (None, _, false) => relay,
+    let outcome = match (error, report.connect_ms) {
+        (Some(Failure::Timeout { .. }), Some(_)) | (None, _) => path_name(report.direct, report.relay_tcp),
         _ => "failed",
     };
     let mut rtts = report.rtts_ms.clone();
@@ -617,7 +642,8 @@ fn login_refusal(code: ErrorCode) -> String {
     }
 }
 
-fn close_reason(reason: CloseReason, common: &Common) -> String {
+/// A session's close reason, in words.
+pub(crate) fn close_reason(reason: CloseReason, common: &Common) -> String {
     match reason {
         CloseReason::Local => "closed locally".into(),
         CloseReason::Peer => "the peer closed it".into(),
@@ -652,10 +678,12 @@ fn route_ip(server: SocketAddr) -> std::io::Result<std::net::IpAddr> {
 
 /// Prints `listen`'s events: JSON lines (`event`, `peer`, `path` always
 /// present, `null` when they do not apply) or human lines.
-struct Printer {
+pub(crate) struct Printer {
     json: bool,
     /// Session → (peer, path name).
     sessions: BTreeMap<SessionId, (String, &'static str)>,
+    /// The receiver's progress bars: lines are printed with them hidden.
+    bars: Option<indicatif::MultiProgress>,
 }
 
 impl Printer {
@@ -758,8 +786,20 @@ impl Printer {
             | ClientEvent::ReleaseSocket { .. }
             | ClientEvent::OpenStream { .. }
             | ClientEvent::CloseStream { .. } => return,
+            // The receiver prints what concerns files (crate::files::receive).
+            ClientEvent::FileOffered { .. }
+            | ClientEvent::FileAccepted { .. }
+            | ClientEvent::FileRead { .. }
+            | ClientEvent::FileWrite { .. }
+            | ClientEvent::FileCompleted { .. }
+            | ClientEvent::FileFailed { .. } => return,
         };
         self.line(line);
+    }
+
+    /// The path of `session` now (`direct` or `relay`), while it is open.
+    pub(crate) fn path_of(&self, session: SessionId) -> Option<&'static str> {
+        self.sessions.get(&session).map(|(_, path)| *path)
     }
 
     fn session_line(&self, event: &str, session: SessionId) -> Value {
@@ -767,13 +807,21 @@ impl Printer {
         json!({"event": event, "session": session.to_string(), "peer": peer, "path": path})
     }
 
-    fn line(&mut self, line: Value) {
+    /// Prints one line: `line` as JSON, or as `event key=value ...`.
+    pub(crate) fn line(&mut self, line: Value) {
+        match self.bars.clone() {
+            Some(bars) => bars.suspend(|| self.print(&line)),
+            None => self.print(&line),
+        }
+    }
+
+    fn print(&self, line: &Value) {
         let mut out = std::io::stdout().lock();
         if self.json {
             let _ = writeln!(out, "{line}");
         } else {
             let mut text = line["event"].as_str().unwrap_or("?").to_owned();
-            if let Value::Object(fields) = &line {
+            if let Value::Object(fields) = line {
                 for (k, v) in fields.iter().filter(|(k, v)| *k != "event" && !v.is_null()) {
                     // Names and texts come from the network: escaped for the
                     // terminal (JSON lines are escaped by their encoder).

@@ -80,6 +80,23 @@ pub enum Failure {
     /// A key file that is unsafe (readable by others) or not a key.
     #[error("key file refused: {0}")]
     UnsafeKeyFile(String),
+    /// The peer refused the file offered (`send-file`).
+    #[error("file refused: {0}")]
+    FileRefused(String),
+    /// The peer went away while the file was offered or sent: its session
+    /// closed (it left, or was silent longer than the session timeout).
+    #[error("{0}")]
+    PeerGone(String),
+    /// The receiver's disk is full.
+    #[error("{0}")]
+    DiskFull(String),
+    /// What was sent does not match the file's BLAKE3 root.
+    #[error("{0}")]
+    VerificationFailed(String),
+    /// The peer ended the transfer for another reason: it cancelled, or it
+    /// could not write the file.
+    #[error("{0}")]
+    FileAborted(String),
 }
 
 /// The exit codes, as `--help` lists them.
@@ -99,7 +116,14 @@ Exit codes:
  11  the user name belongs to another key on this server
  12  the server's key is not the pinned one (possible impersonation)
  13  key file refused (readable by others, or not a key)
- 14  a contact's key is not the pinned one (whois)";
+ 14  a contact's key is not the pinned one (whois)
+ 15  file refused by the peer (send-file; the message says why)
+ 16  peer gone: the session closed while the file was offered or sent
+     (sending the same file again resumes)
+ 17  the receiver's disk is full (it keeps what it received for a resume)
+ 18  verification failed: the data does not match the file's BLAKE3 root
+     (the file changed while it was sent)
+ 19  the peer ended the transfer (cancelled, or it could not write)";
 
 impl Failure {
     /// The process exit code.
@@ -119,6 +143,11 @@ impl Failure {
             Failure::ServerKeyChanged { .. } => 12,
             Failure::UnsafeKeyFile(_) => 13,
             Failure::ContactKeyChanged { .. } => 14,
+            Failure::FileRefused(_) => 15,
+            Failure::PeerGone(_) => 16,
+            Failure::DiskFull(_) => 17,
+            Failure::VerificationFailed(_) => 18,
+            Failure::FileAborted(_) => 19,
         }
     }
 

@@ -3,6 +3,7 @@
 //!
 //! - [`commands`]: `nat-check`, `listen`, `connect`;
 //! - [`messages`]: `send` and `inbox` (text messages);
+//! - [`files`]: `send-file`, and the files `listen --accept-files` receives;
 //! - [`ping`]: the tiny ping protocol `listen` and `connect` speak over
 //!   session data;
 //! - [`runtime`]: the blocking interface over `punchline-mio` and
@@ -15,6 +16,7 @@
 pub mod commands;
 pub mod display;
 pub mod exit;
+pub mod files;
 pub mod identity;
 pub mod interfaces;
 pub mod messages;

@@ -3,11 +3,14 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use punchline_client::commands::{self, Common, Connect, NatCheck};
+use punchline_client::commands::{self, Common, Connect, Listen, NatCheck};
 use punchline_client::exit::{Failure, EXIT_CODES_HELP};
+use punchline_client::files::send::{self, SendFile};
 use punchline_client::identity;
 use punchline_client::messages::{self, Inbox, Send};
 use punchline_client::runtime::RuntimeKind;
@@ -114,10 +117,49 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Stay online, accept sessions, answer pings and print events until
-    /// SIGINT/SIGTERM.
+    /// Stay online, accept sessions, answer pings, receive files and print
+    /// events until SIGINT/SIGTERM.
+    ///
+    /// Files: without --accept-files every offer is refused (the sender
+    /// exits 15). With it, each file is written beside its final place as
+    /// DIR/.punchline-<root>.partial plus a small .state file, verified group
+    /// by group, hashed again whole once complete, and only then renamed to
+    /// DIR/NAME ("NAME (1).ext" when the name is taken: no file is ever
+    /// replaced). An interrupted transfer resumes when the same content is
+    /// sent again, under any name. Partial files are deleted when listen
+    /// starts, 7 days after their last write.
     Listen {
-        /// JSON lines with at least `event`, `peer` and `path`.
+        /// JSON lines with at least `event`, `peer` and `path`; files add
+        /// `file` (name, size, root, saved), `file-progress` (once a second),
+        /// `file-failed` and `file-refused` (reason, message) lines.
+        #[arg(long)]
+        json: bool,
+        /// Accept offered files into DIR (an existing directory).
+        #[arg(long, value_name = "DIR")]
+        accept_files: Option<PathBuf>,
+        /// Ask on the terminal before accepting each file ("accept NAME (SIZE)
+        /// from PEER? [y/N]"); a usage error without a terminal.
+        #[arg(long, requires = "accept_files")]
+        ask: bool,
+    },
+    /// Send the file at PATH to PEER, peer to peer when a direct path opens,
+    /// through the server's relay otherwise: verified against its BLAKE3
+    /// root, resumed from what PEER already holds of the same content.
+    ///
+    /// PEER must be online and run `listen --accept-files`. On a terminal a
+    /// progress bar shows bytes, rate, ETA and the path. Exits 0 once PEER
+    /// holds the whole file; see the exit codes below for the failures.
+    SendFile {
+        /// The recipient.
+        peer: String,
+        /// The file; PEER sees its file name.
+        path: PathBuf,
+        /// Limit for the session to open and PEER to answer the offer (exit 6).
+        #[arg(long, value_name = "DUR", default_value = "60s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+        /// JSON lines: `progress` once a second (name, size, bytes,
+        /// rate_mbps, eta_s, path), then `done` (name, size, root,
+        /// goodput_mbps, path, resumed_bytes).
         #[arg(long)]
         json: bool,
     },
@@ -190,6 +232,13 @@ fn main() -> ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
         .init();
+    // Past RLIMIT_FSIZE a write fails with EFBIG, and the kernel also sends
+    // SIGXFSZ, whose default action kills the process. With a handler
+    // installed the write's error is all that happens: a receiver reports a
+    // full disk and keeps its partial file.
+    if let Err(e) = signal_hook::flag::register(signal_hook::consts::SIGXFSZ, Arc::new(AtomicBool::new(false))) {
+        tracing::debug!(error = %e, "cannot catch SIGXFSZ");
+    }
     let seed = match os_seed() {
         Ok(seed) => seed,
         Err(e) => return fail(&e),
@@ -243,7 +292,10 @@ fn main() -> ExitCode {
     };
     let result = match args.command {
         Command::NatCheck { stun, json } => commands::nat_check(&common, &NatCheck { stun, json }),
-        Command::Listen { json } => commands::listen(&common, json),
+        Command::Listen { json, accept_files, ask } => commands::listen(&common, &Listen { json, accept_files, ask }),
+        Command::SendFile { peer, path, timeout, json } => {
+            send::send_file(&common, &SendFile { peer, path, timeout, json })
+        }
         Command::Connect { peer, pings, interval, timeout, direct_wait, json } => {
             commands::connect(&common, &Connect { peer, pings, interval, timeout, direct_wait, json })
         }

@@ -6,8 +6,11 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use punchline_core::client::{ClientConfig, ClientEvent, ConnectError, SendError};
+use punchline_core::client::{
+    ClientConfig, ClientEvent, ConnectError, FileId, FileProgress, FileSource, SendError, SendFileError,
+};
 use punchline_core::messaging::SendTextError;
+use punchline_core::wire::frame::files::{FileAbort, FileRefusal};
 use punchline_core::wire::frame::{MessageId, SessionId};
 
 /// Which runtime drives the client.
@@ -51,6 +54,24 @@ pub trait ClientRuntime {
     /// Asks the server about `user`: online, and the key its name is bound
     /// to (a `LookupResult` event).
     fn lookup(&self, user: &str) -> io::Result<Result<(), ConnectError>>;
+    /// Offers a file to `peer` (see `Client::send_file`).
+    fn send_file(&self, peer: &str, source: FileSource) -> io::Result<Result<FileId, SendFileError>>;
+    /// Answers a `FileRead`. Does not wait for the driver: a transfer asks
+    /// for one 16 KiB group at a time, 65,536 times per GiB.
+    fn file_data(&self, file: FileId, offset: u64, data: Vec<u8>) -> io::Result<()>;
+    /// The file being sent could not be read (queued like `file_data`).
+    fn file_read_failed(&self, file: FileId) -> io::Result<()>;
+    /// Accepts an offer, naming the groups already held.
+    fn accept_file(&self, file: FileId, have: Vec<(u64, u64)>) -> io::Result<()>;
+    /// Refuses an offer.
+    fn refuse_file(&self, file: FileId, reason: FileRefusal) -> io::Result<()>;
+    /// Answers a `FileWrite`. Does not wait for the driver, like
+    /// `file_data`.
+    fn file_written(&self, file: FileId, offset: u64, result: Result<(), FileAbort>) -> io::Result<()>;
+    /// Ends a transfer, telling the peer.
+    fn cancel_file(&self, file: FileId) -> io::Result<()>;
+    /// A snapshot of a transfer under way.
+    fn file_progress(&self, file: FileId) -> io::Result<Option<FileProgress>>;
     /// The next event, waiting until `deadline` at most.
     fn next_event(&self, deadline: Instant) -> Next;
     /// Logs out and stops.
@@ -104,6 +125,30 @@ impl ClientRuntime for Pinning {
     }
     fn lookup(&self, user: &str) -> io::Result<Result<(), ConnectError>> {
         self.inner.lookup(user)
+    }
+    fn send_file(&self, peer: &str, source: FileSource) -> io::Result<Result<FileId, SendFileError>> {
+        self.inner.send_file(peer, source)
+    }
+    fn file_data(&self, file: FileId, offset: u64, data: Vec<u8>) -> io::Result<()> {
+        self.inner.file_data(file, offset, data)
+    }
+    fn file_read_failed(&self, file: FileId) -> io::Result<()> {
+        self.inner.file_read_failed(file)
+    }
+    fn accept_file(&self, file: FileId, have: Vec<(u64, u64)>) -> io::Result<()> {
+        self.inner.accept_file(file, have)
+    }
+    fn refuse_file(&self, file: FileId, reason: FileRefusal) -> io::Result<()> {
+        self.inner.refuse_file(file, reason)
+    }
+    fn file_written(&self, file: FileId, offset: u64, result: Result<(), FileAbort>) -> io::Result<()> {
+        self.inner.file_written(file, offset, result)
+    }
+    fn cancel_file(&self, file: FileId) -> io::Result<()> {
+        self.inner.cancel_file(file)
+    }
+    fn file_progress(&self, file: FileId) -> io::Result<Option<FileProgress>> {
+        self.inner.file_progress(file)
     }
     fn next_event(&self, deadline: Instant) -> Next {
         let next = self.inner.next_event(deadline);
@@ -177,6 +222,38 @@ impl ClientRuntime for punchline_mio::ClientHandle {
         punchline_mio::ClientHandle::ack_text(self, from, id)
     }
 
+    fn send_file(&self, peer: &str, source: FileSource) -> io::Result<Result<FileId, SendFileError>> {
+        punchline_mio::ClientHandle::send_file(self, peer, source)
+    }
+
+    fn file_data(&self, file: FileId, offset: u64, data: Vec<u8>) -> io::Result<()> {
+        punchline_mio::ClientHandle::file_data(self, file, offset, data)
+    }
+
+    fn file_read_failed(&self, file: FileId) -> io::Result<()> {
+        punchline_mio::ClientHandle::file_read_failed(self, file)
+    }
+
+    fn accept_file(&self, file: FileId, have: Vec<(u64, u64)>) -> io::Result<()> {
+        punchline_mio::ClientHandle::accept_file(self, file, have)
+    }
+
+    fn refuse_file(&self, file: FileId, reason: FileRefusal) -> io::Result<()> {
+        punchline_mio::ClientHandle::refuse_file(self, file, reason)
+    }
+
+    fn file_written(&self, file: FileId, offset: u64, result: Result<(), FileAbort>) -> io::Result<()> {
+        punchline_mio::ClientHandle::file_written(self, file, offset, result)
+    }
+
+    fn cancel_file(&self, file: FileId) -> io::Result<()> {
+        punchline_mio::ClientHandle::cancel_file(self, file)
+    }
+
+    fn file_progress(&self, file: FileId) -> io::Result<Option<FileProgress>> {
+        punchline_mio::ClientHandle::file_progress(self, file)
+    }
+
     fn next_event(&self, deadline: Instant) -> Next {
         use std::sync::mpsc::RecvTimeoutError;
         match self.events().recv_timeout(deadline.saturating_duration_since(Instant::now())) {
@@ -223,6 +300,44 @@ impl ClientRuntime for punchline_smol::Client {
 
     fn ack_text(&self, from: &str, id: MessageId) -> io::Result<bool> {
         Ok(smol::block_on(punchline_smol::Client::ack_text(self, from, id)))
+    }
+
+    fn send_file(&self, peer: &str, source: FileSource) -> io::Result<Result<FileId, SendFileError>> {
+        Ok(smol::block_on(punchline_smol::Client::send_file(self, peer, source)))
+    }
+
+    fn file_data(&self, file: FileId, offset: u64, data: Vec<u8>) -> io::Result<()> {
+        punchline_smol::Client::file_data(self, file, offset, data);
+        Ok(())
+    }
+
+    fn file_read_failed(&self, file: FileId) -> io::Result<()> {
+        punchline_smol::Client::file_read_failed(self, file);
+        Ok(())
+    }
+
+    fn accept_file(&self, file: FileId, have: Vec<(u64, u64)>) -> io::Result<()> {
+        smol::block_on(punchline_smol::Client::accept_file(self, file, &have));
+        Ok(())
+    }
+
+    fn refuse_file(&self, file: FileId, reason: FileRefusal) -> io::Result<()> {
+        smol::block_on(punchline_smol::Client::refuse_file(self, file, reason));
+        Ok(())
+    }
+
+    fn file_written(&self, file: FileId, offset: u64, result: Result<(), FileAbort>) -> io::Result<()> {
+        punchline_smol::Client::file_written(self, file, offset, result);
+        Ok(())
+    }
+
+    fn cancel_file(&self, file: FileId) -> io::Result<()> {
+        smol::block_on(punchline_smol::Client::cancel_file(self, file));
+        Ok(())
+    }
+
+    fn file_progress(&self, file: FileId) -> io::Result<Option<FileProgress>> {
+        Ok(smol::block_on(punchline_smol::Client::file_progress(self, file)))
     }
 
     fn next_event(&self, deadline: Instant) -> Next {

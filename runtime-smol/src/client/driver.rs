@@ -14,9 +14,11 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use punchline_core::client::{
-    Client as CoreClient, ClientConfig, ClientEvent, ConnectError, PathKind, SendError, SessionInfo,
+    Client as CoreClient, ClientConfig, ClientEvent, ConnectError, FileId, FileProgress, FileSource, PathKind,
+    SendError, SendFileError, SessionInfo,
 };
 use punchline_core::messaging::SendTextError;
+use punchline_core::wire::frame::files::{FileAbort, FileRefusal};
 use punchline_core::wire::frame::{CloseReason, MessageId, SessionId, Transport};
 use punchline_core::{Machine, SocketId};
 use smol::channel::{Receiver, Sender};
@@ -82,6 +84,42 @@ pub(crate) enum Command {
     },
     SyncInbox {
         reply: Sender<Result<(), SendTextError>>,
+    },
+    /// Offer a file; the outcome is `File*` events.
+    SendFile {
+        peer: String,
+        source: Box<FileSource>,
+        reply: Sender<Result<FileId, SendFileError>>,
+    },
+    /// The answer to a `FileRead` (no reply: sent at a high rate).
+    FileData {
+        file: FileId,
+        offset: u64,
+        data: Bytes,
+    },
+    FileReadFailed {
+        file: FileId,
+    },
+    AcceptFile {
+        file: FileId,
+        have: Vec<(u64, u64)>,
+    },
+    RefuseFile {
+        file: FileId,
+        reason: FileRefusal,
+    },
+    /// The answer to a `FileWrite` (no reply: sent at a high rate).
+    FileWritten {
+        file: FileId,
+        offset: u64,
+        result: Result<(), FileAbort>,
+    },
+    CancelFile {
+        file: FileId,
+    },
+    FileProgress {
+        file: FileId,
+        reply: Sender<Option<FileProgress>>,
     },
     /// Runs a read-only closure on the machine (it replies by itself).
     Inspect(Inspector),
@@ -347,6 +385,18 @@ impl Driver {
             }
             Command::SyncInbox { reply } => {
                 let _ = reply.try_send(self.machine.sync_inbox(now));
+            }
+            Command::SendFile { peer, source, reply } => {
+                let _ = reply.try_send(self.machine.send_file(now, &peer, *source));
+            }
+            Command::FileData { file, offset, data } => self.machine.file_data(now, file, offset, &data),
+            Command::FileReadFailed { file } => self.machine.file_read_failed(now, file),
+            Command::AcceptFile { file, have } => self.machine.accept_file(now, file, &have),
+            Command::RefuseFile { file, reason } => self.machine.refuse_file(now, file, reason),
+            Command::FileWritten { file, offset, result } => self.machine.file_written(now, file, offset, result),
+            Command::CancelFile { file } => self.machine.cancel_file(now, file),
+            Command::FileProgress { file, reply } => {
+                let _ = reply.try_send(self.machine.file_progress(file));
             }
             Command::Inspect(Inspector(f)) => f(&self.machine),
             Command::Shutdown => unreachable!("handled by the loop"),

@@ -12,8 +12,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use punchline_core::client::{ClientConfig, ClientEvent, ConnectError, ConnectFailure, SendError, SessionInfo};
+use punchline_core::client::{
+    ClientConfig, ClientEvent, ConnectError, ConnectFailure, FileId, FileProgress, FileSource, SendError,
+    SendFileError, SessionInfo,
+};
 use punchline_core::messaging::SendTextError;
+use punchline_core::wire::frame::files::{FileAbort, FileRefusal};
 use punchline_core::wire::frame::{MessageId, SessionId, Transport};
 use smol::channel::{self, Receiver, Sender};
 
@@ -286,6 +290,68 @@ impl Client {
         answer.recv().await.unwrap_or(Err(ConnectError::NotLoggedIn))
     }
 
+    /// Offers `source` to `peer` (over the open session with `peer`, or one
+    /// opened for it). The outcome comes from [`next_event`](Self::next_event):
+    /// [`ClientEvent::FileAccepted`] then [`ClientEvent::FileCompleted`], or
+    /// [`ClientEvent::FileFailed`]; meanwhile [`ClientEvent::FileRead`] asks
+    /// for the content, answered with [`file_data`](Self::file_data). After
+    /// shutdown it fails with [`SendFileError::NotLoggedIn`].
+    pub async fn send_file(&self, peer: &str, source: FileSource) -> Result<FileId, SendFileError> {
+        let (reply, answer) = channel::bounded(1);
+        self.command(Command::SendFile { peer: peer.to_owned(), source: Box::new(source), reply }).await;
+        answer.recv().await.unwrap_or(Err(SendFileError::NotLoggedIn))
+    }
+
+    /// Answers [`ClientEvent::FileRead`] with the bytes at `offset`.
+    ///
+    /// Fire-and-forget, and not `async`: it queues the answer for the
+    /// driver (the queue is unbounded, so it never waits) and returns. A
+    /// 1 GiB transfer asks for 65,536 groups; a round trip per answer would
+    /// make the caller the bottleneck. Answers keep their order with every
+    /// other command. Ignored after shutdown.
+    pub fn file_data(&self, file: FileId, offset: u64, data: impl Into<Bytes>) {
+        self.command_now(Command::FileData { file, offset, data: data.into() });
+    }
+
+    /// The file being sent could not be read: the transfer ends.
+    /// Fire-and-forget like [`file_data`](Self::file_data), so it stays in
+    /// order behind the data answered before it.
+    pub fn file_read_failed(&self, file: FileId) {
+        self.command_now(Command::FileReadFailed { file });
+    }
+
+    /// Accepts the offer [`ClientEvent::FileOffered`] named `file`; `have`:
+    /// the 16 KiB groups already held (half-open ranges, ascending), which
+    /// the sender skips.
+    pub async fn accept_file(&self, file: FileId, have: &[(u64, u64)]) {
+        self.command(Command::AcceptFile { file, have: have.to_vec() }).await;
+    }
+
+    /// Refuses the offer named `file`.
+    pub async fn refuse_file(&self, file: FileId, reason: FileRefusal) {
+        self.command(Command::RefuseFile { file, reason }).await;
+    }
+
+    /// Answers [`ClientEvent::FileWrite`]: the group at `offset` is written,
+    /// or could not be ([`FileAbort::DiskFull`], [`FileAbort::WriteFailed`]).
+    /// Fire-and-forget and not `async`, like [`file_data`](Self::file_data).
+    pub fn file_written(&self, file: FileId, offset: u64, result: Result<(), FileAbort>) {
+        self.command_now(Command::FileWritten { file, offset, result });
+    }
+
+    /// Ends a transfer, either way, telling the peer.
+    pub async fn cancel_file(&self, file: FileId) {
+        self.command(Command::CancelFile { file }).await;
+    }
+
+    /// A snapshot of a transfer under way; `None` once it ended, or after
+    /// shutdown.
+    pub async fn file_progress(&self, file: FileId) -> Option<FileProgress> {
+        let (reply, answer) = channel::bounded(1);
+        self.command(Command::FileProgress { file, reply }).await;
+        answer.recv().await.ok().flatten()
+    }
+
     /// Runs `look` on the client machine, inside the driver, and returns what
     /// it returns: the machine's NAT profile, stats, sessions, … `None` after
     /// shutdown. Keep it short: the driver waits for it.
@@ -359,8 +425,8 @@ impl Client {
         let _ = self.commands.send(command).await;
     }
 
-    /// For `Session`'s `Drop`, which cannot await (the channel is unbounded,
-    /// so this never blocks).
+    /// For `Session`'s `Drop`, which cannot await, and the fire-and-forget
+    /// file answers (the channel is unbounded, so this never blocks).
     fn command_now(&self, command: Command) {
         let _ = self.commands.try_send(command);
     }
