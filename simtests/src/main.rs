@@ -93,8 +93,9 @@ enum Command {
         quiet: bool,
     },
     /// Run the real binaries behind real Linux NATs (network namespaces,
-    /// nftables, conntrack; needs root) and compare every pair, a NAT reboot
-    /// and a same-LAN pair with the simulator.
+    /// nftables, conntrack; needs root) and compare every pair, a NAT reboot,
+    /// a same-LAN pair, UDP blocked mid-session and a 64 MiB file transfer
+    /// with the simulator.
     Lab {
         /// Print the JSON report.
         #[arg(long)]
@@ -114,10 +115,13 @@ enum Command {
         /// Only measure the kernel NATs (no Punchline binaries needed).
         #[arg(long)]
         nat_only: bool,
-        /// Skip the ordered pairs: the NAT measurements, the NAT reboot and
-        /// same-LAN checks only.
+        /// Skip the ordered pairs: the NAT measurements and the other checks.
         #[arg(long, conflicts_with = "nat_only")]
         no_pairs: bool,
+        /// Only these parts of the lab (comma-separated or repeated), e.g.
+        /// `--only files` or `--only nats,pairs`.
+        #[arg(long, value_enum, value_delimiter = ',', conflicts_with_all = ["nat_only", "no_pairs"])]
+        only: Vec<lab::Check>,
         /// Simulator seeds per pair.
         #[arg(long, default_value_t = 5)]
         sim_seeds: u32,
@@ -180,9 +184,9 @@ fn main() -> ExitCode {
             });
             written.map_or_else(|code| code, |()| ExitCode::SUCCESS)
         }
-        Command::Lab { json, keep, server_bin, client_bin, runtime, nat_only, no_pairs, sim_seeds, verbose } => {
+        Command::Lab { json, keep, server_bin, client_bin, runtime, nat_only, no_pairs, only, sim_seeds, verbose } => {
             let opts =
-                lab::LabOptions { keep, server_bin, client_bin, runtime, nat_only, no_pairs, sim_seeds, verbose };
+                lab::LabOptions { keep, server_bin, client_bin, runtime, nat_only, no_pairs, only, sim_seeds, verbose };
             lab::cli::lab(&opts, json)
         }
         Command::LabProbe { args } => lab::cli::lab_probe(&args),

@@ -4,6 +4,7 @@
 //! Normal exits and failures clean up through [`NamespaceGuard`]'s `Drop`;
 //! the signal handler runs on its own thread and uses the same registry.
 
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 
@@ -13,10 +14,15 @@ use nix::unistd::Pid;
 struct Registry {
     namespaces: Vec<String>,
     pids: Vec<u32>,
+    /// Files and directories of this run's own (the server's store, the
+    /// clients' keys, coturn's pid file, the file check's 64 MiB files):
+    /// removed even with `keep`.
+    paths: Vec<PathBuf>,
     keep: bool,
 }
 
-static REGISTRY: Mutex<Registry> = Mutex::new(Registry { namespaces: Vec::new(), pids: Vec::new(), keep: false });
+static REGISTRY: Mutex<Registry> =
+    Mutex::new(Registry { namespaces: Vec::new(), pids: Vec::new(), paths: Vec::new(), keep: false });
 
 /// Installs the Ctrl-C / SIGTERM handler (once per process). With `keep`,
 /// namespaces survive the interruption (processes never do).
@@ -37,6 +43,9 @@ fn remove_everything_and_exit() -> ! {
     let r = registry();
     for pid in &r.pids {
         let _ = kill(Pid::from_raw(*pid as i32), Signal::SIGKILL);
+    }
+    for path in &r.paths {
+        remove_from_disk(path);
     }
     if r.keep {
         print_removal_hint(&r.namespaces);
@@ -70,6 +79,37 @@ pub fn create_namespace(name: &str) -> Result<(), String> {
         }
         Ok(out) => Err(format!("`ip netns add {name}` failed: {}", String::from_utf8_lossy(&out.stderr).trim())),
         Err(e) => Err(format!("cannot run `ip netns add {name}`: {e}")),
+    }
+}
+
+/// Creates a directory of the run's own and records it for removal on an
+/// interruption ([`remove`] removes it otherwise).
+pub fn create_dir(dir: &Path) -> std::io::Result<()> {
+    let mut r = registry();
+    std::fs::create_dir_all(dir)?;
+    r.paths.push(dir.to_owned());
+    Ok(())
+}
+
+/// Records a file or directory that something the lab runs will create,
+/// for removal on an interruption ([`remove`] removes it otherwise).
+pub fn register(path: &Path) {
+    registry().paths.push(path.to_owned());
+}
+
+/// Removes a file or directory recorded by [`create_dir`] or [`register`]
+/// (whatever is there) and forgets it.
+pub fn remove(path: &Path) {
+    let mut r = registry();
+    remove_from_disk(path);
+    r.paths.retain(|p| p != path);
+}
+
+fn remove_from_disk(path: &Path) {
+    if path.is_dir() {
+        let _ = std::fs::remove_dir_all(path);
+    } else {
+        let _ = std::fs::remove_file(path);
     }
 }
 

@@ -5,7 +5,9 @@
 //! `connect` prints nothing until it exits, so the moment-by-moment view of
 //! a session is the listener's: `path-direct` (a new direct path, or the
 //! same path to a peer whose NAT rebound, with its `remote`),
-//! `path-fell-back` and `session-closed`.
+//! `path-fell-back` and `session-closed`. A listener started with
+//! `--accept-files DIR` also keeps its file outcomes (`file`, `file-failed`,
+//! `file-refused`) for the file check.
 
 use std::time::{Duration, Instant};
 
@@ -60,20 +62,48 @@ pub struct Listener {
     /// It printed `session-opened`.
     opened: bool,
     events: Vec<PathEvent>,
+    /// Its `file`, `file-failed` and `file-refused` lines, in order.
+    files: Vec<Value>,
 }
 
 impl Listener {
     /// Starts `listen` as `user` in `ns` and waits until it is online (or
     /// has said it cannot be, or [`LISTEN_READY`] passed).
     pub fn start(ns: &str, user: &str, bins: &Binaries, opts: &LabOptions) -> Result<Listener, LabError> {
+        Listener::start_with(ns, user, bins, opts, &[])
+    }
+
+    /// [`Listener::start`] with `flags` after `listen --json`
+    /// (`--accept-files DIR`).
+    pub fn start_with(
+        ns: &str,
+        user: &str,
+        bins: &Binaries,
+        opts: &LabOptions,
+        flags: &[&str],
+    ) -> Result<Listener, LabError> {
         let client = bins.client.to_string_lossy().into_owned();
-        let process =
-            Spawned::start(&format!("listen {user}"), ns, &client, &client_args(user, opts, &["listen", "--json"]))?;
+        let mut command = vec!["listen", "--json"];
+        command.extend_from_slice(flags);
+        let process = Spawned::start(&format!("listen {user}"), ns, &client, &client_args(user, opts, &command))?;
         let first = process.wait_for_line(LISTEN_READY, |l| {
             matches!(event_name(l).as_deref(), Some("logged-in" | "login-failed" | "server-unreachable"))
         });
         let online = first.is_some_and(|l| event_name(&l).as_deref() == Some("logged-in"));
-        Ok(Listener { process, online, opened: false, events: Vec::new() })
+        Ok(Listener { process, online, opened: false, events: Vec::new(), files: Vec::new() })
+    }
+
+    /// Reads lines until the next file outcome (a `file`, `file-failed` or
+    /// `file-refused` line, returned) or `deadline`.
+    pub fn wait_file(&mut self, deadline: Instant) -> Option<Value> {
+        let seen = self.files.len();
+        while let Some((at, line)) = self.process.next_line(deadline) {
+            self.record(at, &line);
+            if self.files.len() > seen {
+                return self.files.last().cloned();
+            }
+        }
+        None
     }
 
     /// Reads lines until the first `path-direct` (returned) or `deadline`.
@@ -125,7 +155,8 @@ impl Listener {
 
     fn record(&mut self, at: Instant, line: &str) -> Option<PathEvent> {
         let json: Value = serde_json::from_str(line).ok()?;
-        let change = match json["event"].as_str()? {
+        let event = json["event"].as_str()?.to_owned();
+        let change = match event.as_str() {
             "session-opened" => {
                 self.opened = true;
                 return None;
@@ -135,6 +166,10 @@ impl Listener {
             "session-closed" => PathChange::Closed { reason: json["reason"].as_str().unwrap_or("?").to_owned() },
             "relay-transport-changed" => {
                 PathChange::RelayTransport { transport: json["transport"].as_str().unwrap_or("?").to_owned() }
+            }
+            "file" | "file-failed" | "file-refused" => {
+                self.files.push(json);
+                return None;
             }
             _ => return None,
         };

@@ -25,9 +25,17 @@
 //!    starts dropping UDP during a direct session; the client moves to TCP
 //!    within 5 s and the session goes on over the relay, as the simulator's
 //!    `block_udp` event predicts.
-//! 6. **Cleanup** ([`cleanup`]): everything is removed on exit, on failure
+//! 6. **A 64 MiB file** ([`files`], issue 22): `send-file` from behind one
+//!    NAT to a `listen --accept-files` behind another, `linux` to `linux`
+//!    and `linux` to `linux-random`; it must arrive verified (the BLAKE3
+//!    roots of the file sent, of both ends' reports and of the file saved
+//!    all equal), over the path the simulator predicts for the pair.
+//! 7. **Cleanup** ([`cleanup`]): everything is removed on exit, on failure
 //!    (`Drop`) and on Ctrl-C; `--keep` leaves the namespaces and prints how to
 //!    remove them.
+//!
+//! `--only` picks some of parts 1 to 6 ([`Check`]); `--nat-only` and
+//! `--no-pairs` are the two selections the lab had before it.
 //!
 //! `udp-blocked` drops every UDP packet, the server's relay included, and
 //! passes TCP: a peer behind it logs in over TCP (issue 21), so every pair
@@ -37,6 +45,7 @@
 pub mod cleanup;
 pub mod cli;
 pub mod clients;
+pub mod files;
 pub mod host;
 pub mod lan;
 pub mod midblock;
@@ -118,6 +127,29 @@ impl Profile {
     }
 }
 
+/// One part of the lab, for `--only`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Check {
+    /// The kernel NAT measurements and `nat-check` ([`nat_check`]).
+    Nats,
+    /// Every ordered pair ([`pairs`]).
+    Pairs,
+    /// UDP blocked mid-session ([`midblock`]).
+    UdpBlocks,
+    /// The NAT reboots ([`reboot`]).
+    Reboots,
+    /// The same-LAN pair ([`lan`]).
+    Lan,
+    /// The 64 MiB file ([`files`]).
+    Files,
+}
+
+impl Check {
+    /// The checks that run the Punchline binaries' sessions (everything but
+    /// the NAT measurements).
+    pub const SESSIONS: [Check; 5] = [Check::Pairs, Check::UdpBlocks, Check::Reboots, Check::Lan, Check::Files];
+}
+
 /// What the lab was asked to do.
 #[derive(Clone, Debug, Default)]
 pub struct LabOptions {
@@ -133,13 +165,34 @@ pub struct LabOptions {
     /// are there): no pairs, no reboot or same-LAN checks, and no binaries
     /// needed.
     pub nat_only: bool,
-    /// Everything but the ordered pairs: the NAT measurements, the reboot
-    /// and the same-LAN checks.
+    /// Everything but the ordered pairs: the NAT measurements, the reboot,
+    /// same-LAN, UDP-block and file checks.
     pub no_pairs: bool,
+    /// Only these parts (empty: as `nat_only` and `no_pairs` say).
+    pub only: Vec<Check>,
     /// Simulator seeds per pair.
     pub sim_seeds: u32,
     /// Progress lines on stderr.
     pub verbose: bool,
+}
+
+impl LabOptions {
+    /// Whether this run includes `check`.
+    pub fn runs(&self, check: Check) -> bool {
+        if self.nat_only {
+            check == Check::Nats
+        } else if !self.only.is_empty() {
+            self.only.contains(&check)
+        } else {
+            !(self.no_pairs && check == Check::Pairs)
+        }
+    }
+
+    /// Whether this run starts any session of the binaries (and so needs
+    /// them, and `conntrack`).
+    pub fn runs_sessions(&self) -> bool {
+        Check::SESSIONS.iter().any(|c| self.runs(*c))
+    }
 }
 
 /// Why the lab could not run.
@@ -170,8 +223,11 @@ pub struct LabReport {
     pub lan: Vec<lan::LanRow>,
     /// The mid-session UDP blocks.
     pub udp_blocks: Vec<midblock::BlockRow>,
-    /// Pairs, reboot, same-LAN and UDP-block checks where the simulator and
-    /// the kernel disagree.
+    /// The 64 MiB file transfers.
+    pub files: Vec<files::FileRow>,
+    /// Pairs, reboot, same-LAN, UDP-block and file checks where the
+    /// simulator and the kernel disagree (a file that did not arrive
+    /// verified counts as one).
     pub disagreements: u32,
 }
 
@@ -184,8 +240,12 @@ impl LabReport {
     /// The tables a person reads.
     pub fn table(&self) -> String {
         let mut out = String::new();
-        let _ = writeln!(out, "Kernel NATs (lab {}):", self.suffix);
-        out.push_str(&nat_check::table(&self.nats));
+        if self.nats.is_empty() {
+            let _ = writeln!(out, "Lab {} (no kernel NAT measurements):", self.suffix);
+        } else {
+            let _ = writeln!(out, "Kernel NATs (lab {}):", self.suffix);
+            out.push_str(&nat_check::table(&self.nats));
+        }
         if !self.pairs.is_empty() {
             out.push('\n');
             out.push_str(&pairs::table(&self.pairs));
@@ -202,14 +262,19 @@ impl LabReport {
             out.push('\n');
             out.push_str(&midblock::table(&self.udp_blocks));
         }
+        if !self.files.is_empty() {
+            out.push('\n');
+            out.push_str(&files::table(&self.files));
+        }
         let _ = writeln!(
             out,
             "\ndisagreements: {} pair(s), {} reboot check(s), {} same-LAN check(s), {} UDP block(s), \
-             {} NAT classification(s)",
+             {} file(s), {} NAT classification(s)",
             self.pairs.iter().filter(|r| !r.agree).count(),
             self.reboots.iter().filter(|r| !r.agree).count(),
             self.lan.iter().filter(|r| !r.agree).count(),
             self.udp_blocks.iter().filter(|r| !r.agree).count(),
+            self.files.iter().filter(|r| !r.agree).count(),
             self.nat_mismatches
         );
         out
@@ -218,11 +283,12 @@ impl LabReport {
 
 /// Runs the lab.
 pub fn run(opts: &LabOptions) -> Result<LabReport, LabError> {
-    host::check_machine(!opts.nat_only)?;
-    // --nat-only runs nat-check too when the binaries are there, and skips
-    // only the pairs; without it, missing binaries stop the lab here.
+    let sessions = opts.runs_sessions();
+    host::check_machine(sessions)?;
+    // The NAT measurements alone run nat-check too when the binaries are
+    // there; any session check needs them, and stops the lab here without.
     let located = Binaries::locate(opts.server_bin.clone(), opts.client_bin.clone());
-    let binaries = if opts.nat_only { located.ok() } else { Some(located?) };
+    let binaries = if sessions { Some(located?) } else { located.ok() };
     let me =
         std::env::current_exe().map_err(|e| LabError::Command(format!("cannot find punchline-sim itself: {e}")))?;
     let me = me.to_string_lossy().into_owned();
@@ -247,10 +313,20 @@ pub fn run(opts: &LabOptions) -> Result<LabReport, LabError> {
         .into_iter()
         .chain(echo_addrs.iter().map(|a| a.to_string()))
         .collect();
-    let echo = Spawned::start("probe echo", &srv, &me, &echo_args)?;
-    ready(&echo, |l| l == "ready")?;
+    // Only the NAT measurements use the echo and coturn.
+    let echo = if opts.runs(Check::Nats) {
+        let echo = Spawned::start("probe echo", &srv, &me, &echo_args)?;
+        ready(&echo, |l| l == "ready")?;
+        Some(echo)
+    } else {
+        None
+    };
 
-    let coturn = if host::coturn_available() {
+    // coturn leaves its pid file behind when stopped; the run removes it.
+    let pidfile = TempPath::new(std::env::temp_dir().join(format!("punchline-lab-{suffix}-turnserver.pid")));
+    let coturn = if !opts.runs(Check::Nats) {
+        None
+    } else if host::coturn_available() {
         let args: Vec<String> = [
             "-n",
             "-v",
@@ -272,7 +348,7 @@ pub fn run(opts: &LabOptions) -> Result<LabReport, LabError> {
             "--alt-listening-port",
             &(COTURN_PORT + 1).to_string(),
             "--pidfile",
-            &format!("/tmp/punchline-lab-{suffix}-turnserver.pid"),
+            &pidfile.0.to_string_lossy(),
         ]
         .iter()
         .map(|s| s.to_string())
@@ -302,10 +378,10 @@ pub fn run(opts: &LabOptions) -> Result<LabReport, LabError> {
 
     // The server's message store lives in a directory of this run's own,
     // removed when the run ends.
-    let data = TempDir(std::env::temp_dir().join(format!("punchline-lab-{suffix}-data")));
+    let data = TempPath::new(std::env::temp_dir().join(format!("punchline-lab-{suffix}-data")));
     // So do the clients' identity keys and pinned server keys: the lab
     // never touches the user's own.
-    let home = TempDir(std::env::temp_dir().join(format!("punchline-lab-{suffix}-home")));
+    let home = TempPath::new(std::env::temp_dir().join(format!("punchline-lab-{suffix}-home")));
     process::set_client_home(&home.0);
     let server = match &binaries {
         Some(b) => {
@@ -342,14 +418,14 @@ pub fn run(opts: &LabOptions) -> Result<LabReport, LabError> {
         natdiscovery: host::coturn_available(),
     };
     let mut nats = Vec::new();
-    for profile in Profile::ALL {
+    for profile in Profile::ALL.into_iter().filter(|_| opts.runs(Check::Nats)) {
         log(&format!("measuring {}", profile.name()));
         nats.push(nat_check::check(&mut topo, profile, &env)?);
     }
     let nat_mismatches = nats.iter().filter(|n| n.classified_as_built == Some(false)).count() as u32;
 
     let mut rows = Vec::new();
-    if let (Some(b), false, false) = (&binaries, opts.nat_only, opts.no_pairs) {
+    if let (Some(b), true) = (&binaries, opts.runs(Check::Pairs)) {
         for (i, (a, bp)) in Profile::ALL.iter().flat_map(|a| Profile::ALL.iter().map(move |b| (*a, *b))).enumerate() {
             log(&format!("pair {} -> {}", a.name(), bp.name()));
             let site_a = topo.add_site(Slot::One, a)?;
@@ -362,9 +438,9 @@ pub fn run(opts: &LabOptions) -> Result<LabReport, LabError> {
             rows.push(row);
         }
     }
-    let (mut reboots, mut lan, mut udp_blocks) = (Vec::new(), Vec::new(), Vec::new());
-    if let (Some(b), false) = (&binaries, opts.nat_only) {
-        for (i, (a, bp)) in midblock::CASES.into_iter().enumerate() {
+    let (mut reboots, mut lan, mut udp_blocks, mut file_rows) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    if let Some(b) = &binaries {
+        for (i, (a, bp)) in midblock::CASES.into_iter().enumerate().filter(|_| opts.runs(Check::UdpBlocks)) {
             log(&format!("UDP block {} -> {}: {}'s NAT drops UDP mid-session", a.name(), bp.name(), a.name()));
             let site_a = topo.add_site(Slot::One, a)?;
             let site_b = topo.add_site(Slot::Two, bp)?;
@@ -373,7 +449,7 @@ pub fn run(opts: &LabOptions) -> Result<LabReport, LabError> {
             topo.remove_site(site_b);
             udp_blocks.push(row);
         }
-        for (i, (a, bp)) in reboot::CASES.into_iter().enumerate() {
+        for (i, (a, bp)) in reboot::CASES.into_iter().enumerate().filter(|_| opts.runs(Check::Reboots)) {
             log(&format!("reboot {} -> {}: flushing {}'s conntrack", a.name(), bp.name(), a.name()));
             let site_a = topo.add_site(Slot::One, a)?;
             let site_b = topo.add_site(Slot::Two, bp)?;
@@ -382,26 +458,51 @@ pub fn run(opts: &LabOptions) -> Result<LabReport, LabError> {
             topo.remove_site(site_b);
             reboots.push(row);
         }
-        for (i, profile) in lan::PROFILES.into_iter().enumerate() {
+        // --keep leaves the last site built for inspection: the same-LAN
+        // one, or the last file check's pair when the file checks run.
+        let files_run = opts.runs(Check::Files);
+        for (i, profile) in lan::PROFILES.into_iter().enumerate().filter(|_| opts.runs(Check::Lan)) {
             log(&format!("same LAN behind {}", profile.name()));
             let site = topo.add_lan_site(Slot::One, profile)?;
             let row = lan::run_lan(&site, b, opts, &format!("{suffix}-{i}"))?;
-            // --keep leaves the last site for inspection.
-            if !(opts.keep && i + 1 == lan::PROFILES.len()) {
+            if !(opts.keep && !files_run && i + 1 == lan::PROFILES.len()) {
                 topo.remove_site(site);
             }
             lan.push(row);
+        }
+        for (i, (a, bp)) in files::CASES.into_iter().enumerate().filter(|_| files_run) {
+            log(&format!("file {} -> {}: {} MiB", a.name(), bp.name(), files::FILE_SIZE >> 20));
+            let site_a = topo.add_site(Slot::One, a)?;
+            let site_b = topo.add_site(Slot::Two, bp)?;
+            let row = files::run_file(&site_a, &site_b, b, opts, &format!("{suffix}-{i}"))?;
+            if !(opts.keep && i + 1 == files::CASES.len()) {
+                topo.remove_site(site_a);
+                topo.remove_site(site_b);
+            }
+            file_rows.push(row);
         }
     }
     let disagreements = (rows.iter().filter(|r| !r.agree).count()
         + reboots.iter().filter(|r| !r.agree).count()
         + lan.iter().filter(|r| !r.agree).count()
-        + udp_blocks.iter().filter(|r| !r.agree).count()) as u32;
+        + udp_blocks.iter().filter(|r| !r.agree).count()
+        + file_rows.iter().filter(|r| !r.agree).count()) as u32;
     drop(server);
     drop(coturn);
+    drop(pidfile);
     drop(echo);
     drop(topo);
-    Ok(LabReport { suffix, nats, nat_mismatches, pairs: rows, reboots, lan, udp_blocks, disagreements })
+    Ok(LabReport {
+        suffix,
+        nats,
+        nat_mismatches,
+        pairs: rows,
+        reboots,
+        lan,
+        udp_blocks,
+        files: file_rows,
+        disagreements,
+    })
 }
 
 fn ready(p: &Spawned, wanted: impl Fn(&str) -> bool) -> Result<(), LabError> {
@@ -411,11 +512,49 @@ fn ready(p: &Spawned, wanted: impl Fn(&str) -> bool) -> Result<(), LabError> {
     }
 }
 
-/// A directory removed when dropped.
-struct TempDir(std::path::PathBuf);
+/// A file or directory of the run's own, which something the lab starts
+/// creates: removed when dropped, and on Ctrl-C.
+struct TempPath(PathBuf);
 
-impl Drop for TempDir {
+impl TempPath {
+    fn new(path: PathBuf) -> TempPath {
+        cleanup::register(&path);
+        TempPath(path)
+    }
+}
+
+impl Drop for TempPath {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        cleanup::remove(&self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_nat_only_and_no_pairs_select_the_parts_that_run() {
+        let with = |f: fn(&mut LabOptions)| {
+            let mut o = LabOptions::default();
+            f(&mut o);
+            [Check::Nats, Check::Pairs, Check::UdpBlocks, Check::Reboots, Check::Lan, Check::Files]
+                .into_iter()
+                .filter(|c| o.runs(*c))
+                .collect::<Vec<_>>()
+        };
+        // Given no selection, every part runs;
+        assert_eq!(with(|_| {}).len(), 6);
+        // --nat-only runs the measurements alone, and so no session;
+        assert_eq!(with(|o| o.nat_only = true), [Check::Nats]);
+        assert!(!LabOptions { nat_only: true, ..LabOptions::default() }.runs_sessions());
+        // --no-pairs runs all but the pairs;
+        assert_eq!(with(|o| o.no_pairs = true).len(), 5);
+        assert!(!with(|o| o.no_pairs = true).contains(&Check::Pairs));
+        // --only runs what it names, and needs the binaries for a session.
+        assert_eq!(with(|o| o.only = vec![Check::Files]), [Check::Files]);
+        assert_eq!(with(|o| o.only = vec![Check::Pairs, Check::Nats]), [Check::Nats, Check::Pairs]);
+        assert!(LabOptions { only: vec![Check::Files], ..LabOptions::default() }.runs_sessions());
+        assert!(!LabOptions { only: vec![Check::Nats], ..LabOptions::default() }.runs_sessions());
     }
 }
