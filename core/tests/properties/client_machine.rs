@@ -10,6 +10,7 @@
 //! handshake's keys, reflected, replayed, tampered or in the clear.
 
 use super::*;
+use punchline_core::wire::frame::files::TransferId;
 
 // ---------------------------------------------------------------------------
 // 3. A logged-in client under attack from the server's address
@@ -83,6 +84,9 @@ enum Honest {
         attempt: u16,
         observed: SocketAddr,
     },
+    /// A file data-plane body (a piece or an acknowledgement with
+    /// credits), any numbers: what a hostile peer could send.
+    File(SessionBody),
 }
 
 /// How the test's peer plays its part of a session's handshake (the
@@ -263,9 +267,16 @@ fn honest() -> impl Strategy<Value = Honest> + Clone {
         2 => (attempt.clone(), vec(peer_source(), 0..=MAX_CANDIDATES))
             .prop_map(|(attempt, candidates)| StreamMessage::Candidates { attempt, candidates }),
         2 => attempt.clone().prop_map(|attempt| StreamMessage::OpenersOut { attempt }),
+        1 => file_message(),
+        // An offer under a name the client takes, so pieces and
+        // acknowledgements of it reach the receiving side.
+        2 => (0u32..4, prop_oneof![0u64..100_000, any::<u64>()], any::<[u8; 32]>()).prop_map(|(t, size, root)| {
+            StreamMessage::FileOffer { transfer: TransferId(t), name: "hostile.bin".into(), size, root }
+        }),
     ];
     prop_oneof![
         6 => message.prop_map(Honest::Stream),
+        3 => file_body().prop_map(Honest::File),
         2 => (0u64..3, prop_oneof![Just(0u64), any::<u64>()]).prop_map(|(back, bits)| Honest::Ack { back, bits }),
         2 => attempt.clone().prop_map(|attempt| Honest::Probe { attempt }),
         2 => (attempt, peer_source()).prop_map(|(attempt, observed)| Honest::ProbeAck { attempt, observed }),
@@ -1233,6 +1244,7 @@ fn run_client_ops(d: &mut ClientDriver, ops: &[ClientOp]) -> Result<(), TestCase
                     Honest::ProbeAck { attempt, observed } => {
                         Frame::ProbeAck { session, attempt: *attempt, probe_counter: 1, counter, observed: *observed }
                     }
+                    Honest::File(body) => Frame::Session { session, counter, body: body.clone() },
                 };
                 let end = d.peer_ends.get_mut(&session).expect("checked above");
                 let (sealed, _) = end.seal(d.now, &frame.encode()).expect("counters left");

@@ -209,8 +209,18 @@ impl ClientDriver {
                 self.sent.push(t);
             }
             let mut asked = Vec::new();
+            let mut offered = Vec::new();
             while let Some(e) = self.client.poll_event() {
                 match &e {
+                    // A hostile peer's file is taken, to exercise receiving;
+                    // nothing it sends can verify against its random root.
+                    ClientEvent::FileOffered { file, .. } => {
+                        offered.push(*file);
+                        eprintln!("PROBE offered");
+                    }
+                    ClientEvent::FileWrite { offset, data, .. } => {
+                        panic!("{} bytes at {offset} written from a hostile peer's file", data.len())
+                    }
                     ClientEvent::OpenSockets { request, count } => {
                         assert!((1..=1024).contains(count), "asked for {count} sockets");
                         asked.push((*request, *count));
@@ -224,7 +234,10 @@ impl ClientDriver {
                 }
                 self.events.push(e);
             }
-            if asked.is_empty() {
+            for file in &offered {
+                self.client.accept_file(self.now, *file, &[]);
+            }
+            if asked.is_empty() && offered.is_empty() {
                 self.check_peer_datagrams();
                 return;
             }
