@@ -214,10 +214,7 @@ impl ClientDriver {
                 match &e {
                     // A hostile peer's file is taken, to exercise receiving;
                     // nothing it sends can verify against its random root.
-                    ClientEvent::FileOffered { file, .. } => {
-                        offered.push(*file);
-                        eprintln!("PROBE offered");
-                    }
+                    ClientEvent::FileOffered { file, .. } => offered.push(*file),
                     ClientEvent::FileWrite { offset, data, .. } => {
                         panic!("{} bytes at {offset} written from a hostile peer's file", data.len())
                     }
