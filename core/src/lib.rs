@@ -109,3 +109,4 @@ pub mod wire;
 
 pub use machine::{Machine, SocketId, Transmit};
 pub use rng::Seed;
+pub use timer::Moment;

@@ -15,7 +15,7 @@ use smallvec::SmallVec;
 /// A point in time as the core's clock-driven parts see it: an `Instant` in
 /// the machines. Their unit tests use a `Duration` since some epoch, so they
 /// read no clock (the core never does, its tests included).
-pub trait Moment: Copy + Ord + Add<Duration, Output = Self> {
+pub trait Moment: Copy + Ord + Add<Duration, Output = Self> + std::fmt::Debug + Send + 'static {
     /// The time from `earlier` to `self`, zero if `earlier` is later.
     fn saturating_duration_since(self, earlier: Self) -> Duration;
 }

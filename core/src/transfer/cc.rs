@@ -12,24 +12,26 @@
 use std::fmt::Debug;
 use std::time::{Duration, Instant};
 
+use crate::timer::Moment;
+
 use super::rtt::RttEstimator;
 
 /// A congestion controller: the size of the window of bytes a sender may
 /// have in flight, grown by acknowledgements and shrunk by congestion
 /// events. Time is always an argument; a controller never reads a clock.
-pub trait Controller: Debug + Send {
+pub trait Controller<T = Instant>: Debug + Send {
     /// The congestion window, in bytes.
     fn window(&self) -> u64;
 
     /// `bytes` sent at `sent` were acknowledged at `now`. `app_limited`
     /// says the sender was not using its window (RFC 9002 §7.8): the window
     /// must not grow from such an acknowledgement.
-    fn on_ack(&mut self, now: Instant, sent: Instant, bytes: u64, app_limited: bool, rtt: &RttEstimator);
+    fn on_ack(&mut self, now: T, sent: T, bytes: u64, app_limited: bool, rtt: &RttEstimator);
 
     /// Packets were declared lost at `now`; the largest of them was sent at
     /// `sent`. `persistent` says the losses span a persistent congestion
     /// period (RFC 9002 §7.6).
-    fn on_congestion_event(&mut self, now: Instant, sent: Instant, persistent: bool);
+    fn on_congestion_event(&mut self, now: T, sent: T, persistent: bool);
 
     /// Whether the controller is in slow start.
     fn in_slow_start(&self) -> bool;
@@ -39,10 +41,10 @@ pub trait Controller: Debug + Send {
     fn reset(&mut self);
 
     /// A boxed copy (so that `Box<dyn Controller>` is `Clone`).
-    fn clone_box(&self) -> Box<dyn Controller>;
+    fn clone_box(&self) -> Box<dyn Controller<T>>;
 }
 
-impl Clone for Box<dyn Controller> {
+impl<T> Clone for Box<dyn Controller<T>> {
     fn clone(&self) -> Self {
         self.clone_box()
     }
@@ -94,19 +96,19 @@ impl Default for NewRenoConfig {
 /// window acknowledged, and a congestion event halves it at most once per
 /// round trip.
 #[derive(Clone, Debug)]
-pub struct NewReno {
+pub struct NewReno<T = Instant> {
     config: NewRenoConfig,
     window: u64,
     ssthresh: u64,
     /// When the current recovery period started (Appendix B
     /// congestion_recovery_start_time): packets sent before it neither
     /// reduce the window again nor grow it.
-    recovery_start: Option<Instant>,
+    recovery_start: Option<T>,
     /// Bytes acknowledged in congestion avoidance since the window last
     /// grew.
     bytes_acked: u64,
     /// Slow start's delay watch (RFC 9406).
-    hystart: HyStart,
+    hystart: HyStart<T>,
 }
 
 /// HyStart++'s round tracking (RFC 9406 §4): slow start ends when the
@@ -115,11 +117,11 @@ pub struct NewReno {
 /// overflows: the overshoot's burst of losses is avoided, and flows that
 /// share a bottleneck leave slow start together, on equal terms.
 /// Simplified: slow start ends there (no conservative slow start, §4.3).
-#[derive(Clone, Copy, Debug, Default)]
-struct HyStart {
+#[derive(Clone, Copy, Debug)]
+struct HyStart<T> {
     /// When the current round began: a round ends when a packet sent after
     /// it is acknowledged.
-    round_start: Option<Instant>,
+    round_start: Option<T>,
     /// The smallest RTT sample of the current round, and how many it took.
     current_min: Option<Duration>,
     samples: u32,
@@ -132,10 +134,16 @@ const HYSTART_SAMPLES: u32 = 8;
 const HYSTART_MIN_THRESH: Duration = Duration::from_millis(4);
 const HYSTART_MAX_THRESH: Duration = Duration::from_millis(16);
 
-impl HyStart {
+impl<T> Default for HyStart<T> {
+    fn default() -> Self {
+        HyStart { round_start: None, current_min: None, samples: 0, last_min: None }
+    }
+}
+
+impl<T: Moment> HyStart<T> {
     /// An acknowledgement in slow start of a packet sent at `sent`, with
     /// `rtt`'s latest sample; true when slow start should end.
-    fn on_ack(&mut self, now: Instant, sent: Instant, rtt: &RttEstimator) -> bool {
+    fn on_ack(&mut self, now: T, sent: T, rtt: &RttEstimator) -> bool {
         match self.round_start {
             Some(start) if sent < start => {}
             _ => {
@@ -164,7 +172,7 @@ impl HyStart {
 const LOSS_REDUCTION_NUM: u64 = 1;
 const LOSS_REDUCTION_DEN: u64 = 2;
 
-impl NewReno {
+impl<T: Moment> NewReno<T> {
     /// A controller in slow start at the configured initial window.
     pub fn new(config: NewRenoConfig) -> Self {
         let mut reno = NewReno {
@@ -191,23 +199,23 @@ impl NewReno {
     }
 
     /// Appendix B InCongestionRecovery: sent at or before the recovery start.
-    fn in_recovery(&self, sent: Instant) -> bool {
+    fn in_recovery(&self, sent: T) -> bool {
         self.recovery_start.is_some_and(|start| sent <= start)
     }
 }
 
-impl Default for NewReno {
+impl<T: Moment> Default for NewReno<T> {
     fn default() -> Self {
         NewReno::new(NewRenoConfig::default())
     }
 }
 
-impl Controller for NewReno {
+impl<T: Moment> Controller<T> for NewReno<T> {
     fn window(&self) -> u64 {
         self.window
     }
 
-    fn on_ack(&mut self, now: Instant, sent: Instant, bytes: u64, app_limited: bool, rtt: &RttEstimator) {
+    fn on_ack(&mut self, now: T, sent: T, bytes: u64, app_limited: bool, rtt: &RttEstimator) {
         // §7.3.2: a recovery period ends when a packet sent during it is
         // acknowledged; acknowledgements of older packets do not grow the
         // window. §7.8: nor do those of an app-limited sender.
@@ -235,7 +243,7 @@ impl Controller for NewReno {
         self.window = self.window.min(self.config.max_window);
     }
 
-    fn on_congestion_event(&mut self, now: Instant, sent: Instant, persistent: bool) {
+    fn on_congestion_event(&mut self, now: T, sent: T, persistent: bool) {
         // §7.3.2: one reduction per round trip. A loss of a packet sent
         // before the current recovery period started belongs to the same
         // congestion event.
@@ -268,7 +276,7 @@ impl Controller for NewReno {
         self.hystart = HyStart::default();
     }
 
-    fn clone_box(&self) -> Box<dyn Controller> {
+    fn clone_box(&self) -> Box<dyn Controller<T>> {
         Box::new(self.clone())
     }
 }
@@ -294,15 +302,15 @@ mod tests {
         // 2 × 9000 (above 14720).
         assert_eq!(NewRenoConfig::new(1500).initial_window, 14_720);
         assert_eq!(NewRenoConfig::new(9000).initial_window, 18_000);
-        assert_eq!(NewReno::default().window(), 12_000);
-        assert!(NewReno::default().in_slow_start());
+        assert_eq!(NewReno::<Duration>::default().window(), 12_000);
+        assert!(NewReno::<Duration>::default().in_slow_start());
     }
 
     #[test]
     fn slow_start_doubles_the_window_each_round_trip() {
         // Given a fresh controller,
-        let t0 = Instant::now();
-        let mut cc = NewReno::default();
+        let t0 = Duration::ZERO;
+        let mut cc = NewReno::<Duration>::default();
         // when each round trip acknowledges a whole window, packet by packet,
         for round in 1..=4u32 {
             let sent = t0 + 100 * MS * (round - 1);
@@ -320,10 +328,10 @@ mod tests {
     #[test]
     fn slow_start_ends_when_the_round_trip_grows_by_an_eighth() {
         // Given slow start on a 100 ms path,
-        let t0 = Instant::now();
-        let mut cc = NewReno::default();
+        let t0 = Duration::ZERO;
+        let mut cc = NewReno::<Duration>::default();
         let mut rtt = RttEstimator::default();
-        let mut round = |cc: &mut NewReno, n: u32, sample: Duration| {
+        let mut round = |cc: &mut NewReno<Duration>, n: u32, sample: Duration| {
             let sent = t0 + 200 * MS * n;
             rtt.update(sample, Duration::ZERO);
             for _ in 0..cc.window() / MSS {
@@ -344,8 +352,8 @@ mod tests {
     #[test]
     fn congestion_avoidance_grows_one_datagram_per_window_acknowledged() {
         // Given a controller out of slow start at 20 datagrams,
-        let t0 = Instant::now();
-        let mut cc = NewReno::default();
+        let t0 = Duration::ZERO;
+        let mut cc = NewReno::<Duration>::default();
         for _ in 0..30 {
             cc.on_ack(t0, t0, MSS, false, &rtt());
         }
@@ -367,8 +375,8 @@ mod tests {
     #[test]
     fn losses_in_one_round_trip_halve_the_window_once() {
         // Given a window of 40 datagrams,
-        let t0 = Instant::now();
-        let mut cc = NewReno::default();
+        let t0 = Duration::ZERO;
+        let mut cc = NewReno::<Duration>::default();
         for _ in 0..30 {
             cc.on_ack(t0, t0, MSS, false, &rtt());
         }
@@ -392,8 +400,8 @@ mod tests {
     #[test]
     fn the_window_never_falls_below_two_datagrams() {
         // Given a controller, when it is halved ten round trips running,
-        let t0 = Instant::now();
-        let mut cc = NewReno::default();
+        let t0 = Duration::ZERO;
+        let mut cc = NewReno::<Duration>::default();
         for i in 1..=10u32 {
             cc.on_congestion_event(t0 + 10 * MS * i, t0 + 10 * MS * i - MS, false);
         }
@@ -404,8 +412,8 @@ mod tests {
     #[test]
     fn persistent_congestion_collapses_to_the_minimum_and_slow_starts_back() {
         // Given a window of 40 datagrams,
-        let t0 = Instant::now();
-        let mut cc = NewReno::default();
+        let t0 = Duration::ZERO;
+        let mut cc = NewReno::<Duration>::default();
         for _ in 0..30 {
             cc.on_ack(t0, t0, MSS, false, &rtt());
         }
@@ -423,8 +431,8 @@ mod tests {
     #[test]
     fn app_limited_acks_do_not_grow_the_window() {
         // Given a fresh controller, when acks arrive while app-limited,
-        let t0 = Instant::now();
-        let mut cc = NewReno::default();
+        let t0 = Duration::ZERO;
+        let mut cc = NewReno::<Duration>::default();
         for _ in 0..10 {
             cc.on_ack(t0, t0, MSS, true, &rtt());
         }
@@ -435,8 +443,8 @@ mod tests {
     #[test]
     fn the_window_is_capped_and_reset_restores_the_initial_state() {
         // Given a cap of 20 datagrams,
-        let t0 = Instant::now();
-        let mut cc = NewReno::new(NewRenoConfig { max_window: 20 * MSS, ..NewRenoConfig::default() });
+        let t0 = Duration::ZERO;
+        let mut cc = NewReno::<Duration>::new(NewRenoConfig { max_window: 20 * MSS, ..NewRenoConfig::default() });
         // when slow start would take it to 40,
         for _ in 0..30 {
             cc.on_ack(t0, t0, MSS, false, &rtt());
@@ -447,7 +455,7 @@ mod tests {
         cc.on_congestion_event(t0 + MS, t0, false);
         cc.reset();
         assert_eq!((cc.window(), cc.ssthresh()), (10 * MSS, u64::MAX));
-        let boxed: Box<dyn Controller> = Box::new(cc);
+        let boxed: Box<dyn Controller<Duration>> = Box::new(cc);
         assert_eq!(boxed.clone().window(), 10 * MSS);
     }
 }

@@ -23,18 +23,22 @@
 //! without counting it lost, and starts the window, the RTT and the pacer
 //! afresh; late acknowledgements from the old path are ignored.
 //!
-//! Everything is pure and deterministic: time is always an argument, no
-//! clock is read, nothing is random, and no hash map is iterated.
+//! Everything is pure and deterministic: time is always an argument (any
+//! [`Moment`](crate::Moment): an `Instant` in a driver, a `Duration` since
+//! an epoch in tests), no clock is read, nothing is random, and no hash
+//! map is iterated.
 //!
 //! # Example: one sender, one receiver, a perfect network
 //!
 //! ```
-//! use std::time::{Duration, Instant};
+//! use std::time::Duration;
 //! use punchline_core::transfer::{AckTracker, NewReno, Recovery};
 //!
-//! let mut now = Instant::now(); // only an epoch: the caller owns the clock
-//! let mut sender: Recovery<&str> = Recovery::new(Box::new(NewReno::default()), 1200);
-//! let mut receiver = AckTracker::new();
+//! // Virtual time, a `Duration` since an epoch; a driver passes `Instant`s
+//! // (the default), which the core never reads itself.
+//! let mut now = Duration::ZERO;
+//! let mut sender: Recovery<&str, Duration> = Recovery::new(Box::new(NewReno::default()), 1200);
+//! let mut receiver = AckTracker::<Duration>::new();
 //!
 //! // The sender sends while the window and the pacer allow.
 //! for chunk in ["a", "b", "c"] {

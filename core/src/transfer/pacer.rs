@@ -13,6 +13,8 @@
 
 use std::time::{Duration, Instant};
 
+use crate::timer::Moment;
+
 /// The interval whose share of the window the bucket holds.
 pub const BURST_INTERVAL: Duration = Duration::from_millis(2);
 /// The smallest bucket, in datagrams: small windows are not paced finer.
@@ -29,17 +31,17 @@ const RATE_DEN: u128 = 4;
 /// Ask [`Pacer::delay`] before sending; when it says `None`, send and report
 /// the bytes to [`Pacer::on_sent`], which takes them from the bucket.
 #[derive(Clone, Debug)]
-pub struct Pacer {
+pub struct Pacer<T = Instant> {
     max_datagram: u64,
     capacity: u64,
     /// Bytes that may leave now.
     tokens: u64,
     /// The instant the tokens were counted up to; `None` until the first
     /// question, when the bucket starts full (the initial burst).
-    prev: Option<Instant>,
+    prev: Option<T>,
 }
 
-impl Pacer {
+impl<T: Moment> Pacer<T> {
     /// A full bucket for datagrams of `max_datagram` bytes.
     pub fn new(max_datagram: u64) -> Self {
         let max_datagram = max_datagram.max(1);
@@ -50,7 +52,7 @@ impl Pacer {
     /// congestion window of `window` bytes: `None` means now, `Some(t)` not
     /// before `t` (then ask again at `t`). Refills the bucket up to `now`;
     /// it does not take tokens ([`Pacer::on_sent`] does).
-    pub fn delay(&mut self, now: Instant, bytes: u64, srtt: Duration, window: u64) -> Option<Instant> {
+    pub fn delay(&mut self, now: T, bytes: u64, srtt: Duration, window: u64) -> Option<T> {
         let window = u128::from(window.max(self.max_datagram));
         let srtt = srtt.as_nanos().max(1);
         self.capacity = self.capacity_for(window, srtt);
@@ -115,7 +117,7 @@ mod tests {
 
     /// Sends `packets` as fast as the pacer allows from `start`, jumping to
     /// each deadline; returns when the last one left.
-    fn send_all(pacer: &mut Pacer, start: Instant, packets: u64, srtt: Duration, window: u64) -> Instant {
+    fn send_all(pacer: &mut Pacer<Duration>, start: Duration, packets: u64, srtt: Duration, window: u64) -> Duration {
         let mut now = start;
         for _ in 0..packets {
             while let Some(t) = pacer.delay(now, MSS, srtt, window) {
@@ -130,8 +132,8 @@ mod tests {
     #[test]
     fn a_window_is_spread_over_most_of_a_round_trip() {
         // Given a window of 100 datagrams and a 100 ms RTT,
-        let t0 = Instant::now();
-        let mut pacer = Pacer::new(MSS);
+        let t0 = Duration::ZERO;
+        let mut pacer = Pacer::<Duration>::new(MSS);
         // when 100 datagrams are sent as fast as allowed,
         let last = send_all(&mut pacer, t0, 100, 100 * MS, 100 * MSS);
         // then they take between 60 and 100 ms (at 1.25 × the window rate,
@@ -144,8 +146,8 @@ mod tests {
     #[test]
     fn the_first_burst_is_the_bucket_and_then_the_sender_waits() {
         // Given a fresh pacer, a window of 100 datagrams and a 100 ms RTT,
-        let t0 = Instant::now();
-        let mut pacer = Pacer::new(MSS);
+        let t0 = Duration::ZERO;
+        let mut pacer = Pacer::<Duration>::new(MSS);
         // then 10 datagrams may leave at once;
         for _ in 0..10 {
             assert_eq!(pacer.delay(t0, MSS, 100 * MS, 100 * MSS), None);
@@ -160,8 +162,8 @@ mod tests {
     #[test]
     fn idle_time_earns_no_more_than_one_bucket() {
         // Given a pacer drained at t0,
-        let t0 = Instant::now();
-        let mut pacer = Pacer::new(MSS);
+        let t0 = Duration::ZERO;
+        let mut pacer = Pacer::<Duration>::new(MSS);
         send_all(&mut pacer, t0, 10, 100 * MS, 100 * MSS);
         // when it sits idle for ten seconds and then sends a window,
         let start = t0 + Duration::from_secs(10);
@@ -174,8 +176,8 @@ mod tests {
     fn a_large_window_gets_a_two_millisecond_bucket() {
         // Given a window of 10,000 datagrams over 10 ms (2 ms of it is 2000
         // datagrams, above the 256 cap),
-        let t0 = Instant::now();
-        let mut pacer = Pacer::new(MSS);
+        let t0 = Duration::ZERO;
+        let mut pacer = Pacer::<Duration>::new(MSS);
         // then 256 datagrams leave at once and the 257th waits;
         for _ in 0..256 {
             assert_eq!(pacer.delay(t0, MSS, 10 * MS, 10_000 * MSS), None);
@@ -184,7 +186,7 @@ mod tests {
         assert!(pacer.delay(t0, MSS, 10 * MS, 10_000 * MSS).is_some());
         // and with a window of 3000 datagrams over 40 ms the bucket is the
         // 2 ms share, 150 datagrams.
-        let mut pacer = Pacer::new(MSS);
+        let mut pacer = Pacer::<Duration>::new(MSS);
         assert_eq!(pacer.delay(t0, MSS, 40 * MS, 3000 * MSS), None);
         assert_eq!(pacer.capacity, 150 * MSS);
     }
@@ -192,8 +194,8 @@ mod tests {
     #[test]
     fn a_shrinking_window_shrinks_the_bucket_and_slows_the_rate() {
         // Given a full bucket for a window of 1000 datagrams over 10 ms (200),
-        let t0 = Instant::now();
-        let mut pacer = Pacer::new(MSS);
+        let t0 = Duration::ZERO;
+        let mut pacer = Pacer::<Duration>::new(MSS);
         assert_eq!(pacer.delay(t0, MSS, 10 * MS, 1000 * MSS), None);
         assert_eq!(pacer.tokens, 200 * MSS);
         // when the window falls to 100 datagrams,

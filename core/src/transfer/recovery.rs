@@ -30,6 +30,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use crate::timer::Moment;
+
 use super::ack::{AckRanges, MAX_ACK_DELAY};
 use super::cc::Controller;
 use super::pacer::Pacer;
@@ -138,13 +140,13 @@ pub struct RecoveryStats {
 /// 5. on a path change, call [`Recovery::reset_path`] and send again what
 ///    it returns.
 #[derive(Clone, Debug)]
-pub struct Recovery<M> {
+pub struct Recovery<M, T = Instant> {
     rtt: RttEstimator,
-    controller: Box<dyn Controller>,
-    pacer: Pacer,
+    controller: Box<dyn Controller<T>>,
+    pacer: Pacer<T>,
     max_datagram: u64,
     /// Packets in flight, by packet number.
-    sent: BTreeMap<u64, SentPacket<M>>,
+    sent: BTreeMap<u64, SentPacket<M, T>>,
     next_pn: u64,
     bytes_in_flight: u64,
     largest_acked: Option<u64>,
@@ -160,9 +162,9 @@ pub struct Recovery<M> {
     /// of them shows how far the path reorders.
     declared_lost: BTreeMap<u64, Option<u64>>,
     /// When the earliest packet awaiting the time threshold becomes lost.
-    loss_time: Option<Instant>,
+    loss_time: Option<T>,
     /// When the last packet was sent (all are ack-eliciting).
-    last_sent: Option<Instant>,
+    last_sent: Option<T>,
     /// Probe timeouts in a row without an acknowledgement (the backoff).
     pto_count: u32,
     /// Probes still allowed past the window.
@@ -175,16 +177,16 @@ pub struct Recovery<M> {
 }
 
 #[derive(Clone, Debug)]
-struct SentPacket<M> {
-    time: Instant,
+struct SentPacket<M, T> {
+    time: T,
     bytes: u64,
     meta: M,
 }
 
-impl<M> Recovery<M> {
+impl<M, T: Moment> Recovery<M, T> {
     /// An empty ledger using `controller`, pacing datagrams of
     /// `max_datagram` bytes, with the RTT at [`INITIAL_RTT`].
-    pub fn new(controller: Box<dyn Controller>, max_datagram: u64) -> Self {
+    pub fn new(controller: Box<dyn Controller<T>>, max_datagram: u64) -> Self {
         Recovery {
             rtt: RttEstimator::new(INITIAL_RTT),
             controller,
@@ -221,7 +223,7 @@ impl<M> Recovery<M> {
     ///
     /// A caller bug (a number not handed out, or one already sent) panics
     /// in debug builds; in release builds a repeated number is ignored.
-    pub fn on_sent(&mut self, now: Instant, pn: u64, bytes: u64, meta: M) {
+    pub fn on_sent(&mut self, now: T, pn: u64, bytes: u64, meta: M) {
         debug_assert!(pn < self.next_pn, "packet number {pn} was not handed out");
         debug_assert!(!self.sent.contains_key(&pn), "packet number {pn} sent twice");
         if self.sent.contains_key(&pn) {
@@ -255,7 +257,7 @@ impl<M> Recovery<M> {
 
     /// When a packet of `bytes` may leave (RFC 9002 §7.7): `None` means
     /// now, `Some(t)` not before `t`. Probes are not paced.
-    pub fn send_time(&mut self, now: Instant, bytes: u64) -> Option<Instant> {
+    pub fn send_time(&mut self, now: T, bytes: u64) -> Option<T> {
         if self.probes > 0 {
             return None;
         }
@@ -282,7 +284,7 @@ impl<M> Recovery<M> {
     /// [`Recovery::reset_path`], or never sent) are ignored; an
     /// acknowledgement that is malformed or names a number not yet handed
     /// out is hostile and ignored whole.
-    pub fn on_ack(&mut self, now: Instant, ack: &AckRanges) -> AckOutcome<M> {
+    pub fn on_ack(&mut self, now: T, ack: &AckRanges) -> AckOutcome<M> {
         let mut outcome = AckOutcome { acked: Vec::new(), lost: Vec::new() };
         let Some(largest) = ack.largest().filter(|&l| ack.is_valid() && l < self.next_pn) else {
             self.stats.ignored_acks += 1;
@@ -337,7 +339,7 @@ impl<M> Recovery<M> {
     /// packet awaiting the time threshold becomes lost, else the probe
     /// timeout while packets are in flight (last send + PTO × 2^backoff),
     /// else `None`.
-    pub fn timeout(&self) -> Option<Instant> {
+    pub fn timeout(&self) -> Option<T> {
         if let Some(loss_time) = self.loss_time {
             return Some(loss_time);
         }
@@ -347,13 +349,13 @@ impl<M> Recovery<M> {
         let backoff = 1u32 << self.pto_count.min(MAX_PTO_BACKOFF_EXPONENT);
         let pto = self.rtt.pto(MAX_ACK_DELAY);
         let backed_off = pto.checked_mul(backoff).map_or(MAX_PTO.max(pto), |d| d.min(MAX_PTO.max(pto)));
-        self.last_sent?.checked_add(backed_off)
+        Some(self.last_sent? + backed_off)
     }
 
     /// The loss-detection timer fired at `now` (RFC 9002 Appendix A.9):
     /// declares time-threshold losses, or fires the probe timeout, which
     /// doubles the next one. Nothing happens before [`Recovery::timeout`].
-    pub fn on_timeout(&mut self, now: Instant) -> TimeoutOutcome<M> {
+    pub fn on_timeout(&mut self, now: T) -> TimeoutOutcome<M> {
         let mut outcome = TimeoutOutcome { lost: Vec::new(), probes: 0 };
         if self.loss_time.is_some_and(|t| now >= t) {
             let (lost, _) = self.detect_lost(now, false);
@@ -398,7 +400,7 @@ impl<M> Recovery<M> {
     }
 
     /// The congestion controller.
-    pub fn controller(&self) -> &dyn Controller {
+    pub fn controller(&self) -> &dyn Controller<T> {
         self.controller.as_ref()
     }
 
@@ -438,7 +440,7 @@ impl<M> Recovery<M> {
     /// by the packet or the time threshold, rearms the loss time for the
     /// others, and says whether the losses are persistent congestion (only
     /// judged on an acknowledgement, `due_to_ack`).
-    fn detect_lost(&mut self, now: Instant, due_to_ack: bool) -> (Vec<SentPacket<M>>, bool) {
+    fn detect_lost(&mut self, now: T, due_to_ack: bool) -> (Vec<SentPacket<M, T>>, bool) {
         self.loss_time = None;
         let Some(largest_acked) = self.largest_acked else { return (Vec::new(), false) };
         let loss_delay = self.loss_delay();
@@ -449,7 +451,7 @@ impl<M> Recovery<M> {
         let mut persistent = false;
         // The send time of the first lost packet of the current run of
         // consecutive packet numbers (none acknowledged in between).
-        let mut run_start: Option<Instant> = None;
+        let mut run_start: Option<T> = None;
         let mut prev_pn: Option<u64> = None;
         for (&pn, packet) in self.sent.range(..largest_acked) {
             if prev_pn.is_none_or(|p| p + 1 != pn) {
@@ -533,7 +535,7 @@ impl<M> Recovery<M> {
 
     /// One congestion event for a batch of losses, dated by the last one
     /// sent (RFC 9002 Appendix B.8 OnPacketsLost).
-    fn signal_losses(&mut self, now: Instant, lost: &[SentPacket<M>], persistent: bool) {
+    fn signal_losses(&mut self, now: T, lost: &[SentPacket<M, T>], persistent: bool) {
         let Some(last) = lost.iter().map(|p| p.time).max() else { return };
         self.stats.lost_packets += lost.len() as u64;
         self.stats.congestion_events += 1;
@@ -552,12 +554,12 @@ mod tests {
     const MSS: u64 = 1200;
     const MS: Duration = Duration::from_millis(1);
 
-    fn ledger() -> Recovery<u64> {
-        Recovery::new(Box::new(NewReno::default()), MSS)
+    fn ledger() -> Recovery<u64, Duration> {
+        Recovery::<_, Duration>::new(Box::new(NewReno::<Duration>::default()), MSS)
     }
 
     /// Sends `n` full-size packets at `now`, each described by its number.
-    fn send(r: &mut Recovery<u64>, now: Instant, n: u64) -> Vec<u64> {
+    fn send(r: &mut Recovery<u64, Duration>, now: Duration, n: u64) -> Vec<u64> {
         (0..n)
             .map(|_| {
                 let pn = r.next_pn();
@@ -574,7 +576,7 @@ mod tests {
     #[test]
     fn an_ack_settles_its_packets_samples_the_rtt_and_grows_the_window() {
         // Given 3 packets sent at t0,
-        let t0 = Instant::now();
+        let t0 = Duration::ZERO;
         let mut r = ledger();
         assert_eq!(send(&mut r, t0, 3), [0, 1, 2]);
         assert_eq!((r.bytes_in_flight(), r.packets_in_flight()), (3 * MSS, 3));
@@ -596,7 +598,7 @@ mod tests {
     #[test]
     fn a_path_that_reorders_raises_the_packet_threshold_to_what_it_showed() {
         // Given packets 0 to 9 sent together,
-        let t0 = Instant::now();
+        let t0 = Duration::ZERO;
         let mut r = ledger();
         send(&mut r, t0, 10);
         // when 5 to 9 are acknowledged first (0 to 4 count as lost by the
@@ -617,7 +619,7 @@ mod tests {
     #[test]
     fn a_packet_late_beyond_the_time_threshold_widens_it_by_an_eighth() {
         // Given a 100 ms sample, then packets 1 and 2 sent together,
-        let t0 = Instant::now();
+        let t0 = Duration::ZERO;
         let mut r = ledger();
         send(&mut r, t0, 1);
         r.on_ack(t0 + 100 * MS, &ack(&[(0, 0)]));
@@ -635,7 +637,7 @@ mod tests {
     #[test]
     fn an_ack_held_far_beyond_the_promised_delay_gives_no_rtt_sample() {
         // Given a sample of 20 ms, and a packet sent just before a 30 s cut,
-        let t0 = Instant::now();
+        let t0 = Duration::ZERO;
         let mut r = ledger();
         send(&mut r, t0, 1);
         r.on_ack(t0 + 20 * MS, &ack(&[(0, 0)]));
@@ -653,7 +655,7 @@ mod tests {
     #[test]
     fn packets_three_below_an_acked_one_are_lost_and_the_rest_wait_for_the_time_threshold() {
         // Given packets 0 to 4 sent at t0,
-        let t0 = Instant::now();
+        let t0 = Duration::ZERO;
         let mut r = ledger();
         send(&mut r, t0, 5);
         // when only 4 is acknowledged, 50 ms later,
@@ -678,7 +680,7 @@ mod tests {
     #[test]
     fn a_packet_sent_more_than_nine_eighths_of_an_rtt_before_an_acked_one_is_lost() {
         // Given packet 0 at t0 and packet 1 at t0 + 100 ms,
-        let t0 = Instant::now();
+        let t0 = Duration::ZERO;
         let mut r = ledger();
         send(&mut r, t0, 1);
         send(&mut r, t0 + 100 * MS, 1);
@@ -692,7 +694,7 @@ mod tests {
     #[test]
     fn several_losses_in_one_round_trip_halve_the_window_once() {
         // Given 20 packets sent at t0,
-        let t0 = Instant::now();
+        let t0 = Duration::ZERO;
         let mut r = ledger();
         send(&mut r, t0, 20);
         // when 5..=9 are acknowledged, then 0..=4 are lost and the window
@@ -714,7 +716,7 @@ mod tests {
 
     /// Packet 0 acknowledged at t0 + 100 ms (the RTT sample), then packets 1
     /// to 13 sent 100 ms apart from t0 + 100 ms.
-    fn thirteen_packets_after_a_sample(t0: Instant) -> Recovery<u64> {
+    fn thirteen_packets_after_a_sample(t0: Duration) -> Recovery<u64, Duration> {
         let mut r = ledger();
         send(&mut r, t0, 1);
         r.on_ack(t0 + 100 * MS, &ack(&[(0, 0)]));
@@ -729,7 +731,7 @@ mod tests {
     fn losses_spanning_three_ptos_are_persistent_congestion() {
         // Given packets 1 to 13 sent over 1.2 s after an RTT sample of 100 ms
         // (PTO 275 ms, so the period is 825 ms),
-        let t0 = Instant::now();
+        let t0 = Duration::ZERO;
         let mut r = thirteen_packets_after_a_sample(t0);
         // when only 13 is acknowledged,
         let outcome = r.on_ack(t0 + 1400 * MS, &ack(&[(13, 13)]));
@@ -746,7 +748,7 @@ mod tests {
     #[test]
     fn an_acknowledged_packet_in_between_breaks_persistent_congestion() {
         // Given the same packets,
-        let t0 = Instant::now();
+        let t0 = Duration::ZERO;
         let mut r = thirteen_packets_after_a_sample(t0);
         // when 6 and 13 are acknowledged,
         let outcome = r.on_ack(t0 + 1400 * MS, &ack(&[(13, 13), (6, 6)]));
@@ -761,7 +763,7 @@ mod tests {
     fn the_probe_timeout_doubles_and_asks_for_two_probes_past_the_window() {
         // Given a full window sent at t0 and no sample (PTO = 333 ms + 4 ×
         // 166.5 ms + 25 ms),
-        let t0 = Instant::now();
+        let t0 = Duration::ZERO;
         let mut r = ledger();
         send(&mut r, t0, 10);
         let pto = 1024 * MS;
@@ -794,7 +796,7 @@ mod tests {
     #[test]
     fn acks_for_unknown_or_future_packet_numbers_are_ignored() {
         // Given packets 0 to 2 sent and number 3 handed out but not sent,
-        let t0 = Instant::now();
+        let t0 = Duration::ZERO;
         let mut r = ledger();
         send(&mut r, t0, 3);
         assert_eq!(r.next_pn(), 3);
@@ -823,7 +825,7 @@ mod tests {
     fn a_path_reset_returns_everything_in_flight_and_starts_over() {
         // Given a window grown to 15 datagrams, an RTT of 100 ms, and
         // packets 5 to 14 in flight,
-        let t0 = Instant::now();
+        let t0 = Duration::ZERO;
         let mut r = ledger();
         send(&mut r, t0, 10);
         r.on_ack(t0 + 100 * MS, &ack(&[(0, 4)]));
@@ -854,7 +856,7 @@ mod tests {
     #[test]
     fn an_app_limited_sender_does_not_grow_its_window() {
         // Given a sender that says it ran out of data,
-        let t0 = Instant::now();
+        let t0 = Duration::ZERO;
         let mut r = ledger();
         r.set_app_limited(true);
         // when its packets are acknowledged, then the window stays;
@@ -872,7 +874,7 @@ mod tests {
     fn sending_is_paced_once_the_burst_is_spent() {
         // Given an initial burst of 10 at t0, acknowledged 100 ms later
         // (window 20 datagrams, RTT 100 ms),
-        let t0 = Instant::now();
+        let t0 = Duration::ZERO;
         let mut r = ledger();
         for _ in 0..10 {
             assert!(r.can_send(MSS));

@@ -4,7 +4,7 @@
 //! event to event; nothing is random.
 
 use std::collections::VecDeque;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::*;
 
@@ -33,10 +33,11 @@ struct Run {
 }
 
 fn run() -> Run {
-    let t0 = Instant::now();
+    let t0 = Duration::ZERO;
     let mut now = t0;
-    let mut sender: Recovery<usize> = Recovery::new(Box::new(NewReno::default()), MSS);
-    let mut receiver = AckTracker::new();
+    let mut sender: Recovery<usize, Duration> =
+        Recovery::<_, Duration>::new(Box::new(NewReno::<Duration>::default()), MSS);
+    let mut receiver = AckTracker::<Duration>::new();
 
     let mut next_new = 0usize;
     let mut resend: VecDeque<usize> = VecDeque::new();
@@ -47,9 +48,9 @@ fn run() -> Run {
     // The link: departure times of the datagrams queued or in service, and
     // what is propagating each way, in order of arrival.
     let mut link_free = t0;
-    let mut queued: VecDeque<Instant> = VecDeque::new();
-    let mut to_receiver: VecDeque<(Instant, u64, usize)> = VecDeque::new();
-    let mut to_sender: VecDeque<(Instant, AckRanges)> = VecDeque::new();
+    let mut queued: VecDeque<Duration> = VecDeque::new();
+    let mut to_receiver: VecDeque<(Duration, u64, usize)> = VecDeque::new();
+    let mut to_sender: VecDeque<(Duration, AckRanges)> = VecDeque::new();
     let mut dropped = 0;
     let mut windows = Vec::new();
 
