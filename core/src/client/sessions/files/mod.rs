@@ -307,11 +307,8 @@ impl Files {
     /// counting as loss.
     pub(crate) fn path_changed(&mut self, ctx: &Ctx<'_>, out: &mut Out, ch: &mut Channel<'_>) {
         let Some(plane) = self.plane.as_mut() else { return };
-        for sent in plane.recovery.reset_path() {
-            if let Some(o) = self.outgoing.get_mut(&sent.transfer) {
-                o.on_lost(sent.piece);
-            }
-        }
+        let in_flight = plane.recovery.reset_path();
+        self.send_again(in_flight);
         self.pump(ctx, out, ch);
     }
 
@@ -357,11 +354,7 @@ impl Files {
                         o.on_acked(sent.piece);
                     }
                 }
-                for sent in outcome.lost {
-                    if let Some(o) = self.outgoing.get_mut(&sent.transfer) {
-                        o.on_lost(sent.piece);
-                    }
-                }
+                self.send_again(outcome.lost);
                 self.pump(ctx, out, ch);
             }
             _ => {}
@@ -378,11 +371,7 @@ impl Files {
                     return self.arm(ch);
                 }
                 let outcome = plane.recovery.on_timeout(ctx.now);
-                for sent in outcome.lost {
-                    if let Some(o) = self.outgoing.get_mut(&sent.transfer) {
-                        o.on_lost(sent.piece);
-                    }
-                }
+                self.send_again(outcome.lost);
                 for _ in 0..outcome.probes {
                     self.send_one(ctx, out, ch, true);
                 }
@@ -425,6 +414,16 @@ impl Files {
             path,
             accepted: r.is_some(),
         })
+    }
+
+    /// Queues the pieces of packets lost (or left on an old path) to be
+    /// sent again, unless their transfer ended.
+    fn send_again(&mut self, packets: Vec<Sent>) {
+        for sent in packets {
+            if let Some(o) = self.outgoing.get_mut(&sent.transfer) {
+                o.on_lost(sent.piece);
+            }
+        }
     }
 
     /// Sends what the window, the pacer and the credits allow, the
